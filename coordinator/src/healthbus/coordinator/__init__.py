@@ -1,0 +1,3 @@
+"""healthbus coordinator (being built; see docs/)."""
+
+__all__: list[str] = []

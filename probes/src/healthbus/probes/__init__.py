@@ -1,0 +1,3 @@
+"""healthbus probes (being built; see docs/)."""
+
+__all__: list[str] = []

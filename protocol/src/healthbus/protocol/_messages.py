@@ -1,0 +1,178 @@
+"""The wire messages (DESIGN section 3, contract).
+
+Every message is a msgspec Struct encoded as UTF-8 JSON with a version field ``v``.
+Timestamps are timezone-aware ``datetime`` values on the Python side and RFC 3339 UTC
+strings on the wire. Decoding validates types, enums and the target-name rule; a
+message that fails any of them raises :class:`ProtocolError` and is never half-used.
+
+Unknown fields are ignored on decode, so newer senders can add fields without breaking
+older receivers (the contract grows only by adding).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, TypeAlias
+
+import msgspec
+
+from healthbus.protocol._subjects import TARGET_PATTERN
+
+PROTOCOL_VERSION: Final = 1
+
+#: Largest message, in bytes, any healthbus component accepts. Larger ones are dropped
+#: unread: they can only be mistakes or abuse, and decoding them costs memory.
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+
+Outcome: TypeAlias = Literal["pass", "warn", "fail"]
+ErrorKind: TypeAlias = Literal["timeout", "refused", "dns", "auth", "tls", "protocol", "unhealthy", "other"]
+State: TypeAlias = Literal["unknown", "healthy", "degraded", "unavailable", "recovering"]
+BreakerState: TypeAlias = Literal["closed", "open", "half_open", "forced_open", "disabled"]
+DetailValue: TypeAlias = str | int | float | bool
+
+OUTCOMES: Final[tuple[Outcome, ...]] = ("pass", "warn", "fail")
+ERROR_KINDS: Final[tuple[ErrorKind, ...]] = (
+    "timeout",
+    "refused",
+    "dns",
+    "auth",
+    "tls",
+    "protocol",
+    "unhealthy",
+    "other",
+)
+STATES: Final[tuple[State, ...]] = ("unknown", "healthy", "degraded", "unavailable", "recovering")
+BREAKER_STATES: Final[tuple[BreakerState, ...]] = (
+    "closed",
+    "open",
+    "half_open",
+    "forced_open",
+    "disabled",
+)
+
+TargetName = Annotated[str, msgspec.Meta(pattern=TARGET_PATTERN)]
+# A probe id is free text chosen by the operator (default host name + pid); bound it.
+ProbeId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+Version = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ProtocolError(ValueError):
+    """A message that is not valid healthbus wire format. The text says why."""
+
+
+class ProbeResult(msgspec.Struct, kw_only=True, frozen=True):
+    """One check of one target from one vantage point (``<prefix>.probe.<target>``)."""
+
+    target: TargetName
+    probe: ProbeId
+    outcome: Outcome
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)]
+    observed_at: Timestamp
+    error_kind: ErrorKind | None = None
+    error: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    details: dict[str, DetailValue] = msgspec.field(default_factory=dict)
+    v: Version = PROTOCOL_VERSION
+
+
+class Evidence(msgspec.Struct, kw_only=True, frozen=True):
+    """The latest result of one vantage point that led to a decision."""
+
+    outcome: Outcome
+    error_kind: ErrorKind | None
+    at: Timestamp
+
+
+class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
+    """A coordinator verdict for one target (``<prefix>.state.<target>``, JetStream).
+
+    ``seq`` is per target, starts at 1 and grows by exactly one per event, across
+    coordinator restarts and failovers.
+    """
+
+    target: TargetName
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    at: Timestamp
+    previous: State
+    state: State
+    breaker: BreakerState
+    reason: str
+    failures: NonNegative = 0
+    attempt: NonNegative = 0
+    retry_at: Timestamp | None = None
+    features: list[str] = msgspec.field(default_factory=list)
+    evidence: dict[str, Evidence] = msgspec.field(default_factory=dict)
+    v: Version = PROTOCOL_VERSION
+
+    @property
+    def msg_id(self) -> str:
+        """The ``Nats-Msg-Id`` header value that makes re-publishing idempotent."""
+        return f"{self.target}:{self.seq}"
+
+
+_encoder = msgspec.json.Encoder()
+_probe_decoder = msgspec.json.Decoder(ProbeResult)
+_state_decoder = msgspec.json.Decoder(StateChanged)
+
+
+def encode(message: ProbeResult | StateChanged) -> bytes:
+    """Encode a wire message to JSON bytes."""
+    return _encoder.encode(message)
+
+
+def _check_size(data: bytes | memoryview) -> None:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+
+
+def decode_probe_result(data: bytes | memoryview, *, subject_target: str | None = None) -> ProbeResult:
+    """Decode and validate a ProbeResult.
+
+    ``subject_target`` is the target token of the subject the message arrived on; a
+    message whose ``target`` differs is rejected (it would let one target's results be
+    filed under another).
+    """
+    _check_size(data)
+    try:
+        result = _probe_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid ProbeResult: {exc}") from None
+    if subject_target is not None and result.target != subject_target:
+        raise ProtocolError(
+            f"invalid ProbeResult: target {result.target!r} does not match subject token {subject_target!r}"
+        )
+    return result
+
+
+def decode_state_changed(data: bytes | memoryview, *, subject_target: str | None = None) -> StateChanged:
+    """Decode and validate a StateChanged (see :func:`decode_probe_result`)."""
+    _check_size(data)
+    try:
+        event = _state_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid StateChanged: {exc}") from None
+    if subject_target is not None and event.target != subject_target:
+        raise ProtocolError(
+            f"invalid StateChanged: target {event.target!r} does not match subject token {subject_target!r}"
+        )
+    return event
+
+
+def utcnow() -> datetime:
+    """The current wall-clock time, timezone-aware UTC (for timestamps on the wire)."""
+    return datetime.now(UTC)
+
+
+def format_timestamp(ts: datetime) -> str:
+    """RFC 3339 UTC text of a timestamp, as it appears on the wire."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp; naive input is taken as UTC."""
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

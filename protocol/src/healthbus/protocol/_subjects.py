@@ -1,0 +1,97 @@
+"""Subject names (DESIGN section 3, contract) and the target-name rule.
+
+A target name is a single NATS token: ``^[a-z0-9][a-z0-9_-]{0,63}$``. Subjects are
+``<prefix>.probe.<target>``, ``<prefix>.state.<target>``, ``<prefix>.ctl.<command>`` and
+``<prefix>.worker.<...>``; the prefix defaults to ``healthbus`` and may itself contain
+dots (``acme.healthbus``), so tests and tenants can share one NATS server.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+TARGET_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+PREFIX_PATTERN: Final = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+DEFAULT_PREFIX: Final = "healthbus"
+
+_TARGET_RE: Final = re.compile(TARGET_PATTERN)
+_PREFIX_RE: Final = re.compile(PREFIX_PATTERN)
+
+
+def is_valid_target(name: str) -> bool:
+    """True when ``name`` follows the target-name rule."""
+    return _TARGET_RE.match(name) is not None and not name.endswith("\n")
+
+
+def validate_target(name: str) -> str:
+    """Return ``name`` or raise ValueError saying what the rule is."""
+    if not is_valid_target(name):
+        raise ValueError(
+            f"invalid target name {name!r}: expected 1-64 characters of a-z, 0-9, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class Subjects:
+    """Builds and parses the subjects of one prefix.
+
+    >>> s = Subjects("healthbus")
+    >>> s.probe("redis-main"), s.state_all
+    ('healthbus.probe.redis-main', 'healthbus.state.*')
+    """
+
+    __slots__ = (
+        "_probe_base",
+        "_state_base",
+        "ctl_all",
+        "prefix",
+        "probe_all",
+        "state_all",
+        "worker_all",
+    )
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if _PREFIX_RE.match(prefix) is None:
+            raise ValueError(
+                f"invalid subject prefix {prefix!r}: expected dot-separated tokens of letters, digits, '_' or '-'"
+            )
+        self.prefix = prefix
+        self._probe_base = f"{prefix}.probe."
+        self._state_base = f"{prefix}.state."
+        self.probe_all = f"{prefix}.probe.*"
+        self.state_all = f"{prefix}.state.*"
+        self.ctl_all = f"{prefix}.ctl.>"
+        self.worker_all = f"{prefix}.worker.>"
+
+    def probe(self, target: str) -> str:
+        """``<prefix>.probe.<target>``: where ProbeResults for ``target`` go."""
+        return self._probe_base + validate_target(target)
+
+    def state(self, target: str) -> str:
+        """``<prefix>.state.<target>``: where StateChanged for ``target`` go."""
+        return self._state_base + validate_target(target)
+
+    def ctl(self, command: str) -> str:
+        """``<prefix>.ctl.<command>``: operator request/reply."""
+        return f"{self.prefix}.ctl.{command}"
+
+    def worker(self, *tokens: str) -> str:
+        """``<prefix>.worker.<tokens...>``: probe-worker heartbeats and membership."""
+        return ".".join((f"{self.prefix}.worker", *tokens))
+
+    def probe_target(self, subject: str) -> str | None:
+        """The target token of a probe subject, or None if it is not one (or is invalid)."""
+        return self._target_after(subject, self._probe_base)
+
+    def state_target(self, subject: str) -> str | None:
+        """The target token of a state subject, or None if it is not one (or is invalid)."""
+        return self._target_after(subject, self._state_base)
+
+    @staticmethod
+    def _target_after(subject: str, base: str) -> str | None:
+        if not subject.startswith(base):
+            return None
+        token = subject[len(base) :]
+        return token if is_valid_target(token) else None

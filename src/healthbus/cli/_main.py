@@ -1,0 +1,193 @@
+"""Argument parsing, shared options and exit codes of the ``healthbus`` command.
+
+Exit codes: 0 ok, 1 runtime failure (e.g. NATS unreachable), 2 usage or config error
+(the message names the bad field). Every subcommand takes ``--nats`` and the NATS
+credential options; the URL comes from ``--nats``, then the config's ``[bus] url``,
+then ``NATS_URL``, then ``nats://127.0.0.1:4222``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import msgspec
+
+from healthbus.protocol import BusSettings, Config, ConfigError, load_config
+from healthbus.subscribers import BusUnavailable
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class UsageError(Exception):
+    """Bad arguments detected after parsing; exit code 2."""
+
+
+def _add_bus_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("NATS connection")
+    g.add_argument("--nats", metavar="URL", help="NATS server URL (default: config, $NATS_URL, nats://127.0.0.1:4222)")
+    g.add_argument("--prefix", help="subject prefix (default: config or 'healthbus')")
+    g.add_argument("--user", help="NATS user")
+    g.add_argument("--password", help="NATS password (prefer $HEALTHBUS_NATS_PASSWORD)")
+    g.add_argument("--token", help="NATS token (prefer $HEALTHBUS_NATS_TOKEN)")
+    g.add_argument("--creds", metavar="FILE", help="NATS credentials file")
+    g.add_argument("--tls-ca", metavar="FILE", help="CA bundle for TLS")
+    g.add_argument("--tls-cert", metavar="FILE", help="client certificate for TLS")
+    g.add_argument("--tls-key", metavar="FILE", help="client key for TLS")
+    p.add_argument("--config", metavar="FILE", help="healthbus TOML configuration")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+
+
+def load_args_config(args: argparse.Namespace, *, required: bool = False) -> Config:
+    """The config named by ``--config`` (or $HEALTHBUS_CONFIG), else an empty one."""
+    path = getattr(args, "config", None) or os.environ.get("HEALTHBUS_CONFIG")
+    if path is None:
+        if required:
+            raise UsageError("--config FILE is required")
+        return Config()
+    return load_config(path)
+
+
+def bus_settings(args: argparse.Namespace, config: Config | None = None) -> BusSettings:
+    """The config's ``[bus]`` overlaid with command-line options and environment."""
+    base = (config or Config()).bus
+    changes: dict[str, Any] = {}
+    for field in ("user", "creds", "tls_ca", "tls_cert", "tls_key", "prefix"):
+        value = getattr(args, field, None)
+        if value:
+            changes[field] = value
+    password = getattr(args, "password", None) or os.environ.get("HEALTHBUS_NATS_PASSWORD")
+    token = getattr(args, "token", None) or os.environ.get("HEALTHBUS_NATS_TOKEN")
+    if password:
+        changes["password"] = password
+    if token:
+        changes["token"] = token
+    if getattr(args, "nats", None):
+        changes["url"] = args.nats
+    return msgspec.structs.replace(base, **changes) if changes else base
+
+
+def _not_built(name: str) -> Handler:
+    async def handler(args: argparse.Namespace) -> int:
+        print(f"healthbus {name}: not built yet", file=sys.stderr)
+        return EXIT_FAILURE
+
+    return handler
+
+
+def _handler(module: str, name: str, command: str) -> Handler:
+    """Import the handler lazily so `healthbus --help` never pays for drivers."""
+
+    async def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("healthbus"):
+                return await _not_built(command)(args)
+            raise
+        fn = getattr(mod, name, None)
+        if fn is None:
+            return await _not_built(command)(args)
+        result: int = await fn(args)
+        return result
+
+    return handler
+
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dev": ("all-in-one: embedded NATS, coordinator, probe worker and dashboard", "healthbus.cli._dev"),
+    "coordinator": ("run the coordinator", "healthbus.cli._coordinator"),
+    "probe": ("run one probe worker", "healthbus.cli._probe"),
+    "dashboard": ("serve the web dashboard", "healthbus.cli._dashboard"),
+    "status": ("current state of every target", "healthbus.cli._query"),
+    "tail": ("live state changes", "healthbus.cli._query"),
+    "replay": ("history from the audit stream", "healthbus.cli._query"),
+    "state-at": ("every target's state as it was at time T", "healthbus.cli._query"),
+    "ctl": ("operator control: force-open, disable, reset a target", "healthbus.cli._query"),
+    "bench": ("benchmarks (DESIGN section 9)", "healthbus.cli._bench"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command-line grammar."""
+    parser = argparse.ArgumentParser(
+        prog="healthbus",
+        description="Watch a fleet's dependencies once, centrally, and tell every service over NATS.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, (help_text, _module) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_bus_options(p)
+        parsers[name] = p
+    for name in ("dev", "coordinator", "probe", "dashboard"):
+        parsers[name].add_argument(
+            "--http", metavar="HOST:PORT", help="serve /metrics, /healthz, /readyz (and the dashboard) here"
+        )
+    parsers["probe"].add_argument(
+        "--id", dest="worker_id", help="this worker's vantage-point id (default: host name + pid)"
+    )
+    parsers["dev"].add_argument(
+        "--data-dir", default=".healthbus", help="where the embedded NATS keeps its data (default: .healthbus)"
+    )
+    for name in ("status", "tail", "replay", "state-at"):
+        parsers[name].add_argument(
+            "--json", action="store_true", help="one StateChanged JSON object per line, nothing else"
+        )
+    parsers["replay"].add_argument("--since", metavar="T", help="RFC 3339 time or relative like -1h")
+    parsers["replay"].add_argument("--until", metavar="T", help="RFC 3339 time or relative like -5m")
+    parsers["replay"].add_argument("--target", metavar="NAME", help="only this target")
+    parsers["state-at"].add_argument("time", metavar="T", help="RFC 3339 time or relative like -1h")
+    parsers["ctl"].add_argument("action", choices=["force-open", "disable", "reset"], help="what to do")
+    parsers["ctl"].add_argument("target", metavar="TARGET", help="target name")
+    parsers["ctl"].add_argument("--reason", default="", help="why (goes into the audit log)")
+    parsers["bench"].add_argument(
+        "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client or all"
+    )
+    parsers["bench"].add_argument("--json", action="store_true", help="print one JSON object")
+    parsers["bench"].add_argument(
+        "--size", choices=["smoke", "full"], default="full", help="smoke: tiny sizes for tests"
+    )
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``healthbus`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    module = COMMANDS[args.command][1]
+    func = "cmd_" + args.command.replace("-", "_")
+    try:
+        return asyncio.run(_handler(module, func, args.command)(args))
+    except ConfigError as exc:
+        print(f"healthbus {args.command}: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"healthbus {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BusUnavailable as exc:
+        print(f"healthbus {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Connecting to NATS, shared by every healthbus component.
+
+nats-py's defaults are wrong for us: against a dead server ``nats.connect()`` takes
+about two minutes to give up and logs a traceback on every try (STACK-FACTS). Here a
+first connect fails within ``connect_timeout`` (plus a few quick retries) with a
+:class:`BusUnavailable` that names the server without credentials, and once connected
+the client reconnects forever with backoff in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from healthbus.protocol import BusSettings, StreamSettings, redact, redact_url
+
+log = logging.getLogger("healthbus.bus")
+
+DEFAULT_URL: Final = "nats://127.0.0.1:4222"
+
+
+class BusUnavailable(ConnectionError):
+    """NATS could not be reached. The message names the server, never a credential."""
+
+
+def resolve_url(settings: BusSettings | None = None, override: str | None = None) -> str:
+    """The NATS URL: ``override`` (``--nats``), else config, else ``NATS_URL``, else default."""
+    if override:
+        return override
+    if settings is not None and settings.url:
+        return settings.url
+    return os.environ.get("NATS_URL") or DEFAULT_URL
+
+
+def _secrets(settings: BusSettings) -> list[str]:
+    return [s for s in (settings.password, settings.token) if s]
+
+
+def _tls_context(settings: BusSettings) -> ssl.SSLContext | None:
+    if not (settings.tls_ca or settings.tls_cert):
+        return None
+    ctx = ssl.create_default_context(cafile=settings.tls_ca)
+    if settings.tls_cert:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
+async def connect(
+    settings: BusSettings | None = None,
+    *,
+    url: str | None = None,
+    name: str = "healthbus",
+    connect_attempts: int = 3,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    **extra: Any,
+) -> Client:
+    """Connect to NATS, failing fast when it is down and reconnecting forever once up."""
+    settings = settings or BusSettings()
+    server = resolve_url(settings, url)
+    shown = redact_url(server)
+    secrets = _secrets(settings)
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("NATS %s: %s", shown, redact(str(exc) or type(exc).__name__, secrets))
+
+    options: dict[str, Any] = {
+        "servers": [server],
+        "name": name,
+        "connect_timeout": float(settings.connect_timeout),
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "error_cb": error_cb,
+    }
+    if reconnected_cb is not None:
+        options["reconnected_cb"] = reconnected_cb
+    if disconnected_cb is not None:
+        options["disconnected_cb"] = disconnected_cb
+    if settings.user:
+        options["user"] = settings.user
+        options["password"] = settings.password or ""
+    if settings.token:
+        options["token"] = settings.token
+    if settings.creds:
+        options["user_credentials"] = settings.creds
+    if settings.nkey_seed:
+        options["nkeys_seed"] = settings.nkey_seed
+    tls = _tls_context(settings)
+    if tls is not None:
+        options["tls"] = tls
+    options.update(extra)
+    nc = Client()
+    last: Exception | None = None
+    for _ in range(max(1, connect_attempts)):
+        try:
+            # With allow_reconnect the first connect would loop forever on a dead server:
+            # try a bounded number of times ourselves, then hand over to nats-py.
+            await nc.connect(**{**options, "allow_reconnect": False})
+        except Exception as exc:  # nats raises several unrelated types here
+            last = exc
+            continue
+        await nc.close()
+        nc = Client()
+        await nc.connect(**options)
+        return nc
+    text = redact(str(last) or type(last).__name__, secrets) if last else "unknown error"
+    raise BusUnavailable(f"cannot reach NATS at {shown}: {text}")
+
+
+def stream_config(settings: StreamSettings) -> StreamConfig:
+    """The nats-py ``StreamConfig`` for the state stream settings."""
+    return StreamConfig(
+        name=settings.name,
+        subjects=list(settings.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
+        max_age=settings.max_age_s,
+        duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
+    """Create the state stream, or bring an existing one to ``settings``."""
+    config = stream_config(settings)
+    try:
+        await js.stream_info(settings.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            pass  # created concurrently by another component: update below
+    await js.update_stream(config)
