@@ -9,6 +9,7 @@ the client reconnects forever with backoff in the background.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -77,7 +78,6 @@ async def connect(
         "name": name,
         "connect_timeout": float(settings.connect_timeout),
         "allow_reconnect": True,
-        "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "error_cb": error_cb,
     }
@@ -98,22 +98,19 @@ async def connect(
     if tls is not None:
         options["tls"] = tls
     options.update(extra)
+    # nats-py applies max_reconnect_attempts to the *first* connect too: bound it so a
+    # dead server fails fast, then switch to "forever" for the life of the connection.
+    options["max_reconnect_attempts"] = max(0, connect_attempts - 1)
     nc = Client()
-    last: Exception | None = None
-    for _ in range(max(1, connect_attempts)):
-        try:
-            # With allow_reconnect the first connect would loop forever on a dead server:
-            # try a bounded number of times ourselves, then hand over to nats-py.
-            await nc.connect(**{**options, "allow_reconnect": False})
-        except Exception as exc:  # nats raises several unrelated types here
-            last = exc
-            continue
-        await nc.close()
-        nc = Client()
+    try:
         await nc.connect(**options)
-        return nc
-    text = redact(str(last) or type(last).__name__, secrets) if last else "unknown error"
-    raise BusUnavailable(f"cannot reach NATS at {shown}: {text}")
+    except Exception as exc:  # nats-py raises several unrelated types here
+        with contextlib.suppress(Exception):
+            await nc.close()
+        text = redact(str(exc) or type(exc).__name__, secrets)
+        raise BusUnavailable(f"cannot reach NATS at {shown}: {text}") from None
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 def stream_config(settings: StreamSettings) -> StreamConfig:
