@@ -22,6 +22,14 @@ from healthbus.protocol._config import (
     load_config,
     load_config_text,
 )
+from healthbus.protocol._control import (
+    CONTROL_COMMANDS,
+    ControlCommand,
+    ControlReply,
+    ControlRequest,
+    decode_control_reply,
+    decode_control_request,
+)
 from healthbus.protocol._durations import format_duration, parse_duration
 from healthbus.protocol._messages import (
     BREAKER_STATES,
@@ -58,6 +66,7 @@ from healthbus.protocol._subjects import (
 
 __all__ = [
     "BREAKER_STATES",
+    "CONTROL_COMMANDS",
     "DEFAULT_PREFIX",
     "DEFAULT_STREAM",
     "ERROR_KINDS",
@@ -74,6 +83,9 @@ __all__ = [
     "CheckSettings",
     "Config",
     "ConfigError",
+    "ControlCommand",
+    "ControlReply",
+    "ControlRequest",
     "CoordinatorSettings",
     "DetailValue",
     "Duration",
@@ -92,6 +104,8 @@ __all__ = [
     "StreamSettings",
     "Subjects",
     "TargetConfig",
+    "decode_control_reply",
+    "decode_control_request",
     "decode_probe_result",
     "decode_state_changed",
     "encode",

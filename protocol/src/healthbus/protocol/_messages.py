@@ -103,6 +103,8 @@ class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
     retry_at: Timestamp | None = None
     features: list[str] = msgspec.field(default_factory=list)
     evidence: dict[str, Evidence] = msgspec.field(default_factory=dict)
+    flapping: bool = False
+    """True while flap detection holds the target (too many state changes lately)."""
     v: Version = PROTOCOL_VERSION
 
     @property
@@ -116,8 +118,8 @@ _probe_decoder = msgspec.json.Decoder(ProbeResult)
 _state_decoder = msgspec.json.Decoder(StateChanged)
 
 
-def encode(message: ProbeResult | StateChanged) -> bytes:
-    """Encode a wire message to JSON bytes."""
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode a wire message (ProbeResult, StateChanged, control messages) to JSON bytes."""
     return _encoder.encode(message)
 
 

@@ -1,0 +1,69 @@
+"""Operator control messages on ``<prefix>.ctl.<command>`` (request/reply).
+
+Commands: ``force-open`` (maintenance: the target is announced unavailable until
+reset), ``disable`` (the coordinator stops deciding; the target is announced unknown),
+``reset`` (clear overrides and backoff, decide afresh) and ``status`` (read-only: the
+coordinator's current StateChanged for the target). The request names the target and,
+for the audit log, a reason; the reply says whether the command was applied and carries
+the StateChanged it produced (or, for ``status`` and no-op commands, the current one).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, TypeAlias
+
+import msgspec
+
+from healthbus.protocol._messages import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    StateChanged,
+    TargetName,
+    Version,
+)
+
+ControlCommand: TypeAlias = Literal["force-open", "disable", "reset", "status"]
+CONTROL_COMMANDS: Final[tuple[ControlCommand, ...]] = ("force-open", "disable", "reset", "status")
+
+
+class ControlRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of a request on ``<prefix>.ctl.<command>``."""
+
+    target: TargetName
+    reason: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    v: Version = PROTOCOL_VERSION
+
+
+class ControlReply(msgspec.Struct, kw_only=True, frozen=True):
+    """The coordinator's answer. ``ok`` False comes with ``error`` saying why."""
+
+    ok: bool
+    error: str | None = None
+    event: StateChanged | None = None
+    """The StateChanged the command produced, else the target's current one (if any)."""
+    v: Version = PROTOCOL_VERSION
+
+
+_request_decoder = msgspec.json.Decoder(ControlRequest)
+_reply_decoder = msgspec.json.Decoder(ControlReply)
+
+
+def decode_control_request(data: bytes | memoryview) -> ControlRequest:
+    """Decode and validate a ControlRequest; ProtocolError says what is wrong."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return _request_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid ControlRequest: {exc}") from None
+
+
+def decode_control_reply(data: bytes | memoryview) -> ControlReply:
+    """Decode and validate a ControlReply; ProtocolError says what is wrong."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return _reply_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid ControlReply: {exc}") from None
