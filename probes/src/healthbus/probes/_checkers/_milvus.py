@@ -1,0 +1,101 @@
+"""``milvus``: ``get_server_version()`` over one pymilvus async client kept between checks.
+
+URL forms: ``http://host:19530`` (or ``https://``, ``tcp://``, ``grpc://``) for a server
+(Milvus, or ``milvus-lite server``), ``http://user:password@host:19530`` for
+credentials (option ``token`` for a token, ``db_name`` for a database); or a local
+Milvus Lite file, ``file:///var/lib/app/vectors.db`` or a plain path ``./vectors.db``,
+which runs Milvus Lite inside the worker (only one process can open such a file).
+
+Outcome: pass when the server answers; fail otherwise. Details: ``server_version``,
+``mode`` (``server`` or ``lite``). After a failure the client is dropped and the next
+check connects afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
+from healthbus.probes._classify import classify_milvus
+from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
+
+try:
+    from pymilvus import AsyncMilvusClient
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise driver_missing("milvus", "pymilvus", "milvus", exc) from None
+
+_SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+
+
+def split_milvus_url(url: str) -> tuple[str, str, str, bool]:
+    """``(uri, user, password, is_local)``: credentials taken out of a server URI,
+    ``file://`` turned into a path."""
+    if "://" not in url:
+        return url, "", "", True
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return unquote(parts.netloc + parts.path), "", "", True
+    if scheme not in _SERVER_SCHEMES:
+        return url, "", "", False
+    user = unquote(parts.username or "")
+    password = unquote(parts.password or "")
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), user, password, False
+
+
+class MilvusChecker(BaseChecker):
+    """Server version of a Milvus server or a local Milvus Lite file."""
+
+    kind = "milvus"
+
+    def __init__(self, target: TargetConfig) -> None:
+        super().__init__(target)
+        self._uri, self._user, self._password, self._local = split_milvus_url(target.url)
+        self._client: Any = None
+
+    def _make_client(self) -> Any:
+        kwargs: dict[str, Any] = {"uri": self._uri, "timeout": float(self.target.timeout)}
+        if self._user:
+            kwargs["user"] = self._user
+            kwargs["password"] = self._password
+        token = self.opt_str("token")
+        if token:
+            kwargs["token"] = token
+        db_name = self.opt_str("db_name")
+        if db_name:
+            kwargs["db_name"] = db_name
+        return AsyncMilvusClient(**kwargs)
+
+    async def _check(self) -> CheckResult:
+        if self._client is None:
+            self._client = self._make_client()
+        try:
+            version = await self._client.get_server_version(timeout=float(self.target.timeout))
+        except asyncio.CancelledError:
+            await self._drop()
+            raise
+        details: dict[str, DetailValue] = {
+            "server_version": str(version),
+            "mode": "lite" if self._local else "server",
+        }
+        return CheckResult(outcome="pass", details=details)
+
+    def _classify(self, exc: BaseException) -> tuple[ErrorKind, str]:
+        return classify_milvus(exc)
+
+    async def _after_error(self, exc: BaseException) -> None:
+        await self._drop()
+
+    async def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def close(self) -> None:
+        await self._drop()

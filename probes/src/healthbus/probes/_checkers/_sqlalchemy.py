@@ -1,0 +1,93 @@
+"""``sqlalchemy``: ``SELECT 1`` through an async SQLAlchemy engine kept between checks.
+
+URL form: any async SQLAlchemy URL, e.g. ``postgresql+asyncpg://user:pw@host/db`` or
+``sqlite+aiosqlite:///path/to/file.db``. The engine's pool is small (options
+``pool_size`` 1, ``max_overflow`` 0) and pre-pings, so a restarted server is reconnected
+to at the next check. A caller embedding the checker may pass its own application
+engine: then the pool status in the details is the application's.
+
+Outcome: pass when the query answers; warn when the pool is exhausted (no connection
+within ``pool_timeout``: the database may be fine but this client cannot reach it);
+fail otherwise. Details: ``dialect``, ``driver``, ``server_version`` (when known), and
+``pool_size``, ``pool_checked_out``, ``pool_overflow`` for queue pools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
+from healthbus.probes._classify import classify_sqlalchemy
+from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
+
+try:
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise driver_missing("sqlalchemy", "SQLAlchemy", "sqlalchemy", exc) from None
+
+
+def pool_details(engine: AsyncEngine) -> dict[str, DetailValue]:
+    """Pool usage of ``engine`` (queue pools only; others have no counters)."""
+    pool: Any = engine.pool
+    details: dict[str, DetailValue] = {}
+    for key, method in (("pool_size", "size"), ("pool_checked_out", "checkedout"), ("pool_overflow", "overflow")):
+        fn = getattr(pool, method, None)
+        if callable(fn):
+            try:
+                details[key] = int(fn())
+            except Exception:  # a pool class without the counter
+                continue
+    return details
+
+
+class SqlAlchemyChecker(BaseChecker):
+    """``SELECT 1`` through an async SQLAlchemy engine (its own, or one passed in)."""
+
+    kind = "sqlalchemy"
+
+    def __init__(self, target: TargetConfig, *, engine: AsyncEngine | None = None) -> None:
+        super().__init__(target)
+        self._engine = engine
+        self._owns_engine = engine is None
+
+    def _make_engine(self) -> AsyncEngine:
+        url = make_url(self.target.url)
+        timeout = float(self.target.timeout)
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        backend = url.get_backend_name()
+        if not (backend == "sqlite" and (url.database in (None, "", ":memory:"))):
+            kwargs["pool_size"] = self.opt_int("pool_size", 1)
+            kwargs["max_overflow"] = self.opt_int("max_overflow", 0)
+            kwargs["pool_timeout"] = self.opt_float("pool_timeout", timeout)
+        if url.get_driver_name() == "asyncpg":
+            kwargs["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
+        return create_async_engine(url, **kwargs)
+
+    async def _check(self) -> CheckResult:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        engine = self._engine
+        details: dict[str, DetailValue] = {"dialect": engine.dialect.name, "driver": engine.dialect.driver}
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+                version = conn.dialect.server_version_info
+                if version:
+                    details["server_version"] = ".".join(str(p) for p in version)
+        except sa_exc.TimeoutError as exc:  # QueuePool limit reached: this client, not the server
+            details.update(pool_details(engine))
+            return self.warn(f"connection pool exhausted: {exc}", details)
+        details.update(pool_details(engine))
+        return CheckResult(outcome="pass", details=details)
+
+    def _classify(self, exc: BaseException) -> tuple[ErrorKind, str]:
+        return classify_sqlalchemy(exc)
+
+    async def close(self) -> None:
+        engine = self._engine
+        if engine is not None and self._owns_engine:
+            self._engine = None
+            await engine.dispose()
