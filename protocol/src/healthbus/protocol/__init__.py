@@ -63,6 +63,7 @@ from healthbus.protocol._subjects import (
     is_valid_target,
     validate_target,
 )
+from healthbus.protocol._worker import WorkerHeartbeat, decode_worker_heartbeat, worker_token
 
 __all__ = [
     "BREAKER_STATES",
@@ -104,10 +105,12 @@ __all__ = [
     "StreamSettings",
     "Subjects",
     "TargetConfig",
+    "WorkerHeartbeat",
     "decode_control_reply",
     "decode_control_request",
     "decode_probe_result",
     "decode_state_changed",
+    "decode_worker_heartbeat",
     "encode",
     "format_duration",
     "format_timestamp",
@@ -122,4 +125,5 @@ __all__ = [
     "url_secrets",
     "utcnow",
     "validate_target",
+    "worker_token",
 ]

@@ -1,0 +1,60 @@
+"""Probe-worker membership on ``<prefix>.worker.heartbeat.<worker-token>`` (core NATS).
+
+Every probe worker publishes a :class:`WorkerHeartbeat` every ``heartbeat`` seconds
+(config ``[probes] heartbeat``) and one with ``stopping=True`` when it shuts down. A
+worker is live while heard within ``3 × heartbeat``. With sharding, workers hash targets
+over the live members (rendezvous hashing), so membership alone decides who checks what.
+``<worker-token>`` is the worker id with every character outside ``A-Za-z0-9_-``
+replaced by ``_`` (a single NATS token); the message carries the real id.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final
+
+import msgspec
+
+from healthbus.protocol._messages import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    ProbeId,
+    ProtocolError,
+    Timestamp,
+    Version,
+)
+
+_TOKEN_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def worker_token(worker_id: str) -> str:
+    """The subject token of a worker id (``A-Za-z0-9_-`` only)."""
+    return _TOKEN_RE.sub("_", worker_id) or "_"
+
+
+class WorkerHeartbeat(msgspec.Struct, kw_only=True, frozen=True):
+    """A probe worker announcing itself (``<prefix>.worker.heartbeat.<token>``)."""
+
+    worker: ProbeId
+    at: Timestamp
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)]
+    """The sender's heartbeat period: it is live while heard within 3 of these."""
+    sharding: bool = False
+    targets: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """How many targets the sender checks now."""
+    stopping: bool = False
+    """True on the last heartbeat of a worker shutting down: drop it at once."""
+    v: Version = PROTOCOL_VERSION
+
+
+_heartbeat_decoder = msgspec.json.Decoder(WorkerHeartbeat)
+
+
+def decode_worker_heartbeat(data: bytes | memoryview) -> WorkerHeartbeat:
+    """Decode and validate a WorkerHeartbeat; ProtocolError says what is wrong."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return _heartbeat_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid WorkerHeartbeat: {exc}") from None
