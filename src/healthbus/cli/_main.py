@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -24,6 +25,9 @@ from healthbus.subscribers import BusUnavailable
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+# argparse's own negative-number pattern, plus relative times like -1h, -30m, -1h30m, -250ms.
+_RELATIVE_OR_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -149,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["replay"].add_argument("--until", metavar="T", help="RFC 3339 time or relative like -5m")
     parsers["replay"].add_argument("--target", metavar="NAME", help="only this target")
     parsers["state-at"].add_argument("time", metavar="T", help="RFC 3339 time or relative like -1h")
+    for name in ("replay", "state-at"):
+        # Let `--since -1h` and `state-at -30m` through: argparse takes any "-x" word for an
+        # option unless it looks like a negative number, so relative times must count as one.
+        parsers[name]._negative_number_matcher = _RELATIVE_OR_NEGATIVE
     parsers["ctl"].add_argument("action", choices=["force-open", "disable", "reset"], help="what to do")
     parsers["ctl"].add_argument("target", metavar="TARGET", help="target name")
     parsers["ctl"].add_argument("--reason", default="", help="why (goes into the audit log)")
