@@ -1,0 +1,301 @@
+"""``healthbus status | tail | replay | state-at | ctl``: reading the state stream as an operator.
+
+Contract (DESIGN section 7): with ``--json`` each command prints exactly one StateChanged
+(``healthbus.protocol.encode``) per line on stdout and nothing else; every message for a
+person goes to stderr. Without ``--json`` a readable table, coloured only on a terminal.
+Exit codes: 0 ok, 1 NATS unreachable or the stream cannot be read, 2 bad arguments.
+
+All reading goes through :class:`healthbus.subscribers.StateStream`; this module only
+chooses what to read and how to print it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from healthbus.cli._format import (
+    HISTORY_HEADERS,
+    STATUS_HEADERS,
+    event_rows,
+    history_rows,
+    parse_when,
+    render_table,
+    tail_line,
+    use_colour,
+)
+from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
+from healthbus.protocol import (
+    ControlRequest,
+    ProtocolError,
+    StateChanged,
+    Subjects,
+    decode_control_reply,
+    encode,
+    is_valid_target,
+    redact_url,
+    utcnow,
+)
+from healthbus.subscribers import StateStream, connect, resolve_url
+
+__all__ = ["cmd_ctl", "cmd_replay", "cmd_state_at", "cmd_status", "cmd_tail", "fold_state_at", "state_at"]
+
+#: How long a reply to a control request may take before we say nobody answered.
+CTL_TIMEOUT_S = 5.0
+
+
+class QueryFailed(Exception):
+    """The stream could not be read; the message says why and what to check."""
+
+
+@dataclass
+class _Session:
+    nc: Client
+    stream: StateStream
+    server: str  # for messages: the URL without credentials
+
+
+@contextlib.asynccontextmanager
+async def _session(args: argparse.Namespace, command: str) -> AsyncIterator[_Session]:
+    config = load_args_config(args)
+    settings = bus_settings(args, config)
+    nc = await connect(settings, name=f"healthbus-{command}")
+    try:
+        yield _Session(nc, StateStream(nc, settings.prefix), redact_url(resolve_url(settings)))
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+def _explain(exc: BaseException, session: _Session) -> str:
+    stream = session.stream.stream
+    if isinstance(exc, nats.js.errors.NotFoundError):
+        return (
+            f"no state stream {stream} on NATS at {session.server}: nothing recorded yet "
+            f"(is a coordinator running with prefix {session.stream.subjects.prefix!r}?)"
+        )
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.errors.NoRespondersError):
+        return f"JetStream is not available on NATS at {session.server} (start nats-server with -js)"
+    if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
+        return f"reading {stream} on NATS at {session.server} timed out"
+    if isinstance(exc, nats.js.errors.APIError):
+        return f"reading {stream} on NATS at {session.server} failed: {exc.description or exc}"
+    return f"reading {stream} on NATS at {session.server} failed: {type(exc).__name__}: {exc}"
+
+
+_READ_ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
+
+
+class _Out:
+    """stdout for one command: JSON lines or a table; a closed pipe ends output quietly."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json = json_mode
+        self.colour = not json_mode and use_colour(sys.stdout, os.environ)
+        self.closed = False
+
+    def line(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `healthbus tail --json | head -1`: the reader is gone, which is not an error.
+            self.closed = True
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    def event(self, event: StateChanged) -> None:
+        self.line(encode(event).decode())
+
+
+def _note(command: str, text: str) -> None:
+    print(f"healthbus {command}: {text}", file=sys.stderr)
+
+
+def _print_states(out: _Out, events: Iterable[StateChanged], now: datetime) -> None:
+    events = sorted(events, key=lambda e: e.target)
+    if out.json:
+        for e in events:
+            out.event(e)
+    else:
+        out.line(render_table(STATUS_HEADERS, event_rows(events, now), colour=out.colour))
+
+
+def _time_arg(value: str | None, option: str, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_when(value, now)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _target_arg(value: str | None) -> str | None:
+    if value is not None and not is_valid_target(value):
+        raise UsageError(f"--target: invalid target name {value!r} (expected 1-64 characters of a-z, 0-9, '_' or '-')")
+    return value
+
+
+# ------------------------------------------------------------------ commands
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    """``healthbus status [--json]``: every target's current state."""
+    out = _Out(args.json)
+    async with _session(args, "status") as s:
+        try:
+            states = await s.stream.current()
+        except _READ_ERRORS as exc:
+            _note("status", _explain(exc, s))
+            return EXIT_FAILURE
+    if not states and not out.json:
+        _note("status", f"no targets recorded yet in {s.stream.stream} on {s.server}")
+        return EXIT_OK
+    _print_states(out, states.values(), utcnow())
+    return EXIT_OK
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    """``healthbus replay [--since T] [--until T] [--target X] [--json]``: the audit log."""
+    now = utcnow()
+    since = _time_arg(args.since, "--since", now)
+    until = _time_arg(args.until, "--until", now)
+    target = _target_arg(args.target)
+    if since is not None and until is not None and since > until:
+        raise UsageError("--since must not be later than --until")
+    out = _Out(args.json)
+    events: list[StateChanged] = []
+    async with _session(args, "replay") as s:
+        try:
+            async for event in s.stream.history(since=since, until=until, target=target):
+                if since is not None and event.at < since:
+                    continue  # stream time and decision time differ by a hair; the contract is `at`
+                if out.json:
+                    out.event(event)  # stream it: a long history never sits in memory
+                else:
+                    events.append(event)
+        except _READ_ERRORS as exc:
+            _note("replay", _explain(exc, s))
+            return EXIT_FAILURE
+    if not out.json:
+        if events:
+            out.line(render_table(HISTORY_HEADERS, history_rows(events), colour=out.colour))
+        else:
+            _note("replay", "no state changes in that range")
+    return EXIT_OK
+
+
+def fold_state_at(states: dict[str, StateChanged], event: StateChanged, when: datetime) -> None:
+    """Fold one history event into ``states`` (target → its last event with ``at <= when``)."""
+    if event.at > when:
+        return
+    old = states.get(event.target)
+    if old is None or event.seq > old.seq:
+        states[event.target] = event
+
+
+def state_at(events: Iterable[StateChanged], when: datetime) -> dict[str, StateChanged]:
+    """Every target's state at ``when``: its last event (highest seq) with ``at <= when``."""
+    states: dict[str, StateChanged] = {}
+    for e in events:
+        fold_state_at(states, e, when)
+    return states
+
+
+async def cmd_state_at(args: argparse.Namespace) -> int:
+    """``healthbus state-at T [--json]``: every target's state as it was at T, rebuilt from history."""
+    now = utcnow()
+    when = _time_arg(args.time, "T", now)
+    assert when is not None
+    out = _Out(args.json)
+    async with _session(args, "state-at") as s:
+        try:
+            states: dict[str, StateChanged] = {}
+            async for event in s.stream.history(until=when):
+                fold_state_at(states, event, when)
+        except _READ_ERRORS as exc:
+            _note("state-at", _explain(exc, s))
+            return EXIT_FAILURE
+    if not states and not out.json:
+        _note("state-at", "no target had a recorded state at that time")
+        return EXIT_OK
+    _print_states(out, states.values(), when)
+    return EXIT_OK
+
+
+async def cmd_tail(args: argparse.Namespace) -> int:
+    """``healthbus tail [--json]``: live state changes until Ctrl-C (exit 0)."""
+    out = _Out(args.json)
+    stop = asyncio.Event()
+
+    def show(event: StateChanged) -> None:
+        if out.json:
+            out.event(event)
+        else:
+            out.line(tail_line(event, colour=out.colour))
+        if out.closed:
+            stop.set()
+
+    loop = asyncio.get_running_loop()
+    async with _session(args, "tail") as s:
+        try:
+            follower = await s.stream.follow(show, start="new")
+        except _READ_ERRORS as exc:
+            _note("tail", _explain(exc, s))
+            return EXIT_FAILURE
+        if not out.json:
+            _note("tail", f"following {s.stream.stream} on {s.server} (Ctrl-C to stop)")
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await follower.stop()
+    return EXIT_OK
+
+
+async def cmd_ctl(args: argparse.Namespace) -> int:
+    """``healthbus ctl ACTION TARGET [--reason R]``: ask the coordinator to force-open, disable or reset."""
+    if not is_valid_target(args.target):
+        raise UsageError(f"invalid target name {args.target!r} (expected 1-64 characters of a-z, 0-9, '_' or '-')")
+    request = ControlRequest(target=args.target, reason=args.reason or "")
+    async with _session(args, "ctl") as s:
+        subject = Subjects(s.stream.subjects.prefix).ctl(args.action)
+        try:
+            msg = await s.nc.request(subject, encode(request), timeout=CTL_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            _note("ctl", f"no coordinator is listening on {subject} at {s.server}")
+            return EXIT_FAILURE
+        except (nats.errors.TimeoutError, TimeoutError):
+            _note("ctl", f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
+            return EXIT_FAILURE
+    try:
+        reply = decode_control_reply(msg.data)
+    except ProtocolError as exc:
+        _note("ctl", f"the coordinator's reply was not understood: {exc}")
+        return EXIT_FAILURE
+    if not reply.ok:
+        _note("ctl", f"{args.action} {args.target} refused: {reply.error or 'no reason given'}")
+        return EXIT_FAILURE
+    if reply.event is not None:
+        e = reply.event
+        print(f"{args.action} {args.target}: ok, now {e.state} (breaker {e.breaker}, seq {e.seq})")
+    else:
+        print(f"{args.action} {args.target}: ok")
+    return EXIT_OK
