@@ -7,11 +7,24 @@ problem into a classified, redacted :class:`CheckResult`.
 
 from healthbus.probes._base import BaseChecker, Checker, CheckResult, DriverMissing
 from healthbus.probes._checkers import build_checker
+from healthbus.probes._schedule import Clock, SystemClock, TargetSchedule, hold_until
+from healthbus.probes._sharding import Membership, assigned, owners
+from healthbus.probes._worker import ProbeMetrics, ProbeWorker, default_worker_id
 
 __all__ = [
     "BaseChecker",
     "CheckResult",
     "Checker",
+    "Clock",
     "DriverMissing",
+    "Membership",
+    "ProbeMetrics",
+    "ProbeWorker",
+    "SystemClock",
+    "TargetSchedule",
+    "assigned",
     "build_checker",
+    "default_worker_id",
+    "hold_until",
+    "owners",
 ]
