@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["bench"].add_argument(
         "--size", choices=["smoke", "full"], default="full", help="smoke: tiny sizes for tests"
     )
+    sizes = parsers["bench"].add_argument_group("sizes (default: the suite's own for --size)")
+    sizes.add_argument("--messages", type=int, metavar="N", help="coordinator: ProbeResults to publish (200000)")
+    sizes.add_argument("--targets", type=int, metavar="N", help="coordinator: targets (1000); scale: (10000)")
+    sizes.add_argument("--subscribers", type=int, metavar="N", help="latency: subscriber processes (100)")
+    sizes.add_argument("--instances", type=int, metavar="N", help="fanout: service instances (50)")
+    sizes.add_argument("--duration", type=float, metavar="S", help="scale, fanout: seconds of steady load")
+    sizes.add_argument("--repeat", type=int, metavar="N", help="coordinator: baseline/coordinator pairs (3)")
+    sizes.add_argument("--calls", type=int, metavar="N", help="client: calls to time per figure")
+    sizes.add_argument("--seed", type=int, default=1, help="seed of the synthetic traffic (default 1)")
+    sizes.add_argument("--keep", action="store_true", help="keep the work directory (server logs) and name it")
     return parser
 
 
