@@ -1,0 +1,231 @@
+"""Suite ``coordinator``: ProbeResults decided per second, against a raw counting subscriber.
+
+One publisher process sends N ProbeResults (``--targets`` targets × 3 vantage points,
+mixed outcomes that cause real transitions) as fast as it can to an embedded
+nats-server. The receiver is, in turn, (a) the baseline: a raw nats-py subscriber that
+only counts, and (b) a healthbus coordinator in its own process, which decodes, decides
+and publishes StateChanged to JetStream. Both see the same message set in the same run;
+with ``--repeat`` the pair is repeated (order alternating, B C then C B) and the medians
+are reported.
+
+Rate = messages / (time of the last message counted or decided − time of the first
+publish), both on the machine-wide monotonic clock. The coordinator's CPU seconds and
+peak RSS are its own process's (getrusage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from typing import Any
+
+from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
+from healthbus.bench._measure import ProcessUsage, machine_description, now_ns, rate
+from healthbus.bench._natsutil import CountingSubscriber, bench_connect
+from healthbus.bench._procs import ChildGroup, Link
+from healthbus.bench._servers import embedded_nats
+from healthbus.bench._workload import bench_config_text, probe_ids, probe_messages, target_names
+
+__all__ = ["run"]
+
+PROBES = 3
+_IDLE_GIVE_UP_S = 10.0  # a receiver that hears nothing new for this long reports what it has
+
+
+# ---------------------------------------------------------------- child roles
+
+
+async def publisher_role(link: Link, url: str, targets: int, probes: int, total: int, seed: int) -> None:
+    """Publishes the message set under the prefix named by each ``prepare``, on ``go``."""
+    nc = await bench_connect(url, "bench-publisher")
+    names = target_names(targets)
+    link.send("connected")
+    try:
+        while True:
+            message = await link.recv(3600)
+            if message[0] == "stop":
+                return
+            prefix = message[1]
+            base = f"{prefix}.probe."
+            batch = [(base + target, data) for target, data in probe_messages(names, probe_ids(probes), total, seed)]
+            link.send("prepared")
+            await link.expect("go", 600)
+            publish = nc.publish
+            start = now_ns()
+            for subject, data in batch:
+                await publish(subject, data)
+            end_publish = now_ns()
+            await nc.flush(timeout=600)
+            link.send("published", start, end_publish)
+    finally:
+        await nc.close()
+
+
+async def _wait_counted(progress: Any, done: asyncio.Event, deadline_s: float) -> None:
+    """Wait for ``done``; give up after ``deadline_s`` or once progress() stalls."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    last, last_change = progress(), loop.time()
+    while not done.is_set() and loop.time() < end:
+        try:
+            await asyncio.wait_for(done.wait(), 0.25)
+        except TimeoutError:
+            now = progress()
+            if now != last:
+                last, last_change = now, loop.time()
+            elif now > 0 and loop.time() - last_change > _IDLE_GIVE_UP_S:
+                return
+
+
+async def baseline_role(link: Link, url: str, prefix: str, total: int, deadline_s: float) -> None:
+    """A raw nats-py subscriber that only counts the same messages."""
+    nc = await bench_connect(url, "bench-baseline")
+    counter = CountingSubscriber(total)
+    await counter.subscribe(nc, f"{prefix}.probe.*")
+    before = ProcessUsage.now()
+    link.send("ready")
+    await _wait_counted(lambda: counter.count, counter.done, deadline_s)
+    after = ProcessUsage.now()
+    link.send(
+        "done",
+        {
+            "count": counter.count,
+            "first_ns": counter.first_ns,
+            "last_ns": counter.last_ns or now_ns(),
+            "cpu_s": after.cpu_s - before.cpu_s,
+            "peak_rss_mb": after.peak_rss_mb,
+        },
+    )
+    await link.expect("stop", 60)
+    await nc.close()
+
+
+async def coordinator_role(link: Link, url: str, prefix: str, total: int, deadline_s: float, config_text: str) -> None:
+    """A healthbus coordinator deciding every message; reports when all were decided."""
+    from healthbus.bench._harness import RunningCoordinator
+
+    nc = await bench_connect(url, "bench-coordinator")
+    coordinator = await RunningCoordinator.start(config_text, nc)
+    try:
+        before = ProcessUsage.now()
+        link.send("ready")
+        done = asyncio.Event()
+        last_ns = 0
+
+        async def watch() -> None:
+            nonlocal last_ns
+            # Poll the service's own counter: a 1 ms timer costs far less than a hook in
+            # the hot path would, and bounds the error of the end time to ~1 ms.
+            while coordinator.decided() < total:  # noqa: ASYNC110 - see above: no event to wait on
+                await asyncio.sleep(0.001)
+            last_ns = now_ns()
+            done.set()
+
+        watcher = asyncio.create_task(watch())
+        await _wait_counted(coordinator.decided, done, deadline_s)
+        watcher.cancel()
+        after = ProcessUsage.now()
+        link.send(
+            "done",
+            {
+                "count": coordinator.decided(),
+                "first_ns": 0,
+                "last_ns": last_ns or now_ns(),
+                "transitions": coordinator.transitions(),
+                "cpu_s": after.cpu_s - before.cpu_s,
+                "peak_rss_mb": after.peak_rss_mb,
+                "counters": coordinator.counters(),
+            },
+        )
+        await link.expect("stop", 60)
+    finally:
+        await coordinator.stop()
+        await nc.close()
+
+
+# ---------------------------------------------------------------- the suite
+
+
+async def _one_run(
+    group: ChildGroup, publisher: Link, which: str, url: str, prefix: str, total: int, config_text: str
+) -> dict[str, Any]:
+    deadline = max(60.0, total / 2000)
+    if which == "baseline":
+        child = group.start(f"{which}-{prefix}", baseline_role, url, prefix, total, deadline)
+    else:
+        child = group.start(f"{which}-{prefix}", coordinator_role, url, prefix, total, deadline, config_text)
+    try:
+        await child.link.expect("ready", 120)
+        publisher.send("prepare", prefix)
+        await publisher.expect("prepared", 120)
+        publisher.send("go")
+        pub_start, pub_end = await publisher.expect("published", deadline + 60)
+        (done,) = await child.link.expect("done", deadline + 60)
+    finally:
+        await group.stop(child)
+    result: dict[str, Any] = dict(done)
+    elapsed = (result["last_ns"] - pub_start) / 1e9
+    result["msgs_per_s"] = rate(result["count"], elapsed)
+    result["publish_msgs_per_s"] = rate(total, (pub_end - pub_start) / 1e9)
+    return result
+
+
+async def run(opts: BenchOptions) -> SuiteResult:
+    """Run the suite and return its figures."""
+    from healthbus.bench._harness import require_coordinator
+
+    require_coordinator()
+    total: int = opts.pick("messages", smoke=3_000, full=200_000)
+    targets: int = opts.pick("targets", smoke=20, full=1_000)
+    repeat: int = opts.pick("repeat", smoke=1, full=3)
+    machine = machine_description()
+    rounds: list[dict[str, Any]] = []
+    async with embedded_nats(opts.workdir) as server, ChildGroup() as group:
+        pub = group.start("publisher", publisher_role, server.url, targets, PROBES, total, opts.seed)
+        await pub.link.expect("connected", 60)
+        for r in range(repeat):
+            order = ("baseline", "coordinator") if r % 2 == 0 else ("coordinator", "baseline")
+            results: dict[str, dict[str, Any]] = {}
+            for which in order:
+                prefix = f"bench{r}{which[0]}"
+                config_text = bench_config_text(target_names(targets), prefix=prefix, interval="5s")
+                results[which] = await _one_run(group, pub.link, which, server.url, prefix, total, config_text)
+            rounds.append(results)
+
+    base = [r["baseline"] for r in rounds]
+    coord = [r["coordinator"] for r in rounds]
+    ratios = [c["msgs_per_s"] / b["msgs_per_s"] if b["msgs_per_s"] else 0.0 for b, c in zip(base, coord, strict=True)]
+    mid = _median_index(ratios)
+    ratio = round(statistics.median(ratios), 3)
+    data: dict[str, Any] = {
+        "messages": total,
+        "targets": targets,
+        "probes": PROBES,
+        "repeat": repeat,
+        "baseline_msgs_per_s": round(statistics.median(b["msgs_per_s"] for b in base), 1),
+        "coordinator_msgs_per_s": round(statistics.median(c["msgs_per_s"] for c in coord), 1),
+        "ratio": ratio,
+        "ratios": [round(x, 3) for x in ratios],
+        "publish_msgs_per_s": round(statistics.median(x["publish_msgs_per_s"] for x in base + coord), 1),
+        "baseline_received": min(b["count"] for b in base),
+        "coordinator_decided": min(c["count"] for c in coord),
+        "transitions": coord[mid]["transitions"],
+        "coordinator_cpu_s": round(coord[mid]["cpu_s"], 3),
+        "coordinator_peak_rss_mb": max(c["peak_rss_mb"] for c in coord),
+        "baseline_cpu_s": round(base[mid]["cpu_s"], 3),
+        "coordinator_counters": coord[mid].get("counters", {}),
+    }
+    lost = total - data["coordinator_decided"]
+    notes = []
+    if lost or data["baseline_received"] != total:
+        notes.append(
+            f"incomplete: baseline received {data['baseline_received']}, coordinator decided "
+            f"{data['coordinator_decided']} of {total}"
+        )
+    goals = [Goal("ratio >= 0.5 (coordinator / raw counting subscriber)", ratio >= 0.5, f"ratio {ratio}")]
+    return SuiteResult("coordinator", opts.size, data, goals, notes, machine)
+
+
+def _median_index(values: list[float]) -> int:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    return order[(len(order) - 1) // 2]
