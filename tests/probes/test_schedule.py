@@ -1,0 +1,136 @@
+"""The per-target cadence: jitter, retry_interval after a fail, and holds until retry_at."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from healthbus.probes import TargetSchedule, hold_until
+from healthbus.protocol import StateChanged
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _schedule(now: float = 100.0, seed: int = 1, jitter: float = 0.1) -> TargetSchedule:
+    return TargetSchedule(interval=5.0, retry_interval=1.0, jitter=jitter, rng=random.Random(seed), now=now)
+
+
+def _event(breaker: str, retry_in: float | None, seq: int = 1) -> StateChanged:
+    return StateChanged(
+        target="redis-main",
+        seq=seq,
+        at=T0,
+        previous="healthy",
+        state="unavailable" if breaker == "open" else "healthy",
+        breaker=breaker,  # type: ignore[arg-type]
+        reason="test",
+        retry_at=None if retry_in is None else T0 + timedelta(seconds=retry_in),
+    )
+
+
+def test_first_checks_spread_over_the_interval() -> None:
+    """Targets started together get first checks spread over one interval, not lined up."""
+    rng = random.Random(7)
+    firsts = [
+        TargetSchedule(interval=5.0, retry_interval=1.0, jitter=0.1, rng=rng, now=0.0).next_check for _ in range(200)
+    ]
+    assert all(0.0 <= f <= 5.0 for f in firsts)
+    assert max(firsts) - min(firsts) > 4.0
+    assert len({round(f, 3) for f in firsts}) > 150
+
+
+def test_next_check_after_pass_and_fail() -> None:
+    """After a pass the next check is an interval later; after a fail a retry_interval later."""
+    s = _schedule(jitter=0.0)
+    s.record("pass", started=10.0, finished=10.2)
+    assert s.next_check == 15.0
+    s.record("fail", started=15.0, finished=15.1)
+    assert s.next_check == 16.0
+    s.record("warn", started=16.0, finished=16.1)
+    assert s.next_check == 21.0
+
+
+@given(st.floats(min_value=0, max_value=1e6), st.integers(0, 2**32), st.sampled_from(["pass", "warn", "fail"]))
+def test_jitter_bounds(start: float, seed: int, outcome: str) -> None:
+    """Jitter stretches a period by at most the configured fraction, and never before the check ended."""
+    s = _schedule(seed=seed, jitter=0.2)
+    s.record(outcome, started=start, finished=start + 0.5)  # type: ignore[arg-type]
+    period = 1.0 if outcome == "fail" else 5.0
+    assert start + 0.5 <= s.next_check
+    assert s.next_check <= start + period * 1.2 + 1e-9
+    assert s.next_check >= start + period * 0.8 - 1e-9
+
+
+def test_slow_check_never_overlaps() -> None:
+    """A check that took longer than the period makes the next one due when it finished, not before."""
+    s = _schedule(jitter=0.0)
+    s.record("fail", started=0.0, finished=3.0)
+    assert s.next_check == 3.0
+
+
+def test_poll_before_and_at_due() -> None:
+    """poll says wait before the due time and check from it on."""
+    s = _schedule(jitter=0.0)
+    s.record("pass", started=0.0, finished=0.1)
+    assert s.poll(4.9) == "wait"
+    assert s.wake_at() == 5.0
+    assert s.poll(5.0) == "check"
+
+
+def test_hold_skips_until_retry_at_then_checks_at_once() -> None:
+    """While held, due checks are skipped; the moment the hold ends, a check is due."""
+    s = _schedule(jitter=0.0)
+    s.record("fail", started=0.0, finished=0.1)  # next at 1.0
+    s.hold(12.5, now=0.2)
+    assert s.poll(0.5) == "wait"
+    assert s.wake_at() == 1.0
+    assert s.poll(1.0) == "skip"  # the cadence wanted a check: counted, not run
+    assert s.next_check == 6.0
+    assert s.poll(6.0) == "skip"
+    assert s.poll(11.0) == "skip"
+    assert s.wake_at() == 12.5
+    assert s.poll(12.4) == "wait"
+    assert s.poll(12.5) == "check"  # the trial, at retry_at exactly
+    assert s.hold_until is None
+
+
+def test_hold_never_checks_before_retry_at() -> None:
+    """Whatever the cadence, no poll before retry_at says check."""
+    s = TargetSchedule(interval=0.5, retry_interval=0.1, jitter=0.5, rng=random.Random(3), now=0.0)
+    s.hold(30.0, now=0.0)
+    t = 0.0
+    while t < 30.0:
+        assert s.poll(t) != "check"
+        t = min(s.wake_at(), 30.0) if s.wake_at() > t else t + 0.01
+    assert s.poll(30.0) == "check"
+
+
+def test_hold_lifted_early_checks_at_once() -> None:
+    """A hold lifted before retry_at (operator reset) makes the target due at once."""
+    s = _schedule(jitter=0.0)
+    s.record("pass", started=0.0, finished=0.1)
+    s.hold(60.0, now=1.0)
+    s.hold(None, now=2.0)
+    assert s.poll(2.0) == "check"
+
+
+def test_hold_in_the_past_is_no_hold() -> None:
+    """A retry_at already passed holds nothing."""
+    s = _schedule(jitter=0.0)
+    s.record("pass", started=0.0, finished=0.1)
+    s.hold(1.0, now=2.0)
+    assert s.hold_until is None
+    assert s.poll(2.0) == "wait"
+
+
+def test_hold_until_from_state_changed() -> None:
+    """Only an open (or forced open) breaker with retry_at in the future holds, converted to monotonic time."""
+    assert hold_until(_event("open", 8.0), wall_now=T0, mono_now=100.0) == 108.0
+    assert hold_until(_event("forced_open", 3.0), wall_now=T0, mono_now=100.0) == 103.0
+    assert hold_until(_event("open", -1.0), wall_now=T0, mono_now=100.0) is None
+    assert hold_until(_event("open", None), wall_now=T0, mono_now=100.0) is None
+    assert hold_until(_event("half_open", 8.0), wall_now=T0, mono_now=100.0) is None
+    assert hold_until(_event("closed", 8.0), wall_now=T0, mono_now=100.0) is None
