@@ -1,0 +1,140 @@
+"""StateStream: the one reader of the state stream (current, history, live follow)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from nats.aio.client import Client
+
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.protocol import StateChanged, StreamSettings, encode
+from healthbus.subscribers import StateStream, connect, ensure_stream
+
+pytestmark = pytest.mark.nats
+
+PREFIX = "ss"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _event(target: str, seq: int, state: str = "healthy", at: datetime | None = None) -> StateChanged:
+    return StateChanged(
+        target=target,
+        seq=seq,
+        at=at or T0 + timedelta(minutes=seq),
+        previous="unknown",
+        state=state,
+        breaker="closed",
+        reason=f"{target} #{seq}",  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """A connection to a fresh server with the state stream of PREFIX created."""
+    client = await connect(url=nats_server.url)
+    await ensure_stream(client.jetstream(), StreamSettings.for_prefix(PREFIX))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _publish(nc: Client, *events: StateChanged) -> None:
+    js = nc.jetstream()
+    for e in events:
+        await js.publish(f"{PREFIX}.state.{e.target}", encode(e), headers={"Nats-Msg-Id": e.msg_id})
+
+
+async def test_current_of_an_empty_stream_is_empty(nc: Client) -> None:
+    """No events yet: no states, and the read returns at once instead of waiting."""
+    assert await StateStream(nc, PREFIX).current(timeout=5) == {}
+
+
+async def test_current_is_the_last_event_per_target(nc: Client) -> None:
+    """current() returns each target's last StateChanged."""
+    await _publish(nc, _event("a", 1), _event("b", 1), _event("a", 2, "unavailable"), _event("b", 2), _event("a", 3))
+    current = await StateStream(nc, PREFIX).current()
+    assert {t: (e.seq, e.state) for t, e in current.items()} == {"a": (3, "healthy"), "b": (2, "healthy")}
+
+
+async def test_a_junk_last_message_does_not_hide_the_real_state(nc: Client) -> None:
+    """If a subject's last message is junk, its last valid event is found in its history."""
+    await _publish(nc, _event("a", 1), _event("a", 2, "unavailable"))
+    await nc.jetstream().publish(f"{PREFIX}.state.a", b"{not json")
+    stream = StateStream(nc, PREFIX)
+    current = await stream.current()
+    assert current["a"].seq == 2
+    assert current["a"].state == "unavailable"
+    assert stream.malformed >= 1
+
+
+async def test_history_window_and_target_filter(nc: Client) -> None:
+    """history() yields events in order, bounded by until, filtered by target."""
+    await _publish(nc, *(_event(t, s) for s in range(1, 5) for t in ("a", "b")))
+    stream = StateStream(nc, PREFIX)
+    everything = [(e.target, e.seq) async for e in stream.history()]
+    assert everything == [(t, s) for s in range(1, 5) for t in ("a", "b")]
+    until = [(e.target, e.seq) async for e in stream.history(until=T0 + timedelta(minutes=2, seconds=30))]
+    assert until == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    only_b = [e.seq async for e in stream.history(target="b")]
+    assert only_b == [1, 2, 3, 4]
+
+
+async def test_history_since_uses_stream_time(nc: Client) -> None:
+    """since= starts at events stored from that time on (stream time, not the event's at)."""
+    await _publish(nc, _event("a", 1))
+    stream = StateStream(nc, PREFIX)
+    assert [e.seq async for e in stream.history(since=datetime.now(UTC) + timedelta(hours=1))] == []
+    assert [e.seq async for e in stream.history(since=datetime.now(UTC) - timedelta(hours=1))] == [1]
+
+
+async def test_follow_delivers_current_then_live_and_survives_a_bad_handler(nc: Client) -> None:
+    """follow() hands over current states, signals caught_up, then live events; a raising handler is logged."""
+    await _publish(nc, _event("a", 1), _event("a", 2))
+    seen: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+    def handler(event: StateChanged) -> None:
+        seen.put_nowait((event.target, event.seq))
+        if event.seq == 3:
+            raise RuntimeError("handler bug")
+
+    follower = await StateStream(nc, PREFIX).follow(handler)
+    try:
+        await asyncio.wait_for(follower.caught_up.wait(), 5)
+        assert await asyncio.wait_for(seen.get(), 5) == ("a", 2)
+        await _publish(nc, _event("a", 3), _event("a", 4))
+        assert await asyncio.wait_for(seen.get(), 5) == ("a", 3)
+        assert await asyncio.wait_for(seen.get(), 5) == ("a", 4)
+    finally:
+        await follower.stop()
+
+
+async def test_follow_resumes_after_a_nats_restart(nats_server: EmbeddedNats, nc: Client) -> None:
+    """An ordered-consumer reader picks up events published after the server restarted."""
+    seen: asyncio.Queue[int] = asyncio.Queue()
+    follower = await StateStream(nc, PREFIX).follow(lambda e: seen.put_nowait(e.seq), start="new")
+    try:
+        await _publish(nc, _event("a", 1))
+        assert await asyncio.wait_for(seen.get(), 5) == 1
+        nats_server.restart()
+        async with asyncio.timeout(15):
+            while not nc.is_connected:
+                await asyncio.sleep(0.05)
+        # publish through a second connection: ours may still be re-creating its consumer
+        other = await connect(url=nats_server.url)
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        await _publish(other, _event("a", 2))
+                        break
+                    except Exception:  # JetStream needs a moment after a restart
+                        await asyncio.sleep(0.1)
+        finally:
+            await other.close()
+        assert await asyncio.wait_for(seen.get(), 20) == 2
+    finally:
+        await follower.stop()
