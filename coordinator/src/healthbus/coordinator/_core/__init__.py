@@ -1,0 +1,33 @@
+"""The pure decision core of the coordinator: no I/O, no clock, no global random.
+
+See :mod:`._decider` for the rules it enforces and the invariants of the events it emits.
+"""
+
+from ._backoff import backoff_delay, exponential_cap
+from ._decider import (
+    FORGET_AFTER_STALE,
+    MAX_VANTAGE_POINTS,
+    ControlAction,
+    ControlError,
+    Decider,
+    DropReason,
+    Now,
+    Rejected,
+    quorum_need,
+)
+from ._flap import FlapDetector
+
+__all__ = [
+    "FORGET_AFTER_STALE",
+    "MAX_VANTAGE_POINTS",
+    "ControlAction",
+    "ControlError",
+    "Decider",
+    "DropReason",
+    "FlapDetector",
+    "Now",
+    "Rejected",
+    "backoff_delay",
+    "exponential_cap",
+    "quorum_need",
+]

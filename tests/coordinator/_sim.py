@@ -1,0 +1,110 @@
+"""A tiny driver for the pure core: explicit time, no sleeping, every event kept."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from healthbus.coordinator._core import Decider, Now
+from healthbus.protocol import (
+    BackoffSettings,
+    Duration,
+    ErrorKind,
+    FlapSettings,
+    Outcome,
+    ProbeResult,
+    StateChanged,
+    TargetConfig,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(t: float) -> Now:
+    """The instant ``t`` seconds after the test epoch, on both clocks."""
+    return Now(t, T0 + timedelta(seconds=t))
+
+
+def target(name: str = "db", **overrides: Any) -> TargetConfig:
+    """A TargetConfig with test-friendly defaults (no jitter, no flap detection)."""
+    backoff = overrides.pop("backoff", None) or BackoffSettings(
+        base=Duration(1.0), multiplier=2.0, max=Duration(60.0), jitter="none"
+    )
+    flap = overrides.pop("flap", None) or FlapSettings(enabled=False)
+    fields: dict[str, Any] = {
+        "name": name,
+        "kind": "tcp",
+        "url": "tcp://127.0.0.1:1",
+        "interval": Duration(5.0),
+        "failure_threshold": 3,
+        "success_threshold": 2,
+        "stale_after": Duration(15.0),
+        "features": ["cache"],
+        "backoff": backoff,
+        "flap": flap,
+    }
+    fields.update(overrides)
+    return TargetConfig(**fields)
+
+
+def result(
+    t: float,
+    outcome: Outcome = "pass",
+    probe: str = "p1",
+    name: str = "db",
+    kind: ErrorKind | None = None,
+) -> ProbeResult:
+    """A ProbeResult observed at time ``t``."""
+    if outcome == "fail" and kind is None:
+        kind = "refused"
+    return ProbeResult(
+        target=name,
+        probe=probe,
+        outcome=outcome,
+        latency_ms=1.0,
+        observed_at=T0 + timedelta(seconds=t),
+        error_kind=kind,
+    )
+
+
+class Sim:
+    """A Decider plus a clock that only moves when told to."""
+
+    def __init__(self, *targets: TargetConfig, seed: int = 0, start: float = 0.0) -> None:
+        self.t = start
+        self.decider = Decider(targets or (target(),), rng=random.Random(seed), now=at(start))
+        self.events: list[StateChanged] = []
+
+    def feed(
+        self, outcome: Outcome = "pass", probe: str = "p1", name: str = "db", dt: float = 1.0
+    ) -> list[StateChanged]:
+        """Advance ``dt``, run due timers, then deliver one result."""
+        ticked = self.advance(dt)
+        out = self.decider.on_result(result(self.t, outcome, probe, name), at(self.t))
+        self._keep(out)
+        return ticked + out
+
+    def advance(self, dt: float) -> list[StateChanged]:
+        """Move time forward and run the timers that became due."""
+        self.t += dt
+        out = self.decider.tick(at(self.t))
+        self._keep(out)
+        return out
+
+    def control(self, action: str, name: str = "db", reason: str = "test") -> list[StateChanged]:
+        """Apply an operator command now."""
+        out = self.decider.control(action, name, reason, at(self.t))  # type: ignore[arg-type]
+        self._keep(out)
+        return out
+
+    def _keep(self, out: list[StateChanged]) -> None:
+        self.events.extend(out)
+
+    def states(self, name: str = "db") -> list[str]:
+        """The announced states of ``name``, in order."""
+        return [e.state for e in self.events if e.target == name]
+
+    def last(self, name: str = "db") -> StateChanged:
+        """The last event announced for ``name``."""
+        return [e for e in self.events if e.target == name][-1]

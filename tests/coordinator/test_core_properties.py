@@ -1,0 +1,172 @@
+"""Property tests of the decision core: invariants that hold for any input sequence."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from healthbus.coordinator._core import Rejected
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, StateChanged
+
+from ._sim import T0, Sim, at, result, target
+
+outcomes = st.sampled_from(["pass", "pass", "warn", "fail", "fail"])
+results = st.tuples(st.just("result"), st.integers(0, 2), outcomes, st.floats(0.0, 8.0))
+# Runs of one outcome from one vantage point cross the hysteresis thresholds more often
+# than independent draws would.
+runs = st.tuples(st.just("run"), st.integers(0, 2), outcomes, st.floats(0.0, 4.0), st.integers(1, 5))
+ops = st.lists(
+    st.one_of(
+        results,
+        runs,
+        runs,
+        runs,
+        st.tuples(st.just("tick"), st.floats(0.0, 30.0)),
+        st.tuples(st.just("control"), st.sampled_from(["force-open", "disable", "reset", "reset", "status"])),
+        st.tuples(st.just("stale"), st.integers(0, 2)),
+    ),
+    min_size=5,
+    max_size=80,
+)
+configs = st.fixed_dictionaries(
+    {
+        "failure_threshold": st.integers(1, 4),
+        "success_threshold": st.integers(1, 3),
+        "quorum": st.sampled_from(["majority", "any", "all", 1, 2, 5]),
+        "backoff": st.builds(
+            BackoffSettings,
+            base=st.sampled_from([Duration(0.5), Duration(1.0), Duration(5.0)]),
+            multiplier=st.sampled_from([1.0, 2.0, 3.0]),
+            max=st.sampled_from([Duration(5.0), Duration(60.0)]),
+            jitter=st.sampled_from(["full", "equal", "decorrelated", "none"]),
+        ),
+        "flap": st.builds(FlapSettings, enabled=st.booleans(), window=st.sampled_from([5, 21])),
+    }
+)
+
+
+def run(config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int) -> tuple[Sim, dict[int, list[float]]]:
+    """Drive the core; return it and, per event index, the times results were heard before it."""
+    sim = Sim(target(**config), seed=seed)
+    heard: dict[str, float] = {}
+    heard_at_event: dict[int, list[float]] = {}
+
+    def note(out: list[StateChanged]) -> None:
+        for e in out:
+            heard_at_event[e.seq - 1] = list(heard.values())
+
+    for step in steps:
+        kind = step[0]
+        if kind in ("result", "run"):
+            _, p, outcome, dt, *rest = step
+            for _ in range(rest[0] if rest else 1):
+                note(sim.advance(dt))
+                heard[f"p{p}"] = sim.t
+                note(sim.feed(outcome, probe=f"p{p}", dt=0.0))
+        elif kind == "tick":
+            note(sim.advance(step[1]))
+        elif kind == "control":
+            note(sim.control(step[1]))
+        else:  # a replayed old result is rejected and changes nothing
+            before = sim.decider.state("db")
+            try:
+                sim.decider.on_result(result(sim.t - 1000.0, "fail", probe=f"p{step[1]}"), at(sim.t))
+            except Rejected:
+                pass
+            else:
+                raise AssertionError("an absurdly old result was accepted")
+            assert sim.decider.state("db") == before
+    return sim, heard_at_event
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, steps=ops, seed=st.integers(0, 1000))
+def test_invariants(config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int) -> None:
+    """seq never skips or repeats; open never closes without a trial; unknown never healthy; backoff in bounds."""
+    sim, heard_at_event = run(config, steps, seed)
+    stale = 15.0
+    backoff: BackoffSettings = config["backoff"]
+    prev: StateChanged | None = None
+    needs_trial = False
+    for i, e in enumerate(sim.events):
+        # seq is contiguous from 1 and previous is the state last announced
+        assert e.seq == (prev.seq + 1 if prev else 1)
+        assert e.previous == (prev.state if prev else "unknown")
+        # an event means something changed
+        if prev is not None:
+            assert (e.state, e.breaker, e.attempt, e.flapping) != (
+                prev.state,
+                prev.breaker,
+                prev.attempt,
+                prev.flapping,
+            )
+        # an open (or forced-open) breaker only closes after a half-open trial
+        if e.breaker in ("open", "forced_open"):
+            needs_trial = True
+        elif e.breaker == "half_open":
+            needs_trial = False
+        elif e.breaker == "closed":
+            assert not needs_trial, f"closed without a trial: {[x.breaker for x in sim.events[: i + 1]]}"
+        # healthy only with a vantage point heard within stale_after
+        if e.state == "healthy":
+            now = (e.at - T0).total_seconds()
+            assert any(now - h < stale for h in heard_at_event[i])
+        # state/breaker pairs that make sense
+        if e.breaker == "open":
+            assert e.state == "unavailable"
+            assert e.attempt >= 1
+            assert e.retry_at is not None
+            delay = (e.retry_at - e.at).total_seconds()
+            assert -1e-6 <= delay <= float(backoff.max) + 1e-6
+        else:
+            assert e.retry_at is None
+        if e.breaker == "half_open":
+            assert e.state in ("recovering", "unknown")
+        if e.breaker == "closed":
+            assert e.state in ("healthy", "degraded", "unknown")
+            assert e.attempt == 0
+        if e.breaker == "forced_open":
+            assert e.state == "unavailable"
+        if e.breaker == "disabled":
+            assert e.state == "unknown"
+        prev = e
+
+
+@settings(max_examples=50, deadline=None)
+@given(config=configs, steps=ops, seed=st.integers(0, 1000))
+def test_deterministic(config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int) -> None:
+    """The same inputs, times and seed give exactly the same events."""
+    a, _ = run(config, steps, seed)
+    b, _ = run(config, steps, seed)
+    assert a.events == b.events
+
+
+@settings(max_examples=100, deadline=None)
+@given(config=configs, steps=ops, seed=st.integers(0, 1000), cut=st.integers(0, 120))
+def test_restore_continues_without_gap(
+    config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int, cut: int
+) -> None:
+    """Restoring from the last event at any point gives a next seq exactly one higher."""
+    sim, _ = run(config, steps[:cut], seed)
+    if not sim.events:
+        return
+    last = sim.events[-1]
+    fresh = Sim(target(**config), seed=seed, start=sim.t)
+    assert fresh.decider.restore(last, at(sim.t))
+    assert fresh.decider.state("db") == (last.state, last.breaker, last.seq)
+    for step in steps[cut:]:
+        if step[0] in ("result", "run"):
+            for _ in range(step[4] if step[0] == "run" else 1):
+                fresh.feed(step[2], probe=f"p{step[1]}", dt=step[3])
+        elif step[0] == "tick":
+            fresh.advance(step[1])
+    events = fresh.events
+    if events:
+        assert events[0].seq == last.seq + 1
+        assert events[0].previous == last.state
+    for a, b in itertools.pairwise(events):
+        assert b.seq == a.seq + 1
+        assert b.previous == a.state
