@@ -1,0 +1,349 @@
+"""``healthbus dashboard``: the web dashboard, live from the state stream.
+
+One :class:`Dashboard` per process follows the stream once (current state of every
+target, then every change) and fans each change out to every open page over
+Server-Sent Events, so the browser never polls and NATS sees one consumer however many
+pages are open. The page itself (``dashboard/``: HTML, JS, CSS, no build step, no CDN)
+is served from the package, next to ``/metrics``, ``/healthz`` and ``/readyz``.
+
+Routes: ``/`` the page; ``/static/<file>`` its assets; ``/api/states`` every target's
+current StateChanged (JSON list); ``/api/history?target=X[&since=T][&limit=N]`` the
+target's audit log from the stream, oldest first; ``/api/events`` the SSE stream: one
+``snapshot`` event (``{"targets": [StateChanged...], "configured": [...], "server_time"}``)
+then one ``state`` event (a StateChanged) per change.
+
+Invariants: a page's snapshot and its live events come from the same in-memory map
+under the event loop with no await in between, so a page never misses or repeats a
+change; a page that cannot keep up is disconnected (its EventSource reconnects and gets
+a fresh snapshot) instead of buffering without bound. Configured targets are shown by
+name, kind and features only: URLs (which may carry credentials) never reach the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from aiohttp import web
+from nats.aio.client import Client
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from healthbus.cli._format import parse_when
+from healthbus.cli._http import OpsServer, Route, serve_ops
+from healthbus.cli._main import EXIT_OK, bus_settings, load_args_config
+from healthbus.protocol import Config, StateChanged, TargetConfig, encode, is_valid_target, utcnow
+from healthbus.subscribers import Follower, StateStream, connect
+
+__all__ = ["DEFAULT_BIND", "Dashboard", "RunningDashboard", "cmd_dashboard", "start_dashboard"]
+
+log = logging.getLogger("healthbus.dashboard")
+
+DEFAULT_BIND: Final = "127.0.0.1:8470"
+_ASSETS: Final = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "index.html": "text/html",
+}
+#: Events buffered per page before it is disconnected as too slow.
+_CLIENT_QUEUE: Final = 1000
+_KEEPALIVE_S: Final = 15.0
+_HISTORY_LIMIT: Final = 2000
+_SECURITY_HEADERS: Final = {
+    # Everything the page needs comes from this server: no CDN, no inline script.
+    "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+class ConfiguredTarget(msgspec.Struct, frozen=True):
+    """What the page may know about a configured target (never its URL)."""
+
+    name: str
+    kind: str
+    features: list[str]
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """The first SSE event of a page: every current state and the configured targets."""
+
+    targets: list[StateChanged]
+    configured: list[ConfiguredTarget]
+    server_time: str
+
+
+class _Page:
+    """One connected browser: a bounded queue of SSE frames; None ends the stream."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(_CLIENT_QUEUE + 1)
+
+
+def _sse(event: str, data: bytes) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+class Dashboard:
+    """Current states from the stream, fanned out to every page; see the module docstring."""
+
+    def __init__(self, stream: StateStream, *, targets: Sequence[TargetConfig] = ()) -> None:
+        self.stream = stream
+        self.states: dict[str, StateChanged] = {}
+        self.configured = [ConfiguredTarget(t.name, t.kind, list(t.features)) for t in targets]
+        self.registry = CollectorRegistry()
+        self._pages: set[_Page] = set()
+        self._follower: Follower | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.caught_up = asyncio.Event()
+        self._events = Counter(
+            "healthbus_dashboard_events", "StateChanged events received from the stream", registry=self.registry
+        )
+        self._pages_gauge = Gauge(
+            "healthbus_dashboard_pages", "Pages connected to the live event stream", registry=self.registry
+        )
+        self._dropped_pages = Counter(
+            "healthbus_dashboard_slow_pages_dropped",
+            "Pages disconnected because they could not keep up",
+            registry=self.registry,
+        )
+
+    # ---------------------------------------------------------------- stream side
+
+    async def start(self) -> None:
+        """Start following the stream (retrying in the background until it exists)."""
+        self._task = asyncio.create_task(self._follow(), name="dashboard-follow")
+
+    async def _follow(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._follower = await self.stream.follow(self._on_event, start="last_per_subject")
+            except nats.js.errors.NotFoundError:
+                log.info("state stream %s does not exist yet; waiting for a coordinator", self.stream.stream)
+            except Exception as exc:
+                log.warning("cannot follow %s yet: %s", self.stream.stream, exc)
+            else:
+                await self._follower.caught_up.wait()
+                self.caught_up.set()
+                return
+            await asyncio.sleep(delay)  # retry back-off while the stream is missing
+            delay = min(delay * 2, 5.0)
+
+    def _on_event(self, event: StateChanged) -> None:
+        old = self.states.get(event.target)
+        if old is not None and old.seq >= event.seq:
+            return  # already shown (e.g. replayed after a reconnect)
+        self.states[event.target] = event
+        self._events.inc()
+        self._broadcast(_sse("state", encode(event)))
+
+    def _broadcast(self, frame: bytes | None) -> None:
+        for page in list(self._pages):
+            try:
+                page.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                self._disconnect(page)
+
+    def _disconnect(self, page: _Page) -> None:
+        self._pages.discard(page)
+        self._dropped_pages.inc()
+        while not page.queue.empty():
+            page.queue.get_nowait()
+        page.queue.put_nowait(None)
+
+    def ready(self) -> bool:
+        """Ready when connected to NATS and caught up with the stream."""
+        return self.caught_up.is_set() and self.stream.nc.is_connected
+
+    async def close(self) -> None:
+        """End every page's event stream and stop following."""
+        for page in list(self._pages):
+            self._pages.discard(page)
+            with contextlib.suppress(asyncio.QueueFull):
+                page.queue.put_nowait(None)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._follower is not None:
+            await self._follower.stop()
+
+    # ---------------------------------------------------------------- HTTP side
+
+    def snapshot(self) -> Snapshot:
+        """Every current state (by target name) and the configured targets."""
+        return Snapshot(
+            targets=[self.states[name] for name in sorted(self.states)],
+            configured=self.configured,
+            server_time=utcnow().isoformat().replace("+00:00", "Z"),
+        )
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return await self._asset_response("index.html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        return await self._asset_response(request.match_info["name"])
+
+    async def _asset_response(self, name: str) -> web.StreamResponse:
+        content_type = _ASSETS.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        body = resources.files("healthbus.cli").joinpath("dashboard", name).read_bytes()
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=_SECURITY_HEADERS)
+
+    async def _api_states(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=encode_list(self.snapshot().targets), content_type="application/json")
+
+    async def _api_history(self, request: web.Request) -> web.StreamResponse:
+        target = request.query.get("target", "")
+        if not is_valid_target(target):
+            raise web.HTTPBadRequest(text=f"target: expected a target name, got {target!r}\n")
+        since = None
+        if "since" in request.query:
+            try:
+                since = parse_when(request.query["since"], utcnow())
+            except ValueError as exc:
+                raise web.HTTPBadRequest(text=f"since: {exc}\n") from None
+        try:
+            limit = max(1, min(int(request.query.get("limit", _HISTORY_LIMIT)), _HISTORY_LIMIT))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit: expected a number\n") from None
+        events: list[StateChanged] = []
+        try:
+            async for event in self.stream.history(target=target, since=since):
+                events.append(event)
+                if len(events) > limit:
+                    del events[0]
+        except nats.js.errors.NotFoundError:
+            events = []
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise web.HTTPServiceUnavailable(text=f"cannot read {self.stream.stream}: {exc}\n") from None
+        return web.Response(body=encode_list(events), content_type="application/json")
+
+    async def _api_events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        page = _Page()
+        # Snapshot and registration with no await in between: nothing missed, nothing twice.
+        first = b"retry: 1000\n" + _sse("snapshot", encode(self.snapshot()))
+        self._pages.add(page)
+        self._pages_gauge.inc()
+        try:
+            await response.write(first)
+            while True:
+                try:
+                    frame = await asyncio.wait_for(page.queue.get(), _KEEPALIVE_S)
+                except TimeoutError:
+                    frame = b": keep-alive\n\n"  # keeps proxies from closing an idle stream
+                if frame is None:
+                    break
+                await response.write(frame)
+        except (ConnectionResetError, ConnectionError):
+            pass  # the page went away
+        finally:
+            self._pages.discard(page)
+            self._pages_gauge.dec()
+        return response
+
+    def routes(self) -> list[Route]:
+        """The dashboard's routes, for :func:`healthbus.cli._http.serve_ops`."""
+        return [
+            ("GET", "/", self._page),
+            ("GET", "/static/{name}", self._static),
+            ("GET", "/api/states", self._api_states),
+            ("GET", "/api/history", self._api_history),
+            ("GET", "/api/events", self._api_events),
+        ]
+
+
+def encode_list(events: Sequence[StateChanged]) -> bytes:
+    """A JSON array of StateChanged, as on the wire."""
+    return encode_any(list(events))
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_any(value: object) -> bytes:
+    """msgspec JSON of any value made of wire structs."""
+    return _encoder.encode(value)
+
+
+@dataclass
+class RunningDashboard:
+    """A dashboard being served; ``await close()`` stops the page streams, the server and the reader."""
+
+    dashboard: Dashboard
+    server: OpsServer
+
+    @property
+    def url(self) -> str:
+        """The page's address."""
+        return self.server.url + "/"
+
+    async def close(self) -> None:
+        """Stop serving (pages first, so no handler holds the server open)."""
+        await self.dashboard.close()
+        await self.server.close()
+
+
+async def start_dashboard(nc: Client, prefix: str, bind: str, config: Config | None = None) -> RunningDashboard:
+    """Follow ``prefix``'s state stream on ``nc`` and serve the dashboard on ``bind``."""
+    dashboard = Dashboard(StateStream(nc, prefix), targets=(config.targets if config else ()))
+    await dashboard.start()
+    try:
+        server = await serve_ops(bind, dashboard.registry, dashboard.ready, dashboard.routes())
+    except BaseException:
+        await dashboard.close()
+        raise
+    return RunningDashboard(dashboard, server)
+
+
+async def wait_for_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM (Ctrl-C, ``docker stop``, Kubernetes)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``healthbus dashboard [--http HOST:PORT]``: serve the dashboard until Ctrl-C."""
+    config = load_args_config(args)
+    settings = bus_settings(args, config)
+    bind = args.http or DEFAULT_BIND
+    nc = await connect(settings, name="healthbus-dashboard")
+    try:
+        try:
+            running = await start_dashboard(nc, settings.prefix, bind, config)
+        except (OSError, ValueError) as exc:
+            print(f"healthbus dashboard: cannot serve on {bind}: {exc}", file=sys.stderr)
+            return 1
+        print(f"healthbus dashboard: {running.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            await wait_for_stop_signal()
+        finally:
+            await running.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+    return EXIT_OK

@@ -1,0 +1,149 @@
+"""The dashboard's HTTP side against a real nats-server: page, API, live SSE and ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+from nats.aio.client import Client
+
+from healthbus.cli._dashboard import RunningDashboard, start_dashboard
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.protocol import StateChanged, decode_state_changed, load_config_text
+from healthbus.subscribers import connect
+from tests.cli._support import event, publish, story, wait_until
+
+pytestmark = pytest.mark.nats
+
+PREFIX = "dash"
+CONFIG = """
+[[targets]]
+name = "cache"
+kind = "redis"
+url = "redis://:hunter2-secret@127.0.0.1:6379/0"
+features = ["cache"]
+
+[[targets]]
+name = "search"
+kind = "http"
+url = "http://127.0.0.1:9200/"
+"""
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """A client of the test's own nats-server."""
+    client = await connect(url=nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def dash(nc: Client) -> AsyncIterator[RunningDashboard]:
+    """A dashboard on a free port following prefix `dash`, with two configured targets."""
+    running = await start_dashboard(nc, PREFIX, "127.0.0.1:0", load_config_text(CONFIG))
+    yield running
+    await running.close()
+
+
+async def _read_sse(resp: aiohttp.ClientResponse) -> tuple[str, bytes]:
+    event, data = "", b""
+    while True:
+        line = (await resp.content.readline()).rstrip(b"\n")
+        if line.startswith(b"event: "):
+            event = line[7:].decode()
+        elif line.startswith(b"data: "):
+            data = line[6:]
+        elif line == b"" and event:
+            return event, data
+
+
+async def test_page_and_assets_are_self_contained(dash: RunningDashboard) -> None:
+    """The page and its assets come from this server: no CDN URL anywhere, a strict CSP."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(dash.url) as resp:
+            assert resp.status == 200
+            html = await resp.text()
+            assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert 'src="/static/app.js"' in html
+        for name in ("app.js", "style.css"):
+            async with http.get(f"{dash.server.url}/static/{name}") as resp:
+                assert resp.status == 200
+                body = await resp.text()
+            assert not re.search(r"https?://", body), name
+            assert "EventSource" in body or name == "style.css"
+        assert not re.search(r"https?://", html)
+        async with http.get(f"{dash.server.url}/static/../_dashboard.py") as resp:
+            assert resp.status == 404
+
+
+async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client) -> None:
+    """/api/states and /api/history read the stream; /api/events sends a snapshot then each change live."""
+    events = story()
+    await publish(nc.jetstream(), PREFIX, events)
+    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
+    await wait_until(lambda: dash.dashboard.ready(), 10, "readiness")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{dash.server.url}/api/states") as resp:
+            states = [decode_state_changed(json.dumps(e).encode()) for e in await resp.json()]
+        assert {e.target: e.seq for e in states} == {"cache": 4, "db": 1}
+        async with http.get(f"{dash.server.url}/api/history", params={"target": "cache", "since": "-1h"}) as resp:
+            assert [e["seq"] for e in await resp.json()] == [1, 2, 3, 4]
+        async with http.get(f"{dash.server.url}/api/history", params={"target": "Not.Valid"}) as resp:
+            assert resp.status == 400
+        async with http.get(f"{dash.server.url}/api/history", params={"target": "cache", "since": "x"}) as resp:
+            assert resp.status == 400
+        async with http.get(f"{dash.server.url}/api/events") as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            kind, data = await _read_sse(resp)
+            assert kind == "snapshot"
+            snap = json.loads(data)
+            assert [t["seq"] for t in snap["targets"]] == [4, 1]
+            assert snap["configured"] == [
+                {"name": "cache", "kind": "redis", "features": ["cache"]},
+                {"name": "search", "kind": "http", "features": []},
+            ]
+            assert "hunter2" not in data.decode()
+            new = event("cache", 5, "unavailable", events[-1].at + timedelta(seconds=1), previous="healthy")
+            await publish(nc.jetstream(), PREFIX, [new])
+            kind, data = await asyncio.wait_for(_read_sse(resp), 10)
+            assert kind == "state"
+            assert decode_state_changed(data) == new
+
+
+async def test_ops_endpoints(dash: RunningDashboard, nc: Client) -> None:
+    """The dashboard serves /healthz, /readyz (ready once caught up) and Prometheus /metrics."""
+    await publish(nc.jetstream(), PREFIX, story()[:1])
+    await wait_until(lambda: dash.dashboard.ready(), 10, "readiness")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{dash.server.url}/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{dash.server.url}/readyz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{dash.server.url}/metrics") as resp:
+            text = await resp.text()
+    assert "healthbus_dashboard_events_total 1.0" in text
+    assert "healthbus_dashboard_pages 0.0" in text
+
+
+async def test_waits_for_the_stream_to_appear(nc: Client) -> None:
+    """Started before any coordinator, the dashboard is not ready, then catches up once the stream exists."""
+    running = await start_dashboard(nc, "later", "127.0.0.1:0")
+    try:
+        assert not running.dashboard.ready()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{running.server.url}/readyz") as resp:
+                assert resp.status == 503
+            async with http.get(f"{running.server.url}/api/history", params={"target": "cache"}) as resp:
+                assert await resp.json() == []
+        first: StateChanged = story()[0]
+        await publish(nc.jetstream(), "later", [first])
+        await wait_until(lambda: running.dashboard.states.get("cache") == first, 15, "the dashboard to find the stream")
+        assert running.dashboard.ready()
+    finally:
+        await running.close()
