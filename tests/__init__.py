@@ -1,0 +1,1 @@
+"""healthbus test suite (a package so `tests.harness` is importable from every test)."""

@@ -1,0 +1,5 @@
+"""Registers the real-server harness fixtures (tests/harness) for every test."""
+
+from tests.harness.fixtures import nats_server, redis_server, redis_server_factory
+
+__all__ = ["nats_server", "redis_server", "redis_server_factory"]

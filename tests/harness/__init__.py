@@ -1,0 +1,23 @@
+"""Real-server test harness: fixtures that start nats-server, redis-server, PostgreSQL,
+milvus-lite and an Elasticsearch stand-in on free ports, for one test each.
+
+Fixtures (available to every test under ``tests/`` via ``tests/conftest.py``):
+``nats_server``, ``redis_server``, ``redis_server_factory``. Helpers: ``free_port()``,
+``require(name, reason)``.
+"""
+
+from healthbus.cli._embedded import EmbeddedNats, ServerStartError
+
+from ._process import ChildServer
+from ._redis import RedisServer
+from ._util import free_port, in_ci, require
+
+__all__ = [
+    "ChildServer",
+    "EmbeddedNats",
+    "RedisServer",
+    "ServerStartError",
+    "free_port",
+    "in_ci",
+    "require",
+]

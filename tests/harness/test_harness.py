@@ -1,0 +1,204 @@
+"""Tests of the real-server harness itself: each server starts, answers its real client,
+stops so the client fails, and restarts on the same port so the client works again."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+import pytest
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+from nats.errors import NoServersError
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from healthbus.cli._embedded import EmbeddedNats, ServerStartError
+
+from . import RedisServer, free_port, require
+
+
+async def _silent(_exc: Exception) -> None:
+    """nats-py error callback that keeps expected connection failures out of the log."""
+
+
+async def _nats_connect(url: str) -> NATS:
+    """A fail-fast nats-py client: two quick tries, then NoServersError.
+
+    ``max_reconnect_attempts=0`` would retry the initial connect forever in nats-py 2.16.
+    """
+    return await nats.connect(
+        url,
+        connect_timeout=1,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.05,
+        error_cb=_silent,
+    )
+
+
+def _alive(pid: int) -> bool:
+    """True when a process with this pid exists (zombies included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_free_port_is_bindable() -> None:
+    """free_port() returns a port nobody listens on."""
+    import socket
+
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+    assert 0 < port < 65536
+
+
+def test_require_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """require() skips for a missing dependency, but fails when CI=true."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-binary-xyz"):
+        require("no-such-binary-xyz", "only a test")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require("no-such-binary-xyz", "only a test")
+    assert require("sys", "stdlib module") == "sys"
+
+
+# ---------------------------------------------------------------- NATS
+
+
+@pytest.mark.nats
+async def test_nats_server_jetstream_stop_start_restart(nats_server: EmbeddedNats) -> None:
+    """JetStream works; a stopped server refuses clients; restart keeps port and stream data."""
+    port = nats_server.port
+    nc = await _nats_connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(name="HARNESS", subjects=["harness.>"])
+    ack = await js.publish("harness.one", b"1")
+    assert ack.seq == 1
+    await nc.close()
+
+    nats_server.stop()
+    assert not nats_server.is_running
+    with pytest.raises(NoServersError):
+        await _nats_connect(nats_server.url)
+
+    nats_server.start()
+    assert nats_server.port == port
+    nc = await _nats_connect(nats_server.url)
+    js = nc.jetstream()
+    assert (await js.stream_info("HARNESS")).state.messages == 1
+    await nc.close()
+
+    nats_server.restart()
+    assert nats_server.port == port
+    nc = await _nats_connect(nats_server.url)
+    msg = await nc.jetstream().get_last_msg("HARNESS", "harness.one")
+    assert msg.data == b"1"
+    await nc.close()
+
+
+@pytest.mark.nats
+async def test_embedded_nats_kill_leaves_no_process_and_keeps_data(tmp_path: Path) -> None:
+    """kill() is SIGKILL and reaps the child; the next start recovers the JetStream store."""
+    with EmbeddedNats(tmp_path, monitor_port=0) as server:
+        assert server.monitor_url is not None
+        nc = await _nats_connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="CRASH", subjects=["crash.>"])
+        for i in range(3):
+            await js.publish("crash.x", str(i).encode())
+        await nc.close()
+
+        pid = server.pid
+        assert pid is not None
+        server.kill()
+        assert not server.is_running
+        assert not _alive(pid)
+
+        server.start()
+        nc = await _nats_connect(server.url)
+        info = await nc.jetstream().stream_info("CRASH")
+        assert info.state.messages == 3
+        await nc.close()
+        pid = server.pid
+    assert pid is not None
+    assert not _alive(pid)
+    assert server.store_dir.is_dir()
+
+
+@pytest.mark.nats
+def test_embedded_nats_start_failure_names_the_problem(tmp_path: Path) -> None:
+    """A server that cannot start raises ServerStartError with its log tail, leaving no process."""
+    bad = tmp_path / "bad.conf"
+    bad.write_text("this is { not a valid config\n")
+    server = EmbeddedNats(tmp_path / "data", config_file=bad)
+    with pytest.raises(ServerStartError, match="nats-server") as info:
+        server.start()
+    assert "Parse error" in str(info.value)  # the log tail says why
+    assert not server.is_running
+
+
+# ---------------------------------------------------------------- Redis
+
+
+def _redis_client(url: str) -> aioredis.Redis:
+    """A redis-py client that fails fast (no retries, short timeouts)."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False)
+
+
+@pytest.mark.redis
+async def test_redis_server_ping_stop_restart(redis_server: RedisServer) -> None:
+    """PING works; a stopped server refuses; restart on the same port answers again."""
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    assert redis_server.password is None
+    port = redis_server.port
+    client = _redis_client(redis_server.url)
+    assert await client.ping() is True
+    await client.set("k", "v")
+    await client.aclose()
+
+    redis_server.stop()
+    client = _redis_client(redis_server.url)
+    with pytest.raises(RedisConnectionError):
+        await client.ping()
+    await client.aclose()
+
+    redis_server.start()
+    assert redis_server.port == port
+    client = _redis_client(redis_server.url)
+    assert await client.ping() is True
+    await client.aclose()
+
+    redis_server.restart()
+    client = _redis_client(redis_server.url)
+    assert await client.ping() is True
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_password_rejects_wrong_password(redis_server_factory: Callable[..., RedisServer]) -> None:
+    """A server started with a password accepts it and rejects a wrong or missing one."""
+    server = redis_server_factory(password="s3cret-pw")
+    assert server.url == f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"
+    client = _redis_client(server.url)
+    assert await client.ping() is True
+    await client.aclose()
+
+    wrong = _redis_client(f"redis://:wrong@127.0.0.1:{server.port}/0")
+    with pytest.raises(AuthenticationError):
+        await wrong.ping()
+    await wrong.aclose()
+
+    anonymous = _redis_client(f"redis://127.0.0.1:{server.port}/0")
+    with pytest.raises((AuthenticationError, ResponseError)):
+        await anonymous.ping()
+    await anonymous.aclose()
