@@ -7,14 +7,23 @@ through this module, so an API detail lives in one place. ``require_*`` raise
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.client import Client
 
 from healthbus.bench._framework import SuiteUnavailable
 
-__all__ = ["RunningCoordinator", "require_coordinator"]
+__all__ = [
+    "RunningCoordinator",
+    "RunningProbeWorker",
+    "open_health_client",
+    "require_coordinator",
+    "require_health_client",
+    "require_probe_worker",
+]
 
 
 def _attr(module: str, name: str, what: str) -> Any:
@@ -67,3 +76,49 @@ class RunningCoordinator:
     async def stop(self) -> None:
         """Stop the service."""
         await self.service.stop()
+
+
+def require_probe_worker() -> None:
+    """Raise SuiteUnavailable unless the probe worker can be imported."""
+    _attr("healthbus.probes", "ProbeWorker", "the probe worker")
+
+
+def require_health_client() -> None:
+    """Raise SuiteUnavailable unless the subscriber library's HealthClient can be imported."""
+    _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
+
+
+class RunningProbeWorker:
+    """A started probe worker with its own NATS connection."""
+
+    def __init__(self, worker: Any, nc: Client) -> None:
+        self.worker = worker
+        self.nc = nc
+
+    @classmethod
+    async def start(cls, config_text: str, url: str, worker_id: str) -> RunningProbeWorker:
+        """Start a worker for ``config_text`` with vantage-point id ``worker_id``."""
+        from healthbus.bench._natsutil import bench_connect
+        from healthbus.protocol import load_config_text
+
+        worker_cls = _attr("healthbus.probes", "ProbeWorker", "the probe worker")
+        config = load_config_text(config_text, source="<bench>")
+        worker = worker_cls(config, worker_id=worker_id)
+        nc = await bench_connect(url, f"bench-{worker_id}")
+        await worker.start(nc)
+        return cls(worker, nc)
+
+    async def stop(self) -> None:
+        """Stop the worker and close its connection."""
+        try:
+            await self.worker.stop()
+        finally:
+            await self.nc.close()
+
+
+@contextlib.asynccontextmanager
+async def open_health_client(url: str, prefix: str) -> AsyncIterator[Any]:
+    """A connected HealthClient (every target's current state loaded)."""
+    client_cls = _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
+    async with client_cls.connect(url, prefix=prefix) as health:
+        yield health

@@ -1,0 +1,268 @@
+"""Suite ``fanout``: load on a dependency and time to degrade, with and without healthbus.
+
+50 service instances (``--instances``), each in its own process, all needing one Redis
+(a redis-server this suite starts on a free loopback port):
+
+(a) baseline: each instance runs its own health manager (:mod:`._manager`): a PING every
+    second with redis-py retries and a breaker;
+(b) healthbus: 2 probe workers (1 s interval) + a coordinator, each in its own process,
+    and one HealthClient per instance.
+
+For each, after every instance sees Redis healthy, the suite samples ``INFO all`` twice
+``--duration`` seconds apart (PING calls → checks per second; all calls → commands per
+second; ``connected_clients``), then stops redis-server and times how long until the
+last instance has flipped to degraded. Our own sampling connection and our own INFO calls
+are subtracted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
+from healthbus.bench._manager import RedisHealthManager
+from healthbus.bench._measure import machine_description, now_ns
+from healthbus.bench._procs import Child, ChildGroup, Link
+from healthbus.bench._servers import BenchRedis, embedded_nats
+
+__all__ = ["run"]
+
+TARGET = "redis-main"
+WORKERS = 2
+INTERVAL_S = 1.0
+_SETTLE_TIMEOUT_S = 60.0
+
+
+# ---------------------------------------------------------------- child roles
+
+
+async def _until_stop(link: Link) -> None:
+    while True:
+        message = await link.recv(3600)
+        if message[0] == "stop":
+            return
+
+
+async def baseline_instance_role(link: Link, port: int, interval: float) -> None:
+    """One service instance with its own Redis health manager."""
+    stop = asyncio.Event()
+    manager = RedisHealthManager(
+        "127.0.0.1", port, interval=interval, on_change=lambda healthy: link.send("state", healthy, now_ns())
+    )
+
+    async def start_later() -> None:
+        # Real instances start at unrelated moments: spread the first check over one
+        # interval instead of having all of them check in lock-step.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), random.uniform(0, interval))
+        await manager.run(stop)
+
+    task = asyncio.create_task(start_later())
+    try:
+        await _until_stop(link)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+        await manager.close()
+
+
+async def healthbus_instance_role(link: Link, url: str, prefix: str) -> None:
+    """One service instance with a HealthClient."""
+    from healthbus.bench._harness import open_health_client
+
+    async with open_health_client(url, prefix) as health:
+        last: list[bool | None] = [None]
+
+        def report(_event: object = None) -> None:
+            available = health.is_available(TARGET)
+            if available != last[0]:
+                last[0] = available
+                link.send("state", available, now_ns())
+
+        health.on_change(report)
+        report()
+        await _until_stop(link)
+
+
+async def probe_worker_role(link: Link, url: str, config_text: str, worker_id: str) -> None:
+    """A probe worker (one vantage point)."""
+    from healthbus.bench._harness import RunningProbeWorker
+
+    worker = await RunningProbeWorker.start(config_text, url, worker_id)
+    try:
+        link.send("ready")
+        await _until_stop(link)
+    finally:
+        await worker.stop()
+
+
+async def coordinator_service_role(link: Link, url: str, config_text: str) -> None:
+    """The coordinator."""
+    from healthbus.bench._harness import RunningCoordinator
+    from healthbus.bench._natsutil import bench_connect
+
+    nc = await bench_connect(url, "bench-coordinator")
+    coordinator = await RunningCoordinator.start(config_text, nc)
+    try:
+        link.send("ready")
+        await _until_stop(link)
+    finally:
+        await coordinator.stop()
+        await nc.close()
+
+
+# ---------------------------------------------------------------- measuring
+
+
+async def _info(port: int) -> dict[str, Any]:
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        info: dict[str, Any] = await client.info("all")
+        return info
+    finally:
+        await client.aclose()
+
+
+def _calls(info: dict[str, Any]) -> tuple[int, int]:
+    """(PING calls, all calls) from INFO commandstats."""
+    ping = 0
+    total = 0
+    for key, value in info.items():
+        if key.startswith("cmdstat_") and isinstance(value, dict):
+            calls = int(value.get("calls", 0))
+            total += calls
+            if key == "cmdstat_ping":
+                ping = calls
+    return ping, total
+
+
+async def _await_state(children: list[Child], want: bool, timeout: float) -> list[int]:
+    """For each child, the time of its first report of ``want`` (waiting up to ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+
+    async def one(child: Child) -> int:
+        while True:
+            remaining = end - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{child.name} did not report {'healthy' if want else 'degraded'} in {timeout:g}s")
+            kind, *rest = await child.link.recv(remaining)
+            if kind == "state" and rest[0] is want:
+                return int(rest[1])
+
+    return list(await asyncio.gather(*(one(c) for c in children)))
+
+
+async def _measure(redis: BenchRedis, instances: list[Child], duration: float) -> dict[str, Any]:
+    await _await_state(instances, True, _SETTLE_TIMEOUT_S)
+    # One full interval more, so every checker is in its steady rhythm.
+    await asyncio.sleep(INTERVAL_S)
+    before = await _info(redis.port)
+    t0 = now_ns()
+    await asyncio.sleep(duration)
+    after = await _info(redis.port)
+    t1 = now_ns()
+    ping0, all0 = _calls(before)
+    ping1, all1 = _calls(after)
+    elapsed = (t1 - t0) / 1e9
+    stopped = now_ns()
+    await asyncio.to_thread(redis.stop)
+    degraded = await _await_state(instances, False, _SETTLE_TIMEOUT_S)
+    return {
+        "checks_per_s": round((ping1 - ping0) / elapsed, 2),
+        # our own INFO at t0 is counted in the delta; the one at t1 is not yet.
+        "commands_per_s": round((all1 - all0 - 1) / elapsed, 2),
+        "connections": int(after.get("connected_clients", 0)) - 1,
+        "degrade_all_ms": round((max(degraded) - stopped) / 1e6, 1),
+        "degrade_p50_ms": round(sorted(d - stopped for d in degraded)[len(degraded) // 2] / 1e6, 1),
+    }
+
+
+async def _baseline(opts: BenchOptions, instances: int, duration: float) -> dict[str, Any]:
+    redis = BenchRedis(opts.workdir / "redis-baseline").start()
+    try:
+        async with ChildGroup() as group:
+            children = [
+                group.start(f"instance-{i}", baseline_instance_role, redis.port, INTERVAL_S) for i in range(instances)
+            ]
+            return await _measure(redis, children, duration)
+    finally:
+        redis.stop()
+
+
+def _config_text(prefix: str, redis_url: str) -> str:
+    return (
+        f'[bus]\nprefix = "{prefix}"\n\n'
+        f'[defaults]\ninterval = "{INTERVAL_S:g}s"\ntimeout = "1s"\n\n'
+        f'[[targets]]\nname = "{TARGET}"\nkind = "redis"\nurl = "{redis_url}"\nfeatures = ["cache"]\n'
+    )
+
+
+async def _healthbus(opts: BenchOptions, instances: int, duration: float) -> dict[str, Any]:
+    prefix = "benchfanout"
+    redis = BenchRedis(opts.workdir / "redis-healthbus").start()
+    try:
+        async with embedded_nats(opts.workdir) as server, ChildGroup() as group:
+            config_text = _config_text(prefix, redis.url)
+            coordinator = group.start("coordinator", coordinator_service_role, server.url, config_text)
+            await coordinator.link.expect("ready", 60)
+            workers = [
+                group.start(f"probe-{i}", probe_worker_role, server.url, config_text, f"bench-probe-{i}")
+                for i in range(WORKERS)
+            ]
+            for w in workers:
+                await w.link.expect("ready", 60)
+            children = [
+                group.start(f"instance-{i}", healthbus_instance_role, server.url, prefix) for i in range(instances)
+            ]
+            return await _measure(redis, children, duration)
+    finally:
+        redis.stop()
+
+
+async def run(opts: BenchOptions) -> SuiteResult:
+    """Run both designs one after the other and compare."""
+    from healthbus.bench._harness import require_coordinator, require_health_client, require_probe_worker
+
+    require_coordinator()
+    require_probe_worker()
+    require_health_client()
+    instances: int = opts.pick("instances", smoke=3, full=50)
+    duration: float = opts.pick("duration", smoke=2.0, full=10.0)
+    machine = machine_description()
+    base = await _baseline(opts, instances, duration)
+    hb = await _healthbus(opts, instances, duration)
+    data: dict[str, Any] = {
+        "instances": instances,
+        "duration_s": duration,
+        "probe_workers": WORKERS,
+        "interval_s": INTERVAL_S,
+        "checks_per_s_baseline": base["checks_per_s"],
+        "checks_per_s_healthbus": hb["checks_per_s"],
+        "commands_per_s_baseline": base["commands_per_s"],
+        "commands_per_s_healthbus": hb["commands_per_s"],
+        "connections_baseline": base["connections"],
+        "connections_healthbus": hb["connections"],
+        "degrade_all_ms_baseline": base["degrade_all_ms"],
+        "degrade_all_ms_healthbus": hb["degrade_all_ms"],
+        "degrade_p50_ms_baseline": base["degrade_p50_ms"],
+        "degrade_p50_ms_healthbus": hb["degrade_p50_ms"],
+    }
+    ratio = base["checks_per_s"] / hb["checks_per_s"] if hb["checks_per_s"] else float("inf")
+    goals = [
+        Goal(
+            "fewer checks on Redis with healthbus",
+            hb["checks_per_s"] < base["checks_per_s"],
+            f"{base['checks_per_s']}/s vs {hb['checks_per_s']}/s ({ratio:.1f}x fewer)",
+        ),
+    ]
+    notes = [
+        "a healthbus check is PING + INFO (server version in details); the baseline's is one PING",
+    ]
+    return SuiteResult("fanout", opts.size, data, goals, notes, machine)
