@@ -45,7 +45,16 @@ from healthbus.cli._main import EXIT_OK, bus_settings, load_args_config
 from healthbus.protocol import Config, StateChanged, TargetConfig, encode, is_valid_target, utcnow
 from healthbus.subscribers import Follower, StateStream, connect
 
-__all__ = ["DEFAULT_BIND", "Dashboard", "RunningDashboard", "cmd_dashboard", "start_dashboard"]
+__all__ = [
+    "DEFAULT_BIND",
+    "ConfiguredTarget",
+    "Dashboard",
+    "RunningDashboard",
+    "cmd_dashboard",
+    "configured_targets",
+    "start_dashboard",
+    "wait_for_stop_signal",
+]
 
 log = logging.getLogger("healthbus.dashboard")
 
@@ -75,6 +84,12 @@ class ConfiguredTarget(msgspec.Struct, frozen=True):
     features: list[str]
 
 
+def configured_targets(source: Config | Sequence[TargetConfig]) -> list[ConfiguredTarget]:
+    """What the page may show of configured targets: name, kind, features (no URL)."""
+    targets = source.targets if isinstance(source, Config) else source
+    return [ConfiguredTarget(t.name, t.kind, list(t.features)) for t in targets]
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """The first SSE event of a page: every current state and the configured targets."""
 
@@ -100,7 +115,7 @@ class Dashboard:
     def __init__(self, stream: StateStream, *, targets: Sequence[TargetConfig] = ()) -> None:
         self.stream = stream
         self.states: dict[str, StateChanged] = {}
-        self.configured = [ConfiguredTarget(t.name, t.kind, list(t.features)) for t in targets]
+        self.configured = configured_targets(targets)
         self.registry = CollectorRegistry()
         self._pages: set[_Page] = set()
         self._follower: Follower | None = None
