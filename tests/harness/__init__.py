@@ -2,12 +2,14 @@
 milvus-lite and an Elasticsearch stand-in on free ports, for one test each.
 
 Fixtures (available to every test under ``tests/`` via ``tests/conftest.py``):
-``nats_server``, ``redis_server``, ``redis_server_factory``. Helpers: ``free_port()``,
+``nats_server``, ``redis_server``, ``redis_server_factory``, ``postgres_server``,
+``postgres_server_factory``. Helpers: ``free_port()``,
 ``require(name, reason)``.
 """
 
 from healthbus.cli._embedded import EmbeddedNats, ServerStartError
 
+from ._postgres import PostgresServer, PostgresTemplate
 from ._process import ChildServer
 from ._redis import RedisServer
 from ._util import free_port, in_ci, require
@@ -15,6 +17,8 @@ from ._util import free_port, in_ci, require
 __all__ = [
     "ChildServer",
     "EmbeddedNats",
+    "PostgresServer",
+    "PostgresTemplate",
     "RedisServer",
     "ServerStartError",
     "free_port",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import NoReturn
 
 import pytest
 
 from healthbus.cli._embedded import find_binary, free_port
 
-__all__ = ["free_port", "in_ci", "require"]
+__all__ = ["free_port", "in_ci", "require", "unavailable"]
 
 
 def in_ci() -> bool:
@@ -32,11 +33,13 @@ def require(name: str, reason: str) -> str:
     by skipping.
     """
     path = find_binary(name)
-    if path is not None:
-        return path
-    if _module_available(name):
-        return name
-    message = f"{name} is not available: {reason}"
+    if path is None and not _module_available(name):
+        unavailable(f"{name} is not available: {reason}")
+    return path or name
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test because a dependency is missing, or fail under ``CI=true``."""
     if in_ci():
         pytest.fail(f"{message} (CI=true: missing test dependencies fail instead of skipping)", pytrace=False)
     pytest.skip(message)

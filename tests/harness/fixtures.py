@@ -14,12 +14,21 @@ import pytest
 
 from healthbus.cli._embedded import EmbeddedNats
 
+from ._postgres import PostgresServer, PostgresTemplate, pg_missing
 from ._redis import RedisServer
-from ._util import require
+from ._util import require, unavailable
 
-__all__ = ["nats_server", "redis_server", "redis_server_factory"]
+__all__ = [
+    "nats_server",
+    "postgres_server",
+    "postgres_server_factory",
+    "postgres_template",
+    "redis_server",
+    "redis_server_factory",
+]
 
 RedisFactory = Callable[..., RedisServer]
+PostgresFactory = Callable[..., PostgresServer]
 
 
 @pytest.fixture
@@ -56,3 +65,42 @@ def redis_server_factory(tmp_path: Path) -> Iterator[RedisFactory]:
 def redis_server(redis_server_factory: RedisFactory) -> RedisServer:
     """A redis-server on a free port: ``.url``, ``.host``, ``.port``, ``.password``, stop/start/restart/kill."""
     return redis_server_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[PostgresTemplate]:
+    """One initdb per session (about 0.7 s); every PostgreSQL server copies it."""
+    reason = pg_missing()
+    if reason is not None:
+        unavailable(f"PostgreSQL is not available: {reason} (apt-get install postgresql)")
+    template = PostgresTemplate()
+    try:
+        yield template
+    finally:
+        template.remove()
+
+
+@pytest.fixture
+def postgres_server_factory(postgres_template: PostgresTemplate) -> Iterator[PostgresFactory]:
+    """Start more PostgreSQL clusters: ``factory(password=None)``; all are removed at teardown.
+
+    With a password, TCP logins need it (scram-sha-256) and the DSN carries it.
+    """
+    servers: list[PostgresServer] = []
+
+    def factory(password: str | None = None) -> PostgresServer:
+        server = PostgresServer(template=postgres_template, password=password)
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield factory
+    finally:
+        for server in servers:
+            server.remove()
+
+
+@pytest.fixture
+def postgres_server(postgres_server_factory: PostgresFactory) -> PostgresServer:
+    """A PostgreSQL cluster of its own: ``.dsn``, ``.host``, ``.port``, ``.sqlalchemy_url``, stop/start/restart/kill."""
+    return postgres_server_factory()

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import nats
 import pytest
 import redis.asyncio as aioredis
@@ -17,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthbus.cli._embedded import EmbeddedNats, ServerStartError
 
-from . import RedisServer, free_port, require
+from . import PostgresServer, RedisServer, free_port, require
 
 
 async def _silent(_exc: Exception) -> None:
@@ -202,3 +203,52 @@ async def test_redis_password_rejects_wrong_password(redis_server_factory: Calla
     with pytest.raises((AuthenticationError, ResponseError)):
         await anonymous.ping()
     await anonymous.aclose()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+async def test_postgres_server_select_stop_restart(postgres_server: PostgresServer) -> None:
+    """SELECT 1 works; a stopped server refuses; restart keeps port and data."""
+    assert postgres_server.dsn == f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
+    port = postgres_server.port
+    conn = await asyncpg.connect(postgres_server.dsn, timeout=5)
+    assert await conn.fetchval("SELECT 1") == 1
+    await conn.execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
+    await conn.close()
+
+    postgres_server.stop()
+    assert not postgres_server.is_running
+    with pytest.raises(ConnectionRefusedError):
+        await asyncpg.connect(postgres_server.dsn, timeout=5)
+
+    postgres_server.start()
+    assert postgres_server.port == port
+    conn = await asyncpg.connect(postgres_server.dsn, timeout=5)
+    assert await conn.fetchval("SELECT x FROM kept") == 42
+    await conn.close()
+
+    postgres_server.kill()
+    postgres_server.restart()
+    conn = await asyncpg.connect(postgres_server.dsn, timeout=5)
+    assert await conn.fetchval("SELECT x FROM kept") == 42
+    await conn.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_password_rejects_wrong_password(
+    postgres_server_factory: Callable[..., PostgresServer],
+) -> None:
+    """With a password, the right one logs in; a wrong or missing one fails without echoing it."""
+    server = postgres_server_factory(password="pg-s3cret")
+    assert server.dsn == f"postgresql://postgres:pg-s3cret@127.0.0.1:{server.port}/postgres"
+    conn = await asyncpg.connect(server.dsn, timeout=5)
+    assert await conn.fetchval("SELECT 1") == 1
+    await conn.close()
+
+    with pytest.raises(asyncpg.InvalidPasswordError) as info:
+        await asyncpg.connect(f"postgresql://postgres:wrong-pw@127.0.0.1:{server.port}/postgres", timeout=5)
+    assert "wrong-pw" not in str(info.value)
+    with pytest.raises((asyncpg.InvalidPasswordError, asyncpg.ClientConfigurationError)):
+        await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", timeout=5)
