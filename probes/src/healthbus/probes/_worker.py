@@ -65,6 +65,9 @@ LISTEN_BEFORE_ASSIGN: Final = 1.2
 #: Retry period while the state stream cannot be read (e.g. no coordinator yet).
 STATE_RETRY_S: Final = 2.0
 
+#: How long start-up waits for the current states before the first checks.
+STATE_CATCH_UP_S: Final = 2.0
+
 #: How long closing one client may take at shutdown.
 CLOSE_TIMEOUT_S: Final = 2.0
 
@@ -152,6 +155,8 @@ class ProbeWorker:
         self._heartbeat_sub: Subscription | None = None
         self._follower: object | None = None
         self._assigned_once = asyncio.Event()
+        self._assignment_changed = asyncio.Event()
+        self._state_seen = asyncio.Event()
         self._started = False
         self._stopping = False
 
@@ -178,7 +183,8 @@ class ProbeWorker:
         self._nc = nc
         self.metrics.connected.set_function(lambda: 1.0 if nc.is_connected else 0.0)
         self._heartbeat_sub = await nc.subscribe(self.subjects.worker("heartbeat", "*"), cb=self._on_heartbeat)
-        if self.follow_state:
+        if self.follow_state and not await self._try_follow(announce=True):
+            # No state stream yet (no coordinator so far): check on schedule, keep trying.
             self._background.append(asyncio.create_task(self._follow_states(), name="healthbus-probe-state"))
         self._background.append(asyncio.create_task(self._heartbeat_loop(), name="healthbus-probe-heartbeat"))
         if not self.sharding:
@@ -188,6 +194,25 @@ class ProbeWorker:
     async def wait_assigned(self, timeout: float | None = None) -> None:
         """Wait until targets have been assigned (at once without sharding)."""
         await asyncio.wait_for(self._assigned_once.wait(), timeout)
+
+    async def wait_assignment(self, predicate: Callable[[set[str]], bool], timeout: float | None = None) -> set[str]:
+        """Wait until the assigned targets satisfy ``predicate`` (for tests and tools)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._assignment_changed.clear()
+                if self._assigned_once.is_set() and predicate(self.assigned_targets):
+                    return self.assigned_targets
+                await self._assignment_changed.wait()
+
+    async def wait_state(self, target: str, seq: int, timeout: float | None = None) -> StateChanged:
+        """Wait until the verdict ``seq`` (or a later one) of ``target`` has been applied."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._state_seen.clear()
+                event = self.last_state.get(target)
+                if event is not None and event.seq >= seq:
+                    return event
+                await self._state_seen.wait()
 
     async def stop(self) -> None:
         """Stop: announce leaving, cancel checks, close every client. Idempotent."""
@@ -254,6 +279,7 @@ class ProbeWorker:
         self.metrics.assigned.set(len(self._tasks))
         self.metrics.live_workers.set(len(self.membership.live()))
         self._assigned_once.set()
+        self._assignment_changed.set()
 
     async def _after_cancel(self, task: asyncio.Task[None], name: str) -> None:
         with contextlib.suppress(asyncio.CancelledError):
@@ -357,26 +383,38 @@ class ProbeWorker:
             log.debug("publish to %s failed: %s", subject, type(exc).__name__)
 
     # ------------------------------------------------------------------ coordinator's verdicts
-    async def _follow_states(self) -> None:
-        from healthbus.subscribers._statestream import StateStream
+    async def _try_follow(self, *, announce: bool) -> bool:
+        """Follow the state stream; True once the current states have been read.
+
+        Waiting for the current states before the first check means a target already
+        open when the worker starts is not checked before its retry_at either.
+        """
+        from healthbus.subscribers._statestream import Follower, StateStream
 
         stream = StateStream(self.nc, self.config.bus.prefix)
-        announced = False
+        try:
+            follower: Follower = await stream.follow(self.on_state, start="last_per_subject")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if announce:
+                log.info(
+                    "state stream %s not readable yet (%s); checking on schedule until it is",
+                    stream.stream,
+                    type(exc).__name__,
+                )
+            return False
+        self._follower = follower
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follower.caught_up.wait(), STATE_CATCH_UP_S)
+        return True
+
+    async def _follow_states(self) -> None:
         while not self._stopping:
-            try:
-                self._follower = await stream.follow(self.on_state, start="last_per_subject")
+            await asyncio.sleep(STATE_RETRY_S)
+            if await self._try_follow(announce=False):
+                log.info("following the state stream: open breakers are now honoured")
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not announced:
-                    log.info(
-                        "state stream %s not readable yet (%s); checking on schedule until it is",
-                        stream.stream,
-                        type(exc).__name__,
-                    )
-                    announced = True
-                await asyncio.sleep(STATE_RETRY_S)
 
     def on_state(self, event: StateChanged) -> None:
         """Apply a coordinator verdict: hold a target with an open breaker until retry_at."""
@@ -386,6 +424,7 @@ class ProbeWorker:
         if old is not None and old.seq > event.seq:
             return
         self.last_state[event.target] = event
+        self._state_seen.set()
         schedule = self.schedules.get(event.target)
         if schedule is None:
             return

@@ -1,0 +1,67 @@
+"""Helpers for the probe tests: collecting published results, building configs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from healthbus.protocol import Config, ProbeResult, Subjects, decode_probe_result, load_config_text
+
+
+def unique_prefix() -> str:
+    """A subject prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def config_for(prefix: str, targets_toml: str, *, defaults: str = "", probes: str = "") -> Config:
+    """A Config with ``prefix`` and the given ``[[targets]]`` TOML."""
+    text = f'[bus]\nprefix = "{prefix}"\n[defaults]\n{defaults}\n[probes]\n{probes}\n{targets_toml}'
+    return load_config_text(text, source="test.toml", env={})
+
+
+class Collector:
+    """Every ProbeResult published under a prefix, with its raw bytes, and waiting on them."""
+
+    def __init__(self, prefix: str) -> None:
+        self.subjects = Subjects(prefix)
+        self.raw: list[bytes] = []
+        self.results: list[ProbeResult] = []
+        self._changed = asyncio.Condition()
+
+    async def subscribe(self, nc: Client) -> None:
+        """Start collecting from ``nc``."""
+        await nc.subscribe(self.subjects.probe_all, cb=self._on_msg)
+        await nc.flush()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        result = decode_probe_result(msg.data, subject_target=self.subjects.probe_target(msg.subject))
+        async with self._changed:
+            self.raw.append(bytes(msg.data))
+            self.results.append(result)
+            self._changed.notify_all()
+
+    def mark(self) -> int:
+        """An index: :meth:`wait_for` with ``after=mark()`` only sees results from now on."""
+        return len(self.results)
+
+    async def wait_for(
+        self, predicate: Callable[[ProbeResult], bool], *, after: int = 0, timeout: float = 15.0
+    ) -> ProbeResult:
+        """The first result from index ``after`` on that satisfies ``predicate``."""
+
+        def found() -> ProbeResult | None:
+            return next((r for r in self.results[after:] if predicate(r)), None)
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: found() is not None)
+        result = found()
+        assert result is not None
+        return result
+
+    def of(self, target: str) -> list[ProbeResult]:
+        """Every result of ``target`` so far."""
+        return [r for r in self.results if r.target == target]

@@ -1,0 +1,268 @@
+"""The probe worker against real NATS and Redis: publishing, holds until retry_at, isolation, sharding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import nats
+import pytest
+from aiohttp import web
+from nats.aio.client import Client
+
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.probes import ProbeWorker
+from healthbus.protocol import Config, ProbeResult, StateChanged, StreamSettings, Subjects, encode, utcnow
+from healthbus.subscribers import ensure_stream
+from tests.harness._redis import RedisServer
+from tests.probes._support import Collector, config_for, unique_prefix
+
+pytestmark = [pytest.mark.nats, pytest.mark.redis]
+
+PASSWORD = "pw-Hh42-never-shown"
+
+
+@asynccontextmanager
+async def running(config: Config, url: str, worker_id: str = "w1") -> AsyncIterator[ProbeWorker]:
+    """A started worker on its own connection, stopped (and its connection closed) afterwards."""
+    nc = await nats.connect(url)
+    worker = ProbeWorker(config, worker_id=worker_id)
+    try:
+        await worker.start(nc)
+        yield worker
+    finally:
+        await worker.stop()
+        await nc.close()
+
+
+@asynccontextmanager
+async def collecting(url: str, prefix: str) -> AsyncIterator[tuple[Client, Collector]]:
+    """A connection and a Collector of every ProbeResult under ``prefix``."""
+    nc = await nats.connect(url)
+    collector = Collector(prefix)
+    await collector.subscribe(nc)
+    try:
+        yield nc, collector
+    finally:
+        await nc.close()
+
+
+async def _publish_state(nc: Client, prefix: str, event: StateChanged) -> None:
+    js = nc.jetstream()
+    await ensure_stream(js, StreamSettings.for_prefix(prefix))
+    await js.publish(Subjects(prefix).state(event.target), encode(event), headers={"Nats-Msg-Id": event.msg_id})
+
+
+def _open_event(target: str, seq: int, retry_in: float) -> StateChanged:
+    now = utcnow()
+    return StateChanged(
+        target=target,
+        seq=seq,
+        at=now,
+        previous="healthy",
+        state="unavailable",
+        breaker="open",
+        reason="3/3 probes failed: refused",
+        failures=3,
+        attempt=1,
+        retry_at=now + timedelta(seconds=retry_in),
+    )
+
+
+async def test_pass_fail_pass_published(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """Results go out on <prefix>.probe.<target>: pass while up, refused when stopped, pass after restart."""
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "cache"\nkind = "redis"\nurl = "{redis_server.url}"\n',
+        defaults='interval = "500ms"\ntimeout = "400ms"',
+    )
+    async with collecting(nats_server.url, prefix) as (_, results), running(config, nats_server.url) as worker:
+        up = await results.wait_for(lambda r: r.outcome == "pass")
+        assert up.probe == "w1"
+        assert up.details["role"] == "master"
+        mark = results.mark()
+        redis_server.stop()
+        down = await results.wait_for(lambda r: r.outcome == "fail", after=mark)
+        assert down.error_kind == "refused"
+        mark = results.mark()
+        redis_server.start()
+        await results.wait_for(lambda r: r.outcome == "pass", after=mark)
+        assert worker.ready
+    checker = worker.checkers["cache"]
+    assert getattr(checker, "_client", "x") is None  # closed on stop
+
+
+async def test_open_target_not_checked_before_retry_at(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """After a StateChanged with breaker open, the target is silent until retry_at, then checked at once."""
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "cache"\nkind = "redis"\nurl = "{redis_server.url}"\n',
+        defaults='interval = "300ms"\ntimeout = "200ms"',
+    )
+    async with collecting(nats_server.url, prefix) as (nc, results), running(config, nats_server.url) as worker:
+        await results.wait_for(lambda r: r.outcome == "pass")
+        event = _open_event("cache", 1, retry_in=2.5)
+        await _publish_state(nc, prefix, event)
+        await worker.wait_state("cache", 1, timeout=10)
+        applied_at = utcnow()
+        assert event.retry_at is not None
+        trial = await results.wait_for(lambda r: r.observed_at >= event.retry_at, timeout=15)  # type: ignore[operator]
+        assert trial.outcome == "pass"
+        # A check already running when the verdict arrived may finish; nothing starts afterwards.
+        grace = applied_at + timedelta(seconds=0.2)
+        during = [r for r in results.of("cache") if grace < r.observed_at < event.retry_at]
+        assert during == []
+        assert (trial.observed_at - event.retry_at) < timedelta(seconds=1.5)
+        skipped = worker.metrics.registry.get_sample_value(
+            "healthbus_probe_skipped_total", {"target": "cache", "reason": "breaker_open"}
+        )
+        assert skipped is not None
+        assert skipped >= 2
+
+
+async def test_open_at_start_is_honoured(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """A target already open when the worker starts is not checked before its retry_at."""
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "cache"\nkind = "redis"\nurl = "{redis_server.url}"\n'
+        f'[[targets]]\nname = "other"\nkind = "tcp"\nurl = "tcp://127.0.0.1:{redis_server.port}"\n',
+        defaults='interval = "200ms"\ntimeout = "150ms"',
+    )
+    async with collecting(nats_server.url, prefix) as (nc, results):
+        event = _open_event("cache", 4, retry_in=2.0)
+        await _publish_state(nc, prefix, event)
+        async with running(config, nats_server.url):
+            first = await results.wait_for(lambda r: r.target == "cache", timeout=15)
+            assert event.retry_at is not None
+            assert first.observed_at >= event.retry_at
+            assert [r for r in results.of("other") if r.observed_at < event.retry_at]  # the other went on
+
+
+async def test_no_password_anywhere(
+    nats_server: EmbeddedNats, redis_server_factory: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password yields auth failures whose bytes on the wire and log lines never hold it."""
+    caplog.set_level(logging.DEBUG)
+    server: RedisServer = redis_server_factory(password="the-right-one")  # type: ignore[operator]
+    prefix = unique_prefix()
+    url = f"redis://:{PASSWORD}@{server.host}:{server.port}/0"
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "cache"\nkind = "redis"\nurl = "{url}"\n',
+        defaults='interval = "300ms"\ntimeout = "300ms"',
+    )
+    async with collecting(nats_server.url, prefix) as (_, results), running(config, nats_server.url):
+        failed = await results.wait_for(lambda r: r.outcome == "fail")
+        assert failed.error_kind == "auth"
+        await results.wait_for(lambda r: True, after=results.mark())
+    assert results.raw
+    assert all(PASSWORD.encode() not in raw for raw in results.raw)
+    assert PASSWORD not in caplog.text
+    assert "cache" in caplog.text  # the failure was logged, by name
+
+
+async def test_hanging_target_never_delays_another(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """A dependency that never answers times out on its own; another target keeps its cadence meanwhile."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    hang = await asyncio.start_server(silent, "127.0.0.1", 0)
+    hang_port = hang.sockets[0].getsockname()[1]
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "stuck"\nkind = "redis"\nurl = "redis://127.0.0.1:{hang_port}/0"\n'
+        'interval = "2s"\ntimeout = "1500ms"\nretry_interval = "2s"\n'
+        f'[[targets]]\nname = "fast"\nkind = "redis"\nurl = "{redis_server.url}"\ninterval = "100ms"\n',
+        defaults='timeout = "100ms"',
+    )
+    try:
+        async with collecting(nats_server.url, prefix) as (_, results), running(config, nats_server.url):
+            first = await results.wait_for(lambda r: r.target == "stuck")
+            second = await results.wait_for(lambda r: r.target == "stuck" and r is not first, after=results.mark())
+            assert first.error_kind == "timeout"
+            assert second.error_kind == "timeout"
+            fast_between = [r for r in results.of("fast") if first.observed_at < r.observed_at < second.observed_at]
+            assert len(fast_between) >= 3
+            assert all(r.outcome == "pass" for r in fast_between)
+    finally:
+        for writer in accepted:
+            writer.close()
+        hang.close()
+        await hang.wait_closed()
+
+
+async def test_warn_latency(nats_server: EmbeddedNats) -> None:
+    """A passing check slower than warn_latency is published as warn, saying why."""
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "api"\nkind = "http"\nurl = "http://127.0.0.1:{port}/health"\nwarn_latency = "10ms"\n',
+        defaults='interval = "300ms"\ntimeout = "300ms"',
+    )
+    try:
+        async with collecting(nats_server.url, prefix) as (_, results), running(config, nats_server.url):
+            result = await results.wait_for(lambda r: r.target == "api")
+            assert result.outcome == "warn"
+            assert result.error_kind is None
+            assert result.error is not None
+            assert "warn_latency" in result.error
+            assert result.details["status"] == 200
+    finally:
+        await runner.cleanup()
+
+
+async def test_sharding_splits_and_fails_over(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """Two sharding workers split the targets without overlap; when one leaves the other takes all."""
+    prefix = unique_prefix()
+    targets = "".join(
+        f'[[targets]]\nname = "t{i}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:{redis_server.port}"\n' for i in range(12)
+    )
+    config = config_for(
+        prefix,
+        targets,
+        defaults='interval = "300ms"\ntimeout = "300ms"',
+        probes='sharding = true\nreplicas = 1\nheartbeat = "200ms"',
+    )
+    names = {f"t{i}" for i in range(12)}
+
+    def everything(mine: set[str]) -> bool:
+        return mine == names
+
+    async with collecting(nats_server.url, prefix) as (_, results), running(config, nats_server.url, "w1") as w1:
+        await w1.wait_assigned(5)
+        assert w1.assigned_targets == names  # alone: everything
+        async with running(config, nats_server.url, "w2") as w2:
+            await w2.wait_assigned(5)
+            await w1.wait_assignment(lambda mine: not mine & w2.assigned_targets, timeout=10)
+            assert w1.assigned_targets | w2.assigned_targets == names
+            assert w2.assigned_targets
+            mark = results.mark()
+            for name in w2.assigned_targets:
+
+                def from_w2(r: ProbeResult, n: str = name) -> bool:
+                    return r.target == n and r.probe == "w2"
+
+                await results.wait_for(from_w2, after=mark)
+        # w2 said it was stopping: w1 takes over at once
+        assert await w1.wait_assignment(everything, timeout=10) == names
