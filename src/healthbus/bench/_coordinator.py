@@ -188,7 +188,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
             results: dict[str, dict[str, Any]] = {}
             for which in order:
                 prefix = f"bench{r}{which[0]}"
-                config_text = bench_config_text(target_names(targets), prefix=prefix, interval="5s")
+                config_text = bench_config_text(target_names(targets), prefix=prefix, interval="5s", stale_after="600s")
                 results[which] = await _one_run(group, pub.link, which, server.url, prefix, total, config_text)
             rounds.append(results)
 

@@ -60,18 +60,34 @@ class RunningCoordinator:
         return cls(service)
 
     def counters(self) -> dict[str, int]:
-        """The service's counters (names as the service reports them)."""
-        raw = getattr(self.service, "counters", {})
-        return dict(raw() if callable(raw) else raw)
+        """A flat summary of the service's counters (results by outcome, drops by reason)."""
+        s = self.service
+        out: dict[str, int] = {}
+        for outcome, n in dict(getattr(s, "results", {})).items():
+            out[f"results_{outcome}"] = int(n)
+        for reason, n in dict(getattr(s, "dropped", {})).items():
+            out[f"dropped_{reason}"] = int(n)
+        out["transitions"] = self.transitions()
+        out["published"] = int(getattr(s, "published", 0))
+        out["outbox_pending"] = int(getattr(s, "pending", 0))
+        return out
 
     def decided(self) -> int:
-        """ProbeResults taken in and decided so far (dropped ones included)."""
-        c = self.counters()
-        return int(c.get("results", 0))
+        """ProbeResults taken in so far: decided or counted and dropped."""
+        s = self.service
+        return int(sum(getattr(s, "results", {}).values()) + sum(getattr(s, "dropped", {}).values()))
+
+    def accepted(self) -> int:
+        """ProbeResults accepted and decided (not dropped)."""
+        return int(sum(getattr(self.service, "results", {}).values()))
 
     def transitions(self) -> int:
-        """StateChanged events emitted so far."""
-        return int(self.counters().get("transitions", 0))
+        """StateChanged events decided so far."""
+        return int(sum(getattr(self.service, "transitions", {}).values()))
+
+    def published(self) -> int:
+        """StateChanged events acknowledged by JetStream so far."""
+        return int(getattr(self.service, "published", 0))
 
     async def stop(self) -> None:
         """Stop the service."""
