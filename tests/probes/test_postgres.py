@@ -1,0 +1,132 @@
+"""The postgres and sqlalchemy checkers against a real PostgreSQL (and SQLite through aiosqlite)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from healthbus.probes import build_checker
+from healthbus.probes._checkers._sqlalchemy import SqlAlchemyChecker
+from healthbus.protocol import Duration, TargetConfig
+from tests.harness._postgres import PostgresServer
+
+pytestmark = pytest.mark.postgres
+
+PASSWORD = "pg-Vb93-never-shown"
+WRONG = "pg-wr0ng-Lt55-never-shown"
+
+
+def _target(kind: str, url: str, **options: str | int | bool) -> TargetConfig:
+    return TargetConfig(name="db", kind=kind, url=url, timeout=Duration(3.0), interval=Duration(5.0), options=options)  # type: ignore[arg-type]
+
+
+async def test_postgres_pass_fail_pass(postgres_server: PostgresServer) -> None:
+    """SELECT 1 passes while up (with version and role), fails as refused once stopped, passes after restart."""
+    checker = build_checker(_target("postgres", postgres_server.dsn))
+    try:
+        up = await checker.check()
+        assert up.outcome == "pass", up
+        assert up.details["role"] == "primary"
+        assert up.details["in_recovery"] is False
+        assert str(up.details["server_version"])[0].isdigit()
+        postgres_server.stop()
+        down = await checker.check()
+        assert down.outcome == "fail"
+        assert down.error_kind == "refused", down
+        postgres_server.start()
+        again = await checker.check()
+        assert again.outcome == "pass", again
+    finally:
+        await checker.close()
+
+
+async def test_postgres_expect_role(postgres_server: PostgresServer) -> None:
+    """expect_role = replica fails as unhealthy against a primary."""
+    checker = build_checker(_target("postgres", postgres_server.dsn, expect_role="replica"))
+    try:
+        result = await checker.check()
+        assert result.outcome == "fail"
+        assert result.error_kind == "unhealthy"
+        assert result.details["role"] == "primary"
+    finally:
+        await checker.close()
+
+
+async def test_postgres_wrong_password(postgres_server_factory: object, caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong password is auth, and neither password shows in the result or logs."""
+    caplog.set_level(logging.DEBUG)
+    server: PostgresServer = postgres_server_factory(password=PASSWORD)  # type: ignore[operator]
+    good = build_checker(_target("postgres", server.dsn))
+    bad = build_checker(_target("postgres", server.dsn.replace(PASSWORD, WRONG)))
+    sa_bad = build_checker(_target("sqlalchemy", server.sqlalchemy_url.replace(PASSWORD, WRONG)))
+    try:
+        assert (await good.check()).outcome == "pass"
+        for checker in (bad, sa_bad):
+            result = await checker.check()
+            assert result.outcome == "fail"
+            assert result.error_kind == "auth", result
+            assert PASSWORD not in repr(result)
+            assert WRONG not in repr(result)
+        assert PASSWORD not in caplog.text
+        assert WRONG not in caplog.text
+    finally:
+        for c in (good, bad, sa_bad):
+            await c.close()
+
+
+async def test_sqlalchemy_postgres_pass_fail_pass(postgres_server: PostgresServer) -> None:
+    """Through SQLAlchemy + asyncpg: pass with pool status, refused when stopped, pass after restart."""
+    checker = build_checker(_target("sqlalchemy", postgres_server.sqlalchemy_url))
+    try:
+        up = await checker.check()
+        assert up.outcome == "pass", up
+        assert up.details["dialect"] == "postgresql"
+        assert up.details["pool_size"] == 1
+        assert up.details["pool_checked_out"] == 0
+        postgres_server.stop()
+        down = await checker.check()
+        assert down.outcome == "fail"
+        assert down.error_kind == "refused", down
+        postgres_server.start()
+        again = await checker.check()
+        assert again.outcome == "pass", again
+    finally:
+        await checker.close()
+
+
+async def test_sqlalchemy_pool_exhausted_is_warn(postgres_server: PostgresServer) -> None:
+    """When an application engine's pool is exhausted, the check warns and shows the pool status."""
+    engine = create_async_engine(postgres_server.sqlalchemy_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    checker = SqlAlchemyChecker(_target("sqlalchemy", postgres_server.sqlalchemy_url), engine=engine)
+    try:
+        assert (await checker.check()).outcome == "pass"
+        async with engine.connect():  # the application holds the only connection
+            result = await checker.check()
+        assert result.outcome == "warn", result
+        assert result.error is not None
+        assert "pool exhausted" in result.error
+        assert result.details["pool_checked_out"] == 1
+        assert (await checker.check()).outcome == "pass"
+    finally:
+        await checker.close()
+        await engine.dispose()
+
+
+async def test_sqlite_file(tmp_path: Path) -> None:
+    """An SQLite file through aiosqlite passes; one in a directory that does not exist fails."""
+    good = build_checker(_target("sqlalchemy", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"))
+    bad = build_checker(_target("sqlalchemy", f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}"))
+    try:
+        up = await good.check()
+        assert up.outcome == "pass", up
+        assert up.details["dialect"] == "sqlite"
+        down = await bad.check()
+        assert down.outcome == "fail"
+        assert down.error is not None
+        assert "unable to open database file" in down.error
+    finally:
+        await good.close()
+        await bad.close()
