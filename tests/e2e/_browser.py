@@ -48,6 +48,14 @@ def find_chromium() -> str:
     return require("chromium", "install it with scripts/install-browser (Debian package chromium)")
 
 
+def _launch(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    # A new session: the browser and its helpers form one process group that close() ends.
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 class Chromium:
     """One headless browser with one page."""
 
@@ -64,14 +72,7 @@ class Chromium:
         """Start the browser on ``url`` and attach to its page."""
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.profile_dir / "DevToolsActivePort"
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [self.binary, *FLAGS, f"--user-data-dir={self.profile_dir}", url],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = _launch([self.binary, *FLAGS, f"--user-data-dir={self.profile_dir}", url], self.log_path)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):

@@ -29,10 +29,13 @@ class Command:
     async def start(self) -> Command:
         """Start the command."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        log = self.log_path.open("ab")  # a local log file, opened once per command
+        try:
             self.proc = await asyncio.create_subprocess_exec(
                 healthbus_bin(), *self.args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=self.env
             )
+        finally:
+            log.close()  # the child has its own copy of the descriptor
         return self
 
     def log(self) -> str:
