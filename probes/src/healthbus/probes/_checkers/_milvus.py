@@ -59,7 +59,13 @@ class MilvusChecker(BaseChecker):
         self._client: Any = None
 
     def _make_client(self) -> Any:
-        kwargs: dict[str, Any] = {"uri": self._uri, "timeout": float(self.target.timeout)}
+        kwargs: dict[str, Any] = {
+            "uri": self._uri,
+            "timeout": float(self.target.timeout),
+            # gRPC shares subchannels process-wide: after a server restart a new client
+            # would inherit the old one's reconnect backoff and fail for a second more.
+            "grpc_options": {"grpc.use_local_subchannel_pool": 1},
+        }
         if self._user:
             kwargs["user"] = self._user
             kwargs["password"] = self._password

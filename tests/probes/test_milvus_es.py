@@ -1,0 +1,103 @@
+"""The milvus checker (milvus-lite server and local file) and the elasticsearch checker (ES-compatible server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from healthbus.probes import build_checker
+from healthbus.protocol import Duration, TargetConfig
+from tests.harness._es import FakeElasticsearch
+from tests.harness._milvus import MilvusServer
+
+
+def _target(kind: str, url: str, timeout: float = 3.0, **options: str | int | bool) -> TargetConfig:
+    return TargetConfig(
+        name="dep",
+        kind=kind,  # type: ignore[arg-type]
+        url=url,
+        timeout=Duration(timeout),
+        interval=Duration(5.0),
+        options=dict(options),
+    )
+
+
+@pytest.mark.milvus
+async def test_milvus_server_pass_fail_pass(milvus_server: MilvusServer) -> None:
+    """get_server_version passes while up, fails as refused once stopped, passes after restart."""
+    checker = build_checker(_target("milvus", milvus_server.uri))
+    try:
+        up = await checker.check()
+        assert up.outcome == "pass", up
+        assert up.details["mode"] == "server"
+        assert str(up.details["server_version"])
+        milvus_server.stop()
+        down = await checker.check()
+        assert down.outcome == "fail"
+        assert down.error_kind == "refused", down
+        milvus_server.start()
+        again = await checker.check()
+        assert again.outcome == "pass", again
+    finally:
+        await checker.close()
+
+
+@pytest.mark.milvus
+async def test_milvus_local_file(tmp_path: Path) -> None:
+    """A local Milvus Lite file (plain path or file:// URL) runs in-process and passes."""
+    for url in (str(tmp_path / "vectors.db"), f"file://{tmp_path / 'other.db'}"):
+        checker = build_checker(_target("milvus", url, timeout=30.0))
+        try:
+            result = await checker.check()
+            assert result.outcome == "pass", result
+            assert result.details["mode"] == "lite"
+        finally:
+            await checker.close()
+
+
+async def test_elasticsearch_statuses(es_server: FakeElasticsearch) -> None:
+    """green passes, yellow warns, red fails as unhealthy; details carry cluster name and node count."""
+    checker = build_checker(_target("elasticsearch", es_server.url))
+    try:
+        green = await checker.check()
+        assert green.outcome == "pass", green
+        assert green.details["cluster_name"] == es_server.cluster_name
+        assert green.details["number_of_nodes"] == 3
+        es_server.set_health("yellow")
+        yellow = await checker.check()
+        assert yellow.outcome == "warn", yellow
+        assert yellow.error_kind is None
+        assert yellow.details["status"] == "yellow"
+        es_server.set_health("red")
+        red = await checker.check()
+        assert red.outcome == "fail"
+        assert red.error_kind == "unhealthy"
+        assert red.details["unassigned_shards"] == 10
+    finally:
+        await checker.close()
+
+
+async def test_elasticsearch_failures(es_server: FakeElasticsearch) -> None:
+    """503 is unhealthy, a slow answer a timeout, a non-Elasticsearch server protocol, a closed port refused."""
+    checker = build_checker(_target("elasticsearch", es_server.url, timeout=0.5))
+    try:
+        es_server.set_health("green", http_status=503)
+        assert (await checker.check()).error_kind == "unhealthy"
+        es_server.set_health("green", delay=2.0)
+        assert (await checker.check()).error_kind == "timeout"
+        es_server.set_health("green")
+        assert (await checker.check()).outcome == "pass"
+        es_server.stop()
+        down = await checker.check()
+        assert down.error_kind == "refused", down
+        es_server.start()
+        assert (await checker.check()).outcome == "pass"
+    finally:
+        await checker.close()
+    fresh = build_checker(_target("elasticsearch", es_server.url))
+    try:
+        es_server.set_health("green", product_header=False)
+        assert (await fresh.check()).error_kind == "protocol"
+    finally:
+        await fresh.close()
