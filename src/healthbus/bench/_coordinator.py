@@ -104,8 +104,7 @@ async def coordinator_role(link: Link, url: str, prefix: str, total: int, deadli
     """A healthbus coordinator deciding every message; reports when all were decided."""
     from healthbus.bench._harness import RunningCoordinator
 
-    nc = await bench_connect(url, "bench-coordinator")
-    coordinator = await RunningCoordinator.start(config_text, nc)
+    coordinator = await RunningCoordinator.start(config_text, url)
     try:
         before = ProcessUsage.now()
         link.send("ready")
@@ -125,22 +124,31 @@ async def coordinator_role(link: Link, url: str, prefix: str, total: int, deadli
         await _wait_counted(coordinator.decided, done, deadline_s)
         watcher.cancel()
         after = ProcessUsage.now()
+        # Deciding is done; the StateChanged it produced still have to reach JetStream.
+        loop = asyncio.get_running_loop()
+        drain_end = loop.time() + deadline_s
+        while coordinator.service.pending and loop.time() < drain_end:  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.005)
+        drained_ns = now_ns()
+        drained = ProcessUsage.now()
         link.send(
             "done",
             {
                 "count": coordinator.decided(),
                 "first_ns": 0,
                 "last_ns": last_ns or now_ns(),
+                "drained_ns": drained_ns,
+                "unpublished": coordinator.service.pending,
                 "transitions": coordinator.transitions(),
                 "cpu_s": after.cpu_s - before.cpu_s,
-                "peak_rss_mb": after.peak_rss_mb,
+                "drain_cpu_s": drained.cpu_s - after.cpu_s,
+                "peak_rss_mb": drained.peak_rss_mb,
                 "counters": coordinator.counters(),
             },
         )
         await link.expect("stop", 60)
     finally:
         await coordinator.stop()
-        await nc.close()
 
 
 # ---------------------------------------------------------------- the suite
@@ -167,6 +175,8 @@ async def _one_run(
     elapsed = (result["last_ns"] - pub_start) / 1e9
     result["msgs_per_s"] = rate(result["count"], elapsed)
     result["publish_msgs_per_s"] = rate(total, (pub_end - pub_start) / 1e9)
+    if "drained_ns" in result:
+        result["all_published_s"] = round((result["drained_ns"] - pub_start) / 1e9, 3)
     return result
 
 
@@ -214,6 +224,17 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "coordinator_peak_rss_mb": max(c["peak_rss_mb"] for c in coord),
         "baseline_cpu_s": round(base[mid]["cpu_s"], 3),
         "coordinator_counters": coord[mid].get("counters", {}),
+        "coordinator_all_published_s": coord[mid]["all_published_s"],
+        "coordinator_publish_cpu_s": round(coord[mid]["drain_cpu_s"], 3),
+        "unpublished": max(c["unpublished"] for c in coord),
+        "rounds": [
+            {
+                "baseline_msgs_per_s": b["msgs_per_s"],
+                "coordinator_msgs_per_s": c["msgs_per_s"],
+                "coordinator_all_published_s": c["all_published_s"],
+            }
+            for b, c in zip(base, coord, strict=True)
+        ],
     }
     lost = total - data["coordinator_decided"]
     notes = []

@@ -105,16 +105,13 @@ async def probe_worker_role(link: Link, url: str, config_text: str, worker_id: s
 async def coordinator_service_role(link: Link, url: str, config_text: str) -> None:
     """The coordinator."""
     from healthbus.bench._harness import RunningCoordinator
-    from healthbus.bench._natsutil import bench_connect
 
-    nc = await bench_connect(url, "bench-coordinator")
-    coordinator = await RunningCoordinator.start(config_text, nc)
+    coordinator = await RunningCoordinator.start(config_text, url)
     try:
         link.send("ready")
         await _until_stop(link)
     finally:
         await coordinator.stop()
-        await nc.close()
 
 
 # ---------------------------------------------------------------- measuring

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
@@ -26,38 +26,61 @@ __all__ = [
 ]
 
 
-def _attr(module: str, name: str, what: str) -> Any:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise SuiteUnavailable(f"{what} is not installed ({module}: {exc})") from None
-    value = getattr(mod, name, None)
-    if value is None:
-        raise SuiteUnavailable(f"{what} is not built yet ({module}.{name} is missing)")
-    return value
+def _attr(module: str, name: str, what: str, *fallbacks: str) -> Any:
+    """``module.name``; ``fallbacks`` are modules tried next (a component mid-way to
+    exporting its public name)."""
+    problem = ""
+    for mod_name in (module, *fallbacks):
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            problem = f"{mod_name}: {exc}"
+            continue
+        value = getattr(mod, name, None)
+        if value is not None:
+            return value
+        problem = f"{module}.{name} is missing"
+    raise SuiteUnavailable(f"{what} is not available ({problem})")
 
 
 def require_coordinator() -> None:
     """Raise SuiteUnavailable unless the coordinator service can be imported."""
-    _attr("healthbus.coordinator", "CoordinatorService", "the coordinator service")
+    _coordinator_cls()
+
+
+def _coordinator_cls() -> Any:
+    return _attr(
+        "healthbus.coordinator", "CoordinatorService", "the coordinator service", "healthbus.coordinator._service"
+    )
 
 
 class RunningCoordinator:
     """A started coordinator service and read access to its counters."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, nc: Client) -> None:
         self.service = service
+        self.nc = nc
 
     @classmethod
-    async def start(cls, config_text: str, nc: Client) -> RunningCoordinator:
-        """Start a coordinator for ``config_text`` on connection ``nc``."""
+    async def start(cls, config_text: str, url: str) -> RunningCoordinator:
+        """Connect to ``url`` and start a coordinator for ``config_text``."""
+        from healthbus.bench._natsutil import bench_connect
         from healthbus.protocol import load_config_text
 
-        service_cls = _attr("healthbus.coordinator", "CoordinatorService", "the coordinator service")
+        service_cls = _coordinator_cls()
         config = load_config_text(config_text, source="<bench>")
+        errors: list[Callable[[Exception], Awaitable[None]]] = []
+
+        async def forward(exc: Exception) -> None:
+            # The service counts slow-consumer drops in its error callback.
+            if errors:
+                await errors[0](exc)
+
+        nc = await bench_connect(url, "bench-coordinator", error_cb=forward)
         service = service_cls(config, nc)
+        errors.append(service.error_cb)
         await service.start()
-        return cls(service)
+        return cls(service, nc)
 
     def counters(self) -> dict[str, int]:
         """A flat summary of the service's counters (results by outcome, drops by reason)."""
@@ -73,9 +96,8 @@ class RunningCoordinator:
         return out
 
     def decided(self) -> int:
-        """ProbeResults taken in so far: decided or counted and dropped."""
-        s = self.service
-        return int(sum(getattr(s, "results", {}).values()) + sum(getattr(s, "dropped", {}).values()))
+        """ProbeResult messages handled so far: decided, or counted and dropped."""
+        return int(self.service.handled)
 
     def accepted(self) -> int:
         """ProbeResults accepted and decided (not dropped)."""
@@ -90,8 +112,11 @@ class RunningCoordinator:
         return int(getattr(self.service, "published", 0))
 
     async def stop(self) -> None:
-        """Stop the service."""
-        await self.service.stop()
+        """Stop the service and close its connection."""
+        try:
+            await self.service.stop()
+        finally:
+            await self.nc.close()
 
 
 def require_probe_worker() -> None:

@@ -48,15 +48,13 @@ async def coordinator_role(link: Link, url: str, config_text: str) -> None:
     """The coordinator, in its own process."""
     from healthbus.bench._harness import RunningCoordinator
 
-    nc = await bench_connect(url, "bench-coordinator")
-    coordinator = await RunningCoordinator.start(config_text, nc)
+    coordinator = await RunningCoordinator.start(config_text, url)
     try:
         link.send("ready")
         while (await link.recv(3600))[0] != "stop":
             pass
     finally:
         await coordinator.stop()
-        await nc.close()
 
 
 def _result(target: str, outcome: str) -> bytes:

@@ -149,9 +149,8 @@ async def coordinator_role(link: Link, url: str, text: str, targets: int) -> Non
     """The coordinator; reports counters and memory on each ``mark``."""
     from healthbus.bench._harness import RunningCoordinator
 
-    nc = await bench_connect(url, "bench-coordinator")
     rss_before = rss_bytes()
-    coordinator = await RunningCoordinator.start(text, nc)
+    coordinator = await RunningCoordinator.start(text, url)
     try:
         link.send("ready", rss_before)
         while (await link.recv(3600))[0] == "mark":
@@ -171,7 +170,6 @@ async def coordinator_role(link: Link, url: str, text: str, targets: int) -> Non
             )
     finally:
         await coordinator.stop()
-        await nc.close()
 
 
 # ---------------------------------------------------------------- the suite

@@ -19,11 +19,11 @@ __all__ = ["CYCLE", "bench_config_text", "probe_ids", "probe_messages", "target_
 
 # One entry per round: the outcome of vantage points 0, 1, 2 (extra ones copy the last).
 CYCLE: tuple[tuple[str, ...], ...] = (
-    *([("pass", "pass", "pass")] * 3),
+    *([("pass", "pass", "pass")] * 8),
     *([("fail", "pass", "pass")] * 3),  # minority failing -> degraded
-    *([("pass", "pass", "pass")] * 3),
+    *([("pass", "pass", "pass")] * 8),
     *([("pass", "pass", "warn")] * 2),  # warn -> degraded
-    *([("pass", "pass", "pass")] * 3),
+    *([("pass", "pass", "pass")] * 8),
     *([("fail", "fail", "fail")] * 3),  # quorum failing -> breaker opens -> unavailable
     *([("pass", "pass", "pass")] * 3),  # half-open trials once retry_at has passed
 )
