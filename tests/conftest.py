@@ -1,6 +1,8 @@
 """Registers the real-server harness fixtures (tests/harness) for every test."""
 
 from tests.harness.fixtures import (
+    es_server,
+    milvus_server,
     nats_server,
     postgres_server,
     postgres_server_factory,
@@ -10,6 +12,8 @@ from tests.harness.fixtures import (
 )
 
 __all__ = [
+    "es_server",
+    "milvus_server",
     "nats_server",
     "postgres_server",
     "postgres_server_factory",

@@ -3,12 +3,14 @@ milvus-lite and an Elasticsearch stand-in on free ports, for one test each.
 
 Fixtures (available to every test under ``tests/`` via ``tests/conftest.py``):
 ``nats_server``, ``redis_server``, ``redis_server_factory``, ``postgres_server``,
-``postgres_server_factory``. Helpers: ``free_port()``,
+``postgres_server_factory``, ``milvus_server``, ``es_server``. Helpers: ``free_port()``,
 ``require(name, reason)``.
 """
 
 from healthbus.cli._embedded import EmbeddedNats, ServerStartError
 
+from ._es import FakeElasticsearch
+from ._milvus import MilvusServer
 from ._postgres import PostgresServer, PostgresTemplate
 from ._process import ChildServer
 from ._redis import RedisServer
@@ -17,6 +19,8 @@ from ._util import free_port, in_ci, require
 __all__ = [
     "ChildServer",
     "EmbeddedNats",
+    "FakeElasticsearch",
+    "MilvusServer",
     "PostgresServer",
     "PostgresTemplate",
     "RedisServer",

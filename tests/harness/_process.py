@@ -7,6 +7,7 @@ accepts TCP connections on its port (else raises with the log tail and leaves no
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ class ChildServer:
 
     name = "server"
     ready_timeout = 15.0
+    stop_signal: int = signal.SIGTERM
 
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
@@ -91,7 +93,7 @@ class ChildServer:
         """SIGTERM, wait, then SIGKILL (no-op when stopped)."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            terminate(proc, timeout)
+            terminate(proc, timeout, self.stop_signal)
 
     def kill(self) -> None:
         """SIGKILL, as in a crash."""

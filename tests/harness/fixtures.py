@@ -14,11 +14,15 @@ import pytest
 
 from healthbus.cli._embedded import EmbeddedNats
 
+from ._es import FakeElasticsearch
+from ._milvus import MilvusServer
 from ._postgres import PostgresServer, PostgresTemplate, pg_missing
 from ._redis import RedisServer
 from ._util import require, unavailable
 
 __all__ = [
+    "es_server",
+    "milvus_server",
     "nats_server",
     "postgres_server",
     "postgres_server_factory",
@@ -104,3 +108,27 @@ def postgres_server_factory(postgres_template: PostgresTemplate) -> Iterator[Pos
 def postgres_server(postgres_server_factory: PostgresFactory) -> PostgresServer:
     """A PostgreSQL cluster of its own: ``.dsn``, ``.host``, ``.port``, ``.sqlalchemy_url``, stop/start/restart/kill."""
     return postgres_server_factory()
+
+
+@pytest.fixture
+def es_server() -> Iterator[FakeElasticsearch]:
+    """An Elasticsearch stand-in on a free port: ``.url``, ``.set_health(status=, http_status=, delay=)``,
+    ``.requests``, stop/start/restart (same port)."""
+    server = FakeElasticsearch()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def milvus_server(tmp_path: Path) -> Iterator[MilvusServer]:
+    """A milvus-lite gRPC server on a free port: ``.uri`` (http://127.0.0.1:PORT), stop/start/restart/kill."""
+    require("milvus_lite", "install the milvus extra (pip install 'healthbus-probes[milvus]')")
+    server = MilvusServer(tmp_path / "milvus")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthbus.cli._embedded import EmbeddedNats, ServerStartError
 
-from . import PostgresServer, RedisServer, free_port, require
+from . import FakeElasticsearch, MilvusServer, PostgresServer, RedisServer, free_port, require
 
 
 async def _silent(_exc: Exception) -> None:
@@ -252,3 +252,112 @@ async def test_postgres_password_rejects_wrong_password(
     assert "wrong-pw" not in str(info.value)
     with pytest.raises((asyncpg.InvalidPasswordError, asyncpg.ClientConfigurationError)):
         await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", timeout=5)
+
+
+# ---------------------------------------------------------------- Elasticsearch stand-in
+
+
+async def test_es_server_answers_the_official_client(es_server: FakeElasticsearch) -> None:
+    """AsyncElasticsearch reads health from the stand-in; status, HTTP errors and stop/start show."""
+    from elasticsearch import ApiError, AsyncElasticsearch
+    from elasticsearch import ConnectionError as EsConnectionError
+
+    client = AsyncElasticsearch(es_server.url, request_timeout=2, max_retries=0, retry_on_timeout=False)
+    try:
+        health = await client.cluster.health()
+        assert health["status"] == "green"
+        assert health["number_of_nodes"] == 3
+        assert (await client.info())["version"]["number"]
+
+        es_server.set_health(status="yellow")
+        assert (await client.cluster.health())["status"] == "yellow"
+        es_server.set_health(status="red")
+        assert (await client.cluster.health())["unassigned_primary_shards"] > 0
+
+        es_server.set_health(http_status=503)
+        with pytest.raises(ApiError) as info:
+            await client.cluster.health()
+        assert info.value.meta.status == 503
+
+        es_server.set_health()
+        port = es_server.port
+        es_server.stop()
+        with pytest.raises(EsConnectionError):
+            await client.cluster.health()
+        es_server.start()
+        assert es_server.port == port
+        assert (await client.cluster.health())["status"] == "green"
+        assert ("GET", "/_cluster/health") in es_server.requests
+    finally:
+        await client.close()
+
+
+async def test_es_server_delay_times_the_client_out(es_server: FakeElasticsearch) -> None:
+    """A delay longer than the client's timeout gives ConnectionTimeout; stop() ends the wait."""
+    from elasticsearch import AsyncElasticsearch, ConnectionTimeout
+
+    es_server.set_health(delay=30)
+    client = AsyncElasticsearch(es_server.url, request_timeout=0.2, max_retries=0, retry_on_timeout=False)
+    try:
+        with pytest.raises(ConnectionTimeout):
+            await client.cluster.health()
+    finally:
+        await client.close()
+    es_server.stop()  # returns at once although a handler is still "waiting" 30 s
+    assert not es_server.is_running
+
+
+async def test_es_server_without_product_header_is_refused(es_server: FakeElasticsearch) -> None:
+    """Without X-Elastic-Product the official client raises UnsupportedProductError."""
+    from elasticsearch import AsyncElasticsearch, UnsupportedProductError
+
+    es_server.set_health(product_header=False)
+    client = AsyncElasticsearch(es_server.url, request_timeout=2, max_retries=0)
+    try:
+        with pytest.raises(UnsupportedProductError):
+            await client.cluster.health()
+    finally:
+        await client.close()
+
+
+# ---------------------------------------------------------------- Milvus
+
+
+def _milvus_version(uri: str) -> str:
+    """One short-lived client with its own connection.
+
+    pymilvus 3 shares one gRPC connection per URI and keeps it after every client closed;
+    after a server restart that stale channel keeps failing. ``dedicated=True`` gives the
+    client a connection of its own, closed by ``close()``.
+    """
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, timeout=2, dedicated=True)
+    try:
+        version: str = client.get_server_version(timeout=2)
+    finally:
+        client.close()
+    return version
+
+
+@pytest.mark.milvus
+def test_milvus_server_version_stop_restart(milvus_server: MilvusServer) -> None:
+    """get_server_version works; a stopped server fails the client; restart keeps port and collections."""
+    from pymilvus import MilvusClient, MilvusException
+
+    assert milvus_server.uri == f"http://127.0.0.1:{milvus_server.port}"
+    port = milvus_server.port
+    assert _milvus_version(milvus_server.uri)
+    client = MilvusClient(uri=milvus_server.uri, timeout=5, dedicated=True)
+    client.create_collection("kept", dimension=4)
+    client.close()
+
+    milvus_server.stop()
+    with pytest.raises(MilvusException):
+        _milvus_version(milvus_server.uri)
+
+    milvus_server.start()
+    assert milvus_server.port == port
+    client = MilvusClient(uri=milvus_server.uri, timeout=5, dedicated=True)
+    assert "kept" in client.list_collections()
+    client.close()

@@ -142,11 +142,11 @@ def spawn(argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = N
     return proc
 
 
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; always reaps the child."""
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM), wait up to ``timeout`` seconds, then SIGKILL; always reaps the child."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
