@@ -23,6 +23,15 @@ def config_for(prefix: str, targets_toml: str, *, defaults: str = "", probes: st
     return load_config_text(text, source="test.toml", env={})
 
 
+def result_of(target: str, outcome: str | None = None) -> Callable[[ProbeResult], bool]:
+    """A predicate: a result of ``target`` (with ``outcome``, when given)."""
+
+    def matches(result: ProbeResult) -> bool:
+        return result.target == target and (outcome is None or result.outcome == outcome)
+
+    return matches
+
+
 class Collector:
     """Every ProbeResult published under a prefix, with its raw bytes, and waiting on them."""
 

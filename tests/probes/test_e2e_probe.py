@@ -1,0 +1,258 @@
+"""End to end: ``healthbus probe`` as a subprocess against real servers, observed on <prefix>.probe.>."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import nats
+import pytest
+
+from healthbus.cli._embedded import EmbeddedNats, find_binary
+from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode, utcnow
+from healthbus.subscribers import ensure_stream
+from tests.harness._es import FakeElasticsearch
+from tests.harness._milvus import MilvusServer
+from tests.harness._postgres import PostgresServer
+from tests.harness._redis import RedisServer
+from tests.harness._util import free_port
+from tests.probes._support import Collector, result_of, unique_prefix
+
+pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow]
+
+REDIS_PASSWORD = "e2e-Redis-pw-9Tq"
+PG_PASSWORD = "e2e-Pg-pw-4Xw"
+WRONG_PASSWORD = "e2e-Wrong-pw-7Zk"
+
+
+class ProbeProcess:
+    """A running ``healthbus probe``; its stderr goes to a file so the pipe never fills."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr_path: Path) -> None:
+        self.proc = proc
+        self.stderr_path = stderr_path
+
+    @property
+    def stderr(self) -> str:
+        """Everything the worker logged so far."""
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    async def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+@asynccontextmanager
+async def probe_process(
+    tmp_path: Path, config_text: str, nats_url: str, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ProbeProcess]:
+    """Run ``healthbus probe --config F --nats URL --id w1 -v`` and always stop it."""
+    binary = find_binary("healthbus")
+    if binary is None:
+        pytest.fail("the healthbus command is not installed in this environment")
+    config = tmp_path / "healthbus.toml"
+    config.write_text(config_text, encoding="utf-8")
+    stderr_path = tmp_path / "probe.stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *[binary, "probe", "--config", str(config), "--nats", nats_url, "--id", "w1", "-v", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+        )
+    process = ProbeProcess(proc, stderr_path)
+    try:
+        yield process
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_probe_command_end_to_end(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    redis_server_factory: object,
+    postgres_server_factory: object,
+    milvus_server: MilvusServer,
+    es_server: FakeElasticsearch,
+) -> None:
+    """Every kind passes while up, fails with the right kind when stopped, passes after restart;
+    ES yellow warns; no password anywhere; SIGTERM exits 0; /metrics and /readyz answer."""
+    redis: RedisServer = redis_server_factory(password=REDIS_PASSWORD)  # type: ignore[operator]
+    pg: PostgresServer = postgres_server_factory(password=PG_PASSWORD)  # type: ignore[operator]
+    prefix = unique_prefix()
+    http_port = free_port()
+    config = f"""
+[bus]
+prefix = "{prefix}"
+[defaults]
+interval = "500ms"
+timeout = "400ms"
+[[targets]]
+name = "cache"
+kind = "redis"
+url = "redis://:${{REDIS_PASSWORD}}@{redis.host}:{redis.port}/0"
+[[targets]]
+name = "cache-wrong"
+kind = "redis"
+url = "redis://:${{WRONG_PASSWORD}}@{redis.host}:{redis.port}/0"
+[[targets]]
+name = "db"
+kind = "postgres"
+url = "postgresql://postgres:${{PG_PASSWORD}}@127.0.0.1:{pg.port}/postgres"
+timeout = "500ms"
+[[targets]]
+name = "vectors"
+kind = "milvus"
+url = "{milvus_server.uri}"
+[[targets]]
+name = "search"
+kind = "elasticsearch"
+url = "{es_server.url}"
+[[targets]]
+name = "local"
+kind = "sqlalchemy"
+url = "sqlite+aiosqlite:///{tmp_path / "app.db"}"
+"""
+    env = {"REDIS_PASSWORD": REDIS_PASSWORD, "PG_PASSWORD": PG_PASSWORD, "WRONG_PASSWORD": WRONG_PASSWORD}
+    nc = await nats.connect(nats_server.url)
+    results = Collector(prefix)
+    await results.subscribe(nc)
+    try:
+        async with probe_process(tmp_path, config, nats_server.url, "--http", f"127.0.0.1:{http_port}", env=env) as p:
+            for name in ("cache", "db", "vectors", "search", "local"):
+                await results.wait_for(result_of(name, "pass"), timeout=30)
+            wrong = await results.wait_for(lambda r: r.target == "cache-wrong")
+            assert wrong.error_kind == "auth"
+
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{http_port}/readyz") as resp:
+                    assert resp.status == 200
+                async with http.get(f"http://127.0.0.1:{http_port}/metrics") as resp:
+                    metrics = await resp.text()
+            assert 'healthbus_probe_checks_total{outcome="pass",target="cache"}' in metrics
+
+            servers: dict[str, RedisServer | PostgresServer | MilvusServer | FakeElasticsearch] = {
+                "cache": redis,
+                "db": pg,
+                "vectors": milvus_server,
+                "search": es_server,
+            }
+            for name, server in servers.items():
+                mark = results.mark()
+                server.stop()
+                down = await results.wait_for(result_of(name, "fail"), after=mark)
+                assert down.error_kind == "refused", down
+                mark = results.mark()
+                server.start()
+                await results.wait_for(result_of(name, "pass"), after=mark, timeout=30)
+
+            mark = results.mark()
+            es_server.set_health("yellow")
+            yellow = await results.wait_for(lambda r: r.target == "search" and r.outcome != "pass", after=mark)
+            assert yellow.outcome == "warn"
+            assert yellow.details["status"] == "yellow"
+
+            assert await p.terminate() == 0
+            logged = p.stderr
+    finally:
+        await nc.close()
+    assert "cache-wrong: fail (auth)" in logged
+    for secret in (REDIS_PASSWORD, PG_PASSWORD, WRONG_PASSWORD):
+        assert secret not in logged
+        assert all(secret.encode() not in raw for raw in results.raw)
+
+
+async def test_probe_command_honours_retry_at(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    """With a StateChanged saying breaker open until retry_at, the command does not check the target
+    before retry_at, checks it at once after, and meanwhile checks the others."""
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    prefix = unique_prefix()
+    config = f"""
+[bus]
+prefix = "{prefix}"
+[defaults]
+interval = "300ms"
+timeout = "250ms"
+[[targets]]
+name = "held"
+kind = "tcp"
+url = "tcp://127.0.0.1:{port}"
+[[targets]]
+name = "free"
+kind = "tcp"
+url = "tcp://127.0.0.1:{port}"
+"""
+    nc = await nats.connect(nats_server.url)
+    results = Collector(prefix)
+    await results.subscribe(nc)
+    js = nc.jetstream()
+    await ensure_stream(js, StreamSettings.for_prefix(prefix))
+    try:
+        async with probe_process(tmp_path, config, nats_server.url) as p:
+            await results.wait_for(lambda r: r.target == "held")
+            now = utcnow()
+            event = StateChanged(
+                target="held",
+                seq=1,
+                at=now,
+                previous="healthy",
+                state="unavailable",
+                breaker="open",
+                reason="3/3 probes failed: refused",
+                failures=3,
+                attempt=1,
+                retry_at=now + timedelta(seconds=3),
+            )
+            await js.publish(Subjects(prefix).state("held"), encode(event), headers={"Nats-Msg-Id": event.msg_id})
+            retry_at = now + timedelta(seconds=3)
+            trial = await results.wait_for(lambda r: r.target == "held" and r.observed_at >= retry_at, timeout=20)
+            # Delivery to the worker takes milliseconds; allow 0.5 s for it and a check in flight.
+            grace = now + timedelta(seconds=0.5)
+            assert [r for r in results.of("held") if grace < r.observed_at < retry_at] == []
+            assert trial.observed_at - retry_at < timedelta(seconds=1.5)
+            assert len([r for r in results.of("free") if grace < r.observed_at < retry_at]) >= 4
+            assert await p.terminate() == 0
+    finally:
+        await nc.close()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_probe_command_config_errors(tmp_path: Path) -> None:
+    """A missing --config or a bad kind option is a usage error (exit 2) naming the problem."""
+    binary = find_binary("healthbus")
+    assert binary is not None
+    missing = await asyncio.to_thread(
+        subprocess.run, [binary, "probe", "--nats", "nats://127.0.0.1:1"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 2
+    assert "--config" in missing.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[targets]]\nname = "api"\nkind = "http"\nurl = "http://127.0.0.1:1/"\noptions = { expect_status = "abc" }\n'
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [binary, "probe", "--config", str(bad), "--nats", "nats://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "expect_status" in result.stderr
+    assert "api" in result.stderr
