@@ -20,7 +20,7 @@ import statistics
 from typing import Any
 
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
-from healthbus.bench._measure import ProcessUsage, machine_description, now_ns, rate
+from healthbus.bench._measure import ProcessUsage, Profiler, machine_description, now_ns, rate
 from healthbus.bench._natsutil import CountingSubscriber, bench_connect
 from healthbus.bench._procs import ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
@@ -105,7 +105,9 @@ async def coordinator_role(link: Link, url: str, prefix: str, total: int, deadli
     from healthbus.bench._harness import RunningCoordinator
 
     coordinator = await RunningCoordinator.start(config_text, url)
+    profiler = Profiler()
     try:
+        profiler.start()
         before = ProcessUsage.now()
         link.send("ready")
         done = asyncio.Event()
@@ -131,6 +133,7 @@ async def coordinator_role(link: Link, url: str, prefix: str, total: int, deadli
             await asyncio.sleep(0.005)
         drained_ns = now_ns()
         drained = ProcessUsage.now()
+        profiler.stop()
         link.send(
             "done",
             {

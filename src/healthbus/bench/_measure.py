@@ -14,6 +14,8 @@ import math
 import os
 import platform
 import resource
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ProcessUsage",
+    "Profiler",
     "machine_description",
     "now_ns",
     "percentile",
@@ -139,3 +142,46 @@ def machine_description() -> dict[str, object]:
         "python": platform.python_version(),
         "load_1m": load1,
     }
+
+
+class Profiler:
+    """Optional py-spy sampling of the calling process, for finding hot paths.
+
+    Off unless ``HEALTHBUS_BENCH_PYSPY`` names an output path (and ``py-spy`` is
+    installed: ``pip install py-spy``); then the measured phase of the process that uses
+    it is recorded as collapsed stacks to ``<path>.<pid>.txt`` (flame-graph input).
+    """
+
+    ENV = "HEALTHBUS_BENCH_PYSPY"
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.output: str | None = None
+
+    def start(self) -> None:
+        """Attach py-spy to this process (no-op when not asked for or not installed)."""
+        path = os.environ.get(self.ENV)
+        if not path:
+            return
+        from healthbus.cli._embedded import find_binary
+
+        binary = find_binary("py-spy")
+        if binary is None:
+            print(f"{self.ENV} is set but py-spy is not installed; not profiling", file=sys.stderr)
+            return
+        self.output = f"{path}.{os.getpid()}.txt"
+        argv = [binary, "record", "--pid", str(os.getpid()), "--rate", "250", "--format", "raw"]
+        argv += ["--nonblocking", "-o", self.output]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # py-spy needs a moment to attach; nothing to wait on
+
+    def stop(self) -> None:
+        """Stop sampling and write the output file."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
