@@ -18,6 +18,8 @@ from healthbus.subscribers import connect
 from tests.cli._support import event, publish, story
 from tests.e2e._browser import Chromium, find_chromium
 from tests.e2e._procs import Command
+from tests.e2e._stack import Stack, fast_config
+from tests.harness._redis import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.nats]
 
@@ -97,3 +99,33 @@ async def test_page_follows_the_stream_live(nats_server: EmbeddedNats, nc: Clien
         await browser.close()
         await dash.stop()
     assert events  # the story was published
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_page_shows_a_real_outage(nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Real redis-server, coordinator, probe worker and dashboard: stopping Redis flips the open page."""
+    find_chromium()
+    stack = Stack(nats_server.url, fast_config([("redis", "redis", redis_server.url)]), tmp_path / "stack", probes=1)
+    port = free_port()
+    dash = Command(["dashboard", "--nats", nats_server.url, "--http", f"127.0.0.1:{port}"], tmp_path / "dashboard.log")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        await stack.start()
+        await dash.start()
+        await dash.wait_http_ready(f"http://127.0.0.1:{port}")
+        await browser.open(f"http://127.0.0.1:{port}/")
+        await browser.wait_for(card("redis", ".dataset.state") + " === 'healthy'", 30, "the redis card, healthy")
+        redis_server.stop()
+        await browser.wait_for(card("redis", ".dataset.state") + " === 'unavailable'", 30, "redis shown unavailable")
+        assert (await browser.evaluate(card("redis", ".querySelector('.breaker').textContent"))).startswith("open")
+        assert await browser.evaluate(card("redis", ".querySelector('.evidence td.outcome-fail') !== null"))
+        redis_server.start()
+        await browser.wait_for(card("redis", ".dataset.state") + " === 'healthy'", 30, "redis shown healthy again")
+    except BaseException:
+        print(stack.logs(), dash.log())
+        raise
+    finally:
+        await browser.close()
+        await dash.stop()
+        await stack.stop()
