@@ -1,3 +1,29 @@
-"""healthbus coordinator (being built; see docs/)."""
+"""healthbus coordinator: the pure decision core and the NATS service around it.
 
-__all__: list[str] = []
+``Decider`` (no I/O, no clock: every method takes ``now``) decides; ``CoordinatorService``
+consumes ``<prefix>.probe.*``, calls the core, publishes StateChanged to the state stream
+and answers ``<prefix>.ctl.*``. See docs/coordinator.md.
+"""
+
+from healthbus.coordinator._clock import Clock, SystemClock
+from healthbus.coordinator._core import (
+    ControlError,
+    Decider,
+    Now,
+    Rejected,
+    backoff_delay,
+    quorum_need,
+)
+from healthbus.coordinator._service import CoordinatorService
+
+__all__ = [
+    "Clock",
+    "ControlError",
+    "CoordinatorService",
+    "Decider",
+    "Now",
+    "Rejected",
+    "SystemClock",
+    "backoff_delay",
+    "quorum_need",
+]

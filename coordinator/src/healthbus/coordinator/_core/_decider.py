@@ -424,6 +424,18 @@ class Decider:
         self._schedule(t, self._deadline(t, now.mono))
         return events
 
+    def restart_grace(self, now: Now) -> None:
+        """Results could not arrive until ``now`` (bus outage): silence so far proves nothing.
+
+        Every closed or half-open target gets a fresh ``stale_after`` before it can turn
+        unknown for lack of results. Emits nothing.
+        """
+        for t in self._targets.values():
+            t.expect_since = now.mono
+            if t.breaker == "half_open":
+                t.half_open_since = now.mono
+            self._schedule(t, self._deadline(t, now.mono))
+
     # ------------------------------------------------------------------ internals
 
     def _add_vantage(self, t: _Target, probe: str, mono: float) -> _Vantage:

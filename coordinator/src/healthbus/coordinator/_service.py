@@ -1,0 +1,461 @@
+"""The coordinator service: NATS in, the pure core in the middle, JetStream out.
+
+Invariants this layer keeps (the decision rules themselves live in :mod:`._core`):
+
+* Restore before deciding: on start every target's last StateChanged is read from the
+  state stream and seeds the core, *then* the probe subscription starts. A restart
+  therefore continues each target's ``seq`` and never re-announces a transition.
+* Publish in order, never lose: events go to an outbox and are published with
+  ``Nats-Msg-Id: <target>:<seq>``; an event leaves the outbox only once JetStream acked
+  it. When NATS is down they wait (in order) and are retried with backoff; a repeat of an
+  event that did land is dropped by the stream's duplicate window.
+* Bad input is counted, logged at a bounded rate and dropped: oversized, malformed,
+  subject/target mismatch, unknown target (checked on the subject, before decoding),
+  absurd timestamps, out-of-order results, too many probe ids. Nothing from the wire
+  creates state for an unconfigured target.
+* Timers (staleness, ``retry_at``) run from a clock, without any probe traffic. While
+  NATS is disconnected no result can arrive, so timers pause; on reconnect every target
+  gets a fresh ``stale_after`` grace instead of being declared unknown for the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import SlowConsumerError
+from prometheus_client import CollectorRegistry
+
+from healthbus.coordinator._clock import Clock, SystemClock
+from healthbus.coordinator._core import ControlError, Decider, Now, Rejected
+from healthbus.coordinator._metrics import DECISION_BUCKETS, ServiceCollector
+from healthbus.protocol import (
+    CONTROL_COMMANDS,
+    MAX_MESSAGE_BYTES,
+    Config,
+    ControlReply,
+    ProtocolError,
+    StateChanged,
+    StreamSettings,
+    Subjects,
+    decode_control_request,
+    decode_probe_result,
+    encode,
+    redact,
+)
+from healthbus.subscribers._bus import ensure_stream
+from healthbus.subscribers._statestream import StateStream
+
+log = logging.getLogger("healthbus.coordinator")
+
+#: Most events published concurrently (one per target at a time keeps per-target order).
+PUBLISH_BATCH: Final = 256
+#: Pending-message limit of the probe subscription: beyond it nats-py drops (counted).
+PENDING_MSGS_LIMIT: Final = 200_000
+PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
+#: One log line per drop reason per this many seconds, with the count in between.
+DROP_LOG_INTERVAL: Final = 10.0
+#: How long a control request waits for its event to be acked before replying anyway.
+CONTROL_ACK_TIMEOUT: Final = 5.0
+
+
+class _RateLimitedLog:
+    """Logs at most once per key per interval, saying how many were suppressed."""
+
+    def __init__(self, template: str, interval: float = DROP_LOG_INTERVAL) -> None:
+        self.template = template
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, reason: str, detail: str) -> None:
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        more = self._suppressed.pop(reason, 0)
+        extra = f" ({more} more since the last such message)" if more else ""
+        log.warning(self.template, reason, detail, extra)
+
+
+class CoordinatorService:
+    """Consumes ProbeResults, decides with the core, publishes StateChanged.
+
+    ``async with CoordinatorService(config, nc) as service:`` restores, subscribes and
+    runs the timers; leaving the block stops it (publishing what it can). Counters
+    (``results``, ``dropped``, ``transitions``, ``published``, ``handled``) and
+    :meth:`wait_handled` make it easy to drive from tests and benchmarks.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        nc: Client,
+        *,
+        prefix: str | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        registry: CollectorRegistry | None = None,
+        publish_timeout: float = 2.0,
+        restore_timeout: float = 10.0,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.config = config
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.prefix = prefix or config.bus.prefix
+        self.subjects = Subjects(self.prefix)
+        settings = config.coordinator
+        self.stream = StreamSettings.for_prefix(
+            self.prefix,
+            max_age_s=float(settings.stream_max_age),
+            duplicate_window_s=float(settings.duplicate_window),
+            replicas=settings.stream_replicas,
+        )
+        self.clock: Clock = clock or SystemClock()
+        self.tick_interval = float(settings.tick)
+        self.publish_timeout = publish_timeout
+        self.restore_timeout = restore_timeout
+        self.decider = Decider(config.targets, rng=rng or random.Random(), now=self._now())
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(ServiceCollector(self))
+
+        self.results: dict[str, int] = {"pass": 0, "warn": 0, "fail": 0}
+        self.dropped: dict[str, int] = {}
+        self.transitions: dict[tuple[str, str, str], int] = {}
+        self.published = 0
+        self.handled = 0
+        """ProbeResult messages handled so far (decided or dropped)."""
+        self.restored = 0
+        self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
+        self.decision_sum = 0.0
+
+        self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
+        self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
+        self._outbox: deque[StateChanged] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._acked: dict[str, int] = {}
+        self._ack_changed = asyncio.Event()
+        self._handled_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._drop_log = _RateLimitedLog("dropped a message (%s): %s%s")
+        self._error_log = _RateLimitedLog("NATS %s: %s%s")
+        self._secrets = list(secrets)
+        self._subs: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._restored = False
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def ready(self) -> bool:
+        """Connected to NATS and restored from the state stream."""
+        return self._restored and self.nc.is_connected and not self._stopping
+
+    @property
+    def pending(self) -> int:
+        """Events decided but not yet acked by JetStream."""
+        return len(self._outbox)
+
+    async def start(self) -> None:
+        """Ensure the stream, restore every target, then subscribe and run the timers."""
+        await ensure_stream(self.js, self.stream)
+        await self.restore()
+        self._subs.append(
+            await self.nc.subscribe(
+                self.subjects.probe_all,
+                cb=self._on_probe,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+                pending_bytes_limit=PENDING_BYTES_LIMIT,
+            )
+        )
+        self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
+        self._tasks.append(asyncio.create_task(self._publisher(), name="healthbus-coordinator-publisher"))
+        self._tasks.append(asyncio.create_task(self._timers(), name="healthbus-coordinator-timers"))
+        log.info(
+            "coordinator started: %d targets, %d restored, prefix %s, stream %s",
+            len(self.decider.targets),
+            self.restored,
+            self.prefix,
+            self.stream.name,
+        )
+
+    async def restore(self) -> None:
+        """Seed the core with every target's last StateChanged from the stream."""
+        reader = StateStream(self.nc, self.prefix, stream=self.stream.name)
+        current = await reader.current(timeout=self.restore_timeout)
+        now = self._now()
+        for event in current.values():
+            if self.decider.restore(event, now):
+                self.restored += 1
+                self._acked[event.target] = event.seq
+        ignored = len(current) - self.restored
+        if ignored:
+            log.info("restore: %d targets in the stream are not configured; ignored", ignored)
+        self._restored = True
+
+    async def stop(self, *, flush_timeout: float = 2.0) -> None:
+        """Stop consuming, publish what is pending (up to ``flush_timeout``), stop tasks."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self._outbox and self.nc.is_connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), flush_timeout)
+        if self._outbox:
+            log.warning("stopping with %d StateChanged unpublished; they will be decided again", len(self._outbox))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for _, fut in self._handled_waiters:
+            if not fut.done():
+                fut.cancel()
+
+    async def __aenter__(self) -> CoordinatorService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def wait_handled(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until ``n`` ProbeResult messages in total have been handled."""
+        if self.handled >= n:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._handled_waiters.append((n, fut))
+        await asyncio.wait_for(fut, timeout)
+
+    async def wait_published(self, target: str, seq: int, timeout: float = 10.0) -> None:
+        """Wait until ``target``'s event ``seq`` has been acked by JetStream."""
+        async with asyncio.timeout(timeout):
+            while self._acked.get(target, 0) < seq:
+                self._ack_changed.clear()
+                await self._ack_changed.wait()
+
+    # ------------------------------------------------------------------ hot path
+
+    def _now(self) -> Now:
+        return Now(self.clock.monotonic(), self.clock.now())
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self._drop_log(reason, detail)
+
+    async def _on_probe(self, msg: Msg) -> None:
+        self.handle_probe(msg.subject, msg.data)
+
+    def handle_probe(self, subject: str, data: bytes) -> None:
+        """Decode and decide one ProbeResult message (synchronous: the hot path)."""
+        self.handled += 1
+        try:
+            name = subject[len(self._probe_base) :]
+            if name not in self.decider:
+                self._drop("unknown_target", f"no target {name[:80]!r} in the configuration (subject {subject[:120]})")
+                return
+            if len(data) > MAX_MESSAGE_BYTES:
+                self._drop("oversized", f"{len(data)} bytes on {subject}")
+                return
+            try:
+                result = decode_probe_result(data)
+            except ProtocolError as exc:
+                self._drop("malformed", f"on {subject}: {str(exc)[:300]}")
+                return
+            if result.target != name:
+                self._drop("subject_mismatch", f"target {result.target!r} published on {subject}")
+                return
+            sample = (self.handled & 63) == 0
+            started = time.perf_counter() if sample else 0.0
+            try:
+                events = self.decider.on_result(result, self._now())
+            except Rejected as exc:
+                self._drop(exc.reason, f"{name} from probe {result.probe[:80]!r}: {exc}")
+                return
+            self.results[result.outcome] += 1
+            if events:
+                self._enqueue(events)
+            if sample:
+                self._observe(time.perf_counter() - started)
+        finally:
+            if self._handled_waiters:
+                self._wake_waiters()
+
+    def _observe(self, seconds: float) -> None:
+        self.decision_sum += seconds
+        for i, bound in enumerate(DECISION_BUCKETS):
+            if seconds <= bound:
+                self.decision_buckets[i] += 1
+                return
+        self.decision_buckets[-1] += 1
+
+    def _wake_waiters(self) -> None:
+        keep = []
+        for n, fut in self._handled_waiters:
+            if fut.done():
+                continue
+            if self.handled >= n:
+                fut.set_result(None)
+            else:
+                keep.append((n, fut))
+        self._handled_waiters = keep
+
+    def _enqueue(self, events: Iterable[StateChanged]) -> None:
+        for event in events:
+            key = (event.target, event.previous, event.state)
+            self.transitions[key] = self.transitions.get(key, 0) + 1
+            log.info(
+                "%s #%d: %s → %s (%s): %s",
+                event.target,
+                event.seq,
+                event.previous,
+                event.state,
+                event.breaker,
+                event.reason,
+            )
+            self._outbox.append(event)
+        self._outbox_ready.set()
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _drained(self) -> None:
+        while self._outbox:
+            self._ack_changed.clear()
+            await self._ack_changed.wait()
+
+    async def _publisher(self) -> None:
+        delay = 0.05
+        while True:
+            if not self._outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+                continue
+            # Take a batch with at most one event per target, so events of one target
+            # are never in flight together and cannot land out of order.
+            batch: list[StateChanged] = []
+            seen: set[str] = set()
+            for event in self._outbox:
+                if event.target in seen or len(batch) >= PUBLISH_BATCH:
+                    break
+                seen.add(event.target)
+                batch.append(event)
+            outcomes = await asyncio.gather(*(self._publish(e) for e in batch), return_exceptions=True)
+            done = {id(e) for e, ok in zip(batch, outcomes, strict=True) if ok is True}
+            if done:
+                self._outbox = deque(e for e in self._outbox if id(e) not in done)
+                for e, ok in zip(batch, outcomes, strict=True):
+                    if ok is True:
+                        self.published += 1
+                        self._acked[e.target] = max(self._acked.get(e.target, 0), e.seq)
+                self._ack_changed.set()
+            if len(done) < len(batch):
+                failed = next(o for o in outcomes if o is not True)
+                log.warning(
+                    "cannot publish %d StateChanged (%s); %d waiting, retrying in %.2fs",
+                    len(batch) - len(done),
+                    failed if isinstance(failed, BaseException) else "no ack",
+                    len(self._outbox),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                if self.nc.is_connected:
+                    with contextlib.suppress(Exception):
+                        await ensure_stream(self.js, self.stream)  # a wiped server lost the stream
+            else:
+                delay = 0.05
+
+    async def _publish(self, event: StateChanged) -> bool:
+        ack = await self.js.publish(
+            self.subjects.state(event.target),
+            encode(event),
+            timeout=self.publish_timeout,
+            stream=self.stream.name,
+            headers={"Nats-Msg-Id": event.msg_id},
+        )
+        if ack.duplicate:
+            log.info("%s: already in the stream (duplicate window dropped the repeat)", event.msg_id)
+        return True
+
+    # ------------------------------------------------------------------ timers
+
+    async def _timers(self) -> None:
+        connected = self.nc.is_connected
+        while True:
+            now = self._now()
+            if self.nc.is_connected:
+                if not connected:
+                    log.info("NATS reconnected: every target gets a fresh stale_after before it can turn unknown")
+                    self.decider.restart_grace(now)
+                    connected = True
+                events = self.decider.tick(now)
+                if events:
+                    self._enqueue(events)
+            else:
+                connected = False
+            deadline = self.decider.next_deadline()
+            wait = self.tick_interval
+            if deadline is not None:
+                wait = min(wait, max(0.001, deadline - self.clock.monotonic()))
+            await asyncio.sleep(wait)
+
+    # ------------------------------------------------------------------ control
+
+    async def _on_ctl(self, msg: Msg) -> None:
+        reply = await self.handle_control(msg.subject[len(self._ctl_base) :], msg.data)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(encode(reply))
+
+    async def handle_control(self, command: str, data: bytes) -> ControlReply:
+        """Apply one control request; the reply carries the resulting (or current) event."""
+        if command not in CONTROL_COMMANDS:
+            self._drop("bad_control", f"unknown command {command[:40]!r}")
+            return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
+        try:
+            request = decode_control_request(data)
+        except ProtocolError as exc:
+            self._drop("bad_control", str(exc)[:300])
+            return ControlReply(ok=False, error=str(exc))
+        try:
+            events = self.decider.control(command, request.target, request.reason, self._now())
+        except ControlError as exc:
+            return ControlReply(ok=False, error=str(exc))
+        log.warning("operator %s on %s: %s", command, request.target, request.reason or "no reason given")
+        if events:
+            self._enqueue(events)
+            try:
+                await self.wait_published(events[-1].target, events[-1].seq, CONTROL_ACK_TIMEOUT)
+            except TimeoutError:
+                return ControlReply(
+                    ok=True, error="applied, but not yet published: the state stream is unreachable", event=events[-1]
+                )
+        return ControlReply(ok=True, event=self.decider.current(request.target))
+
+    # ------------------------------------------------------------------ errors
+
+    async def error_cb(self, exc: Exception) -> None:
+        """Connection error callback: counts slow-consumer drops, logs the rest (rate-limited)."""
+        if isinstance(exc, SlowConsumerError):
+            self._drop("slow_consumer", "the probe subscription is full: messages dropped by the client")
+            return
+        self._error_log(type(exc).__name__, redact(str(exc), self._secrets) or "error")

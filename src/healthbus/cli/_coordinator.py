@@ -1,0 +1,61 @@
+"""``healthbus coordinator --config F``: run the coordinator until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from healthbus.cli._main import EXIT_OK, UsageError, bus_settings, load_args_config
+from healthbus.coordinator import CoordinatorService
+from healthbus.subscribers._bus import connect
+
+log = logging.getLogger("healthbus.coordinator")
+
+
+async def cmd_coordinator(args: argparse.Namespace) -> int:
+    """Load the config (required), connect, restore, decide until a signal; exit 0."""
+    config = load_args_config(args, required=True)
+    if not config.targets:
+        raise UsageError(f"{config.source}: no [[targets]]: the coordinator has nothing to decide")
+    settings = bus_settings(args, config)
+    holder: list[CoordinatorService] = []
+    secrets = [s for s in (settings.password, settings.token) if s]
+
+    async def error_cb(exc: Exception) -> None:
+        if holder:
+            await holder[0].error_cb(exc)
+        else:
+            log.warning("NATS: %s", type(exc).__name__)
+
+    nc = await connect(settings, name="healthbus-coordinator", error_cb=error_cb)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ops = None
+    try:
+        service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
+        holder.append(service)
+        async with service:
+            bind = getattr(args, "http", None) or config.coordinator.http
+            if bind:
+                from healthbus.cli._http import serve_ops
+
+                try:
+                    ops = await serve_ops(bind, service.registry, lambda: service.ready)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+                log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
+            await stop.wait()
+            log.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if ops is not None:
+            await ops.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+    return EXIT_OK

@@ -1,0 +1,417 @@
+"""The coordinator service against a real nats-server: ProbeResults in, StateChanged out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from prometheus_client import generate_latest
+
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.coordinator import CoordinatorService
+from healthbus.protocol import (
+    ControlReply,
+    ControlRequest,
+    Outcome,
+    ProbeResult,
+    StateChanged,
+    Subjects,
+    decode_control_reply,
+    encode,
+    load_config_text,
+    utcnow,
+)
+from healthbus.subscribers._bus import connect
+from healthbus.subscribers._statestream import StateStream
+
+pytestmark = pytest.mark.nats
+
+SUBJECTS = Subjects("healthbus")
+CONFIG = """
+[defaults]
+interval = "1s"
+timeout = "500ms"
+failure_threshold = 2
+success_threshold = 2
+stale_after = "{stale}"
+backoff = {{ base = "300ms", multiplier = 2.0, max = "2s", jitter = "none" }}
+flap = {{ enabled = false }}
+
+[coordinator]
+tick = "50ms"
+
+[[targets]]
+name = "db"
+kind = "tcp"
+url = "tcp://127.0.0.1:1"
+features = ["orders"]
+
+[[targets]]
+name = "cache"
+kind = "tcp"
+url = "tcp://127.0.0.1:2"
+"""
+
+
+def config_text(stale: str = "30s") -> str:
+    """The test configuration; ``stale`` is stale_after."""
+    return CONFIG.format(stale=stale)
+
+
+class Events:
+    """Every StateChanged in the stream, live, with waiting on a condition."""
+
+    def __init__(self) -> None:
+        self.items: list[StateChanged] = []
+        self._changed = asyncio.Event()
+        self._cursor: dict[str, int] = {}
+
+    def add(self, event: StateChanged) -> None:
+        self.items.append(event)
+        self._changed.set()
+
+    def of(self, target: str) -> list[StateChanged]:
+        """The events of one target, in stream order."""
+        return [e for e in self.items if e.target == target]
+
+    async def wait(self, pred: Callable[[list[StateChanged]], bool], timeout: float = 10.0) -> list[StateChanged]:
+        """Wait until ``pred(items)`` holds; return the items."""
+        async with asyncio.timeout(timeout):
+            while not pred(self.items):
+                self._changed.clear()
+                await self._changed.wait()
+        return self.items
+
+    async def state(self, target: str, state: str, timeout: float = 10.0) -> StateChanged:
+        """Wait for the next event of ``target`` (after the one last returned) with ``state``."""
+        after = self._cursor.get(target, 0)
+
+        def find() -> StateChanged | None:
+            return next((e for e in self.of(target) if e.seq > after and e.state == state), None)
+
+        await self.wait(lambda _: find() is not None, timeout)
+        found = find()
+        assert found is not None
+        self._cursor[target] = found.seq
+        return found
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """A client of the test's own nats-server."""
+    client = await connect(url=nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def events(nc: Client) -> AsyncIterator[Events]:
+    """Every StateChanged published to the state stream, as it arrives."""
+    from healthbus.protocol import StreamSettings
+    from healthbus.subscribers._bus import ensure_stream
+
+    await ensure_stream(nc.jetstream(), StreamSettings.for_prefix("healthbus"))
+    collected = Events()
+    follower = await StateStream(nc).follow(collected.add, start="all")
+    try:
+        yield collected
+    finally:
+        await follower.stop()
+
+
+async def publish(nc: Client, target: str, outcome: Outcome = "pass", probe: str = "p1", *, skew: float = 0.0) -> None:
+    """Publish one ProbeResult directly, as a probe worker would."""
+    result = ProbeResult(
+        target=target,
+        probe=probe,
+        outcome=outcome,
+        latency_ms=1.5,
+        observed_at=utcnow() + timedelta(seconds=skew),
+        error_kind="refused" if outcome == "fail" else None,
+        error="connection refused" if outcome == "fail" else None,
+    )
+    await nc.publish(SUBJECTS.probe(target), encode(result))
+    await nc.flush()
+
+
+def assert_chain(events: list[StateChanged]) -> None:
+    """seq 1, 2, 3, ... with previous equal to the state before."""
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    for before, after in itertools.pairwise(events):
+        assert after.previous == before.state
+
+
+async def test_full_cycle_healthy_unavailable_recovering_healthy(nc: Client, events: Events) -> None:
+    """unknown → healthy → unavailable (retry_at per backoff) → recovering (timer) → healthy."""
+    async with CoordinatorService(load_config_text(config_text()), nc) as service:
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        healthy = await events.state("db", "healthy")
+        assert (healthy.seq, healthy.previous, healthy.features) == (1, "unknown", ["orders"])
+        for _ in range(2):
+            await publish(nc, "db", "fail")
+        down = await events.state("db", "unavailable")
+        assert (down.seq, down.breaker, down.attempt) == (2, "open", 1)
+        assert down.retry_at is not None
+        assert (down.retry_at - down.at).total_seconds() == pytest.approx(0.3, abs=0.01)
+        assert "refused" in down.reason
+        recovering = await events.state("db", "recovering")  # no traffic: the timer did it
+        assert (recovering.seq, recovering.breaker) == (3, "half_open")
+        assert recovering.at >= down.retry_at
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        back = await events.state("db", "healthy")
+        assert (back.seq, back.breaker, back.attempt) == (4, "closed", 0)
+        assert_chain(events.of("db"))
+        raw = await nc.jetstream().get_last_msg(service.stream.name, SUBJECTS.state("db"))
+        assert raw.headers is not None
+        assert raw.headers["Nats-Msg-Id"] == "db:4"
+        assert service.results["pass"] == 4
+        assert service.results["fail"] == 2
+
+
+async def test_minority_failure_is_degraded(nc: Client, events: Events) -> None:
+    """One of three vantage points failing → degraded; the other target is untouched."""
+    async with CoordinatorService(load_config_text(config_text()), nc):
+        for _ in range(2):
+            for probe in ("p1", "p2", "p3"):
+                await publish(nc, "db", "pass", probe)
+        await events.state("db", "healthy")
+        for _ in range(2):
+            await publish(nc, "db", "fail", "p1")
+        degraded = await events.state("db", "degraded")
+        assert degraded.breaker == "closed"
+        assert "1/3 probes failing" in degraded.reason
+        assert set(degraded.evidence) == {"p1", "p2", "p3"}
+        assert degraded.evidence["p1"].error_kind == "refused"
+        assert events.of("cache") == []
+
+
+async def test_silence_becomes_unknown(nc: Client, events: Events) -> None:
+    """With no results for stale_after, the target turns unknown without any traffic."""
+    async with CoordinatorService(load_config_text(config_text(stale="1s")), nc):
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        unknown = await events.state("db", "unknown", timeout=5.0)
+        assert (unknown.seq, unknown.previous) == (2, "healthy")
+        assert "no result" in unknown.reason
+
+
+async def test_restart_in_process_continues_seq(nc: Client, events: Events) -> None:
+    """A second service on the same stream restores, emits nothing new, and continues the seq."""
+    config = load_config_text(config_text())
+    async with CoordinatorService(config, nc):
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+    async with CoordinatorService(config, nc) as second:
+        assert second.restored == 1
+        assert second.decider.state("db") == ("healthy", "closed", 1)
+        for _ in range(3):
+            await publish(nc, "db", "pass")
+        await second.wait_handled(3)
+        assert len(events.of("db")) == 1  # agreeing results re-announce nothing
+        for _ in range(2):
+            await publish(nc, "db", "fail")
+        down = await events.state("db", "unavailable")
+        assert (down.seq, down.previous) == (2, "healthy")
+
+
+async def test_junk_floods_are_dropped_while_valid_targets_are_decided(nc: Client, events: Events) -> None:
+    """Malformed, mistyped, mismatched, unknown-target, absurd and oversized messages are counted and dropped."""
+    async with CoordinatorService(load_config_text(config_text()), nc) as service:
+        good = encode(
+            ProbeResult(target="db", probe="p1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
+        ).decode()
+        junk: list[tuple[str, bytes]] = []
+        for i in range(300):
+            junk.append((SUBJECTS.probe("db"), b"{not json" + str(i).encode()))
+            junk.append((SUBJECTS.probe("db"), good.replace('"latency_ms":1.0', '"latency_ms":"fast"').encode()))
+            junk.append((SUBJECTS.probe("cache"), good.encode()))  # target db on the cache subject
+            junk.append((f"healthbus.probe.nope{i}", good.replace('"db"', f'"nope{i}"').encode()))
+            junk.append(("healthbus.probe.BAD", good.encode()))
+        junk.append((SUBJECTS.probe("db"), b"x" * (70 * 1024)))
+        total = len(junk)
+        for subject, data in junk:
+            await nc.publish(subject, data)
+        # absurd timestamps: a year ahead, a day old
+        await publish(nc, "db", "fail", skew=365 * 86400.0)
+        await publish(nc, "db", "fail", skew=-86400.0)
+        total += 2
+        # valid results keep being decided among the junk
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        total += 2
+        await service.wait_handled(total)
+        assert service.dropped == {
+            "malformed": 600,
+            "subject_mismatch": 300,
+            "unknown_target": 600,
+            "oversized": 1,
+            "stale_timestamp": 2,
+        }
+        healthy = await events.state("db", "healthy")
+        assert healthy.seq == 1
+        assert service.decider.vantage_points("db") == 1
+        metrics = generate_latest(service.registry).decode()
+        assert 'healthbus_dropped_messages_total{reason="malformed"} 600.0' in metrics
+        assert 'healthbus_target_state{state="healthy",target="db"} 1.0' in metrics
+        assert 'healthbus_transitions_total{from="unknown",target="db",to="healthy"} 1.0' in metrics
+
+
+async def test_spoofed_probe_ids_cannot_grow_memory(nc: Client, events: Events) -> None:
+    """A flood of distinct probe ids is capped per target; the excess is dropped and counted."""
+    async with CoordinatorService(load_config_text(config_text()), nc) as service:
+        for i in range(200):
+            await publish(nc, "db", "fail", f"spoof-{i}")
+        await service.wait_handled(200)
+        assert service.decider.vantage_points("db") == 64
+        assert service.dropped == {"too_many_probes": 136}
+
+
+async def test_control_request_reply(nc: Client, events: Events) -> None:
+    """force-open, status, reset and bad requests are answered with request/reply."""
+    async with CoordinatorService(load_config_text(config_text()), nc):
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+
+        async def ctl(command: str, body: bytes) -> ControlReply:
+            msg = await nc.request(SUBJECTS.ctl(command), body, timeout=5.0)
+            return decode_control_reply(msg.data)
+
+        reply = await ctl("force-open", encode(ControlRequest(target="db", reason="maintenance")))
+        assert reply.ok
+        assert reply.event is not None
+        assert (reply.event.state, reply.event.breaker, reply.event.seq) == ("unavailable", "forced_open", 2)
+        assert events.of("db")[-1].seq == 2  # acked before the reply
+        status = await ctl("status", encode(ControlRequest(target="db")))
+        assert status.ok
+        assert status.event is not None
+        assert status.event.seq == 2
+        missing = await ctl("disable", encode(ControlRequest(target="nope")))
+        assert not missing.ok
+        assert "nope" in (missing.error or "")
+        bad = await ctl("reset", b"{]")
+        assert not bad.ok
+        unknown_cmd = await ctl("explode", encode(ControlRequest(target="db")))
+        assert not unknown_cmd.ok
+        reset = await ctl("reset", encode(ControlRequest(target="db", reason="done")))
+        assert reset.event is not None
+        assert reset.event.state == "recovering"
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        assert_chain(events.of("db"))
+
+
+async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: Client, events: Events) -> None:
+    """Events decided while NATS is down are published in order, without gaps, once it is back."""
+    async with CoordinatorService(load_config_text(config_text()), nc) as service:
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        await asyncio.to_thread(nats_server.stop)
+        # Results already received (e.g. still queued in the client) are decided meanwhile.
+        now = utcnow()
+        for _ in range(2):
+            data = encode(ProbeResult(target="db", probe="p1", outcome="fail", latency_ms=1.0, observed_at=now))
+            service.handle_probe(SUBJECTS.probe("db"), data)
+        assert service.pending == 1
+        assert not service.ready
+        await asyncio.to_thread(nats_server.start)
+        down = await events.state("db", "unavailable", timeout=20.0)
+        assert down.seq == 2
+        await events.state("db", "recovering", timeout=20.0)
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        healthy = await events.state("db", "healthy", timeout=10.0)
+        assert healthy.seq == 4
+        assert_chain(events.of("db"))
+        await service.wait_published("db", 4)
+        assert service.pending == 0
+        assert service.ready
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def _spawn(config: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).parent / "healthbus"
+    argv = [str(exe), "coordinator", "--config", str(config), "--nats", url, "-v"]
+    with log.open("ab") as err:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
+
+
+async def _wait_ready(nc: Client, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the coordinator answers a status request (it subscribes only after restoring)."""
+    async with asyncio.timeout(30):
+        while True:
+            assert proc.poll() is None, _text(log)
+            try:
+                await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target="db")), timeout=0.5)
+                return
+            except Exception:
+                await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_kill9_restart_never_repeats_or_skips_seq(
+    nats_server: EmbeddedNats, nc: Client, events: Events, tmp_path: Path
+) -> None:
+    """A coordinator killed with SIGKILL and restarted continues every seq and re-announces nothing."""
+    config = tmp_path / "healthbus.toml"
+    config.write_text(config_text())
+    log = tmp_path / "coordinator.log"
+    proc = _spawn(config, nats_server.url, log)
+    try:
+        await _wait_ready(nc, proc, log)
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+            await publish(nc, "cache", "pass")
+        await events.state("db", "healthy")
+        await events.state("cache", "healthy")
+        for _ in range(2):
+            await publish(nc, "db", "fail")
+        await events.state("db", "recovering")  # unavailable, then the retry timer
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        before = list(events.items)
+
+        proc = _spawn(config, nats_server.url, log)
+        await _wait_ready(nc, proc, log)
+        assert events.items == before  # the restart announced nothing
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        healthy = await events.state("db", "healthy")
+        assert (healthy.seq, healthy.previous) == (4, "recovering")
+        assert_chain(events.of("db"))
+        assert [e.seq for e in events.of("cache")] == [1]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 15) == 0, _text(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_requires_config(tmp_path: Path) -> None:
+    """``healthbus coordinator`` without --config exits 2 with a message."""
+    exe = Path(sys.executable).parent / "healthbus"
+    env = {k: v for k, v in os.environ.items() if k != "HEALTHBUS_CONFIG"}
+    done = subprocess.run([str(exe), "coordinator"], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 2
+    assert "--config" in done.stderr
