@@ -100,7 +100,8 @@ async def connect(
     options.update(extra)
     # nats-py applies max_reconnect_attempts to the *first* connect too: bound it so a
     # dead server fails fast, then switch to "forever" for the life of the connection.
-    options["max_reconnect_attempts"] = max(0, connect_attempts - 1)
+    # nats-py reads 0 as "unlimited", so the smallest bound is 1 (two tries in all).
+    options["max_reconnect_attempts"] = max(1, connect_attempts - 1)
     nc = Client()
     try:
         await nc.connect(**options)
