@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from healthbus.probes import build_checker
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness._redis import RedisServer
+from tests.harness._util import require
 
 pytestmark = pytest.mark.redis
 
@@ -89,3 +92,99 @@ async def test_hanging_server_does_not_hang_the_check(tmp_path: object) -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+class TlsRedisServer(RedisServer):
+    """redis-server serving TLS only on ``port``, with a certificate signed by a test CA."""
+
+    def __init__(self, data_dir: Path, certs: Path) -> None:
+        super().__init__(data_dir)
+        self.certs = certs
+
+    def argv(self) -> list[str]:
+        """The plain port is off; the TLS port is ``self.port``."""
+        plain = super().argv()
+        i = plain.index("--port")
+        plain[i + 1] = "0"
+        c = self.certs
+        return [
+            *plain, "--tls-port", str(self.port), "--tls-cert-file", str(c / "server.crt"),
+            "--tls-key-file", str(c / "server.key"), "--tls-ca-cert-file", str(c / "ca.crt"),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+
+def _make_certs(where: Path) -> Path:
+    openssl = require("openssl", "install openssl to make test certificates")
+    where.mkdir()
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=where, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=healthbus-test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (where / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    return where
+
+
+async def test_rediss_tls(tmp_path: Path) -> None:
+    """rediss:// passes with the CA given, fails as tls without it, passes with tls_verify = false."""
+    require("redis-server", "install redis-server (apt-get install redis-server)")
+    certs = _make_certs(tmp_path / "certs")
+    server = TlsRedisServer(tmp_path / "tls-redis", certs)
+    server.start()
+    url = f"rediss://127.0.0.1:{server.port}/0"
+    checkers = [
+        build_checker(_target(url, tls_ca=str(certs / "ca.crt"))),
+        build_checker(_target(url)),
+        build_checker(_target(url, tls_verify=False)),
+    ]
+    try:
+        with_ca, without_ca, unverified = [await c.check() for c in checkers]
+        assert with_ca.outcome == "pass", with_ca
+        assert without_ca.error_kind == "tls", without_ca
+        assert unverified.outcome == "pass", unverified
+    finally:
+        for c in checkers:
+            await c.close()
+        server.stop()
+
+
+async def test_acl_user(redis_server: RedisServer) -> None:
+    """An ACL user and password in the URL authenticate; a wrong one is auth; a user without INFO still passes."""
+    from redis.asyncio import Redis
+
+    admin = Redis.from_url(redis_server.url)
+    await admin.acl_setuser(
+        "probe", enabled=True, passwords=["+acl-Pw-55x"], commands=["+ping", "+client|setname", "+hello"]
+    )
+    await admin.aclose()
+    base = f"{redis_server.host}:{redis_server.port}/0"
+    good = build_checker(_target(f"redis://probe:acl-Pw-55x@{base}"))
+    bad = build_checker(_target(f"redis://probe:nope-Pw-66y@{base}"))
+    try:
+        ok = await good.check()
+        assert ok.outcome == "pass", ok
+        assert "redis_version" not in ok.details  # INFO is not allowed for this user
+        wrong = await bad.check()
+        assert wrong.error_kind == "auth"
+        assert "nope-Pw-66y" not in repr(wrong)
+    finally:
+        await good.close()
+        await bad.close()
+
+
+def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its driver, a checker module raises DriverMissing naming the extra to install."""
+    import importlib
+    import sys
+
+    from healthbus.probes import DriverMissing
+
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    monkeypatch.delitem(sys.modules, "healthbus.probes._checkers._redis", raising=False)
+    with pytest.raises(DriverMissing, match=r"healthbus-probes\[redis\]"):
+        importlib.import_module("healthbus.probes._checkers._redis")
