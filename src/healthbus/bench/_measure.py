@@ -10,6 +10,7 @@ can be subtracted.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -30,6 +31,7 @@ __all__ = [
     "rate",
     "rss_bytes",
     "summarize_ms",
+    "trimmed_rss_bytes",
 ]
 
 
@@ -79,6 +81,23 @@ def rss_bytes() -> int:
         return resident_pages * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):  # not Linux: fall back to the peak
         return ProcessUsage.now().peak_rss_bytes
+
+
+def trimmed_rss_bytes() -> int:
+    """RSS after a full garbage collection and ``malloc_trim(0)``.
+
+    Memory that was freed (a parsed configuration file's temporaries, say) but not yet
+    handed back to the OS counts in plain RSS; this is what the process really holds.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    return rss_bytes()
 
 
 @dataclass(frozen=True, slots=True)
