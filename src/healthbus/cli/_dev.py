@@ -26,6 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,7 +34,15 @@ import msgspec
 
 from healthbus.cli._dashboard import DEFAULT_BIND, RunningDashboard, configured_targets, start_dashboard
 from healthbus.cli._demo import demo_config_text, milvus_available
-from healthbus.cli._embedded import EmbeddedNats, free_port, log_tail, spawn, tcp_accepts, terminate
+from healthbus.cli._embedded import (
+    EmbeddedNats,
+    ServerStartError,
+    free_port,
+    log_tail,
+    spawn,
+    tcp_accepts,
+    terminate,
+)
 from healthbus.cli._http import parse_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
 from healthbus.protocol import load_config, redact_url
@@ -145,11 +154,19 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         else:
             nats_port = DEFAULT_NATS_PORT if _port_free("127.0.0.1", DEFAULT_NATS_PORT) else None
             nats = EmbeddedNats(data_dir / "nats", port=nats_port)
-            await nats.astart()
+            try:
+                await nats.astart()
+            except (ServerStartError, FileNotFoundError) as exc:
+                print(f"healthbus dev: cannot start the embedded NATS server: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
             nats_url = nats.url
             settings = msgspec.structs.replace(settings, url=nats_url)
         nc = await connect(settings, url=nats_url, name="healthbus-dev")
-        dashboard = await start_dashboard(nc, settings.prefix, f"{host}:{port}", config)
+        try:
+            dashboard = await start_dashboard(nc, settings.prefix, f"{host}:{port}", config)
+        except OSError as exc:
+            print(f"healthbus dev: cannot serve the dashboard on {host}:{port}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         if given_config:
             config_path = Path(given_config)
         else:
@@ -180,7 +197,17 @@ async def cmd_dev(args: argparse.Namespace) -> int:
             )
             child.start()
             children.append(child)
-        ready = await asyncio.gather(*(_wait_ready(c) for c in children))
+        readiness: asyncio.Future[list[bool]] = asyncio.gather(*(_wait_ready(c) for c in children))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        waiters: list[asyncio.Future[Any]] = [readiness, stopping]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():  # Ctrl-C while starting up: stop what started, cleanly
+            readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await readiness
+            return EXIT_OK
+        stopping.cancel()
+        ready = readiness.result()
         _print_banner(nats_url, nats, dashboard, children, ready, config_path, given_config is None)
         code = await _run_until_stopped(stop, children)
     finally:
