@@ -83,3 +83,6 @@ def test_membership_from_heartbeats() -> None:
     m.heard("w3", 10.0)
     assert m.heard("w3", 10.5, stopping=True) is True
     assert m.live() == ["me"]
+    m.heard("slow", 20.0, heartbeat=10.0)  # a member with a slower heartbeat lives 3 of its own periods
+    assert m.expire(49.0) is False
+    assert m.expire(50.5) is True

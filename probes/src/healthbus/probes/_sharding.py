@@ -40,30 +40,35 @@ def assigned(targets: Iterable[str], members: Iterable[str], replicas: int, me: 
 
 
 class Membership:
-    """Who is live, from heartbeats, with time passed in."""
+    """Who is live, from heartbeats, with time passed in.
+
+    A member's lifetime is three of *its own* heartbeat periods when its heartbeat says
+    what they are, else three of ours.
+    """
 
     def __init__(self, me: str, *, heartbeat: float) -> None:
         self.me = me
         self.ttl = MISSED_HEARTBEATS * heartbeat
-        self._last_heard: dict[str, float] = {}
+        self._expires: dict[str, float] = {}
 
-    def heard(self, worker: str, now: float, *, stopping: bool = False) -> bool:
+    def heard(self, worker: str, now: float, *, stopping: bool = False, heartbeat: float | None = None) -> bool:
         """Record a heartbeat; True when the live set changed."""
         if worker == self.me:
             return False
         if stopping:
-            return self._last_heard.pop(worker, None) is not None
-        was_live = worker in self._last_heard
-        self._last_heard[worker] = now
+            return self._expires.pop(worker, None) is not None
+        was_live = worker in self._expires
+        ttl = MISSED_HEARTBEATS * heartbeat if heartbeat and heartbeat > 0 else self.ttl
+        self._expires[worker] = now + ttl
         return not was_live
 
     def expire(self, now: float) -> bool:
-        """Drop members not heard within ``ttl``; True when any was dropped."""
-        dead = [w for w, at in self._last_heard.items() if now - at > self.ttl]
+        """Drop members not heard within their lifetime; True when any was dropped."""
+        dead = [w for w, until in self._expires.items() if now > until]
         for w in dead:
-            del self._last_heard[w]
+            del self._expires[w]
         return bool(dead)
 
     def live(self) -> list[str]:
         """Live members, this worker included, sorted."""
-        return sorted({*self._last_heard, self.me})
+        return sorted({*self._expires, self.me})

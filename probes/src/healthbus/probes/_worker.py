@@ -467,7 +467,9 @@ class ProbeWorker:
             beat = decode_worker_heartbeat(msg.data)
         except (ProtocolError, msgspec.DecodeError):
             return  # not ours to crash on: a stray or malformed message on the worker subject
-        changed = self.membership.heard(beat.worker, self.clock.monotonic(), stopping=beat.stopping)
+        changed = self.membership.heard(
+            beat.worker, self.clock.monotonic(), stopping=beat.stopping, heartbeat=beat.heartbeat_s
+        )
         if changed:
             self.metrics.live_workers.set(len(self.membership.live()))
             if self.sharding and self._assigned_once.is_set():
