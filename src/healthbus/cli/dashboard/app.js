@@ -67,9 +67,22 @@ function ensureTarget(name) {
   const after = [...container.children].find((c) => c.dataset.target > name);
   container.insertBefore(el, after || null);
   emptyEl.hidden = true;
-  loadHistory(name, t);
+  // A fleet can have thousands of targets: read a card's history once, when it is first seen.
+  if (visibility) visibility.observe(el);
+  else loadHistory(name, t);
   return t;
 }
+
+const visibility = 'IntersectionObserver' in window
+  ? new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      visibility.unobserve(entry.target);
+      const name = entry.target.dataset.target;
+      loadHistory(name, targets.get(name));
+    }
+  })
+  : null;
 
 async function loadHistory(name, t) {
   const since = '-' + Math.round(TIMELINE_WINDOW_MS / 1000) + 's';
