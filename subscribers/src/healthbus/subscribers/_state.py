@@ -1,0 +1,226 @@
+"""What a subscriber knows: every target's current state, and the answers derived from it.
+
+This module is pure: no I/O, no clock (times are passed in), no asyncio. Both the real
+:class:`~healthbus.subscribers.HealthClient` and the test stand-in
+:class:`~healthbus.subscribers.testing.FakeHealthClient` keep their knowledge in a
+:class:`StateTable`, so they answer every question the same way.
+
+Invariants:
+
+- A target's state only moves forward: an event whose ``seq`` is not greater than the
+  known one for its target (a duplicate, or older and delivered late) is ignored.
+- ``available`` and ``features_ok`` are plain dicts kept up to date on every change, so
+  ``is_available()`` is a single dict lookup on the hot path. They are updated key by key
+  in place (never swapped half-built), so a reader in another thread sees, for each key,
+  either the old or the new answer.
+- Availability: ``healthy`` and ``degraded`` are available (degraded means reachable but
+  impaired: callers should still use it, perhaps more gently); ``unknown``,
+  ``unavailable`` and ``recovering`` are not. A target never heard of is not available.
+- Bus loss: once the bus has been lost for ``stale_after`` seconds (at once when nothing
+  was ever loaded), every state is marked ``stale`` and the policy decides availability:
+  ``keep`` answers from the last known states, ``assume_available`` says True for every
+  target (also ones never heard of), ``assume_unavailable`` says False for every target.
+  Features follow the targets that provide them; a feature no known target provides is
+  available, except under ``assume_unavailable`` while stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal, TypeAlias
+
+from healthbus.protocol import BreakerState, State, StateChanged
+
+BusLossPolicy: TypeAlias = Literal["keep", "assume_available", "assume_unavailable"]
+BUS_LOSS_POLICIES: Final[tuple[BusLossPolicy, ...]] = ("keep", "assume_available", "assume_unavailable")
+
+#: The states in which callers should use a dependency.
+AVAILABLE_STATES: Final[frozenset[State]] = frozenset({"healthy", "degraded"})
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """The current verdict for one target, as this subscriber knows it.
+
+    The fields mirror :class:`~healthbus.protocol.StateChanged` (DESIGN 3.2); ``stale`` is
+    True when the bus has been unreachable for longer than ``stale_after`` and this may
+    no longer be the truth.
+    """
+
+    target: str
+    state: State
+    breaker: BreakerState
+    seq: int
+    at: datetime
+    retry_at: datetime | None
+    reason: str
+    features: tuple[str, ...] = ()
+    failures: int = 0
+    attempt: int = 0
+    flapping: bool = False
+    stale: bool = False
+
+    @property
+    def available(self) -> bool:
+        """True for ``healthy`` and ``degraded`` (the bus-loss policy is not applied here)."""
+        return self.state in AVAILABLE_STATES
+
+    @classmethod
+    def from_event(cls, event: StateChanged, *, stale: bool = False) -> TargetState:
+        """The state a StateChanged describes."""
+        return cls(
+            target=event.target,
+            state=event.state,
+            breaker=event.breaker,
+            seq=event.seq,
+            at=event.at,
+            retry_at=event.retry_at,
+            reason=event.reason,
+            features=tuple(event.features),
+            failures=event.failures,
+            attempt=event.attempt,
+            flapping=event.flapping,
+            stale=stale,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatus:
+    """How the subscriber's link to the bus is doing.
+
+    ``connected``: the state stream is being followed live (connected and caught up).
+    ``stale``: the bus-loss policy is in force. ``lost_for``: seconds since the link was
+    lost (None while connected).
+    """
+
+    connected: bool
+    stale: bool
+    lost_for: float | None
+    policy: BusLossPolicy
+
+
+def validate_policy(policy: str) -> BusLossPolicy:
+    """``policy`` if it is a bus-loss policy, else ValueError naming the choices."""
+    for known in BUS_LOSS_POLICIES:
+        if policy == known:
+            return known
+    raise ValueError(f"invalid on_bus_loss {policy!r}: expected one of {', '.join(BUS_LOSS_POLICIES)}")
+
+
+class StateTable:
+    """Current states plus the precomputed answers; see the module docstring for the rules."""
+
+    __slots__ = (
+        "available",
+        "default_available",
+        "default_feature",
+        "features_ok",
+        "lost_since",
+        "policy",
+        "providers",
+        "stale",
+        "stale_after",
+        "states",
+    )
+
+    def __init__(self, *, stale_after: float = 30.0, policy: BusLossPolicy = "keep") -> None:
+        if stale_after < 0:
+            raise ValueError(f"invalid stale_after {stale_after!r}: expected seconds >= 0")
+        self.stale_after = float(stale_after)
+        self.policy = validate_policy(policy)
+        self.states: dict[str, TargetState] = {}
+        self.available: dict[str, bool] = {}
+        self.features_ok: dict[str, bool] = {}
+        self.providers: dict[str, set[str]] = {}
+        self.default_available = False
+        self.default_feature = True
+        self.lost_since: float | None = None
+        self.stale = False
+
+    # ------------------------------------------------------------ events
+
+    def apply(self, event: StateChanged) -> TargetState | None:
+        """Take ``event`` in; the new state, or None when it was old or a duplicate."""
+        old = self.states.get(event.target)
+        if old is not None and event.seq <= old.seq:
+            return None
+        new = TargetState.from_event(event, stale=self.stale)
+        self.states[event.target] = new
+        self.available[event.target] = self._answer(new)
+        touched = set(new.features)
+        if old is not None and old.features != new.features:
+            touched.update(old.features)
+            for feature in old.features:
+                if feature not in new.features:
+                    self.providers.get(feature, set()).discard(event.target)
+        for feature in new.features:
+            self.providers.setdefault(feature, set()).add(event.target)
+        for feature in touched:
+            self._update_feature(feature)
+        return new
+
+    def apply_all(self, events: Iterable[StateChanged]) -> list[TargetState]:
+        """Apply several events; the states that changed."""
+        return [s for s in map(self.apply, events) if s is not None]
+
+    # ------------------------------------------------------------ the bus
+
+    def mark_lost(self, now: float, *, immediately: bool = False) -> bool:
+        """The bus is unreachable since ``now`` (kept if already lost); True if staleness flipped."""
+        if self.lost_since is None:
+            self.lost_since = now
+        if immediately:
+            return self._set_stale(True)
+        return self.tick(now)
+
+    def mark_restored(self) -> bool:
+        """The state stream is followed live again; True if staleness flipped."""
+        self.lost_since = None
+        return self._set_stale(False)
+
+    def tick(self, now: float) -> bool:
+        """Re-evaluate staleness at ``now``; True if it flipped."""
+        if self.lost_since is None or self.stale:
+            return False
+        if now - self.lost_since >= self.stale_after:
+            return self._set_stale(True)
+        return False
+
+    def status(self, now: float) -> BusStatus:
+        """The :class:`BusStatus` at ``now``."""
+        lost_for = None if self.lost_since is None else max(0.0, now - self.lost_since)
+        return BusStatus(connected=self.lost_since is None, stale=self.stale, lost_for=lost_for, policy=self.policy)
+
+    # ------------------------------------------------------------ internals
+
+    def _answer(self, state: TargetState) -> bool:
+        if self.stale and self.policy != "keep":
+            return self.policy == "assume_available"
+        return state.state in AVAILABLE_STATES
+
+    def _update_feature(self, feature: str) -> None:
+        targets = self.providers.get(feature)
+        if not targets:
+            self.providers.pop(feature, None)
+            self.features_ok.pop(feature, None)
+            return
+        available = self.available
+        self.features_ok[feature] = all(available.get(t, False) for t in targets)
+
+    def _set_stale(self, stale: bool) -> bool:
+        if stale == self.stale:
+            return False
+        self.stale = stale
+        policy_active = stale and self.policy != "keep"
+        self.default_available = policy_active and self.policy == "assume_available"
+        self.default_feature = not (policy_active and self.policy == "assume_unavailable")
+        for name, state in list(self.states.items()):
+            updated = dataclasses.replace(state, stale=stale)
+            self.states[name] = updated
+            self.available[name] = self._answer(updated)
+        for feature in list(self.providers):
+            self._update_feature(feature)
+        return True

@@ -1,0 +1,291 @@
+"""The public surface shared by HealthClient and FakeHealthClient, and the callback plumbing.
+
+Invariants:
+
+- The table is updated before anything is told: a callback, a ``changes()`` iterator or
+  a ``wait_for`` woken by an event already sees the new state through ``state()`` and
+  ``is_available()``.
+- A callback never hurts the client: a sync callback runs inline and an exception from it
+  is logged; an async callback runs in its own task, one event after another in order, so
+  a slow or failing one never delays state updates or other callbacks.
+- ``changes()`` iterators each get their own bounded queue; a consumer that falls more
+  than ``CHANGES_QUEUE_SIZE`` events behind loses the oldest ones (logged), it never makes
+  the client grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
+
+from healthbus.protocol import StateChanged
+from healthbus.subscribers._state import BusStatus, StateTable, TargetState
+
+log = logging.getLogger("healthbus.subscribers")
+
+CHANGES_QUEUE_SIZE: Final = 10_000
+
+T = TypeVar("T")
+ChangeCallback = Callable[[StateChanged], Awaitable[None] | None]
+BusCallback = Callable[[BusStatus], Awaitable[None] | None]
+
+
+class DependencyUnavailable(ConnectionError):
+    """A dependency is unavailable according to healthbus (or failed to connect just now).
+
+    Raised at once instead of waiting for a connect timeout. ``target`` names the
+    dependency, ``retry_at`` (a datetime or None) says when it may be tried again,
+    ``reason`` says why, never with a credential in it.
+    """
+
+    def __init__(self, target: str, retry_at: Any = None, reason: str = "") -> None:
+        self.target = target
+        self.retry_at = retry_at
+        self.reason = reason
+        text = f"{target} is unavailable"
+        if reason:
+            text += f": {reason}"
+        if retry_at is not None:
+            text += f" (retry at {retry_at.isoformat() if hasattr(retry_at, 'isoformat') else retry_at})"
+        super().__init__(text)
+
+
+@runtime_checkable
+class HealthView(Protocol):
+    """What the adapters need from a health client; HealthClient and FakeHealthClient both are one."""
+
+    def state(self, target: str) -> TargetState | None:
+        """The current state of ``target``, or None if it was never heard of."""
+        ...
+
+    def is_available(self, target: str) -> bool:
+        """Whether callers should use ``target`` now."""
+        ...
+
+    def feature_available(self, feature: str) -> bool:
+        """Whether every target providing ``feature`` is available."""
+        ...
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback`` for every state change; returns a function that unsubscribes."""
+        ...
+
+
+class _Listener(Generic[T]):
+    """One registered callback; async ones get an ordered queue and a worker task."""
+
+    def __init__(self, callback: Callable[[T], Awaitable[None] | None], what: str) -> None:
+        self.callback = callback
+        self.what = what
+        call = getattr(callback, "__call__", None)  # noqa: B004 - async callable objects count too
+        self.is_async = inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call)
+        self.queue: asyncio.Queue[T] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def deliver(self, item: T) -> None:
+        if not self.is_async:
+            try:
+                result = self.callback(item)
+            except Exception:
+                log.exception("%s callback %r failed", self.what, self.callback)
+                return
+            if inspect.isawaitable(result):  # a sync function that returned an awaitable
+                self.is_async = True
+                self._ensure_worker()
+                assert self.queue is not None
+                self.queue.put_nowait(_AwaitableItem(result))  # type: ignore[arg-type]
+            return
+        self._ensure_worker()
+        assert self.queue is not None
+        self.queue.put_nowait(item)
+
+    def _ensure_worker(self) -> None:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        assert self.queue is not None
+        while True:
+            item = await self.queue.get()
+            try:
+                if isinstance(item, _AwaitableItem):
+                    await item.awaitable
+                else:
+                    result = self.callback(item)
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                log.exception("%s callback %r failed", self.what, self.callback)
+            finally:
+                self.queue.task_done()
+
+    async def drain(self) -> None:
+        if self.queue is not None and self.task is not None and not self.task.done():
+            await self.queue.join()
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _AwaitableItem:
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[None]) -> None:
+        self.awaitable = awaitable
+
+
+class HealthViewBase:
+    """State queries, callbacks, ``changes()`` and ``wait_for`` over a :class:`StateTable`."""
+
+    def __init__(self, table: StateTable, clock: Callable[[], float] = time.monotonic) -> None:
+        self._table = table
+        self._clock = clock
+        # The same dict objects as the table's (updated in place): one attribute lookup less.
+        self._available = table.available
+        self._features_ok = table.features_ok
+        self._listeners: list[_Listener[StateChanged]] = []
+        self._bus_listeners: list[_Listener[BusStatus]] = []
+        self._queues: set[asyncio.Queue[StateChanged]] = set()
+        self._waiters: dict[str, list[tuple[Collection[str], asyncio.Future[TargetState]]]] = {}
+
+    # ------------------------------------------------------------ queries (hot path)
+
+    def is_available(self, target: str) -> bool:
+        """True when callers should use ``target`` now: one dict lookup, safe on every request.
+
+        ``healthy`` and ``degraded`` are available; ``unknown``, ``unavailable``,
+        ``recovering`` and targets never heard of are not. While the bus is lost and the
+        states are stale, the bus-loss policy decides.
+        """
+        return self._available.get(target, self._table.default_available)
+
+    def feature_available(self, feature: str) -> bool:
+        """False while any target providing ``feature`` is not available (see :meth:`is_available`)."""
+        return self._features_ok.get(feature, self._table.default_feature)
+
+    def state(self, target: str) -> TargetState | None:
+        """The current :class:`TargetState` of ``target``, or None if it was never heard of."""
+        return self._table.states.get(target)
+
+    def states(self) -> dict[str, TargetState]:
+        """A copy of every known target's current state."""
+        return dict(self._table.states)
+
+    @property
+    def bus(self) -> BusStatus:
+        """How the link to the bus is doing (connected, stale, since when lost)."""
+        return self._table.status(self._clock())
+
+    # ------------------------------------------------------------ subscriptions
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` after every state change (sync or async); returns an unsubscribe function.
+
+        The client's state is updated before the callback runs. An exception in the
+        callback is logged and never stops the client.
+        """
+        listener: _Listener[StateChanged] = _Listener(callback, "on_change")
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+            listener.stop()
+
+        return unsubscribe
+
+    def on_bus_change(self, callback: BusCallback) -> Callable[[], None]:
+        """Call ``callback(BusStatus)`` when the bus link is lost, goes stale or comes back."""
+        listener: _Listener[BusStatus] = _Listener(callback, "on_bus_change")
+        self._bus_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._bus_listeners.remove(listener)
+            listener.stop()
+
+        return unsubscribe
+
+    async def changes(self) -> AsyncIterator[StateChanged]:
+        """Every state change from now on, as an async iterator (``async for event in health.changes()``)."""
+        queue: asyncio.Queue[StateChanged] = asyncio.Queue(CHANGES_QUEUE_SIZE)
+        self._queues.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.discard(queue)
+
+    async def wait_for(self, target: str, state: str | Iterable[str], *, timeout: float | None = None) -> TargetState:
+        """Wait until ``target`` is in ``state`` (one state or several); its TargetState.
+
+        Returns at once if it already is. Raises TimeoutError after ``timeout`` seconds.
+        """
+        wanted: Collection[str] = frozenset((state,) if isinstance(state, str) else state)
+        current = self._table.states.get(target)
+        if current is not None and current.state in wanted:
+            return current
+        future: asyncio.Future[TargetState] = asyncio.get_running_loop().create_future()
+        entry = (wanted, future)
+        self._waiters.setdefault(target, []).append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            now = self._table.states.get(target)
+            shown = now.state if now is not None else "never heard of"
+            expected = "/".join(sorted(wanted))
+            raise TimeoutError(f"{target} did not become {expected} within {timeout}s (now: {shown})") from None
+        finally:
+            waiters = self._waiters.get(target)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(entry)
+                if not waiters:
+                    del self._waiters[target]
+
+    async def drain(self) -> None:
+        """Wait until every async callback has handled every event delivered so far."""
+        for listener in self._all_listeners():
+            await listener.drain()
+
+    # ------------------------------------------------------------ delivery
+
+    def _handle(self, event: StateChanged) -> TargetState | None:
+        """Apply ``event`` to the table, then tell everyone; None if it was ignored."""
+        new = self._table.apply(event)
+        if new is None:
+            return None
+        for listener in list(self._listeners):
+            listener.deliver(event)
+        for queue in list(self._queues):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                log.warning("changes() consumer is %d events behind: dropped the oldest", CHANGES_QUEUE_SIZE)
+            queue.put_nowait(event)
+        waiters = self._waiters.get(event.target)
+        if waiters:
+            for wanted, future in list(waiters):
+                if new.state in wanted and not future.done():
+                    future.set_result(new)
+        return new
+
+    def _bus_changed(self) -> None:
+        status = self.bus
+        for listener in list(self._bus_listeners):
+            listener.deliver(status)
+
+    def _all_listeners(self) -> list[_Listener[Any]]:
+        return [*self._listeners, *self._bus_listeners]
+
+    def _stop_listeners(self) -> None:
+        for listener in self._all_listeners():
+            listener.stop()

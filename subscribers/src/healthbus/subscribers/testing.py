@@ -1,0 +1,160 @@
+"""Test mode: an in-memory stand-in for HealthClient, driven by your unit tests.
+
+::
+
+    from healthbus.subscribers.testing import FakeHealthClient
+
+    health = FakeHealthClient({"redis-main": "healthy"})
+    cache = HealthyRedis(redis, health, target="redis-main")
+    health.set_state("redis-main", "unavailable")   # callbacks run, is_available() is False
+    ...
+    health.set_state("redis-main", "healthy")
+
+It has the same public surface as :class:`~healthbus.subscribers.HealthClient` (state,
+is_available, feature_available, on_change, on_bus_change, changes, wait_for, drain, bus)
+and answers with the same rules, because both keep their knowledge in the same table.
+No NATS is involved. ``set_state`` builds a proper StateChanged (next seq, previous state,
+a breaker matching the state unless given) and delivers it like one from the bus:
+the state is updated first, then callbacks run. Async callbacks need a running event
+loop; ``await health.drain()`` waits until they have run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Final, Self
+
+from healthbus.protocol import BreakerState, State, StateChanged, utcnow, validate_target
+from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
+from healthbus.subscribers._view import HealthViewBase
+
+__all__ = ["FakeHealthClient"]
+
+_BREAKER_FOR: Final[dict[str, BreakerState]] = {
+    "unknown": "closed",
+    "healthy": "closed",
+    "degraded": "closed",
+    "unavailable": "open",
+    "recovering": "half_open",
+}
+
+
+class _ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeHealthClient(HealthViewBase):
+    """A HealthClient stand-in for tests: ``set_state("redis-main", "unavailable")``.
+
+    ``states`` gives initial states (no callbacks are called for them); ``features``
+    maps a target to the features it provides (used by ``set_state`` unless given there).
+    ``on_bus_loss`` is the policy :meth:`set_bus_lost` applies.
+    """
+
+    def __init__(
+        self,
+        states: Mapping[str, State] | None = None,
+        *,
+        features: Mapping[str, Iterable[str]] | None = None,
+        on_bus_loss: BusLossPolicy = "keep",
+    ) -> None:
+        self._manual_clock = _ManualClock()
+        super().__init__(StateTable(stale_after=0.0, policy=validate_policy(on_bus_loss)), self._manual_clock)
+        self._features: dict[str, list[str]] = {k: list(v) for k, v in (features or {}).items()}
+        self.events: list[StateChanged] = []
+        """Every StateChanged this fake has produced, in order."""
+        for target, state in (states or {}).items():
+            self._table.apply(self._event(target, state))
+
+    def set_state(
+        self,
+        target: str,
+        state: State,
+        *,
+        breaker: BreakerState | None = None,
+        retry_at: datetime | None = None,
+        features: Iterable[str] | None = None,
+        reason: str = "set by test",
+        failures: int | None = None,
+        attempt: int = 0,
+        flapping: bool = False,
+    ) -> StateChanged:
+        """Move ``target`` to ``state`` and deliver the StateChanged to everyone listening; returns it."""
+        event = self._event(
+            target,
+            state,
+            breaker=breaker,
+            retry_at=retry_at,
+            features=features,
+            reason=reason,
+            failures=failures,
+            attempt=attempt,
+            flapping=flapping,
+        )
+        self._handle(event)
+        return event
+
+    def deliver(self, event: StateChanged) -> bool:
+        """Deliver a ready-made StateChanged (as if from the bus); False if ignored by seq."""
+        return self._handle(event) is not None
+
+    def set_bus_lost(self, lost: bool = True) -> None:
+        """Simulate losing the bus (states go stale at once, the policy applies) or getting it back."""
+        table = self._table
+        flipped = table.mark_lost(self._manual_clock.now, immediately=True) if lost else table.mark_restored()
+        if flipped:
+            self._bus_changed()
+
+    async def close(self) -> None:
+        """Stop async callback workers (for symmetry with HealthClient)."""
+        self._stop_listeners()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _event(
+        self,
+        target: str,
+        state: State,
+        *,
+        breaker: BreakerState | None = None,
+        retry_at: datetime | None = None,
+        features: Iterable[str] | None = None,
+        reason: str = "set by test",
+        failures: int | None = None,
+        attempt: int = 0,
+        flapping: bool = False,
+    ) -> StateChanged:
+        old = self._table.states.get(validate_target(target))
+        if features is not None:
+            self._features[target] = list(features)
+        feature_list = self._features.get(target, list(old.features) if old is not None else [])
+        if failures is None:
+            failures = 0 if state in ("healthy", "degraded") else (old.failures + 1 if old is not None else 1)
+        event = StateChanged(
+            target=target,
+            seq=(old.seq + 1) if old is not None else 1,
+            at=utcnow(),
+            previous=old.state if old is not None else "unknown",
+            state=state,
+            breaker=breaker or _BREAKER_FOR[state],
+            reason=reason,
+            failures=failures,
+            attempt=attempt,
+            retry_at=retry_at,
+            features=feature_list,
+            flapping=flapping,
+        )
+        self.events.append(event)
+        return event
