@@ -16,6 +16,7 @@ import pytest
 
 from healthbus.cli._embedded import EmbeddedNats
 from healthbus.protocol import decode_state_changed, format_timestamp
+from healthbus.subscribers import HealthClient
 from tests.cli._support import run_cli, wait_until
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer
@@ -38,10 +39,6 @@ async def test_outage_is_seen_by_a_service_and_recorded(
     nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Redis stops → the service sees unavailable; restarts → healthy; replay/state-at/metrics tell the story."""
-    HealthClient = pytest.importorskip("healthbus.subscribers").__dict__.get("HealthClient")
-    if HealthClient is None:  # TEMPORARY until the subscriber library lands
-        pytest.skip("HealthClient is not built yet")
-
     stack = Stack(nats_server.url, fast_config([("redis", "redis", redis_server.url)]), tmp_path / "stack")
     try:
         await stack.start()
