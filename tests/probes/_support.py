@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -28,6 +29,15 @@ def result_of(target: str, outcome: str | None = None) -> Callable[[ProbeResult]
 
     def matches(result: ProbeResult) -> bool:
         return result.target == target and (outcome is None or result.outcome == outcome)
+
+    return matches
+
+
+def result_since(target: str, since: datetime) -> Callable[[ProbeResult], bool]:
+    """A predicate: a result of ``target`` observed at or after ``since``."""
+
+    def matches(result: ProbeResult) -> bool:
+        return result.target == target and result.observed_at >= since
 
     return matches
 
