@@ -117,13 +117,9 @@ async def coordinator_service_role(link: Link, url: str, config_text: str) -> No
 # ---------------------------------------------------------------- measuring
 
 
-async def _info(port: int) -> dict[str, Any]:
-    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        info: dict[str, Any] = await client.info("all")
-        return info
-    finally:
-        await client.aclose()
+async def _info(client: aioredis.Redis) -> dict[str, Any]:
+    info: dict[str, Any] = await client.info("all")
+    return info
 
 
 def _calls(info: dict[str, Any]) -> tuple[int, int]:
@@ -160,11 +156,17 @@ async def _measure(redis: BenchRedis, instances: list[Child], duration: float) -
     await _await_state(instances, True, _SETTLE_TIMEOUT_S)
     # One full interval more, so every checker is in its steady rhythm.
     await asyncio.sleep(INTERVAL_S)
-    before = await _info(redis.port)
-    t0 = now_ns()
-    await asyncio.sleep(duration)
-    after = await _info(redis.port)
-    t1 = now_ns()
+    # One sampling connection for both samples, so the only commands of ours between
+    # them are the first INFO itself.
+    sampler = aioredis.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        before = await _info(sampler)
+        t0 = now_ns()
+        await asyncio.sleep(duration)
+        after = await _info(sampler)
+        t1 = now_ns()
+    finally:
+        await sampler.aclose()
     ping0, all0 = _calls(before)
     ping1, all1 = _calls(after)
     elapsed = (t1 - t0) / 1e9

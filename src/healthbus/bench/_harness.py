@@ -20,6 +20,7 @@ __all__ = [
     "RunningCoordinator",
     "RunningProbeWorker",
     "open_health_client",
+    "redis_adapter",
     "require_coordinator",
     "require_health_client",
     "require_probe_worker",
@@ -163,3 +164,18 @@ async def open_health_client(url: str, prefix: str) -> AsyncIterator[Any]:
     client_cls = _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
     async with client_cls.connect(url, prefix=prefix) as health:
         yield health
+
+
+@contextlib.asynccontextmanager
+async def redis_adapter(health: Any, url: str, target: str) -> AsyncIterator[Any]:
+    """The subscriber library's Redis adapter around a fresh redis-py client for ``url``."""
+    import redis.asyncio as aioredis
+
+    adapter_cls = _attr(
+        "healthbus.subscribers.redis", "HealthAwareRedis", "the Redis adapter (healthbus.subscribers.redis)"
+    )
+    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        yield adapter_cls(client, health, target)
+    finally:
+        await client.aclose()

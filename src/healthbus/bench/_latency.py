@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import nats.errors
+
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
 from healthbus.bench._measure import machine_description, now_ns, summarize_ms
 from healthbus.bench._natsutil import bench_connect
@@ -110,7 +112,12 @@ async def run(opts: BenchOptions) -> SuiteResult:
             await nc.flush()
             healthy: set[str] = set()
             while len(healthy) < len(names):
-                msg = await state_sub.next_msg(timeout=30)
+                try:
+                    msg = await state_sub.next_msg(timeout=30)
+                except nats.errors.TimeoutError:
+                    raise RuntimeError(
+                        f"the coordinator announced {len(healthy)} of {len(names)} targets healthy within 30 s"
+                    ) from None
                 event = decode_state_changed(msg.data)
                 if event.state == "healthy":
                     healthy.add(event.target)

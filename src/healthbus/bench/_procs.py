@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -116,9 +117,14 @@ def _arm_pdeathsig() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _bootstrap(role: Role, conn: multiprocessing.connection.Connection, name: str, args: tuple[Any, ...]) -> None:
+def _bootstrap(
+    role: Role, conn: multiprocessing.connection.Connection, name: str, log_level: int, args: tuple[Any, ...]
+) -> None:
     """Entry point of every child process."""
     _arm_pdeathsig()
+    logging.basicConfig(
+        level=log_level, stream=sys.stderr, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
     os.dup2(2, 1)  # never write to the parent's stdout (it carries the JSON)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     link = Link(conn, name)
@@ -178,7 +184,10 @@ class ChildGroup:
         """Start ``role(link, *args)`` in a new process named ``name``."""
         ctx = context()
         parent_conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=_bootstrap, args=(role, child_conn, name, args), name=name, daemon=True)  # type: ignore[attr-defined]
+        # Children are quiet (errors only) unless the command runs with -v.
+        level = logging.getLogger().getEffectiveLevel()
+        log_level = level if level < logging.WARNING else logging.ERROR
+        process = ctx.Process(target=_bootstrap, args=(role, child_conn, name, log_level, args), name=name, daemon=True)  # type: ignore[attr-defined]
         process.start()
         child_conn.close()
         child = Child(process, Link(parent_conn, name))

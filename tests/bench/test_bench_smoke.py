@@ -1,0 +1,152 @@
+"""Every benchmark suite, at smoke size, through the real ``healthbus bench`` command.
+
+These keep the benchmarks from rotting: each suite must start its servers and children,
+finish, clean up and print one JSON object with the keys the issue names. No timing is
+asserted (the machine is shared); only shapes and sanity (counts add up, p50 <= p99).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness._util import require, unavailable
+
+HEALTHBUS = str(Path(sys.executable).parent / "healthbus")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.nats]
+
+KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "coordinator": {
+        "messages": int,
+        "baseline_msgs_per_s": float,
+        "coordinator_msgs_per_s": float,
+        "ratio": float,
+        "transitions": int,
+        "coordinator_cpu_s": float,
+        "coordinator_peak_rss_mb": float,
+    },
+    "latency": {"subscribers": int, "samples": int, "p50_ms": float, "p99_ms": float, "max_ms": float},
+    "scale": {"results_per_s": float, "kept_up": bool, "lag_p99_ms": float, "bytes_per_target": int},
+    "fanout": {
+        "checks_per_s_baseline": float,
+        "checks_per_s_healthbus": float,
+        "connections_baseline": int,
+        "connections_healthbus": int,
+        "degrade_all_ms_baseline": float,
+        "degrade_all_ms_healthbus": float,
+    },
+    "client": {"is_available_ns": float, "get_plain_us": float, "get_adapter_us": float, "adapter_overhead_us": float},
+}
+
+
+def bench(suite: str, *extra: str) -> dict[str, Any]:
+    """Run ``healthbus bench SUITE --size smoke --json`` and return its one JSON object."""
+    proc = subprocess.run(
+        [HEALTHBUS, "bench", suite, "--size", "smoke", "--json", *extra],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"expected one JSON line, got {proc.stdout!r}; stderr: {proc.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads(lines[0])
+    if "error" in result and "is not available" in result["error"]:
+        unavailable(f"bench {suite}: {result['error']}")  # a component not built here yet
+    assert proc.returncode == 0, f"exit {proc.returncode}: {result.get('error')}; stderr: {proc.stderr[-3000:]}"
+    return result
+
+
+def check_keys(result: dict[str, Any], suite: str) -> None:
+    """Every key the issue names is there, with the right type, plus the common ones."""
+    assert result["suite"] == suite
+    assert result["size"] == "smoke"
+    for key, kind in KEYS[suite].items():
+        assert key in result, f"{suite}: missing {key}"
+        value = result[key]
+        if kind is float:
+            assert isinstance(value, int | float), f"{key}={value!r}"
+            assert not isinstance(value, bool), f"{key}={value!r}"
+        else:
+            assert isinstance(value, kind), f"{key}={value!r} is not {kind}"
+    assert isinstance(result["goals"], list)
+    assert result["machine"]["nproc"] >= 1
+
+
+def test_coordinator_suite() -> None:
+    """The coordinator decides every published message; both rates and the ratio are positive."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    result = bench("coordinator", "--messages", "1500", "--targets", "10")
+    check_keys(result, "coordinator")
+    assert result["messages"] == 1500
+    assert result["baseline_received"] == 1500
+    assert result["coordinator_decided"] == 1500
+    assert result["baseline_msgs_per_s"] > 0
+    assert result["coordinator_msgs_per_s"] > 0
+    assert result["ratio"] > 0
+    assert result["transitions"] > 0
+    assert result["unpublished"] == 0
+
+
+def test_latency_suite() -> None:
+    """Every subscriber sees every injected failure once; percentiles are ordered."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    result = bench("latency", "--subscribers", "2", "--targets", "2")
+    check_keys(result, "latency")
+    assert result["subscribers"] == 2
+    assert result["samples"] == 2 * 2
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_scale_suite() -> None:
+    """The coordinator takes the paced load and reports a memory figure."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    result = bench("scale", "--targets", "30", "--duration", "1.5")
+    check_keys(result, "scale")
+    assert result["targets"] == 30
+    assert result["results_per_s"] > 0
+    assert result["lag_samples"] > 0
+    assert result["bytes_per_target"] > 0
+
+
+@pytest.mark.redis
+def test_fanout_suite() -> None:
+    """Each baseline instance holds its own Redis connection; healthbus holds one per worker."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    require("redis-server", "the benchmark starts its own redis-server")
+    result = bench("fanout", "--instances", "3", "--duration", "1.5")
+    check_keys(result, "fanout")
+    assert result["instances"] == 3
+    assert result["connections_baseline"] == 3
+    assert 1 <= result["connections_healthbus"] <= result["probe_workers"]
+    assert result["checks_per_s_baseline"] > 0
+    assert result["checks_per_s_healthbus"] > 0
+    assert result["degrade_all_ms_baseline"] > 0
+    assert result["degrade_all_ms_healthbus"] > 0
+
+
+@pytest.mark.redis
+def test_client_suite() -> None:
+    """is_available() and the Redis adapter's GET are timed against their baselines."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    require("redis-server", "the benchmark starts its own redis-server")
+    result = bench("client")
+    check_keys(result, "client")
+    assert result["is_available_ns"] > 0
+    assert result["get_plain_us"] > 0
+    assert result["get_adapter_us"] > 0
+
+
+def test_unknown_suite_is_a_usage_error() -> None:
+    """A misspelt suite name exits 2 and names the suites."""
+    proc = subprocess.run([HEALTHBUS, "bench", "coordinater"], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert "coordinator" in proc.stderr
