@@ -99,6 +99,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
         quorum="any", backoff_base="60s", backoff_max="60s", flap=False,
     )  # fmt: skip
     samples: list[int] = []
+    firsts: list[int] = []  # per injection: the first subscriber's sample
     async with embedded_nats(opts.workdir) as server, ChildGroup() as group:
         coordinator = group.start("coordinator", coordinator_role, server.url, config_text)
         await coordinator.link.expect("ready", 60)
@@ -132,10 +133,21 @@ async def run(opts: BenchOptions) -> SuiteResult:
                 await nc.flush()
                 arrived = await _collect(children, name, "unavailable", 30)
                 samples.extend(t - sent for t in arrived)
+                firsts.append(min(arrived) - sent)
         finally:
             await nc.close()
     stats = summarize_ms(samples)
-    data: dict[str, Any] = {"subscribers": subscribers, "samples": len(samples), "failures_injected": rounds, **stats}
+    first = summarize_ms(firsts)
+    data: dict[str, Any] = {
+        "subscribers": subscribers,
+        "samples": len(samples),
+        "failures_injected": rounds,
+        **stats,
+        # The first subscriber to hear of a failure shows the pipeline itself; the gap
+        # to the rest is the time the machine takes to wake and run every subscriber.
+        "first_subscriber_p50_ms": first["p50_ms"],
+        "first_subscriber_p99_ms": first["p99_ms"],
+    }
     goals = [Goal(f"p99 < {GOAL_P99_MS:g} ms on loopback", stats["p99_ms"] < GOAL_P99_MS, f"p99 {stats['p99_ms']} ms")]
     notes = [
         "publish → coordinator decides → JetStream stores → 1 ordered consumer per subscriber → callback; "
