@@ -1,0 +1,219 @@
+"""A bounded in-memory key/value cache with TTL and LRU eviction (the Redis adapter's fallback).
+
+Pure: no I/O, no redis import, time comes from an injected monotonic clock.
+
+Invariants:
+
+- Never more than ``max_entries`` keys (a hash counts as one key): inserting one more
+  evicts the least recently used key (counted in ``evictions``).
+- Every entry expires: at its own TTL if it has one, and never later than
+  ``default_ttl`` after it was written (when ``default_ttl`` is not None). Expired entries
+  are never returned; they are removed when touched or when space is needed.
+- Keys and hash fields are bytes (the adapter encodes them the way redis-py does);
+  values are stored as given (already in the form Redis would return them).
+- ``hits`` / ``misses`` count lookups (GET, HGET) that found / did not find a value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+_MISSING: Any = object()
+
+
+class _Entry:
+    __slots__ = ("expires_at", "value")
+
+    def __init__(self, value: Any, expires_at: float | None) -> None:
+        self.value = value
+        self.expires_at = expires_at
+
+
+class LocalCache:
+    """Bounded TTL + LRU cache with the operations of the Redis adapter's degraded mode."""
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        default_ttl: float | None = 300.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"invalid max_entries {max_entries!r}: expected at least 1")
+        if default_ttl is not None and default_ttl <= 0:
+            raise ValueError(f"invalid default_ttl {default_ttl!r}: expected seconds > 0 or None")
+        self.max_entries = max_entries
+        self.default_ttl = default_ttl
+        self._clock = clock
+        self._data: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # ------------------------------------------------------------ internals
+
+    def _live(self, key: bytes) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at is not None and entry.expires_at <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        if ttl is None:
+            ttl = self.default_ttl
+        elif self.default_ttl is not None:
+            ttl = min(ttl, self.default_ttl)
+        return None if ttl is None else self._clock() + ttl
+
+    def _store(self, key: bytes, value: Any, expires_at: float | None) -> None:
+        if key in self._data:
+            self._data[key] = _Entry(value, expires_at)
+            self._data.move_to_end(key)
+            return
+        if len(self._data) >= self.max_entries:
+            self._purge_expired()
+        while len(self._data) >= self.max_entries:
+            self._data.popitem(last=False)
+            self.evictions += 1
+        self._data[key] = _Entry(value, expires_at)
+
+    def _purge_expired(self) -> None:
+        now = self._clock()
+        for key in [k for k, e in self._data.items() if e.expires_at is not None and e.expires_at <= now]:
+            del self._data[key]
+
+    # ------------------------------------------------------------ strings
+
+    def get(self, key: bytes) -> Any:
+        """The value, or None when missing, expired or a hash (a miss)."""
+        entry = self._live(key)
+        if entry is None or isinstance(entry.value, dict):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry.value
+
+    def set(
+        self,
+        key: bytes,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        nx: bool = False,
+        xx: bool = False,
+        keepttl: bool = False,
+    ) -> bool:
+        """SET with Redis's NX / XX / KEEPTTL meaning; False when NX/XX prevented it."""
+        entry = self._live(key)
+        if (nx and entry is not None) or (xx and entry is None):
+            return False
+        if keepttl and entry is not None and ttl is None:
+            expires_at = entry.expires_at if entry.expires_at is not None else self._expiry(None)
+        else:
+            expires_at = self._expiry(ttl)
+        self._store(key, value, expires_at)
+        return True
+
+    def put(self, key: bytes, value: Any, *, ttl: float | None = None) -> None:
+        """Remember a value read from Redis (None: the key does not exist there, forget it)."""
+        if value is None:
+            self._data.pop(key, None)
+        else:
+            self._store(key, value, self._expiry(ttl))
+
+    def delete(self, keys: Iterable[bytes]) -> int:
+        """DEL: how many of ``keys`` existed."""
+        removed = 0
+        for key in keys:
+            if self._live(key) is not None:
+                del self._data[key]
+                removed += 1
+        return removed
+
+    def forget(self, keys: Iterable[bytes]) -> None:
+        """Drop ``keys`` without counting anything."""
+        for key in keys:
+            self._data.pop(key, None)
+
+    def exists(self, keys: Iterable[bytes]) -> int:
+        """EXISTS: how many of ``keys`` exist (a key named twice counts twice, as in Redis)."""
+        return sum(1 for key in keys if self._live(key) is not None)
+
+    def expire(
+        self, key: bytes, ttl: float, *, nx: bool = False, xx: bool = False, gt: bool = False, lt: bool = False
+    ) -> bool:
+        """EXPIRE with NX/XX/GT/LT; False when the key is missing or a condition failed.
+
+        ``ttl`` <= 0 deletes the key (as Redis does). A TTL is still capped by
+        ``default_ttl``; GT/LT compare against the TTL the entry really has here.
+        """
+        entry = self._live(key)
+        if entry is None:
+            return False
+        new_expiry = self._clock() + ttl
+        current = entry.expires_at
+        if nx and current is not None:
+            return False
+        if xx and current is None:
+            return False
+        if gt and (current is None or new_expiry <= current):
+            return False
+        if lt and current is not None and new_expiry >= current:
+            return False
+        if ttl <= 0:
+            del self._data[key]
+            return True
+        entry.expires_at = self._expiry(ttl)
+        return True
+
+    # ------------------------------------------------------------ hashes
+
+    def hget(self, key: bytes, field: bytes) -> Any:
+        """The hash field's value, or None (a miss)."""
+        entry = self._live(key)
+        value = entry.value.get(field, _MISSING) if entry is not None and isinstance(entry.value, dict) else _MISSING
+        if value is _MISSING:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def hset(self, key: bytes, fields: Mapping[bytes, Any]) -> int:
+        """HSET: set ``fields`` in the hash at ``key``; how many fields were new.
+
+        A string value at ``key`` is replaced (Redis would answer WRONGTYPE; a cache has
+        no business failing the call). Keeps the hash's expiry when it exists.
+        """
+        entry = self._live(key)
+        if entry is None or not isinstance(entry.value, dict):
+            mapping: dict[bytes, Any] = {}
+            self._store(key, mapping, self._expiry(None))
+        else:
+            mapping = entry.value
+        added = sum(1 for f in fields if f not in mapping)
+        mapping.update(fields)
+        return added
+
+    def hput(self, key: bytes, field: bytes, value: Any) -> None:
+        """Remember a hash field read from Redis (None: it does not exist there, forget it)."""
+        entry = self._live(key)
+        if value is None:
+            if entry is not None and isinstance(entry.value, dict):
+                entry.value.pop(field, None)
+            return
+        self.hset(key, {field: value})
+
+    def clear(self) -> None:
+        """Drop everything (metrics are kept)."""
+        self._data.clear()

@@ -1,0 +1,349 @@
+"""Redis adapter: serve GET/SET/DELETE/EXISTS/EXPIRE/HGET/HSET from a local cache while Redis is down.
+
+``pip install 'healthbus-subscribers[redis]'``::
+
+    from healthbus.subscribers.redis import HealthyRedis, LocalCache
+
+    cache = HealthyRedis(redis.asyncio.Redis.from_url(url), health, target="redis-main")
+    await cache.set("k", "v", ex=60)
+    await cache.get("k")
+
+When Redis is used (the target is available and no local trip is active), every call
+goes to Redis and its result also updates the local cache (write-through on writes,
+read-through on reads), so a fallback has recent data. The local cache is used instead:
+
+- while the health client says the target is not available (unavailable, recovering,
+  unknown, or the bus-loss policy says so), and
+- after a call fails here with a connection error or timeout (``redis.exceptions.ConnectionError``
+  / ``TimeoutError``, ``OSError``), before the bus verdict arrives: that call is served
+  from the cache and the adapter stays local for ``local_cooldown`` seconds, or until
+  the bus publishes a *newer* verdict saying the target is available.
+
+Consistency in degraded mode (what you get, exactly):
+
+- Reads return what this process last read from or wrote to Redis, or wrote locally
+  during the outage, at most ``default_ttl`` old (and never past a TTL it knew about). A
+  key this process never touched is a miss: GET/HGET return None, like a missing key.
+  Values may be older than Redis's; a key Redis already expired (with a TTL this process
+  did not see, e.g. set by another service) may still be returned until ``default_ttl``.
+- Writes (SET, DELETE, EXPIRE, HSET) during the outage change only this process's
+  cache. They are **not** written to Redis later and are **not** seen by other
+  processes. When Redis is back, the keys written locally are dropped from the cache
+  (they never were in Redis, so a later outage must not serve them); Redis still has
+  whatever it had before the outage.
+- A write that failed with a timeout may or may not have reached Redis.
+- Other commands are not wrapped: use ``.redis`` for them, and handle errors yourself.
+
+Metrics: ``hits``, ``misses``, ``evictions`` (from the cache), ``fallback_calls`` (calls
+served locally), ``local_trips`` (connection errors that sent us local), ``redis_calls``;
+``metrics()`` returns them as a dict, ``register_metrics(registry)`` exports them to a
+prometheus_client registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+try:
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError("healthbus.subscribers.redis needs redis-py: pip install 'healthbus-subscribers[redis]'") from exc
+
+from healthbus.subscribers._cache import LocalCache
+from healthbus.subscribers._view import HealthView
+
+__all__ = ["HealthyRedis", "LocalCache"]
+
+log = logging.getLogger("healthbus.subscribers.redis")
+
+#: Errors that mean "Redis is not reachable from here", as opposed to a bad command.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_RedisConnectionError, _RedisTimeoutError, OSError)
+
+R = TypeVar("R")
+Expiry = int | timedelta  # as redis-py types them
+
+
+def _seconds(value: Expiry) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class HealthyRedis:
+    """A ``redis.asyncio.Redis`` wrapper that falls back to a :class:`LocalCache` (module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        health: HealthView,
+        target: str = "redis-main",
+        cache: LocalCache | None = None,
+        *,
+        local_cooldown: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.health = health
+        self.target = target
+        self.cache = cache if cache is not None else LocalCache()
+        self.local_cooldown = local_cooldown
+        self._clock = clock
+        self._encoder = redis.get_encoder()  # type: ignore[no-untyped-call]
+        self._tripped_until = 0.0
+        self._trip_seq = 0
+        self._local_writes: set[bytes] = set()
+        self._was_local = False
+        self.fallback_calls = 0
+        self.local_trips = 0
+        self.redis_calls = 0
+
+    # ------------------------------------------------------------ metrics
+
+    @property
+    def hits(self) -> int:
+        """Cache lookups that found a value."""
+        return self.cache.hits
+
+    @property
+    def misses(self) -> int:
+        """Cache lookups that found nothing."""
+        return self.cache.misses
+
+    @property
+    def evictions(self) -> int:
+        """Entries pushed out of the cache by the size bound."""
+        return self.cache.evictions
+
+    def metrics(self) -> dict[str, int]:
+        """Every counter, by name."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "fallback_calls": self.fallback_calls,
+            "local_trips": self.local_trips,
+            "redis_calls": self.redis_calls,
+            "cache_entries": len(self.cache),
+        }
+
+    def register_metrics(self, registry: Any, prefix: str = "healthbus_redis_fallback") -> None:
+        """Export the counters to a ``prometheus_client.CollectorRegistry`` (labelled by target)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        adapter = self
+
+        class _Collector:
+            def collect(self) -> Iterator[Any]:
+                values = adapter.metrics()
+                for name in ("hits", "misses", "evictions", "fallback_calls", "local_trips", "redis_calls"):
+                    family = CounterMetricFamily(f"{prefix}_{name}", f"Redis adapter {name}", labels=["target"])
+                    family.add_metric([adapter.target], values[name])
+                    yield family
+                gauge = GaugeMetricFamily(f"{prefix}_cache_entries", "Local cache entries", labels=["target"])
+                gauge.add_metric([adapter.target], values["cache_entries"])
+                yield gauge
+
+        registry.register(_Collector())
+
+    # ------------------------------------------------------------ routing
+
+    @property
+    def local(self) -> bool:
+        """True when calls are served from the local cache right now."""
+        return not self._use_redis()
+
+    def _use_redis(self) -> bool:
+        if not self.health.is_available(self.target):
+            return False
+        if self._tripped_until:
+            state = self.health.state(self.target)
+            newer_verdict = state is not None and state.seq > self._trip_seq
+            if self._clock() < self._tripped_until and not newer_verdict:
+                return False
+            self._tripped_until = 0.0
+        return True
+
+    def _trip(self, exc: BaseException) -> None:
+        self.local_trips += 1
+        state = self.health.state(self.target)
+        self._trip_seq = state.seq if state is not None else 0
+        self._tripped_until = self._clock() + self.local_cooldown
+        log.warning(
+            "%s: %s; serving from the local cache for %.1fs or until healthbus says it is back",
+            self.target,
+            type(exc).__name__,
+            self.local_cooldown,
+        )
+
+    async def _call(self, remote: Callable[[], Awaitable[R]], local: Callable[[], R]) -> R:
+        if self._use_redis():
+            if self._was_local:
+                await self._back_to_redis()
+            try:
+                result = await remote()
+            except CONNECTION_ERRORS as exc:
+                self._trip(exc)
+            else:
+                self.redis_calls += 1
+                return result
+        self._was_local = True
+        self.fallback_calls += 1
+        return local()
+
+    async def _back_to_redis(self) -> None:
+        self._was_local = False
+        # Idle pooled connections most likely died with the outage: drop them so the first
+        # call after recovery does not fail on one and trip us straight back to local.
+        try:
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+        except Exception as exc:  # a failing cleanup must not fail the call
+            log.debug("%s: dropping idle connections failed: %s", self.target, type(exc).__name__)
+        if self._local_writes:
+            self.cache.forget(self._local_writes)
+            log.info("%s: back to Redis; dropped %d locally written keys", self.target, len(self._local_writes))
+            self._local_writes.clear()
+
+    def _key(self, key: Any) -> bytes:
+        return bytes(self._encoder.encode(key))
+
+    def _value(self, value: Any) -> Any:
+        # What Redis would hand back for this value: bytes, or str with decode_responses.
+        return self._encoder.decode(self._encoder.encode(value))
+
+    # ------------------------------------------------------------ commands
+
+    async def get(self, name: Any) -> Any:
+        """GET ``name``: the value, or None."""
+        key = self._key(name)
+
+        async def remote() -> Any:
+            value = await self.redis.get(name)
+            self.cache.put(key, value)
+            return value
+
+        return await self._call(remote, lambda: self.cache.get(key))
+
+    async def set(
+        self,
+        name: Any,
+        value: Any,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+        keepttl: bool = False,
+    ) -> bool | None:
+        """SET with ``ex`` / ``px`` / ``nx`` / ``xx`` / ``keepttl``: True, or None when NX/XX prevented it."""
+        key = self._key(name)
+        ttl: float | None = None
+        if ex is not None:
+            ttl = _seconds(ex)
+        elif px is not None:
+            ttl = _seconds(px) / 1000.0 if not isinstance(px, timedelta) else px.total_seconds()
+        stored = self._value(value)
+
+        async def remote() -> bool | None:
+            result = await self.redis.set(name, value, ex=ex, px=px, nx=nx, xx=xx, keepttl=keepttl)
+            if result:
+                self.cache.set(key, stored, ttl=ttl, keepttl=keepttl)
+            return bool(result) if result is not None else None
+
+        def local() -> bool | None:
+            self._local_writes.add(key)
+            return True if self.cache.set(key, stored, ttl=ttl, nx=nx, xx=xx, keepttl=keepttl) else None
+
+        return await self._call(remote, local)
+
+    async def delete(self, *names: Any) -> int:
+        """DEL ``names``: how many existed."""
+        keys = [self._key(n) for n in names]
+
+        async def remote() -> int:
+            count = int(await self.redis.delete(*names))
+            self.cache.forget(keys)
+            return count
+
+        def local() -> int:
+            self._local_writes.update(keys)
+            return self.cache.delete(keys)
+
+        return await self._call(remote, local)
+
+    async def exists(self, *names: Any) -> int:
+        """EXISTS ``names``: how many exist (locally: how many the cache holds)."""
+        keys = [self._key(n) for n in names]
+
+        async def remote() -> int:
+            return int(await self.redis.exists(*names))
+
+        return await self._call(remote, lambda: self.cache.exists(keys))
+
+    async def expire(
+        self, name: Any, time: Expiry, nx: bool = False, xx: bool = False, gt: bool = False, lt: bool = False
+    ) -> bool:
+        """EXPIRE ``name`` in ``time`` seconds (or a timedelta), with NX/XX/GT/LT."""
+        key = self._key(name)
+        ttl = _seconds(time)
+
+        async def remote() -> bool:
+            result = bool(await self.redis.expire(name, time, nx=nx, xx=xx, gt=gt, lt=lt))
+            if result:
+                self.cache.expire(key, ttl)
+            elif not (nx or xx or gt or lt):
+                self.cache.forget([key])  # Redis says the key does not exist
+            return result
+
+        def local() -> bool:
+            self._local_writes.add(key)
+            return self.cache.expire(key, ttl, nx=nx, xx=xx, gt=gt, lt=lt)
+
+        return await self._call(remote, local)
+
+    async def hget(self, name: Any, key: Any) -> Any:
+        """HGET ``name`` ``key``: the field's value, or None."""
+        hkey, field = self._key(name), self._key(key)
+
+        async def remote() -> Any:
+            value = await self.redis.hget(name, key)
+            self.cache.hput(hkey, field, value)
+            return value
+
+        return await self._call(remote, lambda: self.cache.hget(hkey, field))
+
+    async def hset(
+        self,
+        name: Any,
+        key: Any = None,
+        value: Any = None,
+        mapping: Mapping[Any, Any] | None = None,
+        items: Sequence[Any] | None = None,
+    ) -> int:
+        """HSET ``name`` with ``key``/``value``, ``mapping`` and/or ``items``: how many fields were added."""
+        if key is None and not mapping and not items:
+            raise ValueError("'hset' with no key value pairs")
+        if items is not None and len(items) % 2:
+            raise ValueError("'hset' items must hold key/value pairs")
+        hkey = self._key(name)
+        fields: dict[bytes, Any] = {}
+        if key is not None:
+            fields[self._key(key)] = self._value(value)
+        for k, v in (mapping or {}).items():
+            fields[self._key(k)] = self._value(v)
+        if items:
+            for k, v in zip(items[::2], items[1::2], strict=True):
+                fields[self._key(k)] = self._value(v)
+
+        async def remote() -> int:
+            added = int(await self.redis.hset(name, key, value, mapping=mapping, items=items))
+            self.cache.hset(hkey, fields)
+            return added
+
+        def local() -> int:
+            self._local_writes.add(hkey)
+            return self.cache.hset(hkey, fields)
+
+        return await self._call(remote, local)

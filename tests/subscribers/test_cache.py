@@ -1,0 +1,117 @@
+"""LocalCache: TTL with an injected clock, LRU bound, Redis-like options."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthbus.subscribers._cache import LocalCache
+
+
+class Clock:
+    """A manual monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_get_set_hits_and_misses() -> None:
+    """A stored value is a hit; a missing key is a miss returning None."""
+    cache = LocalCache(clock=Clock())
+    assert cache.set(b"k", b"v")
+    assert cache.get(b"k") == b"v"
+    assert cache.get(b"nope") is None
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_ttl_and_default_ttl_cap() -> None:
+    """An entry expires at its TTL, and never later than default_ttl."""
+    clock = Clock()
+    cache = LocalCache(default_ttl=100, clock=clock)
+    cache.set(b"short", b"1", ttl=5)
+    cache.set(b"long", b"2", ttl=1000)
+    cache.set(b"none", b"3")
+    clock.now += 5
+    assert cache.get(b"short") is None
+    assert cache.get(b"long") == b"2"
+    clock.now += 95
+    assert cache.get(b"long") is None
+    assert cache.get(b"none") is None
+
+
+def test_lru_eviction_counts() -> None:
+    """Past max_entries the least recently used key goes, and evictions count it."""
+    cache = LocalCache(max_entries=2, clock=Clock())
+    cache.set(b"a", 1)
+    cache.set(b"b", 2)
+    cache.get(b"a")  # a is now most recently used
+    cache.set(b"c", 3)
+    assert cache.get(b"b") is None
+    assert cache.get(b"a") == 1
+    assert cache.get(b"c") == 3
+    assert cache.evictions == 1
+    assert len(cache) == 2
+
+
+def test_expired_entries_are_purged_before_evicting() -> None:
+    """Expired entries make room before a live one is evicted."""
+    clock = Clock()
+    cache = LocalCache(max_entries=2, clock=clock)
+    cache.set(b"old", 1, ttl=1)
+    cache.set(b"live", 2)
+    clock.now += 2
+    cache.set(b"new", 3)
+    assert cache.evictions == 0
+    assert cache.get(b"live") == 2
+
+
+def test_nx_xx_keepttl() -> None:
+    """NX only creates, XX only replaces, KEEPTTL keeps the expiry."""
+    clock = Clock()
+    cache = LocalCache(clock=clock)
+    assert not cache.set(b"k", 1, xx=True)
+    assert cache.set(b"k", 1, nx=True, ttl=10)
+    assert not cache.set(b"k", 2, nx=True)
+    assert cache.set(b"k", 3, xx=True, keepttl=True)
+    clock.now += 10
+    assert cache.get(b"k") is None
+
+
+def test_delete_exists_expire() -> None:
+    """DEL and EXISTS count like Redis; EXPIRE honours NX/XX/GT/LT and <= 0 deletes."""
+    clock = Clock()
+    cache = LocalCache(default_ttl=None, clock=clock)
+    cache.set(b"a", 1)
+    cache.set(b"b", 2)
+    assert cache.exists([b"a", b"a", b"x"]) == 2
+    assert cache.delete([b"a", b"x"]) == 1
+    assert not cache.expire(b"x", 10)
+    assert not cache.expire(b"b", 10, xx=True)  # no TTL yet
+    assert cache.expire(b"b", 10, nx=True)
+    assert not cache.expire(b"b", 5, gt=True)
+    assert cache.expire(b"b", 20, gt=True)
+    assert not cache.expire(b"b", 30, lt=True)
+    assert cache.expire(b"b", 0)
+    assert cache.exists([b"b"]) == 0
+
+
+def test_hashes() -> None:
+    """HSET counts new fields; HGET finds fields; a string key read as hash is a miss."""
+    cache = LocalCache(clock=Clock())
+    assert cache.hset(b"h", {b"f": b"1", b"g": b"2"}) == 2
+    assert cache.hset(b"h", {b"f": b"3"}) == 0
+    assert cache.hget(b"h", b"f") == b"3"
+    assert cache.hget(b"h", b"zz") is None
+    assert cache.get(b"h") is None
+    cache.hput(b"h", b"f", None)
+    assert cache.hget(b"h", b"f") is None
+
+
+def test_invalid_settings() -> None:
+    """Nonsense sizes and TTLs are refused with a clear message."""
+    with pytest.raises(ValueError, match="max_entries"):
+        LocalCache(max_entries=0)
+    with pytest.raises(ValueError, match="default_ttl"):
+        LocalCache(default_ttl=0)
