@@ -172,10 +172,10 @@ async def redis_adapter(health: Any, url: str, target: str) -> AsyncIterator[Any
     import redis.asyncio as aioredis
 
     adapter_cls = _attr(
-        "healthbus.subscribers.redis", "HealthAwareRedis", "the Redis adapter (healthbus.subscribers.redis)"
+        "healthbus.subscribers.redis", "HealthyRedis", "the Redis adapter (healthbus.subscribers.redis)"
     )
     client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        yield adapter_cls(client, health, target)
+        yield adapter_cls(client, health, target=target)
     finally:
         await client.aclose()
