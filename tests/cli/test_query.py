@@ -253,3 +253,45 @@ async def test_ctl_sends_the_control_request(nats_server: EmbeddedNats, nc: Clie
     r = await run_cli("ctl", "reset", "Not Valid", "--nats", nats_server.url, "--prefix", PREFIX)
     assert r.code == 2
     _ = msgspec  # the reply is built with the protocol's own structs
+
+
+def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
+    """Run `healthbus ARGS` with stdout on a pseudo-terminal; what it wrote there."""
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [healthbus_bin(), *args], stdout=follower, stderr=subprocess.PIPE, env=env, timeout=30, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+
+
+async def test_colour_on_a_terminal_unless_no_color(nats_server: EmbeddedNats, published: list[StateChanged]) -> None:
+    """On a terminal the table is coloured; NO_COLOR turns that off; --json never has colour."""
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")} | {"TERM": "xterm"}
+    args = ["status", "--nats", nats_server.url, "--prefix", PREFIX]
+    coloured = await asyncio.to_thread(_run_on_a_terminal, args, base)
+    assert "\x1b[32mhealthy\x1b[0m" in coloured
+    plain = await asyncio.to_thread(_run_on_a_terminal, args, base | {"NO_COLOR": "1"})
+    assert "\x1b[" not in plain
+    assert "healthy" in plain
+    as_json = await asyncio.to_thread(_run_on_a_terminal, [*args, "--json"], base)
+    assert "\x1b[" not in as_json
