@@ -40,11 +40,14 @@ class DependencyUnavailable(ConnectionError):
 
     Raised at once instead of waiting for a connect timeout. ``target`` names the
     dependency, ``retry_at`` (a datetime or None) says when it may be tried again,
-    ``reason`` says why, never with a credential in it.
+    ``reason`` says why, never with a credential in it. ``kind`` classifies it:
+    ``unavailable`` (healthbus said so) or the kind of connection failure seen locally
+    (``refused``, ``timeout``, ``dns``, ``disconnected``, ...).
     """
 
-    def __init__(self, target: str, retry_at: Any = None, reason: str = "") -> None:
+    def __init__(self, target: str, retry_at: Any = None, reason: str = "", *, kind: str = "unavailable") -> None:
         self.target = target
+        self.kind = kind
         self.retry_at = retry_at
         self.reason = reason
         text = f"{target} is unavailable"

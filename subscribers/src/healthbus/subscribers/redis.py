@@ -56,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("healthbus.subscribers.redis needs redis-py: pip install 'healthbus-subscribers[redis]'") from exc
 
 from healthbus.subscribers._cache import LocalCache
+from healthbus.subscribers._trip import LocalTrip
 from healthbus.subscribers._view import HealthView
 
 __all__ = ["HealthyRedis", "LocalCache"]
@@ -90,15 +91,12 @@ class HealthyRedis:
         self.health = health
         self.target = target
         self.cache = cache if cache is not None else LocalCache()
-        self.local_cooldown = local_cooldown
         self._clock = clock
         self._encoder = redis.get_encoder()  # type: ignore[no-untyped-call]
-        self._tripped_until = 0.0
-        self._trip_seq = 0
+        self._trip = LocalTrip(health, target, local_cooldown, clock)
         self._local_writes: set[bytes] = set()
         self._was_local = False
         self.fallback_calls = 0
-        self.local_trips = 0
         self.redis_calls = 0
 
     # ------------------------------------------------------------ metrics
@@ -112,6 +110,11 @@ class HealthyRedis:
     def misses(self) -> int:
         """Cache lookups that found nothing."""
         return self.cache.misses
+
+    @property
+    def local_trips(self) -> int:
+        """Connection errors that sent calls to the local cache before the bus said so."""
+        return self._trip.trips
 
     @property
     def evictions(self) -> int:
@@ -157,26 +160,15 @@ class HealthyRedis:
         return not self._use_redis()
 
     def _use_redis(self) -> bool:
-        if not self.health.is_available(self.target):
-            return False
-        if self._tripped_until:
-            state = self.health.state(self.target)
-            newer_verdict = state is not None and state.seq > self._trip_seq
-            if self._clock() < self._tripped_until and not newer_verdict:
-                return False
-            self._tripped_until = 0.0
-        return True
+        return self._trip.usable()
 
-    def _trip(self, exc: BaseException) -> None:
-        self.local_trips += 1
-        state = self.health.state(self.target)
-        self._trip_seq = state.seq if state is not None else 0
-        self._tripped_until = self._clock() + self.local_cooldown
+    def _trip_on(self, exc: BaseException) -> None:
+        self._trip.trip()
         log.warning(
             "%s: %s; serving from the local cache for %.1fs or until healthbus says it is back",
             self.target,
             type(exc).__name__,
-            self.local_cooldown,
+            self._trip.cooldown,
         )
 
     async def _call(self, remote: Callable[[], Awaitable[R]], local: Callable[[], R]) -> R:
@@ -186,7 +178,7 @@ class HealthyRedis:
             try:
                 result = await remote()
             except CONNECTION_ERRORS as exc:
-                self._trip(exc)
+                self._trip_on(exc)
             else:
                 self.redis_calls += 1
                 return result

@@ -1,0 +1,59 @@
+"""The local fast-trip shared by the adapters: act on a failure seen here before the bus knows.
+
+When a call fails locally with a connection-level error, the adapter stops using the
+dependency for ``cooldown`` seconds, or until the bus publishes a *newer* verdict that
+says it is available (a verdict with a higher seq than the one known at the trip), so
+one process does not keep hitting a dead dependency while the coordinator is deciding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from healthbus.subscribers._view import HealthView
+
+
+class LocalTrip:
+    """A per-adapter cool-down after a local connection failure (see the module docstring)."""
+
+    __slots__ = ("_clock", "_health", "_seq", "_until", "cooldown", "target", "trips")
+
+    def __init__(
+        self, health: HealthView, target: str, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if cooldown < 0:
+            raise ValueError(f"invalid local cool-down {cooldown!r}: expected seconds >= 0")
+        self._health = health
+        self.target = target
+        self.cooldown = cooldown
+        self._clock = clock
+        self._until = 0.0
+        self._seq = 0
+        self.trips = 0
+
+    def usable(self) -> bool:
+        """True when the bus says available and no local trip is in force."""
+        if not self._health.is_available(self.target):
+            return False
+        if self._until:
+            state = self._health.state(self.target)
+            newer_verdict = state is not None and state.seq > self._seq
+            if self._clock() < self._until and not newer_verdict:
+                return False
+            self._until = 0.0
+        return True
+
+    @property
+    def active(self) -> bool:
+        """True while a local trip is in force (whatever the bus says)."""
+        return bool(self._until) and self._clock() < self._until
+
+    def trip(self) -> None:
+        """A connection-level failure just happened here: stay away for the cool-down."""
+        if self.cooldown <= 0:
+            return
+        self.trips += 1
+        state = self._health.state(self.target)
+        self._seq = state.seq if state is not None else 0
+        self._until = self._clock() + self.cooldown
