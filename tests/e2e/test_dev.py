@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from healthbus.cli._embedded import tcp_accepts
+from healthbus.cli._embedded import EmbeddedNats, tcp_accepts
 from healthbus.protocol import decode_state_changed
 from tests.cli._support import healthbus_bin, run_cli, wait_until
 from tests.harness._util import require
@@ -58,7 +58,7 @@ class Dev:
         self.proc: asyncio.subprocess.Process | None = None
         self.banner = ""
 
-    async def start(self) -> None:
+    async def start(self, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "HEALTHBUS_CONFIG")}
         self.proc = await asyncio.create_subprocess_exec(
             healthbus_bin(),
@@ -67,6 +67,7 @@ class Dev:
             "127.0.0.1:0",
             "--data-dir",
             "hb",
+            *extra,
             cwd=self.cwd,
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -159,5 +160,29 @@ async def test_dev_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert [e.seq for e in replayed] == list(range(1, len(replayed) + 1))
         code, err = await dev.stop(signal.SIGTERM)
         assert code == 0, err
+    finally:
+        await dev.kill()
+
+
+async def test_dev_uses_an_existing_nats_server(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    """With --nats URL, dev starts no NATS of its own, works against that one, and leaves it running."""
+    dev = Dev(tmp_path)
+    try:
+        await dev.start("--nats", nats_server.url, "--prefix", "devx")
+        assert dev.proc is not None
+        assert "(existing server)" in dev.banner
+        assert dev.url("NATS") == nats_server.url
+        dashboard = dev.url("dashboard")
+
+        async def decided() -> bool:
+            return (await _states(dashboard)).get("sqlite") == "healthy"
+
+        await wait_until(decided, 60, "the demo's sqlite target to be decided on the existing server")
+        status = await run_cli("status", "--json", "--nats", nats_server.url, "--prefix", "devx")
+        assert "sqlite" in {decode_state_changed(line.encode()).target for line in status.lines}
+        code, err = await dev.stop(signal.SIGINT)
+        assert code == 0, err
+        assert nats_server.is_running
+        assert tcp_accepts("127.0.0.1", nats_server.port)
     finally:
         await dev.kill()
