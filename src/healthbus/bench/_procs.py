@@ -35,12 +35,21 @@ from typing import Any, Self
 __all__ = ["ChildError", "ChildGroup", "Link", "Role"]
 
 _PR_SET_PDEATHSIG = 1
+# Imported once in the forkserver, so each child starts with them loaded (a missing
+# optional one is skipped by the forkserver).
 _PRELOAD = [
     "asyncio",
     "msgspec",
     "nats",
+    "redis.asyncio",
     "healthbus.protocol",
-    "healthbus.bench._roles",
+    "healthbus.subscribers",
+    "healthbus.coordinator",
+    "healthbus.probes",
+    "healthbus.bench._coordinator",
+    "healthbus.bench._latency",
+    "healthbus.bench._scale",
+    "healthbus.bench._fanout",
 ]
 
 Role = Callable[..., Coroutine[Any, Any, None]]
