@@ -186,3 +186,22 @@ async def test_dev_uses_an_existing_nats_server(nats_server: EmbeddedNats, tmp_p
         assert tcp_accepts("127.0.0.1", nats_server.port)
     finally:
         await dev.kill()
+
+
+async def test_dev_killed_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
+    """Even when dev itself is SIGKILLed (no chance to clean up), NATS and its children die with it."""
+    dev = Dev(tmp_path)
+    try:
+        await dev.start()
+        assert dev.proc is not None
+        children = _descendants(dev.proc.pid)
+        assert len(children) >= 3
+        dev.proc.kill()
+        await dev.proc.wait()
+
+        def all_gone() -> bool:
+            return not [pid for pid in children if _alive(pid)]
+
+        await wait_until(all_gone, 15, "every child of the killed dev to exit")
+    finally:
+        await dev.kill()

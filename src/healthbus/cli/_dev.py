@@ -155,7 +155,9 @@ async def cmd_dev(args: argparse.Namespace) -> int:
             nats_port = DEFAULT_NATS_PORT if _port_free("127.0.0.1", DEFAULT_NATS_PORT) else None
             nats = EmbeddedNats(data_dir / "nats", port=nats_port)
             try:
-                await nats.astart()
+                # Started from the main thread on purpose: only then is the child armed to die
+                # with us (PR_SET_PDEATHSIG), even if this process is killed with SIGKILL.
+                nats.start()
             except (ServerStartError, FileNotFoundError) as exc:
                 print(f"healthbus dev: cannot start the embedded NATS server: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
