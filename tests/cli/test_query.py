@@ -137,15 +137,19 @@ async def test_missing_stream_is_a_clear_failure(nats_server: EmbeddedNats) -> N
 
 
 async def test_unreachable_nats_fails_within_seconds() -> None:
-    """Against a port where nothing listens every query command exits 1 with a message, quickly."""
+    """Against a port where nothing listens every query command (and the dashboard) exits 1 quickly."""
     url = f"nats://127.0.0.1:{free_port()}"
-    for command in (["status"], ["tail"], ["replay"], ["state-at", "now"], ["ctl", "reset", "cache"]):
+    commands = (
+        ["status", "--json"],
+        ["tail", "--json"],
+        ["replay", "--json"],
+        ["state-at", "now", "--json"],
+        ["ctl", "reset", "cache"],
+        ["dashboard", "--http", "127.0.0.1:0"],
+    )
+    for command in commands:
         started = time.monotonic()
-        r = (
-            await run_cli(*command, "--json", "--nats", url, timeout=30)
-            if command[0] != "ctl"
-            else await run_cli(*command, "--nats", url, timeout=30)
-        )
+        r = await run_cli(*command, "--nats", url, timeout=30)
         assert r.code == 1, (command, r.err)
         assert "cannot reach NATS at" in r.err
         assert r.out == ""
