@@ -81,6 +81,9 @@ class RunningCoordinator:
         service = service_cls(config, nc)
         errors.append(service.error_cb)
         await service.start()
+        # start() returns once SUB is queued, not once the server has it: without this
+        # round trip a result published right after could reach no one.
+        await nc.flush()
         return cls(service, nc)
 
     def counters(self) -> dict[str, int]:
@@ -148,6 +151,7 @@ class RunningProbeWorker:
         worker = worker_cls(config, worker_id=worker_id)
         nc = await bench_connect(url, f"bench-{worker_id}")
         await worker.start(nc)
+        await nc.flush()  # the worker's subscriptions are registered server-side
         return cls(worker, nc)
 
     async def stop(self) -> None:
