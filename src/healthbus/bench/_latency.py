@@ -12,12 +12,14 @@ subscriber has seen the previous one, so samples never queue behind each other.
 from __future__ import annotations
 
 import asyncio
+import os
+import statistics
 from typing import Any
 
 import nats.errors
 
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
-from healthbus.bench._measure import machine_description, now_ns, summarize_ms
+from healthbus.bench._measure import ProcessUsage, machine_description, now_ns, summarize_ms
 from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import Child, ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
@@ -41,9 +43,11 @@ async def subscriber_role(link: Link, url: str, prefix: str) -> None:
             link.send("event", event.target, event.state, at)
 
         health.on_change(on_change)
+        before = ProcessUsage.now().cpu_s
         link.send("ready")
-        while (await link.recv(3600))[0] != "stop":
-            pass
+        while (message := await link.recv(3600))[0] != "stop":
+            if message[0] == "report":
+                link.send("cpu", ProcessUsage.now().cpu_s - before)
 
 
 async def coordinator_role(link: Link, url: str, config_text: str) -> None:
@@ -134,10 +138,20 @@ async def run(opts: BenchOptions) -> SuiteResult:
                 arrived = await _collect(children, name, "unavailable", 30)
                 samples.extend(t - sent for t in arrived)
                 firsts.append(min(arrived) - sent)
+            cpu: list[float] = []
+            for child in children:
+                child.link.send("report")
+                (cpu_s,) = await child.link.expect("cpu", 30)
+                cpu.append(cpu_s)
         finally:
             await nc.close()
     stats = summarize_ms(samples)
     first = summarize_ms(firsts)
+    # CPU one subscriber process spends per StateChanged (receive, decode, update, callback,
+    # and this benchmark's report over a pipe): all of them must run once per verdict, on
+    # nproc cores, which bounds how soon the last one can have it.
+    per_event_us = statistics.mean(cpu) / rounds * 1e6
+    nproc = os.cpu_count() or 1
     data: dict[str, Any] = {
         "subscribers": subscribers,
         "samples": len(samples),
@@ -147,6 +161,8 @@ async def run(opts: BenchOptions) -> SuiteResult:
         # to the rest is the time the machine takes to wake and run every subscriber.
         "first_subscriber_p50_ms": first["p50_ms"],
         "first_subscriber_p99_ms": first["p99_ms"],
+        "subscriber_cpu_per_event_us": round(per_event_us, 1),
+        "cpu_bound_all_subscribers_ms": round(subscribers * per_event_us / nproc / 1000, 2),
     }
     goals = [Goal(f"p99 < {GOAL_P99_MS:g} ms on loopback", stats["p99_ms"] < GOAL_P99_MS, f"p99 {stats['p99_ms']} ms")]
     notes = [
