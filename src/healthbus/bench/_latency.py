@@ -19,7 +19,7 @@ from typing import Any
 import nats.errors
 
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
-from healthbus.bench._measure import ProcessUsage, machine_description, now_ns, summarize_ms
+from healthbus.bench._measure import ProcessUsage, Profiler, machine_description, now_ns, summarize_ms
 from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import Child, ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
@@ -43,11 +43,14 @@ async def subscriber_role(link: Link, url: str, prefix: str) -> None:
             link.send("event", event.target, event.state, at)
 
         health.on_change(on_change)
+        profiler = Profiler("subscriber")
+        profiler.start()
         before = ProcessUsage.now().cpu_s
         link.send("ready")
         while (message := await link.recv(3600))[0] != "stop":
             if message[0] == "report":
                 link.send("cpu", ProcessUsage.now().cpu_s - before)
+                profiler.stop()
 
 
 async def coordinator_role(link: Link, url: str, config_text: str) -> None:

@@ -167,20 +167,24 @@ class Profiler:
     """Optional py-spy sampling of the calling process, for finding hot paths.
 
     Off unless ``HEALTHBUS_BENCH_PYSPY`` names an output path (and ``py-spy`` is
-    installed: ``pip install py-spy``); then the measured phase of the process that uses
-    it is recorded as collapsed stacks to ``<path>.<pid>.txt`` (flame-graph input).
+    installed: ``pip install py-spy``); then the measured phase of the role named by
+    ``HEALTHBUS_BENCH_PYSPY_ROLE`` (``coordinator`` by default; ``subscriber`` for the
+    latency suite's subscribers) is recorded as collapsed stacks to
+    ``<path>.<pid>.txt`` (flame-graph input).
     """
 
     ENV = "HEALTHBUS_BENCH_PYSPY"
+    ROLE_ENV = "HEALTHBUS_BENCH_PYSPY_ROLE"
 
-    def __init__(self) -> None:
+    def __init__(self, role: str = "coordinator") -> None:
+        self.role = role
         self._proc: subprocess.Popen[bytes] | None = None
         self.output: str | None = None
 
     def start(self) -> None:
         """Attach py-spy to this process (no-op when not asked for or not installed)."""
         path = os.environ.get(self.ENV)
-        if not path:
+        if not path or os.environ.get(self.ROLE_ENV, "coordinator") != self.role:
             return
         from healthbus.cli._embedded import find_binary
 
