@@ -1,0 +1,219 @@
+"""FastStream adapter with a real JetStream consumer: nak/hold during an outage, resume, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from nats.js.api import ConsumerConfig
+from sqlalchemy import Column, Integer, MetaData, Table, insert
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.subscribers import HealthClient
+from healthbus.subscribers.faststream import Gate, HealthMiddleware, requires
+from healthbus.subscribers.sqlalchemy import DatabaseGuard
+from healthbus.subscribers.testing import FakeHealthClient
+from tests.harness._postgres import PostgresServer
+
+from ._events import Publisher
+
+pytestmark = pytest.mark.nats
+
+
+async def eventually(predicate: Any, timeout: float = 30) -> None:
+    """Wait until ``predicate()`` holds (for plain counters, which have nothing to await)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+
+
+class Done:
+    """Counts handled message ids and signals when ``expected`` distinct ones were handled."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.counts: Counter[int] = Counter()
+        self.event = asyncio.Event()
+
+    def add(self, n: int) -> None:
+        self.counts[n] += 1
+        if len(self.counts) >= self.expected:
+            self.event.set()
+
+
+@pytest.fixture
+async def max_deliveries(nats_server: EmbeddedNats) -> AsyncIterator[list[bytes]]:
+    """Every JetStream 'max deliveries reached' advisory (a message given up on, i.e. dead-lettered)."""
+    nc = await nats.connect(nats_server.url)
+    seen: list[bytes] = []
+
+    async def on_advisory(msg: Any) -> None:
+        seen.append(msg.data)
+
+    await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", cb=on_advisory)
+    try:
+        yield seen
+    finally:
+        await nc.close()
+
+
+def test_gate_delay_follows_retry_at() -> None:
+    """The nak delay runs until retry_at, clamped, or the default when none is known."""
+    from datetime import timedelta
+
+    from healthbus.protocol import utcnow
+
+    health = FakeHealthClient()
+    gate = Gate(health, ["pg"], min_delay=0.5, max_delay=10, default_delay=3)
+    assert gate.blocked_by() == "pg"
+    assert gate.delay("pg") == 3
+    health.set_state("pg", "unavailable", retry_at=utcnow() + timedelta(seconds=4))
+    assert 3 < gate.delay("pg") <= 4
+    health.set_state("pg", "unavailable", retry_at=utcnow() + timedelta(seconds=400))
+    assert gate.delay("pg") == 10
+    health.set_state("pg", "unavailable", retry_at=utcnow() - timedelta(seconds=4))
+    assert gate.delay("pg") == 0.5
+    health.set_state("pg", "healthy")
+    assert gate.blocked_by() is None
+    with pytest.raises(ValueError, match="at least one"):
+        Gate(health)
+
+
+async def test_decorator_naks_while_unavailable_and_processes_after(
+    nats_server: EmbeddedNats, max_deliveries: list[bytes]
+) -> None:
+    """@requires: messages arriving during the outage are nak'ed, then each handled exactly once on recovery."""
+    health = FakeHealthClient({"pg": "healthy"})
+    broker = NatsBroker(nats_server.url, logger=None)
+    done = Done(10)
+    stream = JStream("DEC", subjects=["dec.*"])
+
+    needs_pg = requires(health, "pg", min_delay=0.1, max_delay=0.3, default_delay=0.2)
+
+    @broker.subscriber("dec.in", stream=stream, durable="w", pull_sub=PullSub(batch_size=1, timeout=0.2))
+    @needs_pg
+    async def handle(body: dict[str, int]) -> None:
+        done.add(body["n"])
+
+    await broker.start()
+    try:
+        for n in range(5):
+            await broker.publish({"n": n}, "dec.in", stream="DEC")
+        health.set_state("pg", "unavailable")
+        for n in range(5, 10):
+            await broker.publish({"n": n}, "dec.in", stream="DEC")
+        gate: Gate = needs_pg.gate  # type: ignore[attr-defined]
+        await eventually(lambda: gate.naks >= 3)  # the consumer really nak'ed during the outage
+        health.set_state("pg", "healthy")
+        await asyncio.wait_for(done.event.wait(), 30)
+    finally:
+        await broker.stop()
+    assert sorted(done.counts) == list(range(10))
+    assert set(done.counts.values()) == {1}
+    assert max_deliveries == []
+
+
+@pytest.mark.postgres
+async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
+    nats_server: EmbeddedNats, postgres_server: PostgresServer, max_deliveries: list[bytes]
+) -> None:
+    """Real JetStream + real PostgreSQL stopped mid-stream: each message stored exactly once, none dead-lettered."""
+    prefix = "hbfs"
+    nc = await nats.connect(nats_server.url)
+    pub = Publisher(nc.jetstream(), prefix)
+    await pub.ensure()
+    await pub.publish("postgres-main", "healthy")
+
+    metadata = MetaData()
+    orders = Table("orders", metadata, Column("id", Integer, primary_key=True))
+    engine = create_async_engine(postgres_server.sqlalchemy_url, pool_pre_ping=True, connect_args={"timeout": 2})
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+
+    total = 40
+    done = Done(total)
+    max_deliver = 3
+    async with HealthClient.connect(nats_server.url, prefix=prefix) as health:
+        guard = DatabaseGuard(engine, health, local_cooldown=0.5)
+        middleware = HealthMiddleware(
+            health, "postgres-main", max_deliver=max_deliver, hold_interval=0.5, min_delay=0.1, max_delay=0.5
+        )
+        router = NatsRouter(middlewares=[middleware])
+        broker = NatsBroker(nats_server.url, logger=None)
+
+        @router.subscriber(
+            "orders.new",
+            stream=JStream("ORDERS", subjects=["orders.*"]),
+            durable="workers",
+            pull_sub=PullSub(batch_size=1, timeout=0.2),
+            config=ConsumerConfig(max_deliver=max_deliver, ack_wait=5),
+        )
+        async def store(body: dict[str, int]) -> None:
+            async with guard.async_session_scope() as session:
+                await session.execute(insert(orders).values(id=body["n"]))
+            done.add(body["n"])
+
+        broker.include_router(router)
+        await broker.start()
+        try:
+            for n in range(15):
+                await broker.publish({"n": n}, "orders.new", stream="ORDERS")
+            await eventually(lambda: len(done.counts) >= 5)  # mid-stream
+            postgres_server.stop()
+            for n in range(15, 30):
+                await broker.publish({"n": n}, "orders.new", stream="ORDERS")
+            await pub.publish("postgres-main", "unavailable", retry_in=0.3)
+            await health.wait_for("postgres-main", "unavailable", timeout=5)
+            for n in range(30, total):
+                await broker.publish({"n": n}, "orders.new", stream="ORDERS")
+            await eventually(lambda: middleware.gate.holds >= 1)  # naks used all but the last delivery: holding
+            stored_during_outage = len(done.counts)
+
+            postgres_server.start()
+            await pub.publish("postgres-main", "recovering")
+            await pub.publish("postgres-main", "healthy")
+            await asyncio.wait_for(done.event.wait(), 60)
+            info = await nc.jetstream().consumer_info("ORDERS", "workers")
+        finally:
+            await broker.stop()
+    await engine.dispose()
+    await nc.close()
+
+    assert stored_during_outage < total
+    assert sorted(done.counts) == list(range(total))
+    assert set(done.counts.values()) == {1}, "a message was processed twice"
+    assert middleware.gate.naks > 0
+    assert max_deliveries == [], "a message was dead-lettered (max_deliver reached)"
+    assert info.num_ack_pending == 0
+    assert info.num_pending == 0
+
+
+def test_missing_faststream_gives_a_friendly_import_error() -> None:
+    """Without FastStream installed, importing the adapter names the extra to install."""
+    code = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "faststream" or name.startswith("faststream."):
+                    raise ImportError("No module named 'faststream'")
+        sys.meta_path.insert(0, Block())
+        try:
+            import healthbus.subscribers.faststream
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert "pip install 'healthbus-subscribers[faststream]'" in out.stdout
