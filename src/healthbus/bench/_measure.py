@@ -147,8 +147,21 @@ def _mem_total_gib() -> float | None:
     return None
 
 
+def _revision() -> str | None:
+    """``git describe`` of the source tree the figures come from (``-dirty`` if edited)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=10"],
+            cwd=here, capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def machine_description() -> dict[str, object]:
-    """What the figures were measured on: CPU model, cores, memory, OS, Python, load."""
+    """What the figures were measured on: CPU model, cores, memory, OS, Python, load, revision."""
     try:
         load1 = round(os.getloadavg()[0], 2)
     except OSError:
@@ -160,6 +173,7 @@ def machine_description() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "load_1m": load1,
+        "revision": _revision(),
     }
 
 
