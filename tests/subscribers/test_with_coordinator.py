@@ -1,0 +1,110 @@
+"""With the real coordinator: ProbeResults in, a service's HealthClient and Redis adapter flip out and back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.coordinator import CoordinatorService
+from healthbus.protocol import Outcome, ProbeResult, Subjects, encode, load_config_text, utcnow
+from healthbus.subscribers import HealthClient, connect
+from healthbus.subscribers.redis import HealthyRedis
+from tests.harness._redis import RedisServer
+
+pytestmark = [pytest.mark.nats, pytest.mark.redis]
+
+PREFIX = "hbcoord"
+CONFIG = f"""
+[bus]
+prefix = "{PREFIX}"
+
+[defaults]
+interval = "1s"
+timeout = "500ms"
+failure_threshold = 2
+success_threshold = 2
+stale_after = "30s"
+backoff = {{ base = "300ms", multiplier = 2.0, max = "2s", jitter = "none" }}
+flap = {{ enabled = false }}
+
+[coordinator]
+tick = "50ms"
+
+[[targets]]
+name = "redis-main"
+kind = "redis"
+url = "redis://127.0.0.1:1/0"
+features = ["cache"]
+"""
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """A connection for the coordinator and the probe results."""
+    client = await connect(url=nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def probe(nc: Client, outcome: Outcome) -> None:
+    """Publish one ProbeResult for redis-main, as a probe worker would."""
+    result = ProbeResult(
+        target="redis-main",
+        probe="p1",
+        outcome=outcome,
+        latency_ms=1.0,
+        observed_at=utcnow(),
+        error_kind="refused" if outcome == "fail" else None,
+        error="connection refused" if outcome == "fail" else None,
+    )
+    await nc.publish(Subjects(PREFIX).probe("redis-main"), encode(result))
+    await nc.flush()
+
+
+async def test_real_coordinator_flips_redis_calls_to_cache_and_back(
+    nats_server: EmbeddedNats, nc: Client, redis_server: RedisServer
+) -> None:
+    """Coordinator decides from ProbeResults; within that decision the service's calls go local, then back."""
+    client = Redis.from_url(
+        redis_server.url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 1)
+    )
+    async with CoordinatorService(load_config_text(CONFIG), nc):
+        async with HealthClient.connect(nats_server.url, prefix=PREFIX) as health:
+            cache = HealthyRedis(client, health)
+            for _ in range(2):
+                await probe(nc, "pass")
+            await health.wait_for("redis-main", "healthy", timeout=10)
+            await cache.set("k", "v")
+            assert await client.get("k") == b"v"
+
+            redis_server.stop()
+            started = time.monotonic()
+            for _ in range(2):
+                await probe(nc, "fail")
+            down = await health.wait_for("redis-main", "unavailable", timeout=10)
+            decided_in = time.monotonic() - started
+            assert down.retry_at is not None
+            assert cache.local
+            assert await cache.get("k") == b"v"
+            assert cache.local_trips == 0  # the bus decided before any call failed here
+            assert not health.feature_available("cache")
+
+            redis_server.start()
+            await health.wait_for("redis-main", "recovering", timeout=10)  # the coordinator's timer at retry_at
+            for _ in range(2):
+                await probe(nc, "pass")
+            await health.wait_for("redis-main", "healthy", timeout=10)
+            assert not cache.local
+            assert await cache.set("k", "w")
+            assert await client.get("k") == b"w"
+    await client.aclose()
+    print(f"decision latency (2 failing results -> unavailable at the client): {decided_in * 1000:.1f} ms")
