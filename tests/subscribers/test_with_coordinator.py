@@ -77,34 +77,36 @@ async def test_real_coordinator_flips_redis_calls_to_cache_and_back(
     client = Redis.from_url(
         redis_server.url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 1)
     )
-    async with CoordinatorService(load_config_text(CONFIG), nc):
-        async with HealthClient.connect(nats_server.url, prefix=PREFIX) as health:
-            cache = HealthyRedis(client, health)
-            for _ in range(2):
-                await probe(nc, "pass")
-            await health.wait_for("redis-main", "healthy", timeout=10)
-            await cache.set("k", "v")
-            assert await client.get("k") == b"v"
+    async with (
+        CoordinatorService(load_config_text(CONFIG), nc),
+        HealthClient.connect(nats_server.url, prefix=PREFIX) as health,
+    ):
+        cache = HealthyRedis(client, health)
+        for _ in range(2):
+            await probe(nc, "pass")
+        await health.wait_for("redis-main", "healthy", timeout=10)
+        await cache.set("k", "v")
+        assert await client.get("k") == b"v"
 
-            redis_server.stop()
-            started = time.monotonic()
-            for _ in range(2):
-                await probe(nc, "fail")
-            down = await health.wait_for("redis-main", "unavailable", timeout=10)
-            decided_in = time.monotonic() - started
-            assert down.retry_at is not None
-            assert cache.local
-            assert await cache.get("k") == b"v"
-            assert cache.local_trips == 0  # the bus decided before any call failed here
-            assert not health.feature_available("cache")
+        redis_server.stop()
+        started = time.monotonic()
+        for _ in range(2):
+            await probe(nc, "fail")
+        down = await health.wait_for("redis-main", "unavailable", timeout=10)
+        decided_in = time.monotonic() - started
+        assert down.retry_at is not None
+        assert cache.local
+        assert await cache.get("k") == b"v"
+        assert cache.local_trips == 0  # the bus decided before any call failed here
+        assert not health.feature_available("cache")
 
-            redis_server.start()
-            await health.wait_for("redis-main", "recovering", timeout=10)  # the coordinator's timer at retry_at
-            for _ in range(2):
-                await probe(nc, "pass")
-            await health.wait_for("redis-main", "healthy", timeout=10)
-            assert not cache.local
-            assert await cache.set("k", "w")
-            assert await client.get("k") == b"w"
+        redis_server.start()
+        await health.wait_for("redis-main", "recovering", timeout=10)  # the coordinator's timer at retry_at
+        for _ in range(2):
+            await probe(nc, "pass")
+        await health.wait_for("redis-main", "healthy", timeout=10)
+        assert not cache.local
+        assert await cache.set("k", "w")
+        assert await client.get("k") == b"w"
     await client.aclose()
     print(f"decision latency (2 failing results -> unavailable at the client): {decided_in * 1000:.1f} ms")
