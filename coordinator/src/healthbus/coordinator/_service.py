@@ -25,7 +25,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Final
@@ -38,6 +37,7 @@ from prometheus_client import CollectorRegistry
 from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._core import ControlError, Decider, Now, Rejected
 from healthbus.coordinator._metrics import DECISION_BUCKETS, ServiceCollector
+from healthbus.coordinator._outbox import Outbox
 from healthbus.protocol import (
     CONTROL_COMMANDS,
     MAX_MESSAGE_BYTES,
@@ -57,15 +57,20 @@ from healthbus.subscribers._statestream import StateStream
 
 log = logging.getLogger("healthbus.coordinator")
 
-#: Most events published concurrently (one per target at a time keeps per-target order).
-PUBLISH_BATCH: Final = 256
 #: Pending-message limit of the probe subscription: beyond it nats-py drops (counted).
 PENDING_MSGS_LIMIT: Final = 200_000
 PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
 #: One log line per drop reason per this many seconds, with the count in between.
 DROP_LOG_INTERVAL: Final = 10.0
+#: Most queued messages handled in one callback before yielding to the event loop.
+BATCH_LIMIT: Final = 512
+#: Readings of the clock closer together than this (seconds) share one ``Now``.
+NOW_RESOLUTION: Final = 0.001
 #: How long a control request waits for its event to be acked before replying anyway.
 CONTROL_ACK_TIMEOUT: Final = 5.0
+
+
+_NEVER: Final = 2**62
 
 
 class _RateLimitedLog:
@@ -127,14 +132,15 @@ class CoordinatorService:
         self.tick_interval = float(settings.tick)
         self.publish_timeout = publish_timeout
         self.restore_timeout = restore_timeout
-        self.decider = Decider(config.targets, rng=rng or random.Random(), now=self._now())
+        self.decider = Decider(
+            config.targets, rng=rng or random.Random(), now=Now(self.clock.monotonic(), self.clock.now())
+        )
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
 
         self.results: dict[str, int] = {"pass": 0, "warn": 0, "fail": 0}
         self.dropped: dict[str, int] = {}
         self.transitions: dict[tuple[str, str, str], int] = {}
-        self.published = 0
         self.handled = 0
         """ProbeResult messages handled so far (decided or dropped)."""
         self.restored = 0
@@ -142,12 +148,21 @@ class CoordinatorService:
         self.decision_sum = 0.0
 
         self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
+        self._probe_base_len = len(self._probe_base)
+        self._known = frozenset(self.decider.targets)
+        self._now_cache: Now | None = None
+        self._probe_sub: Any = None
+        self._probe_queue: asyncio.Queue[Msg] | None = None
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
-        self._outbox: deque[StateChanged] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._acked: dict[str, int] = {}
-        self._ack_changed = asyncio.Event()
+        self.outbox = Outbox(
+            nc,
+            self.subjects,
+            self.stream,
+            timeout=publish_timeout,
+            warn=_RateLimitedLog("%s: %s%s"),
+        )
         self._handled_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._next_wake = _NEVER  # smallest count a waiter waits for
         self._drop_log = _RateLimitedLog("dropped a message (%s): %s%s")
         self._error_log = _RateLimitedLog("NATS %s: %s%s")
         self._secrets = list(secrets)
@@ -166,22 +181,29 @@ class CoordinatorService:
     @property
     def pending(self) -> int:
         """Events decided but not yet acked by JetStream."""
-        return len(self._outbox)
+        return self.outbox.pending
+
+    @property
+    def published(self) -> int:
+        """Events acked by JetStream so far."""
+        return self.outbox.published
 
     async def start(self) -> None:
         """Ensure the stream, restore every target, then subscribe and run the timers."""
         await ensure_stream(self.js, self.stream)
         await self.restore()
-        self._subs.append(
-            await self.nc.subscribe(
-                self.subjects.probe_all,
-                cb=self._on_probe,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-                pending_bytes_limit=PENDING_BYTES_LIMIT,
-            )
+        sub = await self.nc.subscribe(
+            self.subjects.probe_all,
+            cb=self._on_probe,
+            pending_msgs_limit=PENDING_MSGS_LIMIT,
+            pending_bytes_limit=PENDING_BYTES_LIMIT,
         )
+        self._subs.append(sub)
+        queue = getattr(sub, "_pending_queue", None)
+        if isinstance(queue, asyncio.Queue) and isinstance(getattr(sub, "_pending_size", None), int):
+            self._probe_sub, self._probe_queue = sub, queue
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
-        self._tasks.append(asyncio.create_task(self._publisher(), name="healthbus-coordinator-publisher"))
+        await self.outbox.start()
         self._tasks.append(asyncio.create_task(self._timers(), name="healthbus-coordinator-timers"))
         log.info(
             "coordinator started: %d targets, %d restored, prefix %s, stream %s",
@@ -199,7 +221,7 @@ class CoordinatorService:
         for event in current.values():
             if self.decider.restore(event, now):
                 self.restored += 1
-                self._acked[event.target] = event.seq
+                self.outbox.mark_acked(event.target, event.seq)
         ignored = len(current) - self.restored
         if ignored:
             log.info("restore: %d targets in the stream are not configured; ignored", ignored)
@@ -210,15 +232,18 @@ class CoordinatorService:
         if self._stopping:
             return
         self._stopping = True
+        self._probe_queue = None
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
-        if self._outbox and self.nc.is_connected:
+        if self.outbox.pending and self.nc.is_connected:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), flush_timeout)
-        if self._outbox:
-            log.warning("stopping with %d StateChanged unpublished; they will be decided again", len(self._outbox))
+                async with asyncio.timeout(flush_timeout):
+                    await self.outbox.drained()
+        if self.outbox.pending:
+            log.warning("stopping with %d StateChanged unpublished; they will be decided again", self.outbox.pending)
+        await self.outbox.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -244,19 +269,26 @@ class CoordinatorService:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._handled_waiters.append((n, fut))
-        await asyncio.wait_for(fut, timeout)
+        self._next_wake = min(self._next_wake, n)
+        async with asyncio.timeout(timeout):
+            await fut
 
     async def wait_published(self, target: str, seq: int, timeout: float = 10.0) -> None:
         """Wait until ``target``'s event ``seq`` has been acked by JetStream."""
         async with asyncio.timeout(timeout):
-            while self._acked.get(target, 0) < seq:
-                self._ack_changed.clear()
-                await self._ack_changed.wait()
+            await self.outbox.wait_acked(target, seq)
 
     # ------------------------------------------------------------------ hot path
 
     def _now(self) -> Now:
-        return Now(self.clock.monotonic(), self.clock.now())
+        # Reading the wall clock costs more than deciding; within one millisecond the
+        # previous reading is as good (decisions and wire timestamps need no finer).
+        mono = self.clock.monotonic()
+        cached = self._now_cache
+        if cached is not None and 0.0 <= mono - cached.mono < NOW_RESOLUTION:
+            return cached
+        cached = self._now_cache = Now(mono, self.clock.now())
+        return cached
 
     def _drop(self, reason: str, detail: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -264,13 +296,31 @@ class CoordinatorService:
 
     async def _on_probe(self, msg: Msg) -> None:
         self.handle_probe(msg.subject, msg.data)
+        # Batch: take whatever else is already queued without a task switch and a
+        # coroutine per message (that overhead is as large as decoding and deciding).
+        # It uses nats-py's per-subscription queue, exactly as its own dispatcher does
+        # (size accounting and task_done included); without one, one message per call.
+        queue = self._probe_queue
+        if queue is None:
+            return
+        sub = self._probe_sub
+        for _ in range(BATCH_LIMIT):
+            try:
+                more = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                sub._pending_size -= len(more.data)
+                self.handle_probe(more.subject, more.data)
+            finally:
+                queue.task_done()
 
     def handle_probe(self, subject: str, data: bytes) -> None:
         """Decode and decide one ProbeResult message (synchronous: the hot path)."""
         self.handled += 1
         try:
-            name = subject[len(self._probe_base) :]
-            if name not in self.decider:
+            name = subject[self._probe_base_len :]
+            if name not in self._known:
                 self._drop("unknown_target", f"no target {name[:80]!r} in the configuration (subject {subject[:120]})")
                 return
             if len(data) > MAX_MESSAGE_BYTES:
@@ -297,7 +347,7 @@ class CoordinatorService:
             if sample:
                 self._observe(time.perf_counter() - started)
         finally:
-            if self._handled_waiters:
+            if self.handled >= self._next_wake:
                 self._wake_waiters()
 
     def _observe(self, seconds: float) -> None:
@@ -318,6 +368,7 @@ class CoordinatorService:
             else:
                 keep.append((n, fut))
         self._handled_waiters = keep
+        self._next_wake = min((n for n, _ in keep), default=_NEVER)
 
     def _enqueue(self, events: Iterable[StateChanged]) -> None:
         for event in events:
@@ -332,69 +383,7 @@ class CoordinatorService:
                 event.breaker,
                 event.reason,
             )
-            self._outbox.append(event)
-        self._outbox_ready.set()
-
-    # ------------------------------------------------------------------ publishing
-
-    async def _drained(self) -> None:
-        while self._outbox:
-            self._ack_changed.clear()
-            await self._ack_changed.wait()
-
-    async def _publisher(self) -> None:
-        delay = 0.05
-        while True:
-            if not self._outbox:
-                self._outbox_ready.clear()
-                await self._outbox_ready.wait()
-                continue
-            # Take a batch with at most one event per target, so events of one target
-            # are never in flight together and cannot land out of order.
-            batch: list[StateChanged] = []
-            seen: set[str] = set()
-            for event in self._outbox:
-                if event.target in seen or len(batch) >= PUBLISH_BATCH:
-                    break
-                seen.add(event.target)
-                batch.append(event)
-            outcomes = await asyncio.gather(*(self._publish(e) for e in batch), return_exceptions=True)
-            done = {id(e) for e, ok in zip(batch, outcomes, strict=True) if ok is True}
-            if done:
-                self._outbox = deque(e for e in self._outbox if id(e) not in done)
-                for e, ok in zip(batch, outcomes, strict=True):
-                    if ok is True:
-                        self.published += 1
-                        self._acked[e.target] = max(self._acked.get(e.target, 0), e.seq)
-                self._ack_changed.set()
-            if len(done) < len(batch):
-                failed = next(o for o in outcomes if o is not True)
-                log.warning(
-                    "cannot publish %d StateChanged (%s); %d waiting, retrying in %.2fs",
-                    len(batch) - len(done),
-                    failed if isinstance(failed, BaseException) else "no ack",
-                    len(self._outbox),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                if self.nc.is_connected:
-                    with contextlib.suppress(Exception):
-                        await ensure_stream(self.js, self.stream)  # a wiped server lost the stream
-            else:
-                delay = 0.05
-
-    async def _publish(self, event: StateChanged) -> bool:
-        ack = await self.js.publish(
-            self.subjects.state(event.target),
-            encode(event),
-            timeout=self.publish_timeout,
-            stream=self.stream.name,
-            headers={"Nats-Msg-Id": event.msg_id},
-        )
-        if ack.duplicate:
-            log.info("%s: already in the stream (duplicate window dropped the repeat)", event.msg_id)
-        return True
+            self.outbox.put(event)
 
     # ------------------------------------------------------------------ timers
 

@@ -51,17 +51,27 @@ class FlapDetector:
     def record(self, state: State) -> bool:
         """Add a verdict; return True when the flapping status changed."""
         hist = self._history
-        if len(hist) == hist.maxlen and len(hist) > 1 and hist[0] != hist[1]:
+        full = len(hist) == hist.maxlen
+        if full and not self._changes and not self.flapping and hist[-1] == state:
+            return False  # steady: appending the same verdict changes nothing (hot path)
+        if full and len(hist) > 1 and hist[0] != hist[1]:
             self._changes -= 1
         if hist and hist[-1] != state:
             self._changes += 1
         hist.append(state)
+        # Each change weighs 0.8 to 1.2, so changes*0.8/(window-1) <= share <=
+        # changes*1.2/(window-1): the exact (costlier) share is needed only in between.
+        span = self.settings.window - 1
         if self.flapping:
             self._since_start += 1
-            if self._since_start >= self.settings.window and self.share() < self.settings.low:
+            if (
+                self._since_start >= self.settings.window
+                and self._changes * 0.8 / span < self.settings.low
+                and self.share() < self.settings.low
+            ):
                 self.flapping = False
                 return True
-        elif self._changes and self.share() > self.settings.high:
+        elif self._changes * 1.2 / span > self.settings.high and self.share() > self.settings.high:
             self.flapping = True
             self._since_start = 0
             return True

@@ -1,0 +1,274 @@
+"""Publishing StateChanged to JetStream: in order per target, never lost, pipelined.
+
+Invariants:
+
+* An event leaves the outbox only when JetStream acked it (a PubAck, duplicate or not).
+* Per target at most one event is in flight, and the next one is sent only after the
+  previous one was acked, so a target's events land in seq order and a failed publish
+  can never leave a gap behind a later seq.
+* Different targets are pipelined (up to ``window`` in flight): publishes go out as
+  plain messages with a reply subject on one private inbox, and acks are matched by
+  that subject, so a burst of transitions costs no task, future or timer per event.
+* A missing ack (timeout, NATS down, no stream) keeps the event at the head of its
+  target's queue; sending resumes after a backoff (50 ms doubling to 2 s). Re-sending an
+  event that did land is harmless: ``Nats-Msg-Id: <target>:<seq>`` makes JetStream drop
+  the repeat within its duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode
+from healthbus.subscribers._bus import ensure_stream
+
+log = logging.getLogger("healthbus.coordinator")
+
+#: Most events in flight at once (each of a different target).
+WINDOW: Final = 1024
+MIN_BACKOFF: Final = 0.05
+MAX_BACKOFF: Final = 2.0
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+class Outbox:
+    """StateChanged waiting for, or on their way to, a JetStream ack."""
+
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        stream: StreamSettings,
+        *,
+        timeout: float = 2.0,
+        window: int = WINDOW,
+        warn: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.stream = stream
+        self.timeout = timeout
+        self.window = max(1, window)
+        self.published = 0
+        """Events acked by JetStream."""
+        self.duplicates = 0
+        """Acks that said the event was already in the stream."""
+        self._warn = warn or (lambda key, text: log.warning("%s: %s", key, text))
+        self._queues: dict[str, deque[StateChanged]] = {}
+        self._ready: deque[str] = deque()  # targets with events and nothing in flight
+        self._inflight: dict[str, tuple[int, float]] = {}  # target -> (seq, ack deadline)
+        self._pending = 0
+        self._acked: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._acked_changed = asyncio.Event()
+        self._inbox = ""
+        self._sub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._resume_at = 0.0
+        self._backoff = MIN_BACKOFF
+        self._check_stream = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acked."""
+        return self._pending
+
+    def acked(self, target: str) -> int:
+        """The highest seq of ``target`` known to be in the stream."""
+        return self._acked.get(target, 0)
+
+    def mark_acked(self, target: str, seq: int) -> None:
+        """Record that ``seq`` is already in the stream (restore)."""
+        self._acked[target] = max(self._acked.get(target, 0), seq)
+
+    def put(self, event: StateChanged) -> None:
+        """Queue an event; events of one target must be put in seq order."""
+        queue = self._queues.get(event.target)
+        if queue is None:
+            queue = self._queues[event.target] = deque()
+            if event.target not in self._inflight:
+                self._ready.append(event.target)
+        queue.append(event)
+        self._pending += 1
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Subscribe to the ack inbox and start sending."""
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox + ".>", cb=self._on_ack)
+        self._task = asyncio.create_task(self._run(), name="healthbus-coordinator-outbox")
+
+    async def stop(self) -> None:
+        """Stop sending (pending events stay unpublished) and unsubscribe."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def drained(self) -> None:
+        """Wait until every queued event has been acked."""
+        while self._pending:
+            self._acked_changed.clear()
+            await self._acked_changed.wait()
+
+    async def wait_acked(self, target: str, seq: int) -> None:
+        """Wait until ``target``'s event ``seq`` is in the stream."""
+        while self._acked.get(target, 0) < seq:
+            self._acked_changed.clear()
+            await self._acked_changed.wait()
+
+    # ------------------------------------------------------------------ sending
+
+    async def _run(self) -> None:
+        while not self._closed:
+            now = time.monotonic()
+            self._expire(now)
+            if now >= self._resume_at and self.nc.is_connected:
+                if self._check_stream:
+                    self._check_stream = False
+                    try:
+                        await ensure_stream(self.nc.jetstream(), self.stream)
+                    except Exception as exc:  # the server says why; try again after a backoff
+                        self._failed(now, f"cannot create the state stream: {exc}")
+                        continue
+                await self._send(now)
+            wait = self._next_wakeup(time.monotonic())
+            self._wake.clear()
+            if wait is None:
+                await self._wake.wait()
+            elif wait > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                # that races with the event, and stop() would then wait forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+
+    async def _send(self, now: float) -> None:
+        ready = self._ready
+        inflight = self._inflight
+        deadline = now + self.timeout
+        while ready and len(inflight) < self.window:
+            target = ready.popleft()
+            event = self._queues[target][0]
+            try:
+                await self.nc.publish(
+                    self.subjects.state(target),
+                    encode(event),
+                    reply=f"{self._inbox}.{target}.{event.seq}",
+                    headers={"Nats-Msg-Id": event.msg_id},
+                )
+            except Exception as exc:  # closed connection, full reconnect buffer, ...
+                ready.appendleft(target)
+                self._failed(now, str(exc) or type(exc).__name__)
+                return
+            inflight[target] = (event.seq, deadline)
+
+    def _expire(self, now: float) -> None:
+        # _inflight is in sending order, so deadlines ascend: stop at the first future one.
+        late = []
+        for target, (_, deadline) in self._inflight.items():
+            if deadline > now:
+                break
+            late.append(target)
+        for target in late:
+            del self._inflight[target]
+            self._ready.append(target)
+        if late:
+            self._failed(now, f"no ack within {self.timeout:g}s for {len(late)} events")
+
+    def _failed(self, now: float, why: str) -> None:
+        self._resume_at = now + self._backoff
+        self._warn(
+            "publish",
+            f"cannot publish StateChanged ({why}); {self._pending} waiting, retrying in {self._backoff:.2f}s",
+        )
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    def _next_wakeup(self, now: float) -> float | None:
+        times = []
+        if self._inflight:
+            times.append(next(iter(self._inflight.values()))[1])  # the oldest: see _expire
+        if self._ready and len(self._inflight) < self.window:
+            if self.nc.is_connected:
+                times.append(max(self._resume_at, now))
+            else:
+                times.append(now + MIN_BACKOFF)  # poll for the reconnect
+        if not times:
+            return None
+        return max(0.0, min(times) - now)
+
+    # ------------------------------------------------------------------ acks
+
+    async def _on_ack(self, msg: Msg) -> None:
+        token = msg.subject[len(self._inbox) + 1 :]
+        target, _, seq_text = token.rpartition(".")
+        flight = self._inflight.get(target)
+        if flight is None or str(flight[0]) != seq_text:
+            return  # a late ack of an earlier attempt, already settled
+        del self._inflight[target]
+        problem = self._problem(msg)
+        if problem is not None:
+            self._ready.append(target)
+            if "no responders" in problem:
+                self._check_stream = True
+            self._failed(time.monotonic(), problem)
+            self._wake.set()
+            return
+        queue = self._queues[target]
+        event = queue.popleft()
+        self._pending -= 1
+        self.published += 1
+        self._acked[target] = max(self._acked.get(target, 0), event.seq)
+        if queue:
+            self._ready.append(target)
+        else:
+            del self._queues[target]
+        self._backoff = MIN_BACKOFF
+        self._acked_changed.set()
+        self._wake.set()
+
+    def _problem(self, msg: Msg) -> str | None:
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "503":
+            return "no responders: the state stream does not exist"
+        if status and not msg.data:
+            return f"status {status} {headers.get('Description', '')}".strip()
+        try:
+            ack = _ack_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            return f"unreadable ack: {msg.data[:100]!r}"
+        if ack.error is not None:
+            return f"JetStream error: {ack.error.get('description') or ack.error}"
+        if ack.duplicate:
+            self.duplicates += 1
+        return None
