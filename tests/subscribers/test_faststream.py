@@ -124,6 +124,47 @@ async def test_decorator_naks_while_unavailable_and_processes_after(
     assert max_deliveries == []
 
 
+async def test_hold_mode_pauses_the_consumer_without_naks(
+    nats_server: EmbeddedNats, max_deliveries: list[bytes]
+) -> None:
+    """mode='hold': the consumer holds its message (in_progress) and fetches nothing else until recovery."""
+    health = FakeHealthClient({"pg": "unavailable"})
+    middleware = HealthMiddleware(health, "pg", mode="hold", hold_interval=0.2)
+    broker = NatsBroker(nats_server.url, logger=None, middlewares=[middleware])
+    done = Done(5)
+
+    @broker.subscriber(
+        "hold.in",
+        stream=JStream("HOLD", subjects=["hold.*"]),
+        durable="w",
+        pull_sub=PullSub(batch_size=1, timeout=0.2),
+        config=ConsumerConfig(max_deliver=1, ack_wait=1),
+    )
+    async def handle(body: dict[str, int]) -> None:
+        done.add(body["n"])
+
+    await broker.start()
+    try:
+        for n in range(5):
+            await broker.publish({"n": n}, "hold.in", stream="HOLD")
+        # Held well past ack_wait (1 s): in_progress keeps it ours, nothing else is fetched.
+        await eventually(lambda: middleware.progress_sent >= 8)
+        nc = await nats.connect(nats_server.url)
+        info = await nc.jetstream().consumer_info("HOLD", "w")
+        await nc.close()
+        assert info.num_ack_pending == 1
+        assert info.num_redelivered == 0
+        assert done.counts == {}
+        health.set_state("pg", "healthy")
+        await asyncio.wait_for(done.event.wait(), 30)
+    finally:
+        await broker.stop()
+    assert set(done.counts.values()) == {1}
+    assert sorted(done.counts) == list(range(5))
+    assert middleware.gate.naks == 0
+    assert max_deliveries == []  # max_deliver=1 and still nothing lost
+
+
 @pytest.mark.postgres
 async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
     nats_server: EmbeddedNats, postgres_server: PostgresServer, max_deliveries: list[bytes]

@@ -34,8 +34,9 @@ from typing import Any, Self
 import msgspec
 from nats.aio.client import Client
 
-from healthbus.protocol import BusSettings, StateChanged, redact_url
+from healthbus.protocol import BusSettings, StateChanged, redact, redact_url
 from healthbus.subscribers import _bus
+from healthbus.subscribers._bus import _secrets as _bus_secrets
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._statestream import Follower, StateStream
 from healthbus.subscribers._view import HealthViewBase
@@ -44,6 +45,7 @@ log = logging.getLogger("healthbus.subscribers")
 
 _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 10.0
+_ERROR_LOG_INTERVAL = 60.0
 
 
 class HealthClient(HealthViewBase):
@@ -86,6 +88,7 @@ class HealthClient(HealthViewBase):
         self._closed = False
         self._backoff_attempt = 0
         self._retry_after = 0.0
+        self._error_logged_at: float | None = None
         self._tick = max(0.01, min(0.5, stale_after / 4 if stale_after > 0 else 0.5))
 
     @classmethod
@@ -179,7 +182,18 @@ class HealthClient(HealthViewBase):
         self._wake.set()
 
     async def _on_reconnected(self) -> None:
+        self._error_logged_at = None  # the next outage gets its first error logged again
         self._wake.set()
+
+    async def _on_error(self, exc: Exception) -> None:
+        # nats-py reports every failed reconnect attempt (several a second): a service's
+        # log must not fill up during a bus outage, so log the first and then every minute.
+        now = self._clock()
+        if self._error_logged_at is not None and now - self._error_logged_at < _ERROR_LOG_INTERVAL:
+            return
+        self._error_logged_at = now
+        text = redact(str(exc) or type(exc).__name__, _bus_secrets(self._settings))
+        log.warning("healthbus: NATS %s: %s", redact_url(_bus.resolve_url(self._settings, self._url)), text)
 
     async def _try_connect(self) -> bool:
         settings = msgspec.structs.replace(self._settings, connect_timeout=max(0.05, self.connect_timeout / 2))
@@ -191,6 +205,7 @@ class HealthClient(HealthViewBase):
                 connect_attempts=1,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
+                error_cb=self._on_error,
             )
         except _bus.BusUnavailable as exc:
             if self._backoff_attempt == 0 or self._backoff_attempt % 10 == 0:
@@ -225,6 +240,7 @@ class HealthClient(HealthViewBase):
             return
         self._backoff_attempt = 0
         if self._table.mark_restored():
+            log.info("healthbus: following the state stream live (%d targets)", len(self._table.states))
             self._bus_changed()
 
     def _handle_event(self, event: StateChanged) -> None:

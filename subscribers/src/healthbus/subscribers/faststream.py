@@ -144,6 +144,8 @@ class HealthMiddleware:
         self.mode = mode
         self.max_deliver = max_deliver
         self.hold_interval = hold_interval
+        self.progress_sent = 0
+        """``in_progress`` signals sent for held messages."""
         self._changed = asyncio.Event()
         health.on_change(self._on_change)
 
@@ -197,6 +199,7 @@ class HealthMiddleware:
         while self.gate.blocked_by() is not None:
             try:
                 await message.in_progress()
+                self.progress_sent += 1
             except Exception as exc:  # the message may have been taken back: keep trying quietly
                 log.debug("in_progress failed: %s", type(exc).__name__)
             self._changed.clear()
