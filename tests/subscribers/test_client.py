@@ -245,3 +245,11 @@ async def test_stream_missing_then_created(nats_server: EmbeddedNats) -> None:
         await nc.close()
     finally:
         await health.close()
+
+
+def test_bad_arguments_fail_at_once() -> None:
+    """A bad prefix or bus-loss policy is a usage error raised by connect(), not a retry loop."""
+    with pytest.raises(ValueError, match="prefix"):
+        HealthClient.connect("nats://127.0.0.1:1", prefix="bad prefix!")
+    with pytest.raises(ValueError, match="on_bus_loss"):
+        HealthClient.connect("nats://127.0.0.1:1", on_bus_loss="maybe")  # type: ignore[arg-type]

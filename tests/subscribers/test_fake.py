@@ -147,6 +147,8 @@ async def test_wait_for_returns_now_or_on_change_or_times_out() -> None:
     with pytest.raises(TimeoutError, match="pg did not become healthy"):
         await health.wait_for("pg", "healthy", timeout=0.01)
     assert not health._waiters  # no leftovers
+    with pytest.raises(ValueError, match="invalid state healty"):
+        await health.wait_for("pg", "healty", timeout=1)
 
 
 async def test_bus_loss_simulation_applies_policy_and_notifies() -> None:

@@ -34,7 +34,7 @@ from typing import Any, Self
 import msgspec
 from nats.aio.client import Client
 
-from healthbus.protocol import BusSettings, StateChanged, redact, redact_url
+from healthbus.protocol import BusSettings, StateChanged, Subjects, redact, redact_url
 from healthbus.subscribers import _bus
 from healthbus.subscribers._bus import _secrets as _bus_secrets
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
@@ -76,6 +76,7 @@ class HealthClient(HealthViewBase):
         self._settings = settings or BusSettings()
         self._url = url
         self.prefix = prefix or self._settings.prefix
+        Subjects(self.prefix)  # a bad prefix is a usage error now, not a retry loop later
         self.connect_timeout = float(connect_timeout if connect_timeout is not None else self._settings.connect_timeout)
         self._name = name
         self._nc = nc

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 
-from healthbus.protocol import StateChanged
+from healthbus.protocol import STATES, StateChanged
 from healthbus.subscribers._state import BusStatus, StateTable, TargetState
 
 log = logging.getLogger("healthbus.subscribers")
@@ -233,6 +233,9 @@ class HealthViewBase:
         Returns at once if it already is. Raises TimeoutError after ``timeout`` seconds.
         """
         wanted: Collection[str] = frozenset((state,) if isinstance(state, str) else state)
+        unknown = sorted(w for w in wanted if w not in STATES)
+        if unknown or not wanted:
+            raise ValueError(f"invalid state {', '.join(unknown) or '(none)'}: expected one of {', '.join(STATES)}")
         current = self._table.states.get(target)
         if current is not None and current.state in wanted:
             return current
