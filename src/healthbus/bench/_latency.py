@@ -5,8 +5,10 @@ thresholds of 1, so one ``fail`` result decides ``healthy → unavailable``. ``-
 processes (default 100) each run one HealthClient. For each target in turn, the suite
 publishes one failing ProbeResult and every subscriber's ``on_change`` callback notes
 the machine-wide monotonic time at which the verdict reached it; a sample is
-``callback time − publish time``. The next failure is injected only once every
-subscriber has seen the previous one, so samples never queue behind each other.
+``callback time − publish time``. Failures are injected ``GAP_S`` apart (longer than a
+fan-out takes even on a loaded machine; ``injections_overlapped`` counts the times it was
+not), and subscribers keep their samples until the end, so measuring adds nothing to the
+path being measured.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = ["run"]
 
 PREFIX = "benchlatency"
 GOAL_P99_MS = 10.0
+IDLE_S = 1.0
+GAP_S = 0.3  # between injected failures: longer than any fan-out seen on a loaded machine
 
 
 async def subscriber_role(link: Link, url: str, prefix: str) -> None:
@@ -37,10 +41,12 @@ async def subscriber_role(link: Link, url: str, prefix: str) -> None:
     from healthbus.bench._harness import open_health_client
 
     async with open_health_client(url, prefix) as health:
+        seen: list[tuple[str, str, int]] = []
 
         def on_change(event: Any) -> None:
-            at = now_ns()  # first thing: the sample ends here
-            link.send("event", event.target, event.state, at)
+            # The sample ends here. It is kept locally and reported at the end, so
+            # measuring adds no work (and no wake-up of the parent) to the fan-out.
+            seen.append((event.target, event.state, now_ns()))
 
         health.on_change(on_change)
         profiler = Profiler("subscriber")
@@ -48,9 +54,11 @@ async def subscriber_role(link: Link, url: str, prefix: str) -> None:
         before = ProcessUsage.now().cpu_s
         link.send("ready")
         while (message := await link.recv(3600))[0] != "stop":
-            if message[0] == "report":
+            if message[0] == "cpu":  # no events yet: what idling costs
                 link.send("cpu", ProcessUsage.now().cpu_s - before)
+            elif message[0] == "report":
                 profiler.stop()
+                link.send("samples", seen, ProcessUsage.now().cpu_s - before)
 
 
 async def coordinator_role(link: Link, url: str, config_text: str) -> None:
@@ -77,18 +85,31 @@ def _result(target: str, outcome: str) -> bytes:
     return encode(msg)
 
 
-async def _collect(children: list[Child], target: str, state: str, timeout: float) -> list[int]:
-    """Each child's callback time for ``target`` reaching ``state``."""
+async def _reports(children: list[Child], names: list[str], timeout: float) -> tuple[list[dict[str, int]], list[float]]:
+    """Each child's callback time per target reaching ``unavailable``, and its CPU seconds.
+
+    Asks again (bounded by ``timeout``) while some child has not seen every failure yet.
+    """
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-
-    async def one(child: Child) -> int:
-        while True:
-            kind, *rest = await child.link.recv(max(end - loop.time(), 0.001))
-            if kind == "event" and rest[0] == target and rest[1] == state:
-                return int(rest[2])
-
-    return list(await asyncio.gather(*(one(c) for c in children)))
+    while True:
+        arrivals: list[dict[str, int]] = []
+        cpu: list[float] = []
+        for child in children:
+            child.link.send("report")
+            seen, cpu_s = await child.link.expect("samples", 30)
+            first: dict[str, int] = {}
+            for target, state, at in seen:
+                if state == "unavailable" and target not in first:
+                    first[target] = at
+            arrivals.append(first)
+            cpu.append(cpu_s)
+        missing = sum(1 for a in arrivals for n in names if n not in a)
+        if not missing:
+            return arrivals, cpu
+        if loop.time() > end:
+            raise RuntimeError(f"{missing} of {len(names) * len(children)} verdicts never reached a subscriber")
+        await asyncio.sleep(0.5)
 
 
 async def run(opts: BenchOptions) -> SuiteResult:
@@ -99,6 +120,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
     require_health_client()
     subscribers: int = opts.pick("subscribers", smoke=3, full=100)
     rounds: int = opts.pick("targets", smoke=3, full=50)
+    gap: float = 0.05 if opts.size == "smoke" else GAP_S
     machine = machine_description()
     names = target_names(rounds)
     config_text = bench_config_text(
@@ -133,27 +155,41 @@ async def run(opts: BenchOptions) -> SuiteResult:
             children = [group.start(f"subscriber-{i}", subscriber_role, server.url, PREFIX) for i in range(subscribers)]
             for child in children:
                 await child.link.expect("ready", 120)
+            # CPU of an idle subscriber over a quiet second, to tell it from the cost of events.
+            idle_start = now_ns()
+            await asyncio.sleep(IDLE_S)
+            idle_cpu: list[float] = []
+            for child in children:
+                child.link.send("cpu")
+                idle_cpu.append((await child.link.expect("cpu", 30))[0])
+            idle_s = (now_ns() - idle_start) / 1e9
+            sent: dict[str, int] = {}
             for name in names:
                 payload = _result(name, "fail")
-                sent = now_ns()
+                sent[name] = now_ns()
                 await nc.publish(probe + name, payload)
                 await nc.flush()
-                arrived = await _collect(children, name, "unavailable", 30)
-                samples.extend(t - sent for t in arrived)
-                firsts.append(min(arrived) - sent)
-            cpu: list[float] = []
-            for child in children:
-                child.link.send("report")
-                (cpu_s,) = await child.link.expect("cpu", 30)
-                cpu.append(cpu_s)
+                # Let the fan-out finish before the next failure: samples must not
+                # queue behind each other (overlaps are counted below).
+                await asyncio.sleep(gap)
+            arrivals, cpu = await _reports(children, names, 60)
+            busy_s = (now_ns() - idle_start) / 1e9
         finally:
             await nc.close()
+    overlapped = 0
+    for i, name in enumerate(names):
+        times = [a[name] for a in arrivals]
+        samples.extend(t - sent[name] for t in times)
+        firsts.append(min(times) - sent[name])
+        if i + 1 < len(names) and max(times) > sent[names[i + 1]]:
+            overlapped += 1
     stats = summarize_ms(samples)
     first = summarize_ms(firsts)
-    # CPU one subscriber process spends per StateChanged (receive, decode, update, callback,
-    # and this benchmark's report over a pipe): all of them must run once per verdict, on
-    # nproc cores, which bounds how soon the last one can have it.
-    per_event_us = statistics.mean(cpu) / rounds * 1e6
+    # CPU one subscriber process spends per StateChanged (receive, decode, update, callback;
+    # its idle CPU rate, measured over a quiet second first, taken out): all of them must
+    # run once per verdict, on nproc cores, which bounds how soon the last one can have it.
+    idle_rate = statistics.mean(idle_cpu) / idle_s  # CPU seconds per second while idle
+    per_event_us = max(statistics.mean(cpu) - idle_rate * busy_s, 0.0) / rounds * 1e6
     nproc = os.cpu_count() or 1
     data: dict[str, Any] = {
         "subscribers": subscribers,
@@ -164,6 +200,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
         # to the rest is the time the machine takes to wake and run every subscriber.
         "first_subscriber_p50_ms": first["p50_ms"],
         "first_subscriber_p99_ms": first["p99_ms"],
+        "injections_overlapped": overlapped,
         "subscriber_cpu_per_event_us": round(per_event_us, 1),
         "cpu_bound_all_subscribers_ms": round(subscribers * per_event_us / nproc / 1000, 2),
     }
