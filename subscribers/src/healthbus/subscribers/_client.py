@@ -135,6 +135,8 @@ class HealthClient(HealthViewBase):
 
     async def start(self) -> Self:
         """Connect (bounded by ``connect_timeout``), load current states, start the supervisor."""
+        if self._supervisor is not None or self._closed:
+            return self  # already started (or closed): starting twice must not connect twice
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         if self._nc is None:
