@@ -39,16 +39,17 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
     try:
         service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
         holder.append(service)
-        async with service:
-            bind = getattr(args, "http", None) or config.coordinator.http
-            if bind:
-                from healthbus.cli._http import serve_ops
+        bind = getattr(args, "http", None) or config.coordinator.http
+        if bind:
+            from healthbus.cli._http import serve_ops
 
-                try:
-                    ops = await serve_ops(bind, service.registry, lambda: service.ready)
-                except ValueError as exc:
-                    raise UsageError(str(exc)) from None
-                log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
+            # Up before the restore, so /readyz can say "not yet" while it runs.
+            try:
+                ops = await serve_ops(bind, service.registry, lambda: service.ready)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
+        async with service:
             await stop.wait()
             log.info("stopping")
     finally:
