@@ -253,3 +253,43 @@ def test_bad_arguments_fail_at_once() -> None:
         HealthClient.connect("nats://127.0.0.1:1", prefix="bad prefix!")
     with pytest.raises(ValueError, match="on_bus_loss"):
         HealthClient.connect("nats://127.0.0.1:1", on_bus_loss="maybe")  # type: ignore[arg-type]
+
+
+async def test_catches_up_on_changes_made_while_partitioned(nats_server: EmbeddedNats, publisher: Publisher) -> None:
+    """Cut off from a NATS that stays up, the client misses events; on reconnect it catches up, no duplicates."""
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    await publisher.publish("redis-main", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2) as health:
+            seen: list[tuple[str, int]] = []
+            health.on_change(lambda ev: seen.append((ev.target, ev.seq)))
+            await proxy.cut()
+            await wait_bus(health, connected=False, stale=True)
+            await publisher.publish("pg", "unavailable")
+            await publisher.publish("pg", "recovering")
+            await publisher.publish("pg", "healthy")
+            await publisher.publish("pg", "unavailable")
+            await publisher.publish("redis-main", "degraded")
+            before = health.state("pg")
+            assert before is not None
+            assert before.seq == 1  # really cut off
+
+            await proxy.start()
+            await wait_bus(health, connected=True, stale=False, timeout=30)
+            pg, redis = health.state("pg"), health.state("redis-main")
+            assert pg is not None
+            assert (pg.seq, pg.state, pg.stale) == (5, "unavailable", False)
+            assert redis is not None
+            assert (redis.seq, redis.state) == (2, "degraded")
+            assert not health.is_available("pg")
+            for target in ("pg", "redis-main"):
+                seqs = [s for t, s in seen if t == target]
+                assert seqs == sorted(set(seqs)), f"duplicate or out-of-order callbacks for {target}: {seqs}"
+            assert ("pg", 5) in seen
+            assert ("redis-main", 2) in seen
+    finally:
+        await proxy.cut()
