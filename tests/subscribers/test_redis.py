@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.subscribers import HealthClient
+from healthbus.subscribers import BusStatus, HealthClient
 from healthbus.subscribers.redis import HealthyRedis, LocalCache
 from healthbus.subscribers.testing import FakeHealthClient
 from tests.harness._redis import RedisServer
@@ -211,3 +211,40 @@ def test_missing_redis_gives_a_friendly_import_error() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert "pip install 'healthbus-subscribers[redis]'" in out.stdout
+
+
+@pytest.mark.nats
+async def test_nats_outage_applies_policy_to_redis_calls(
+    nats_server: EmbeddedNats, redis_server: RedisServer, client: Redis
+) -> None:
+    """NATS stopped: once stale, assume_unavailable sends calls to the cache; NATS back: to Redis again."""
+    nc = await nats.connect(nats_server.url)
+    pub = Publisher(nc.jetstream(), "hbredis2")
+    await pub.ensure()
+    await pub.publish("redis-main", "healthy")
+    await nc.close()
+    async with HealthClient.connect(
+        nats_server.url, prefix="hbredis2", stale_after=0.2, on_bus_loss="assume_unavailable"
+    ) as health:
+        cache = HealthyRedis(client, health)
+        await cache.set("k", "v")
+        stale = asyncio.Event()
+        fresh = asyncio.Event()
+
+        def on_bus(status: BusStatus) -> None:
+            if status.stale:
+                stale.set()
+            elif status.connected:
+                fresh.set()
+
+        health.on_bus_change(on_bus)
+        await nats_server.astop()
+        await asyncio.wait_for(stale.wait(), 10)
+        assert cache.local
+        assert await cache.get("k") == b"v"
+        assert await client.get("k") == b"v"  # Redis itself was fine all along
+        await nats_server.astart()
+        await asyncio.wait_for(fresh.wait(), 30)
+        assert not cache.local
+        assert await cache.set("k", "w")
+        assert await client.get("k") == b"w"
