@@ -177,7 +177,14 @@ class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     stream_replicas: int = 1
     tick: Duration = Duration(0.25)
     """How often timers (staleness, retry_at) are evaluated without probe traffic."""
+    lease: Duration = Duration(5.0)
+    """Leader lease: a standby coordinator takes over this long after the leader died.
+    ``"0s"`` turns leader election off (exactly one coordinator must run)."""
     http: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lease < 0:
+            raise ValueError("lease must be 0 (no election) or a positive duration")
 
 
 class ProbeWorkerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
