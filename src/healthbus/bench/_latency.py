@@ -14,14 +14,12 @@ path being measured.
 from __future__ import annotations
 
 import asyncio
-import os
-import statistics
 from typing import Any
 
 import nats.errors
 
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
-from healthbus.bench._measure import ProcessUsage, Profiler, machine_description, now_ns, summarize_ms
+from healthbus.bench._measure import Profiler, machine_description, now_ns, summarize_ms
 from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import Child, ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
@@ -32,7 +30,6 @@ __all__ = ["run"]
 
 PREFIX = "benchlatency"
 GOAL_P99_MS = 10.0
-IDLE_S = 1.0
 GAP_S = 0.3  # between injected failures: longer than any fan-out seen on a loaded machine
 
 
@@ -51,14 +48,11 @@ async def subscriber_role(link: Link, url: str, prefix: str) -> None:
         health.on_change(on_change)
         profiler = Profiler("subscriber")
         profiler.start()
-        before = ProcessUsage.now().cpu_s
         link.send("ready")
         while (message := await link.recv(3600))[0] != "stop":
-            if message[0] == "cpu":  # no events yet: what idling costs
-                link.send("cpu", ProcessUsage.now().cpu_s - before)
-            elif message[0] == "report":
+            if message[0] == "report":
                 profiler.stop()
-                link.send("samples", seen, ProcessUsage.now().cpu_s - before)
+                link.send("samples", seen)
 
 
 async def coordinator_role(link: Link, url: str, config_text: str) -> None:
@@ -85,8 +79,8 @@ def _result(target: str, outcome: str) -> bytes:
     return encode(msg)
 
 
-async def _reports(children: list[Child], names: list[str], timeout: float) -> tuple[list[dict[str, int]], list[float]]:
-    """Each child's callback time per target reaching ``unavailable``, and its CPU seconds.
+async def _reports(children: list[Child], names: list[str], timeout: float) -> list[dict[str, int]]:
+    """Each child's callback time per target reaching ``unavailable``.
 
     Asks again (bounded by ``timeout``) while some child has not seen every failure yet.
     """
@@ -94,19 +88,17 @@ async def _reports(children: list[Child], names: list[str], timeout: float) -> t
     end = loop.time() + timeout
     while True:
         arrivals: list[dict[str, int]] = []
-        cpu: list[float] = []
         for child in children:
             child.link.send("report")
-            seen, cpu_s = await child.link.expect("samples", 30)
+            (seen,) = await child.link.expect("samples", 30)
             first: dict[str, int] = {}
             for target, state, at in seen:
                 if state == "unavailable" and target not in first:
                     first[target] = at
             arrivals.append(first)
-            cpu.append(cpu_s)
         missing = sum(1 for a in arrivals for n in names if n not in a)
         if not missing:
-            return arrivals, cpu
+            return arrivals
         if loop.time() > end:
             raise RuntimeError(f"{missing} of {len(names) * len(children)} verdicts never reached a subscriber")
         await asyncio.sleep(0.5)
@@ -155,14 +147,6 @@ async def run(opts: BenchOptions) -> SuiteResult:
             children = [group.start(f"subscriber-{i}", subscriber_role, server.url, PREFIX) for i in range(subscribers)]
             for child in children:
                 await child.link.expect("ready", 120)
-            # CPU of an idle subscriber over a quiet second, to tell it from the cost of events.
-            idle_start = now_ns()
-            await asyncio.sleep(IDLE_S)
-            idle_cpu: list[float] = []
-            for child in children:
-                child.link.send("cpu")
-                idle_cpu.append((await child.link.expect("cpu", 30))[0])
-            idle_s = (now_ns() - idle_start) / 1e9
             sent: dict[str, int] = {}
             for name in names:
                 payload = _result(name, "fail")
@@ -172,8 +156,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
                 # Let the fan-out finish before the next failure: samples must not
                 # queue behind each other (overlaps are counted below).
                 await asyncio.sleep(gap)
-            arrivals, cpu = await _reports(children, names, 60)
-            busy_s = (now_ns() - idle_start) / 1e9
+            arrivals = await _reports(children, names, 60)
         finally:
             await nc.close()
     overlapped = 0
@@ -185,12 +168,6 @@ async def run(opts: BenchOptions) -> SuiteResult:
             overlapped += 1
     stats = summarize_ms(samples)
     first = summarize_ms(firsts)
-    # CPU one subscriber process spends per StateChanged (receive, decode, update, callback;
-    # its idle CPU rate, measured over a quiet second first, taken out): all of them must
-    # run once per verdict, on nproc cores, which bounds how soon the last one can have it.
-    idle_rate = statistics.mean(idle_cpu) / idle_s  # CPU seconds per second while idle
-    per_event_us = max(statistics.mean(cpu) - idle_rate * busy_s, 0.0) / rounds * 1e6
-    nproc = os.cpu_count() or 1
     data: dict[str, Any] = {
         "subscribers": subscribers,
         "samples": len(samples),
@@ -201,8 +178,6 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "first_subscriber_p50_ms": first["p50_ms"],
         "first_subscriber_p99_ms": first["p99_ms"],
         "injections_overlapped": overlapped,
-        "subscriber_cpu_per_event_us": round(per_event_us, 1),
-        "cpu_bound_all_subscribers_ms": round(subscribers * per_event_us / nproc / 1000, 2),
     }
     goals = [Goal(f"p99 < {GOAL_P99_MS:g} ms on loopback", stats["p99_ms"] < GOAL_P99_MS, f"p99 {stats['p99_ms']} ms")]
     notes = [
