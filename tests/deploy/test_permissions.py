@@ -9,7 +9,7 @@ that every reading role can still load current states and follow the stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.protocol import BusSettings, ProbeResult, StateChanged, StreamSettings, encode, utcnow
+from healthbus.protocol import BusSettings, State, ProbeResult, StateChanged, StreamSettings, encode, utcnow
 from healthbus.subscribers import BusUnavailable, StateStream, connect, ensure_stream
 from tests.harness._util import require
 
@@ -69,9 +69,7 @@ async def _session(server: EmbeddedNats, role: str) -> Session:
     async def error_cb(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(
-        server.url, user=role, password=_password(role), error_cb=error_cb, max_reconnect_attempts=0
-    )
+    nc = await nats.connect(server.url, user=role, password=_password(role), error_cb=error_cb, allow_reconnect=False)
     return Session(nc, errors)
 
 
@@ -87,13 +85,13 @@ async def sessions(secured_nats: EmbeddedNats) -> AsyncIterator[dict[str, Sessio
             await s.nc.close()
 
 
-def _event(seq: int, state: str = "healthy") -> StateChanged:
+def _event(seq: int, state: State = "healthy") -> StateChanged:
     return StateChanged(
         target="redis-main",
         seq=seq,
         at=utcnow(),
         previous="unknown",
-        state=state,  # type: ignore[arg-type]
+        state=state,
         breaker="closed",
         reason="test",
     )
@@ -122,11 +120,12 @@ async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[
     js = s.nc.jetstream()
     with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
         await js.publish("healthbus.state.redis-main", encode(_event(1, "unavailable")), timeout=1)
-    for call in (
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: js.purge_stream("HEALTHBUS_STATE"),
         lambda: js.delete_stream("HEALTHBUS_STATE"),
         lambda: js.delete_msg("HEALTHBUS_STATE", 1),
-    ):
+    ]
+    for call in calls:
         with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
             await asyncio.wait_for(call(), 1)
     await s.violation()

@@ -45,7 +45,7 @@ def test_full_example_decodes_with_defaults_and_overrides() -> None:
     """Per-target keys override [defaults]; tables merge key by key; durations become seconds."""
     config = load_config_text(FULL, env={"REDIS_PASSWORD": "s3cret"})
     assert config.bus.prefix == "acme.health"
-    assert config.coordinator.stream_max_age == 7 * 86400
+    assert float(config.coordinator.stream_max_age) == 7 * 86400
     redis = config.target("redis-main")
     assert redis.interval == 2.0
     assert redis.timeout == 2.0

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.protocol import StateChanged, StreamSettings, encode
+from healthbus.protocol import State, StateChanged, StreamSettings, encode
 from healthbus.subscribers import StateStream, connect, ensure_stream
 
 pytestmark = pytest.mark.nats
@@ -19,7 +19,7 @@ PREFIX = "ss"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _event(target: str, seq: int, state: str = "healthy", at: datetime | None = None) -> StateChanged:
+def _event(target: str, seq: int, state: State = "healthy", at: datetime | None = None) -> StateChanged:
     return StateChanged(
         target=target,
         seq=seq,
@@ -27,7 +27,7 @@ def _event(target: str, seq: int, state: str = "healthy", at: datetime | None = 
         previous="unknown",
         state=state,
         breaker="closed",
-        reason=f"{target} #{seq}",  # type: ignore[arg-type]
+        reason=f"{target} #{seq}",
     )
 
 
