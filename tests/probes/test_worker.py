@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 
 import nats
@@ -14,8 +14,17 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.probes import ProbeWorker
-from healthbus.protocol import Config, ProbeResult, StateChanged, StreamSettings, Subjects, encode, utcnow
+from healthbus.probes import CheckResult, ProbeWorker
+from healthbus.protocol import (
+    Config,
+    ProbeResult,
+    StateChanged,
+    StreamSettings,
+    Subjects,
+    TargetConfig,
+    encode,
+    utcnow,
+)
 from healthbus.subscribers import ensure_stream
 from tests.harness._redis import RedisServer
 from tests.probes._support import Collector, config_for, unique_prefix
@@ -266,3 +275,50 @@ async def test_sharding_splits_and_fails_over(nats_server: EmbeddedNats, redis_s
                 await results.wait_for(from_w2, after=mark)
         # w2 said it was stopping: w1 takes over at once
         assert await w1.wait_assignment(everything, timeout=10) == names
+
+
+class StubbornChecker:
+    """A checker that swallows cancellation once per check, as a 3.11 timeout race can."""
+
+    def __init__(self, target: TargetConfig) -> None:
+        self.target = target
+        self.started = asyncio.Event()
+        self.closed = False
+
+    async def check(self) -> CheckResult:
+        """Wait 'forever'; a cancellation is swallowed and the check 'passes'."""
+        self.started.set()
+        with suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        return CheckResult(outcome="pass")
+
+    async def close(self) -> None:
+        """Remember being closed."""
+        self.closed = True
+
+
+async def test_stop_survives_a_swallowed_cancellation(nats_server: EmbeddedNats) -> None:
+    """stop() ends every target task and closes every client even when a check swallows its cancellation."""
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        '[[targets]]\nname = "stubborn"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\ninterval = "1h"\ntimeout = "1h"\n',
+        probes="jitter = 0.0",
+    )
+    nc = await nats.connect(nats_server.url)
+    checkers: list[StubbornChecker] = []
+
+    def factory(target: TargetConfig) -> StubbornChecker:
+        checkers.append(StubbornChecker(target))
+        return checkers[-1]
+
+    worker = ProbeWorker(config, worker_id="w1", checker_factory=factory, follow_state=False)
+    try:
+        await worker.start(nc)
+        worker.schedules["stubborn"].next_check = 0.0  # due now
+        await asyncio.wait_for(checkers[0].started.wait(), 10)
+        await asyncio.wait_for(worker.stop(), 10)
+        assert worker.assigned_targets == set()
+        assert checkers[0].closed
+    finally:
+        await nc.close()

@@ -79,6 +79,27 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]], *, rounds: int = 20, wait: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait until they are done, cancelling again while any is left.
+
+    On Python 3.11 a cancellation that lands just as an ``asyncio.timeout`` expires can
+    come out as a ``TimeoutError`` (fixed in 3.12), which a check loop handles and goes
+    on: so one ``cancel()`` is not enough to be sure a task ends.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never retrieved
+    if pending:
+        log.warning("%d probe tasks did not stop", len(pending))
+
+
 class ProbeMetrics:
     """The worker's Prometheus metrics, in its own registry."""
 
@@ -223,10 +244,7 @@ class ProbeWorker:
         if nc is not None and nc.is_connected and self._started:
             with contextlib.suppress(Exception):
                 await self._publish_heartbeat(stopping=True)
-        tasks = [*self._background, *self._tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all([*self._background, *self._tasks.values()])
         self._background.clear()
         self._tasks.clear()
         stop = getattr(self._follower, "stop", None)
@@ -282,8 +300,7 @@ class ProbeWorker:
         self._assignment_changed.set()
 
     async def _after_cancel(self, task: asyncio.Task[None], name: str) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_all([task])
         if name not in self._tasks:  # not re-assigned meanwhile: free its connection
             await self._close_checker(name)
 
@@ -307,7 +324,10 @@ class ProbeWorker:
     # ------------------------------------------------------------------ checking
     async def _target_loop(self, name: str, schedule: TargetSchedule) -> None:
         wake = self._wake[name]
-        while True:
+        me = asyncio.current_task()
+        # The loop also ends when the target is no longer ours or the worker stops, even
+        # if a cancellation was lost (see cancel_all).
+        while not self._stopping and self._tasks.get(name) is me:
             wake.clear()
             now = self.clock.monotonic()
             action = schedule.poll(now)
