@@ -44,9 +44,9 @@ class ProbeProcess:
         """Everything the worker logged so far."""
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
-    async def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
+    async def terminate(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or ``sig``) and the exit code."""
+        self.proc.send_signal(sig)
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
@@ -226,7 +226,7 @@ url = "tcp://127.0.0.1:{port}"
             assert [r for r in results.of("held") if grace < r.observed_at < retry_at] == []
             assert trial.observed_at - retry_at < timedelta(seconds=1.5)
             assert len([r for r in results.of("free") if grace < r.observed_at < retry_at]) >= 4
-            assert await p.terminate() == 0
+            assert await p.terminate(sig=signal.SIGINT) == 0  # Ctrl-C is a clean stop too
     finally:
         await nc.close()
         listener.close()

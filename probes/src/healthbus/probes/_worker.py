@@ -487,6 +487,8 @@ class ProbeWorker:
             beat = decode_worker_heartbeat(msg.data)
         except (ProtocolError, msgspec.DecodeError):
             return  # not ours to crash on: a stray or malformed message on the worker subject
+        if self.sharding and not beat.sharding and not beat.stopping:
+            return  # a worker that checks everything takes no share of ours
         changed = self.membership.heard(
             beat.worker, self.clock.monotonic(), stopping=beat.stopping, heartbeat=beat.heartbeat_s
         )
