@@ -130,3 +130,19 @@ async def test_sqlite_file(tmp_path: Path) -> None:
     finally:
         await good.close()
         await bad.close()
+
+
+async def test_postgres_connection_is_reused(postgres_server: PostgresServer) -> None:
+    """Many checks use one PostgreSQL connection (seen in pg_stat_activity)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    checker = build_checker(_target("postgres", postgres_server.dsn))
+    admin = await asyncpg.connect(postgres_server.dsn)
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'healthbus-probe'"
+    try:
+        for _ in range(5):
+            assert (await checker.check()).outcome == "pass"
+        assert await admin.fetchval(query) == 1
+    finally:
+        await checker.close()
+        await admin.close()

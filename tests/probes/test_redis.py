@@ -188,3 +188,23 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delitem(sys.modules, "healthbus.probes._checkers._redis", raising=False)
     with pytest.raises(DriverMissing, match=r"healthbus-probes\[redis\]"):
         importlib.import_module("healthbus.probes._checkers._redis")
+
+
+async def test_connection_is_reused(redis_server: RedisServer) -> None:
+    """Many checks use one connection to Redis (seen by the server)."""
+    from redis.asyncio import Redis
+
+    checker = build_checker(_target(redis_server.url))
+    admin = Redis.from_url(redis_server.url)
+    try:
+
+        async def probe_connections() -> int:
+            clients = await admin.client_list()
+            return sum(1 for c in clients if c.get("name") == "healthbus-probe")
+
+        for _ in range(5):
+            assert (await checker.check()).outcome == "pass"
+        assert await probe_connections() == 1
+    finally:
+        await checker.close()
+        await admin.aclose()

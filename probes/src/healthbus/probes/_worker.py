@@ -276,6 +276,7 @@ class ProbeWorker:
         """Start tasks for targets newly ours, stop (and close) the ones no longer ours."""
         if self._stopping:
             return
+        self._background = [t for t in self._background if not t.done()]
         wanted = self._wanted()
         current = set(self._tasks)
         for name in sorted(wanted - current):
