@@ -527,3 +527,25 @@ def test_deterministic_with_seed() -> None:
         return sim.events
 
     assert run() == run()
+
+
+def test_point_heard_again_after_silence_goes_stale_again() -> None:
+    """A vantage point that comes back after going stale is timed again (regression found by hypothesis)."""
+    sim = Sim(target(success_threshold=1))
+    sim.feed("pass", dt=0.0)
+    assert sim.advance(15.0)[0].state == "unknown"
+    assert sim.feed("pass", dt=0.0)[0].state == "healthy"
+    (event,) = sim.advance(15.0)
+    assert event.state == "unknown"
+
+
+def test_reset_without_live_data_is_unknown() -> None:
+    """An operator reset decides afresh: with no live vantage point the target is unknown, never healthy."""
+    sim = Sim(target(success_threshold=1))
+    sim.feed("pass", dt=0.0)
+    sim.control("disable")
+    sim.advance(20.0)
+    (event,) = sim.control("reset")
+    assert event.breaker == "half_open"
+    sim.advance(15.0)
+    assert sim.last().state == "unknown"

@@ -49,6 +49,7 @@ flap = {{ enabled = false }}
 
 [coordinator]
 tick = "50ms"
+lease = "1s"
 
 [[targets]]
 name = "db"
@@ -424,3 +425,78 @@ def test_cli_requires_config(tmp_path: Path) -> None:
     done = subprocess.run([str(exe), "coordinator"], capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 2
     assert "--config" in done.stderr
+
+
+async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats, nc: Client, events: Events) -> None:
+    """A leader that stops renewing its lease stops publishing; the standby takes over and continues every seq."""
+    config = load_config_text(config_text())
+    other = await connect(url=nats_server.url)
+    leader = CoordinatorService(config, nc, holder="a")
+    standby = CoordinatorService(config, other, holder="b")
+    try:
+        await leader.start()
+        await standby.start()
+        assert leader.active
+        assert not standby.active
+        assert not standby.ready
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        assert standby.handled == 0  # a standby does not even subscribe
+        # Freeze the leader's lease renewals (as a stuck process would); it keeps deciding.
+        for task in leader._tasks:
+            task.cancel()
+        async with asyncio.timeout(10):
+            await standby.activated.wait()
+        assert standby.decider.state("db") == ("healthy", "closed", 1)
+        for _ in range(2):
+            await publish(nc, "db", "fail")
+        down = await events.state("db", "unavailable")
+        assert down.seq == 2
+        await events.state("db", "recovering")
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        assert_chain(events.of("db"))
+        # The frozen leader decided the same transitions but published none of them.
+        assert leader.published == 1
+        assert leader.pending > 0
+        assert not leader.outbox._may_send()
+    finally:
+        await standby.stop()
+        await leader.stop(flush_timeout=0.1)
+        await other.close()
+
+
+@pytest.mark.slow
+async def test_kill9_leader_standby_process_takes_over(
+    nats_server: EmbeddedNats, nc: Client, events: Events, tmp_path: Path
+) -> None:
+    """Two coordinator processes: SIGKILL the leader, the standby takes over without a seq gap."""
+    config = tmp_path / "healthbus.toml"
+    config.write_text(config_text())
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    first = _spawn(config, nats_server.url, log_a)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        await _wait_ready(nc, first, log_a)
+        second = _spawn(config, nats_server.url, log_b)
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        await _wait_ready(nc, second, log_b)  # answers ctl only once it leads
+        for _ in range(2):
+            await publish(nc, "db", "fail")
+        down = await events.state("db", "unavailable")
+        assert (down.seq, down.previous) == (2, "healthy")
+        assert_chain(events.of("db"))
+        text = _text(log_b)
+        assert "standing by" in text
+        assert "took the leader lease" in text
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -69,6 +69,9 @@ class ServiceCollector(Collector):
             "healthbus_outbox_pending", "StateChanged events waiting to be published", value=s.pending
         )
         yield GaugeMetricFamily("healthbus_ready", "1 when connected and restored", value=1.0 if s.ready else 0.0)
+        yield GaugeMetricFamily(
+            "healthbus_leader", "1 while this coordinator is the active one", value=1.0 if s.active else 0.0
+        )
         hist = HistogramMetricFamily(
             "healthbus_decision_seconds", "Time to decode and decide one ProbeResult (1 in 64 sampled)"
         )

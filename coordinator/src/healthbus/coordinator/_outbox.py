@@ -9,6 +9,7 @@ Invariants:
 * Different targets are pipelined (up to ``window`` in flight): publishes go out as
   plain messages with a reply subject on one private inbox, and acks are matched by
   that subject, so a burst of transitions costs no task, future or timer per event.
+* Nothing is sent while ``may_send()`` says no (the leader lease is not valid).
 * A missing ack (timeout, NATS down, no stream) keeps the event at the head of its
   target's queue; sending resumes after a backoff (50 ms doubling to 2 s). Re-sending an
   event that did land is harmless: ``Nats-Msg-Id: <target>:<seq>`` makes JetStream drop
@@ -62,6 +63,7 @@ class Outbox:
         timeout: float = 2.0,
         window: int = WINDOW,
         warn: Callable[[str, str], None] | None = None,
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
         self.nc = nc
         self.subjects = subjects
@@ -72,6 +74,7 @@ class Outbox:
         """Events acked by JetStream."""
         self.duplicates = 0
         """Acks that said the event was already in the stream."""
+        self._may_send = may_send
         self._warn = warn or (lambda key, text: log.warning("%s: %s", key, text))
         self._queues: dict[str, deque[StateChanged]] = {}
         self._ready: deque[str] = deque()  # targets with events and nothing in flight
@@ -152,7 +155,7 @@ class Outbox:
         while not self._closed:
             now = time.monotonic()
             self._expire(now)
-            if now >= self._resume_at and self.nc.is_connected:
+            if now >= self._resume_at and self.nc.is_connected and self._may_send():
                 if self._check_stream:
                     self._check_stream = False
                     try:
@@ -218,10 +221,10 @@ class Outbox:
         if self._inflight:
             times.append(next(iter(self._inflight.values()))[1])  # the oldest: see _expire
         if self._ready and len(self._inflight) < self.window:
-            if self.nc.is_connected:
+            if self.nc.is_connected and self._may_send():
                 times.append(max(self._resume_at, now))
             else:
-                times.append(now + MIN_BACKOFF)  # poll for the reconnect
+                times.append(now + MIN_BACKOFF)  # poll for the reconnect (or a renewed lease)
         if not times:
             return None
         return max(0.0, min(times) - now)

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._core import ControlError, Decider, Now, Rejected
+from healthbus.coordinator._leader import Lease, bucket_for, default_holder_id
 from healthbus.coordinator._metrics import DECISION_BUCKETS, ServiceCollector
 from healthbus.coordinator._outbox import Outbox
 from healthbus.protocol import (
@@ -98,7 +99,9 @@ class CoordinatorService:
     """Consumes ProbeResults, decides with the core, publishes StateChanged.
 
     ``async with CoordinatorService(config, nc) as service:`` restores, subscribes and
-    runs the timers; leaving the block stops it (publishing what it can). Counters
+    runs the timers; leaving the block stops it (publishing what it can). With a leader
+    lease (``[coordinator] lease``, default 5 s; ``lease_ttl=0`` turns it off) only the
+    holder is ``active``; the others stand by and take over when it dies. Counters
     (``results``, ``dropped``, ``transitions``, ``published``, ``handled``) and
     :meth:`wait_handled` make it easy to drive from tests and benchmarks.
     """
@@ -115,6 +118,8 @@ class CoordinatorService:
         publish_timeout: float = 2.0,
         restore_timeout: float = 10.0,
         secrets: Iterable[str] = (),
+        lease_ttl: float | None = None,
+        holder: str | None = None,
     ) -> None:
         self.config = config
         self.nc = nc
@@ -132,9 +137,8 @@ class CoordinatorService:
         self.tick_interval = float(settings.tick)
         self.publish_timeout = publish_timeout
         self.restore_timeout = restore_timeout
-        self.decider = Decider(
-            config.targets, rng=rng or random.Random(), now=Now(self.clock.monotonic(), self.clock.now())
-        )
+        self._rng = rng or random.Random()
+        self.decider = Decider(config.targets, rng=self._rng, now=Now(self.clock.monotonic(), self.clock.now()))
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
 
@@ -154,13 +158,17 @@ class CoordinatorService:
         self._probe_sub: Any = None
         self._probe_queue: asyncio.Queue[Msg] | None = None
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
-        self.outbox = Outbox(
-            nc,
-            self.subjects,
-            self.stream,
-            timeout=publish_timeout,
-            warn=_RateLimitedLog("%s: %s%s"),
-        )
+        self._publish_log = _RateLimitedLog("%s: %s%s")
+        self.lease_ttl = float(settings.lease) if lease_ttl is None else lease_ttl
+        self.holder = holder or default_holder_id()
+        self.lease: Lease | None = None
+        self.active = False
+        """True while this coordinator leads (always, without election) and decides."""
+        self.activated = asyncio.Event()
+        """Set while active: ``await service.activated.wait()`` waits for a takeover."""
+        self._published_before = 0
+        self._active_tasks: list[asyncio.Task[None]] = []
+        self.outbox = self._new_outbox()
         self._handled_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._next_wake = _NEVER  # smallest count a waiter waits for
         self._drop_log = _RateLimitedLog("dropped a message (%s): %s%s")
@@ -175,8 +183,8 @@ class CoordinatorService:
 
     @property
     def ready(self) -> bool:
-        """Connected to NATS and restored from the state stream."""
-        return self._restored and self.nc.is_connected and not self._stopping
+        """Leading, connected to NATS and restored from the state stream."""
+        return self.active and self._restored and self.nc.is_connected and not self._stopping
 
     @property
     def pending(self) -> int:
@@ -185,12 +193,39 @@ class CoordinatorService:
 
     @property
     def published(self) -> int:
-        """Events acked by JetStream so far."""
-        return self.outbox.published
+        """Events acked by JetStream so far (over every term as leader)."""
+        return self._published_before + self.outbox.published
 
     async def start(self) -> None:
-        """Ensure the stream, restore every target, then subscribe and run the timers."""
+        """Ensure the stream; with election, take the lease or stand by; when leading,
+        restore every target, then subscribe and run the timers."""
         await ensure_stream(self.js, self.stream)
+        if self.lease_ttl > 0:
+            self.lease = Lease(
+                self.js,
+                bucket_for(self.stream.name),
+                holder=self.holder,
+                ttl=self.lease_ttl,
+                replicas=self.stream.replicas,
+            )
+            await self.lease.setup()
+            if await self.lease.acquire():
+                await self._activate()
+            else:
+                log.warning(
+                    "standing by: %s leads (lease %gs)", await self.lease.current_holder() or "another", self.lease_ttl
+                )
+            self._tasks.append(asyncio.create_task(self._lease_loop(), name="healthbus-coordinator-lease"))
+        else:
+            await self._activate()
+
+    async def _activate(self) -> None:
+        """Become the active coordinator: fresh core, restore, subscribe, timers, outbox."""
+        self.decider = Decider(self.config.targets, rng=self._rng, now=self._now())
+        self._now_cache = None
+        self._published_before += self.outbox.published
+        self.outbox = self._new_outbox()
+        self.restored = 0
         await self.restore()
         sub = await self.nc.subscribe(
             self.subjects.probe_all,
@@ -204,13 +239,73 @@ class CoordinatorService:
             self._probe_sub, self._probe_queue = sub, queue
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
         await self.outbox.start()
-        self._tasks.append(asyncio.create_task(self._timers(), name="healthbus-coordinator-timers"))
-        log.info(
-            "coordinator started: %d targets, %d restored, prefix %s, stream %s",
+        self._active_tasks.append(asyncio.create_task(self._timers(), name="healthbus-coordinator-timers"))
+        self.active = True
+        self.activated.set()
+        log.warning(
+            "coordinator active: %d targets, %d restored, prefix %s, stream %s%s",
             len(self.decider.targets),
             self.restored,
             self.prefix,
             self.stream.name,
+            f", leader lease {self.lease_ttl:g}s as {self.holder}" if self.lease else "",
+        )
+
+    async def _deactivate(self, *, flush_timeout: float = 0.0) -> None:
+        """Stop consuming and deciding; publish what is pending for up to ``flush_timeout``."""
+        self.active = False
+        self.activated.clear()
+        self._probe_queue = None
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        for task in self._active_tasks:
+            task.cancel()
+        for task in self._active_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._active_tasks.clear()
+        if flush_timeout > 0 and self.outbox.pending and self.nc.is_connected:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(flush_timeout):
+                    await self.outbox.drained()
+        if self.outbox.pending:
+            log.warning("stopping with %d StateChanged unpublished; they will be decided again", self.outbox.pending)
+        await self.outbox.stop()
+        self._restored = False
+
+    async def _lease_loop(self) -> None:
+        assert self.lease is not None
+        lease = self.lease
+        while True:
+            await asyncio.sleep(lease.ttl / 4)
+            try:
+                if self.active:
+                    renewed = await lease.renew()
+                    if renewed is False:
+                        holder = await lease.current_holder()
+                        log.warning("lost the leader lease to %s: stepping down", holder or "another coordinator")
+                        await self._deactivate()
+                elif self.nc.is_connected and await lease.acquire():
+                    log.warning("took the leader lease: taking over")
+                    await self._activate()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS trouble: the next round tries again
+                self._error_log("lease", str(exc) or type(exc).__name__)
+
+    def _may_publish(self) -> bool:
+        return self.lease is None or self.lease.valid()
+
+    def _new_outbox(self) -> Outbox:
+        return Outbox(
+            self.nc,
+            self.subjects,
+            self.stream,
+            timeout=self.publish_timeout,
+            warn=self._publish_log,
+            may_send=self._may_publish,
         )
 
     async def restore(self) -> None:
@@ -228,28 +323,19 @@ class CoordinatorService:
         self._restored = True
 
     async def stop(self, *, flush_timeout: float = 2.0) -> None:
-        """Stop consuming, publish what is pending (up to ``flush_timeout``), stop tasks."""
+        """Stop consuming, publish what is pending (up to ``flush_timeout``), release the lease."""
         if self._stopping:
             return
         self._stopping = True
-        self._probe_queue = None
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._subs.clear()
-        if self.outbox.pending and self.nc.is_connected:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(flush_timeout):
-                    await self.outbox.drained()
-        if self.outbox.pending:
-            log.warning("stopping with %d StateChanged unpublished; they will be decided again", self.outbox.pending)
-        await self.outbox.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self._deactivate(flush_timeout=flush_timeout)
+        if self.lease is not None:
+            await self.lease.release()
         for _, fut in self._handled_waiters:
             if not fut.done():
                 fut.cancel()

@@ -350,7 +350,10 @@ class Decider:
         vp.error_kind = result.error_kind
         vp.observed_at = result.observed_at
         vp.heard = now.mono
-        if t.scheduled is None:
+        scheduled = t.scheduled
+        if scheduled is None or scheduled > now.mono + stale:
+            # This vantage point goes stale then; the pending entry may be later (e.g.
+            # the moment long-silent points are forgotten).
             self._schedule(t, now.mono + stale)
         breaker = t.breaker
         if breaker == "closed":
@@ -545,7 +548,8 @@ class Decider:
         if c.live == 0:
             # Within stale_after of the moment results became expected (start, restore,
             # reset, close) silence proves nothing yet; after it, the target is unknown.
-            grace = now.mono - t.expect_since < t.stale_after
+            # An operator reset (why) decides afresh: no live data is unknown at once.
+            grace = now.mono - t.expect_since < t.stale_after and not why
             self._set_raw(t, now, events, t.raw if grace else "unknown", prefix + self._no_data_reason(t), record)
             return
         q = quorum_need(t.quorum, c.live)
