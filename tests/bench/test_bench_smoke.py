@@ -104,6 +104,7 @@ def test_latency_suite() -> None:
     assert result["subscribers"] == 2
     assert result["samples"] == 2 * 2
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert 0 < result["baseline_p50_ms"] <= result["baseline_p99_ms"] <= result["baseline_max_ms"]
 
 
 def test_scale_suite() -> None:
