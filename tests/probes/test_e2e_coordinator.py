@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import nats
@@ -37,8 +37,11 @@ async def test_workers_follow_the_breaker(nats_server: EmbeddedNats, redis_serve
     await nc.subscribe(Subjects("healthbus").state_all, cb=on_state)
     try:
         await stack.start()
+        # A worker started before the coordinator created the stream follows it within
+        # half a second of its creation: let a second of traffic pass after the first verdict.
+        first = await _wait_state(results, states, lambda e: e.seq == 1)
         for worker in ("w1", "w2"):
-            await results.wait_for(_passed_from(worker), timeout=30)
+            await results.wait_for(_passed_from(worker, first.at + timedelta(seconds=1)), timeout=30)
         redis_server.stop()
         mark = results.mark()
         opens: list[StateChanged] = []
@@ -77,9 +80,9 @@ def _opened_after(seq: int) -> Callable[[StateChanged], bool]:
     return matches
 
 
-def _passed_from(worker: str) -> Callable[[ProbeResult], bool]:
+def _passed_from(worker: str, since: datetime) -> Callable[[ProbeResult], bool]:
     def matches(result: ProbeResult) -> bool:
-        return result.probe == worker and result.outcome == "pass"
+        return result.probe == worker and result.outcome == "pass" and result.observed_at >= since
 
     return matches
 

@@ -62,8 +62,10 @@ LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 #: in heartbeats (so it does not check everything for a moment and then shed it).
 LISTEN_BEFORE_ASSIGN: Final = 1.2
 
-#: Retry period while the state stream cannot be read (e.g. no coordinator yet).
-STATE_RETRY_S: Final = 2.0
+#: Retry period while the state stream cannot be read (e.g. no coordinator yet). Short,
+#: because a verdict published before the worker follows the stream is only seen once it
+#: does (the probe role may read state through JetStream only, not as core NATS).
+STATE_RETRY_S: Final = 0.5
 
 #: How long start-up waits for the current states before the first checks.
 STATE_CATCH_UP_S: Final = 2.0
