@@ -239,7 +239,7 @@ async def test_junk_floods_are_dropped_while_valid_targets_are_decided(nc: Clien
             ProbeResult(target="db", probe="p1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
         ).decode()
         junk: list[tuple[str, bytes]] = []
-        for i in range(300):
+        for i in range(2000):
             junk.append((SUBJECTS.probe("db"), b"{not json" + str(i).encode()))
             junk.append((SUBJECTS.probe("db"), good.replace('"latency_ms":1.0', '"latency_ms":"fast"').encode()))
             junk.append((SUBJECTS.probe("cache"), good.encode()))  # target db on the cache subject
@@ -259,9 +259,9 @@ async def test_junk_floods_are_dropped_while_valid_targets_are_decided(nc: Clien
         total += 2
         await service.wait_handled(total)
         assert service.dropped == {
-            "malformed": 600,
-            "subject_mismatch": 300,
-            "unknown_target": 600,
+            "malformed": 4000,
+            "subject_mismatch": 2000,
+            "unknown_target": 4000,
             "oversized": 1,
             "stale_timestamp": 2,
         }
@@ -269,7 +269,7 @@ async def test_junk_floods_are_dropped_while_valid_targets_are_decided(nc: Clien
         assert healthy.seq == 1
         assert service.decider.vantage_points("db") == 1
         metrics = generate_latest(service.registry).decode()
-        assert 'healthbus_dropped_messages_total{reason="malformed"} 600.0' in metrics
+        assert 'healthbus_dropped_messages_total{reason="malformed"} 4000.0' in metrics
         assert 'healthbus_target_state{state="healthy",target="db"} 1.0' in metrics
         assert 'healthbus_transitions_total{from="unknown",target="db",to="healthy"} 1.0' in metrics
 
