@@ -549,3 +549,16 @@ def test_reset_without_live_data_is_unknown() -> None:
     assert event.breaker == "half_open"
     sim.advance(15.0)
     assert sim.last().state == "unknown"
+
+
+def test_older_result_accepted_once_point_went_silent() -> None:
+    """Out-of-order applies to a live vantage point; a silent one (worker clock stepped back) starts afresh."""
+    sim = Sim()
+    d = sim.decider
+    d.on_result(result(20.0), at(10.0))  # this worker's clock runs 10 s ahead
+    with pytest.raises(Rejected) as info:
+        d.on_result(result(19.0), at(11.0))
+    assert info.value.reason == "out_of_order"
+    (event,) = d.on_result(result(18.0), at(30.0))  # silent since 25 s: accepted, second pass
+    assert event.state == "healthy"
+    assert event.evidence["p1"].at == T0 + timedelta(seconds=18)

@@ -339,9 +339,11 @@ class Decider:
             vp = self._add_vantage(t, result.probe, now.mono)
             was_live = False
         else:
-            if vp.observed_at is not None and result.observed_at < vp.observed_at:
-                raise Rejected("out_of_order", f"older than the last result of probe {result.probe!r}")
             was_live = now.mono - vp.heard < stale
+            # A replayed or reordered result must not undo a newer one; once the point
+            # went silent, a restarted worker whose clock stepped back starts afresh.
+            if was_live and vp.observed_at is not None and result.observed_at < vp.observed_at:
+                raise Rejected("out_of_order", f"older than the last result of probe {result.probe!r}")
         events: list[StateChanged] = []
         if t.breaker == "open" and t.retry_at is not None and now.mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
