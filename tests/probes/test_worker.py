@@ -14,7 +14,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.probes import CheckResult, ProbeWorker
+from healthbus.probes import CheckResult, ProbeWorker, assigned
 from healthbus.protocol import (
     Config,
     ProbeResult,
@@ -263,8 +263,9 @@ async def test_sharding_splits_and_fails_over(nats_server: EmbeddedNats, redis_s
         assert w1.assigned_targets == names  # alone: everything
         async with running(config, nats_server.url, "w2") as w2:
             await w2.wait_assigned(5)
-            await w1.wait_assignment(lambda mine: not mine & w2.assigned_targets, timeout=10)
-            assert w1.assigned_targets | w2.assigned_targets == names
+            share = assigned(names, ["w1", "w2"], 1, "w1")
+            await w1.wait_assignment(lambda mine: mine == share, timeout=10)
+            await w2.wait_assignment(lambda mine: mine == names - share, timeout=10)
             assert w2.assigned_targets
             mark = results.mark()
             for name in w2.assigned_targets:
@@ -322,3 +323,40 @@ async def test_stop_survives_a_swallowed_cancellation(nats_server: EmbeddedNats)
         assert checkers[0].closed
     finally:
         await nc.close()
+
+
+async def test_sharding_a_dead_worker_is_replaced(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """A worker that vanishes without a word (connection gone) is dropped after three heartbeats and
+    its targets move to the survivor; the survivor's own targets never move."""
+    prefix = unique_prefix()
+    targets = "".join(
+        f'[[targets]]\nname = "t{i}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:{redis_server.port}"\n' for i in range(12)
+    )
+    config = config_for(
+        prefix,
+        targets,
+        defaults='interval = "300ms"\ntimeout = "300ms"',
+        probes='sharding = true\nreplicas = 1\nheartbeat = "200ms"',
+    )
+    names = {f"t{i}" for i in range(12)}
+
+    def everything(mine: set[str]) -> bool:
+        return mine == names
+
+    async with running(config, nats_server.url, "w1") as w1:
+        nc2 = await nats.connect(nats_server.url)
+        w2 = ProbeWorker(config, worker_id="w2")
+        try:
+            await w2.start(nc2)
+            await w2.wait_assigned(5)
+            share = assigned(names, ["w1", "w2"], 1, "w1")
+            kept = await w1.wait_assignment(lambda mine: mine == share, timeout=10)
+            await w2.wait_assignment(lambda mine: mine == names - share, timeout=10)
+            assert kept
+            assert kept != names
+            w2.sharding = False  # stop w2 re-planning while it is "dead"
+            await nc2.close()  # no stopping heartbeat: w1 must notice the silence
+            after = await w1.wait_assignment(everything, timeout=10)
+            assert kept <= after
+        finally:
+            await w2.stop()
