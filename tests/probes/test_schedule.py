@@ -134,3 +134,49 @@ def test_hold_until_from_state_changed() -> None:
     assert hold_until(_event("open", None), wall_now=T0, mono_now=100.0) is None
     assert hold_until(_event("half_open", 8.0), wall_now=T0, mono_now=100.0) is None
     assert hold_until(_event("closed", 8.0), wall_now=T0, mono_now=100.0) is None
+
+
+@st.composite
+def _scenarios(draw: st.DrawFn) -> list[tuple[str, float, float]]:
+    """Random steps: time passes, a hold is set or lifted, the next check's latency and outcome change."""
+    return draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("tick"), st.floats(0.0, 3.0), st.just(0.0)),
+                st.tuples(st.just("hold"), st.floats(-1.0, 20.0), st.just(0.0)),
+                st.tuples(st.just("lift"), st.just(0.0), st.just(0.0)),
+                st.tuples(st.just("latency"), st.floats(0.0, 2.0), st.floats(0.0, 2.99)),
+            ),
+            max_size=60,
+        )
+    )
+
+
+@given(_scenarios(), st.integers(0, 2**16))
+def test_schedule_properties(steps: list[tuple[str, float, float]], seed: int) -> None:
+    """Whatever happens: never a check while held, a check as soon as a hold ends, no overlapping checks."""
+    s = TargetSchedule(interval=2.0, retry_interval=0.4, jitter=0.3, rng=random.Random(seed), now=0.0)
+    now = 0.0
+    latency = 0.1
+    outcome = "pass"
+    for kind, value, extra in steps:
+        if kind == "tick":
+            now += value
+        elif kind == "hold":
+            s.hold(now + value, now)
+        elif kind == "lift":
+            s.hold(None, now)
+        else:
+            latency = value
+            outcome = ("pass", "warn", "fail")[int(extra)]
+        held_until = s.hold_until
+        action = s.poll(now)
+        if held_until is not None and now < held_until:
+            assert action != "check"
+        elif held_until is not None:
+            assert action == "check"  # the trial, at once
+        if action == "check":
+            s.record(outcome, now, now + latency)  # type: ignore[arg-type]
+            assert s.next_check >= now + latency  # the next check never starts before this one ended
+            now += latency
+        assert s.wake_at() >= 0.0
