@@ -358,13 +358,13 @@ def _spawn(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen[b
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
 
 
-async def _wait_ready(nc: Client, proc: subprocess.Popen[bytes], log: Path) -> None:
+async def _wait_ready(nc: Client, proc: subprocess.Popen[bytes], log: Path, target: str = "db") -> None:
     """Until the coordinator answers a status request (it subscribes only after restoring)."""
     async with asyncio.timeout(30):
         while True:
             assert proc.poll() is None, _text(log)
             try:
-                await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target="db")), timeout=0.5)
+                await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
                 return
             except Exception:
                 await asyncio.sleep(0.1)
@@ -500,3 +500,44 @@ async def test_kill9_leader_standby_process_takes_over(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.slow
+async def test_kill9_mid_burst_leaves_every_chain_intact(
+    nats_server: EmbeddedNats, nc: Client, events: Events, tmp_path: Path
+) -> None:
+    """SIGKILL while a burst of transitions is being published: every target's seq chain stays gap- and repeat-free."""
+    names = [f"t{i}" for i in range(20)]
+    text = (
+        '[defaults]\nfailure_threshold = 1\nsuccess_threshold = 1\nstale_after = "30s"\n'
+        'backoff = { base = "50ms", multiplier = 2.0, max = "200ms", jitter = "none" }\n'
+        "flap = { enabled = false }\n"
+        '[coordinator]\ntick = "20ms"\nlease = "1s"\n'
+    )
+    text += "".join(f'[[targets]]\nname = "{n}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n' for n in names)
+    config = tmp_path / "burst.toml"
+    config.write_text(text)
+    log = tmp_path / "coordinator.log"
+
+    async def burst(rounds: int) -> None:
+        for r in range(rounds):
+            for name in names:
+                await publish(nc, name, "fail" if r % 2 else "pass")
+
+    proc = _spawn(config, nats_server.url, log)
+    try:
+        await _wait_ready(nc, proc, log, target="t0")
+        await burst(6)
+        proc.send_signal(signal.SIGKILL)  # events of that burst may still be on their way
+        proc.wait(timeout=10)
+        proc = _spawn(config, nats_server.url, log)
+        await _wait_ready(nc, proc, log, target="t0")
+        await burst(6)
+        await events.wait(lambda _: all(len(events.of(n)) >= 2 for n in names), timeout=20)
+        stream = {n: [e async for e in StateStream(nc).history(target=n)] for n in names}
+        for name in names:
+            assert_chain(stream[name])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
