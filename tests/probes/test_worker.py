@@ -360,3 +360,35 @@ async def test_sharding_a_dead_worker_is_replaced(nats_server: EmbeddedNats, red
             assert kept <= after
         finally:
             await w2.stop()
+
+
+async def test_results_resume_after_a_nats_restart(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """The worker keeps checking through a NATS restart and its results flow again afterwards,
+    and a verdict published after the restart is still honoured (the stream reader resumes)."""
+    from healthbus.subscribers import connect
+
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        f'[[targets]]\nname = "cache"\nkind = "redis"\nurl = "{redis_server.url}"\n',
+        defaults='interval = "200ms"\ntimeout = "200ms"',
+    )
+    admin = await nats.connect(nats_server.url)
+    await ensure_stream(admin.jetstream(), StreamSettings.for_prefix(prefix))
+    await admin.close()
+    nc = await connect(url=nats_server.url, name="probe-under-test")
+    worker = ProbeWorker(config, worker_id="w1")
+    try:
+        await worker.start(nc)
+        async with collecting(nats_server.url, prefix) as (_, results):
+            await results.wait_for(lambda r: r.outcome == "pass")
+        await nats_server.astop()
+        await nats_server.astart()
+        async with collecting(nats_server.url, prefix) as (watcher, results):
+            await results.wait_for(lambda r: r.outcome == "pass", timeout=30)
+            await _publish_state(watcher, prefix, _open_event("cache", 1, retry_in=60))
+            await worker.wait_state("cache", 1, timeout=30)
+            assert worker.schedules["cache"].hold_until is not None
+    finally:
+        await worker.stop()
+        await nc.close()
