@@ -13,6 +13,8 @@ Invariants this layer keeps (the decision rules themselves live in :mod:`._core`
   subject/target mismatch, unknown target (checked on the subject, before decoding),
   absurd timestamps, out-of-order results, too many probe ids. Nothing from the wire
   creates state for an unconfigured target.
+* One decider at a time: with a leader lease (:mod:`._leader`) only the holder
+  subscribes, decides and publishes; a standby restores afresh when it takes over.
 * Timers (staleness, ``retry_at``) run from a clock, without any probe traffic. While
   NATS is disconnected no result can arrive, so timers pause; on reconnect every target
   gets a fresh ``stale_after`` grace instead of being declared unknown for the outage.
