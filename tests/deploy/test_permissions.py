@@ -19,7 +19,17 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.protocol import BusSettings, State, ProbeResult, StateChanged, StreamSettings, encode, utcnow
+from healthbus.coordinator import CoordinatorService
+from healthbus.protocol import (
+    BusSettings,
+    ProbeResult,
+    State,
+    StateChanged,
+    StreamSettings,
+    encode,
+    load_config_text,
+    utcnow,
+)
 from healthbus.subscribers import BusUnavailable, StateStream, connect, ensure_stream
 from tests.harness._util import require
 
@@ -161,6 +171,7 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
         received.put_nowait(msg.data)
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
+    await sessions["coordinator"].nc.flush()  # the server knows the subscription before the probe publishes
     result = ProbeResult(target="redis-main", probe="w1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
     await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
@@ -175,3 +186,28 @@ async def test_wrong_password_is_refused_without_echoing_it(secured_nats: Embedd
     with pytest.raises(BusUnavailable) as info:
         await connect(settings)
     assert "not-the-password-91c" not in str(info.value)
+
+
+async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(secured_nats: EmbeddedNats) -> None:
+    """CoordinatorService (lease on) works under the coordinator credential, end to end."""
+    config = load_config_text(
+        '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
+        '[coordinator]\nlease = "2s"\n'
+        '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
+    )
+    coordinator = await _session(secured_nats, "coordinator")
+    probe = await _session(secured_nats, "probe")
+    subscriber = await _session(secured_nats, "subscriber")
+    try:
+        async with CoordinatorService(config, coordinator.nc) as service:
+            await asyncio.wait_for(service.activated.wait(), 10)
+            result = ProbeResult(target="redis-main", probe="w1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
+            await probe.nc.publish("healthbus.probe.redis-main", encode(result))
+            await service.wait_published("redis-main", 1)
+        current = await StateStream(subscriber.nc).current()
+        assert current["redis-main"].state == "healthy"
+        for s in (coordinator, probe, subscriber):
+            assert not any("ermissions" in e for e in s.errors), s.errors
+    finally:
+        for s in (coordinator, probe, subscriber):
+            await s.nc.close()
