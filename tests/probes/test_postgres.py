@@ -146,3 +146,27 @@ async def test_postgres_connection_is_reused(postgres_server: PostgresServer) ->
     finally:
         await checker.close()
         await admin.close()
+
+
+async def test_postgres_replica_role(postgres_server: PostgresServer) -> None:
+    """A standby (in recovery) reports role replica and in_recovery; expect_role = primary fails it as unhealthy."""
+    import os
+
+    postgres_server.stop()
+    signal_file = postgres_server.data_dir / "standby.signal"
+    signal_file.touch()  # a standby with no primary to follow: read-only, in recovery
+    owner = postgres_server.data_dir.stat()
+    os.chown(signal_file, owner.st_uid, owner.st_gid)
+    postgres_server.start()
+    replica = build_checker(_target("postgres", postgres_server.dsn))
+    must_be_primary = build_checker(_target("postgres", postgres_server.dsn, expect_role="primary"))
+    try:
+        result = await replica.check()
+        assert result.outcome == "pass", result
+        assert result.details["role"] == "replica"
+        assert result.details["in_recovery"] is True
+        wrong = await must_be_primary.check()
+        assert wrong.error_kind == "unhealthy"
+    finally:
+        await replica.close()
+        await must_be_primary.close()
