@@ -132,6 +132,7 @@ async def test_open_target_not_checked_before_retry_at(nats_server: EmbeddedNats
         )
         assert skipped is not None
         assert skipped >= 2
+        assert worker.metrics.registry.get_sample_value("healthbus_probe_following_state") == 1.0
 
 
 async def test_open_at_start_is_honoured(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:

@@ -131,6 +131,11 @@ class ProbeMetrics:
             "healthbus_probe_live_workers", "Probe workers heard from (this one included)", registry=registry
         )
         self.connected = Gauge("healthbus_probe_connected", "1 while connected to NATS", registry=registry)
+        self.following_state = Gauge(
+            "healthbus_probe_following_state",
+            "1 once the coordinator's verdicts are followed (open breakers honoured)",
+            registry=registry,
+        )
 
 
 class ProbeWorker:
@@ -428,6 +433,7 @@ class ProbeWorker:
                 )
             return False
         self._follower = follower
+        self.metrics.following_state.set(1)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(follower.caught_up.wait(), STATE_CATCH_UP_S)
         return True
