@@ -123,10 +123,10 @@ async def test_open_target_not_checked_before_retry_at(nats_server: EmbeddedNats
         trial = await results.wait_for(lambda r: r.observed_at >= event.retry_at, timeout=15)  # type: ignore[operator]
         assert trial.outcome == "pass"
         # A check already running when the verdict arrived may finish; nothing starts afterwards.
-        grace = applied_at + timedelta(seconds=0.2)
+        grace = applied_at + timedelta(seconds=0.5)
         during = [r for r in results.of("cache") if grace < r.observed_at < event.retry_at]
         assert during == []
-        assert (trial.observed_at - event.retry_at) < timedelta(seconds=1.5)
+        assert (trial.observed_at - event.retry_at) < timedelta(seconds=2)
         skipped = worker.metrics.registry.get_sample_value(
             "healthbus_probe_skipped_total", {"target": "cache", "reason": "breaker_open"}
         )
