@@ -10,11 +10,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 
 from healthbus.bench._framework import SuiteUnavailable
+
+if TYPE_CHECKING:
+    from healthbus.coordinator import CoordinatorService
+    from healthbus.probes import ProbeWorker
+    from healthbus.subscribers import HealthClient
+    from healthbus.subscribers.redis import HealthyRedis
 
 __all__ = [
     "RunningCoordinator",
@@ -27,21 +33,16 @@ __all__ = [
 ]
 
 
-def _attr(module: str, name: str, what: str, *fallbacks: str) -> Any:
-    """``module.name``; ``fallbacks`` are modules tried next (a component mid-way to
-    exporting its public name)."""
-    problem = ""
-    for mod_name in (module, *fallbacks):
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError as exc:
-            problem = f"{mod_name}: {exc}"
-            continue
-        value = getattr(mod, name, None)
-        if value is not None:
-            return value
-        problem = f"{module}.{name} is missing"
-    raise SuiteUnavailable(f"{what} is not available ({problem})")
+def _attr(module: str, name: str, what: str) -> Any:
+    """``module.name``, or SuiteUnavailable naming what is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise SuiteUnavailable(f"{what} is not available ({module}: {exc})") from None
+    value = getattr(mod, name, None)
+    if value is None:
+        raise SuiteUnavailable(f"{what} is not available ({module}.{name} is missing)")
+    return value
 
 
 def require_coordinator() -> None:
@@ -50,15 +51,13 @@ def require_coordinator() -> None:
 
 
 def _coordinator_cls() -> Any:
-    return _attr(
-        "healthbus.coordinator", "CoordinatorService", "the coordinator service", "healthbus.coordinator._service"
-    )
+    return _attr("healthbus.coordinator", "CoordinatorService", "the coordinator service")
 
 
 class RunningCoordinator:
     """A started coordinator service and read access to its counters."""
 
-    def __init__(self, service: Any, nc: Client) -> None:
+    def __init__(self, service: CoordinatorService, nc: Client) -> None:
         self.service = service
         self.nc = nc
 
@@ -78,7 +77,7 @@ class RunningCoordinator:
                 await errors[0](exc)
 
         nc = await bench_connect(url, "bench-coordinator", error_cb=forward)
-        service = service_cls(config, nc)
+        service: CoordinatorService = service_cls(config, nc)
         errors.append(service.error_cb)
         await service.start()
         # start() returns once SUB is queued, not once the server has it: without this
@@ -89,31 +88,28 @@ class RunningCoordinator:
     def counters(self) -> dict[str, int]:
         """A flat summary of the service's counters (results by outcome, drops by reason)."""
         s = self.service
-        out: dict[str, int] = {}
-        for outcome, n in dict(getattr(s, "results", {})).items():
-            out[f"results_{outcome}"] = int(n)
-        for reason, n in dict(getattr(s, "dropped", {})).items():
-            out[f"dropped_{reason}"] = int(n)
+        out = {f"results_{outcome}": n for outcome, n in s.results.items()}
+        out.update({f"dropped_{reason}": n for reason, n in s.dropped.items()})
         out["transitions"] = self.transitions()
-        out["published"] = int(getattr(s, "published", 0))
-        out["outbox_pending"] = int(getattr(s, "pending", 0))
+        out["published"] = s.published
+        out["outbox_pending"] = s.pending
         return out
 
     def decided(self) -> int:
         """ProbeResult messages handled so far: decided, or counted and dropped."""
-        return int(self.service.handled)
+        return self.service.handled
 
     def accepted(self) -> int:
         """ProbeResults accepted and decided (not dropped)."""
-        return int(sum(getattr(self.service, "results", {}).values()))
+        return sum(self.service.results.values())
 
     def transitions(self) -> int:
         """StateChanged events decided so far."""
-        return int(sum(getattr(self.service, "transitions", {}).values()))
+        return sum(self.service.transitions.values())
 
     def published(self) -> int:
         """StateChanged events acknowledged by JetStream so far."""
-        return int(getattr(self.service, "published", 0))
+        return self.service.published
 
     async def stop(self) -> None:
         """Stop the service and close its connection."""
@@ -136,7 +132,7 @@ def require_health_client() -> None:
 class RunningProbeWorker:
     """A started probe worker with its own NATS connection."""
 
-    def __init__(self, worker: Any, nc: Client) -> None:
+    def __init__(self, worker: ProbeWorker, nc: Client) -> None:
         self.worker = worker
         self.nc = nc
 
@@ -148,7 +144,7 @@ class RunningProbeWorker:
 
         worker_cls = _attr("healthbus.probes", "ProbeWorker", "the probe worker")
         config = load_config_text(config_text, source="<bench>")
-        worker = worker_cls(config, worker_id=worker_id)
+        worker: ProbeWorker = worker_cls(config, worker_id=worker_id)
         nc = await bench_connect(url, f"bench-{worker_id}")
         await worker.start(nc)
         await nc.flush()  # the worker's subscriptions are registered server-side
@@ -163,15 +159,16 @@ class RunningProbeWorker:
 
 
 @contextlib.asynccontextmanager
-async def open_health_client(url: str, prefix: str) -> AsyncIterator[Any]:
+async def open_health_client(url: str, prefix: str) -> AsyncIterator[HealthClient]:
     """A connected HealthClient (every target's current state loaded)."""
     client_cls = _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
+    health: HealthClient
     async with client_cls.connect(url, prefix=prefix) as health:
         yield health
 
 
 @contextlib.asynccontextmanager
-async def redis_adapter(health: Any, url: str, target: str) -> AsyncIterator[Any]:
+async def redis_adapter(health: HealthClient, url: str, target: str) -> AsyncIterator[HealthyRedis]:
     """The subscriber library's Redis adapter around a fresh redis-py client for ``url``."""
     import redis.asyncio as aioredis
 
