@@ -15,12 +15,11 @@ from typing import Annotated, Final, Literal, TypeAlias
 import msgspec
 
 from healthbus.protocol._messages import (
-    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
-    ProtocolError,
     StateChanged,
     TargetName,
     Version,
+    decode_with,
 )
 
 ControlCommand: TypeAlias = Literal["force-open", "disable", "reset", "status"]
@@ -51,19 +50,9 @@ _reply_decoder = msgspec.json.Decoder(ControlReply)
 
 def decode_control_request(data: bytes | memoryview) -> ControlRequest:
     """Decode and validate a ControlRequest; ProtocolError says what is wrong."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        return _request_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid ControlRequest: {exc}") from None
+    return decode_with(_request_decoder, data, "ControlRequest")
 
 
 def decode_control_reply(data: bytes | memoryview) -> ControlReply:
     """Decode and validate a ControlReply; ProtocolError says what is wrong."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        return _reply_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid ControlReply: {exc}") from None
+    return decode_with(_reply_decoder, data, "ControlReply")

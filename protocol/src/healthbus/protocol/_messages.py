@@ -12,7 +12,7 @@ older receivers (the contract grows only by adding).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import Annotated, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -113,6 +113,8 @@ class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
         return f"{self.target}:{self.seq}"
 
 
+_M = TypeVar("_M", bound=msgspec.Struct)
+
 _encoder = msgspec.json.Encoder()
 _probe_decoder = msgspec.json.Decoder(ProbeResult)
 _state_decoder = msgspec.json.Decoder(StateChanged)
@@ -123,9 +125,22 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
-def _check_size(data: bytes | memoryview) -> None:
+def decode_with(decoder: msgspec.json.Decoder[_M], data: bytes | memoryview, name: str) -> _M:
+    """Decode ``data`` with ``decoder``: size-checked, every failure a :class:`ProtocolError`.
+
+    The one decoding path of every wire message (``name`` says which, in the error).
+    """
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid {name}: {exc}") from None
+
+
+def _check_subject(name: str, target: str, subject_target: str | None) -> None:
+    if subject_target is not None and target != subject_target:
+        raise ProtocolError(f"invalid {name}: target {target!r} does not match subject token {subject_target!r}")
 
 
 def decode_probe_result(data: bytes | memoryview, *, subject_target: str | None = None) -> ProbeResult:
@@ -135,29 +150,15 @@ def decode_probe_result(data: bytes | memoryview, *, subject_target: str | None 
     message whose ``target`` differs is rejected (it would let one target's results be
     filed under another).
     """
-    _check_size(data)
-    try:
-        result = _probe_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid ProbeResult: {exc}") from None
-    if subject_target is not None and result.target != subject_target:
-        raise ProtocolError(
-            f"invalid ProbeResult: target {result.target!r} does not match subject token {subject_target!r}"
-        )
+    result = decode_with(_probe_decoder, data, "ProbeResult")
+    _check_subject("ProbeResult", result.target, subject_target)
     return result
 
 
 def decode_state_changed(data: bytes | memoryview, *, subject_target: str | None = None) -> StateChanged:
     """Decode and validate a StateChanged (see :func:`decode_probe_result`)."""
-    _check_size(data)
-    try:
-        event = _state_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid StateChanged: {exc}") from None
-    if subject_target is not None and event.target != subject_target:
-        raise ProtocolError(
-            f"invalid StateChanged: target {event.target!r} does not match subject token {subject_target!r}"
-        )
+    event = decode_with(_state_decoder, data, "StateChanged")
+    _check_subject("StateChanged", event.target, subject_target)
     return event
 
 

@@ -16,12 +16,11 @@ from typing import Annotated, Final
 import msgspec
 
 from healthbus.protocol._messages import (
-    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     ProbeId,
-    ProtocolError,
     Timestamp,
     Version,
+    decode_with,
 )
 
 _TOKEN_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
@@ -52,9 +51,4 @@ _heartbeat_decoder = msgspec.json.Decoder(WorkerHeartbeat)
 
 def decode_worker_heartbeat(data: bytes | memoryview) -> WorkerHeartbeat:
     """Decode and validate a WorkerHeartbeat; ProtocolError says what is wrong."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        return _heartbeat_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid WorkerHeartbeat: {exc}") from None
+    return decode_with(_heartbeat_decoder, data, "WorkerHeartbeat")
