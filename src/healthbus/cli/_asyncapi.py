@@ -1,0 +1,353 @@
+"""The AsyncAPI 3.0 document of the healthbus bus contract, built from the real schemas.
+
+Every subject healthbus uses is a channel, every wire message a component whose payload
+is the JSON Schema msgspec derives from the protocol Struct itself
+(``msgspec.json.schema_components``), so the document can never drift from the code;
+``tests/protocol/test_asyncapi.py`` fails when the committed ``docs/asyncapi.json`` is
+stale. Regenerate it with::
+
+    python -m healthbus.cli._asyncapi -o docs/asyncapi.json
+
+Why not ``faststream docs gen``: FastStream 0.7.8 builds payload schemas through pydantic,
+which cannot follow the ``$ref`` of one msgspec Struct to another (StateChanged ->
+Evidence, ControlReply -> StateChanged) without pydantic internals, and its AsyncAPI
+model has no channel parameters, message headers or operation replies, so it could not
+state ``Nats-Msg-Id``, the ``{target}`` rule or the control request/reply. The document
+written here still parses as FastStream's own AsyncAPI 3.0 model, so
+``faststream docs serve docs/asyncapi.json`` renders it.
+
+Invariants: the output is deterministic (same code, same bytes); the protocol package is
+only read, never changed; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from healthbus.protocol import (
+    CONTROL_COMMANDS,
+    DEFAULT_PREFIX,
+    PROTOCOL_VERSION,
+    TARGET_PATTERN,
+    ControlReply,
+    ControlRequest,
+    Evidence,
+    ProbeResult,
+    StateChanged,
+    StreamSettings,
+    Subjects,
+    WorkerHeartbeat,
+    encode,
+)
+
+ASYNCAPI_VERSION: Final = "3.0.0"
+DEFAULT_SERVER: Final = "127.0.0.1:4222"
+
+#: The wire messages, in the order they appear in the document.
+MESSAGE_TYPES: Final[tuple[type[msgspec.Struct], ...]] = (
+    ProbeResult,
+    StateChanged,
+    ControlRequest,
+    ControlReply,
+    WorkerHeartbeat,
+)
+
+_SCHEMA_REF: Final = "#/components/schemas/{name}"
+
+# Fixed example values: the document must be byte-for-byte reproducible.
+_T0: Final = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+_T1: Final = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
+_STATE_EXAMPLE: Final = StateChanged(
+    target="redis-main",
+    seq=7,
+    at=_T1,
+    previous="healthy",
+    state="unavailable",
+    breaker="open",
+    reason="2/2 probes failed: refused",
+    failures=3,
+    attempt=1,
+    retry_at=datetime(2026, 1, 1, 12, 0, 6, tzinfo=UTC),
+    features=["cache"],
+    evidence={
+        "probe-a": Evidence(outcome="fail", error_kind="refused", at=_T0),
+        "probe-b": Evidence(outcome="fail", error_kind="refused", at=_T0),
+    },
+)
+_EXAMPLES: Final[dict[str, msgspec.Struct]] = {
+    "ProbeResult": ProbeResult(
+        target="redis-main",
+        probe="probe-a",
+        outcome="fail",
+        latency_ms=1.8,
+        observed_at=_T0,
+        error_kind="refused",
+        error="connection refused",
+    ),
+    "StateChanged": _STATE_EXAMPLE,
+    "ControlRequest": ControlRequest(target="redis-main", reason="maintenance window"),
+    "ControlReply": ControlReply(ok=True, event=_STATE_EXAMPLE),
+    "WorkerHeartbeat": WorkerHeartbeat(worker="probe-a", at=_T0, heartbeat_s=2.0, targets=5),
+}
+
+_SUMMARIES: Final[dict[str, str]] = {
+    "ProbeResult": "One check of one target from one vantage point (a probe worker).",
+    "StateChanged": "A coordinator verdict for one target: its state, breaker and why.",
+    "ControlRequest": "An operator command for one target (the reason goes into the audit log).",
+    "ControlReply": "Whether the command was applied, with the StateChanged it produced or the current one.",
+    "WorkerHeartbeat": "A probe worker announcing itself; live while heard within 3 heartbeat periods.",
+}
+
+
+def message_schemas() -> dict[str, Any]:
+    """JSON Schema of every wire message (and what they nest), keyed by Struct name."""
+    _, components = msgspec.json.schema_components(MESSAGE_TYPES, ref_template=_SCHEMA_REF)
+    return dict(components)
+
+
+def _ref(*parts: str) -> dict[str, str]:
+    return {"$ref": "#/" + "/".join(parts)}
+
+
+def _message(name: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "name": name,
+        "title": name,
+        "summary": _SUMMARIES[name],
+        "contentType": "application/json",
+        "payload": _ref("components", "schemas", name),
+    }
+    if headers is not None:
+        message["headers"] = headers
+    example: dict[str, Any] = {"payload": json.loads(encode(_EXAMPLES[name]))}
+    if name == "StateChanged":
+        example["headers"] = {"Nats-Msg-Id": _STATE_EXAMPLE.msg_id}
+    message["examples"] = [example]
+    return message
+
+
+def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of the bus under ``prefix`` (a JSON-ready dict)."""
+    subjects = Subjects(prefix)
+    stream = StreamSettings.for_prefix(prefix)
+    target_rule = f"target name, one NATS token matching {TARGET_PATTERN}"
+    msg_id_headers = {
+        "type": "object",
+        "properties": {
+            "Nats-Msg-Id": {
+                "type": "string",
+                "description": (
+                    "`<target>:<seq>`: a re-publish inside the stream's duplicate window "
+                    "(after a coordinator crash) is dropped by JetStream."
+                ),
+                "examples": [_STATE_EXAMPLE.msg_id],
+            }
+        },
+        "required": ["Nats-Msg-Id"],
+    }
+    channels: dict[str, Any] = {
+        "probe": {
+            "address": f"{subjects.prefix}.probe.{{target}}",
+            "title": "Probe results",
+            "description": (
+                "Core NATS. Probe workers publish one ProbeResult per check; the coordinator "
+                f"subscribes to `{subjects.probe_all}`. A result whose `target` differs from the "
+                "subject token is dropped."
+            ),
+            "parameters": {"target": _ref("components", "parameters", "target")},
+            "messages": {"ProbeResult": _ref("components", "messages", "ProbeResult")},
+        },
+        "state": {
+            "address": f"{subjects.prefix}.state.{{target}}",
+            "title": "State changes (audit log)",
+            "description": (
+                f"JetStream stream `{stream.name}` (subjects `{subjects.state_all}`, file storage, "
+                "limits retention by age). Only the coordinator publishes. The last message per "
+                "subject is each target's current state (read with `deliver_policy=last_per_subject`, "
+                "then stay live); the history is the audit log. `seq` is per target, from 1, +1 per "
+                "event, never repeated or skipped."
+            ),
+            "parameters": {"target": _ref("components", "parameters", "target")},
+            "messages": {"StateChanged": _ref("components", "messages", "StateChanged")},
+            "x-nats-jetstream": {
+                "stream": stream.name,
+                "subjects": list(stream.subjects),
+                "storage": stream.storage,
+                "retention": "limits",
+                "max_age_s": stream.max_age_s,
+                "duplicate_window_s": stream.duplicate_window_s,
+            },
+        },
+        "control": {
+            "address": f"{subjects.prefix}.ctl.{{command}}",
+            "title": "Operator control",
+            "description": (
+                "Core NATS request/reply. The coordinator subscribes to "
+                f"`{subjects.ctl_all}` and answers every request with a ControlReply."
+            ),
+            "parameters": {"command": _ref("components", "parameters", "command")},
+            "messages": {"ControlRequest": _ref("components", "messages", "ControlRequest")},
+        },
+        "controlReply": {
+            "address": None,
+            "title": "Control replies",
+            "description": "The requester's NATS reply inbox (the request's reply subject).",
+            "messages": {"ControlReply": _ref("components", "messages", "ControlReply")},
+        },
+        "workerHeartbeat": {
+            "address": f"{subjects.prefix}.worker.heartbeat.{{worker}}",
+            "title": "Probe-worker membership",
+            "description": (
+                "Core NATS. Every probe worker publishes a WorkerHeartbeat each `[probes] heartbeat` "
+                "and one with `stopping: true` on shutdown; workers subscribe to "
+                f"`{subjects.worker('heartbeat', '*')}` (sharding hashes targets over the live members)."
+            ),
+            "parameters": {"worker": _ref("components", "parameters", "worker")},
+            "messages": {"WorkerHeartbeat": _ref("components", "messages", "WorkerHeartbeat")},
+        },
+    }
+
+    def op(action: str, channel: str, message: str, summary: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "action": action,
+            "channel": _ref("channels", channel),
+            "summary": summary,
+            "messages": [_ref("channels", channel, "messages", message)],
+            **extra,
+        }
+
+    control_reply = {
+        "channel": _ref("channels", "controlReply"),
+        "messages": [_ref("channels", "controlReply", "messages", "ControlReply")],
+    }
+    operations: dict[str, Any] = {
+        "publishProbeResult": op("send", "probe", "ProbeResult", "Probe workers publish each check's result."),
+        "receiveProbeResult": op("receive", "probe", "ProbeResult", "The coordinator reads every probe result."),
+        "publishStateChanged": op(
+            "send",
+            "state",
+            "StateChanged",
+            "The coordinator (the lease holder) publishes each verdict to the state stream, with Nats-Msg-Id.",
+        ),
+        "receiveStateChanged": op(
+            "receive",
+            "state",
+            "StateChanged",
+            "Services (HealthClient), probe workers (open breakers), the CLI and the dashboard read the stream.",
+        ),
+        "requestControl": op(
+            "send",
+            "control",
+            "ControlRequest",
+            "An operator (`healthbus ctl`) asks the coordinator to force-open, disable, reset or report a target.",
+            reply=control_reply,
+        ),
+        "handleControl": op(
+            "receive",
+            "control",
+            "ControlRequest",
+            "The coordinator applies the command and replies.",
+            reply=control_reply,
+        ),
+        "publishWorkerHeartbeat": op(
+            "send", "workerHeartbeat", "WorkerHeartbeat", "Each probe worker announces itself."
+        ),
+        "receiveWorkerHeartbeat": op(
+            "receive", "workerHeartbeat", "WorkerHeartbeat", "Probe workers track the live members."
+        ),
+    }
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "healthbus",
+            "version": str(PROTOCOL_VERSION),
+            "description": (
+                "The healthbus wire contract: probe workers check dependencies, one coordinator decides, "
+                "every service reads the verdicts over NATS. Messages are msgspec JSON (UTF-8), at most "
+                "64 KiB, each with a version field `v`; receivers ignore unknown fields; timestamps are "
+                "RFC 3339 UTC. `info.version` is that wire version. Generated from `healthbus.protocol` "
+                f"for the subject prefix `{subjects.prefix}`."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "nats": {
+                "host": server,
+                "pathname": "",  # as FastStream writes it; its AsyncAPI model requires the field
+                "protocol": "nats",
+                "description": "The NATS server (`[bus] url`, `--nats` or `NATS_URL`); JetStream enabled.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "schemas": message_schemas(),
+            "messages": {
+                "ProbeResult": _message("ProbeResult"),
+                "StateChanged": _message("StateChanged", headers=msg_id_headers),
+                "ControlRequest": _message("ControlRequest"),
+                "ControlReply": _message("ControlReply"),
+                "WorkerHeartbeat": _message("WorkerHeartbeat"),
+            },
+            "parameters": {
+                "target": {"description": target_rule, "examples": ["redis-main"]},
+                "command": {"description": "the control command", "enum": list(CONTROL_COMMANDS)},
+                "worker": {
+                    "description": (
+                        "the worker id with every character outside A-Za-z0-9_- replaced by `_` "
+                        "(the message carries the real id)"
+                    ),
+                    "examples": ["probe-a"],
+                },
+            },
+        },
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The document as the JSON text committed in ``docs/asyncapi.json``."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m healthbus.cli._asyncapi [-o FILE] [--prefix P] [--server HOST:PORT] [--check]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m healthbus.cli._asyncapi", description="Write the AsyncAPI 3.0 document of the healthbus bus."
+    )
+    parser.add_argument("-o", "--out", help="output file (default: stdout)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix (default: %(default)s)")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="NATS host:port to list (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated document")
+    args = parser.parse_args(argv)
+    try:
+        text = render(build_document(args.prefix, server=args.server))
+    except ValueError as exc:  # a bad prefix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        if args.check:
+            parser.error("--check needs --out")
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if args.check:
+        current = out.read_text(encoding="utf-8") if out.exists() else None
+        if current != text:
+            print(
+                f"{out} is out of date: regenerate it with python -m healthbus.cli._asyncapi -o {out}", file=sys.stderr
+            )
+            return 1
+        return 0
+    out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
