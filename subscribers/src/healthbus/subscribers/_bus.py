@@ -73,8 +73,11 @@ async def connect(
     async def error_cb(exc: Exception) -> None:
         log.warning("NATS %s: %s", shown, redact(str(exc) or type(exc).__name__, secrets))
 
+    # A cluster is given as comma-separated URLs (``--nats``, ``NATS_URL``): nats-py
+    # wants them as a list (one string with commas is an "invalid connect url").
+    servers = [part.strip() for part in server.split(",") if part.strip()] or [server]
     options: dict[str, Any] = {
-        "servers": [server],
+        "servers": servers,
         "name": name,
         "connect_timeout": float(settings.connect_timeout),
         "allow_reconnect": True,
