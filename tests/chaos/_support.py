@@ -1,0 +1,130 @@
+"""Shared pieces of the reliability (chaos) tests: configs, a result driver, the audit.
+
+The audit is the heart of every test here: it reads the whole state stream with
+``StateStream.history`` and checks, per target, what DESIGN 10 promises — ``seq`` runs
+1..N without a gap or a repeat, each event's ``previous`` is the state of the event
+before, and ``at`` never goes backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable, Iterable
+
+from nats.aio.client import Client
+
+from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, encode, utcnow
+from healthbus.subscribers._statestream import StateStream
+
+#: What the coordinator announces for a target fed only ``outcome`` by one vantage point
+#: with thresholds of 1 (flap detection off): pass/warn alternate healthy/degraded with
+#: the breaker closed, so the final state follows the last input with no timer involved.
+EXPECTED: dict[str, str] = {"pass": "healthy", "warn": "degraded"}
+
+
+def config_text(
+    targets: Iterable[str],
+    *,
+    prefix: str = "healthbus",
+    replicas: int = 1,
+    lease: str = "0s",
+    stale_after: str = "60s",
+    threshold: int = 1,
+    kind: str = "tcp",
+    url: str = "tcp://127.0.0.1:1",
+    extra_defaults: str = "",
+) -> str:
+    """A configuration with the given targets and quick, deterministic decisions."""
+    text = (
+        f'[bus]\nprefix = "{prefix}"\n\n'
+        "[defaults]\n"
+        'interval = "1s"\ntimeout = "500ms"\n'
+        f"failure_threshold = {threshold}\nsuccess_threshold = {threshold}\n"
+        f'stale_after = "{stale_after}"\n'
+        'backoff = { base = "300ms", multiplier = 2.0, max = "1s", jitter = "none" }\n'
+        "flap = { enabled = false }\n"
+        f"{extra_defaults}\n"
+        "[coordinator]\n"
+        f'tick = "50ms"\nlease = "{lease}"\nstream_replicas = {replicas}\n\n'
+    )
+    for name in targets:
+        text += f'[[targets]]\nname = "{name}"\nkind = "{kind}"\nurl = "{url}"\n\n'
+    return text
+
+
+def result(target: str, outcome: Outcome, probe: str = "p1") -> bytes:
+    """One encoded ProbeResult, as a probe worker publishes it."""
+    return encode(
+        ProbeResult(
+            target=target,
+            probe=probe,
+            outcome=outcome,
+            latency_ms=1.0,
+            observed_at=utcnow(),
+            error_kind="refused" if outcome == "fail" else None,
+            error="connection refused" if outcome == "fail" else None,
+        )
+    )
+
+
+async def publish_round(nc: Client, subjects: Subjects, targets: Iterable[str], outcome: Outcome) -> None:
+    """Publish ``outcome`` once for every target and flush (bounded: the bus may be failing over)."""
+    for name in targets:
+        await nc.publish(subjects.probe(name), result(name, outcome))
+    # Mid-fault a flush may time out; the driver goes on.
+    with contextlib.suppress(Exception):
+        await nc.flush(timeout=2)
+
+
+async def read_history(nc: Client, prefix: str = "healthbus", timeout: float = 20.0) -> list[StateChanged]:
+    """The whole audit log of ``prefix``, in stream order."""
+    reader = StateStream(nc, prefix)
+    async with asyncio.timeout(timeout):
+        return [event async for event in reader.history(timeout=timeout)]
+
+
+def by_target(events: Iterable[StateChanged]) -> dict[str, list[StateChanged]]:
+    """The events of each target, in stream order."""
+    out: dict[str, list[StateChanged]] = {}
+    for event in events:
+        out.setdefault(event.target, []).append(event)
+    return out
+
+
+def audit(events: list[StateChanged]) -> str | None:
+    """Why one target's events are not a clean chain, or None when they are.
+
+    Clean: ``seq`` 1..N in stream order, ``previous`` equal to the state before (the
+    first one's previous is ``unknown``), ``at`` never decreasing.
+    """
+    seqs = [e.seq for e in events]
+    if seqs != list(range(1, len(events) + 1)):
+        return f"seq not 1..{len(events)}: {seqs}"
+    if events and events[0].previous != "unknown":
+        return f"first event's previous is {events[0].previous}"
+    for before, after in itertools.pairwise(events):
+        if after.previous != before.state:
+            return f"seq {after.seq}: previous {after.previous} but seq {before.seq} was {before.state}"
+        if after.at < before.at:
+            return f"seq {after.seq} decided at {after.at} before seq {before.seq} ({before.at})"
+    return None
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+    """Re-check ``condition`` every 50 ms until it holds; AssertionError naming ``what`` on timeout.
+
+    For conditions on other processes or servers that offer no event to wait on.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,106 @@
+"""Losing one node of a 3-node JetStream cluster loses and repeats no StateChanged (DESIGN 10).
+
+A real coordinator (leader lease on, as deployed) and a HealthClient connect with all
+three URLs as one comma-separated string, exactly as ``--nats`` / ``NATS_URL`` take it;
+the state stream has three replicas. Results keep flowing on several targets while the
+node leading the state stream is SIGKILLed and later brought back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from healthbus.coordinator import CoordinatorService
+from healthbus.protocol import Outcome, Subjects, load_config_text
+from healthbus.subscribers import HealthClient
+from healthbus.subscribers._bus import connect
+from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history, wait_for
+from tests.harness import NatsCluster
+
+pytestmark = pytest.mark.nats
+
+TARGETS = [f"c{i}" for i in range(6)]
+SUBJECTS = Subjects("healthbus")
+
+
+async def test_losing_the_stream_leader_node_keeps_every_chain(nats_cluster: NatsCluster) -> None:
+    """Kill the state stream's leader node mid-run, keep driving, bring it back: every seq chain is intact."""
+    config = load_config_text(config_text(TARGETS, replicas=3, lease="5s"))
+    coord_nc = await connect(url=nats_cluster.url, name="chaos-coordinator")
+    driver_nc = await connect(url=nats_cluster.url, name="chaos-driver")
+    service = CoordinatorService(config, coord_nc)
+    await coord_nc.subscribe("_chaos.never")  # the coordinator's connection is fully usable
+    driving = True
+    rounds = 0
+
+    async def drive() -> None:
+        # Alternate pass and warn on every target: each round is one transition per target.
+        nonlocal rounds
+        while driving:
+            outcome: Outcome = "warn" if rounds % 2 == 0 else "pass"
+            want = service.handled + len(TARGETS)
+
+            def taken(want: int = want) -> bool:
+                return service.handled >= want and service.pending == 0
+
+            await publish_round(driver_nc, SUBJECTS, TARGETS, outcome)
+            rounds += 1
+            # Pace on the coordinator having taken the round and published what it decided
+            # (results sent mid-fault may be lost: core NATS is at-most-once; the promise is
+            # about the StateChanged). Mid-fault the bounded wait keeps the driver going.
+            with contextlib.suppress(AssertionError):
+                await wait_for(taken, 1.0, "the round")
+
+    try:
+        await service.start()
+        assert service.active
+        info = await coord_nc.jetstream().stream_info(service.stream.name)
+        assert info.config.num_replicas == 3
+        async with HealthClient.connect(nats_cluster.url, connect_timeout=5) as health:
+            driver = asyncio.create_task(drive())
+            try:
+                await wait_for(lambda: service.published >= 3 * len(TARGETS), 20, "events before the fault")
+                info = await coord_nc.jetstream().stream_info(service.stream.name)
+                assert info.cluster is not None
+                leader = next(s for s in nats_cluster.servers if s.server_name == info.cluster.leader)
+                await asyncio.to_thread(leader.kill)
+                at_kill = service.published
+                # The stream elects a new leader among the two left and takes writes again.
+                await wait_for(lambda: service.published >= at_kill + 3 * len(TARGETS), 30, "events after the kill")
+                await asyncio.to_thread(leader.start)
+                await asyncio.to_thread(nats_cluster.wait_healthy)
+                at_back = service.published
+                await wait_for(lambda: service.published >= at_back + 2 * len(TARGETS), 30, "events after the return")
+            finally:
+                driving = False
+                await driver
+            # A last warn round then a last pass round, each until the client sees it.
+            final: list[Outcome] = ["warn", "pass"]
+            for outcome in final:
+                await publish_round(driver_nc, SUBJECTS, TARGETS, outcome)
+                for name in TARGETS:
+                    await health.wait_for(name, EXPECTED[outcome], timeout=20)
+            await wait_for(lambda: service.pending == 0, 20, "the outbox to drain")
+            history = by_target(await read_history(driver_nc))
+            assert set(history) == set(TARGETS)
+            for name in TARGETS:
+                chain = history[name]
+                assert audit(chain) is None, f"{name}: {audit(chain)}"
+                assert chain[-1].state == "healthy"
+                seen = health.state(name)
+                assert seen is not None
+                assert (seen.state, seen.seq) == ("healthy", chain[-1].seq)
+            # Nothing decided was lost or published twice: the stream holds each decision once.
+            total = sum(len(chain) for chain in history.values())
+            assert sum(service.transitions.values()) == total
+            assert service.published == total
+            assert service.active
+            assert rounds > 6
+            print(f"{rounds} rounds, {total} events, stream leader {leader.server_name} killed at {at_kill}")
+    finally:
+        await service.stop()
+        await coord_nc.close()
+        await driver_nc.close()
