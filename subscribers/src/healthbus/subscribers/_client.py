@@ -169,15 +169,7 @@ class HealthClient(HealthViewBase):
         if self._own_nc and self._nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.close(), 5.0)
-        self._stop_listeners()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # ------------------------------------------------------------ internals
 

@@ -21,7 +21,8 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
+from types import TracebackType
+from typing import Any, Final, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from healthbus.protocol import STATES, StateChanged
 from healthbus.subscribers._state import BusStatus, StateTable, TargetState
@@ -138,6 +139,18 @@ class _Listener(Generic[T]):
             self.task.cancel()
 
 
+def _subscribe(listeners: list[_Listener[T]], listener: _Listener[T]) -> Callable[[], None]:
+    """Register ``listener``; returns the function that unregisters and stops it (idempotent)."""
+    listeners.append(listener)
+
+    def unsubscribe() -> None:
+        with contextlib.suppress(ValueError):
+            listeners.remove(listener)
+        listener.stop()
+
+    return unsubscribe
+
+
 class _AwaitableItem:
     __slots__ = ("awaitable",)
 
@@ -195,27 +208,11 @@ class HealthViewBase:
         The client's state is updated before the callback runs. An exception in the
         callback is logged and never stops the client.
         """
-        listener: _Listener[StateChanged] = _Listener(callback, "on_change")
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-            listener.stop()
-
-        return unsubscribe
+        return _subscribe(self._listeners, _Listener(callback, "on_change"))
 
     def on_bus_change(self, callback: BusCallback) -> Callable[[], None]:
         """Call ``callback(BusStatus)`` when the bus link is lost, goes stale or comes back."""
-        listener: _Listener[BusStatus] = _Listener(callback, "on_bus_change")
-        self._bus_listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._bus_listeners.remove(listener)
-            listener.stop()
-
-        return unsubscribe
+        return _subscribe(self._bus_listeners, _Listener(callback, "on_bus_change"))
 
     async def changes(self) -> AsyncIterator[StateChanged]:
         """Every state change from now on, as an async iterator (``async for event in health.changes()``)."""
@@ -261,6 +258,20 @@ class HealthViewBase:
         """Wait until every async callback has handled every event delivered so far."""
         for listener in self._all_listeners():
             await listener.drain()
+
+    # ------------------------------------------------------------ life cycle
+
+    async def close(self) -> None:
+        """Stop the async callback workers (a subclass with a connection closes it too; idempotent)."""
+        self._stop_listeners()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
     # ------------------------------------------------------------ delivery
 

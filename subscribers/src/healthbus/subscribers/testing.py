@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from healthbus.protocol import BreakerState, State, StateChanged, utcnow, validate_target
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
@@ -70,7 +69,7 @@ class FakeHealthClient(HealthViewBase):
         self.events: list[StateChanged] = []
         """Every StateChanged this fake has produced, in order."""
         for target, state in (states or {}).items():
-            self._table.apply(self._event(target, state))
+            self.set_state(target, state)  # nobody listens yet: no callback runs
 
     def set_state(
         self,
@@ -86,56 +85,6 @@ class FakeHealthClient(HealthViewBase):
         flapping: bool = False,
     ) -> StateChanged:
         """Move ``target`` to ``state`` and deliver the StateChanged to everyone listening; returns it."""
-        event = self._event(
-            target,
-            state,
-            breaker=breaker,
-            retry_at=retry_at,
-            features=features,
-            reason=reason,
-            failures=failures,
-            attempt=attempt,
-            flapping=flapping,
-        )
-        self._handle(event)
-        return event
-
-    def deliver(self, event: StateChanged) -> bool:
-        """Deliver a ready-made StateChanged (as if from the bus); False if ignored by seq."""
-        return self._handle(event) is not None
-
-    def set_bus_lost(self, lost: bool = True) -> None:
-        """Simulate losing the bus (states go stale at once, the policy applies) or getting it back."""
-        table = self._table
-        flipped = table.mark_lost(self._manual_clock.now, immediately=True) if lost else table.mark_restored()
-        if flipped:
-            self._bus_changed()
-
-    async def close(self) -> None:
-        """Stop async callback workers (for symmetry with HealthClient)."""
-        self._stop_listeners()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def _event(
-        self,
-        target: str,
-        state: State,
-        *,
-        breaker: BreakerState | None = None,
-        retry_at: datetime | None = None,
-        features: Iterable[str] | None = None,
-        reason: str = "set by test",
-        failures: int | None = None,
-        attempt: int = 0,
-        flapping: bool = False,
-    ) -> StateChanged:
         old = self._table.states.get(validate_target(target))
         if features is not None:
             self._features[target] = list(features)
@@ -157,4 +106,16 @@ class FakeHealthClient(HealthViewBase):
             flapping=flapping,
         )
         self.events.append(event)
+        self._handle(event)
         return event
+
+    def deliver(self, event: StateChanged) -> bool:
+        """Deliver a ready-made StateChanged (as if from the bus); False if ignored by seq."""
+        return self._handle(event) is not None
+
+    def set_bus_lost(self, lost: bool = True) -> None:
+        """Simulate losing the bus (states go stale at once, the policy applies) or getting it back."""
+        table = self._table
+        flipped = table.mark_lost(self._manual_clock.now, immediately=True) if lost else table.mark_restored()
+        if flipped:
+            self._bus_changed()
