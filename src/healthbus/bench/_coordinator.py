@@ -16,6 +16,7 @@ peak RSS are its own process's (getrusage).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 from typing import Any
 
@@ -115,22 +116,21 @@ async def coordinator_role(link: Link, url: str, prefix: str, total: int, deadli
 
         async def watch() -> None:
             nonlocal last_ns
-            # Poll the service's own counter: a 1 ms timer costs far less than a hook in
-            # the hot path would, and bounds the error of the end time to ~1 ms.
-            while coordinator.decided() < total:  # noqa: ASYNC110 - see above: no event to wait on
-                await asyncio.sleep(0.001)
+            # The service wakes this waiter from its hot path once the count is reached
+            # (one integer comparison per message while a waiter exists).
+            await coordinator.service.wait_handled(total, timeout=deadline_s)
             last_ns = now_ns()
             done.set()
 
         watcher = asyncio.create_task(watch())
         await _wait_counted(coordinator.decided, done, deadline_s)
         watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await watcher
         after = ProcessUsage.now()
         # Deciding is done; the StateChanged it produced still have to reach JetStream.
-        loop = asyncio.get_running_loop()
-        drain_end = loop.time() + deadline_s
-        while coordinator.service.pending and loop.time() < drain_end:  # noqa: ASYNC110 - a counter, no event
-            await asyncio.sleep(0.005)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(coordinator.service.outbox.drained(), deadline_s)
         drained_ns = now_ns()
         drained = ProcessUsage.now()
         profiler.stop()
