@@ -26,6 +26,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from multiprocessing.context import BaseContext
@@ -205,6 +206,8 @@ class ChildGroup:
 
     async def stop(self, child: Child) -> None:
         """Ask one child to stop, then terminate, then kill it; always reaps it."""
+        with contextlib.suppress(ValueError):
+            self.children.remove(child)
         with contextlib.suppress(Exception):
             child.link.send("stop")
         await asyncio.to_thread(self._reap, child, self.stop_timeout)
@@ -232,8 +235,6 @@ class ChildGroup:
 
     @classmethod
     def _reap_all(cls, children: list[Child], timeout: float) -> None:
-        import time
-
         deadline = time.monotonic() + timeout  # one deadline for the whole group
         for child in children:
             child.process.join(max(deadline - time.monotonic(), 0.01))
