@@ -1,0 +1,113 @@
+"""Failover between two coordinator processes under load loses and repeats no StateChanged (DESIGN 10).
+
+Two ``healthbus coordinator`` processes share a 1 s leader lease. Results flow on several
+targets without a pause while the leader is killed with SIGKILL; the standby takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.protocol import Outcome, StateChanged, Subjects, utcnow
+from healthbus.subscribers import HealthClient
+from healthbus.subscribers._bus import connect
+from healthbus.subscribers._statestream import StateStream
+from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history, wait_for
+from tests.e2e._procs import Command
+
+pytestmark = pytest.mark.nats
+
+TARGETS = [f"f{i}" for i in range(8)]
+SUBJECTS = Subjects("healthbus")
+
+
+def took_over_at(log: str) -> datetime:
+    """When the standby logged taking the lease (the CLI logs local time, millisecond precision)."""
+    line = next(line for line in log.splitlines() if "took the leader lease" in line)
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone()
+
+
+async def test_kill9_leader_under_load_standby_continues_every_chain(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    """SIGKILL the leading coordinator while results flow: no gap, no repeat, nothing decided in between."""
+    config = tmp_path / "healthbus.toml"
+    config.write_text(config_text(TARGETS, lease="1s"))
+    ports = [free_port(), free_port()]
+    first, second = (
+        Command(
+            ["coordinator", "--config", str(config), "--nats", nats_server.url, "--http", f"127.0.0.1:{port}"],
+            tmp_path / f"coordinator{i}.log",
+        )
+        for i, port in enumerate(ports)
+    )
+    nc = await connect(url=nats_server.url, name="chaos-driver")
+    live: list[StateChanged] = []
+    driving = True
+    rounds = 0
+
+    async def drive() -> None:
+        # Alternate warn and pass on every target; pace on the round's events reaching the
+        # stream, with a bound so the load goes on while nobody leads.
+        nonlocal rounds
+        while driving:
+            outcome: Outcome = "warn" if rounds % 2 == 0 else "pass"
+            want = len(live) + len(TARGETS)
+            await publish_round(nc, SUBJECTS, TARGETS, outcome)
+            rounds += 1
+            with contextlib.suppress(AssertionError):
+                await wait_for(lambda want=want: len(live) >= want, 0.2, "the round's events")  # type: ignore[misc]
+
+    try:
+        await first.start()
+        await first.wait_http_ready(f"http://127.0.0.1:{ports[0]}")
+        await second.start()
+        await wait_for(lambda: "standing by" in second.log(), 30, "the second coordinator to stand by")
+        follower = await StateStream(nc).follow(live.append, start="all")
+        async with HealthClient.connect(nats_server.url) as health:
+            driver = asyncio.create_task(drive())
+            try:
+                await wait_for(lambda: len(live) >= 4 * len(TARGETS), 20, "events from the first leader")
+                assert first.proc is not None
+                first.proc.kill()
+                await first.proc.wait()
+                killed_at = utcnow()
+                at_kill = len(live)
+                await second.wait_http_ready(f"http://127.0.0.1:{ports[1]}")
+                await wait_for(lambda: len(live) >= at_kill + 4 * len(TARGETS), 20, "events from the new leader")
+            finally:
+                driving = False
+                await driver
+            final: list[Outcome] = ["warn", "pass"]
+            for outcome in final:
+                await publish_round(nc, SUBJECTS, TARGETS, outcome)
+                for name in TARGETS:
+                    await health.wait_for(name, EXPECTED[outcome], timeout=10)
+            await follower.stop()
+
+            events = await read_history(nc)
+            chains = by_target(events)
+            for name in TARGETS:
+                assert audit(chains[name]) is None, f"{name}: {audit(chains[name])}"
+                seen = health.state(name)
+                assert seen is not None
+                assert (seen.state, seen.seq) == ("healthy", chains[name][-1].seq)
+            # The old leader's decisions all precede the new leader's in the stream, and
+            # nobody decided between the kill and the takeover.
+            took_over = took_over_at(second.log())
+            old = [i for i, e in enumerate(events) if e.at < killed_at]
+            new = [i for i, e in enumerate(events) if e.at >= killed_at]
+            assert old
+            assert new
+            assert max(old) < min(new)
+            assert not [e for e in events if killed_at <= e.at < took_over], "an event decided while nobody led"
+            assert min(events[i].at for i in new) >= took_over
+            print(f"{rounds} rounds, {len(events)} events, takeover {(took_over - killed_at).total_seconds():.2f}s")
+    finally:
+        await nc.close()
+        for command in (first, second):
+            await command.stop()
