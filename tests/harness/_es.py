@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
+
+from healthbus.cli._embedded import Restartable
 
 __all__ = ["FakeElasticsearch"]
 
@@ -82,7 +83,7 @@ def _error_body(http_status: int, reason: str | None = None) -> dict[str, Any]:
     }
 
 
-class FakeElasticsearch:
+class FakeElasticsearch(Restartable):
     """An Elasticsearch-compatible HTTP endpoint on ``127.0.0.1:port`` (a thread in this process)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cluster_name: str = "healthbus-test") -> None:
@@ -191,16 +192,3 @@ class FakeElasticsearch:
         server.server_close()
         if self._thread is not None:
             self._thread.join(5)
-
-    def restart(self) -> Self:
-        """Stop and listen again on the same port."""
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -22,7 +22,7 @@ class MilvusServer(ChildServer):
     name = "milvus-lite"
     ready_timeout = 30.0
     # SIGINT lets the Python server shut down through KeyboardInterrupt (it dies on SIGTERM).
-    stop_signal = signal.SIGINT
+    stop_signal: int = signal.SIGINT
 
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
         super().__init__(data_dir, host=host, port=port)

@@ -12,10 +12,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from healthbus.cli._embedded import EmbeddedNats, ServerStartError, free_port, log_tail
+from healthbus.cli._embedded import EmbeddedNats, Restartable, ServerStartError, free_port, log_tail
 
 __all__ = ["NatsCluster"]
 
@@ -28,7 +27,7 @@ def _healthy(monitor_url: str) -> bool:
         return False
 
 
-class NatsCluster:
+class NatsCluster(Restartable):
     """``size`` JetStream nodes routed to each other; ``.urls`` lists every client URL."""
 
     def __init__(self, data_dir: Path, *, size: int = 3, name: str = "healthbus-test", binary: str | None = None):
@@ -89,11 +88,3 @@ class NatsCluster:
         """Stop every node."""
         for server in self.servers:
             server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -22,11 +22,12 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-from healthbus.cli._embedded import ServerStartError, find_binary, free_port, log_tail
+from healthbus.cli._embedded import Restartable, ServerStartError, find_binary, free_port, log_tail
+
+from ._process import start_with_port_retry
 
 __all__ = ["PostgresServer", "PostgresTemplate", "find_pg_binary", "pg_missing"]
 
-_PORT_ATTEMPTS = 3
 _RUNNING: set[Path] = set()
 _RUNNING_LOCK = threading.Lock()
 
@@ -109,7 +110,7 @@ class PostgresTemplate:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-class PostgresServer:
+class PostgresServer(Restartable):
     """A PostgreSQL cluster on ``127.0.0.1:port`` with its own data dir, socket dir and log.
 
     With ``password`` the ``postgres`` user gets it and TCP connections must authenticate
@@ -197,19 +198,20 @@ class PostgresServer:
             return self
         if not self._initialized:
             self._initialize()
-        attempts = _PORT_ATTEMPTS if self._auto_port and not self._started_once else 1
-        for attempt in range(attempts):
+
+        def start_once() -> None:
             with _RUNNING_LOCK:
                 _RUNNING.add(self.data_dir)
             try:
                 self._pg_ctl_start()
             except ServerStartError:
                 self._stop("immediate")
-                if attempt + 1 == attempts:
-                    raise
-                self.port = free_port(self.host)
-                continue
-            break
+                raise
+
+        def pick_port() -> None:
+            self.port = free_port(self.host)
+
+        start_with_port_retry(start_once, pick_port, retry=self._auto_port and not self._started_once)
         if self.password and not self._started_once:
             # Over the trust unix socket; the SQL goes through stdin, never a command line.
             literal = "'" + self.password.replace("'", "''") + "'"
@@ -237,18 +239,10 @@ class PostgresServer:
         """Immediate shutdown, as in a crash: the next start runs crash recovery."""
         self._stop("immediate")
 
-    def restart(self) -> Self:
-        """Stop and start again on the same port with the same data."""
-        self.stop()
-        return self.start()
-
     def remove(self) -> None:
         """Stop and delete the cluster's directory."""
         self.kill()
         shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -2,40 +2,56 @@
 
 A server owns a directory for its data and log. ``start()`` returns once the server
 accepts TCP connections on its port (else raises with the log tail and leaves no process);
-``restart()`` keeps the port and the data; ``kill()`` is SIGKILL, as in a crash.
+``restart()`` keeps the port and the data; ``kill()`` is SIGKILL, as in a crash. The
+process handling itself is :class:`healthbus.cli._embedded.ChildProcess`, the one that
+runs nats-server too.
 """
 
 from __future__ import annotations
 
-import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from healthbus.cli._embedded import ServerStartError, free_port, kill, spawn, terminate, wait_for_tcp
+from healthbus.cli._embedded import ChildProcess, ServerStartError, free_port, wait_for_tcp
 
-__all__ = ["ChildServer"]
+__all__ = ["ChildServer", "start_with_port_retry"]
 
 # A port picked by free_port() can be taken by someone else before the server binds it;
 # on the first start we then pick another one (later starts must keep the port).
 _PORT_ATTEMPTS = 3
 
 
-class ChildServer:
+def start_with_port_retry(start_once: Callable[[], None], pick_port: Callable[[], None], *, retry: bool) -> None:
+    """``start_once()``; with ``retry`` and a :class:`ServerStartError` (the port may have been
+    taken meanwhile), ``pick_port()`` and try again, up to ``_PORT_ATTEMPTS`` times in all."""
+    attempts = _PORT_ATTEMPTS if retry else 1
+    for attempt in range(attempts):
+        try:
+            start_once()
+        except ServerStartError:
+            if attempt + 1 == attempts:
+                raise
+            pick_port()
+            continue
+        return
+
+
+class ChildServer(ChildProcess):
     """Base class: subclasses provide ``name`` and ``argv()``, and may extend ``wait_ready()``."""
 
     name = "server"
     ready_timeout = 15.0
-    stop_signal: int = signal.SIGTERM
+    stop_timeout = 10.0
 
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__()
         self.data_dir = Path(data_dir)
         self.host = host
         self._auto_port = port is None
         self.port = port if port is not None else free_port(host)
         self.log_path = self.data_dir / f"{self.name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._started_once = False
 
     def argv(self) -> list[str]:
@@ -53,66 +69,23 @@ class ChildServer:
             log_path=self.log_path,
         )
 
-    @property
-    def is_running(self) -> bool:
-        """True while the child process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The child's pid while it runs."""
-        return self._proc.pid if self._proc is not None and self.is_running else None
-
     def start(self) -> Self:
         """Start and wait until ready (no-op while running)."""
-        if self.is_running:
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        attempts = _PORT_ATTEMPTS if self._auto_port and not self._started_once else 1
-        for attempt in range(attempts):
-            proc = spawn(self.argv(), self.log_path)
-            self._proc = proc
-            try:
-                self.wait_ready(proc)
-            except ServerStartError:
-                kill(proc)
-                self._proc = None
-                if attempt + 1 == attempts:
-                    raise
+        with self._lock:
+            if self.is_running:
+                return self
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+
+            def pick_port() -> None:
                 self.port = free_port(self.host)
-                continue
-            except BaseException:
-                kill(proc)
-                self._proc = None
-                raise
+
+            start_with_port_retry(
+                lambda: self._launch(self.argv(), self.wait_ready),
+                pick_port,
+                retry=self._auto_port and not self._started_once,
+            )
             self._started_once = True
             return self
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait, then SIGKILL (no-op when stopped)."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            terminate(proc, timeout, self.stop_signal)
-
-    def kill(self) -> None:
-        """SIGKILL, as in a crash."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            kill(proc)
-
-    def restart(self) -> Self:
-        """Stop and start again on the same port with the same data."""
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"running pid={self.pid}" if self.is_running else "stopped"

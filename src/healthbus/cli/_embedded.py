@@ -17,6 +17,10 @@ Invariants this module keeps:
   and streams survive.
 - No orphans: a child started from the main thread dies with its parent (Linux
   ``PR_SET_PDEATHSIG``), and every child still running at interpreter exit is killed.
+- One life cycle for every server: :class:`Restartable` (``with``, ``restart()``) and
+  :class:`ChildProcess` (``is_running``, ``pid``, ``stop()``, ``kill()``, and a start that
+  leaves no process behind when the server does not come up) serve nats-server here and
+  the test harness's redis-server, milvus-lite, PostgreSQL and Elasticsearch stand-in.
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ import sysconfig
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 __all__ = [
+    "ChildProcess",
     "EmbeddedNats",
+    "Restartable",
     "ServerStartError",
     "find_binary",
     "find_nats_server",
@@ -207,10 +213,96 @@ def start_error(what: str, problem: str, log_path: Path) -> ServerStartError:
     return ServerStartError(f"{what} {problem}; log {log_path}:\n{tail or '(empty)'}")
 
 
+# ---------------------------------------------------------------- server life cycle
+
+
+class Restartable:
+    """What every server here shares: ``with server:`` starts and stops it, ``restart()`` is stop then start.
+
+    Subclasses provide ``start()`` (returning self once ready) and ``stop()``.
+    """
+
+    def start(self) -> Self:
+        """Start and wait until ready; a no-op while running."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop; a no-op when stopped."""
+        raise NotImplementedError
+
+    def restart(self) -> Self:
+        """Stop and start again (on the same port, with the same data)."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class ChildProcess(Restartable):
+    """A server that is one child process at a time, its output appended to ``log_path``.
+
+    ``stop()`` sends ``stop_signal``, waits ``stop_timeout`` seconds, then SIGKILLs;
+    ``kill()`` is SIGKILL at once, as in a crash. Subclasses start it with :meth:`_launch`
+    while holding ``_lock``.
+    """
+
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 5.0
+    log_path: Path
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_running(self) -> bool:
+        """True while the child process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._proc.pid if self._proc is not None and self.is_running else None
+
+    def _launch(self, argv: Sequence[str], wait_ready: Callable[[subprocess.Popen[bytes]], None]) -> None:
+        """Spawn ``argv`` and wait with ``wait_ready(proc)``; when that fails, kill the child and re-raise."""
+        proc = spawn(argv, self.log_path)
+        self._proc = proc
+        try:
+            wait_ready(proc)
+        except BaseException:
+            kill(proc)
+            self._proc = None
+            raise
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop: ``stop_signal``, wait up to ``timeout`` s (default ``stop_timeout``), then SIGKILL.
+
+        A no-op when stopped.
+        """
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                terminate(proc, self.stop_timeout if timeout is None else timeout, self.stop_signal)
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                kill(proc)
+
+
 # ---------------------------------------------------------------- nats-server
 
 
-class EmbeddedNats:
+class EmbeddedNats(ChildProcess):
     """A ``nats-server -js`` child process with its data and log in ``data_dir``.
 
     ``port=None`` lets the server choose a free port on first start; later restarts reuse
@@ -233,6 +325,7 @@ class EmbeddedNats:
         binary: str | None = None,
         ready_timeout: float = 10.0,
     ) -> None:
+        super().__init__()
         self.data_dir = Path(data_dir).absolute()
         self.host = host
         self._port = port
@@ -246,8 +339,6 @@ class EmbeddedNats:
         self.store_dir = self.data_dir / "jetstream"
         self.log_path = self.data_dir / "nats-server.log"
         self._ports_dir = self.data_dir / "ports"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
 
     # -- properties
 
@@ -282,16 +373,6 @@ class EmbeddedNats:
         mp = self.monitor_port
         return None if mp is None else f"http://{_url_host(self.host)}:{mp}"
 
-    @property
-    def is_running(self) -> bool:
-        """True while the child process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The child's pid while it runs."""
-        return self._proc.pid if self.is_running and self._proc is not None else None
-
     # -- lifecycle
 
     def _argv(self) -> list[str]:
@@ -316,14 +397,7 @@ class EmbeddedNats:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self._ports_dir, ignore_errors=True)
             self._ports_dir.mkdir(parents=True)
-            proc = spawn(self._argv(), self.log_path)
-            self._proc = proc
-            try:
-                self._wait_ready(proc)
-            except BaseException:
-                kill(proc)
-                self._proc = None
-                raise
+            self._launch(self._argv(), self._wait_ready)
             return self
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
@@ -360,25 +434,6 @@ class EmbeddedNats:
             time.sleep(delay)  # polling a child process: there is no event to wait on
             delay = min(delay * 2, 0.05)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Graceful stop: SIGTERM, wait up to ``timeout`` s, then SIGKILL. No-op when stopped."""
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is not None:
-                terminate(proc, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, as in a crash (JetStream must recover its store on the next start)."""
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is not None:
-                kill(proc)
-
-    def restart(self) -> Self:
-        """Stop (gracefully) and start again on the same port with the same store."""
-        self.stop()
-        return self.start()
-
     async def astart(self) -> Self:
         """:meth:`start` without blocking the event loop (it polls for readiness)."""
         import asyncio
@@ -386,19 +441,11 @@ class EmbeddedNats:
         await asyncio.to_thread(self.start)
         return self
 
-    async def astop(self, timeout: float = 5.0) -> None:
+    async def astop(self, timeout: float | None = None) -> None:
         """:meth:`stop` without blocking the event loop."""
         import asyncio
 
         await asyncio.to_thread(self.stop, timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"running pid={self.pid}" if self.is_running else "stopped"
