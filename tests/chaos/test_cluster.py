@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 
 import pytest
+from nats.aio.client import Client
 
+from healthbus.cli._embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
+from healthbus.coordinator._leader import bucket_for
 from healthbus.protocol import Outcome, Subjects, load_config_text
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
@@ -26,8 +29,21 @@ TARGETS = [f"c{i}" for i in range(6)]
 SUBJECTS = Subjects("healthbus")
 
 
-async def test_losing_the_stream_leader_node_keeps_every_chain(nats_cluster: NatsCluster) -> None:
-    """Kill the state stream's leader node mid-run, keep driving, bring it back: every seq chain is intact."""
+async def pick_victim(cluster: NatsCluster, nc: Client, service: CoordinatorService, victim: str) -> EmbeddedNats:
+    """The node to kill: the leader of the state stream or of the lease bucket, or the coordinator's own node."""
+    if victim == "coordinator_node":
+        assert nc.connected_url is not None
+        return next(s for s in cluster.servers if s.port == nc.connected_url.port)
+    stream = service.stream.name if victim == "stream_leader" else f"KV_{bucket_for(service.stream.name)}"
+    info = await nc.jetstream().stream_info(stream)
+    assert info.cluster is not None
+    return next(s for s in cluster.servers if s.server_name == info.cluster.leader)
+
+
+@pytest.mark.parametrize("victim", ["stream_leader", "lease_leader", "coordinator_node"])
+async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, victim: str) -> None:
+    """Kill one node mid-run (the state stream's leader, the lease bucket's leader, or the one the
+    coordinator is connected to), keep driving, bring it back: every seq chain is intact."""
     config = load_config_text(config_text(TARGETS, replicas=3, lease="5s"))
     coord_nc = await connect(url=nats_cluster.url, name="chaos-coordinator")
     driver_nc = await connect(url=nats_cluster.url, name="chaos-driver")
@@ -63,9 +79,7 @@ async def test_losing_the_stream_leader_node_keeps_every_chain(nats_cluster: Nat
             driver = asyncio.create_task(drive())
             try:
                 await wait_for(lambda: service.published >= 3 * len(TARGETS), 20, "events before the fault")
-                info = await coord_nc.jetstream().stream_info(service.stream.name)
-                assert info.cluster is not None
-                leader = next(s for s in nats_cluster.servers if s.server_name == info.cluster.leader)
+                leader = await pick_victim(nats_cluster, coord_nc, service, victim)
                 await asyncio.to_thread(leader.kill)
                 at_kill = service.published
                 # The stream elects a new leader among the two left and takes writes again.
@@ -99,7 +113,7 @@ async def test_losing_the_stream_leader_node_keeps_every_chain(nats_cluster: Nat
             assert service.published == total
             assert service.active
             assert rounds > 6
-            print(f"{rounds} rounds, {total} events, stream leader {leader.server_name} killed at {at_kill}")
+            print(f"{rounds} rounds, {total} events, {victim} {leader.server_name} killed after {at_kill} events")
     finally:
         await service.stop()
         await coord_nc.close()
