@@ -1,4 +1,6 @@
-"""Helpers of the CLI tests: build StateChanged events, publish them, run the real command."""
+"""Helpers of the CLI tests: a story of StateChanged events, running the real command, waiting.
+
+Building and publishing the events themselves is :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
@@ -8,48 +10,38 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from nats.js import JetStreamContext
+from healthbus.protocol import BreakerState, Evidence, State, StateChanged, utcnow
+from tests.helpers import healthbus_bin, state_changed
 
-from healthbus.cli._embedded import find_binary
-from healthbus.protocol import Evidence, StateChanged, StreamSettings, Subjects, encode, utcnow
-from healthbus.subscribers import ensure_stream
-
-__all__ = ["CliResult", "event", "healthbus_bin", "publish", "run_cli", "story", "wait_until"]
-
-
-def healthbus_bin() -> str:
-    """The installed ``healthbus`` command of this environment."""
-    found = find_binary("healthbus")
-    if found is None:
-        raise RuntimeError("the healthbus command is not installed in this environment")
-    return found
+__all__ = ["CliResult", "event", "run_cli", "story", "wait_until"]
 
 
 def event(
     target: str,
     seq: int,
-    state: str,
+    state: State,
     at: datetime,
     *,
-    previous: str = "unknown",
-    breaker: str = "closed",
+    previous: State = "unknown",
+    breaker: BreakerState = "closed",
     reason: str = "test",
     retry_at: datetime | None = None,
     features: Sequence[str] = (),
 ) -> StateChanged:
-    """A StateChanged with the given essentials and plausible evidence."""
-    outcome = "pass" if state == "healthy" else "fail"
-    return StateChanged(
-        target=target,
-        seq=seq,
+    """A StateChanged with the given essentials and plausible evidence (one worker's last check)."""
+    failed = state != "healthy"
+    evidence = Evidence(outcome="fail" if failed else "pass", error_kind="refused" if failed else None, at=at)
+    return state_changed(
+        target,
+        seq,
+        state,
         at=at,
-        previous=previous,  # type: ignore[arg-type]
-        state=state,  # type: ignore[arg-type]
-        breaker=breaker,  # type: ignore[arg-type]
+        previous=previous,
+        breaker=breaker,
         reason=reason,
         retry_at=retry_at,
-        features=list(features),
-        evidence={"w1": Evidence(outcome=outcome, error_kind=None if outcome == "pass" else "refused", at=at)},  # type: ignore[arg-type]
+        features=features,
+        evidence={"w1": evidence},
     )
 
 
@@ -81,14 +73,6 @@ def story(base: datetime | None = None) -> list[StateChanged]:
         ),
         event("cache", 4, "healthy", t0 + timedelta(seconds=120), previous="recovering", features=["cache"]),
     ]
-
-
-async def publish(js: JetStreamContext, prefix: str, events: Sequence[StateChanged]) -> None:
-    """Create the prefix's state stream if needed and publish ``events`` as a coordinator would."""
-    await ensure_stream(js, StreamSettings.for_prefix(prefix))
-    subjects = Subjects(prefix)
-    for e in events:
-        await js.publish(subjects.state(e.target), encode(e), headers={"Nats-Msg-Id": e.msg_id})
 
 
 @dataclass

@@ -13,10 +13,9 @@ import pytest
 from nats.aio.client import Client
 
 from healthbus.cli._dashboard import RunningDashboard, start_dashboard
-from healthbus.cli._embedded import EmbeddedNats
 from healthbus.protocol import StateChanged, decode_state_changed, load_config_text
-from healthbus.subscribers import connect
-from tests.cli._support import event, publish, story, wait_until
+from tests.cli._support import event, story, wait_until
+from tests.helpers import publish_states
 
 pytestmark = pytest.mark.nats
 
@@ -33,14 +32,6 @@ name = "search"
 kind = "http"
 url = "http://127.0.0.1:9200/"
 """
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    """A client of the test's own nats-server."""
-    client = await connect(url=nats_server.url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture
@@ -85,7 +76,7 @@ async def test_page_and_assets_are_self_contained(dash: RunningDashboard) -> Non
 async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client) -> None:
     """/api/states and /api/history read the stream; /api/events sends a snapshot then each change live."""
     events = story()
-    await publish(nc.jetstream(), PREFIX, events)
+    await publish_states(nc.jetstream(), PREFIX, events)
     await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
     await wait_until(lambda: dash.dashboard.ready(), 10, "readiness")
     async with aiohttp.ClientSession() as http:
@@ -110,7 +101,7 @@ async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client
             ]
             assert "hunter2" not in data.decode()
             new = event("cache", 5, "unavailable", events[-1].at + timedelta(seconds=1), previous="healthy")
-            await publish(nc.jetstream(), PREFIX, [new])
+            await publish_states(nc.jetstream(), PREFIX, [new])
             kind, data = await asyncio.wait_for(_read_sse(resp), 10)
             assert kind == "state"
             assert decode_state_changed(data) == new
@@ -118,7 +109,7 @@ async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client
 
 async def test_ops_endpoints(dash: RunningDashboard, nc: Client) -> None:
     """The dashboard serves /healthz, /readyz (ready once caught up) and Prometheus /metrics."""
-    await publish(nc.jetstream(), PREFIX, story()[:1])
+    await publish_states(nc.jetstream(), PREFIX, story()[:1])
     await wait_until(lambda: dash.dashboard.ready(), 10, "readiness")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{dash.server.url}/healthz") as resp:
@@ -142,7 +133,7 @@ async def test_waits_for_the_stream_to_appear(nc: Client) -> None:
             async with http.get(f"{running.server.url}/api/history", params={"target": "cache"}) as resp:
                 assert await resp.json() == []
         first: StateChanged = story()[0]
-        await publish(nc.jetstream(), "later", [first])
+        await publish_states(nc.jetstream(), "later", [first])
         await wait_until(lambda: running.dashboard.states.get("cache") == first, 15, "the dashboard to find the stream")
         assert running.dashboard.ready()
     finally:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from healthbus.protocol import (
     stream_name_for,
 )
 from healthbus.subscribers import connect
-from tests.cli._support import event, healthbus_bin, publish, run_cli, story, wait_until
+from tests.cli._support import event, run_cli, story, wait_until
 from tests.harness._util import require
+from tests.helpers import healthbus_bin, publish_states
 
 pytestmark = pytest.mark.nats
 
@@ -34,18 +34,10 @@ PREFIX = "qt"
 
 
 @pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    """A client of the test's own nats-server."""
-    client = await connect(url=nats_server.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def published(nc: Client) -> list[StateChanged]:
     """The story of tests/cli/_support.py, published to the stream of prefix qt."""
     events = story()
-    await publish(nc.jetstream(), PREFIX, events)
+    await publish_states(nc.jetstream(), PREFIX, events)
     return events
 
 
@@ -164,7 +156,7 @@ async def test_credentials_are_used_and_never_printed(tmp_path: Path) -> None:
     server.start()
     try:
         nc = await connect(url=server.url, user="ops", password="s3cret-pw")
-        await publish(nc.jetstream(), PREFIX, story())
+        await publish_states(nc.jetstream(), PREFIX, story())
         await nc.close()
         ok = await run_cli(
             "status",
@@ -218,7 +210,7 @@ async def test_tail_prints_live_changes_until_interrupted(
 
         await wait_until(consumer_started, 15, "the tail's consumer on the stream")
         new = event("cache", 5, "degraded", published[-1].at + timedelta(seconds=5), previous="healthy")
-        await publish(js, PREFIX, [new])
+        await publish_states(js, PREFIX, [new])
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 15)
         assert decode_state_changed(line.strip()) == new

@@ -7,7 +7,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +22,6 @@ from healthbus.protocol import (
     ControlReply,
     ControlRequest,
     Outcome,
-    ProbeResult,
     StateChanged,
     Subjects,
     decode_control_reply,
@@ -33,6 +31,7 @@ from healthbus.protocol import (
 )
 from healthbus.subscribers._bus import connect
 from healthbus.subscribers._statestream import StateStream
+from tests.helpers import healthbus_bin, probe_result, publish_probe
 
 pytestmark = pytest.mark.nats
 
@@ -108,16 +107,6 @@ class Events:
 
 
 @pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    """A client of the test's own nats-server."""
-    client = await connect(url=nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
 async def events(nc: Client) -> AsyncIterator[Events]:
     """Every StateChanged published to the state stream, as it arrives."""
     from healthbus.protocol import StreamSettings
@@ -134,17 +123,8 @@ async def events(nc: Client) -> AsyncIterator[Events]:
 
 async def publish(nc: Client, target: str, outcome: Outcome = "pass", probe: str = "p1", *, skew: float = 0.0) -> None:
     """Publish one ProbeResult directly, as a probe worker would."""
-    result = ProbeResult(
-        target=target,
-        probe=probe,
-        outcome=outcome,
-        latency_ms=1.5,
-        observed_at=utcnow() + timedelta(seconds=skew),
-        error_kind="refused" if outcome == "fail" else None,
-        error="connection refused" if outcome == "fail" else None,
-    )
-    await nc.publish(SUBJECTS.probe(target), encode(result))
-    await nc.flush()
+    result = probe_result(target, outcome, probe=probe, at=utcnow() + timedelta(seconds=skew), latency_ms=1.5)
+    await publish_probe(nc, SUBJECTS.prefix, result)
 
 
 def assert_chain(events: list[StateChanged]) -> None:
@@ -235,9 +215,7 @@ async def test_restart_in_process_continues_seq(nc: Client, events: Events) -> N
 async def test_junk_floods_are_dropped_while_valid_targets_are_decided(nc: Client, events: Events) -> None:
     """Malformed, mistyped, mismatched, unknown-target, absurd and oversized messages are counted and dropped."""
     async with CoordinatorService(load_config_text(config_text()), nc) as service:
-        good = encode(
-            ProbeResult(target="db", probe="p1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
-        ).decode()
+        good = encode(probe_result("db")).decode()
         junk: list[tuple[str, bytes]] = []
         for i in range(2000):
             junk.append((SUBJECTS.probe("db"), b"{not json" + str(i).encode()))
@@ -330,7 +308,7 @@ async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: 
         # Results already received (e.g. still queued in the client) are decided meanwhile.
         now = utcnow()
         for _ in range(2):
-            data = encode(ProbeResult(target="db", probe="p1", outcome="fail", latency_ms=1.0, observed_at=now))
+            data = encode(probe_result("db", "fail", at=now))
             service.handle_probe(SUBJECTS.probe("db"), data)
         assert service.pending == 1
         await asyncio.to_thread(nats_server.start)
@@ -352,8 +330,7 @@ def _text(path: Path) -> str:
 
 
 def _spawn(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).parent / "healthbus"
-    argv = [str(exe), "coordinator", "--config", str(config), "--nats", url, "-v", *extra]
+    argv = [healthbus_bin(), "coordinator", "--config", str(config), "--nats", url, "-v", *extra]
     with log.open("ab") as err:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
 
@@ -420,9 +397,8 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
 
 def test_cli_requires_config(tmp_path: Path) -> None:
     """``healthbus coordinator`` without --config exits 2 with a message."""
-    exe = Path(sys.executable).parent / "healthbus"
     env = {k: v for k, v in os.environ.items() if k != "HEALTHBUS_CONFIG"}
-    done = subprocess.run([str(exe), "coordinator"], capture_output=True, text=True, timeout=30, env=env)
+    done = subprocess.run([healthbus_bin(), "coordinator"], capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 2
     assert "--config" in done.stderr
 

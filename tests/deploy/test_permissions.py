@@ -22,16 +22,15 @@ from healthbus.cli._embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
     BusSettings,
-    ProbeResult,
     State,
     StateChanged,
     StreamSettings,
     encode,
     load_config_text,
-    utcnow,
 )
 from healthbus.subscribers import BusUnavailable, StateStream, connect, ensure_stream
 from tests.harness._util import require
+from tests.helpers import probe_result, state_changed
 
 pytestmark = pytest.mark.nats
 
@@ -96,15 +95,7 @@ async def sessions(secured_nats: EmbeddedNats) -> AsyncIterator[dict[str, Sessio
 
 
 def _event(seq: int, state: State = "healthy") -> StateChanged:
-    return StateChanged(
-        target="redis-main",
-        seq=seq,
-        at=utcnow(),
-        previous="unknown",
-        state=state,
-        breaker="closed",
-        reason="test",
-    )
+    return state_changed("redis-main", seq, state)
 
 
 async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -> None:
@@ -172,7 +163,7 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
     await sessions["coordinator"].nc.flush()  # the server knows the subscription before the probe publishes
-    result = ProbeResult(target="redis-main", probe="w1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
+    result = probe_result("redis-main", probe="w1")
     await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
     await sub.unsubscribe()
@@ -201,7 +192,7 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
     try:
         async with CoordinatorService(config, coordinator.nc) as service:
             await asyncio.wait_for(service.activated.wait(), 10)
-            result = ProbeResult(target="redis-main", probe="w1", outcome="pass", latency_ms=1.0, observed_at=utcnow())
+            result = probe_result("redis-main", probe="w1")
             await probe.nc.publish("healthbus.probe.redis-main", encode(result))
             await service.wait_published("redis-main", 1)
         current = await StateStream(subscriber.nc).current()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.cli._support import healthbus_bin, wait_until
+from tests.cli._support import wait_until
+from tests.helpers import healthbus_bin
 
 __all__ = ["Command"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,26 +13,18 @@ from nats.aio.client import Client
 
 from healthbus.cli._embedded import EmbeddedNats, free_port
 from healthbus.protocol import utcnow
-from healthbus.subscribers import connect
-from tests.cli._support import event, publish, story
+from tests.cli._support import event, story
 from tests.e2e._browser import Chromium, find_chromium
 from tests.e2e._procs import Command
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer
+from tests.helpers import publish_states
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.nats]
 
 PREFIX = "browser"
 #: Set HEALTHBUS_SCREENSHOT_DIR to keep a PNG of the page (for looking at it, not for asserting).
 SCREENSHOT_DIR = os.environ.get("HEALTHBUS_SCREENSHOT_DIR")
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    """A client of the test's own nats-server."""
-    client = await connect(url=nats_server.url)
-    yield client
-    await client.close()
 
 
 def card(target: str, what: str) -> str:
@@ -45,7 +36,7 @@ async def test_page_follows_the_stream_live(nats_server: EmbeddedNats, nc: Clien
     """Cards show state, breaker, countdown, features, evidence and timeline, and flip live over SSE."""
     find_chromium()
     events = story()
-    await publish(nc.jetstream(), PREFIX, events)
+    await publish_states(nc.jetstream(), PREFIX, events)
     port = free_port()
     dash = await Command(
         ["dashboard", "--nats", nats_server.url, "--prefix", PREFIX, "--http", f"127.0.0.1:{port}"],
@@ -77,7 +68,7 @@ async def test_page_follows_the_stream_live(nats_server: EmbeddedNats, nc: Clien
             retry_at=retry_at,
             features=["cache"],
         )
-        await publish(nc.jetstream(), PREFIX, [outage])
+        await publish_states(nc.jetstream(), PREFIX, [outage])
         await browser.wait_for(card("cache", ".dataset.state") + " === 'unavailable'", 15, "the flip to unavailable")
         assert await browser.evaluate(card("cache", ".querySelector('.breaker').textContent")) == "open"
         retry = await browser.evaluate(card("cache", ".querySelector('.retry').textContent"))

@@ -2,9 +2,9 @@
 milvus-lite and an Elasticsearch stand-in on free ports, for one test each.
 
 Fixtures (available to every test under ``tests/`` via ``tests/conftest.py``):
-``nats_server``, ``nats_cluster``, ``redis_server``, ``redis_server_factory``, ``postgres_server``,
-``postgres_server_factory``, ``milvus_server``, ``es_server``. Helpers: ``free_port()``,
-``require(name, reason)``.
+``nats_server``, ``nc`` (a client of it), ``nats_cluster``, ``redis_server``,
+``redis_server_factory``, ``postgres_server``, ``postgres_server_factory``, ``milvus_server``,
+``es_server``. Helpers: ``free_port()``, ``require(name, reason)``.
 """
 
 from healthbus.cli._embedded import EmbeddedNats, ServerStartError

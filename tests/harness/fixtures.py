@@ -1,18 +1,20 @@
 """The pytest fixtures of the real-server harness (registered for every test by tests/conftest.py).
 
-Every fixture is synchronous and function-scoped: the server belongs to one test, which
+Every server fixture is synchronous and function-scoped: the server belongs to one test, which
 may stop, kill or restart it freely, and it is stopped at teardown whether the test passed
 or not. A missing binary skips the test (fails under ``CI=true``) through ``require``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
 
 from healthbus.cli._embedded import EmbeddedNats
+from healthbus.subscribers import connect
 
 from ._es import FakeElasticsearch
 from ._milvus import MilvusServer
@@ -26,6 +28,7 @@ __all__ = [
     "milvus_server",
     "nats_cluster",
     "nats_server",
+    "nc",
     "postgres_server",
     "postgres_server_factory",
     "postgres_template",
@@ -47,6 +50,16 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """A nats-py client of the test's own ``nats_server``, closed at teardown."""
+    client = await connect(url=nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture

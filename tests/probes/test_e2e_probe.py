@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -15,14 +14,16 @@ import aiohttp
 import nats
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats, find_binary
-from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode, utcnow
+from healthbus.cli._embedded import EmbeddedNats
+from healthbus.protocol import StreamSettings, utcnow
 from healthbus.subscribers import ensure_stream
+from tests.e2e._procs import Command
 from tests.harness._es import FakeElasticsearch
 from tests.harness._milvus import MilvusServer
 from tests.harness._postgres import PostgresServer
 from tests.harness._redis import RedisServer
 from tests.harness._util import free_port
+from tests.helpers import healthbus_bin, open_event, publish_states
 from tests.probes._support import Collector, result_of, unique_prefix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow]
@@ -32,49 +33,19 @@ PG_PASSWORD = "e2e-Pg-pw-4Xw"
 WRONG_PASSWORD = "e2e-Wrong-pw-7Zk"
 
 
-class ProbeProcess:
-    """A running ``healthbus probe``; its stderr goes to a file so the pipe never fills."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr_path: Path) -> None:
-        self.proc = proc
-        self.stderr_path = stderr_path
-
-    @property
-    def stderr(self) -> str:
-        """Everything the worker logged so far."""
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    async def terminate(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int:
-        """SIGTERM (or ``sig``) and the exit code."""
-        self.proc.send_signal(sig)
-        return await asyncio.wait_for(self.proc.wait(), timeout)
-
-
 @asynccontextmanager
 async def probe_process(
     tmp_path: Path, config_text: str, nats_url: str, *args: str, env: dict[str, str] | None = None
-) -> AsyncIterator[ProbeProcess]:
-    """Run ``healthbus probe --config F --nats URL --id w1 -v`` and always stop it."""
-    binary = find_binary("healthbus")
-    if binary is None:
-        pytest.fail("the healthbus command is not installed in this environment")
+) -> AsyncIterator[Command]:
+    """Run ``healthbus probe --config F --nats URL --id w1 -v`` (output in probe.log) and always stop it."""
     config = tmp_path / "healthbus.toml"
     config.write_text(config_text, encoding="utf-8")
-    stderr_path = tmp_path / "probe.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            *[binary, "probe", "--config", str(config), "--nats", nats_url, "--id", "w1", "-v", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, **(env or {})},
-        )
-    process = ProbeProcess(proc, stderr_path)
+    argv = ["probe", "--config", str(config), "--nats", nats_url, "--id", "w1", "-v", *args]
+    command = await Command(argv, tmp_path / "probe.log", env=env).start()
     try:
-        yield process
+        yield command
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.wait_for(proc.wait(), 10)
+        await command.stop()
 
 
 async def test_probe_command_end_to_end(
@@ -162,8 +133,8 @@ url = "sqlite+aiosqlite:///{tmp_path / "app.db"}"
             assert yellow.outcome == "warn"
             assert yellow.details["status"] == "yellow"
 
-            assert await p.terminate() == 0
-            logged = p.stderr
+            assert await p.signal(signal.SIGTERM) == 0
+            logged = p.log()
     finally:
         await nc.close()
     assert "cache-wrong: fail (auth)" in logged
@@ -206,19 +177,8 @@ url = "tcp://127.0.0.1:{port}"
         async with probe_process(tmp_path, config, nats_server.url) as p:
             await results.wait_for(lambda r: r.target == "held")
             now = utcnow()
-            event = StateChanged(
-                target="held",
-                seq=1,
-                at=now,
-                previous="healthy",
-                state="unavailable",
-                breaker="open",
-                reason="3/3 probes failed: refused",
-                failures=3,
-                attempt=1,
-                retry_at=now + timedelta(seconds=3),
-            )
-            await js.publish(Subjects(prefix).state("held"), encode(event), headers={"Nats-Msg-Id": event.msg_id})
+            event = open_event("held", 1, retry_in=3, at=now)
+            await publish_states(js, prefix, [event], ensure=False)
             retry_at = now + timedelta(seconds=3)
             trial = await results.wait_for(lambda r: r.target == "held" and r.observed_at >= retry_at, timeout=20)
             # Delivery to the worker takes milliseconds; allow 0.5 s for it and a check in flight.
@@ -226,7 +186,7 @@ url = "tcp://127.0.0.1:{port}"
             assert [r for r in results.of("held") if grace < r.observed_at < retry_at] == []
             assert trial.observed_at - retry_at < timedelta(seconds=2)
             assert len([r for r in results.of("free") if grace < r.observed_at < retry_at]) >= 4
-            assert await p.terminate(sig=signal.SIGINT) == 0  # Ctrl-C is a clean stop too
+            assert await p.signal(signal.SIGINT) == 0  # Ctrl-C is a clean stop too
     finally:
         await nc.close()
         listener.close()
@@ -235,8 +195,7 @@ url = "tcp://127.0.0.1:{port}"
 
 async def test_probe_command_config_errors(tmp_path: Path) -> None:
     """A missing --config or a bad kind option is a usage error (exit 2) naming the problem."""
-    binary = find_binary("healthbus")
-    assert binary is not None
+    binary = healthbus_bin()
     missing = await asyncio.to_thread(
         subprocess.run, [binary, "probe", "--nats", "nats://127.0.0.1:1"], capture_output=True, text=True, timeout=60
     )

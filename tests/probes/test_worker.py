@@ -18,15 +18,13 @@ from healthbus.probes import CheckResult, ProbeWorker, assigned
 from healthbus.protocol import (
     Config,
     ProbeResult,
-    StateChanged,
     StreamSettings,
-    Subjects,
     TargetConfig,
-    encode,
     utcnow,
 )
 from healthbus.subscribers import ensure_stream
 from tests.harness._redis import RedisServer
+from tests.helpers import open_event, publish_states
 from tests.probes._support import Collector, config_for, unique_prefix
 
 pytestmark = [pytest.mark.nats, pytest.mark.redis]
@@ -57,28 +55,6 @@ async def collecting(url: str, prefix: str) -> AsyncIterator[tuple[Client, Colle
         yield nc, collector
     finally:
         await nc.close()
-
-
-async def _publish_state(nc: Client, prefix: str, event: StateChanged) -> None:
-    js = nc.jetstream()
-    await ensure_stream(js, StreamSettings.for_prefix(prefix))
-    await js.publish(Subjects(prefix).state(event.target), encode(event), headers={"Nats-Msg-Id": event.msg_id})
-
-
-def _open_event(target: str, seq: int, retry_in: float) -> StateChanged:
-    now = utcnow()
-    return StateChanged(
-        target=target,
-        seq=seq,
-        at=now,
-        previous="healthy",
-        state="unavailable",
-        breaker="open",
-        reason="3/3 probes failed: refused",
-        failures=3,
-        attempt=1,
-        retry_at=now + timedelta(seconds=retry_in),
-    )
 
 
 async def test_pass_fail_pass_published(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
@@ -115,8 +91,8 @@ async def test_open_target_not_checked_before_retry_at(nats_server: EmbeddedNats
     )
     async with collecting(nats_server.url, prefix) as (nc, results), running(config, nats_server.url) as worker:
         await results.wait_for(lambda r: r.outcome == "pass")
-        event = _open_event("cache", 1, retry_in=2.5)
-        await _publish_state(nc, prefix, event)
+        event = open_event("cache", 1, retry_in=2.5)
+        await publish_states(nc.jetstream(), prefix, [event])
         await worker.wait_state("cache", 1, timeout=10)
         applied_at = utcnow()
         assert event.retry_at is not None
@@ -145,8 +121,8 @@ async def test_open_at_start_is_honoured(nats_server: EmbeddedNats, redis_server
         defaults='interval = "200ms"\ntimeout = "150ms"',
     )
     async with collecting(nats_server.url, prefix) as (nc, results):
-        event = _open_event("cache", 4, retry_in=2.0)
-        await _publish_state(nc, prefix, event)
+        event = open_event("cache", 4, retry_in=2.0)
+        await publish_states(nc.jetstream(), prefix, [event])
         async with running(config, nats_server.url):
             first = await results.wait_for(lambda r: r.target == "cache", timeout=15)
             assert event.retry_at is not None
@@ -387,7 +363,7 @@ async def test_results_resume_after_a_nats_restart(nats_server: EmbeddedNats, re
         await nats_server.astart()
         async with collecting(nats_server.url, prefix) as (watcher, results):
             await results.wait_for(lambda r: r.outcome == "pass", timeout=30)
-            await _publish_state(watcher, prefix, _open_event("cache", 1, retry_in=60))
+            await publish_states(watcher.jetstream(), prefix, [open_event("cache", 1, retry_in=60)])
             await worker.wait_state("cache", 1, timeout=30)
             assert worker.schedules["cache"].hold_until is not None
     finally:

@@ -1,47 +1,12 @@
-"""Helpers for subscriber tests: building StateChanged events and publishing them like the coordinator."""
+"""Helpers for subscriber tests: publishing StateChanged events like the coordinator, with a seq chain per target."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from nats.js import JetStreamContext
 
-from healthbus.protocol import BreakerState, State, StateChanged, StreamSettings, Subjects, encode, utcnow
+from healthbus.protocol import State, StateChanged, StreamSettings
 from healthbus.subscribers import ensure_stream
-
-BREAKER: dict[str, BreakerState] = {
-    "unknown": "closed",
-    "healthy": "closed",
-    "degraded": "closed",
-    "unavailable": "open",
-    "recovering": "half_open",
-}
-
-
-def event(
-    target: str,
-    seq: int,
-    state: State,
-    *,
-    previous: State = "unknown",
-    features: list[str] | None = None,
-    retry_in: float | None = None,
-    reason: str = "test",
-) -> StateChanged:
-    """A StateChanged as the coordinator would emit it."""
-    now = utcnow()
-    retry_at: datetime | None = now + timedelta(seconds=retry_in) if retry_in is not None else None
-    return StateChanged(
-        target=target,
-        seq=seq,
-        at=now,
-        previous=previous,
-        state=state,
-        breaker=BREAKER[state],
-        reason=reason,
-        retry_at=retry_at,
-        features=features or [],
-    )
+from tests.helpers import publish_states, state_changed
 
 
 class Publisher:
@@ -49,7 +14,7 @@ class Publisher:
 
     def __init__(self, js: JetStreamContext, prefix: str) -> None:
         self.js = js
-        self.subjects = Subjects(prefix)
+        self.prefix = prefix
         self.settings = StreamSettings.for_prefix(prefix)
         self.seqs: dict[str, int] = {}
         self.last: dict[str, State] = {}
@@ -61,7 +26,7 @@ class Publisher:
     async def publish(self, target: str, state: State, **kw: object) -> StateChanged:
         """Publish the next event for ``target``."""
         seq = self.seqs.get(target, 0) + 1
-        ev = event(target, seq, state, previous=self.last.get(target, "unknown"), **kw)  # type: ignore[arg-type]
+        ev = state_changed(target, seq, state, previous=self.last.get(target, "unknown"), **kw)  # type: ignore[arg-type]
         await self.publish_event(ev)
         self.seqs[target] = seq
         self.last[target] = state
@@ -69,4 +34,4 @@ class Publisher:
 
     async def publish_event(self, ev: StateChanged) -> None:
         """Publish a ready-made event."""
-        await self.js.publish(self.subjects.state(ev.target), encode(ev), headers={"Nats-Msg-Id": ev.msg_id})
+        await publish_states(self.js, self.prefix, [ev], ensure=False)

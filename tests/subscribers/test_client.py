@@ -12,8 +12,9 @@ import pytest
 from healthbus.cli._embedded import EmbeddedNats
 from healthbus.protocol import StateChanged, encode
 from healthbus.subscribers import BusStatus, HealthClient, HealthView
+from tests.helpers import state_changed
 
-from ._events import Publisher, event
+from ._events import Publisher
 
 pytestmark = pytest.mark.nats
 
@@ -100,9 +101,9 @@ async def test_duplicate_and_older_events_are_ignored(nats_server: EmbeddedNats,
         received: list[int] = []
         health.on_change(lambda ev: received.append(ev.seq))
         # An old event re-sent under a new msg id (JetStream will not drop it): must be ignored.
-        old = event("pg", 1, "healthy")
+        old = state_changed("pg", 1, "healthy")
         await publisher.js.publish("hbtest.state.pg", encode(old))
-        newer = event("pg", 3, "recovering")
+        newer = state_changed("pg", 3, "recovering")
         await publisher.publish_event(newer)
         await health.wait_for("pg", "recovering", timeout=5)
         assert received == [3]

@@ -8,19 +8,18 @@ from hypothesis import strategies as st
 
 from healthbus.protocol import STATES
 from healthbus.subscribers._state import StateTable
-
-from ._events import event
+from tests.helpers import state_changed
 
 
 def test_newer_seq_applies_older_and_duplicate_are_ignored() -> None:
     """An event with seq <= the known seq for its target changes nothing."""
     table = StateTable()
-    assert table.apply(event("redis-main", 2, "unavailable")) is not None
-    assert table.apply(event("redis-main", 2, "healthy")) is None
-    assert table.apply(event("redis-main", 1, "healthy")) is None
+    assert table.apply(state_changed("redis-main", 2, "unavailable")) is not None
+    assert table.apply(state_changed("redis-main", 2, "healthy")) is None
+    assert table.apply(state_changed("redis-main", 1, "healthy")) is None
     assert table.states["redis-main"].state == "unavailable"
     assert table.available["redis-main"] is False
-    assert table.apply(event("redis-main", 3, "healthy")) is not None
+    assert table.apply(state_changed("redis-main", 3, "healthy")) is not None
     assert table.available["redis-main"] is True
 
 
@@ -31,7 +30,7 @@ def test_newer_seq_applies_older_and_duplicate_are_ignored() -> None:
 def test_availability_per_state(state: str, expected: bool) -> None:
     """Only healthy and degraded are available."""
     table = StateTable()
-    table.apply(event("pg", 1, state))  # type: ignore[arg-type]
+    table.apply(state_changed("pg", 1, state))  # type: ignore[arg-type]
     assert table.available["pg"] is expected
     assert table.states["pg"].available is expected
 
@@ -45,23 +44,23 @@ def test_unknown_target_is_not_available() -> None:
 def test_feature_follows_every_provider() -> None:
     """A feature is available only while every target providing it is."""
     table = StateTable()
-    table.apply(event("redis-a", 1, "healthy", features=["cache"]))
-    table.apply(event("redis-b", 1, "degraded", features=["cache", "rate-limit"]))
+    table.apply(state_changed("redis-a", 1, "healthy", features=["cache"]))
+    table.apply(state_changed("redis-b", 1, "degraded", features=["cache", "rate-limit"]))
     assert table.features_ok == {"cache": True, "rate-limit": True}
-    table.apply(event("redis-b", 2, "recovering", features=["cache", "rate-limit"]))
+    table.apply(state_changed("redis-b", 2, "recovering", features=["cache", "rate-limit"]))
     assert table.features_ok == {"cache": False, "rate-limit": False}
     # redis-b stops providing cache: only redis-a counts for it now.
-    table.apply(event("redis-b", 3, "unavailable", features=["rate-limit"]))
+    table.apply(state_changed("redis-b", 3, "unavailable", features=["rate-limit"]))
     assert table.features_ok == {"cache": True, "rate-limit": False}
-    table.apply(event("redis-b", 4, "unavailable", features=[]))
+    table.apply(state_changed("redis-b", 4, "unavailable", features=[]))
     assert "rate-limit" not in table.features_ok
 
 
 def test_stale_after_time_with_keep_policy_keeps_answers() -> None:
     """keep: states go stale after stale_after but answers stay the last known ones."""
     table = StateTable(stale_after=10, policy="keep")
-    table.apply(event("a", 1, "healthy"))
-    table.apply(event("b", 1, "unavailable"))
+    table.apply(state_changed("a", 1, "healthy"))
+    table.apply(state_changed("b", 1, "unavailable"))
     assert table.mark_lost(100.0) is False
     assert table.tick(109.9) is False
     assert table.states["a"].stale is False
@@ -78,8 +77,8 @@ def test_stale_after_time_with_keep_policy_keeps_answers() -> None:
 def test_stale_policies_override_every_answer(policy: str, answer: bool) -> None:
     """assume_* policies answer the same for every target and feature once stale, and undo on restore."""
     table = StateTable(stale_after=5, policy=policy)  # type: ignore[arg-type]
-    table.apply(event("a", 1, "healthy", features=["f"]))
-    table.apply(event("b", 1, "unavailable", features=["g"]))
+    table.apply(state_changed("a", 1, "healthy", features=["f"]))
+    table.apply(state_changed("b", 1, "unavailable", features=["g"]))
     table.mark_lost(0.0)
     table.tick(5.0)
     assert table.available == {"a": answer, "b": answer}
@@ -87,7 +86,7 @@ def test_stale_policies_override_every_answer(policy: str, answer: bool) -> None
     assert table.default_available is answer
     assert table.default_feature is answer
     # An event arriving while stale (e.g. while catching up) is still answered by the policy.
-    table.apply(event("c", 1, "healthy"))
+    table.apply(state_changed("c", 1, "healthy"))
     assert table.available["c"] is answer
     table.mark_restored()
     assert table.available == {"a": True, "b": False, "c": True}
@@ -119,7 +118,7 @@ def test_state_is_always_the_highest_seq_seen(events: list[tuple[int, str]]) -> 
     table = StateTable()
     best: tuple[int, str] | None = None
     for seq, state in events:
-        table.apply(event("t", seq, state))  # type: ignore[arg-type]
+        table.apply(state_changed("t", seq, state))  # type: ignore[arg-type]
         if best is None or seq > best[0]:
             best = (seq, state)
     if best is None:

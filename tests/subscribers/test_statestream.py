@@ -10,8 +10,9 @@ import pytest
 from nats.aio.client import Client
 
 from healthbus.cli._embedded import EmbeddedNats
-from healthbus.protocol import State, StateChanged, StreamSettings, encode
+from healthbus.protocol import State, StateChanged, StreamSettings
 from healthbus.subscribers import StateStream, connect, ensure_stream
+from tests.helpers import publish_states, state_changed
 
 pytestmark = pytest.mark.nats
 
@@ -20,15 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _event(target: str, seq: int, state: State = "healthy", at: datetime | None = None) -> StateChanged:
-    return StateChanged(
-        target=target,
-        seq=seq,
-        at=at or T0 + timedelta(minutes=seq),
-        previous="unknown",
-        state=state,
-        breaker="closed",
-        reason=f"{target} #{seq}",
-    )
+    return state_changed(target, seq, state, at=at or T0 + timedelta(minutes=seq), reason=f"{target} #{seq}")
 
 
 @pytest.fixture
@@ -43,9 +36,7 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
 
 
 async def _publish(nc: Client, *events: StateChanged) -> None:
-    js = nc.jetstream()
-    for e in events:
-        await js.publish(f"{PREFIX}.state.{e.target}", encode(e), headers={"Nats-Msg-Id": e.msg_id})
+    await publish_states(nc.jetstream(), PREFIX, events, ensure=False)
 
 
 async def test_current_of_an_empty_stream_is_empty(nc: Client) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client
@@ -13,10 +12,11 @@ from redis.backoff import NoBackoff
 
 from healthbus.cli._embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
-from healthbus.protocol import Outcome, ProbeResult, Subjects, encode, load_config_text, utcnow
-from healthbus.subscribers import HealthClient, connect
+from healthbus.protocol import Outcome, load_config_text
+from healthbus.subscribers import HealthClient
 from healthbus.subscribers.redis import HealthyRedis
 from tests.harness._redis import RedisServer
+from tests.helpers import probe_result, publish_probe
 
 pytestmark = [pytest.mark.nats, pytest.mark.redis]
 
@@ -45,29 +45,9 @@ features = ["cache"]
 """
 
 
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    """A connection for the coordinator and the probe results."""
-    client = await connect(url=nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def probe(nc: Client, outcome: Outcome) -> None:
     """Publish one ProbeResult for redis-main, as a probe worker would."""
-    result = ProbeResult(
-        target="redis-main",
-        probe="p1",
-        outcome=outcome,
-        latency_ms=1.0,
-        observed_at=utcnow(),
-        error_kind="refused" if outcome == "fail" else None,
-        error="connection refused" if outcome == "fail" else None,
-    )
-    await nc.publish(Subjects(PREFIX).probe("redis-main"), encode(result))
-    await nc.flush()
+    await publish_probe(nc, PREFIX, probe_result("redis-main", outcome))
 
 
 async def test_real_coordinator_flips_redis_calls_to_cache_and_back(

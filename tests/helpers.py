@@ -1,0 +1,154 @@
+"""Builders and bus helpers shared by the tests of every area.
+
+The wire messages a test feeds in (a probe worker's ProbeResult, a coordinator's
+StateChanged) are built here, so every test speaks the same plausible dialect, and are
+published here the way the real components publish them (a StateChanged with its
+``Nats-Msg-Id``, so the stream de-duplicates it like the coordinator's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from healthbus.cli._embedded import find_binary
+from healthbus.protocol import (
+    BreakerState,
+    Evidence,
+    Outcome,
+    ProbeResult,
+    State,
+    StateChanged,
+    StreamSettings,
+    Subjects,
+    encode,
+    utcnow,
+)
+from healthbus.subscribers import ensure_stream
+
+__all__ = [
+    "BREAKER_FOR",
+    "healthbus_bin",
+    "open_event",
+    "probe_result",
+    "publish_probe",
+    "publish_states",
+    "state_changed",
+]
+
+BREAKER_FOR: Final[Mapping[State, BreakerState]] = {
+    "unknown": "closed",
+    "healthy": "closed",
+    "degraded": "closed",
+    "unavailable": "open",
+    "recovering": "half_open",
+}
+"""The breaker the coordinator reports with each state."""
+
+
+def healthbus_bin() -> str:
+    """The installed ``healthbus`` command of this environment."""
+    found = find_binary("healthbus")
+    if found is None:
+        raise RuntimeError("the healthbus command is not installed in this environment")
+    return found
+
+
+def state_changed(
+    target: str,
+    seq: int,
+    state: State,
+    *,
+    at: datetime | None = None,
+    previous: State = "unknown",
+    breaker: BreakerState | None = None,
+    reason: str = "test",
+    failures: int = 0,
+    attempt: int = 0,
+    retry_at: datetime | None = None,
+    retry_in: float | None = None,
+    features: Iterable[str] = (),
+    evidence: Mapping[str, Evidence] | None = None,
+) -> StateChanged:
+    """A StateChanged as the coordinator would emit it.
+
+    ``at`` defaults to now; ``breaker`` follows ``state`` unless given; ``retry_in`` (seconds
+    after ``at``) is a shorthand for ``retry_at``.
+    """
+    at = at or utcnow()
+    if retry_in is not None:
+        retry_at = at + timedelta(seconds=retry_in)
+    return StateChanged(
+        target=target,
+        seq=seq,
+        at=at,
+        previous=previous,
+        state=state,
+        breaker=breaker or BREAKER_FOR[state],
+        reason=reason,
+        failures=failures,
+        attempt=attempt,
+        retry_at=retry_at,
+        features=list(features),
+        evidence=dict(evidence or {}),
+    )
+
+
+def open_event(
+    target: str, seq: int, *, retry_in: float, at: datetime | None = None, previous: State = "healthy"
+) -> StateChanged:
+    """``target`` just went unavailable (breaker open, three refused checks); retry in ``retry_in`` s."""
+    return state_changed(
+        target,
+        seq,
+        "unavailable",
+        at=at,
+        previous=previous,
+        reason="3/3 probes failed: refused",
+        failures=3,
+        attempt=1,
+        retry_in=retry_in,
+    )
+
+
+def probe_result(
+    target: str,
+    outcome: Outcome = "pass",
+    *,
+    probe: str = "p1",
+    at: datetime | None = None,
+    latency_ms: float = 1.0,
+) -> ProbeResult:
+    """A ProbeResult as a probe worker would publish it; a failure is a refused connection."""
+    failed = outcome == "fail"
+    return ProbeResult(
+        target=target,
+        probe=probe,
+        outcome=outcome,
+        latency_ms=latency_ms,
+        observed_at=at or utcnow(),
+        error_kind="refused" if failed else None,
+        error="connection refused" if failed else None,
+    )
+
+
+async def publish_probe(nc: Client, prefix: str, result: ProbeResult) -> None:
+    """Publish ``result`` on ``<prefix>.probe.<target>`` and flush, as a probe worker does."""
+    await nc.publish(Subjects(prefix).probe(result.target), encode(result))
+    await nc.flush()
+
+
+async def publish_states(
+    js: JetStreamContext, prefix: str, events: Sequence[StateChanged], *, ensure: bool = True
+) -> None:
+    """Publish ``events`` to the state stream of ``prefix`` as the coordinator does (with
+    ``Nats-Msg-Id``); with ``ensure`` the stream is created (or updated) first."""
+    if ensure:
+        await ensure_stream(js, StreamSettings.for_prefix(prefix))
+    subjects = Subjects(prefix)
+    for event in events:
+        await js.publish(subjects.state(event.target), encode(event), headers={"Nats-Msg-Id": event.msg_id})
