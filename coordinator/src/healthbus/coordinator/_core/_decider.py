@@ -48,14 +48,17 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, KeysView
 from datetime import datetime, timedelta
 from typing import Final, Literal, NamedTuple, TypeAlias
 
 from healthbus.protocol import (
+    BackoffSettings,
     BreakerState,
     ErrorKind,
     Evidence,
+    FlapSettings,
     Outcome,
     ProbeResult,
     Quorum,
@@ -177,15 +180,59 @@ class _Vantage:
                 self.trial = "ok"
 
 
+class _Spec:
+    """What the rules need of a target's settings (immutable once built).
+
+    Memory: one per distinct set of values, shared by every target with equal settings
+    (:func:`_intern_specs`), instead of every target keeping its whole TargetConfig.
+    """
+
+    __slots__ = ("backoff", "failure_threshold", "features", "flap", "quorum", "stale_after", "success_threshold")
+
+    def __init__(self, cfg: TargetConfig) -> None:
+        self.failure_threshold = cfg.failure_threshold
+        self.success_threshold = cfg.success_threshold
+        self.quorum: Quorum = cfg.quorum
+        self.stale_after = cfg.effective_stale_after
+        self.backoff: BackoffSettings = cfg.backoff
+        self.flap: FlapSettings | None = cfg.flap if cfg.flap.enabled else None
+        self.features = tuple(cfg.features)
+
+
+def _intern_specs(targets: Iterable[TargetConfig]) -> list[tuple[str, _Spec]]:
+    """``(name, spec)`` per target; targets whose relevant settings are equal share one spec."""
+    specs: dict[tuple[object, ...], _Spec] = {}
+    out: list[tuple[str, _Spec]] = []
+    for cfg in targets:
+        key = (
+            cfg.failure_threshold,
+            cfg.success_threshold,
+            # "1" and 1 differ as quorums; the type keeps them apart in the key
+            type(cfg.quorum),
+            cfg.quorum,
+            cfg.effective_stale_after,
+            cfg.backoff,
+            cfg.flap if cfg.flap.enabled else None,
+            tuple(cfg.features),
+        )
+        spec = specs.get(key)
+        if spec is None:
+            spec = specs[key] = _Spec(cfg)
+        out.append((cfg.name, spec))
+    return out
+
+
 class _Target:
-    """The decision state of one target (mutable; owned by the Decider)."""
+    """The decision state of one target (mutable; owned by the Decider).
+
+    Memory (one per target): settings live in the shared :class:`_Spec`; vantage points
+    are a small tuple (a handful, looked up by a linear scan) rather than a dict.
+    """
 
     __slots__ = (
         "attempt",
         "breaker",
         "expect_since",
-        "failure_threshold",
-        "features",
         "flap",
         "flapping",
         "half_open_since",
@@ -193,27 +240,19 @@ class _Target:
         "name",
         "override_reason",
         "prev_delay",
-        "quorum",
         "raw",
         "retry_at",
         "scheduled",
         "seq",
-        "settings",
-        "stale_after",
+        "spec",
         "state",
-        "success_threshold",
         "vps",
     )
 
-    def __init__(self, cfg: TargetConfig, now_mono: float) -> None:
-        self.name = cfg.name
-        self.settings = cfg
-        self.failure_threshold = cfg.failure_threshold
-        self.success_threshold = cfg.success_threshold
-        self.quorum: Quorum = cfg.quorum
-        self.stale_after = cfg.effective_stale_after
-        self.features = list(cfg.features)
-        self.flap: FlapDetector | None = FlapDetector(cfg.flap) if cfg.flap.enabled else None
+    def __init__(self, name: str, spec: _Spec, now_mono: float) -> None:
+        self.name = name
+        self.spec = spec
+        self.flap: FlapDetector | None = FlapDetector(spec.flap) if spec.flap is not None else None
         self.seq = 0
         self.state: State = "unknown"  # as last announced
         self.raw: State = "unknown"  # as the rules give it, before the flapping hold
@@ -225,7 +264,7 @@ class _Target:
         self.half_open_since = now_mono
         self.expect_since = now_mono
         self.override_reason = ""
-        self.vps: dict[str, _Vantage] = {}
+        self.vps: tuple[_Vantage, ...] = ()  # insertion order: the order of evidence
         self.last: StateChanged | None = None
         self.scheduled: float | None = None
 
@@ -257,12 +296,24 @@ class Decider:
     ) -> None:
         self._rng = rng
         self._max_vps = max(1, max_vantage_points)
+        self._build(_intern_specs(targets), now)
+
+    def _build(self, specs: Iterable[tuple[str, _Spec]], now: Now) -> None:
         self._targets: dict[str, _Target] = {}
         self._heap: list[tuple[float, str]] = []
-        for cfg in targets:
-            t = _Target(cfg, now.mono)
-            self._targets[cfg.name] = t
+        for name, spec in specs:
+            t = _Target(name, spec, now.mono)
+            self._targets[name] = t
             self._schedule(t, self._deadline(t, now.mono))
+
+    def renew(self, now: Now) -> Decider:
+        """A fresh Decider for the same targets and settings, with no state (a new term).
+
+        It shares this one's ``rng``, so it needs no TargetConfig kept around.
+        """
+        fresh = Decider((), rng=self._rng, now=now, max_vantage_points=self._max_vps)
+        fresh._build([(t.name, t.spec) for t in self._targets.values()], now)
+        return fresh
 
     # ------------------------------------------------------------------ queries
 
@@ -273,6 +324,11 @@ class Decider:
     def targets(self) -> list[str]:
         """Every configured target's name."""
         return list(self._targets)
+
+    @property
+    def names(self) -> KeysView[str]:
+        """Every configured target's name, as a live view (``name in names`` is O(1), no copy)."""
+        return self._targets.keys()
 
     def current(self, target: str) -> StateChanged | None:
         """The last event announced (or restored) for ``target``; KeyError if unknown."""
@@ -329,16 +385,22 @@ class Decider:
         t = self._targets.get(result.target)
         if t is None:
             raise Rejected("unknown_target", f"no target {result.target!r} in the configuration")
-        stale = t.stale_after
+        stale = t.spec.stale_after
         skew = (result.observed_at - now.wall).total_seconds()
         if skew > stale or -skew > stale:
             when = "in the future" if skew > 0 else "old"
             raise Rejected("stale_timestamp", f"observed_at is {abs(skew):.1f}s {when} (stale_after {stale:g}s)")
-        vp = t.vps.get(result.probe)
-        if vp is None:
-            vp = self._add_vantage(t, result.probe, now.mono)
+        probe = result.probe
+        found: _Vantage | None = None
+        for v in t.vps:
+            if v.probe == probe:
+                found = v
+                break
+        if found is None:
+            vp = self._add_vantage(t, probe, now.mono)
             was_live = False
         else:
+            vp = found
             was_live = now.mono - vp.heard < stale
             # A replayed or reordered result must not undo a newer one; once the point
             # went silent, a restarted worker whose clock stepped back starts afresh.
@@ -348,7 +410,7 @@ class Decider:
         if t.breaker == "open" and t.retry_at is not None and now.mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
         old_verdict = vp.verdict
-        vp.record(result.outcome, t.failure_threshold, t.success_threshold)
+        vp.record(result.outcome, t.spec.failure_threshold, t.spec.success_threshold)
         vp.error_kind = result.error_kind
         vp.observed_at = result.observed_at
         vp.heard = now.mono
@@ -366,7 +428,7 @@ class Decider:
                 return events
             self._evaluate_closed(t, now, events, record=True)
         elif breaker == "half_open":
-            vp.record_trial(result.outcome, t.success_threshold)
+            vp.record_trial(result.outcome, t.spec.success_threshold)
             self._evaluate_half_open(t, now, events)
         # open (before retry_at), forced_open, disabled: recorded as evidence only.
         return events
@@ -418,7 +480,7 @@ class Decider:
                 self._half_open(t, now, events, why=f"reset by operator: {why}; trial checks allowed now")
             elif t.breaker == "half_open":
                 t.half_open_since = now.mono
-                for vp in t.vps.values():
+                for vp in t.vps:
                     vp.trial, vp.trial_oks = None, 0
                 self._evaluate_half_open(t, now, events)
             else:
@@ -447,12 +509,13 @@ class Decider:
         if len(t.vps) >= self._max_vps:
             # Make room only by forgetting a silent vantage point: evicting a live one
             # would let a flood of spoofed probe ids push the real workers out.
-            stalest = min(t.vps.values(), key=lambda v: v.heard)
-            if mono - stalest.heard < t.stale_after:
+            stalest = min(t.vps, key=lambda v: v.heard)
+            if mono - stalest.heard < t.spec.stale_after:
                 raise Rejected("too_many_probes", f"target {t.name!r} already has {len(t.vps)} live probes")
-            del t.vps[stalest.probe]
-        vp = _Vantage(probe)
-        t.vps[probe] = vp
+            t.vps = tuple(v for v in t.vps if v is not stalest)
+        # Interned: every target's vantage point of one worker shares its id string.
+        vp = _Vantage(sys.intern(probe))
+        t.vps = (*t.vps, vp)
         return vp
 
     def _schedule(self, t: _Target, when: float | None) -> None:
@@ -474,10 +537,10 @@ class Decider:
             return t.retry_at
         if breaker not in ("closed", "half_open"):
             return None
-        stale = t.stale_after
+        stale = t.spec.stale_after
         live_end: float | None = None
         oldest: float | None = None
-        for vp in t.vps.values():
+        for vp in t.vps:
             end = vp.heard + stale
             if end > mono and (live_end is None or end < live_end):
                 live_end = end
@@ -493,9 +556,9 @@ class Decider:
         return best
 
     def _due(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
-        forget = now.mono - t.stale_after * FORGET_AFTER_STALE
-        for probe in [p for p, vp in t.vps.items() if vp.heard < forget]:
-            del t.vps[probe]
+        forget = now.mono - t.spec.stale_after * FORGET_AFTER_STALE
+        if any(vp.heard < forget for vp in t.vps):
+            t.vps = tuple(vp for vp in t.vps if not vp.heard < forget)
         if t.breaker == "open":
             if t.retry_at is not None and now.mono >= t.retry_at:
                 self._half_open(t, now, events)
@@ -505,9 +568,9 @@ class Decider:
             self._evaluate_closed(t, now, events, record=False)
 
     def _counts(self, t: _Target, mono: float) -> _Counts:
-        stale = t.stale_after
+        stale = t.spec.stale_after
         live = failing = warn = passing = trial_fail = trial_ok = failures = 0
-        for vp in t.vps.values():
+        for vp in t.vps:
             if mono - vp.heard >= stale:
                 continue
             live += 1
@@ -528,11 +591,7 @@ class Decider:
 
     def _kinds(self, t: _Target, mono: float, outcome: Outcome) -> str:
         kinds = sorted(
-            {
-                vp.error_kind or outcome
-                for vp in t.vps.values()
-                if mono - vp.heard < t.stale_after and vp.outcome == outcome
-            }
+            {vp.error_kind or outcome for vp in t.vps if mono - vp.heard < t.spec.stale_after and vp.outcome == outcome}
         )
         return ", ".join(kinds) if kinds else outcome
 
@@ -551,10 +610,10 @@ class Decider:
             # Within stale_after of the moment results became expected (start, restore,
             # reset, close) silence proves nothing yet; after it, the target is unknown.
             # An operator reset (why) decides afresh: no live data is unknown at once.
-            grace = now.mono - t.expect_since < t.stale_after and not why
+            grace = now.mono - t.expect_since < t.spec.stale_after and not why
             self._set_raw(t, now, events, t.raw if grace else "unknown", prefix + self._no_data_reason(t), record)
             return
-        q = quorum_need(t.quorum, c.live)
+        q = quorum_need(t.spec.quorum, c.live)
         if c.failing >= q:
             self._open(
                 t,
@@ -586,7 +645,7 @@ class Decider:
     def _no_data_reason(self, t: _Target) -> str:
         if not t.vps:
             return "no result from any probe yet"
-        return f"no result from any probe for {t.stale_after:g}s"
+        return f"no result from any probe for {t.spec.stale_after:g}s"
 
     def _set_raw(
         self,
@@ -620,11 +679,11 @@ class Decider:
 
     def _open(self, t: _Target, now: Now, events: list[StateChanged], why: str, failures: int) -> None:
         t.attempt += 1
-        delay = backoff_delay(t.settings.backoff, t.attempt, self._rng, t.prev_delay)
+        delay = backoff_delay(t.spec.backoff, t.attempt, self._rng, t.prev_delay)
         t.prev_delay = delay
         t.retry_at = now.mono + delay
         t.raw = "unavailable"
-        for vp in t.vps.values():
+        for vp in t.vps:
             vp.trial, vp.trial_oks = None, 0
         if t.flap is not None:
             t.flap.record("unavailable")
@@ -636,21 +695,21 @@ class Decider:
         t.retry_at = None
         t.half_open_since = now.mono
         t.raw = "recovering"
-        for vp in t.vps.values():
+        for vp in t.vps:
             vp.trial, vp.trial_oks = None, 0
         if t.flap is not None:
             t.flap.record("recovering")
         reason = why or f"retry time reached: trial checks allowed (attempt {t.attempt})"
         self._emit(t, now, events, "recovering", "half_open", reason)
-        self._schedule(t, now.mono + t.stale_after)
+        self._schedule(t, now.mono + t.spec.stale_after)
 
     def _evaluate_half_open(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
         c = self._counts(t, now.mono)
         if c.live == 0:
-            if now.mono - t.half_open_since >= t.stale_after and t.state != "unknown":
+            if now.mono - t.half_open_since >= t.spec.stale_after and t.state != "unknown":
                 self._emit(t, now, events, "unknown", "half_open", f"trial: {self._no_data_reason(t)}")
             return
-        q = quorum_need(t.quorum, c.live)
+        q = quorum_need(t.spec.quorum, c.live)
         if c.trial_fail >= q:
             self._open(
                 t,
@@ -684,7 +743,7 @@ class Decider:
     ) -> None:
         flapping = t.flap is not None and t.flap.flapping and breaker == "closed"
         if failures is None:
-            failures = max((vp.fails for vp in t.vps.values() if now.mono - vp.heard < t.stale_after), default=0)
+            failures = max((vp.fails for vp in t.vps if now.mono - vp.heard < t.spec.stale_after), default=0)
         t.seq += 1
         event = StateChanged(
             target=t.name,
@@ -697,10 +756,10 @@ class Decider:
             failures=failures,
             attempt=t.attempt,
             retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker == "open" else None,
-            features=list(t.features),
+            features=list(t.spec.features),
             evidence={
                 vp.probe: Evidence(outcome=vp.outcome, error_kind=vp.error_kind, at=vp.observed_at)
-                for vp in t.vps.values()
+                for vp in t.vps
                 if vp.observed_at is not None
             },
             flapping=flapping,
