@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
-import signal
 
-from healthbus.cli._main import EXIT_OK, UsageError, bus_settings, load_args_config
+from healthbus.cli._main import EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.coordinator import CoordinatorService
 from healthbus.subscribers._bus import connect
 
@@ -31,30 +29,25 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
             log.warning("NATS: %s", type(exc).__name__)
 
     nc = await connect(settings, name="healthbus-coordinator", error_cb=error_cb)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     ops = None
     try:
-        service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
-        holder.append(service)
-        bind = getattr(args, "http", None) or config.coordinator.http
-        if bind:
-            from healthbus.cli._http import serve_ops
+        with stop_on_signals() as stop:
+            service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
+            holder.append(service)
+            bind = getattr(args, "http", None) or config.coordinator.http
+            if bind:
+                from healthbus.cli._http import serve_ops
 
-            # Up before the restore, so /readyz can say "not yet" while it runs.
-            try:
-                ops = await serve_ops(bind, service.registry, lambda: service.ready)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-            log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
-        async with service:
-            await stop.wait()
-            log.info("stopping")
+                # Up before the restore, so /readyz can say "not yet" while it runs.
+                try:
+                    ops = await serve_ops(bind, service.registry, lambda: service.ready)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+                log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
+            async with service:
+                await stop.wait()
+                log.info("stopping")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if ops is not None:
             await ops.close()
         with contextlib.suppress(Exception):

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from healthbus.cli._format import parse_when
 from healthbus.cli._http import OpsServer, Route, serve_ops
-from healthbus.cli._main import EXIT_OK, bus_settings, load_args_config
+from healthbus.cli._main import EXIT_OK, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import Config, StateChanged, TargetConfig, encode, is_valid_target, utcnow
 from healthbus.subscribers import Follower, StateStream, connect
 
@@ -53,7 +52,6 @@ __all__ = [
     "cmd_dashboard",
     "configured_targets",
     "start_dashboard",
-    "wait_for_stop_signal",
 ]
 
 log = logging.getLogger("healthbus.dashboard")
@@ -327,20 +325,6 @@ async def start_dashboard(nc: Client, prefix: str, bind: str, config: Config | N
     return RunningDashboard(dashboard, server)
 
 
-async def wait_for_stop_signal() -> None:
-    """Return on SIGINT or SIGTERM (Ctrl-C, ``docker stop``, Kubernetes)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-
-
 async def cmd_dashboard(args: argparse.Namespace) -> int:
     """``healthbus dashboard [--http HOST:PORT]``: serve the dashboard until Ctrl-C."""
     config = load_args_config(args)
@@ -355,7 +339,8 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             return 1
         print(f"healthbus dashboard: {running.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         try:
-            await wait_for_stop_signal()
+            with stop_on_signals() as stop:
+                await stop.wait()
         finally:
             await running.close()
     finally:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -78,6 +80,25 @@ def bus_settings(args: argparse.Namespace, config: Config | None = None) -> BusS
     if getattr(args, "nats", None):
         changes["url"] = args.nats
     return msgspec.structs.replace(base, **changes) if changes else base
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event | None = None) -> Iterator[asyncio.Event]:
+    """An event that SIGINT or SIGTERM (Ctrl-C, ``docker stop``, Kubernetes) sets while the block runs.
+
+    Pass ``stop`` when something else may end the command too. The handlers are removed on
+    leaving the block, so a second Ctrl-C during the shutdown interrupts as usual.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def _not_built(name: str) -> Handler:

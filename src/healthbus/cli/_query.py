@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from healthbus.cli._format import (
     tail_line,
     use_colour,
 )
-from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
+from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import (
     ControlRequest,
     ProtocolError,
@@ -249,7 +248,6 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         if out.closed:
             stop.set()
 
-    loop = asyncio.get_running_loop()
     async with _session(args, "tail") as s:
         try:
             follower = await s.stream.follow(show, start="new")
@@ -258,14 +256,10 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         if not out.json:
             _note("tail", f"following {s.stream.stream} on {s.server} (Ctrl-C to stop)")
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for sig in signals:
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            with stop_on_signals(stop):
+                await stop.wait()
         finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
             await follower.stop()
     return EXIT_OK
 
