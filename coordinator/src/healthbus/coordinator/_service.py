@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Final
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
@@ -123,7 +124,10 @@ class CoordinatorService:
         lease_ttl: float | None = None,
         holder: str | None = None,
     ) -> None:
-        self.config = config
+        # The targets are not kept here: the core holds the compact part of them it needs
+        # (settings shared by value), so the service does not pin every TargetConfig.
+        self.config = msgspec.structs.replace(config, targets=[])
+        """The configuration it was given, without its ``[[targets]]`` (see :attr:`decider`)."""
         self.nc = nc
         self.js = nc.jetstream()
         self.prefix = prefix or config.bus.prefix
@@ -155,7 +159,7 @@ class CoordinatorService:
 
         self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
         self._probe_base_len = len(self._probe_base)
-        self._known = frozenset(self.decider.targets)
+        self._known = self.decider.names
         self._now_cache: Now | None = None
         self._probe_sub: Any = None
         self._probe_queue: asyncio.Queue[Msg] | None = None
@@ -223,7 +227,8 @@ class CoordinatorService:
 
     async def _activate(self) -> None:
         """Become the active coordinator: fresh core, restore, subscribe, timers, outbox."""
-        self.decider = Decider(self.config.targets, rng=self._rng, now=self._now())
+        self.decider = self.decider.renew(self._now())
+        self._known = self.decider.names
         self._now_cache = None
         self._published_before += self.outbox.published
         self.outbox = self._new_outbox()
@@ -241,6 +246,14 @@ class CoordinatorService:
             self._probe_sub, self._probe_queue = sub, queue
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
         await self.outbox.start()
+        # subscribe() only queues SUB: until nats-server has it, a result or a control
+        # request published elsewhere reaches no one. One round trip (PING/PONG, answered
+        # after the SUBs before it) makes "active" mean "receiving". If the connection
+        # drops meanwhile, nats-py sends the SUBs again on reconnect: carry on.
+        try:
+            await self.nc.flush()
+        except Exception as exc:
+            self._error_log("flush", str(exc) or type(exc).__name__)
         self._active_tasks.append(asyncio.create_task(self._timers(), name="healthbus-coordinator-timers"))
         self.active = True
         self.activated.set()
