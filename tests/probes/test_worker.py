@@ -218,19 +218,22 @@ async def test_warn_latency(nats_server: EmbeddedNats) -> None:
         await runner.cleanup()
 
 
-async def test_sharding_splits_and_fails_over(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
-    """Two sharding workers split the targets without overlap; when one leaves the other takes all."""
-    prefix = unique_prefix()
-    targets = "".join(
-        f'[[targets]]\nname = "t{i}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:{redis_server.port}"\n' for i in range(12)
-    )
+def _sharding_config(prefix: str, port: int) -> tuple[Config, set[str]]:
+    """Twelve tcp targets on ``port``, checked by sharding workers (one replica each), and their names."""
+    targets = "".join(f'[[targets]]\nname = "t{i}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:{port}"\n' for i in range(12))
     config = config_for(
         prefix,
         targets,
         defaults='interval = "300ms"\ntimeout = "300ms"',
         probes='sharding = true\nreplicas = 1\nheartbeat = "200ms"',
     )
-    names = {f"t{i}" for i in range(12)}
+    return config, {f"t{i}" for i in range(12)}
+
+
+async def test_sharding_splits_and_fails_over(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
+    """Two sharding workers split the targets without overlap; when one leaves the other takes all."""
+    prefix = unique_prefix()
+    config, names = _sharding_config(prefix, redis_server.port)
 
     def everything(mine: set[str]) -> bool:
         return mine == names
@@ -306,16 +309,7 @@ async def test_sharding_a_dead_worker_is_replaced(nats_server: EmbeddedNats, red
     """A worker that vanishes without a word (connection gone) is dropped after three heartbeats and
     its targets move to the survivor; the survivor's own targets never move."""
     prefix = unique_prefix()
-    targets = "".join(
-        f'[[targets]]\nname = "t{i}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:{redis_server.port}"\n' for i in range(12)
-    )
-    config = config_for(
-        prefix,
-        targets,
-        defaults='interval = "300ms"\ntimeout = "300ms"',
-        probes='sharding = true\nreplicas = 1\nheartbeat = "200ms"',
-    )
-    names = {f"t{i}" for i in range(12)}
+    config, names = _sharding_config(prefix, redis_server.port)
 
     def everything(mine: set[str]) -> bool:
         return mine == names
