@@ -1,4 +1,4 @@
-"""Helpers for the probe tests: collecting published results, building configs."""
+"""Helpers for the probe tests: collecting published results, building configs, outage round trips."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from datetime import datetime
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from healthbus.cli._embedded import Restartable
+from healthbus.probes import Checker
 from healthbus.protocol import Config, ProbeResult, Subjects, decode_probe_result, load_config_text
 
 
@@ -84,3 +86,13 @@ class Collector:
     def of(self, target: str) -> list[ProbeResult]:
         """Every result of ``target`` so far."""
         return [r for r in self.results if r.target == target]
+
+
+async def assert_refused_while_stopped(checker: Checker, server: Restartable) -> None:
+    """With ``server`` stopped, ``checker`` fails as refused; started again, it passes."""
+    server.stop()
+    down = await checker.check()
+    assert (down.outcome, down.error_kind) == ("fail", "refused"), down
+    server.start()
+    again = await checker.check()
+    assert again.outcome == "pass", again

@@ -10,6 +10,7 @@ from healthbus.probes import build_checker
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness._es import FakeElasticsearch
 from tests.harness._milvus import MilvusServer
+from tests.probes._support import assert_refused_while_stopped
 
 
 def _target(kind: str, url: str, timeout: float = 3.0, **options: str | int | bool) -> TargetConfig:
@@ -32,13 +33,7 @@ async def test_milvus_server_pass_fail_pass(milvus_server: MilvusServer) -> None
         assert up.outcome == "pass", up
         assert up.details["mode"] == "server"
         assert str(up.details["server_version"])
-        milvus_server.stop()
-        down = await checker.check()
-        assert down.outcome == "fail"
-        assert down.error_kind == "refused", down
-        milvus_server.start()
-        again = await checker.check()
-        assert again.outcome == "pass", again
+        await assert_refused_while_stopped(checker, milvus_server)
     finally:
         await checker.close()
 
@@ -88,11 +83,7 @@ async def test_elasticsearch_failures(es_server: FakeElasticsearch) -> None:
         assert (await checker.check()).error_kind == "timeout"
         es_server.set_health("green")
         assert (await checker.check()).outcome == "pass"
-        es_server.stop()
-        down = await checker.check()
-        assert down.error_kind == "refused", down
-        es_server.start()
-        assert (await checker.check()).outcome == "pass"
+        await assert_refused_while_stopped(checker, es_server)
     finally:
         await checker.close()
     fresh = build_checker(_target("elasticsearch", es_server.url))

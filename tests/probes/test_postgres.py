@@ -12,6 +12,7 @@ from healthbus.probes import build_checker
 from healthbus.probes._checkers._sqlalchemy import SqlAlchemyChecker
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness._postgres import PostgresServer
+from tests.probes._support import assert_refused_while_stopped
 
 pytestmark = pytest.mark.postgres
 
@@ -32,13 +33,7 @@ async def test_postgres_pass_fail_pass(postgres_server: PostgresServer) -> None:
         assert up.details["role"] == "primary"
         assert up.details["in_recovery"] is False
         assert str(up.details["server_version"])[0].isdigit()
-        postgres_server.stop()
-        down = await checker.check()
-        assert down.outcome == "fail"
-        assert down.error_kind == "refused", down
-        postgres_server.start()
-        again = await checker.check()
-        assert again.outcome == "pass", again
+        await assert_refused_while_stopped(checker, postgres_server)
     finally:
         await checker.close()
 
@@ -86,13 +81,7 @@ async def test_sqlalchemy_postgres_pass_fail_pass(postgres_server: PostgresServe
         assert up.details["dialect"] == "postgresql"
         assert up.details["pool_size"] == 1
         assert up.details["pool_checked_out"] == 0
-        postgres_server.stop()
-        down = await checker.check()
-        assert down.outcome == "fail"
-        assert down.error_kind == "refused", down
-        postgres_server.start()
-        again = await checker.check()
-        assert again.outcome == "pass", again
+        await assert_refused_while_stopped(checker, postgres_server)
     finally:
         await checker.close()
 

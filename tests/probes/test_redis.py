@@ -12,6 +12,7 @@ from healthbus.probes import build_checker
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness._redis import RedisServer
 from tests.harness._util import require
+from tests.probes._support import assert_refused_while_stopped
 
 pytestmark = pytest.mark.redis
 
@@ -31,13 +32,7 @@ async def test_pass_fail_pass(redis_server: RedisServer) -> None:
         assert up.outcome == "pass", up
         assert up.details["role"] == "master"
         assert str(up.details["redis_version"]).count(".") >= 1
-        redis_server.stop()
-        down = await checker.check()
-        assert down.outcome == "fail"
-        assert down.error_kind == "refused", down
-        redis_server.start()
-        again = await checker.check()
-        assert again.outcome == "pass", again
+        await assert_refused_while_stopped(checker, redis_server)
     finally:
         await checker.close()
 
