@@ -164,3 +164,31 @@ async def test_junk_of_every_kind_is_counted_dropped_and_bounded(
     finally:
         for nc in (coord_nc, driver, attacker):
             await nc.close()
+
+
+async def test_forged_stale_event_does_not_make_a_restarted_coordinator_reuse_a_seq(nats_server: EmbeddedNats) -> None:
+    """A forged old-seq StateChanged left last in the stream: a restarted coordinator continues after the real seq."""
+    config = load_config_text(config_text(["db"], prefix=PREFIX, threshold=1))
+    nc = await connect(url=nats_server.url, name="chaos-restart")
+    try:
+        async with CoordinatorService(config, nc) as service:
+            for outcome in ("pass", "warn", "pass"):
+                want = service.handled + 1
+                await nc.publish(SUBJECTS.probe("db"), result("db", outcome))
+                await service.wait_handled(want)
+            await service.wait_published("db", 3)
+        forged = StateChanged(
+            target="db", seq=1, at=utcnow(), previous="unknown", state="healthy", breaker="closed", reason="forged"
+        )
+        await nc.publish(SUBJECTS.state("db"), encode(forged))  # no Nats-Msg-Id: not from a coordinator
+        await nc.flush()
+        async with CoordinatorService(config, nc) as service:
+            assert service.decider.state("db") == ("healthy", "closed", 3)
+            await nc.publish(SUBJECTS.probe("db"), result("db", "warn"))
+            await service.wait_published("db", 4)
+            assert service.outbox.duplicates == 0
+        chain = [e for e in by_target(await read_history(nc, PREFIX))["db"] if e.reason != "forged"]
+        assert [(e.seq, e.state) for e in chain] == [(1, "healthy"), (2, "degraded"), (3, "healthy"), (4, "degraded")]
+        assert audit(chain) is None, audit(chain)
+    finally:
+        await nc.close()

@@ -16,6 +16,13 @@ over: it is detected from each message's ``num_pending`` (0 on the last one), or
 the consumer having nothing pending when the stream holds nothing for the filter.
 Messages in the stream that are not valid StateChanged are skipped, counted in
 ``StateStream.malformed`` and logged; they never stop a reader.
+
+The coordinator publishes every event with ``Nats-Msg-Id: <target>:<seq>``. A last
+message without that header (or with one that does not match its body) was not published
+by a coordinator — a forgery or a hand-made test message — so ``current`` does not trust
+it to be the latest: it reads that subject's history and keeps the highest ``seq``.
+Otherwise a stale forged event would make a restarting coordinator reuse a ``seq`` that
+is already in the stream, and JetStream would drop the real event as a duplicate.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ class StateStream:
         self.stream = stream or stream_name_for(prefix)
         self.malformed = 0
         self._malformed_subjects: set[str] = set()
+        self._unsigned_subjects: set[str] = set()
         self.idle_heartbeat = idle_heartbeat
 
     def _decode(self, msg: Msg) -> StateChanged | None:
@@ -124,6 +132,9 @@ class StateStream:
         async def on_msg(msg: Msg) -> None:
             event = self._decode(msg)
             if event is not None:
+                headers = msg.headers
+                if headers is None or headers.get("Nats-Msg-Id") != event.msg_id:
+                    self._unsigned_subjects.add(msg.subject)
                 try:
                     result = handler(event)
                     if inspect.isawaitable(result):
@@ -156,10 +167,13 @@ class StateStream:
         When the last message of a subject is not a valid StateChanged (it cannot be
         with the permissions of ``deploy/``, but a stream is data we do not control),
         that subject's history is read to find its last valid event, so a coordinator
-        restoring from here never reuses a seq.
+        restoring from here never reuses a seq. The same when the last message lacks the
+        ``Nats-Msg-Id: <target>:<seq>`` header every coordinator event carries: then the
+        event with the highest seq in the subject's history is taken.
         """
         states: dict[str, StateChanged] = {}
         self._malformed_subjects.clear()
+        self._unsigned_subjects.clear()
 
         def keep(event: StateChanged) -> None:
             old = states.get(event.target)
@@ -171,9 +185,15 @@ class StateStream:
             await asyncio.wait_for(follower.caught_up.wait(), timeout)
         finally:
             await follower.stop()
-        for subject in sorted(self._malformed_subjects):
+        rescan = {s for s in self._malformed_subjects if self.subjects.state_target(s) not in states}
+        for subject in sorted(self._unsigned_subjects):
+            log.warning(
+                "last message on %s lacks its Nats-Msg-Id (not from a coordinator): reading its history", subject
+            )
+            rescan.add(subject)
+        for subject in sorted(rescan):
             name = self.subjects.state_target(subject)
-            if name is None or name in states:
+            if name is None:
                 continue
             async for event in self.history(target=name, timeout=timeout):
                 keep(event)
