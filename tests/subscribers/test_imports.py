@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import healthbus.subscribers
 
 # (aiohttp is not listed: nats-py itself imports it, when installed, for its websocket transport.)
@@ -33,3 +35,24 @@ def test_import_pulls_in_no_adapter_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("library", ["redis", "sqlalchemy", "faststream"])
+def test_missing_library_gives_a_friendly_import_error(library: str) -> None:
+    """Without its library installed, importing an adapter names the extra to install."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == {library!r} or name.startswith({library + "."!r}):
+                    raise ImportError("No module named {library!r}")
+        sys.meta_path.insert(0, Block())
+        try:
+            import healthbus.subscribers.{library}
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert f"pip install 'healthbus-subscribers[{library}]'" in out.stdout
