@@ -26,7 +26,7 @@ from healthbus.protocol import (
 )
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
-from tests.chaos._support import audit, by_target, config_text, read_history, result
+from tests.chaos._support import audit, by_target, config_text, read_history, result, wait_for
 
 pytestmark = pytest.mark.nats
 
@@ -190,5 +190,37 @@ async def test_forged_stale_event_does_not_make_a_restarted_coordinator_reuse_a_
         chain = [e for e in by_target(await read_history(nc, PREFIX))["db"] if e.reason != "forged"]
         assert [(e.seq, e.state) for e in chain] == [(1, "healthy"), (2, "degraded"), (3, "healthy"), (4, "degraded")]
         assert audit(chain) is None, audit(chain)
+    finally:
+        await nc.close()
+
+
+async def test_a_spoofed_id_flood_passes_new_workers_join_and_the_spoofs_are_forgotten(
+    nats_server: EmbeddedNats,
+) -> None:
+    """After a spoofed-id flood, a new real worker gets a slot once the spoofs go stale; then they are forgotten."""
+    stale = 0.3
+    config = load_config_text(config_text(["db"], prefix=PREFIX, stale_after=f"{int(stale * 1000)}ms"))
+    nc = await connect(url=nats_server.url, name="chaos-spoof")
+    try:
+        async with CoordinatorService(config, nc) as service:
+            await nc.publish(SUBJECTS.probe("db"), result("db", "pass", "p1"))
+            for i in range(3000):
+                await nc.publish(SUBJECTS.probe("db"), result("db", "pass", f"spoof-{i}"))
+            await nc.publish(SUBJECTS.probe("db"), result("db", "pass", "p2"))  # a new real worker, too early
+            await service.wait_handled(3002)
+            assert service.decider.vantage_points("db") == MAX_VANTAGE_POINTS
+            assert service.dropped == {"too_many_probes": 3002 - MAX_VANTAGE_POINTS}
+
+            async def real_workers_report() -> bool:
+                # Both real workers keep checking; the spoofs have stopped.
+                for probe in ("p1", "p2"):
+                    await nc.publish(SUBJECTS.probe("db"), result("db", "pass", probe))
+                await nc.flush()
+                return service.decider.vantage_points("db") == 2
+
+            # p2 takes a stale spoof's slot after stale_after; every spoof is forgotten after 10 x stale_after.
+            await wait_for(real_workers_report, 10 * stale + 5, "the spoofed vantage points to be forgotten")
+            assert service.decider.state("db") == ("healthy", "closed", 1)  # 63 spoofs changed nothing
+            assert service.ready
     finally:
         await nc.close()
