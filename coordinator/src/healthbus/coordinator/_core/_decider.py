@@ -116,21 +116,23 @@ def quorum_need(quorum: Quorum, live: int) -> int:
 
 
 class _Vantage:
-    """What one vantage point said about one target lately."""
+    """What one vantage point said about one target lately.
+
+    Memory (several per target): the streaks of ``fail``, ``pass`` and ``warn`` results
+    are one ``run`` of the latest ``outcome`` (the other two are 0 by definition).
+    """
 
     __slots__ = (
         "error_kind",
-        "fails",
         "heard",
         "observed_at",
         "oks",
         "outcome",
-        "passes",
         "probe",
+        "run",
         "trial",
         "trial_oks",
         "verdict",
-        "warns",
     )
 
     def __init__(self, probe: str) -> None:
@@ -139,35 +141,33 @@ class _Vantage:
         self.error_kind: ErrorKind | None = None
         self.observed_at: datetime | None = None
         self.heard = 0.0
-        self.fails = 0
-        self.passes = 0
-        self.warns = 0
-        self.oks = 0
+        self.run = 0  # consecutive results equal to ``outcome`` (0: none yet)
+        self.oks = 0  # consecutive pass or warn results
         self.verdict: Verdict | None = None
         self.trial: Literal["ok", "fail"] | None = None
         self.trial_oks = 0
 
     def record(self, outcome: Outcome, failure_threshold: int, success_threshold: int) -> None:
         """Update the streaks and the hysteresis verdict with one result."""
+        run = self.run = self.run + 1 if outcome == self.outcome else 1
         self.outcome = outcome
         if outcome == "fail":
-            self.fails += 1
-            self.oks = self.passes = self.warns = 0
-            if self.fails >= failure_threshold:
+            self.oks = 0
+            if run >= failure_threshold:
                 self.verdict = "fail"
             return
-        self.fails = 0
         self.oks += 1
-        if outcome == "pass":
-            self.passes += 1
-            self.warns = 0
-        else:
-            self.warns += 1
-            self.passes = 0
-        if self.passes >= success_threshold:
+        if outcome == "pass" and run >= success_threshold:
             self.verdict = "pass"
-        elif self.warns >= success_threshold or (self.oks >= success_threshold and self.verdict in (None, "fail")):
+        elif (outcome == "warn" and run >= success_threshold) or (
+            self.oks >= success_threshold and self.verdict in (None, "fail")
+        ):
             self.verdict = "warn"
+
+    @property
+    def fails(self) -> int:
+        """Consecutive ``fail`` results up to the latest."""
+        return self.run if self.outcome == "fail" else 0
 
     def record_trial(self, outcome: Outcome, success_threshold: int) -> None:
         """Update the half-open trial mark with one result received while half-open."""
@@ -585,8 +585,8 @@ class Decider:
                 trial_fail += 1
             elif vp.trial == "ok":
                 trial_ok += 1
-            if vp.fails > failures:
-                failures = vp.fails
+            if vp.outcome == "fail" and vp.run > failures:
+                failures = vp.run
         return _Counts(live, failing, warn, passing, trial_fail, trial_ok, failures)
 
     def _kinds(self, t: _Target, mono: float, outcome: Outcome) -> str:
@@ -752,7 +752,8 @@ class Decider:
             previous=t.state,
             state=state,
             breaker=breaker,
-            reason=reason,
+            # Interned: the same reason (e.g. "3/3 probes passing") recurs across targets.
+            reason=sys.intern(reason),
             failures=failures,
             attempt=t.attempt,
             retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker == "open" else None,
