@@ -26,10 +26,11 @@ from tests.harness._redis import RedisServer
 pytestmark = [pytest.mark.nats, pytest.mark.redis, pytest.mark.e2e]
 
 
+@pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_nats_restart_while_redis_dies_converges_and_keeps_the_chain(
-    nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path
+    nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path, how: str
 ) -> None:
-    """Bus down, Redis down, bus back: the client sees unavailable, then healthy when Redis returns; no gap."""
+    """Bus down (clean stop or SIGKILL), Redis down, bus back: unavailable, then healthy when Redis returns; no gap."""
     stack = Stack(nats_server.url, fast_config([("cache", "redis", redis_server.url)]), tmp_path, probes=2)
     seen: list[StateChanged] = []
     try:
@@ -40,7 +41,7 @@ async def test_nats_restart_while_redis_dies_converges_and_keeps_the_chain(
             before = health.state("cache")
             assert before is not None
 
-            await asyncio.to_thread(nats_server.stop)
+            await asyncio.to_thread(nats_server.stop if how == "stop" else nats_server.kill)
             await wait_for(lambda: not health.bus.connected, 10, "the client to notice the bus is gone")
             redis_server.stop()
             assert health.state("cache") == before  # "keep": the last verdict stands meanwhile
