@@ -31,6 +31,7 @@ from healthbus.protocol import (
 )
 from healthbus.subscribers._bus import connect
 from healthbus.subscribers._statestream import StateStream
+from tests.e2e._procs import Command
 from tests.helpers import healthbus_bin, probe_result, publish_probe
 
 pytestmark = pytest.mark.nats
@@ -325,21 +326,16 @@ async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: 
         assert service.ready
 
 
-def _text(path: Path) -> str:
-    return path.read_text(errors="replace")
+async def _spawn(config: Path, url: str, log: Path, *extra: str) -> Command:
+    return await Command(["coordinator", "--config", str(config), "--nats", url, "-v", *extra], log).start()
 
 
-def _spawn(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    argv = [healthbus_bin(), "coordinator", "--config", str(config), "--nats", url, "-v", *extra]
-    with log.open("ab") as err:
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
-
-
-async def _wait_ready(nc: Client, proc: subprocess.Popen[bytes], log: Path, target: str = "db") -> None:
+async def _wait_ready(nc: Client, command: Command, target: str = "db") -> None:
     """Until the coordinator answers a status request (it subscribes only after restoring)."""
+    assert command.proc is not None
     async with asyncio.timeout(30):
         while True:
-            assert proc.poll() is None, _text(log)
+            assert command.proc.returncode is None, command.log()
             try:
                 await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
                 return
@@ -355,9 +351,9 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
     config = tmp_path / "healthbus.toml"
     config.write_text(config_text())
     log = tmp_path / "coordinator.log"
-    proc = _spawn(config, nats_server.url, log)
+    proc = await _spawn(config, nats_server.url, log)
     try:
-        await _wait_ready(nc, proc, log)
+        await _wait_ready(nc, proc)
         for _ in range(2):
             await publish(nc, "db", "pass")
             await publish(nc, "cache", "pass")
@@ -366,13 +362,12 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
         for _ in range(2):
             await publish(nc, "db", "fail")
         await events.state("db", "recovering")  # unavailable, then the retry timer
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        await proc.signal(signal.SIGKILL, 10)
         before = list(events.items)
 
         port = free_port()
-        proc = _spawn(config, nats_server.url, log, "--http", f"127.0.0.1:{port}")
-        await _wait_ready(nc, proc, log)
+        proc = await _spawn(config, nats_server.url, log, "--http", f"127.0.0.1:{port}")
+        await _wait_ready(nc, proc)
         assert events.items == before  # the restart announced nothing
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
@@ -387,12 +382,9 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
         assert (healthy.seq, healthy.previous) == (4, "recovering")
         assert_chain(events.of("db"))
         assert [e.seq for e in events.of("cache")] == [1]
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 15) == 0, _text(log)
+        assert await proc.signal(signal.SIGTERM, 15) == 0, proc.log()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await proc.stop()
 
 
 def test_cli_requires_config(tmp_path: Path) -> None:
@@ -452,30 +444,28 @@ async def test_kill9_leader_standby_process_takes_over(
     config = tmp_path / "healthbus.toml"
     config.write_text(config_text())
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    first = _spawn(config, nats_server.url, log_a)
-    second: subprocess.Popen[bytes] | None = None
+    first = await _spawn(config, nats_server.url, log_a)
+    second: Command | None = None
     try:
-        await _wait_ready(nc, first, log_a)
-        second = _spawn(config, nats_server.url, log_b)
+        await _wait_ready(nc, first)
+        second = await _spawn(config, nats_server.url, log_b)
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        await _wait_ready(nc, second, log_b)  # answers ctl only once it leads
+        await first.signal(signal.SIGKILL, 10)
+        await _wait_ready(nc, second)  # answers ctl only once it leads
         for _ in range(2):
             await publish(nc, "db", "fail")
         down = await events.state("db", "unavailable")
         assert (down.seq, down.previous) == (2, "healthy")
         assert_chain(events.of("db"))
-        text = _text(log_b)
+        text = second.log()
         assert "standing by" in text
         assert "took the leader lease" in text
     finally:
         for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                await proc.stop()
 
 
 @pytest.mark.slow
@@ -500,20 +490,17 @@ async def test_kill9_mid_burst_leaves_every_chain_intact(
             for name in names:
                 await publish(nc, name, "fail" if r % 2 else "pass")
 
-    proc = _spawn(config, nats_server.url, log)
+    proc = await _spawn(config, nats_server.url, log)
     try:
-        await _wait_ready(nc, proc, log, target="t0")
+        await _wait_ready(nc, proc, target="t0")
         await burst(6)
-        proc.send_signal(signal.SIGKILL)  # events of that burst may still be on their way
-        proc.wait(timeout=10)
-        proc = _spawn(config, nats_server.url, log)
-        await _wait_ready(nc, proc, log, target="t0")
+        await proc.signal(signal.SIGKILL, 10)  # events of that burst may still be on their way
+        proc = await _spawn(config, nats_server.url, log)
+        await _wait_ready(nc, proc, target="t0")
         await burst(6)
         await events.wait(lambda _: all(len(events.of(n)) >= 2 for n in names), timeout=20)
         stream = {n: [e async for e in StateStream(nc).history(target=n)] for n in names}
         for name in names:
             assert_chain(stream[name])
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await proc.stop()
