@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -31,8 +29,9 @@ from healthbus.protocol import (
 )
 from healthbus.subscribers._bus import connect
 from healthbus.subscribers._statestream import StateStream
+from tests.cli._support import run_cli
 from tests.e2e._procs import Command
-from tests.helpers import healthbus_bin, probe_result, publish_probe
+from tests.helpers import probe_result, publish_probe
 
 pytestmark = pytest.mark.nats
 
@@ -387,12 +386,11 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
         await proc.stop()
 
 
-def test_cli_requires_config(tmp_path: Path) -> None:
+async def test_cli_requires_config() -> None:
     """``healthbus coordinator`` without --config exits 2 with a message."""
-    env = {k: v for k, v in os.environ.items() if k != "HEALTHBUS_CONFIG"}
-    done = subprocess.run([healthbus_bin(), "coordinator"], capture_output=True, text=True, timeout=30, env=env)
-    assert done.returncode == 2
-    assert "--config" in done.stderr
+    done = await run_cli("coordinator")
+    assert done.code == 2
+    assert "--config" in done.err
 
 
 async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats, nc: Client, events: Events) -> None:

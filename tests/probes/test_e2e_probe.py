@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -17,13 +16,14 @@ import pytest
 from healthbus.cli._embedded import EmbeddedNats
 from healthbus.protocol import StreamSettings, utcnow
 from healthbus.subscribers import ensure_stream
+from tests.cli._support import run_cli
 from tests.e2e._procs import Command
 from tests.harness._es import FakeElasticsearch
 from tests.harness._milvus import MilvusServer
 from tests.harness._postgres import PostgresServer
 from tests.harness._redis import RedisServer
 from tests.harness._util import free_port
-from tests.helpers import healthbus_bin, open_event, publish_states
+from tests.helpers import open_event, publish_states
 from tests.probes._support import Collector, result_of, unique_prefix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow]
@@ -195,23 +195,14 @@ url = "tcp://127.0.0.1:{port}"
 
 async def test_probe_command_config_errors(tmp_path: Path) -> None:
     """A missing --config or a bad kind option is a usage error (exit 2) naming the problem."""
-    binary = healthbus_bin()
-    missing = await asyncio.to_thread(
-        subprocess.run, [binary, "probe", "--nats", "nats://127.0.0.1:1"], capture_output=True, text=True, timeout=60
-    )
-    assert missing.returncode == 2
-    assert "--config" in missing.stderr
+    missing = await run_cli("probe", "--nats", "nats://127.0.0.1:1", timeout=60)
+    assert missing.code == 2
+    assert "--config" in missing.err
     bad = tmp_path / "bad.toml"
     bad.write_text(
         '[[targets]]\nname = "api"\nkind = "http"\nurl = "http://127.0.0.1:1/"\noptions = { expect_status = "abc" }\n'
     )
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [binary, "probe", "--config", str(bad), "--nats", "nats://127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "expect_status" in result.stderr
-    assert "api" in result.stderr
+    result = await run_cli("probe", "--config", str(bad), "--nats", "nats://127.0.0.1:1", timeout=60)
+    assert result.code == 2
+    assert "expect_status" in result.err
+    assert "api" in result.err
