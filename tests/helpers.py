@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Final
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -29,9 +28,9 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.subscribers import ensure_stream
+from healthbus.subscribers.testing import _BREAKER_FOR  # the breaker the coordinator reports with each state
 
 __all__ = [
-    "BREAKER_FOR",
     "healthbus_bin",
     "open_event",
     "probe_result",
@@ -39,15 +38,6 @@ __all__ = [
     "publish_states",
     "state_changed",
 ]
-
-BREAKER_FOR: Final[Mapping[State, BreakerState]] = {
-    "unknown": "closed",
-    "healthy": "closed",
-    "degraded": "closed",
-    "unavailable": "open",
-    "recovering": "half_open",
-}
-"""The breaker the coordinator reports with each state."""
 
 
 def healthbus_bin() -> str:
@@ -88,7 +78,7 @@ def state_changed(
         at=at,
         previous=previous,
         state=state,
-        breaker=breaker or BREAKER_FOR[state],
+        breaker=breaker or _BREAKER_FOR[state],
         reason=reason,
         failures=failures,
         attempt=attempt,
