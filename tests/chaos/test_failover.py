@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from healthbus.subscribers._bus import connect
 from healthbus.subscribers._statestream import StateStream
 from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history, wait_for
 from tests.e2e._procs import Command
+from tests.harness import NatsCluster
 
 pytestmark = pytest.mark.nats
 
@@ -35,17 +37,43 @@ def took_over_at(log: str) -> datetime:
 
 async def test_kill9_leader_under_load_standby_continues_every_chain(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     """SIGKILL the leading coordinator while results flow: no gap, no repeat, nothing decided in between."""
+    await failover(tmp_path, coordinator_urls=(nats_server.url, nats_server.url), client_url=nats_server.url)
+
+
+async def test_host_loss_in_a_cluster_leader_and_its_node_die_together(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """On a 3-node cluster, the leading coordinator and the NATS node it uses die together (a host is lost)."""
+    doomed = nats_cluster.servers[0]
+    await failover(
+        tmp_path,
+        coordinator_urls=(doomed.url, nats_cluster.servers[1].url),
+        client_url=",".join(s.url for s in nats_cluster.servers[1:]),
+        replicas=3,
+        also_kill=doomed.kill,
+    )
+
+
+async def failover(
+    tmp_path: Path,
+    *,
+    coordinator_urls: tuple[str, str],
+    client_url: str,
+    replicas: int = 1,
+    also_kill: Callable[[], None] | None = None,
+) -> None:
+    """Two coordinator processes (the first leads); SIGKILL the leader (and ``also_kill``) under load; audit."""
     config = tmp_path / "healthbus.toml"
-    config.write_text(config_text(TARGETS, lease="1s"))
+    config.write_text(config_text(TARGETS, lease="1s", replicas=replicas))
     ports = [free_port(), free_port()]
     first, second = (
         Command(
-            ["coordinator", "--config", str(config), "--nats", nats_server.url, "--http", f"127.0.0.1:{port}"],
+            ["coordinator", "--config", str(config), "--nats", url, "--http", f"127.0.0.1:{port}"],
             tmp_path / f"coordinator{i}.log",
         )
-        for i, port in enumerate(ports)
+        for i, (url, port) in enumerate(zip(coordinator_urls, ports, strict=True))
     )
-    nc = await connect(url=nats_server.url, name="chaos-driver")
+    nc = await connect(url=client_url, name="chaos-driver")
     live: list[StateChanged] = []
     driving = True
     rounds = 0
@@ -68,12 +96,14 @@ async def test_kill9_leader_under_load_standby_continues_every_chain(nats_server
         await second.start()
         await wait_for(lambda: "standing by" in second.log(), 30, "the second coordinator to stand by")
         follower = await StateStream(nc).follow(live.append, start="all")
-        async with HealthClient.connect(nats_server.url) as health:
+        async with HealthClient.connect(client_url, connect_timeout=5) as health:
             driver = asyncio.create_task(drive())
             try:
                 await wait_for(lambda: len(live) >= 4 * len(TARGETS), 20, "events from the first leader")
                 assert first.proc is not None
                 first.proc.kill()
+                if also_kill is not None:
+                    await asyncio.to_thread(also_kill)
                 await first.proc.wait()
                 killed_at = utcnow()
                 at_kill = len(live)
