@@ -144,3 +144,22 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
         except BadRequestError:
             pass  # created concurrently by another component: update below
     await js.update_stream(config)
+
+
+async def sync_subscriptions(nc: Client, timeout: float = 5.0) -> None:
+    """Return once nats-server has processed every subscription ``nc`` made so far.
+
+    ``subscribe()`` only queues SUB, and ``nc.flush()`` is no barrier in nats-py 2.16: its
+    PING is written to the socket at once, ahead of commands still queued for the
+    flusher task, so its PONG can come back before the server has the SUBs. A message to
+    a subscription of our own is queued behind them; receiving it proves the server has
+    them. Raises ``nats.errors.TimeoutError`` if it does not come back within ``timeout``
+    (e.g. while disconnected; nats-py sends the SUBs again on reconnect).
+    """
+    sub = await nc.subscribe(nc.new_inbox())
+    try:
+        await nc.publish(sub.subject, b"")
+        await sub.next_msg(timeout=timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
