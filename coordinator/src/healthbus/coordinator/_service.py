@@ -56,7 +56,7 @@ from healthbus.protocol import (
     encode,
     redact,
 )
-from healthbus.subscribers._bus import ensure_stream
+from healthbus.subscribers._bus import ensure_stream, sync_subscriptions
 from healthbus.subscribers._statestream import StateStream
 
 log = logging.getLogger("healthbus.coordinator")
@@ -247,13 +247,13 @@ class CoordinatorService:
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
         await self.outbox.start()
         # subscribe() only queues SUB: until nats-server has it, a result or a control
-        # request published elsewhere reaches no one. One round trip (PING/PONG, answered
-        # after the SUBs before it) makes "active" mean "receiving". If the connection
+        # request published elsewhere reaches no one. Wait until it has them, so "active"
+        # means "receiving" (nc.flush() is no such barrier in nats-py). If the connection
         # drops meanwhile, nats-py sends the SUBs again on reconnect: carry on.
         try:
-            await self.nc.flush()
+            await sync_subscriptions(self.nc)
         except Exception as exc:
-            self._error_log("flush", str(exc) or type(exc).__name__)
+            self._error_log("subscribing", str(exc) or type(exc).__name__)
         self._active_tasks.append(asyncio.create_task(self._timers(), name="healthbus-coordinator-timers"))
         self.active = True
         self.activated.set()
