@@ -52,6 +52,7 @@ from healthbus.protocol import (
     format_duration,
     worker_token,
 )
+from healthbus.subscribers._bus import sync_subscriptions
 
 log = logging.getLogger("healthbus.probes")
 
@@ -211,11 +212,11 @@ class ProbeWorker:
         self._nc = nc
         self.metrics.connected.set_function(lambda: 1.0 if nc.is_connected else 0.0)
         self._heartbeat_sub = await nc.subscribe(self.subjects.worker("heartbeat", "*"), cb=self._on_heartbeat)
-        # subscribe() only queues SUB: one round trip makes sure nats-server has it before
-        # start() returns, so a peer's heartbeat sent right after is not missed. A dropped
-        # connection re-sends its SUBs on reconnect: carry on.
+        # subscribe() only queues SUB: make sure nats-server has it before start() returns,
+        # so a peer's heartbeat sent right after is not missed (nc.flush() is no such
+        # barrier in nats-py). A dropped connection re-sends its SUBs on reconnect: carry on.
         with contextlib.suppress(Exception):
-            await nc.flush()
+            await sync_subscriptions(nc)
         if self.follow_state and not await self._try_follow(announce=True):
             # No state stream yet (no coordinator so far): check on schedule, keep trying.
             self._background.append(asyncio.create_task(self._follow_states(), name="healthbus-probe-state"))
