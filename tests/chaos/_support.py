@@ -97,7 +97,8 @@ def audit(events: list[StateChanged]) -> str | None:
     """Why one target's events are not a clean chain, or None when they are.
 
     Clean: ``seq`` 1..N in stream order, ``previous`` equal to the state before (the
-    first one's previous is ``unknown``), ``at`` never decreasing.
+    first one's previous is ``unknown``), ``at`` never decreasing, and each event changes
+    something (state, breaker, attempt or flapping: nothing is announced twice).
     """
     seqs = [e.seq for e in events]
     if seqs != list(range(1, len(events) + 1)):
@@ -109,7 +110,13 @@ def audit(events: list[StateChanged]) -> str | None:
             return f"seq {after.seq}: previous {after.previous} but seq {before.seq} was {before.state}"
         if after.at < before.at:
             return f"seq {after.seq} decided at {after.at} before seq {before.seq} ({before.at})"
+        if _shape(after) == _shape(before):
+            return f"seq {after.seq} repeats seq {before.seq} ({after.state}, {after.breaker}): a re-announcement"
     return None
+
+
+def _shape(event: StateChanged) -> tuple[str, str, int, bool]:
+    return (event.state, event.breaker, event.attempt, event.flapping)
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:

@@ -20,6 +20,7 @@ from healthbus.protocol import StateChanged
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
 from tests.chaos._support import audit, by_target, read_history, wait_for
+from tests.e2e._procs import Command
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer
 
@@ -78,6 +79,47 @@ async def test_nats_restart_while_redis_dies_converges_and_keeps_the_chain(
         assert all(w.proc is not None and w.proc.returncode is None for w in stack.workers)
         assert all("Traceback" not in p.log() for p in (stack.coordinator, *stack.workers))
         print(" -> ".join(f"{e.seq}:{e.state}" for e in chain))
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        codes = await stack.stop()
+    assert codes == {"w1": 0, "w2": 0, "coordinator": 0}
+
+
+async def test_coordinator_kill9_while_the_breaker_is_open_resumes_the_cycle(
+    nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """SIGKILL the coordinator while Redis is down (breaker open); restarted, it carries the cycle on to healthy."""
+    text = fast_config([("cache", "redis", redis_server.url)]).replace(
+        "[coordinator]\n", '[coordinator]\nlease = "1s"\n'
+    )
+    stack = Stack(nats_server.url, text, tmp_path, probes=2)
+    try:
+        await stack.start()
+        async with HealthClient.connect(nats_server.url) as health:
+            await health.wait_for("cache", "healthy", timeout=30)
+            redis_server.stop()
+            down = await health.wait_for("cache", "unavailable", timeout=30)
+            old = stack.coordinator
+            assert old is not None
+            assert old.proc is not None
+            old.proc.kill()
+            await old.proc.wait()
+            stack.coordinator = await Command(old.args, tmp_path / "coordinator-restarted.log").start()
+            await stack.coordinator.wait_http_ready(f"http://{stack.http['coordinator']}")
+            redis_server.start()
+            back = await health.wait_for("cache", "healthy", timeout=30)
+            assert back.seq > down.seq
+            nc = await connect(url=nats_server.url, name="chaos-audit")
+            try:
+                chain = by_target(await read_history(nc))["cache"]
+            finally:
+                await nc.close()
+            assert audit(chain) is None, audit(chain)
+            assert chain[-1].seq == back.seq
+            print(" -> ".join(f"{e.seq}:{e.state}" for e in chain))
+        assert "1 restored" in stack.coordinator.log()
     except BaseException:
         print(stack.logs())
         raise
