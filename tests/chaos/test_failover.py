@@ -45,10 +45,11 @@ async def test_host_loss_in_a_cluster_leader_and_its_node_die_together(
 ) -> None:
     """On a 3-node cluster, the leading coordinator and the NATS node it uses die together (a host is lost)."""
     doomed = nats_cluster.servers[0]
+    survivors = ",".join(s.url for s in nats_cluster.servers[1:])  # --nats takes a comma-separated list
     await failover(
         tmp_path,
-        coordinator_urls=(doomed.url, nats_cluster.servers[1].url),
-        client_url=",".join(s.url for s in nats_cluster.servers[1:]),
+        coordinator_urls=(doomed.url, survivors),
+        client_url=survivors,
         replicas=3,
         also_kill=doomed.kill,
     )
