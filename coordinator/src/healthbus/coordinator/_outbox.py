@@ -248,6 +248,9 @@ class Outbox:
             return
         queue = self._queues[target]
         event = queue.popleft()
+        # The event's own target string, not the copy parsed from the ack subject: as a
+        # new key of _acked the copy would be kept, one more string per target.
+        target = event.target
         self._pending -= 1
         self.published += 1
         self._acked[target] = max(self._acked.get(target, 0), event.seq)
