@@ -154,7 +154,8 @@ async def sync_subscriptions(nc: Client, timeout: float = 5.0) -> None:
     flusher task, so its PONG can come back before the server has the SUBs. A message to
     a subscription of our own is queued behind them; receiving it proves the server has
     them. Raises ``nats.errors.TimeoutError`` if it does not come back within ``timeout``
-    (e.g. while disconnected; nats-py sends the SUBs again on reconnect).
+    (e.g. while disconnected; nats-py sends the SUBs again on reconnect). Needs echo
+    (nats-py's default): with ``no_echo=True`` our own message never comes back.
     """
     sub = await nc.subscribe(nc.new_inbox())
     try:
