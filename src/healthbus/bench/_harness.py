@@ -79,10 +79,7 @@ class RunningCoordinator:
         nc = await bench_connect(url, "bench-coordinator", error_cb=forward)
         service: CoordinatorService = service_cls(config, nc)
         errors.append(service.error_cb)
-        await service.start()
-        # start() returns once SUB is queued, not once the server has it: without this
-        # round trip a result published right after could reach no one.
-        await nc.flush()
+        await service.start()  # returns once nats-server has its subscriptions (sync_subscriptions)
         return cls(service, nc)
 
     def counters(self) -> dict[str, int]:
@@ -146,8 +143,7 @@ class RunningProbeWorker:
         config = load_config_text(config_text, source="<bench>")
         worker: ProbeWorker = worker_cls(config, worker_id=worker_id)
         nc = await bench_connect(url, f"bench-{worker_id}")
-        await worker.start(nc)
-        await nc.flush()  # the worker's subscriptions are registered server-side
+        await worker.start(nc)  # returns once nats-server has its subscriptions
         return cls(worker, nc)
 
     async def stop(self) -> None:

@@ -35,6 +35,9 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
             service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
             holder.append(service)
             bind = getattr(args, "http", None) or config.coordinator.http
+            # The service keeps only the compact per-target settings it decides with; drop
+            # our reference so the parsed [[targets]] do not stay alive for the whole run.
+            del config
             if bind:
                 from healthbus.cli._http import serve_ops
 
