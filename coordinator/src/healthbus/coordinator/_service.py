@@ -502,11 +502,20 @@ class CoordinatorService:
                     self._enqueue(events)
             else:
                 connected = False
-            deadline = self.decider.next_deadline()
-            wait = self.tick_interval
-            if deadline is not None:
-                wait = min(wait, max(0.001, deadline - self.clock.monotonic()))
-            await asyncio.sleep(wait)
+            await asyncio.sleep(self._timer_wait())
+
+    def _timer_wait(self) -> float:
+        """Seconds the timer loop sleeps: until the next deadline, at most ``tick``.
+
+        While NATS is disconnected the timers do not run, so a deadline already due stays
+        due: it must not shorten the sleep, or the loop would spin every millisecond for
+        the whole outage.
+        """
+        wait = self.tick_interval
+        deadline = self.decider.next_deadline()
+        if deadline is not None and self.nc.is_connected:
+            wait = min(wait, max(0.001, deadline - self.clock.monotonic()))
+        return wait
 
     # ------------------------------------------------------------------ control
 
