@@ -115,3 +115,28 @@ def test_invalid_settings() -> None:
         LocalCache(max_entries=0)
     with pytest.raises(ValueError, match="default_ttl"):
         LocalCache(default_ttl=0)
+
+
+def test_expire_conditions_see_the_redis_ttl_not_the_age_cap() -> None:
+    """With default_ttl set, a key written without a TTL has none for NX/XX/GT/LT (as in Redis)."""
+    clock = Clock()
+    cache = LocalCache(default_ttl=100, clock=clock)
+    cache.set(b"k", 1)
+    assert not cache.expire(b"k", 10, xx=True)
+    assert not cache.expire(b"k", 10, gt=True)
+    assert cache.expire(b"k", 50, nx=True)
+    assert cache.set(b"k", 2, keepttl=True)
+    assert not cache.expire(b"k", 60, nx=True)  # KEEPTTL kept the TTL
+    clock.now += 50
+    assert cache.get(b"k") is None
+
+
+def test_expire_never_extends_the_age_cap() -> None:
+    """A longer EXPIRE does not keep a value past default_ttl after it was written."""
+    clock = Clock()
+    cache = LocalCache(default_ttl=100, clock=clock)
+    cache.put(b"k", b"v")
+    clock.now += 90
+    assert cache.expire(b"k", 1000)
+    clock.now += 10
+    assert cache.get(b"k") is None

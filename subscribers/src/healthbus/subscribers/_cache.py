@@ -7,8 +7,12 @@ Invariants:
 - Never more than ``max_entries`` keys (a hash counts as one key): inserting one more
   evicts the least recently used key (counted in ``evictions``).
 - Every entry expires: at its own TTL if it has one, and never later than
-  ``default_ttl`` after it was written (when ``default_ttl`` is not None). Expired entries
-  are never returned; they are removed when touched or when space is needed.
+  ``default_ttl`` after it was written (when ``default_ttl`` is not None; EXPIRE changes
+  the TTL, never this age cap). Expired entries are never returned; they are removed
+  when touched or when space is needed.
+- The TTL Redis would report (set by ``ttl=``/EXPIRE, None = no TTL) is kept apart from
+  the age cap, so EXPIRE NX/XX/GT/LT and KEEPTTL decide as Redis would: a key written
+  without a TTL has none, even though the cache will drop it after ``default_ttl``.
 - Keys and hash fields are bytes (the adapter encodes them the way redis-py does);
   values are stored as given (already in the form Redis would return them).
 - ``hits`` / ``misses`` count lookups (GET, HGET) that found / did not find a value.
@@ -25,11 +29,25 @@ _MISSING: Any = object()
 
 
 class _Entry:
-    __slots__ = ("expires_at", "value")
+    __slots__ = ("cap_at", "expires_at", "ttl_at", "value")
 
-    def __init__(self, value: Any, expires_at: float | None) -> None:
+    def __init__(self, value: Any, ttl_at: float | None, cap_at: float | None) -> None:
         self.value = value
-        self.expires_at = expires_at
+        self.ttl_at = ttl_at  # the key's TTL as Redis would see it (None: no TTL)
+        self.cap_at = cap_at  # written + default_ttl: the age cap (None: no cap)
+        self.expires_at = _earliest(ttl_at, cap_at)
+
+    def set_ttl(self, ttl_at: float | None) -> None:
+        self.ttl_at = ttl_at
+        self.expires_at = _earliest(ttl_at, self.cap_at)
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
 
 
 class LocalCache:
@@ -69,16 +87,14 @@ class LocalCache:
         self._data.move_to_end(key)
         return entry
 
-    def _expiry(self, ttl: float | None) -> float | None:
-        if ttl is None:
-            ttl = self.default_ttl
-        elif self.default_ttl is not None:
-            ttl = min(ttl, self.default_ttl)
-        return None if ttl is None else self._clock() + ttl
-
-    def _store(self, key: bytes, value: Any, expires_at: float | None) -> None:
+    def _store(self, key: bytes, value: Any, ttl: float | None, *, ttl_at: Any = _MISSING) -> None:
+        """Write ``key``: its TTL is ``ttl`` seconds from now (or ``ttl_at``, kept); the age cap restarts."""
+        now = self._clock()
+        if ttl_at is _MISSING:
+            ttl_at = None if ttl is None else now + ttl
+        entry = _Entry(value, ttl_at, None if self.default_ttl is None else now + self.default_ttl)
         if key in self._data:
-            self._data[key] = _Entry(value, expires_at)
+            self._data[key] = entry
             self._data.move_to_end(key)
             return
         if len(self._data) >= self.max_entries:
@@ -86,7 +102,7 @@ class LocalCache:
         while len(self._data) >= self.max_entries:
             self._data.popitem(last=False)
             self.evictions += 1
-        self._data[key] = _Entry(value, expires_at)
+        self._data[key] = entry
 
     def _purge_expired(self) -> None:
         now = self._clock()
@@ -119,10 +135,9 @@ class LocalCache:
         if (nx and entry is not None) or (xx and entry is None):
             return False
         if keepttl and entry is not None and ttl is None:
-            expires_at = entry.expires_at if entry.expires_at is not None else self._expiry(None)
+            self._store(key, value, None, ttl_at=entry.ttl_at)
         else:
-            expires_at = self._expiry(ttl)
-        self._store(key, value, expires_at)
+            self._store(key, value, ttl)
         return True
 
     def put(self, key: bytes, value: Any, *, ttl: float | None = None) -> None:
@@ -130,7 +145,7 @@ class LocalCache:
         if value is None:
             self._data.pop(key, None)
         else:
-            self._store(key, value, self._expiry(ttl))
+            self._store(key, value, ttl)
 
     def delete(self, keys: Iterable[bytes]) -> int:
         """DEL: how many of ``keys`` existed."""
@@ -155,14 +170,15 @@ class LocalCache:
     ) -> bool:
         """EXPIRE with NX/XX/GT/LT; False when the key is missing or a condition failed.
 
-        ``ttl`` <= 0 deletes the key (as Redis does). A TTL is still capped by
-        ``default_ttl``; GT/LT compare against the TTL the entry really has here.
+        ``ttl`` <= 0 deletes the key (as Redis does). The conditions look at the key's TTL
+        as Redis would (a key written without one has none); the entry still goes at the
+        latest ``default_ttl`` after it was written.
         """
         entry = self._live(key)
         if entry is None:
             return False
         new_expiry = self._clock() + ttl
-        current = entry.expires_at
+        current = entry.ttl_at
         if nx and current is not None:
             return False
         if xx and current is None:
@@ -174,7 +190,7 @@ class LocalCache:
         if ttl <= 0:
             del self._data[key]
             return True
-        entry.expires_at = self._expiry(ttl)
+        entry.set_ttl(new_expiry)
         return True
 
     # ------------------------------------------------------------ hashes
@@ -198,7 +214,7 @@ class LocalCache:
         entry = self._live(key)
         if entry is None or not isinstance(entry.value, dict):
             mapping: dict[bytes, Any] = {}
-            self._store(key, mapping, self._expiry(None))
+            self._store(key, mapping, None)
         else:
             mapping = entry.value
         added = sum(1 for f in fields if f not in mapping)
