@@ -470,6 +470,7 @@ class Decider:
                 t.attempt, t.retry_at, t.prev_delay = 0, None, None
                 self._emit(t, now, events, "unknown", "disabled", t.override_reason)
         elif action == "reset":
+            attempt_before = t.attempt
             t.override_reason = ""
             t.attempt, t.retry_at, t.prev_delay = 0, None, None
             if t.flap is not None:
@@ -483,6 +484,10 @@ class Decider:
                 for vp in t.vps:
                     vp.trial, vp.trial_oks = None, 0
                 self._evaluate_half_open(t, now, events)
+                if not events and attempt_before:
+                    # attempt went back to 0: announce it, or the stream (and a restore
+                    # from it) would keep the old attempt.
+                    self._emit(t, now, events, t.state, "half_open", f"reset by operator: {why}; trial restarted")
             else:
                 t.expect_since = now.mono
                 self._evaluate_closed(t, now, events, record=False, why=f"reset by operator: {why}")

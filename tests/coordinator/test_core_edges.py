@@ -1,0 +1,166 @@
+"""Edge cases of the decision core found in review: explicit times, no sleeping."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+from healthbus.protocol import BackoffSettings, BreakerState, Duration, State, StateChanged, TargetConfig
+
+from ._sim import T0, Sim, at, result, target
+
+
+def feed_all(sim: Sim, outcome: str, probes: tuple[str, ...], rounds: int) -> None:
+    """``rounds`` rounds of one ``outcome`` from every probe, 0.1 s apart."""
+    for _ in range(rounds):
+        for p in probes:
+            sim.feed(outcome, probe=p, dt=0.1)  # type: ignore[arg-type]
+
+
+def open_breaker(sim: Sim, probes: tuple[str, ...] = ("p1",)) -> StateChanged:
+    """Make ``db`` healthy, then fail it until the breaker opens; return the open event."""
+    feed_all(sim, "pass", probes, 2)
+    assert sim.last().state == "healthy"
+    feed_all(sim, "fail", probes, 3)
+    event = sim.last()
+    assert event.breaker == "open"
+    return event
+
+
+def test_reset_during_half_open_announces_attempt_zero() -> None:
+    """A reset while half-open zeroes attempt and says so in an event (else the stream keeps the old attempt)."""
+    sim = Sim()
+    open_breaker(sim)
+    (half,) = sim.advance(5)
+    assert (half.breaker, half.attempt) == ("half_open", 1)
+    (event,) = sim.control("reset")
+    assert (event.seq, event.previous, event.state, event.breaker, event.attempt) == (
+        half.seq + 1,
+        "recovering",
+        "recovering",
+        "half_open",
+        0,
+    )
+    assert "reset by operator" in event.reason
+    assert sim.decider.current("db") == event
+    assert sim.control("reset") == []  # nothing left to change: silent
+
+
+def test_result_exactly_at_retry_at_is_a_trial() -> None:
+    """A result received exactly at retry_at half-opens first and counts as a (failing) trial."""
+    sim = Sim()
+    opened = open_breaker(sim)
+    assert opened.retry_at is not None
+    sim.t = (opened.retry_at - T0).total_seconds()
+    out = sim.decider.on_result(result(sim.t, "fail"), at(sim.t))
+    assert [(e.breaker, e.attempt) for e in out] == [("half_open", 1), ("open", 2)]
+
+
+def test_observed_at_slightly_in_the_future_is_taken() -> None:
+    """Clock skew between hosts (observed_at 3 s ahead, under stale_after) is not dropped."""
+    sim = Sim()
+    for i in (1.0, 2.0):
+        sim.decider.on_result(result(i + 3.0), at(i))
+    assert sim.decider.state("db")[0] == "healthy"
+
+
+def test_quorum_number_above_live_points_is_all_of_them() -> None:
+    """quorum = 5 with three live vantage points opens when all three fail."""
+    sim = Sim(target(quorum=5))
+    assert open_breaker(sim, ("p1", "p2", "p3")).reason.startswith("3/3 probes failing")
+
+
+def test_warn_trials_close_the_breaker_as_degraded() -> None:
+    """warn results during half-open pass the trial (reachable) and close it, announced degraded."""
+    sim = Sim()
+    open_breaker(sim)
+    sim.advance(5)
+    sim.feed("warn")
+    (event,) = sim.feed("warn")
+    assert (event.state, event.breaker, event.attempt) == ("degraded", "closed", 0)
+
+
+def test_force_open_of_an_open_breaker_then_reset_is_a_trial() -> None:
+    """force-open over an open breaker drops retry_at; no timer fires; reset goes half-open."""
+    sim = Sim()
+    open_breaker(sim)
+    (forced,) = sim.control("force-open")
+    assert (forced.state, forced.breaker, forced.attempt, forced.retry_at) == ("unavailable", "forced_open", 0, None)
+    assert sim.advance(100) == []
+    (reset,) = sim.control("reset")
+    assert (reset.state, reset.breaker) == ("recovering", "half_open")
+
+
+def test_disable_then_reset_needs_a_trial() -> None:
+    """Results while disabled decide nothing; reset goes half-open and passing trials close it."""
+    sim = Sim()
+    feed_all(sim, "pass", ("p1",), 2)
+    (disabled,) = sim.control("disable")
+    assert (disabled.state, disabled.breaker) == ("unknown", "disabled")
+    feed_all(sim, "fail", ("p1",), 3)
+    assert sim.last() == disabled
+    assert sim.control("reset")[0].breaker == "half_open"
+    feed_all(sim, "pass", ("p1",), 2)
+    assert (sim.last().state, sim.last().breaker) == ("healthy", "closed")
+
+
+def mk(state: State, breaker: BreakerState, attempt: int = 0, retry: float | None = None) -> StateChanged:
+    """A last event of ``db`` (seq 7, decided at t=990) as a restore would read it."""
+    return StateChanged(
+        target="db",
+        seq=7,
+        at=T0 + timedelta(seconds=990),
+        previous="healthy",
+        state=state,
+        breaker=breaker,
+        reason="restored",
+        failures=0,
+        attempt=attempt,
+        retry_at=None if retry is None else T0 + timedelta(seconds=retry),
+        features=["cache"],
+        evidence={},
+    )
+
+
+RESTORED: list[tuple[StateChanged, list[tuple[str, str]]]] = [
+    (mk("unknown", "closed"), []),
+    (mk("healthy", "closed"), [("unknown", "closed")]),
+    (mk("degraded", "closed"), [("unknown", "closed")]),
+    (mk("unavailable", "open", 2, 1005.0), [("recovering", "half_open"), ("unknown", "half_open")]),
+    (mk("unavailable", "open", 2, 900.0), [("recovering", "half_open"), ("unknown", "half_open")]),
+    (mk("recovering", "half_open", 2), [("unknown", "half_open")]),
+    (mk("unknown", "half_open", 2), []),
+    (mk("unavailable", "forced_open"), []),
+    (mk("unknown", "disabled"), []),
+]
+
+
+def test_restore_of_every_state_then_silence_then_results() -> None:
+    """After a restore of any state/breaker, silence never announces healthy and the chain stays contiguous."""
+    for last, silent in RESTORED:
+        cfg: TargetConfig = target()
+        sim = Sim(cfg, start=1000.0)
+        assert sim.decider.restore(last, at(1000.0))
+        sim.events.append(last)
+        for _ in range(40):
+            sim.advance(5)
+        assert [(e.state, e.breaker) for e in sim.events[1:]] == silent, (last.state, last.breaker)
+        feed_all(sim, "pass", ("p1",), 3)
+        for a, b in itertools.pairwise(sim.events):
+            assert (b.seq, b.previous) == (a.seq + 1, a.state)
+        end = (sim.last().state, sim.last().breaker)
+        expected = (last.state, last.breaker) if last.breaker in ("forced_open", "disabled") else ("healthy", "closed")
+        assert end == expected, (last.state, last.breaker)
+
+
+def test_restored_decorrelated_backoff_grows_from_the_restored_delay() -> None:
+    """A restored open breaker with decorrelated jitter half-opens at retry_at and reopens with attempt + 1."""
+    backoff = BackoffSettings(base=Duration(1.0), multiplier=2.0, max=Duration(60.0), jitter="decorrelated")
+    sim = Sim(target(backoff=backoff), start=1000.0)
+    assert sim.decider.restore(mk("unavailable", "open", 3, 1010.0), at(1000.0))
+    assert sim.advance(9.9) == []
+    assert sim.advance(0.1)[0].state == "recovering"
+    (event,) = sim.feed("fail", dt=0.1)
+    assert (event.breaker, event.attempt) == ("open", 4)
+    assert event.retry_at is not None
+    assert 1.0 <= (event.retry_at - event.at).total_seconds() <= 60.0
