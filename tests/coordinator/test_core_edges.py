@@ -164,3 +164,12 @@ def test_restored_decorrelated_backoff_grows_from_the_restored_delay() -> None:
     assert (event.breaker, event.attempt) == ("open", 4)
     assert event.retry_at is not None
     assert 1.0 <= (event.retry_at - event.at).total_seconds() <= 60.0
+
+
+def test_restored_retry_at_beyond_backoff_max_is_capped() -> None:
+    """A retry_at an hour ahead (the deciding host's clock ran ahead) half-opens after backoff.max, not an hour."""
+    sim = Sim(start=1000.0)  # backoff.max is 60 s
+    assert sim.decider.restore(mk("unavailable", "open", 2, 1000.0 + 3600.0), at(1000.0))
+    assert sim.advance(59.9) == []
+    (event,) = sim.advance(0.1)
+    assert (event.state, event.breaker, event.attempt) == ("recovering", "half_open", 2)

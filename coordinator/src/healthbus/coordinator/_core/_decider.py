@@ -370,7 +370,11 @@ class Decider:
         t.retry_at = None
         t.prev_delay = None
         if event.retry_at is not None and event.breaker == "open":
-            t.retry_at = now.mono + (event.retry_at - now.wall).total_seconds()
+            # Capped at backoff.max: a coordinator whose wall clock is behind the one that
+            # decided (a standby on another host) must not hold the breaker open longer
+            # than any backoff allows.
+            remaining = (event.retry_at - now.wall).total_seconds()
+            t.retry_at = now.mono + min(remaining, float(t.spec.backoff.max))
             t.prev_delay = max(0.0, (event.retry_at - event.at).total_seconds())
         elif event.breaker == "open":  # an open breaker must have a time to retry
             t.retry_at = now.mono
