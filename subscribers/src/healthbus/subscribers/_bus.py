@@ -9,6 +9,7 @@ the client reconnects forever with backoff in the background.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -108,6 +109,12 @@ async def connect(
     nc = Client()
     try:
         await nc.connect(**options)
+    except asyncio.CancelledError:
+        # Cancelled mid-connect (a caller's timeout, a HealthClient closing): the half-made
+        # client already holds a socket (and maybe tasks). Close it, then pass the cancel on.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(nc.close())
+        raise
     except Exception as exc:  # nats-py raises several unrelated types here
         with contextlib.suppress(Exception):
             await nc.close()
