@@ -20,7 +20,10 @@ Rules this guard keeps:
   disconnected, pool_timeout, shutdown, too_many_connections, auth, connection) and
   raised as DependencyUnavailable with that ``kind``; other errors (a constraint
   violation, bad SQL) propagate unchanged. asyncpg's errors are not wrapped by SQLAlchemy
-  (a closed port raises the builtin ConnectionRefusedError), so both are recognised.
+  (a closed port raises the builtin ConnectionRefusedError), so both are recognised; a
+  builtin connection error only counts when it came out of SQLAlchemy or the driver (its
+  traceback passes through them), so another client failing inside the scope (HTTP,
+  Redis) propagates unchanged and does not trip the guard.
 - Never pretends a write succeeded: the scope commits at the end and only returns if the
   commit returned; any error rolls back and raises. If the connection died *during* the
   commit, the reason says the outcome is unknown (the server may have committed).
@@ -73,6 +76,10 @@ _ASYNCPG_KINDS = {
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
+    # ``orig`` and ``__cause__`` only: that is how SQLAlchemy and its drivers wrap errors.
+    # ``__context__`` is whatever was being handled when the error was raised — often the
+    # caller's own (an IntegrityError raised inside ``except TimeoutError:``) — and must
+    # not turn a constraint violation into a "timeout".
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -81,7 +88,28 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        todo.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+        todo.extend([getattr(current, "orig", None), current.__cause__])
+
+
+_DB_MODULES = ("sqlalchemy", "asyncpg", "psycopg", "pg8000", "aiosqlite", "sqlite3", "pymysql", "aiomysql", "asyncmy")
+
+
+def _from_database(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of SQLAlchemy or a driver, not from other code run inside the scope.
+
+    A builtin ``ConnectionRefusedError`` is what asyncpg raises for a closed port, but also
+    what an HTTP or Redis client raises inside the same ``with`` block: only the first one
+    has SQLAlchemy or driver frames in its traceback.
+    """
+    for item in _chain(exc):
+        if type(item).__module__.split(".")[0] in _DB_MODULES:
+            return True
+        tb = item.__traceback__
+        while tb is not None:
+            if str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] in _DB_MODULES:
+                return True
+            tb = tb.tb_next
+    return False
 
 
 def classify_error(exc: BaseException) -> str | None:
@@ -168,6 +196,8 @@ class DatabaseGuard:
     def _wrap(self, exc: BaseException, during_commit: bool) -> DependencyUnavailable | None:
         if isinstance(exc, DependencyUnavailable):
             return None
+        if not during_commit and not _from_database(exc):
+            return None  # e.g. another service's client refused inside the scope: not the database's
         kind = classify_error(exc)
         if kind is None:
             return None
