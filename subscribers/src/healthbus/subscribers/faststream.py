@@ -161,6 +161,7 @@ class HealthMiddleware:
         while True:
             blocker = gate.blocked_by()
             retry_at: datetime | None = None
+            handler_failed = False
             if blocker is None:
                 try:
                     gate.passed += 1
@@ -168,6 +169,7 @@ class HealthMiddleware:
                 except DependencyUnavailable as exc:
                     blocker, retry_at = exc.target, exc.retry_at if isinstance(exc.retry_at, datetime) else None
                     gate.passed -= 1
+                    handler_failed = True
                     log.info(
                         "%s: handler hit %s unavailable (%s): not failing the message",
                         _subject(message),
@@ -176,7 +178,9 @@ class HealthMiddleware:
                     )
             if self._must_hold(message):
                 gate.holds += 1
-                await self._hold(message)
+                # A handler that failed fast while the bus still says available (a local
+                # trip) would fail again at once: wait at least one interval before retrying.
+                await self._hold(message, wait_once=handler_failed)
                 continue
             delay = gate.delay(blocker, retry_at)
             gate.naks += 1
@@ -194,9 +198,10 @@ class HealthMiddleware:
             return False
         return delivered >= self.max_deliver
 
-    async def _hold(self, message: Any) -> None:
-        """Keep ``message`` (in_progress) until the gate opens."""
-        while self.gate.blocked_by() is not None:
+    async def _hold(self, message: Any, *, wait_once: bool = False) -> None:
+        """Keep ``message`` (in_progress) until the gate opens (and at least one interval if ``wait_once``)."""
+        while wait_once or self.gate.blocked_by() is not None:
+            wait_once = False
             try:
                 await message.in_progress()
                 self.progress_sent += 1
