@@ -173,3 +173,25 @@ def test_restored_retry_at_beyond_backoff_max_is_capped() -> None:
     assert sim.advance(59.9) == []
     (event,) = sim.advance(0.1)
     assert (event.state, event.breaker, event.attempt) == ("recovering", "half_open", 2)
+
+
+def test_restore_of_a_degraded_target_does_not_flip_through_healthy() -> None:
+    """Steady inputs after a restart: degraded (1 of 3 failing) stays degraded, no spurious healthy then degraded."""
+    first = Sim()
+    feed_all(first, "pass", ("p1", "p2", "p3"), 2)
+    feed_all(first, "fail", ("p1",), 3)
+    feed_all(first, "pass", ("p2", "p3"), 1)
+    last = first.last()
+    assert (last.state, last.breaker) == ("degraded", "closed")
+    second = Sim(start=100.0)
+    assert second.decider.restore(last, at(100.0))
+    # The same world after the restart, workers interleaved: p1 still fails, p2 and p3 pass.
+    for _ in range(4):
+        second.feed("pass", probe="p2", dt=0.5)
+        second.feed("fail", probe="p1", dt=0.5)
+        second.feed("pass", probe="p3", dt=0.5)
+    assert second.events == []
+    # p1 recovers: after success_threshold passes (hysteresis kept across the restart) → healthy.
+    assert second.feed("pass", probe="p1") == []
+    (event,) = second.feed("pass", probe="p1")
+    assert (event.seq, event.previous, event.state) == (last.seq + 1, "degraded", "healthy")

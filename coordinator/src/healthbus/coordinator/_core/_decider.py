@@ -381,8 +381,34 @@ class Decider:
         t.half_open_since = t.expect_since = now.mono
         t.override_reason = event.reason if event.breaker in ("forced_open", "disabled") else ""
         t.last = event
+        if event.state == "degraded" and event.breaker == "closed" and not t.vps:
+            self._seed_impaired(t, event, now.mono)
         self._schedule(t, self._deadline(t, now.mono))
         return True
+
+    def _seed_impaired(self, t: _Target, event: StateChanged, mono: float) -> None:
+        """Remember the vantage points a restored ``degraded`` event names as fail or warn.
+
+        Without them, the passing points re-prove themselves before the impaired one does
+        and a restart announces a spurious ``healthy`` (then ``degraded`` again). The event
+        does not say which of them had a confirmed verdict, so each is seeded as *warn*:
+        it keeps the target degraded but can never open the breaker, and success_threshold
+        passes clear it as usual. Seeded points are not live until heard again.
+        """
+        seeded: list[_Vantage] = []
+        for probe, evidence in event.evidence.items():
+            if evidence.outcome == "pass" or len(seeded) >= self._max_vps:
+                continue
+            vp = _Vantage(sys.intern(probe))
+            vp.outcome = evidence.outcome
+            vp.run = 1
+            vp.oks = 0 if evidence.outcome == "fail" else 1
+            vp.verdict = "warn"
+            vp.error_kind = evidence.error_kind
+            vp.observed_at = evidence.at
+            vp.heard = mono - t.spec.stale_after
+            seeded.append(vp)
+        t.vps = tuple(seeded)
 
     def on_result(self, result: ProbeResult, now: Now) -> list[StateChanged]:
         """Take one ProbeResult; raises :class:`Rejected` (changing nothing) to drop it."""
