@@ -167,3 +167,28 @@ async def test_bus_loss_simulation_applies_policy_and_notifies() -> None:
     assert health.is_available("pg")
     assert not health.is_available("redis-main")
     assert [(s.connected, s.stale) for s in statuses] == [(False, True), (True, False)]
+
+
+async def test_a_stuck_async_callback_has_a_bounded_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An async callback that never returns keeps at most CHANGES_QUEUE_SIZE events queued, newest kept."""
+    from healthbus.subscribers import _view
+
+    monkeypatch.setattr(_view, "CHANGES_QUEUE_SIZE", 5)
+    health = FakeHealthClient()
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def stuck(ev: StateChanged) -> None:
+        await release.wait()
+        seen.append(ev.seq)
+
+    health.on_change(stuck)
+    for n in range(20):
+        health.set_state("pg", "healthy" if n % 2 else "unavailable")
+    listener = health._listeners[0]
+    assert listener.queue is not None
+    assert listener.queue.qsize() <= 5
+    release.set()
+    await health.drain()
+    assert seen[-5:] == [16, 17, 18, 19, 20]  # the newest events survive, in order
+    await health.close()

@@ -8,9 +8,10 @@ Invariants:
 - A callback never hurts the client: a sync callback runs inline and an exception from it
   is logged; an async callback runs in its own task, one event after another in order, so
   a slow or failing one never delays state updates or other callbacks.
-- ``changes()`` iterators each get their own bounded queue; a consumer that falls more
-  than ``CHANGES_QUEUE_SIZE`` events behind loses the oldest ones (logged), it never makes
-  the client grow without bound.
+- ``changes()`` iterators and async callbacks each get their own bounded queue; a
+  consumer that falls more than ``CHANGES_QUEUE_SIZE`` events behind (e.g. an async
+  callback stuck on a hung call) loses the oldest ones (logged), it never makes the
+  client grow without bound.
 """
 
 from __future__ import annotations
@@ -101,16 +102,27 @@ class _Listener(Generic[T]):
             if inspect.isawaitable(result):  # a sync function that returned an awaitable
                 self.is_async = True
                 self._ensure_worker()
-                assert self.queue is not None
-                self.queue.put_nowait(_AwaitableItem(result))  # type: ignore[arg-type]
+                self._put(_AwaitableItem(result))  # type: ignore[arg-type]
             return
         self._ensure_worker()
+        self._put(item)
+
+    def _put(self, item: T) -> None:
         assert self.queue is not None
+        if self.queue.full():  # a stuck callback must not make the client grow without bound
+            with contextlib.suppress(asyncio.QueueEmpty):
+                dropped = self.queue.get_nowait()
+                self.queue.task_done()
+                if isinstance(dropped, _AwaitableItem) and inspect.iscoroutine(dropped.awaitable):
+                    dropped.awaitable.close()  # never awaited: close it quietly
+            log.warning(
+                "%s callback %r is %d events behind: dropped the oldest", self.what, self.callback, CHANGES_QUEUE_SIZE
+            )
         self.queue.put_nowait(item)
 
     def _ensure_worker(self) -> None:
         if self.queue is None:
-            self.queue = asyncio.Queue()
+            self.queue = asyncio.Queue(CHANGES_QUEUE_SIZE)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._work())
 
