@@ -192,3 +192,23 @@ async def test_a_stuck_async_callback_has_a_bounded_backlog(monkeypatch: pytest.
     await health.drain()
     assert seen[-5:] == [16, 17, 18, 19, 20]  # the newest events survive, in order
     await health.close()
+
+
+async def test_changes_iterators_end_when_the_client_closes() -> None:
+    """A consumer looping over changes() finishes on close() instead of hanging at shutdown."""
+    health = FakeHealthClient()
+    got: list[str] = []
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        started.set()
+        async for event in health.changes():
+            got.append(event.state)
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    health.set_state("pg", "healthy")
+    await health.close()
+    await asyncio.wait_for(task, 5)
+    assert got == ["healthy"]
+    assert [e async for e in health.changes()] == []  # after close: ends at once

@@ -181,7 +181,8 @@ class HealthViewBase:
         self._features_ok = table.features_ok
         self._listeners: list[_Listener[StateChanged]] = []
         self._bus_listeners: list[_Listener[BusStatus]] = []
-        self._queues: set[asyncio.Queue[StateChanged]] = set()
+        self._queues: set[asyncio.Queue[StateChanged | None]] = set()  # None: the client closed
+        self._view_closed = False
         self._waiters: dict[str, list[tuple[Collection[str], asyncio.Future[TargetState]]]] = {}
 
     # ------------------------------------------------------------ queries (hot path)
@@ -227,12 +228,20 @@ class HealthViewBase:
         return _subscribe(self._bus_listeners, _Listener(callback, "on_bus_change"))
 
     async def changes(self) -> AsyncIterator[StateChanged]:
-        """Every state change from now on, as an async iterator (``async for event in health.changes()``)."""
-        queue: asyncio.Queue[StateChanged] = asyncio.Queue(CHANGES_QUEUE_SIZE)
+        """Every state change from now on, as an async iterator (``async for event in health.changes()``).
+
+        The iteration ends when the client is closed.
+        """
+        if self._view_closed:
+            return
+        queue: asyncio.Queue[StateChanged | None] = asyncio.Queue(CHANGES_QUEUE_SIZE)
         self._queues.add(queue)
         try:
             while True:
-                yield await queue.get()
+                event = await queue.get()
+                if event is None:
+                    return
+                yield event
         finally:
             self._queues.discard(queue)
 
@@ -274,8 +283,14 @@ class HealthViewBase:
     # ------------------------------------------------------------ life cycle
 
     async def close(self) -> None:
-        """Stop the async callback workers (a subclass with a connection closes it too; idempotent)."""
+        """Stop the async callback workers and end ``changes()`` iterators (a subclass closes its connection too)."""
+        self._view_closed = True
         self._stop_listeners()
+        for queue in list(self._queues):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(None)
 
     async def __aenter__(self) -> Self:
         return self
