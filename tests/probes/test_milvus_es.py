@@ -8,6 +8,7 @@ import pytest
 
 from healthbus.probes import build_checker
 from healthbus.protocol import Duration, TargetConfig
+from tests.harness import free_port
 from tests.harness._es import FakeElasticsearch
 from tests.harness._milvus import MilvusServer
 from tests.probes._support import assert_refused_while_stopped
@@ -92,3 +93,21 @@ async def test_elasticsearch_failures(es_server: FakeElasticsearch) -> None:
         assert (await fresh.check()).error_kind == "protocol"
     finally:
         await fresh.close()
+
+
+async def test_elasticsearch_dns_and_refused_are_told_apart(caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong ES host name fails as dns and a closed port as refused, each saying why, with no per-check log spam."""
+    port = free_port()
+    dns = build_checker(_target("elasticsearch", "http://elastic:S3cretEs@no-such-host.invalid:9200"))
+    closed = build_checker(_target("elasticsearch", f"http://elastic:S3cretEs@127.0.0.1:{port}"))
+    try:
+        with caplog.at_level("INFO"):
+            for _ in range(2):
+                by_dns, by_port = await dns.check(), await closed.check()
+        assert (by_dns.error_kind, by_port.error_kind) == ("dns", "refused")
+        assert "no-such-host.invalid" in (by_dns.error or "")
+        assert str(port) in (by_port.error or "")
+        assert not [r for r in caplog.records if r.name.startswith("elastic_transport")]
+    finally:
+        await dns.close()
+        await closed.close()

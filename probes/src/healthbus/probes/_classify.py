@@ -314,6 +314,16 @@ def _es_kind(exc: BaseException) -> ErrorKind | None:
 
 def classify_elasticsearch(exc: BaseException) -> tuple[ErrorKind, str]:
     """Kind and text for an elasticsearch-py / elastic-transport error."""
+    import elastic_transport as et
+
+    if isinstance(exc, et.ConnectionError) and not isinstance(exc, et.TlsError | et.ConnectionTimeout):
+        # elastic-transport says only "Connection error"; the reason (DNS, refused, ...)
+        # is the aiohttp error it was raised while handling.
+        inner = exc.__cause__ or exc.__context__ or next(iter(getattr(exc, "errors", ()) or ()), None)
+        if isinstance(inner, BaseException):
+            kind, text = classify_aiohttp(inner)
+            if kind != "other":
+                return kind, text
     return _classify_with(exc, _es_kind)
 
 

@@ -12,6 +12,7 @@ red → fail with ``unhealthy``. Details: ``cluster_name``, ``status``,
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
@@ -22,6 +23,11 @@ try:
     from elasticsearch import AsyncElasticsearch
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise driver_missing("elasticsearch", "elasticsearch[async]", "elasticsearch", exc) from None
+
+# elastic-transport logs a warning per failed request ("Node ... has failed for N times in a
+# row") and a line per request at INFO: one per check, while the worker logs only changes.
+logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
+logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
 
 _DETAIL_KEYS = {
     "cluster_name": "cluster_name",
