@@ -108,3 +108,44 @@ async def test_local_mode_answers_like_redis(client: Redis, script: str) -> None
     got = await _run(local, SCRIPTS[script])
     assert local.redis_calls == 0
     assert got == expected
+
+
+BAD_CALLS: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
+    "set_ex_and_px": ("set", ("k", "v"), {"ex": 10, "px": 100}),
+    "set_ex_and_keepttl": ("set", ("k", "v"), {"ex": 10, "keepttl": True}),
+    "set_nx_and_xx": ("set", ("k", "v"), {"nx": True, "xx": True}),
+    "set_float_ex": ("set", ("k", "v"), {"ex": 1.5}),
+    "set_word_ex": ("set", ("k", "v"), {"ex": "soon"}),
+    "set_zero_ex": ("set", ("k", "v"), {"ex": 0}),
+    "set_negative_px": ("set", ("k", "v"), {"px": -5}),
+    "hset_nothing": ("hset", ("h",), {}),
+    "hset_odd_items": ("hset", ("h",), {"items": ["a", "1", "b"]}),
+    "expire_float": ("expire", ("k", 1.5), {}),
+    "expire_nx_xx": ("expire", ("k", 10), {"nx": True, "xx": True}),
+    "expire_gt_lt": ("expire", ("k", 10), {"gt": True, "lt": True}),
+    "delete_nothing": ("delete", (), {}),
+    "exists_nothing": ("exists", (), {}),
+}
+
+
+async def _error_of(target: Any, call: tuple[str, tuple[Any, ...], dict[str, Any]]) -> type[BaseException] | None:
+    name, args, kwargs = call
+    try:
+        await getattr(target, name)(*args, **kwargs)
+    except Exception as exc:
+        return type(exc)
+    return None
+
+
+@pytest.mark.parametrize("call", sorted(BAD_CALLS))
+async def test_local_mode_refuses_what_redis_refuses(client: Redis, call: str) -> None:
+    """A call plain redis-py (or the server) refuses raises the same exception type, with Redis up or down."""
+    await client.set("k", "v")
+    expected = await _error_of(client, BAD_CALLS[call])
+    assert expected is not None
+    health = FakeHealthClient({"redis-main": "healthy"})
+    adapter = HealthyRedis(client, health)
+    assert await _error_of(adapter, BAD_CALLS[call]) is expected
+    await adapter.get("k")  # known locally, as if read before the outage
+    health.set_state("redis-main", "unavailable")
+    assert await _error_of(adapter, BAD_CALLS[call]) is expected

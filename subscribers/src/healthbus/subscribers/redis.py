@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 try:
     from redis.asyncio import Redis
     from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import DataError, ResponseError
     from redis.exceptions import TimeoutError as _RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("healthbus.subscribers.redis needs redis-py: pip install 'healthbus-subscribers[redis]'") from exc
@@ -70,8 +71,39 @@ R = TypeVar("R")
 Expiry = int | timedelta  # as redis-py types them
 
 
-def _seconds(value: Expiry) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+def _set_ttl(ex: Any, px: Any, keepttl: bool, nx: bool, xx: bool) -> float | None:
+    """The TTL a SET asks for, in seconds; DataError for what redis-py refuses before sending."""
+    if sum((ex is not None, px is not None, bool(keepttl))) > 1:
+        raise DataError("``ex``, ``px``, ``exat``, ``pxat``, and ``keepttl`` are mutually exclusive.")
+    if nx and xx:
+        raise DataError("``nx``, ``xx``, ``ifeq``, ``ifne``, ``ifdeq``, ``ifdne`` are mutually exclusive.")
+    if ex is not None:
+        if isinstance(ex, timedelta):
+            return float(int(ex.total_seconds()))
+        if isinstance(ex, int) or (isinstance(ex, str) and ex.isdigit()):
+            return float(int(ex))
+        raise DataError("ex must be datetime.timedelta or int")
+    if px is not None:
+        if isinstance(px, timedelta):
+            return int(px.total_seconds() * 1000) / 1000.0
+        if isinstance(px, int):
+            return px / 1000.0
+        raise DataError("px must be datetime.timedelta or int")
+    return None
+
+
+def _expire_seconds(time: Any) -> float | None:
+    """EXPIRE's ``time`` in seconds as the server reads it (None: the server would refuse it)."""
+    if isinstance(time, timedelta):
+        return float(int(time.total_seconds()))
+    if isinstance(time, int) and not isinstance(time, bool):
+        return float(time)
+    if isinstance(time, str | bytes):
+        try:
+            return float(int(time))
+        except ValueError:
+            return None
+    return None
 
 
 class HealthyRedis:
@@ -231,11 +263,7 @@ class HealthyRedis:
     ) -> bool | None:
         """SET with ``ex`` / ``px`` / ``nx`` / ``xx`` / ``keepttl``: True, or None when NX/XX prevented it."""
         key = self._key(name)
-        ttl: float | None = None
-        if ex is not None:
-            ttl = _seconds(ex)
-        elif px is not None:
-            ttl = _seconds(px) / 1000.0 if not isinstance(px, timedelta) else px.total_seconds()
+        ttl = _set_ttl(ex, px, keepttl, nx, xx)  # redis-py's own argument checks, in both modes
         stored = self._value(value)
 
         async def remote() -> bool | None:
@@ -245,6 +273,8 @@ class HealthyRedis:
             return bool(result) if result is not None else None
 
         def local() -> bool | None:
+            if ttl is not None and ttl <= 0:  # what the server answers
+                raise ResponseError("invalid expire time in 'set' command")
             self._local_writes.add(key)
             return True if self.cache.set(key, stored, ttl=ttl, nx=nx, xx=xx, keepttl=keepttl) else None
 
@@ -260,6 +290,8 @@ class HealthyRedis:
             return count
 
         def local() -> int:
+            if not keys:
+                raise ResponseError("wrong number of arguments for 'del' command")
             self._local_writes.update(keys)
             return self.cache.delete(keys)
 
@@ -272,24 +304,36 @@ class HealthyRedis:
         async def remote() -> int:
             return int(await self.redis.exists(*names))
 
-        return await self._call(remote, lambda: self.cache.exists(keys))
+        def local() -> int:
+            if not keys:
+                raise ResponseError("wrong number of arguments for 'exists' command")
+            return self.cache.exists(keys)
+
+        return await self._call(remote, local)
 
     async def expire(
         self, name: Any, time: Expiry, nx: bool = False, xx: bool = False, gt: bool = False, lt: bool = False
     ) -> bool:
         """EXPIRE ``name`` in ``time`` seconds (or a timedelta), with NX/XX/GT/LT."""
         key = self._key(name)
-        ttl = _seconds(time)
+        ttl = _expire_seconds(time)
 
         async def remote() -> bool:
             result = bool(await self.redis.expire(name, time, nx=nx, xx=xx, gt=gt, lt=lt))
-            if result:
+            if result and ttl is not None:
                 self.cache.expire(key, ttl)
             elif not (nx or xx or gt or lt):
                 self.cache.forget([key])  # Redis says the key does not exist
             return result
 
         def local() -> bool:
+            # The server's answers to arguments it refuses.
+            if ttl is None:
+                raise ResponseError("value is not an integer or out of range")
+            if nx and (xx or gt or lt):
+                raise ResponseError("NX and XX, GT or LT options at the same time are not compatible")
+            if gt and lt:
+                raise ResponseError("GT and LT options at the same time are not compatible")
             self._local_writes.add(key)
             return self.cache.expire(key, ttl, nx=nx, xx=xx, gt=gt, lt=lt)
 
@@ -316,9 +360,9 @@ class HealthyRedis:
     ) -> int:
         """HSET ``name`` with ``key``/``value``, ``mapping`` and/or ``items``: how many fields were added."""
         if key is None and not mapping and not items:
-            raise ValueError("'hset' with no key value pairs")
+            raise DataError("'hset' with no key value pairs")  # as redis-py
         if items is not None and len(items) % 2:
-            raise ValueError("'hset' items must hold key/value pairs")
+            raise ResponseError("wrong number of arguments for 'hset' command")  # as the server
         hkey = self._key(name)
         fields: dict[bytes, Any] = {}
         if key is not None:
