@@ -13,9 +13,11 @@ with a compare-and-set on the revision it last wrote. Invariants:
   paused or cut off past that point stops publishing before the key can expire for the
   others, so two coordinators never publish at once.
 * An unreachable NATS is not a lost lease: the holder keeps deciding, holds its events,
-  and renews when NATS is back. The lease is lost only when the key holds someone
-  else's id; then the coordinator steps down and drops what it had not published (the
-  new leader decides from fresh results).
+  and renews when NATS is back. The lease is lost when the key holds someone else's id,
+  or when it expired and another coordinator wrote it before this one took it back (the
+  bucket's revisions are its stream sequence, so a write in between shows as a gap):
+  that one may have published, so this one's state is stale. It then steps down and
+  drops what it had not published (the new leader decides from fresh results).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class Lease:
         self._kv: Any = None
         self._revision = 0
         self._valid_until = 0.0
+        self.interrupted = False
+        """The last :meth:`acquire` took the key back after another coordinator had written it."""
 
     @property
     def held(self) -> bool:
@@ -94,8 +98,13 @@ class Lease:
         """Take the lease if nobody holds it (or we still do); False if someone else does."""
         started = self._monotonic()
         value = self.holder.encode()
+        self.interrupted = False
+        previous = self._revision
         try:
             self._revision = await self._kv.create(LEASE_KEY, value)
+            # Created anew after our own write at ``previous``: any other revision in
+            # between was another coordinator's.
+            self.interrupted = previous > 0 and self._revision != previous + 1
         except KeyWrongLastSequenceError:
             try:
                 entry = await self._kv.get(LEASE_KEY)
@@ -108,7 +117,11 @@ class Lease:
         return True
 
     async def renew(self) -> bool | None:
-        """Renew: True renewed, False lost to someone else, None NATS unreachable (try later)."""
+        """Renew: True renewed, False lost to someone else, None NATS unreachable (try later).
+
+        False also when the key expired and another coordinator held it before this one
+        took it back: this one still holds the key then, but must restore before deciding.
+        """
         started = self._monotonic()
         try:
             self._revision = await self._kv.update(LEASE_KEY, self.holder.encode(), last=self._revision)
@@ -116,6 +129,11 @@ class Lease:
             # Gone (expired while we could not renew) or taken: take it back if still free.
             try:
                 if await self.acquire():
+                    if self.interrupted:
+                        # Someone led while we could not renew: hold everything until
+                        # the caller has stepped down and restored (we keep the key).
+                        self._valid_until = 0.0
+                        return False
                     return True
             except Exception:
                 return None

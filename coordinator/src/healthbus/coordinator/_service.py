@@ -299,8 +299,11 @@ class CoordinatorService:
                 if self.active:
                     renewed = await lease.renew()
                     if renewed is False:
-                        holder = await lease.current_holder()
-                        log.warning("lost the leader lease to %s: stepping down", holder or "another coordinator")
+                        if lease.interrupted:
+                            log.warning("the leader lease lapsed and another coordinator led meanwhile: restoring")
+                        else:
+                            holder = await lease.current_holder()
+                            log.warning("lost the leader lease to %s: stepping down", holder or "another coordinator")
                         await self._deactivate()
                 elif self.nc.is_connected and await lease.acquire():
                     log.warning("took the leader lease: taking over")
