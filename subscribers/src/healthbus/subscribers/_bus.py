@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -158,16 +159,12 @@ async def sync_subscriptions(nc: Client, timeout: float = 5.0) -> None:
 
     ``subscribe()`` only queues SUB, and ``nc.flush()`` is no barrier in nats-py 2.16: its
     PING is written to the socket at once, ahead of commands still queued for the
-    flusher task, so its PONG can come back before the server has the SUBs. A message to
-    a subscription of our own is queued behind them; receiving it proves the server has
-    them. Raises ``nats.errors.TimeoutError`` if it does not come back within ``timeout``
-    (e.g. while disconnected; nats-py sends the SUBs again on reconnect). Needs echo
-    (nats-py's default): with ``no_echo=True`` our own message never comes back.
+    flusher task, so its PONG can come back before the server has the SUBs. A request is
+    queued behind them, so its answer proves the server has them. The request is
+    ``$JS.API.INFO``, which every healthbus role may send under ``deploy/``'s permissions
+    (no role needs to publish to another client's inbox); "no responders" is an answer
+    too. Raises ``nats.errors.TimeoutError`` if nothing comes back within ``timeout``
+    (e.g. while disconnected; nats-py sends the SUBs again on reconnect).
     """
-    sub = await nc.subscribe(nc.new_inbox())
-    try:
-        await nc.publish(sub.subject, b"")
-        await sub.next_msg(timeout=timeout)
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    with contextlib.suppress(NoRespondersError):
+        await nc.request("$JS.API.INFO", b"", timeout=timeout)
