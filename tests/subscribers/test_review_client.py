@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from healthbus.cli._embedded import EmbeddedNats
 from healthbus.subscribers import HealthClient
 
 
@@ -87,3 +88,27 @@ async def test_cancelled_connect_closes_the_half_made_connection(silent_server: 
     with pytest.raises(asyncio.CancelledError):
         await task
     await server.wait_all_closed(5)
+
+
+@pytest.mark.nats
+async def test_cancelled_start_after_connecting_closes_the_connection(
+    nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while loading states (NATS already connected): the client's own connection is closed."""
+    entered = asyncio.Event()
+
+    async def stuck_go_live(self: HealthClient, timeout: float) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # the state stream never answers
+
+    monkeypatch.setattr(HealthClient, "_go_live", stuck_go_live)
+    health = HealthClient(url=nats_server.url, connect_timeout=30.0)
+    task = asyncio.create_task(health.start())
+    await asyncio.wait_for(entered.wait(), 10)
+    nc = health.nc
+    assert nc is not None
+    assert nc.is_connected
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert nc.is_closed

@@ -137,6 +137,15 @@ class HealthClient(HealthViewBase):
         """Connect (bounded by ``connect_timeout``), load current states, start the supervisor."""
         if self._supervisor is not None or self._closed:
             return self  # already started (or closed): starting twice must not connect twice
+        try:
+            return await self._start()
+        except BaseException:
+            # Cancelled (a caller's timeout) or failed half-way: nobody gets this client, so
+            # nobody could close it: close the connection it opened before passing it on.
+            await asyncio.shield(self.close())
+            raise
+
+    async def _start(self) -> Self:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         if self._nc is None:
