@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from healthbus.cli._embedded import EmbeddedNats
 from tests.cli._support import run_cli
 
 BAD_CONFIGS = [
@@ -54,3 +56,34 @@ async def test_help_lists_every_contract_command() -> None:
     assert result.code == 0
     for command in ("dev", "coordinator", "probe", "status", "tail", "replay", "state-at", "bench"):
         assert command in result.out
+
+
+@pytest.mark.parametrize("command", ["coordinator", "probe", "dashboard"])
+@pytest.mark.parametrize("bind", ["garbage", "127.0.0.1:99999", ":abc"])
+async def test_bad_http_bind_is_a_usage_error(tmp_path: Path, command: str, bind: str) -> None:
+    """A malformed --http is exit 2 with one line naming it, before NATS is even tried, never a traceback."""
+    config = tmp_path / "hb.toml"
+    config.write_text('[[targets]]\nname = "web"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n')
+    result = await run_cli(command, "--config", str(config), "--nats", "nats://127.0.0.1:1", "--http", bind)
+    assert result.code == 2, result.err
+    assert result.err.strip().splitlines() == [
+        f"healthbus {command}: --http expects HOST:PORT like 127.0.0.1:9100, got {bind!r}"
+    ]
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("command", ["coordinator", "probe"])
+async def test_http_port_in_use_is_a_clear_failure(tmp_path: Path, nats_server: EmbeddedNats, command: str) -> None:
+    """--http on a port already taken exits 1 with "cannot serve on HOST:PORT", not a traceback."""
+    config = tmp_path / "hb.toml"
+    config.write_text('[[targets]]\nname = "web"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = await run_cli(
+            command, "--config", str(config), "--nats", nats_server.url, "--prefix", "httpbusy", "--http", bind
+        )
+    assert result.code == 1, result.err
+    assert f"healthbus {command}: cannot serve on {bind}:" in result.err
+    assert "Traceback" not in result.err

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 
-from healthbus.cli._main import EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
+from healthbus.cli._http import check_bind
+from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.coordinator import CoordinatorService
 from healthbus.subscribers._bus import connect
 
@@ -19,6 +21,7 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
     if not config.targets:
         raise UsageError(f"{config.source}: no [[targets]]: the coordinator has nothing to decide")
     settings = bus_settings(args, config)
+    bind = check_bind(getattr(args, "http", None) or config.coordinator.http)
     holder: list[CoordinatorService] = []
     secrets = [s for s in (settings.password, settings.token) if s]
 
@@ -34,7 +37,6 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
         with stop_on_signals() as stop:
             service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
             holder.append(service)
-            bind = getattr(args, "http", None) or config.coordinator.http
             # The service keeps only the compact per-target settings it decides with; drop
             # our reference so the parsed [[targets]] do not stay alive for the whole run.
             del config
@@ -44,8 +46,9 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
                 # Up before the restore, so /readyz can say "not yet" while it runs.
                 try:
                     ops = await serve_ops(bind, service.registry, lambda: service.ready)
-                except ValueError as exc:
-                    raise UsageError(str(exc)) from None
+                except OSError as exc:
+                    print(f"healthbus coordinator: cannot serve on {bind}: {exc}", file=sys.stderr)
+                    return EXIT_FAILURE
                 log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
             async with service:
                 await stop.wait()

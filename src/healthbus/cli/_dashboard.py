@@ -39,7 +39,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from healthbus.cli._format import parse_when
-from healthbus.cli._http import OpsServer, Route, serve_ops
+from healthbus.cli._http import OpsServer, Route, check_bind, serve_ops
 from healthbus.cli._main import EXIT_OK, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import Config, StateChanged, TargetConfig, encode, is_valid_target, utcnow
 from healthbus.subscribers import Follower, StateStream, connect
@@ -329,7 +329,7 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
     """``healthbus dashboard [--http HOST:PORT]``: serve the dashboard until Ctrl-C."""
     config = load_args_config(args)
     settings = bus_settings(args, config)
-    bind = args.http or DEFAULT_BIND
+    bind = check_bind(args.http) or DEFAULT_BIND
     nc = await connect(settings, name="healthbus-dashboard")
     try:
         try:

@@ -24,6 +24,22 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+def check_bind(bind: str | None) -> str | None:
+    """``bind`` unchanged if it is a valid ``HOST:PORT`` (or None); else a usage error (exit 2).
+
+    Called before connecting to NATS, so a typo in ``--http`` is reported at once, as a
+    usage error, instead of as a traceback after start-up.
+    """
+    if bind:
+        from healthbus.cli._main import UsageError
+
+        try:
+            parse_bind(bind)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return bind
+
+
 def ops_app(
     registries: Iterable[CollectorRegistry],
     ready: Callable[[], bool],

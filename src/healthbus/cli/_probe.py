@@ -14,7 +14,8 @@ import logging
 import signal
 import sys
 
-from healthbus.cli._main import EXIT_OK, EXIT_USAGE, bus_settings, load_args_config
+from healthbus.cli._http import check_bind
+from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, bus_settings, load_args_config
 from healthbus.probes import DriverMissing, ProbeWorker
 from healthbus.subscribers import connect
 
@@ -25,6 +26,7 @@ async def cmd_probe(args: argparse.Namespace) -> int:
     """Run one probe worker until SIGINT/SIGTERM."""
     config = load_args_config(args, required=True)
     settings = bus_settings(args, config)
+    bind = check_bind(getattr(args, "http", None) or config.probes.http)
     if settings.prefix != config.bus.prefix:
         import msgspec
 
@@ -49,11 +51,14 @@ async def cmd_probe(args: argparse.Namespace) -> int:
     ops = None
     try:
         await worker.start(nc)
-        bind = getattr(args, "http", None) or config.probes.http
         if bind:
             from healthbus.cli._http import serve_ops
 
-            ops = await serve_ops(bind, worker.metrics.registry, lambda: worker.ready)
+            try:
+                ops = await serve_ops(bind, worker.metrics.registry, lambda: worker.ready)
+            except OSError as exc:
+                print(f"healthbus probe: cannot serve on {bind}: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
             log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
         log.info("probe worker %s started with %d targets", worker.worker_id, len(config.targets))
         await stop.wait()
