@@ -77,6 +77,18 @@ async def test_replay_filters_by_time_and_target(nats_server: EmbeddedNats, publ
     assert "\x1b[" not in r.out  # not a terminal: no colour
 
 
+async def test_replay_of_an_unknown_target_says_so(nats_server: EmbeddedNats, published: list[StateChanged]) -> None:
+    """replay --target with a name the stream never saw fails (exit 1) naming the known targets."""
+    r = await run_cli("replay", "--json", "--nats", nats_server.url, "--prefix", PREFIX, "--target", "cahce")
+    assert r.code == 1
+    assert r.out == ""
+    assert "no target 'cahce'" in r.err
+    assert "known: cache, db" in r.err
+    r = await run_cli("replay", "--nats", nats_server.url, "--prefix", PREFIX, "--target", "cache", "--since", "-1s")
+    assert r.code == 0  # a known target with nothing in the range is not an error
+    assert "no state changes in that range" in r.err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -85,6 +97,9 @@ async def test_replay_filters_by_time_and_target(nats_server: EmbeddedNats, publ
         (["replay", "--since", "-1m", "--until", "-1h"], "not be later"),
         (["replay", "--target", "Bad.Name"], "--target"),
         (["state-at", "soon"], "RFC 3339"),
+        # Mistyped relative times reach the time parser, not argparse's "expected one argument".
+        (["replay", "--since", "-1x"], "RFC 3339"),
+        (["state-at", "-2w"], "RFC 3339"),
     ],
 )
 async def test_bad_times_and_targets_exit_2(nats_server: EmbeddedNats, args: list[str], message: str) -> None:

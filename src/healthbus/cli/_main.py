@@ -28,8 +28,11 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-# argparse's own negative-number pattern, plus relative times like -1h, -30m, -1h30m, -250ms.
-_RELATIVE_OR_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
+# Any word starting with "-" and a digit is a value, never an option: negative numbers,
+# relative times like -1h, -30m, -1h30m, -250ms, and mistyped ones like -1x or -2w, which
+# then reach the time parser and its clear message instead of argparse's "expected one
+# argument".
+_RELATIVE_OR_NEGATIVE = re.compile(r"^-\.?\d")
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 

@@ -177,18 +177,26 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError("--since must not be later than --until")
     out = _Out(args.json)
     events: list[StateChanged] = []
+    printed = 0
     async with _session(args, "replay") as s:
         try:
             async for event in s.stream.history(since=since, until=until, target=target):
                 if since is not None and event.at < since:
                     continue  # stream time and decision time differ by a hair; the contract is `at`
+                printed += 1
                 if out.json:
                     out.event(event)  # stream it: a long history never sits in memory
                 else:
                     events.append(event)
+            # A mistyped --target must not read as "nothing happened in that range".
+            known = await s.stream.current() if target is not None and not printed else None
         except _READ_ERRORS as exc:
             _note("replay", _explain(exc, s))
             return EXIT_FAILURE
+    if known is not None and target not in known:
+        names = ", ".join(sorted(known)) or "none yet"
+        _note("replay", f"no target {target!r} in {s.stream.stream} on {s.server} (known: {names})")
+        return EXIT_FAILURE
     if not out.json:
         if events:
             out.line(render_table(HISTORY_HEADERS, history_rows(events), colour=out.colour))
