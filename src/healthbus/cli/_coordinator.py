@@ -7,10 +7,14 @@ import contextlib
 import logging
 import sys
 
+import nats.errors
+import nats.js.errors
+
 from healthbus.cli._http import check_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.coordinator import CoordinatorService
-from healthbus.subscribers._bus import connect
+from healthbus.protocol import redact_url
+from healthbus.subscribers._bus import connect, resolve_url
 
 log = logging.getLogger("healthbus.coordinator")
 
@@ -50,9 +54,23 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
                     print(f"healthbus coordinator: cannot serve on {bind}: {exc}", file=sys.stderr)
                     return EXIT_FAILURE
                 log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
-            async with service:
+            try:
+                await service.start()
+            except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+                with contextlib.suppress(Exception):
+                    await service.stop()
+                server = redact_url(resolve_url(settings))
+                print(
+                    f"healthbus coordinator: JetStream is not available on NATS at {server} "
+                    "(start nats-server with -js)",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
+            try:
                 await stop.wait()
                 log.info("stopping")
+            finally:
+                await service.stop()
     finally:
         if ops is not None:
             await ops.close()

@@ -144,6 +144,10 @@ class Dashboard:
                 self._follower = await self.stream.follow(self._on_event, start="last_per_subject")
             except nats.js.errors.NotFoundError:
                 log.info("state stream %s does not exist yet; waiting for a coordinator", self.stream.stream)
+            except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+                log.warning(
+                    "cannot follow %s yet: JetStream is not available (start nats-server with -js)", self.stream.stream
+                )
             except Exception as exc:
                 log.warning("cannot follow %s yet: %s", self.stream.stream, exc)
             else:
