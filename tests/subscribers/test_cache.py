@@ -140,3 +140,14 @@ def test_expire_never_extends_the_age_cap() -> None:
     assert cache.expire(b"k", 1000)
     clock.now += 10
     assert cache.get(b"k") is None
+
+
+def test_a_read_keeps_the_ttl_this_process_set() -> None:
+    """GET after SET EX 10 refreshes the value but not past the 10 s TTL this process knows about."""
+    clock = Clock()
+    cache = LocalCache(default_ttl=300, clock=clock)
+    cache.set(b"k", b"v", ttl=10)
+    clock.now += 5
+    cache.put(b"k", b"v")  # read back from Redis: same key, same TTL there
+    clock.now += 6
+    assert cache.get(b"k") is None

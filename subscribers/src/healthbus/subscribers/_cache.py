@@ -141,9 +141,17 @@ class LocalCache:
         return True
 
     def put(self, key: bytes, value: Any, *, ttl: float | None = None) -> None:
-        """Remember a value read from Redis (None: the key does not exist there, forget it)."""
+        """Remember a value read from Redis (None: the key does not exist there, forget it).
+
+        A read does not tell the key's TTL: a TTL this cache already knows for the key
+        (from SET EX / EXPIRE here) is kept, so the value is never served past it.
+        """
         if value is None:
             self._data.pop(key, None)
+            return
+        entry = self._live(key) if ttl is None else None
+        if entry is not None and entry.ttl_at is not None:
+            self._store(key, value, None, ttl_at=entry.ttl_at)
         else:
             self._store(key, value, ttl)
 
