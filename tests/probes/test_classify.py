@@ -122,6 +122,15 @@ def test_sqlalchemy_wrappers() -> None:
     assert classify_sqlalchemy(ConnectionRefusedError(111, "x"))[0] == "refused"
 
 
+def test_sqlalchemy_text_drops_the_class_tag_and_the_link() -> None:
+    """An SQLAlchemy error reads as the driver's words, without "(sqlite3.OperationalError)" or the sqlalche.me link."""
+    import sqlite3
+
+    wrapped = sx.OperationalError(None, None, sqlite3.OperationalError("unable to open database file"))
+    assert "sqlalche.me" in str(wrapped)
+    assert classify_sqlalchemy(wrapped) == ("other", "error: unable to open database file")
+
+
 def test_elasticsearch_kinds() -> None:
     """elasticsearch-py / elastic-transport errors map to the right kinds."""
     node = elastic_transport.NodeConfig("http", "127.0.0.1", 9200)

@@ -227,9 +227,17 @@ def _sqlalchemy_kind(exc: BaseException) -> ErrorKind | None:
     return None
 
 
+# SQLAlchemy wraps the driver's text as "(module.Class) text ... (Background on this error
+# at: https://sqlalche.me/...)": the class tag and the link say nothing to an operator and
+# use up the 300 characters of `error`.
+_SQLALCHEMY_TAG = re.compile(r"\((?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*\) ")
+_SQLALCHEMY_LINK = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
+
 def classify_sqlalchemy(exc: BaseException) -> tuple[ErrorKind, str]:
     """Kind and text for an SQLAlchemy error (and the driver error inside it)."""
-    return _classify_with(exc, _sqlalchemy_kind)
+    kind, text = _classify_with(exc, _sqlalchemy_kind)
+    return kind, _SQLALCHEMY_LINK.sub("", _SQLALCHEMY_TAG.sub("", text, count=1))
 
 
 # --------------------------------------------------------------------------- milvus
