@@ -206,3 +206,26 @@ async def test_dev_killed_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None
         await wait_until(all_gone, 15, "every child of the killed dev to exit")
     finally:
         await dev.kill()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[defaults]\ninterval = "1s"\n', "no [[targets]]"),
+        (
+            '[[targets]]\nname = "w"\nkind = "http"\nurl = "http://127.0.0.1:1/"\n'
+            'options = { expect_status = "abc" }\n',
+            "target w: options.expect_status",
+        ),
+    ],
+)
+async def test_dev_refuses_a_config_its_children_would_refuse(tmp_path: Path, text: str, message: str) -> None:
+    """A config with no targets or a bad kind option is exit 2 before anything starts, not a banner then exit 1."""
+    config = tmp_path / "hb.toml"
+    config.write_text(text)
+    data_dir = tmp_path / "data"
+    result = await run_cli("dev", "--config", str(config), "--data-dir", str(data_dir), "--http", "127.0.0.1:0")
+    assert result.code == 2, result.err
+    assert message in result.err
+    assert "is running" not in result.out + result.err
+    assert not (data_dir / "nats").exists()  # no NATS was started

@@ -45,7 +45,7 @@ from healthbus.cli._embedded import (
 )
 from healthbus.cli._http import parse_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
-from healthbus.protocol import load_config, redact_url
+from healthbus.protocol import Config, load_config, redact_url
 from healthbus.subscribers import connect
 
 __all__ = ["cmd_dev"]
@@ -123,11 +123,29 @@ async def _wait_ready(child: _Child) -> bool:
     return False
 
 
+def _check_targets(config: Config) -> None:
+    """What the coordinator and probe children would refuse (exit 2) is refused here, before
+    anything starts: no targets, a kind whose driver is missing, a bad kind option."""
+    from healthbus.probes import DriverMissing, build_checker
+
+    if not config.targets:
+        raise UsageError(f"{config.source}: no [[targets]]: nothing to watch")
+    for target in config.targets:
+        try:
+            build_checker(target)  # no I/O: a checker connects at its first check
+        except DriverMissing as exc:
+            raise UsageError(str(exc)) from None
+        except ValueError as exc:
+            raise UsageError(f"config error: {config.source}: {exc}") from None
+
+
 async def cmd_dev(args: argparse.Namespace) -> int:
     """Run embedded NATS, coordinator, one probe worker and the dashboard until Ctrl-C."""
     data_dir = Path(args.data_dir)
     given_config = getattr(args, "config", None) or os.environ.get("HEALTHBUS_CONFIG")
     config = load_args_config(args)  # validates --config before anything starts
+    if given_config:
+        _check_targets(config)
     settings = bus_settings(args, config)
     try:
         host, port = parse_bind(args.http) if args.http else parse_bind(DEFAULT_BIND)
