@@ -229,3 +229,29 @@ async def test_dev_refuses_a_config_its_children_would_refuse(tmp_path: Path, te
     assert message in result.err
     assert "is running" not in result.out + result.err
     assert not (data_dir / "nats").exists()  # no NATS was started
+
+
+async def test_second_dev_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    """A second `dev` on a data dir in use exits 1 at once (two NATS servers on one store would corrupt it)."""
+    config = tmp_path / "hb.toml"
+    config.write_text('[[targets]]\nname = "w"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n')
+    first = Dev(tmp_path)
+    try:
+        await first.start("--config", str(config))
+        second = await run_cli(
+            "dev", "--config", str(config), "--data-dir", str(tmp_path / "hb"), "--http", "127.0.0.1:0"
+        )
+        assert second.code == 1, second.err
+        assert "in use by another healthbus dev" in second.err
+        assert "is running" not in second.out
+        code, err = await first.stop(signal.SIGINT)
+        assert code == 0, err
+    finally:
+        await first.kill()
+    again = Dev(tmp_path)  # the lock went with the first process
+    try:
+        await again.start("--config", str(config))
+        code, err = await again.stop(signal.SIGINT)
+        assert code == 0, err
+    finally:
+        await again.kill()

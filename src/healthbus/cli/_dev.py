@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -45,7 +46,7 @@ from healthbus.cli._embedded import (
 )
 from healthbus.cli._http import parse_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
-from healthbus.protocol import Config, load_config, redact_url
+from healthbus.protocol import BusSettings, Config, load_config, redact_url
 from healthbus.subscribers import connect
 
 __all__ = ["cmd_dev"]
@@ -154,6 +155,44 @@ async def cmd_dev(args: argparse.Namespace) -> int:
     if not args.http and not _port_free(host, port):
         port = 0  # the default port is taken: any free one will do for a laptop
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - start-up, nothing runs yet
+    lock = _lock_data_dir(data_dir)
+    if lock is None:
+        print(
+            f"healthbus dev: {data_dir} is in use by another healthbus dev; stop it first, "
+            "or give this one its own --data-dir",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    try:
+        return await _run_dev(args, data_dir, given_config, config, settings, host, port)
+    finally:
+        lock.close()
+
+
+def _lock_data_dir(data_dir: Path) -> IO[bytes] | None:
+    """An exclusive lock on ``data_dir`` for this process's life (None if another dev holds it).
+
+    Two embedded NATS servers on one JetStream store would corrupt it, and two coordinators
+    would write one log. The kernel drops the lock when this process ends, even by SIGKILL.
+    """
+    handle = (data_dir / "dev.lock").open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+async def _run_dev(
+    args: argparse.Namespace,
+    data_dir: Path,
+    given_config: str | None,
+    config: Config,
+    settings: BusSettings,
+    host: str,
+    port: int,
+) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
