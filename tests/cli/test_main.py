@@ -102,3 +102,19 @@ async def test_nats_without_jetstream_is_named_not_a_traceback(tmp_path: Path) -
             assert result.code == 1, result.err
             assert "JetStream is not available" in result.err
             assert "Traceback" not in result.err
+
+
+def test_faiss_loader_chatter_only_with_vv() -> None:
+    """-v does not let milvus-lite's faiss loader log its "ModuleNotFoundError" probing; -vv does."""
+    import logging
+
+    from healthbus.cli._main import _setup_logging
+
+    loader = logging.getLogger("faiss.loader")
+    try:
+        _setup_logging(1)
+        assert not loader.isEnabledFor(logging.INFO)
+        _setup_logging(2)
+        assert logging.getLogger("faiss").level == logging.NOTSET  # follows -vv's DEBUG
+    finally:
+        logging.getLogger("faiss").setLevel(logging.NOTSET)

@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # milvus-lite's faiss loader reports each CPU variant it tried at INFO, with a
+    # "ModuleNotFoundError" per miss: in a log tail (healthbus dev prints one when a child
+    # dies) that reads like the cause of the failure. Only -vv shows it.
+    logging.getLogger("faiss").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
