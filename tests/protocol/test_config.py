@@ -149,3 +149,35 @@ def test_load_config_from_file(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="UTF-8"):
         load_config(bad)
+
+
+def test_refresh_after_defaults_to_half_the_stream_max_age() -> None:
+    """[coordinator] refresh_after: unset is stream_max_age / 2; set, it is taken as is."""
+    assert load_config_text("").coordinator.effective_refresh_after == 15 * 86400
+    assert load_config_text('[coordinator]\nstream_max_age = "7d"').coordinator.effective_refresh_after == 3.5 * 86400
+    set_ = load_config_text('[coordinator]\nstream_max_age = "4s"\nrefresh_after = "1s"').coordinator
+    assert set_.effective_refresh_after == 1.0
+    # "0s" is JetStream's "keep forever": no refresh unless asked for
+    forever = load_config_text('[coordinator]\nstream_max_age = "0s"').coordinator
+    assert forever.effective_refresh_after is None
+    assert (
+        load_config_text('[coordinator]\nstream_max_age = "0s"\nrefresh_after = "1d"').coordinator.refresh_after
+        == 86400
+    )
+
+
+@pytest.mark.parametrize("value", ['"0s"', '"7d"', '"8d"'])
+def test_refresh_after_must_be_positive_and_below_stream_max_age(value: str) -> None:
+    """refresh_after of 0, or not less than stream_max_age, is an error naming the key."""
+    text = f'[coordinator]\nstream_max_age = "7d"\nrefresh_after = {value}'
+    with pytest.raises(ConfigError, match="less than stream_max_age") as info:
+        load_config_text(text, source="hb.toml")
+    assert info.value.path == "$.coordinator.refresh_after"
+    assert str(info.value).startswith("hb.toml: $.coordinator.refresh_after: expected a duration greater than 0")
+
+
+def test_refresh_after_rejects_a_bare_number() -> None:
+    """refresh_after is a duration with a unit, like every other duration."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text("[coordinator]\nrefresh_after = 60")
+    assert info.value.path == "$.coordinator.refresh_after"

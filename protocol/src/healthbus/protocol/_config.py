@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
-from healthbus.protocol._durations import parse_duration
+from healthbus.protocol._durations import format_duration, parse_duration
 from healthbus.protocol._redact import redact, redact_url
 from healthbus.protocol._stream import DEFAULT_DUPLICATE_WINDOW_S, DEFAULT_MAX_AGE_S
 from healthbus.protocol._subjects import DEFAULT_PREFIX, PREFIX_PATTERN, TARGET_PATTERN
@@ -173,6 +173,11 @@ class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     """``[coordinator]``: the state stream and the coordinator's own behaviour."""
 
     stream_max_age: Duration = Duration(DEFAULT_MAX_AGE_S)
+    refresh_after: Duration | None = None
+    """An unchanged state is re-announced this long after a target's last event, so the
+    state stream (which drops messages older than ``stream_max_age``) always keeps it.
+    Default: half of ``stream_max_age``; must be less than it (``"0s"``, kept forever:
+    no refresh unless set)."""
     duplicate_window: Duration = Duration(DEFAULT_DUPLICATE_WINDOW_S)
     stream_replicas: int = 1
     tick: Duration = Duration(0.25)
@@ -185,6 +190,14 @@ class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     def __post_init__(self) -> None:
         if self.lease < 0:
             raise ValueError("lease must be 0 (no election) or a positive duration")
+
+    @property
+    def effective_refresh_after(self) -> float | None:
+        """``refresh_after``, or half of ``stream_max_age`` when unset (None: never, since
+        ``stream_max_age = "0s"`` keeps the stream's messages forever)."""
+        if self.refresh_after is not None:
+            return float(self.refresh_after)
+        return float(self.stream_max_age) / 2 if self.stream_max_age > 0 else None
 
 
 class ProbeWorkerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -289,6 +302,19 @@ def _split_msgspec_error(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 def _check_semantics(config: Config) -> None:
     src = config.source
+    coordinator = config.coordinator
+    refresh = coordinator.refresh_after
+    # stream_max_age "0s" is JetStream's "keep forever": any positive refresh_after fits.
+    if refresh is not None and not (
+        refresh > 0 and (refresh < coordinator.stream_max_age or not coordinator.stream_max_age)
+    ):
+        raise ConfigError(
+            src,
+            "$.coordinator.refresh_after",
+            f"expected a duration greater than 0 and less than stream_max_age "
+            f"({format_duration(coordinator.stream_max_age)}), so the current state is re-announced before "
+            "the stream drops it",
+        )
     if _PREFIX_RE.match(config.bus.prefix) is None:
         raise ConfigError(src, "$.bus.prefix", f"expected dot-separated tokens, got {config.bus.prefix!r}")
     seen: dict[str, int] = {}
