@@ -71,9 +71,13 @@ def result(
 class Sim:
     """A Decider plus a clock that only moves when told to."""
 
-    def __init__(self, *targets: TargetConfig, seed: int = 0, start: float = 0.0) -> None:
+    def __init__(
+        self, *targets: TargetConfig, seed: int = 0, start: float = 0.0, refresh_after: float | None = None
+    ) -> None:
         self.t = start
-        self.decider = Decider(targets or (target(),), rng=random.Random(seed), now=at(start))
+        self.decider = Decider(
+            targets or (target(),), rng=random.Random(seed), now=at(start), refresh_after=refresh_after
+        )
         self.events: list[StateChanged] = []
 
     def feed(

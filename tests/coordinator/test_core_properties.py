@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthbus.coordinator._core import Rejected
+from healthbus.coordinator._core import Rejected, is_refresh
 from healthbus.protocol import BackoffSettings, Duration, FlapSettings, StateChanged
 
 from ._sim import T0, Sim, at, result, target
@@ -48,9 +48,11 @@ configs = st.fixed_dictionaries(
 )
 
 
-def run(config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int) -> tuple[Sim, dict[int, list[float]]]:
+def run(
+    config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int, refresh_after: float | None = None
+) -> tuple[Sim, dict[int, list[float]]]:
     """Drive the core; return it and, per event index, the times results were heard before it."""
-    sim = Sim(target(**config), seed=seed)
+    sim = Sim(target(**config), seed=seed, refresh_after=refresh_after)
     heard: dict[str, float] = {}
     heard_at_event: dict[int, list[float]] = {}
 
@@ -170,3 +172,32 @@ def test_restore_continues_without_gap(
     for a, b in itertools.pairwise(events):
         assert b.seq == a.seq + 1
         assert b.previous == a.state
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, steps=ops, seed=st.integers(0, 1000), refresh_after=st.sampled_from([7.0, 20.0, 45.0]))
+def test_refresh_keeps_the_chain(
+    config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int, refresh_after: float
+) -> None:
+    """With refresh: seq stays contiguous; an event changes something or is a refresh of an unchanged state."""
+    sim, _ = run(config, steps, seed, refresh_after)
+    prev: StateChanged | None = None
+    for e in sim.events:
+        assert e.seq == (prev.seq + 1 if prev else 1)
+        assert e.previous == (prev.state if prev else "unknown")
+        if prev is not None:
+            same = (e.state, e.breaker, e.attempt, e.flapping) == (
+                prev.state,
+                prev.breaker,
+                prev.attempt,
+                prev.flapping,
+            )
+            assert same == is_refresh(e)
+            if same:
+                assert (e.at - prev.at).total_seconds() >= refresh_after - 1e-6
+                assert (e.retry_at, e.features) == (prev.retry_at, prev.features)
+        prev = e
+    # a timer, with no traffic, announces something once refresh_after passed since the last event
+    if prev is not None:
+        (tail,) = sim.advance(refresh_after)
+        assert tail.seq == prev.seq + 1

@@ -12,6 +12,7 @@ from healthbus.coordinator._core import (
     Now,
     Rejected,
     backoff_delay,
+    is_refresh,
     quorum_need,
 )
 from healthbus.coordinator._service import CoordinatorService
@@ -25,5 +26,6 @@ __all__ = [
     "Rejected",
     "SystemClock",
     "backoff_delay",
+    "is_refresh",
     "quorum_need",
 ]

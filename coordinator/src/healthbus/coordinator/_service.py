@@ -15,7 +15,9 @@ Invariants this layer keeps (the decision rules themselves live in :mod:`._core`
   creates state for an unconfigured target.
 * One decider at a time: with a leader lease (:mod:`._leader`) only the holder
   subscribes, decides and publishes; a standby restores afresh when it takes over.
-* Timers (staleness, ``retry_at``) run from a clock, without any probe traffic. While
+* Timers (staleness, ``retry_at``, the refresh of an unchanged state every
+  ``[coordinator] refresh_after`` so the stream's retention never drops a target's
+  current state) run from a clock, without any probe traffic. While
   NATS is disconnected no result can arrive, so timers pause; on reconnect every target
   gets a fresh ``stale_after`` grace instead of being declared unknown for the outage.
 """
@@ -144,7 +146,12 @@ class CoordinatorService:
         self.publish_timeout = publish_timeout
         self.restore_timeout = restore_timeout
         self._rng = rng or random.Random()
-        self.decider = Decider(config.targets, rng=self._rng, now=Now(self.clock.monotonic(), self.clock.now()))
+        self.decider = Decider(
+            config.targets,
+            rng=self._rng,
+            now=Now(self.clock.monotonic(), self.clock.now()),
+            refresh_after=settings.effective_refresh_after,
+        )
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
 

@@ -7,12 +7,14 @@ from ._backoff import backoff_delay, exponential_cap
 from ._decider import (
     FORGET_AFTER_STALE,
     MAX_VANTAGE_POINTS,
+    REFRESH_MARK,
     ControlAction,
     ControlError,
     Decider,
     DropReason,
     Now,
     Rejected,
+    is_refresh,
     quorum_need,
 )
 from ._flap import FlapDetector
@@ -20,6 +22,7 @@ from ._flap import FlapDetector
 __all__ = [
     "FORGET_AFTER_STALE",
     "MAX_VANTAGE_POINTS",
+    "REFRESH_MARK",
     "ControlAction",
     "ControlError",
     "Decider",
@@ -29,5 +32,6 @@ __all__ = [
     "Rejected",
     "backoff_delay",
     "exponential_cap",
+    "is_refresh",
     "quorum_need",
 ]

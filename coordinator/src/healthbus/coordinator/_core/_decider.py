@@ -36,12 +36,20 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   decided afresh; a half-open one restarts its trial.
 * Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded; while
   flapping, a target that would be ``healthy`` is held ``degraded``.
+* Refresh: the state stream keeps history for a limited age and its last message per
+  target *is* the current state, so an unchanged state is re-announced (a timer, no
+  traffic needed) once ``refresh_after`` passed since the target's last event: same
+  state, breaker, attempt, retry_at, failures and flapping, ``previous == state``,
+  the next seq, a fresh ``at`` and a reason marked :data:`REFRESH_MARK`. A restored
+  target's last event counts from its ``at``, so an old one is refreshed at the first
+  tick after the restore (never by the restore itself).
 
 Event invariants: per target, ``seq`` starts at 1 and grows by exactly one per event
 (restore seeds it from the last event published); ``previous`` equals the state of the
 previous event; an event is emitted only when state, breaker, attempt or the flapping
-flag change; an unknown (no live data) target is never announced healthy. A rejected
-input raises and leaves every state unchanged.
+flag change, or as a refresh (the only events with nothing changed, at least
+``refresh_after`` after the event before); an unknown (no live data) target is never
+announced healthy. A rejected input raises and leaves every state unchanged.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ from healthbus.protocol import (
     State,
     StateChanged,
     TargetConfig,
+    format_timestamp,
+    parse_timestamp,
 )
 
 from ._backoff import backoff_delay
@@ -75,6 +85,11 @@ from ._flap import FlapDetector
 MAX_VANTAGE_POINTS: Final = 64
 #: A vantage point not heard from for this many ``stale_after`` is forgotten.
 FORGET_AFTER_STALE: Final = 10.0
+
+#: Marks the reason of a refresh (an unchanged state re-announced); see :func:`is_refresh`.
+REFRESH_MARK: Final = "re-announced so the state stream keeps it"
+_REFRESH_HEAD: Final = "unchanged since "
+_REFRESH_TAIL: Final = f" ({REFRESH_MARK}): "
 
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
@@ -90,6 +105,22 @@ class Now(NamedTuple):
     def wall_at(self, mono: float) -> datetime:
         """The wall-clock time of monotonic instant ``mono``."""
         return self.wall + timedelta(seconds=mono - self.mono)
+
+
+def is_refresh(event: StateChanged) -> bool:
+    """Whether ``event`` re-announces an unchanged state (so the stream keeps it)."""
+    return event.previous == event.state and event.reason.startswith(_REFRESH_HEAD) and _REFRESH_TAIL in event.reason
+
+
+def _refresh_origin(event: StateChanged) -> tuple[datetime, str]:
+    """When the state of ``event`` was last really decided, and why (looks through refreshes)."""
+    if is_refresh(event):
+        head, _, why = event.reason[len(_REFRESH_HEAD) :].partition(_REFRESH_TAIL)
+        try:
+            return parse_timestamp(head), why
+        except ValueError:
+            pass
+    return event.at, event.reason
 
 
 class Rejected(ValueError):
@@ -230,8 +261,11 @@ class _Target:
     """
 
     __slots__ = (
+        "announced",
         "attempt",
         "breaker",
+        "changed_at",
+        "changed_reason",
         "expect_since",
         "flap",
         "flapping",
@@ -267,6 +301,9 @@ class _Target:
         self.vps: tuple[_Vantage, ...] = ()  # insertion order: the order of evidence
         self.last: StateChanged | None = None
         self.scheduled: float | None = None
+        self.announced = now_mono  # monotonic time of the last event (announced or restored)
+        self.changed_at: datetime | None = None  # wall time of the last real change
+        self.changed_reason = ""  # and its reason (what a refresh repeats)
 
 
 class _Counts(NamedTuple):
@@ -293,9 +330,15 @@ class Decider:
         rng: random.Random,
         now: Now,
         max_vantage_points: int = MAX_VANTAGE_POINTS,
+        refresh_after: float | None = None,
     ) -> None:
+        """``refresh_after``: re-announce an unchanged state after this many seconds
+        (None: never); the service passes ``[coordinator] refresh_after``."""
+        if refresh_after is not None and not refresh_after > 0:
+            raise ValueError(f"refresh_after must be greater than 0, got {refresh_after!r}")
         self._rng = rng
         self._max_vps = max(1, max_vantage_points)
+        self._refresh_after = refresh_after
         self._build(_intern_specs(targets), now)
 
     def _build(self, specs: Iterable[tuple[str, _Spec]], now: Now) -> None:
@@ -311,7 +354,7 @@ class Decider:
 
         It shares this one's ``rng``, so it needs no TargetConfig kept around.
         """
-        fresh = Decider((), rng=self._rng, now=now, max_vantage_points=self._max_vps)
+        fresh = Decider((), rng=self._rng, now=now, max_vantage_points=self._max_vps, refresh_after=self._refresh_after)
         fresh._build([(t.name, t.spec) for t in self._targets.values()], now)
         return fresh
 
@@ -379,8 +422,12 @@ class Decider:
         elif event.breaker == "open":  # an open breaker must have a time to retry
             t.retry_at = now.mono
         t.half_open_since = t.expect_since = now.mono
-        t.override_reason = event.reason if event.breaker in ("forced_open", "disabled") else ""
+        t.changed_at, t.changed_reason = _refresh_origin(event)
+        t.override_reason = t.changed_reason if event.breaker in ("forced_open", "disabled") else ""
         t.last = event
+        # Its age by the wall clock (a clock ahead of ours counts as new): an event older
+        # than refresh_after is re-announced at the first tick, before retention drops it.
+        t.announced = now.mono - max(0.0, (now.wall - event.at).total_seconds())
         if event.state == "degraded" and event.breaker == "closed" and not t.vps:
             self._seed_impaired(t, event, now.mono)
         self._schedule(t, self._deadline(t, now.mono))
@@ -464,7 +511,7 @@ class Decider:
         return events
 
     def tick(self, now: Now) -> list[StateChanged]:
-        """Run the timers due by ``now``: retry_at (→ half-open) and staleness."""
+        """Run the timers due by ``now``: retry_at (→ half-open), staleness and refresh."""
         events: list[StateChanged] = []
         heap = self._heap
         while heap and heap[0][0] <= now.mono:
@@ -561,9 +608,16 @@ class Decider:
             heapq.heappush(self._heap, (when, t.name))
 
     def _deadline(self, t: _Target, mono: float) -> float | None:
-        """Earliest time a timer could change ``t`` (never later than the true one).
+        """Earliest time a timer could change ``t`` (never later than the true one):
+        the rules' deadline, or the refresh, whichever comes first."""
+        when = self._rule_deadline(t, mono)
+        if self._refresh_after is not None and t.seq:
+            refresh = t.announced + self._refresh_after
+            when = refresh if when is None else min(when, refresh)
+        return when
 
-        Open: ``retry_at``. Closed or half-open: the moment the next live vantage point
+    def _rule_deadline(self, t: _Target, mono: float) -> float | None:
+        """Open: ``retry_at``. Closed or half-open: the moment the next live vantage point
         goes stale; with none live, the end of the grace period (unless already
         unknown) or the moment the oldest silent vantage point is forgotten.
         """
@@ -601,6 +655,44 @@ class Decider:
             self._evaluate_half_open(t, now, events)
         elif t.breaker == "closed":
             self._evaluate_closed(t, now, events, record=False)
+        refresh_after = self._refresh_after
+        # Compared as it was scheduled (announced + refresh_after), so float rounding can
+        # never make a due refresh look a hair early and skip it.
+        if refresh_after is not None and t.seq and now.mono >= t.announced + refresh_after:
+            self._refresh(t, now, events)
+
+    def _refresh(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        """Re-announce ``t``'s unchanged state: only seq, at, reason and evidence are new."""
+        last = t.last
+        if last is None:  # seq > 0 always has a last event; nothing to repeat otherwise
+            return
+        since = t.changed_at or last.at
+        t.seq += 1
+        event = StateChanged(
+            target=t.name,
+            seq=t.seq,
+            at=now.wall,
+            previous=t.state,
+            state=t.state,
+            breaker=t.breaker,
+            reason=f"{_REFRESH_HEAD}{format_timestamp(since)}{_REFRESH_TAIL}{t.changed_reason}",
+            failures=last.failures,
+            attempt=t.attempt,
+            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and t.breaker == "open" else None,
+            features=list(t.spec.features),
+            evidence=self._evidence(t) or dict(last.evidence),
+            flapping=t.flapping,
+        )
+        t.last = event
+        events.append(event)
+        self._announced(t, now.mono)
+
+    def _evidence(self, t: _Target) -> dict[str, Evidence]:
+        return {
+            vp.probe: Evidence(outcome=vp.outcome, error_kind=vp.error_kind, at=vp.observed_at)
+            for vp in t.vps
+            if vp.observed_at is not None
+        }
 
     def _counts(self, t: _Target, mono: float) -> _Counts:
         stale = t.spec.stale_after
@@ -793,15 +885,19 @@ class Decider:
             attempt=t.attempt,
             retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker == "open" else None,
             features=list(t.spec.features),
-            evidence={
-                vp.probe: Evidence(outcome=vp.outcome, error_kind=vp.error_kind, at=vp.observed_at)
-                for vp in t.vps
-                if vp.observed_at is not None
-            },
+            evidence=self._evidence(t),
             flapping=flapping,
         )
         t.state = state
         t.breaker = breaker
         t.flapping = flapping
         t.last = event
+        t.changed_at, t.changed_reason = now.wall, event.reason
         events.append(event)
+        self._announced(t, now.mono)
+
+    def _announced(self, t: _Target, mono: float) -> None:
+        """``t`` just published an event: its refresh is due ``refresh_after`` from now."""
+        t.announced = mono
+        if self._refresh_after is not None:
+            self._schedule(t, mono + self._refresh_after)
