@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from nats.aio.client import Client
 
+from healthbus.coordinator import is_refresh
 from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, encode, utcnow
 from healthbus.subscribers._statestream import StateStream
 
@@ -98,7 +99,8 @@ def audit(events: list[StateChanged]) -> str | None:
 
     Clean: ``seq`` 1..N in stream order, ``previous`` equal to the state before (the
     first one's previous is ``unknown``), ``at`` never decreasing, and each event changes
-    something (state, breaker, attempt or flapping: nothing is announced twice).
+    something (state, breaker, attempt or flapping: nothing is announced twice) — except
+    the coordinator's retention refresh, which re-announces an unchanged state on purpose.
     """
     seqs = [e.seq for e in events]
     if seqs != list(range(1, len(events) + 1)):
@@ -110,7 +112,7 @@ def audit(events: list[StateChanged]) -> str | None:
             return f"seq {after.seq}: previous {after.previous} but seq {before.seq} was {before.state}"
         if after.at < before.at:
             return f"seq {after.seq} decided at {after.at} before seq {before.seq} ({before.at})"
-        if _shape(after) == _shape(before):
+        if _shape(after) == _shape(before) and not is_refresh(after):
             return f"seq {after.seq} repeats seq {before.seq} ({after.state}, {after.breaker}): a re-announcement"
     return None
 
