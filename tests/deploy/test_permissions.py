@@ -177,6 +177,7 @@ async def test_wrong_password_is_refused_without_echoing_it(secured_nats: Embedd
     with pytest.raises(BusUnavailable) as info:
         await connect(settings)
     assert "not-the-password-91c" not in str(info.value)
+    assert "authorization violation" in str(info.value).lower()  # the reason, not just "no servers"
 
 
 async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(secured_nats: EmbeddedNats) -> None:

@@ -72,8 +72,20 @@ async def connect(
     shown = redact_url(server)
     secrets = _secrets(settings)
 
+    # The final error of a failed first connect is often just "no servers available";
+    # the reasons (e.g. "Authorization Violation", then "Connection reset by peer") came
+    # earlier through error_cb: keep the distinct ones (a few) for the message.
+    seen_errors: list[str] = []
+    caller_error_cb = extra.pop("error_cb", None)
+
     async def error_cb(exc: Exception) -> None:
-        log.warning("NATS %s: %s", shown, redact(str(exc) or type(exc).__name__, secrets))
+        text = redact(str(exc) or type(exc).__name__, secrets)
+        if text not in seen_errors and len(seen_errors) < 3:
+            seen_errors.append(text)
+        if caller_error_cb is not None:
+            await caller_error_cb(exc)
+        else:
+            log.warning("NATS %s: %s", shown, text)
 
     # A cluster is given as comma-separated URLs (``--nats``, ``NATS_URL``): nats-py
     # wants them as a list (one string with commas is an "invalid connect url").
@@ -120,6 +132,9 @@ async def connect(
         with contextlib.suppress(Exception):
             await nc.close()
         text = redact(str(exc) or type(exc).__name__, secrets)
+        earlier = [e for e in seen_errors if e not in text]
+        if earlier:
+            text = f"{text} ({'; '.join(earlier)})"
         raise BusUnavailable(f"cannot reach NATS at {shown}: {text}") from None
     nc.options["max_reconnect_attempts"] = -1
     return nc
