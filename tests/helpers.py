@@ -8,7 +8,8 @@ published here the way the real components publish them (a StateChanged with its
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from nats.aio.client import Client
@@ -142,3 +143,22 @@ async def publish_states(
     subjects = Subjects(prefix)
     for event in events:
         await js.publish(subjects.state(event.target), encode(event), headers={"Nats-Msg-Id": event.msg_id})
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+    """Re-check ``condition`` every 50 ms until it holds; AssertionError naming ``what`` after ``timeout``.
+
+    For conditions on other processes (a page, a server, a consumer) that offer no event to
+    wait on; the wait is bounded and ends as soon as the condition holds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.05)

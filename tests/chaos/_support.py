@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from nats.aio.client import Client
 
@@ -119,21 +119,3 @@ def audit(events: list[StateChanged]) -> str | None:
 
 def _shape(event: StateChanged) -> tuple[str, str, int, bool]:
     return (event.state, event.breaker, event.attempt, event.flapping)
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
-    """Re-check ``condition`` every 50 ms until it holds; AssertionError naming ``what`` on timeout.
-
-    For conditions on other processes or servers that offer no event to wait on.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -20,8 +20,9 @@ from healthbus.coordinator._leader import bucket_for
 from healthbus.protocol import Outcome, Subjects, load_config_text
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
-from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history, wait_for
+from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
 from tests.harness import NatsCluster
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -68,7 +69,7 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
             # (results sent mid-fault may be lost: core NATS is at-most-once; the promise is
             # about the StateChanged). Mid-fault the bounded wait keeps the driver going.
             with contextlib.suppress(AssertionError):
-                await wait_for(taken, 1.0, "the round")
+                await wait_until(taken, 1.0, "the round")
 
     try:
         await service.start()
@@ -78,16 +79,16 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
         async with HealthClient.connect(nats_cluster.url, connect_timeout=5) as health:
             driver = asyncio.create_task(drive())
             try:
-                await wait_for(lambda: service.published >= 3 * len(TARGETS), 20, "events before the fault")
+                await wait_until(lambda: service.published >= 3 * len(TARGETS), 20, "events before the fault")
                 leader = await pick_victim(nats_cluster, coord_nc, service, victim)
                 await asyncio.to_thread(leader.kill)
                 at_kill = service.published
                 # The stream elects a new leader among the two left and takes writes again.
-                await wait_for(lambda: service.published >= at_kill + 3 * len(TARGETS), 30, "events after the kill")
+                await wait_until(lambda: service.published >= at_kill + 3 * len(TARGETS), 30, "events after the kill")
                 await asyncio.to_thread(leader.start)
                 await asyncio.to_thread(nats_cluster.wait_healthy)
                 at_back = service.published
-                await wait_for(lambda: service.published >= at_back + 2 * len(TARGETS), 30, "events after the return")
+                await wait_until(lambda: service.published >= at_back + 2 * len(TARGETS), 30, "events after the return")
             finally:
                 driving = False
                 await driver
@@ -97,7 +98,7 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
                 await publish_round(driver_nc, SUBJECTS, TARGETS, outcome)
                 for name in TARGETS:
                     await health.wait_for(name, EXPECTED[outcome], timeout=20)
-            await wait_for(lambda: service.pending == 0, 20, "the outbox to drain")
+            await wait_until(lambda: service.pending == 0, 20, "the outbox to drain")
             history = by_target(await read_history(driver_nc))
             assert set(history) == set(TARGETS)
             for name in TARGETS:

@@ -19,9 +19,10 @@ from healthbus.protocol import Outcome, StateChanged, Subjects, utcnow
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
 from healthbus.subscribers._statestream import StateStream
-from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history, wait_for
+from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
 from tests.e2e._procs import Command
 from tests.harness import NatsCluster
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -88,19 +89,23 @@ async def failover(
             want = len(live) + len(TARGETS)
             await publish_round(nc, SUBJECTS, TARGETS, outcome)
             rounds += 1
+
+            def round_seen(want: int = want) -> bool:
+                return len(live) >= want
+
             with contextlib.suppress(AssertionError):
-                await wait_for(lambda want=want: len(live) >= want, 0.2, "the round's events")  # type: ignore[misc]
+                await wait_until(round_seen, 0.2, "the round's events")
 
     try:
         await first.start()
         await first.wait_http_ready(f"http://127.0.0.1:{ports[0]}")
         await second.start()
-        await wait_for(lambda: "standing by" in second.log(), 30, "the second coordinator to stand by")
+        await wait_until(lambda: "standing by" in second.log(), 30, "the second coordinator to stand by")
         follower = await StateStream(nc).follow(live.append, start="all")
         async with HealthClient.connect(client_url, connect_timeout=5) as health:
             driver = asyncio.create_task(drive())
             try:
-                await wait_for(lambda: len(live) >= 4 * len(TARGETS), 20, "events from the first leader")
+                await wait_until(lambda: len(live) >= 4 * len(TARGETS), 20, "events from the first leader")
                 assert first.proc is not None
                 first.proc.kill()
                 if also_kill is not None:
@@ -109,7 +114,7 @@ async def failover(
                 killed_at = utcnow()
                 at_kill = len(live)
                 await second.wait_http_ready(f"http://127.0.0.1:{ports[1]}")
-                await wait_for(lambda: len(live) >= at_kill + 4 * len(TARGETS), 20, "events from the new leader")
+                await wait_until(lambda: len(live) >= at_kill + 4 * len(TARGETS), 20, "events from the new leader")
             finally:
                 driving = False
                 await driver

@@ -26,7 +26,8 @@ from healthbus.protocol import (
 )
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
-from tests.chaos._support import audit, by_target, config_text, read_history, result, wait_for
+from tests.chaos._support import audit, by_target, config_text, read_history, result
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -219,7 +220,7 @@ async def test_a_spoofed_id_flood_passes_new_workers_join_and_the_spoofs_are_for
                 return service.decider.vantage_points("db") == 2
 
             # p2 takes a stale spoof's slot after stale_after; every spoof is forgotten after 10 x stale_after.
-            await wait_for(real_workers_report, 10 * stale + 5, "the spoofed vantage points to be forgotten")
+            await wait_until(real_workers_report, 10 * stale + 5, "the spoofed vantage points to be forgotten")
             assert service.decider.state("db") == ("healthy", "closed", 1)  # 63 spoofs changed nothing
             assert service.ready
     finally:

@@ -19,10 +19,11 @@ from healthbus.cli._embedded import EmbeddedNats
 from healthbus.protocol import StateChanged
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._bus import connect
-from tests.chaos._support import audit, by_target, read_history, wait_for
+from tests.chaos._support import audit, by_target, read_history
 from tests.e2e._procs import Command
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.redis, pytest.mark.e2e]
 
@@ -43,7 +44,7 @@ async def test_nats_restart_while_redis_dies_converges_and_keeps_the_chain(
             assert before is not None
 
             await asyncio.to_thread(nats_server.stop if how == "stop" else nats_server.kill)
-            await wait_for(lambda: not health.bus.connected, 10, "the client to notice the bus is gone")
+            await wait_until(lambda: not health.bus.connected, 10, "the client to notice the bus is gone")
             redis_server.stop()
             assert health.state("cache") == before  # "keep": the last verdict stands meanwhile
             await asyncio.to_thread(nats_server.start)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from healthbus.protocol import BreakerState, Evidence, State, StateChanged, utcnow
 from tests.helpers import healthbus_bin, state_changed
 
-__all__ = ["CliResult", "event", "run_cli", "story", "wait_until"]
+__all__ = ["CliResult", "event", "run_cli", "story"]
 
 
 def event(
@@ -108,22 +108,3 @@ async def run_cli(*args: str, timeout: float = 30.0, env: dict[str, str] | None 
         raise
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
-    """Re-check ``condition`` every 50 ms until it holds; AssertionError naming ``what`` after ``timeout``.
-
-    For conditions on other processes (a page, a server, a consumer) that offer no event to
-    wait on; the wait is bounded and ends as soon as the condition holds.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.05)

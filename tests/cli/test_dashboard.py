@@ -14,8 +14,8 @@ from nats.aio.client import Client
 
 from healthbus.cli._dashboard import RunningDashboard, start_dashboard
 from healthbus.protocol import StateChanged, decode_state_changed, load_config_text
-from tests.cli._support import event, story, wait_until
-from tests.helpers import publish_states
+from tests.cli._support import event, story
+from tests.helpers import publish_states, wait_until
 
 pytestmark = pytest.mark.nats
 

@@ -24,9 +24,9 @@ from healthbus.protocol import (
     stream_name_for,
 )
 from healthbus.subscribers import connect
-from tests.cli._support import event, run_cli, story, wait_until
+from tests.cli._support import event, run_cli, story
 from tests.harness._util import require
-from tests.helpers import healthbus_bin, publish_states
+from tests.helpers import healthbus_bin, publish_states, wait_until
 
 pytestmark = pytest.mark.nats
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.cli._support import wait_until
-from tests.helpers import healthbus_bin
+from tests.helpers import healthbus_bin, wait_until
 
 __all__ = ["Command"]
 

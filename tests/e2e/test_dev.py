@@ -13,9 +13,9 @@ import pytest
 
 from healthbus.cli._embedded import EmbeddedNats, tcp_accepts
 from healthbus.protocol import decode_state_changed
-from tests.cli._support import run_cli, wait_until
+from tests.cli._support import run_cli
 from tests.harness._util import require
-from tests.helpers import healthbus_bin
+from tests.helpers import healthbus_bin, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow]
 

@@ -17,9 +17,10 @@ import pytest
 from healthbus.cli._embedded import EmbeddedNats
 from healthbus.protocol import decode_state_changed, format_timestamp
 from healthbus.subscribers import HealthClient
-from tests.cli._support import run_cli, wait_until
+from tests.cli._support import run_cli
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.redis, pytest.mark.slow]
 
