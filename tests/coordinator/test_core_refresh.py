@@ -168,3 +168,16 @@ def test_refresh_after_must_be_positive() -> None:
     """A refresh period of 0 or less is refused."""
     with pytest.raises(ValueError, match="refresh_after"):
         Decider([target()], rng=random.Random(0), now=at(0.0), refresh_after=0.0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_open_breaker_refresh_repeats_retry_at_exactly(seed: int) -> None:
+    """With awkward (non-round) times and a random delay, a refresh repeats retry_at to the microsecond."""
+    backoff = BackoffSettings(base=Duration(50.0), multiplier=2.0, max=Duration(60.0), jitter="decorrelated")
+    sim = Sim(target(backoff=backoff), seed=seed, start=0.1 * seed + 0.0123, refresh_after=7.0)
+    for outcome in ("pass", "pass", "fail", "fail"):
+        sim.feed(outcome, dt=0.37 + seed / 1000)
+    opened = next(e for e in sim.feed("fail", dt=2.880859375) if e.breaker == "open")
+    refreshes = [e for e in sim.advance(7.0 + seed / 997) if is_refresh(e)]
+    assert refreshes, "a refresh was due"
+    assert refreshes[0].retry_at == opened.retry_at

@@ -678,7 +678,9 @@ class Decider:
             reason=f"{_REFRESH_HEAD}{format_timestamp(since)}{_REFRESH_TAIL}{t.changed_reason}",
             failures=last.failures,
             attempt=t.attempt,
-            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and t.breaker == "open" else None,
+            # Repeated as announced: recomputing it from the monotonic deadline could move
+            # it by a rounding microsecond, and a refresh changes nothing but seq and at.
+            retry_at=last.retry_at if t.breaker == "open" else None,
             features=list(t.spec.features),
             evidence=self._evidence(t) or dict(last.evidence),
             flapping=t.flapping,
