@@ -459,11 +459,16 @@ class Decider:
 
     def on_result(self, result: ProbeResult, now: Now) -> list[StateChanged]:
         """Take one ProbeResult; raises :class:`Rejected` (changing nothing) to drop it."""
+        # The per-result hot path: attributes read more than once are read once into
+        # locals, and nothing (reason text, counts) is built unless a state can change.
         t = self._targets.get(result.target)
         if t is None:
             raise Rejected("unknown_target", f"no target {result.target!r} in the configuration")
-        stale = t.spec.stale_after
-        skew = (result.observed_at - now.wall).total_seconds()
+        spec = t.spec
+        stale = spec.stale_after
+        mono = now.mono
+        observed_at = result.observed_at
+        skew = (observed_at - now.wall).total_seconds()
         if skew > stale or -skew > stale:
             when = "in the future" if skew > 0 else "old"
             raise Rejected("stale_timestamp", f"observed_at is {abs(skew):.1f}s {when} (stale_after {stale:g}s)")
@@ -474,38 +479,41 @@ class Decider:
                 found = v
                 break
         if found is None:
-            vp = self._add_vantage(t, probe, now.mono)
+            vp = self._add_vantage(t, probe, mono)
             was_live = False
         else:
             vp = found
-            was_live = now.mono - vp.heard < stale
+            was_live = mono - vp.heard < stale
             # A replayed or reordered result must not undo a newer one; once the point
             # went silent, a restarted worker whose clock stepped back starts afresh.
-            if was_live and vp.observed_at is not None and result.observed_at < vp.observed_at:
-                raise Rejected("out_of_order", f"older than the last result of probe {result.probe!r}")
+            if was_live and vp.observed_at is not None and observed_at < vp.observed_at:
+                raise Rejected("out_of_order", f"older than the last result of probe {probe!r}")
         events: list[StateChanged] = []
-        if t.breaker == "open" and t.retry_at is not None and now.mono >= t.retry_at:
+        breaker = t.breaker
+        if breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
+            breaker = t.breaker
         old_verdict = vp.verdict
-        vp.record(result.outcome, t.spec.failure_threshold, t.spec.success_threshold)
+        outcome = result.outcome
+        vp.record(outcome, spec.failure_threshold, spec.success_threshold)
         vp.error_kind = result.error_kind
-        vp.observed_at = result.observed_at
-        vp.heard = now.mono
+        vp.observed_at = observed_at
+        vp.heard = mono
         scheduled = t.scheduled
-        if scheduled is None or scheduled > now.mono + stale:
+        if scheduled is None or scheduled > mono + stale:
             # This vantage point goes stale then; the pending entry may be later (e.g.
             # the moment long-silent points are forgotten).
-            self._schedule(t, now.mono + stale)
-        breaker = t.breaker
+            self._schedule(t, mono + stale)
         if breaker == "closed":
             if was_live and vp.verdict == old_verdict:
                 # Fast path: same live set, same verdicts, so the same raw state.
-                if t.flap is not None and t.flap.record(t.raw):
+                flap = t.flap
+                if flap is not None and flap.record(t.raw):
                     self._announce_closed(t, now, events)
                 return events
             self._evaluate_closed(t, now, events, record=True)
         elif breaker == "half_open":
-            vp.record_trial(result.outcome, t.spec.success_threshold)
+            vp.record_trial(outcome, spec.success_threshold)
             self._evaluate_half_open(t, now, events)
         # open (before retry_at), forced_open, disabled: recorded as evidence only.
         return events
