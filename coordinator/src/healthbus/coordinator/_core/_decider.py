@@ -57,7 +57,7 @@ from __future__ import annotations
 import heapq
 import random
 import sys
-from collections.abc import Iterable, KeysView
+from collections.abc import Callable, Iterable, KeysView
 from datetime import datetime, timedelta
 from typing import Final, Literal, NamedTuple, TypeAlias
 
@@ -495,7 +495,14 @@ class Decider:
             breaker = t.breaker
         old_verdict = vp.verdict
         outcome = result.outcome
-        vp.record(outcome, spec.failure_threshold, spec.success_threshold)
+        if outcome == vp.outcome and old_verdict == outcome:
+            # The common case, inlined (same effect as record()): one more of a streak
+            # whose verdict is already settled; a fail streak's ``oks`` is already 0.
+            vp.run += 1
+            if outcome != "fail":
+                vp.oks += 1
+        else:
+            vp.record(outcome, spec.failure_threshold, spec.success_threshold)
         vp.error_kind = result.error_kind
         vp.observed_at = observed_at
         vp.heard = mono
@@ -748,7 +755,9 @@ class Decider:
             # reset, close) silence proves nothing yet; after it, the target is unknown.
             # An operator reset (why) decides afresh: no live data is unknown at once.
             grace = now.mono - t.expect_since < t.spec.stale_after and not why
-            self._set_raw(t, now, events, t.raw if grace else "unknown", prefix + self._no_data_reason(t), record)
+            self._set_raw(
+                t, now, events, t.raw if grace else "unknown", lambda: prefix + self._no_data_reason(t), record
+            )
             return
         q = quorum_need(t.spec.quorum, c.live)
         if c.failing >= q:
@@ -765,7 +774,8 @@ class Decider:
             raw: State = "degraded" if (c.failing or c.warn) else "healthy"
         else:
             raw = t.raw  # pending vantage points give no opinion yet
-        self._set_raw(t, now, events, raw, prefix + self._closed_reason(t, now, c, raw), record)
+        # The reason is built only if an event is emitted (most evaluations change nothing).
+        self._set_raw(t, now, events, raw, lambda: prefix + self._closed_reason(t, now, c, raw), record)
 
     def _closed_reason(self, t: _Target, now: Now, c: _Counts, raw: State) -> str:
         parts: list[str] = []
@@ -790,7 +800,7 @@ class Decider:
         now: Now,
         events: list[StateChanged],
         raw: State,
-        reason: str,
+        reason: Callable[[], str],
         record: bool,
     ) -> None:
         # A result is always a verdict for flap detection; a timer only when it changes
@@ -800,12 +810,18 @@ class Decider:
         t.raw = raw
         self._announce_closed(t, now, events, reason)
 
-    def _announce_closed(self, t: _Target, now: Now, events: list[StateChanged], reason: str | None = None) -> None:
+    def _announce_closed(
+        self, t: _Target, now: Now, events: list[StateChanged], why: Callable[[], str] | None = None
+    ) -> None:
+        """Emit if the shown state, breaker or flapping flag changed; ``why()`` gives the
+        reason (called only then), else it is built from the current counts."""
         flapping = t.flap is not None and t.flap.flapping
         shown: State = "degraded" if flapping and t.raw == "healthy" else t.raw
         if shown == t.state and t.breaker == "closed" and flapping == t.flapping:
             return
-        if reason is None:
+        if why is not None:
+            reason = why()
+        else:
             c = self._counts(t, now.mono)
             reason = self._closed_reason(t, now, c, t.raw) if c.live else self._no_data_reason(t)
         if flapping and t.flap is not None:
