@@ -50,3 +50,32 @@ async def test_lapsed_lease_nobody_else_took_is_renewed(nc: Client) -> None:
     await wait_expired(a)
     assert await a.renew() is True
     assert a.valid()
+
+
+async def test_start_rides_out_a_lease_bucket_without_a_leader_yet(nc: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A just-created replicated bucket answering "no response from stream" at first does not fail start()."""
+    from nats.js.errors import NoStreamResponseError
+
+    from healthbus.coordinator import CoordinatorService
+    from healthbus.protocol import load_config_text
+
+    real_acquire = Lease.acquire
+    failures = {"left": 2}
+
+    async def acquire_after_election(self: Lease) -> bool:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise NoStreamResponseError  # what nats-py raises while the bucket elects its leader
+        return await real_acquire(self)
+
+    monkeypatch.setattr(Lease, "acquire", acquire_after_election)
+    config = load_config_text(
+        '[coordinator]\nlease = "2s"\n[[targets]]\nname = "db"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
+    )
+    service = CoordinatorService(config, nc, holder="a")
+    try:
+        await service.start()
+        assert service.active
+        assert failures["left"] == 0
+    finally:
+        await service.stop()

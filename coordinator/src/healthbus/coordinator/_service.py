@@ -36,7 +36,8 @@ from typing import Any, Final
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import SlowConsumerError
+from nats.errors import NoRespondersError, SlowConsumerError
+from nats.js.errors import NoStreamResponseError
 from prometheus_client import CollectorRegistry
 
 from healthbus.coordinator._clock import Clock, SystemClock
@@ -229,7 +230,7 @@ class CoordinatorService:
                 replicas=self.stream.replicas,
             )
             await self.lease.setup()
-            if await self.lease.acquire():
+            if await self._first_acquire():
                 await self._activate()
             else:
                 log.warning(
@@ -238,6 +239,24 @@ class CoordinatorService:
             self._tasks.append(asyncio.create_task(self._lease_loop(), name="healthbus-coordinator-lease"))
         else:
             await self._activate()
+
+    async def _first_acquire(self) -> bool:
+        """Try to take the lease at start; False means stand by (the lease loop tries again).
+
+        A replicated lease bucket created a moment ago may not have elected its leader yet
+        (JetStream answers "no response from stream" or nobody answers): such errors are
+        retried for a few seconds instead of failing the start.
+        """
+        assert self.lease is not None
+        deadline = time.monotonic() + max(2.0, self.lease_ttl)
+        while True:
+            try:
+                return await self.lease.acquire()
+            except (NoStreamResponseError, NoRespondersError, TimeoutError) as exc:
+                if time.monotonic() >= deadline:
+                    self._error_log("lease", f"not acquired at start, standing by: {exc or type(exc).__name__}")
+                    return False
+                await asyncio.sleep(0.1)
 
     async def _activate(self) -> None:
         """Become the active coordinator: fresh core, restore, subscribe, timers, outbox."""
