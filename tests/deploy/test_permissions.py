@@ -59,27 +59,29 @@ def secured_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Em
 class Session:
     """One role's connection, collecting the server's permission-violation errors."""
 
-    def __init__(self, nc: Client, errors: list[str]) -> None:
-        self.nc = nc
-        self.errors = errors
+    def __init__(self) -> None:
+        self.nc = Client()
+        self.errors: list[str] = []
+        self._violated = asyncio.Event()
+
+    async def error_cb(self, exc: Exception) -> None:
+        """nats-py's error callback: record, and wake a waiting :meth:`violation`."""
+        self.errors.append(str(exc))
+        if "ermissions" in str(exc):
+            self._violated.set()
 
     async def violation(self, timeout: float = 5.0) -> str:
         """Wait for the server to report a permissions violation on this connection."""
-        async with asyncio.timeout(timeout):
-            while not any("ermissions" in e for e in self.errors):
-                await self.nc.flush()
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(self._violated.wait(), timeout)
         return next(e for e in self.errors if "ermissions" in e)
 
 
 async def _session(server: EmbeddedNats, role: str) -> Session:
-    errors: list[str] = []
-
-    async def error_cb(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(server.url, user=role, password=_password(role), error_cb=error_cb, allow_reconnect=False)
-    return Session(nc, errors)
+    session = Session()
+    await session.nc.connect(
+        server.url, user=role, password=_password(role), error_cb=session.error_cb, allow_reconnect=False
+    )
+    return session
 
 
 @pytest.fixture
