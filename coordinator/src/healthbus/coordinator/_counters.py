@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Final
 
@@ -23,9 +22,7 @@ _NEVER: Final = 2**62
 class RateLimitedLog:
     """Logs at most once per key per interval, saying how many were suppressed."""
 
-    def __init__(
-        self, template: str, interval: float = DROP_LOG_INTERVAL, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, template: str, monotonic: Callable[[], float], interval: float = DROP_LOG_INTERVAL) -> None:
         self.template = template
         self.interval = interval
         self._monotonic = monotonic
@@ -51,7 +48,7 @@ class Counters:
     messages has been handled; the hot path only compares one int to wake it.
     """
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self.results: dict[str, int] = {"pass": 0, "warn": 0, "fail": 0}
         self.dropped: dict[str, int] = {}
         self.transitions: dict[tuple[str, str, str], int] = {}

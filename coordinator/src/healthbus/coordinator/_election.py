@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js.errors import NoStreamResponseError
 
+from healthbus.coordinator._clock import Clock
 from healthbus.coordinator._leader import Lease
 
 log = logging.getLogger("healthbus.coordinator")
@@ -28,6 +28,7 @@ class Election:
         self,
         lease: Lease,
         nc: Client,
+        clock: Clock,
         *,
         is_active: Callable[[], bool],
         activate: Callable[[], Awaitable[None]],
@@ -36,6 +37,7 @@ class Election:
     ) -> None:
         self.lease = lease
         self.nc = nc
+        self.clock = clock
         self._is_active = is_active
         self._activate = activate
         self._deactivate = deactivate
@@ -48,21 +50,21 @@ class Election:
         (JetStream answers "no response from stream" or nobody answers): such errors are
         retried for a few seconds instead of failing the start.
         """
-        deadline = time.monotonic() + max(2.0, self.lease.ttl)
+        deadline = self.clock.monotonic() + max(2.0, self.lease.ttl)
         while True:
             try:
                 return await self.lease.acquire()
             except (NoStreamResponseError, NoRespondersError, TimeoutError) as exc:
-                if time.monotonic() >= deadline:
+                if self.clock.monotonic() >= deadline:
                     self._warn("lease", f"not acquired at start, standing by: {exc or type(exc).__name__}")
                     return False
-                await asyncio.sleep(0.1)
+                await self.clock.sleep(0.1)
 
     async def run(self) -> None:
         """Renew or try the lease every ``ttl / 4`` until cancelled."""
         lease = self.lease
         while True:
-            await asyncio.sleep(lease.ttl / 4)
+            await self.clock.sleep(lease.ttl / 4)
             try:
                 if self._is_active():
                     renewed = await lease.renew()

@@ -125,14 +125,14 @@ class CoordinatorService:
         )
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
-        self.counters = Counters()
+        self.counters = Counters(self.clock.monotonic)
         self.restored = 0
 
         self._now_cache: Now | None = None
         self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
-        self._publish_log = RateLimitedLog("%s: %s%s")
-        self._error_log = RateLimitedLog("NATS %s: %s%s")
+        self._publish_log = RateLimitedLog("%s: %s%s", self.clock.monotonic)
+        self._error_log = RateLimitedLog("NATS %s: %s%s", self.clock.monotonic)
         self.lease_ttl = float(settings.lease) if lease_ttl is None else lease_ttl
         self.holder = holder or default_holder_id()
         self.lease: Lease | None = None
@@ -225,11 +225,13 @@ class CoordinatorService:
                 holder=self.holder,
                 ttl=self.lease_ttl,
                 replicas=self.stream.replicas,
+                monotonic=self.clock.monotonic,
             )
             await self.lease.setup()
             election = Election(
                 self.lease,
                 self.nc,
+                self.clock,
                 is_active=lambda: self.active,
                 activate=self._activate,
                 deactivate=self._deactivate,

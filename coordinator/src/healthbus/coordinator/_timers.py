@@ -7,7 +7,6 @@ a fresh ``stale_after`` grace instead of being declared unknown for the outage.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
@@ -55,7 +54,7 @@ class Timers:
                     self._emit(events)
             else:
                 connected = False
-            await asyncio.sleep(self.wait())
+            await self.clock.sleep(self.wait())
 
     def wait(self) -> float:
         """Seconds the loop sleeps: until the next deadline, at most ``tick``.
