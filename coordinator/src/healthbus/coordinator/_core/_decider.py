@@ -11,6 +11,11 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   results make it *failing*; ``success_threshold`` consecutive ``pass`` make it
   *passing*, ``success_threshold`` consecutive ``warn`` (or a mixed pass/warn run leaving
   failing) make it *warn*. Until then it is *pending* (no opinion).
+* Evidence older than ``stale_after`` is not evidence: a vantage point heard again after
+  a silence of ``stale_after`` or more starts from that result (streaks, verdict and
+  trial mark forgotten); a verdict, and a failed trial, count only while the latest
+  result agreeing with them is younger than ``stale_after``. So a ``pass`` never opens
+  the breaker, and after such a silence only new results decide.
 * Live vantage points: heard from within ``stale_after`` (by the coordinator's clock).
   With ``n`` live, the quorum ``q`` is ``n//2+1`` (majority), 1 (any), ``n`` (all) or
   ``min(k, n)`` (a number): ``q`` failing open the breaker. ``n - q + 1`` reachable
