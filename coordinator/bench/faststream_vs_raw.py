@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import ProbeResult, decode_probe_result
 
 N = 100_000
