@@ -1,7 +1,7 @@
 """No module imports a private (``_``-prefixed) module of another distribution.
 
-Each distribution (``protocol/``, ``bus/``, ``probes/``, ``coordinator/``, ``subscribers/``
-and the root ``healthbus`` command in ``src/``) is used by the others only through its public
+Each distribution (``protocol/``, ``bus/``, ``probes/``, ``coordinator/``, ``subscribers/``,
+``bench/`` and the root ``healthbus`` command in ``src/``) is used by the others only through its public
 modules, so its private modules can change without breaking a neighbour. The unit tests of
 one package (``tests/<package>/``) may look inside that package's own distribution; every
 other test (harness, chaos, end-to-end, helpers) uses public modules only.
@@ -22,6 +22,7 @@ SOURCE_ROOTS = {  # distribution directory → its source root
     "probes": ROOT / "probes" / "src",
     "coordinator": ROOT / "coordinator" / "src",
     "subscribers": ROOT / "subscribers" / "src",
+    "bench": ROOT / "bench" / "src",
     "healthbus": ROOT / "src",
 }
 
