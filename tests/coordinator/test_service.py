@@ -14,7 +14,8 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import generate_latest
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.bus import StateStream, connect
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
     ControlReply,
@@ -28,11 +29,9 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.protocol.testing import ManualClock
-from healthbus.subscribers._bus import connect
-from healthbus.subscribers._statestream import StateStream
 from tests.cli._support import run_cli
 from tests.e2e._procs import Command
-from tests.helpers import probe_result, publish_probe
+from tests.helpers import probe_result, publish_probe, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -110,8 +109,8 @@ class Events:
 @pytest.fixture
 async def events(nc: Client) -> AsyncIterator[Events]:
     """Every StateChanged published to the state stream, as it arrives."""
+    from healthbus.bus import ensure_stream
     from healthbus.protocol import StreamSettings
-    from healthbus.subscribers._bus import ensure_stream
 
     await ensure_stream(nc.jetstream(), StreamSettings.for_prefix("healthbus"))
     collected = Events()
@@ -455,6 +454,8 @@ async def test_kill9_leader_standby_process_takes_over(
     try:
         await _wait_ready(nc, first)
         second = await _spawn(config, nats_server.url, log_b)
+        standby = second
+        await wait_until(lambda: "standing by" in standby.log(), 30, "the second coordinator to stand by")
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")

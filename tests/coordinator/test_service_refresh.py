@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from healthbus.bus import StateStream, ensure_stream
 from healthbus.coordinator import CoordinatorService, is_refresh
 from healthbus.protocol import (
     ControlRequest,
@@ -30,8 +31,6 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.protocol.testing import ManualClock
-from healthbus.subscribers._bus import ensure_stream
-from healthbus.subscribers._statestream import StateStream
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.nats

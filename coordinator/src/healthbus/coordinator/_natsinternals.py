@@ -27,9 +27,9 @@ log = logging.getLogger("healthbus.coordinator")
 NATS_PY_VERSION: Final = str(_nats_py_version)
 
 #: nats-py ``major.minor`` releases whose subscription internals this module matches
-#: (the attributes are unchanged from 2.9, the oldest release the coordinator accepts,
-#: through 2.16, the one the suite runs; a test checks the installed one is listed).
-TESTED_NATS_PY: Final = frozenset(f"2.{minor}" for minor in range(9, 17))
+#: (from 2.14, the oldest release the coordinator accepts,
+#: to 2.16, the locked one; a test checks the installed one is listed).
+TESTED_NATS_PY: Final = frozenset(f"2.{minor}" for minor in range(14, 17))
 
 
 def _minor(version: str) -> str:

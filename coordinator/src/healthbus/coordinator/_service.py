@@ -41,6 +41,7 @@ from nats.aio.client import Client
 from nats.errors import SlowConsumerError
 from prometheus_client import CollectorRegistry
 
+from healthbus.bus import StateStream, ensure_stream, sync_subscriptions
 from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._control import Control
 from healthbus.coordinator._core import Decider, Now
@@ -59,8 +60,6 @@ from healthbus.protocol import (
     Subjects,
     redact,
 )
-from healthbus.subscribers._bus import ensure_stream, sync_subscriptions
-from healthbus.subscribers._statestream import StateStream
 
 log = logging.getLogger("healthbus.coordinator")
 
