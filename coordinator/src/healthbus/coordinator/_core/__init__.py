@@ -4,6 +4,7 @@ See :mod:`._decider` for the rules it enforces and the invariants of the events 
 """
 
 from ._backoff import backoff_delay, exponential_cap
+from ._catchup import catch_up
 from ._decider import (
     FORGET_AFTER_STALE,
     MAX_VANTAGE_POINTS,
@@ -31,6 +32,7 @@ __all__ = [
     "Now",
     "Rejected",
     "backoff_delay",
+    "catch_up",
     "exponential_cap",
     "is_refresh",
     "quorum_need",
