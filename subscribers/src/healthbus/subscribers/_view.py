@@ -20,12 +20,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from healthbus.protocol import STATES, StateChanged
+from healthbus.protocol.clock import Clock, as_clock
 from healthbus.subscribers._state import BusStatus, StateTable, TargetState
 
 log = logging.getLogger("healthbus.subscribers")
@@ -173,9 +173,10 @@ class _AwaitableItem:
 class HealthViewBase:
     """State queries, callbacks, ``changes()`` and ``wait_for`` over a :class:`StateTable`."""
 
-    def __init__(self, table: StateTable, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, table: StateTable, clock: Clock | Callable[[], float] | None = None) -> None:
         self._table = table
-        self._clock = clock
+        self._time: Clock = as_clock(clock)
+        self._clock = self._time.monotonic
         # The same dict objects as the table's (updated in place): one attribute lookup less.
         self._available = table.available
         self._features_ok = table.features_ok

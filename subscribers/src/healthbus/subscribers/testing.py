@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from healthbus.protocol import BreakerState, Evidence, State, StateChanged, utcnow, validate_target
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -86,14 +87,6 @@ def state_changed(
     )
 
 
-class _ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class FakeHealthClient(HealthViewBase):
     """A HealthClient stand-in for tests: ``set_state("redis-main", "unavailable")``.
 
@@ -109,7 +102,7 @@ class FakeHealthClient(HealthViewBase):
         features: Mapping[str, Iterable[str]] | None = None,
         on_bus_loss: BusLossPolicy = "keep",
     ) -> None:
-        self._manual_clock = _ManualClock()
+        self._manual_clock = ManualClock()
         super().__init__(StateTable(stale_after=0.0, policy=validate_policy(on_bus_loss)), self._manual_clock)
         self._features: dict[str, list[str]] = {k: list(v) for k, v in (features or {}).items()}
         self.events: list[StateChanged] = []
@@ -161,6 +154,6 @@ class FakeHealthClient(HealthViewBase):
     def set_bus_lost(self, lost: bool = True) -> None:
         """Simulate losing the bus (states go stale at once, the policy applies) or getting it back."""
         table = self._table
-        flipped = table.mark_lost(self._manual_clock.now, immediately=True) if lost else table.mark_restored()
+        flipped = table.mark_lost(self._manual_clock.monotonic(), immediately=True) if lost else table.mark_restored()
         if flipped:
             self._bus_changed()
