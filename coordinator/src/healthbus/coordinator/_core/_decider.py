@@ -364,11 +364,6 @@ class Decider:
         return target in self._targets
 
     @property
-    def targets(self) -> list[str]:
-        """Every configured target's name."""
-        return list(self._targets)
-
-    @property
     def names(self) -> KeysView[str]:
         """Every configured target's name, as a live view (``name in names`` is O(1), no copy)."""
         return self._targets.keys()
