@@ -8,6 +8,8 @@ Invariants:
 - A callback never hurts the client: a sync callback runs inline and an exception from it
   is logged; an async callback runs in its own task, one event after another in order, so
   a slow or failing one never delays state updates or other callbacks.
+- ``changes()`` registers its queue when called, not when first iterated: every event
+  delivered after the call reaches the iterator, however late the loop starts.
 - ``changes()`` iterators and async callbacks each get their own bounded queue; a
   consumer that falls more than ``CHANGES_QUEUE_SIZE`` events behind (e.g. an async
   callback stuck on a hung call) loses the oldest ones (logged), it never makes the
@@ -163,6 +165,45 @@ def _subscribe(listeners: list[_Listener[T]], listener: _Listener[T]) -> Callabl
     return unsubscribe
 
 
+class _Changes:
+    """What ``changes()`` returns: an async iterator whose queue is registered at creation.
+
+    It unregisters when it ends (the client closed), on ``aclose()``, or when dropped.
+    """
+
+    def __init__(self, queues: set[asyncio.Queue[StateChanged | None]], closed: bool) -> None:
+        self._queues = queues
+        self._queue: asyncio.Queue[StateChanged | None] | None = None
+        if not closed:
+            self._queue = asyncio.Queue(CHANGES_QUEUE_SIZE)
+            queues.add(self._queue)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StateChanged:
+        queue = self._queue
+        if queue is None:
+            raise StopAsyncIteration
+        event = await queue.get()
+        if event is None:
+            self._end()
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        """Stop receiving events (idempotent)."""
+        self._end()
+
+    def _end(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            self._queues.discard(queue)
+
+    def __del__(self) -> None:
+        self._end()
+
+
 class _AwaitableItem:
     __slots__ = ("awaitable",)
 
@@ -227,23 +268,14 @@ class HealthViewBase:
         """Call ``callback(BusStatus)`` when the bus link is lost, goes stale or comes back."""
         return _subscribe(self._bus_listeners, _Listener(callback, "on_bus_change"))
 
-    async def changes(self) -> AsyncIterator[StateChanged]:
-        """Every state change from now on, as an async iterator (``async for event in health.changes()``).
+    def changes(self) -> AsyncIterator[StateChanged]:
+        """Every state change from this call on, as an async iterator (``async for event in health.changes()``).
 
-        The iteration ends when the client is closed.
+        The iterator is registered by the call itself, so events delivered between the call
+        and the first ``async for`` step are not missed. The iteration ends when the client
+        is closed; ``aclose()`` on the iterator stops it early.
         """
-        if self._view_closed:
-            return
-        queue: asyncio.Queue[StateChanged | None] = asyncio.Queue(CHANGES_QUEUE_SIZE)
-        self._queues.add(queue)
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
-                yield event
-        finally:
-            self._queues.discard(queue)
+        return _Changes(self._queues, self._view_closed)
 
     async def wait_for(self, target: str, state: str | Iterable[str], *, timeout: float | None = None) -> TargetState:
         """Wait until ``target`` is in ``state`` (one state or several); its TargetState.
