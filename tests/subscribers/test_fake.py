@@ -9,7 +9,7 @@ import pytest
 
 from healthbus.protocol import StateChanged
 from healthbus.subscribers import BusStatus, HealthView
-from healthbus.subscribers.testing import FakeHealthClient
+from healthbus.subscribers.testing import FakeHealthClient, state_changed
 
 
 def test_fake_is_a_health_view() -> None:
@@ -129,6 +129,27 @@ async def test_changes_iterator_yields_each_change() -> None:
     health.set_state("pg", "healthy")
     await asyncio.wait_for(task, 5)
     assert [(e.seq, e.state) for e in received] == [(1, "unavailable"), (2, "healthy")]
+
+
+async def test_refreshes_reach_only_those_who_ask() -> None:
+    """A refresh updates the state (seq, at) but reaches on_change / changes() only with refreshes=True."""
+    health = FakeHealthClient()
+    plain: list[int] = []
+    everything: list[int] = []
+    health.on_change(lambda ev: plain.append(ev.seq))
+    health.on_change(lambda ev: everything.append(ev.seq), refreshes=True)
+    changes = health.changes()
+    all_changes = health.changes(refreshes=True)
+    first = health.set_state("pg", "healthy")
+    refresh = state_changed("pg", 2, "healthy", previous="healthy", reason=first.reason, unchanged_since=first.at)
+    assert health.deliver(refresh)
+    state = health.state("pg")
+    assert state is not None
+    assert (state.seq, state.at) == (2, refresh.at)
+    health.set_state("pg", "unavailable")
+    assert (plain, everything) == ([1, 3], [1, 2, 3])
+    assert [(await anext(changes)).seq for _ in range(2)] == [1, 3]
+    assert [(await anext(all_changes)).seq for _ in range(3)] == [1, 2, 3]
 
 
 async def test_changes_registers_at_the_call() -> None:
