@@ -45,7 +45,8 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   target *is* the current state, so an unchanged state is re-announced (a timer, no
   traffic needed) once ``refresh_after`` passed since the target's last event: same
   state, breaker, attempt, retry_at, failures and flapping, ``previous == state``,
-  the next seq, a fresh ``at`` and a reason marked :data:`REFRESH_MARK`. A restored
+  the next seq, a fresh ``at``, ``unchanged_since`` (when the state was really decided)
+  and the reason of that decision. A restored
   target's last event counts from its ``at``, so an old one is refreshed at the first
   tick after the restore (never by the restore itself).
 
@@ -78,8 +79,7 @@ from healthbus.protocol import (
     State,
     StateChanged,
     TargetConfig,
-    format_timestamp,
-    parse_timestamp,
+    refresh_origin,
 )
 
 from ._backoff import backoff_delay
@@ -90,11 +90,6 @@ from ._flap import FlapDetector
 MAX_VANTAGE_POINTS: Final = 64
 #: A vantage point not heard from for this many ``stale_after`` is forgotten.
 FORGET_AFTER_STALE: Final = 10.0
-
-#: Marks the reason of a refresh (an unchanged state re-announced); see :func:`is_refresh`.
-REFRESH_MARK: Final = "re-announced so the state stream keeps it"
-_REFRESH_HEAD: Final = "unchanged since "
-_REFRESH_TAIL: Final = f" ({REFRESH_MARK}): "
 
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
@@ -112,20 +107,9 @@ class Now(NamedTuple):
         return self.wall + timedelta(seconds=mono - self.mono)
 
 
-def is_refresh(event: StateChanged) -> bool:
-    """Whether ``event`` re-announces an unchanged state (so the stream keeps it)."""
-    return event.previous == event.state and event.reason.startswith(_REFRESH_HEAD) and _REFRESH_TAIL in event.reason
-
-
 def _refresh_origin(event: StateChanged) -> tuple[datetime, str]:
     """When the state of ``event`` was last really decided, and why (looks through refreshes)."""
-    if is_refresh(event):
-        head, _, why = event.reason[len(_REFRESH_HEAD) :].partition(_REFRESH_TAIL)
-        try:
-            return parse_timestamp(head), why
-        except ValueError:
-            pass
-    return event.at, event.reason
+    return refresh_origin(event) or (event.at, event.reason)
 
 
 class Rejected(ValueError):
@@ -384,11 +368,6 @@ class Decider:
 
     def __contains__(self, target: object) -> bool:
         return target in self._targets
-
-    @property
-    def targets(self) -> list[str]:
-        """Every configured target's name."""
-        return list(self._targets)
 
     @property
     def names(self) -> KeysView[str]:
@@ -732,7 +711,7 @@ class Decider:
             previous=t.state,
             state=t.state,
             breaker=t.breaker,
-            reason=f"{_REFRESH_HEAD}{format_timestamp(since)}{_REFRESH_TAIL}{t.changed_reason}",
+            reason=t.changed_reason,
             failures=last.failures,
             attempt=t.attempt,
             # Repeated as announced: recomputing it from the monotonic deadline could move
@@ -741,6 +720,7 @@ class Decider:
             features=list(t.spec.features),
             evidence=self._evidence(t) or dict(last.evidence),
             flapping=t.flapping,
+            unchanged_since=since,
         )
         t.last = event
         events.append(event)
