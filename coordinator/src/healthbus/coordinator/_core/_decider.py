@@ -39,7 +39,8 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   ``reset`` clears overrides, backoff and flap history: an open, forced-open or disabled
   breaker goes half-open at once (a trial, never straight to closed); a closed one is
   decided afresh; a half-open one restarts its trial.
-* Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded; while
+* Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded (not the
+  breaker going half-open: its own schedule, not an answer of the dependency); while
   flapping, a target that would be ``healthy`` is held ``degraded``.
 * Refresh: the state stream keeps history for a limited age and its last message per
   target *is* the current state, so an unchanged state is re-announced (a timer, no
@@ -914,8 +915,8 @@ class Decider:
         t.raw = "recovering"
         for vp in t.vps:
             vp.trial, vp.trial_oks = None, 0
-        if t.flap is not None:
-            t.flap.record("recovering")
+        # Not a verdict for flap detection: the breaker's own schedule, not an answer of the
+        # dependency (a failed trial then records "unavailable" again: no change).
         reason = why or f"retry time reached: trial checks allowed (attempt {t.attempt})"
         self._emit(t, now, events, "recovering", "half_open", reason)
         self._schedule(t, now.mono + t.spec.stale_after)
