@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healthbus.coordinator._core import quorum_need
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, ProbeResult, StateChanged
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, StateChanged
 
 from ._sim import T0, Sim, at, result, target
 
@@ -210,7 +210,8 @@ def _backoff_fields(b: BackoffSettings) -> dict[str, Any]:
 
 def _outage(sim: Sim, probes: int, fail_rounds: int, pass_rounds: int, dt: float) -> None:
     """Every probe passes, then fails for ``fail_rounds`` rounds, then passes again."""
-    for outcome, rounds in (("pass", 6), ("fail", fail_rounds), ("pass", pass_rounds)):
+    phases: tuple[tuple[Outcome, int], ...] = (("pass", 6), ("fail", fail_rounds), ("pass", pass_rounds))
+    for outcome, rounds in phases:
         for _ in range(rounds):
             for p in range(probes):
                 sim.feed(outcome, probe=f"p{p}", dt=dt if p == 0 else 0.0)
