@@ -72,6 +72,14 @@ def test_a_reason_names_only_the_error_kinds_results_carried() -> None:
     assert degraded.reason == "1/2 probes failing", degraded.reason
     (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p2", kind="timeout"), at(1.0))
     assert opened.reason.startswith("2/3 probes failing (timeout; 1 without error kind); breaker open"), opened.reason
+    # A failing point whose latest result passed (not yet success_threshold of them) is
+    # still failing, and the reason says it is passing again rather than naming a kind.
+    sim = Sim(target(failure_threshold=1))
+    sim.decider.on_result(result(1.0, "pass", probe="p3"), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1", kind="dns"), at(1.0))
+    assert sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0)) == []
+    (opened,) = sim.decider.on_result(result(2.0, "fail", probe="p2", kind="timeout"), at(2.0))
+    assert opened.reason.startswith("2/3 probes failing (timeout; 1 passing again); breaker open"), opened.reason
 
 
 # ---------------------------------------------------------------- properties
