@@ -30,11 +30,11 @@ KINDS = ("timeout", "refused", "dns", "auth", "tls", "protocol", "unhealthy", "o
 class Fuzzer:
     """Messages for a coordinator and a probe worker of ``prefix`` watching ``known``."""
 
-    def __init__(self, prefix: str, known: tuple[str, ...], seed: int) -> None:
+    def __init__(self, prefix: str, known: tuple[str, ...], seed: int, now: datetime | None = None) -> None:
         self.prefix = prefix
         self.known = known
         self.rng = random.Random(seed)
-        self.now = datetime.now(UTC)
+        self.now = now or datetime.now(UTC)
         self._texts: dict[int, list[str]] = {}
         self._tokens: list[str] = []
 
@@ -88,7 +88,9 @@ class Fuzzer:
         if rng.random() < 0.3:
             body["error"] = self.text(200)[:1024]
         if rng.random() < 0.3:
-            body["details"] = {self.text(10): rng.choice([1, 2.5, True, self.text(20)]) for _ in range(rng.randint(1, 4))}
+            body["details"] = {
+                self.text(10): rng.choice([1, 2.5, True, self.text(20)]) for _ in range(rng.randint(1, 4))
+            }
         if rng.random() < 0.1:
             body["unexpected_field"] = self.text(10)
         return body
@@ -107,7 +109,9 @@ class Fuzzer:
         elif kind == 3:
             body["latency_ms"] = rng.choice(["fast", -1, None, [], {}])
         elif kind == 4:
-            body["observed_at"] = rng.choice(["yesterday", 12345, "2026-01-01T00:00:00", "", None, "2026-13-45T99:00:00Z"])
+            body["observed_at"] = rng.choice(
+                ["yesterday", 12345, "2026-01-01T00:00:00", "", None, "2026-13-45T99:00:00Z"]
+            )
         elif kind == 5:
             body["probe"] = rng.choice(["", "x" * 129, 123, None, ["p"]])
         elif kind == 6:
@@ -197,13 +201,18 @@ class Fuzzer:
         return subject, _json(beat), None
 
     def stray_message(self) -> Message:
-        """Subjects no healthbus process subscribes to."""
+        """Subjects off the usual paths: most reach nobody; a deeper control subject reaches
+        the coordinator (it listens on ``<prefix>.ctl.>``) and is a bad control request."""
         rng = self.rng
-        subject = rng.choice(
-            [f"{self.prefix}.probes.{self.token()}", f"{self.prefix}.ctl.{self.token()}.{self.token()}",
-             f"{self.prefix}.probe.{rng.choice(self.known)}.{self.token()}.{self.token()}",
-             f"{self.token()}.probe.{rng.choice(self.known)}", f"{self.prefix}.worker"]
-        )  # fmt: skip
+        pick = rng.randrange(5)
+        if pick == 0:
+            return f"{self.prefix}.ctl.{self.token()}.{self.token()}", self.broken("ghost"), "coordinator:bad_control"
+        subject = [
+            f"{self.prefix}.probes.{self.token()}",
+            f"{self.prefix}.probe.{rng.choice(self.known)}.{self.token()}.{self.token()}",
+            f"{self.token()}.probe.{rng.choice(self.known)}",
+            f"{self.prefix}.worker",
+        ][pick - 1]
         return subject, self.broken("ghost"), None
 
     def messages(self, count: int) -> Iterator[Message]:
