@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
-from healthbus.subscribers._statestream import StateStream
+from healthbus.bus import StateStream
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from tests.coordinator._fuzz import Fuzzer
 from tests.e2e._stack import Stack
 from tests.helpers import wait_until

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from tests.harness._util import require
 
 pytestmark = pytest.mark.nats

@@ -300,8 +300,8 @@ def _events(targets: list[str], per_target: int) -> list[StateChanged]:
 
 async def _publish_cost(workdir: Path, sync_always: bool, burst: int, targets: int, serial: int) -> dict[str, Any]:
     """Acked StateChanged per second through the coordinator's outbox, on a fresh server."""
-    from healthbus.coordinator._outbox import Outbox
-    from healthbus.subscribers._bus import ensure_stream
+    from healthbus.bus import ensure_stream
+    from healthbus.coordinator import Outbox
 
     async with embedded_nats(workdir, sync_always=sync_always) as server:
         nc = await bench_connect(server.url, "bench-durability")
