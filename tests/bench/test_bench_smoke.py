@@ -108,6 +108,16 @@ def test_coordinator_suite() -> None:
     assert ratio == result["ratio"]
     assert ratio == pytest.approx(result["coordinator_msgs_per_s"] / result["baseline_msgs_per_s"], abs=0.002)
     assert result["goals"][0]["met"] == (ratio >= 0.5)
+    # The publish cost of both fsync settings, measured in the same run.
+    durability = result["durability"]
+    for setting in ("default", "always"):
+        figures = durability[setting]
+        assert figures["burst_events"] > 0
+        assert figures["burst_acked_per_s"] > 0
+        assert figures["serial_events"] > 0
+        assert 0 < figures["serial_p50_ms"] <= figures["serial_p99_ms"]
+    assert durability["burst_slowdown"] > 0
+    assert isinstance(durability["store_filesystem"], str)
 
 
 def test_latency_suite() -> None:

@@ -39,7 +39,8 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   ``reset`` clears overrides, backoff and flap history: an open, forced-open or disabled
   breaker goes half-open at once (a trial, never straight to closed); a closed one is
   decided afresh; a half-open one restarts its trial.
-* Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded; while
+* Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded (not the
+  breaker going half-open: its own schedule, not an answer of the dependency); while
   flapping, a target that would be ``healthy`` is held ``degraded``.
 * Refresh: the state stream keeps history for a limited age and its last message per
   target *is* the current state, so an unchanged state is re-announced (a timer, no
@@ -145,7 +146,6 @@ class _Vantage:
     __slots__ = (
         "error_kind",
         "fail_heard",
-        "fail_kind",
         "heard",
         "observed_at",
         "oks",
@@ -162,7 +162,6 @@ class _Vantage:
         self.probe = probe
         self.outcome: Outcome = "pass"
         self.error_kind: ErrorKind | None = None
-        self.fail_kind: ErrorKind | None = None  # error kind of the latest ``fail`` result
         self.observed_at: datetime | None = None
         self.heard = 0.0
         self.fail_heard = 0.0  # when the latest ``fail`` result was received
@@ -454,8 +453,6 @@ class Decider:
             vp.verdict = "warn"
             vp.support = mono  # the seed lapses like any verdict, stale_after from now
             vp.error_kind = evidence.error_kind
-            if evidence.outcome == "fail":
-                vp.fail_kind = evidence.error_kind
             vp.observed_at = evidence.at
             vp.heard = mono - t.spec.stale_after
             seeded.append(vp)
@@ -516,10 +513,9 @@ class Decider:
         verdict = vp.verdict
         if verdict == outcome or (verdict == "warn" and outcome != "fail"):
             vp.support = mono
-        error_kind = vp.error_kind = result.error_kind
+        vp.error_kind = result.error_kind
         if outcome == "fail":
             vp.fail_heard = mono
-            vp.fail_kind = error_kind
         vp.observed_at = observed_at
         vp.heard = mono
         scheduled = t.scheduled
@@ -756,32 +752,34 @@ class Decider:
         return _Counts(live, failing, warn, passing, trial_fail, trial_ok, failures)
 
     def _kinds(self, t: _Target, mono: float, which: Literal["fail", "warn", "trial"]) -> str:
-        """`` (kind, ...)`` naming the error kinds the counted vantage points reported, or
-        "" when they reported none: a reason never names a kind no result carried."""
+        """`` (kind, ...)`` naming the error kinds of the counted vantage points' latest
+        results, or "" when they carried none: a reason never names a kind no result
+        carried. A failing point whose latest result passed is said to be passing again."""
         stale = t.spec.stale_after
         kinds: set[str] = set()
-        missing = 0
+        missing = again = 0
         for vp in t.vps:
             if mono - vp.heard >= stale:
                 continue
             if which == "trial":
                 if vp.trial != "fail" or mono - vp.fail_heard >= stale:
                     continue
-                kind = vp.fail_kind
             elif vp.counts(mono, stale) != which:
                 continue
-            else:
-                kind = vp.fail_kind if which == "fail" else (vp.error_kind if vp.outcome == "warn" else None)
-            if kind is None:
+            if which != "warn" and vp.outcome != "fail":
+                again += 1
+            elif which == "warn" and vp.outcome != "warn":
+                continue
+            elif vp.error_kind is None:
                 missing += 1
             else:
-                kinds.add(kind)
-        if not kinds:
-            return ""
-        named = ", ".join(sorted(kinds))
-        if missing and which != "warn":
-            named += f"; {missing} without error kind"
-        return f" ({named})"
+                kinds.add(vp.error_kind)
+        parts = [", ".join(sorted(kinds))] if kinds else []
+        if missing and kinds:
+            parts.append(f"{missing} without error kind")
+        if again:
+            parts.append(f"{again} passing again")
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def _evaluate_closed(
         self,
@@ -894,8 +892,8 @@ class Decider:
         t.raw = "recovering"
         for vp in t.vps:
             vp.trial, vp.trial_oks = None, 0
-        if t.flap is not None:
-            t.flap.record("recovering")
+        # Not a verdict for flap detection: the breaker's own schedule, not an answer of the
+        # dependency (a failed trial then records "unavailable" again: no change).
         reason = why or f"retry time reached: trial checks allowed (attempt {t.attempt})"
         self._emit(t, now, events, "recovering", "half_open", reason)
         self._schedule(t, now.mono + t.spec.stale_after)
