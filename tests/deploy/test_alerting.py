@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._util import require
 from tests.helpers import wait_until

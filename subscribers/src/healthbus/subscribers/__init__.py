@@ -11,10 +11,10 @@ redis, sqlalchemy or faststream):
 - ``healthbus.subscribers.testing`` — ``FakeHealthClient`` for your unit tests
 """
 
-from healthbus.subscribers._bus import BusUnavailable, connect, ensure_stream, resolve_url
+# The NATS layer lives in healthbus.bus; these names stay here for code written against them.
+from healthbus.bus import BusUnavailable, Follower, StateStream, connect, ensure_stream, resolve_url
 from healthbus.subscribers._client import HealthClient
 from healthbus.subscribers._state import AVAILABLE_STATES, BUS_LOSS_POLICIES, BusLossPolicy, BusStatus, TargetState
-from healthbus.subscribers._statestream import Follower, StateStream
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
 
 __all__ = [
