@@ -215,7 +215,9 @@ function renderTimes(t, now) {
   const el = t.el;
   setText(el.querySelector('.since'), ev ? age(ev.at, now) : '—');
   let breaker = '—';
-  if (ev) {
+  if (ev && ev.breaker === 'forced_open' && ev.retry_at) {
+    breaker = `maintenance · ends ${countdown(ev.retry_at, now)}`;  // ctl maintenance: ends by itself
+  } else if (ev) {
     breaker = ev.breaker + (ev.attempt ? ` #${ev.attempt}` : '');
     if (ev.retry_at) breaker += ` · retry ${countdown(ev.retry_at, now)}`;
   }

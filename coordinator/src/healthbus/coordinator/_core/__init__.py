@@ -6,6 +6,7 @@ See :mod:`._decider` for the rules it enforces and the invariants of the events 
 from ._backoff import backoff_delay, exponential_cap
 from ._decider import (
     FORGET_AFTER_STALE,
+    MAINTENANCE_MARK,
     MAX_VANTAGE_POINTS,
     REFRESH_MARK,
     ControlAction,
@@ -21,6 +22,7 @@ from ._flap import FlapDetector
 
 __all__ = [
     "FORGET_AFTER_STALE",
+    "MAINTENANCE_MARK",
     "MAX_VANTAGE_POINTS",
     "REFRESH_MARK",
     "ControlAction",

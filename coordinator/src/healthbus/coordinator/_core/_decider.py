@@ -34,7 +34,10 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   trial fails on one ``fail``, passes after ``success_threshold`` reachable results.
   ``q`` failed trials reopen the breaker with ``attempt + 1``; ``n - q + 1`` passed
   trials close it (``attempt`` back to 0). Nothing else closes an open breaker.
-* Operator: ``force-open`` → ``forced_open``/``unavailable`` until reset; ``disable`` →
+* Operator: ``force-open`` → ``forced_open``/``unavailable`` until reset; ``maintenance``
+  for a duration → ``forced_open``/``unavailable`` with ``retry_at`` at the window's end
+  (probe workers hold off until then), ending by itself at ``retry_at`` like a reset
+  (half-open: a trial), or earlier on reset; ``disable`` →
   ``disabled``/``unknown`` until reset (results are still recorded, not acted on);
   ``reset`` clears overrides, backoff and flap history: an open, forced-open or disabled
   breaker goes half-open at once (a trial, never straight to closed); a closed one is
@@ -98,7 +101,9 @@ _REFRESH_TAIL: Final = f" ({REFRESH_MARK}): "
 
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
-ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status"]
+ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status", "maintenance"]
+#: Reason prefix of a maintenance window's first event.
+MAINTENANCE_MARK: Final = "maintenance until "
 
 
 class Now(NamedTuple):
@@ -443,6 +448,9 @@ class Decider:
             t.prev_delay = max(0.0, (event.retry_at - event.at).total_seconds())
         elif event.breaker == "open":  # an open breaker must have a time to retry
             t.retry_at = now.mono
+        elif event.breaker == "forced_open" and event.retry_at is not None:
+            # A maintenance window: it ends when it was announced to (at once if that passed).
+            t.retry_at = now.mono + max(0.0, (event.retry_at - now.wall).total_seconds())
         t.half_open_since = t.expect_since = now.mono
         t.changed_at, t.changed_reason = _refresh_origin(event)
         t.override_reason = t.changed_reason if event.breaker in ("forced_open", "disabled") else ""
@@ -579,8 +587,11 @@ class Decider:
                 self._schedule(t, max(nxt, now.mono + 1e-6))
         return events
 
-    def control(self, action: ControlAction, target: str, reason: str, now: Now) -> list[StateChanged]:
-        """Apply an operator command; raises :class:`ControlError` for an unknown target."""
+    def control(
+        self, action: ControlAction, target: str, reason: str, now: Now, *, duration: float | None = None
+    ) -> list[StateChanged]:
+        """Apply an operator command; raises :class:`ControlError` for an unknown target
+        (or a ``maintenance`` without a positive ``duration`` in seconds)."""
         t = self._targets.get(target)
         if t is None:
             raise ControlError(f"no target {target!r} in the configuration")
@@ -588,8 +599,16 @@ class Decider:
         events: list[StateChanged] = []
         if action == "status":
             return events
-        if action == "force-open":
-            if t.breaker != "forced_open":
+        if action == "maintenance":
+            if duration is None or not duration > 0:
+                raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
+            end = now.wall + timedelta(seconds=duration)
+            t.override_reason = f"{MAINTENANCE_MARK}{format_timestamp(end)}: {why}"
+            t.attempt, t.prev_delay = 0, None
+            t.retry_at = now.mono + duration
+            self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
+        elif action == "force-open":
+            if t.breaker != "forced_open" or t.retry_at is not None:  # (a maintenance window becomes open-ended)
                 t.override_reason = f"forced open by operator: {why}"
                 t.attempt, t.retry_at, t.prev_delay = 0, None, None
                 self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
@@ -674,8 +693,8 @@ class Decider:
         unknown) or the moment the oldest silent vantage point is forgotten.
         """
         breaker = t.breaker
-        if breaker == "open":
-            return t.retry_at
+        if breaker in ("open", "forced_open"):
+            return t.retry_at  # forced open: the end of a maintenance window, or None
         if breaker not in ("closed", "half_open"):
             return None
         stale = t.spec.stale_after
@@ -708,6 +727,14 @@ class Decider:
         if t.breaker == "open":
             if t.retry_at is not None and now.mono >= t.retry_at:
                 self._half_open(t, now, events)
+        elif t.breaker == "forced_open":
+            if t.retry_at is not None and now.mono >= t.retry_at:
+                # The maintenance window is over: as a reset, a trial (never straight to closed).
+                t.override_reason = ""
+                t.attempt, t.retry_at, t.prev_delay = 0, None, None
+                if t.flap is not None:
+                    t.flap.clear()
+                self._half_open(t, now, events, why="maintenance ended: trial checks allowed now")
         elif t.breaker == "half_open":
             self._evaluate_half_open(t, now, events)
         elif t.breaker == "closed":
@@ -737,7 +764,7 @@ class Decider:
             attempt=t.attempt,
             # Repeated as announced: recomputing it from the monotonic deadline could move
             # it by a rounding microsecond, and a refresh changes nothing but seq and at.
-            retry_at=last.retry_at if t.breaker == "open" else None,
+            retry_at=last.retry_at if t.breaker in ("open", "forced_open") else None,
             features=list(t.spec.features),
             evidence=self._evidence(t) or dict(last.evidence),
             flapping=t.flapping,
@@ -973,7 +1000,7 @@ class Decider:
             reason=sys.intern(reason),
             failures=failures,
             attempt=t.attempt,
-            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker == "open" else None,
+            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker in ("open", "forced_open") else None,
             features=list(t.spec.features),
             evidence=self._evidence(t),
             flapping=flapping,
