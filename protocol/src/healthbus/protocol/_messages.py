@@ -105,6 +105,9 @@ class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
     evidence: dict[str, Evidence] = msgspec.field(default_factory=dict)
     flapping: bool = False
     """True while flap detection holds the target (too many state changes lately)."""
+    retired: bool = False
+    """True on the one event announcing that the target left the configuration (extension):
+    readers drop it from their current states; a coordinator never decides it again."""
     v: Version = PROTOCOL_VERSION
 
     @property

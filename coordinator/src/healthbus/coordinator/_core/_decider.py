@@ -52,6 +52,14 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   target's last event counts from its ``at``, so an old one is refreshed at the first
   tick after the restore (never by the restore itself).
 
+Reconfiguration (:meth:`Decider.reconfigure`, a live reload): an added target starts as
+a new one (unknown, results expected from now); a changed target keeps its state and
+takes its new settings from the next result or timer (a changed flap setting starts its
+flap history afresh); a removed target that was ever announced gets one last event,
+``retired`` (state ``unknown``, breaker ``closed``, the next seq), and is forgotten but
+for its seq: configured again (by a reload, or a restart that restores the retired event)
+it is a new target whose events continue that seq.
+
 Event invariants: per target, ``seq`` starts at 1 and grows by exactly one per event
 (restore seeds it from the last event published); ``previous`` equals the state of the
 previous event; an event is emitted only when state, breaker, attempt or the flapping
@@ -102,6 +110,8 @@ _REFRESH_TAIL: Final = f" ({REFRESH_MARK}): "
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
 ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status", "maintenance"]
+#: Reason of the event announcing a target removed from the configuration.
+RETIRED_REASON: Final = "retired: removed from the configuration"
 #: Reason prefix of a maintenance window's first event.
 MAINTENANCE_MARK: Final = "maintenance until "
 
@@ -366,6 +376,7 @@ class Decider:
         self._rng = rng
         self._max_vps = max(1, max_vantage_points)
         self._refresh_after = refresh_after
+        self._retired_seq: dict[str, int] = {}
         self._build(_intern_specs(targets), now)
 
     def _build(self, specs: Iterable[tuple[str, _Spec]], now: Now) -> None:
@@ -375,6 +386,51 @@ class Decider:
             t = _Target(name, spec, now.mono)
             self._targets[name] = t
             self._schedule(t, self._deadline(t, now.mono))
+
+    def reconfigure(self, targets: Iterable[TargetConfig], now: Now) -> list[StateChanged]:
+        """Apply a new set of targets (a live reload); the ``retired`` events to publish.
+
+        The same target dict is kept (``names`` views stay valid). Settings shared by value
+        are re-interned across the whole new set.
+        """
+        specs = dict(_intern_specs(targets))
+        events: list[StateChanged] = []
+        for name in [n for n in self._targets if n not in specs]:
+            t = self._targets.pop(name)
+            t.scheduled = None  # its heap entries are skipped from now on
+            if t.seq:
+                self._retire(t, now, events)
+                self._retired_seq[name] = t.seq
+        for name, spec in specs.items():
+            t = self._targets.get(name)
+            if t is None:
+                t = self._targets[name] = _Target(name, spec, now.mono)
+                # Back after a retirement in this run: its seq goes on (the stream de-duplicates by it).
+                t.seq = self._retired_seq.pop(name, 0)
+            elif t.spec is not spec:
+                if spec.flap != t.spec.flap:
+                    t.flap = FlapDetector(spec.flap) if spec.flap is not None else None
+                t.spec = spec
+            else:
+                continue
+            self._schedule(t, self._deadline(t, now.mono))
+        return events
+
+    def _retire(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        t.seq += 1
+        events.append(
+            StateChanged(
+                target=t.name,
+                seq=t.seq,
+                at=now.wall,
+                previous=t.state,
+                state="unknown",
+                breaker="closed",
+                reason=RETIRED_REASON,
+                features=list(t.spec.features),
+                retired=True,
+            )
+        )
 
     def renew(self, now: Now) -> Decider:
         """A fresh Decider for the same targets and settings, with no state (a new term).
@@ -429,6 +485,13 @@ class Decider:
         t = self._targets.get(event.target)
         if t is None or event.seq <= t.seq:
             return False
+        if event.retired:
+            # Configured again after it was retired: a new target that continues the seq.
+            t.seq = event.seq
+            t.state = t.raw = "unknown"
+            t.announced = now.mono
+            self._schedule(t, self._deadline(t, now.mono))
+            return True
         t.seq = event.seq
         t.state = t.raw = event.state
         t.breaker = event.breaker
@@ -576,9 +639,9 @@ class Decider:
         heap = self._heap
         while heap and heap[0][0] <= now.mono:
             when, name = heapq.heappop(heap)
-            t = self._targets[name]
-            if t.scheduled != when:
-                continue  # superseded by an earlier entry
+            t = self._targets.get(name)
+            if t is None or t.scheduled != when:  # retired, or superseded by an earlier entry
+                continue
             t.scheduled = None
             self._due(t, now, events)
             nxt = self._deadline(t, now.mono)
@@ -682,7 +745,7 @@ class Decider:
         """Earliest time a timer could change ``t`` (never later than the true one):
         the rules' deadline, or the refresh, whichever comes first."""
         when = self._rule_deadline(t, mono)
-        if self._refresh_after is not None and t.seq:
+        if self._refresh_after is not None and t.seq and t.last is not None:
             refresh = t.announced + self._refresh_after
             when = refresh if when is None else min(when, refresh)
         return when
