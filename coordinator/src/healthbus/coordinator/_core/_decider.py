@@ -396,18 +396,19 @@ class Decider:
         specs = dict(_intern_specs(targets))
         events: list[StateChanged] = []
         for name in [n for n in self._targets if n not in specs]:
-            t = self._targets.pop(name)
-            t.scheduled = None  # its heap entries are skipped from now on
-            if t.seq:
-                self._retire(t, now, events)
-                self._retired_seq[name] = t.seq
+            gone = self._targets.pop(name)
+            gone.scheduled = None  # its heap entries are skipped from now on
+            if gone.seq:
+                self._retire(gone, now, events)
+                self._retired_seq[name] = gone.seq
         for name, spec in specs.items():
-            t = self._targets.get(name)
-            if t is None:
+            found = self._targets.get(name)
+            if found is None:
                 t = self._targets[name] = _Target(name, spec, now.mono)
                 # Back after a retirement in this run: its seq goes on (the stream de-duplicates by it).
                 t.seq = self._retired_seq.pop(name, 0)
-            elif t.spec is not spec:
+            elif found.spec is not spec:
+                t = found
                 if spec.flap != t.spec.flap:
                     t.flap = FlapDetector(spec.flap) if spec.flap is not None else None
                 t.spec = spec
