@@ -108,6 +108,12 @@ class Sim:
         self._keep(out)
         return out
 
+    def control_for(self, action: str, duration: float, name: str = "db", reason: str = "test") -> list[StateChanged]:
+        """Apply an operator command with a duration (seconds) now."""
+        out = self.decider.control(action, name, reason, at(self.t), duration=duration)  # type: ignore[arg-type]
+        self._keep(out)
+        return out
+
     def _keep(self, out: list[StateChanged]) -> None:
         self.events.extend(out)
 

@@ -24,6 +24,7 @@ from healthbus.protocol._config import (
 )
 from healthbus.protocol._control import (
     CONTROL_COMMANDS,
+    MAX_MAINTENANCE_S,
     ControlCommand,
     ControlReply,
     ControlRequest,
@@ -75,6 +76,7 @@ __all__ = [
     "ERROR_KINDS",
     "KINDS",
     "MASK",
+    "MAX_MAINTENANCE_S",
     "MAX_MESSAGE_BYTES",
     "OUTCOMES",
     "PROTOCOL_VERSION",

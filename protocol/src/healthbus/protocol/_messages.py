@@ -108,6 +108,9 @@ class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
     unchanged_since: Timestamp | None = None
     """Set on a refresh: the unchanged state, decided at this time, is re-announced so the
     stream keeps it (``reason`` repeats why it was decided). None on a real change."""
+    retired: bool = False
+    """True on the one event announcing that the target left the configuration (extension):
+    readers drop it from their current states; a coordinator never decides it again."""
     v: Version = PROTOCOL_VERSION
 
     @property

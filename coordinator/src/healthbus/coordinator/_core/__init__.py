@@ -9,7 +9,9 @@ from healthbus.protocol import is_refresh
 from ._backoff import backoff_delay, exponential_cap
 from ._decider import (
     FORGET_AFTER_STALE,
+    MAINTENANCE_MARK,
     MAX_VANTAGE_POINTS,
+    RETIRED_REASON,
     ControlAction,
     ControlError,
     Decider,
@@ -22,7 +24,9 @@ from ._flap import FlapDetector
 
 __all__ = [
     "FORGET_AFTER_STALE",
+    "MAINTENANCE_MARK",
     "MAX_VANTAGE_POINTS",
+    "RETIRED_REASON",
     "ControlAction",
     "ControlError",
     "Decider",
