@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from healthbus.cli._asyncapi import MESSAGE_TYPES, build_document, main, render
+from healthbus.cli._asyncapi import MESSAGE_TYPES, build_document, main, normalise_schema, render
 from healthbus.protocol import (
     BREAKER_STATES,
     CONTROL_COMMANDS,
@@ -136,9 +136,9 @@ def test_state_messages_declare_the_dedupe_header(doc: dict[str, Any]) -> None:
 
 
 def test_schemas_are_msgspec_schemas(doc: dict[str, Any]) -> None:
-    """Every component schema is exactly msgspec's JSON Schema of the protocol Struct."""
+    """Every component schema is msgspec's JSON Schema of the protocol Struct (normalised across releases)."""
     _, components = msgspec.json.schema_components(MESSAGE_TYPES, ref_template="#/components/schemas/{name}")
-    assert doc["components"]["schemas"] == components
+    assert doc["components"]["schemas"] == {name: normalise_schema(schema) for name, schema in components.items()}
     assert set(components) == {*(t.__name__ for t in MESSAGE_TYPES), "Evidence"}
 
 
@@ -223,3 +223,15 @@ def test_cli_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "out of date" in capsys.readouterr().err
     assert main(["--prefix", "bad prefix"]) == 2
     assert "invalid subject prefix" in capsys.readouterr().err
+
+
+def test_schemas_are_normalised_whatever_msgspec_renders() -> None:
+    """Indented docstrings and null-first unions (older/newer msgspec) come out in one form."""
+    raw = {
+        "description": "First line.\n\n    More, indented\n    as in a class body.",
+        "properties": {"x": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/X"}]}},
+    }
+    assert normalise_schema(raw) == {
+        "description": "First line.\n\nMore, indented\nas in a class body.",
+        "properties": {"x": {"anyOf": [{"$ref": "#/components/schemas/X"}, {"type": "null"}]}},
+    }

@@ -23,6 +23,7 @@ only read, never changed; nothing here touches the network.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from datetime import UTC, datetime
@@ -109,7 +110,30 @@ _SUMMARIES: Final[dict[str, str]] = {
 def message_schemas() -> dict[str, Any]:
     """JSON Schema of every wire message (and what they nest), keyed by Struct name."""
     _, components = msgspec.json.schema_components(MESSAGE_TYPES, ref_template=_SCHEMA_REF)
-    return dict(components)
+    return {name: normalise_schema(schema) for name, schema in components.items()}
+
+
+def normalise_schema(node: Any) -> Any:
+    """The schema as every msgspec release would write it.
+
+    How msgspec renders a schema has changed between releases: 0.23 keeps the indentation
+    of class docstrings in ``description``, 0.19 lists ``null`` first in an ``anyOf``.
+    Normalising here (descriptions as ``inspect.cleandoc`` leaves them, ``null`` last)
+    keeps the document byte for byte the same whichever version is installed.
+    """
+    if isinstance(node, list):
+        return [normalise_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "description" and isinstance(value, str):
+            out[key] = inspect.cleandoc(value)
+        elif key == "anyOf" and isinstance(value, list):
+            out[key] = sorted(normalise_schema(value), key=lambda option: option == {"type": "null"})
+        else:
+            out[key] = normalise_schema(value)
+    return out
 
 
 def _ref(*parts: str) -> dict[str, str]:
