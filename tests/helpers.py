@@ -9,16 +9,14 @@ published here the way the real components publish them (a StateChanged with its
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from healthbus.cli._embedded import find_binary
+from healthbus.bus.embedded import find_binary
 from healthbus.protocol import (
-    BreakerState,
-    Evidence,
     Outcome,
     ProbeResult,
     State,
@@ -29,7 +27,7 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.subscribers import ensure_stream
-from healthbus.subscribers.testing import _BREAKER_FOR  # the breaker the coordinator reports with each state
+from healthbus.subscribers.testing import state_changed
 
 __all__ = [
     "healthbus_bin",
@@ -47,46 +45,6 @@ def healthbus_bin() -> str:
     if found is None:
         raise RuntimeError("the healthbus command is not installed in this environment")
     return found
-
-
-def state_changed(
-    target: str,
-    seq: int,
-    state: State,
-    *,
-    at: datetime | None = None,
-    previous: State = "unknown",
-    breaker: BreakerState | None = None,
-    reason: str = "test",
-    failures: int = 0,
-    attempt: int = 0,
-    retry_at: datetime | None = None,
-    retry_in: float | None = None,
-    features: Iterable[str] = (),
-    evidence: Mapping[str, Evidence] | None = None,
-) -> StateChanged:
-    """A StateChanged as the coordinator would emit it.
-
-    ``at`` defaults to now; ``breaker`` follows ``state`` unless given; ``retry_in`` (seconds
-    after ``at``) is a shorthand for ``retry_at``.
-    """
-    at = at or utcnow()
-    if retry_in is not None:
-        retry_at = at + timedelta(seconds=retry_in)
-    return StateChanged(
-        target=target,
-        seq=seq,
-        at=at,
-        previous=previous,
-        state=state,
-        breaker=breaker or _BREAKER_FOR[state],
-        reason=reason,
-        failures=failures,
-        attempt=attempt,
-        retry_at=retry_at,
-        features=list(features),
-        evidence=dict(evidence or {}),
-    )
 
 
 def open_event(

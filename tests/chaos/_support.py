@@ -15,9 +15,9 @@ from collections.abc import Iterable
 
 from nats.aio.client import Client
 
+from healthbus.bus import StateStream
 from healthbus.coordinator import is_refresh
 from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, encode, utcnow
-from healthbus.subscribers._statestream import StateStream
 
 #: What the coordinator announces for a target fed only ``outcome`` by one vantage point
 #: with thresholds of 1 (flap detection off): pass/warn alternate healthy/degraded with

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
-from healthbus.subscribers._bus import connect
+from healthbus.bus import connect
+from healthbus.bus.embedded import EmbeddedNats, free_port
 
 pytestmark = pytest.mark.nats
 

@@ -14,12 +14,11 @@ import contextlib
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus import connect
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
-from healthbus.coordinator._leader import bucket_for
 from healthbus.protocol import Outcome, Subjects, load_config_text
 from healthbus.subscribers import HealthClient
-from healthbus.subscribers._bus import connect
 from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
 from tests.harness import NatsCluster
 from tests.helpers import wait_until
@@ -35,7 +34,8 @@ async def pick_victim(cluster: NatsCluster, nc: Client, service: CoordinatorServ
     if victim == "coordinator_node":
         assert nc.connected_url is not None
         return next(s for s in cluster.servers if s.port == nc.connected_url.port)
-    stream = service.stream.name if victim == "stream_leader" else f"KV_{bucket_for(service.stream.name)}"
+    # The lease lives in the key-value bucket <STREAM>_LEADER (docs/contract.md), stream KV_<bucket>.
+    stream = service.stream.name if victim == "stream_leader" else f"KV_{service.stream.name}_LEADER"
     info = await nc.jetstream().stream_info(stream)
     assert info.cluster is not None
     return next(s for s in cluster.servers if s.server_name == info.cluster.leader)

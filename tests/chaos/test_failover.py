@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.bus import StateStream, connect
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import Outcome, StateChanged, Subjects, utcnow
 from healthbus.subscribers import HealthClient
-from healthbus.subscribers._bus import connect
-from healthbus.subscribers._statestream import StateStream
 from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
 from tests.e2e._procs import Command
 from tests.harness import NatsCluster

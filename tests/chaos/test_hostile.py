@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus import connect
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
     ControlRequest,
@@ -25,7 +26,6 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.subscribers import HealthClient
-from healthbus.subscribers._bus import connect
 from tests.chaos._support import audit, by_target, config_text, read_history, result
 from tests.helpers import wait_until
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus import connect
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import StateChanged
 from healthbus.subscribers import HealthClient
-from healthbus.subscribers._bus import connect
 from tests.chaos._support import audit, by_target, read_history
 from tests.e2e._procs import Command
 from tests.e2e._stack import Stack, fast_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from tests.cli._support import run_cli
 from tests.harness import require
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import (
     ControlReply,
     StateChanged,

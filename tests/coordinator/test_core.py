@@ -559,6 +559,8 @@ def test_older_result_accepted_once_point_went_silent() -> None:
     with pytest.raises(Rejected) as info:
         d.on_result(result(19.0), at(11.0))
     assert info.value.reason == "out_of_order"
-    (event,) = d.on_result(result(18.0), at(30.0))  # silent since 25 s: accepted, second pass
+    # Silent since 25 s: accepted, and it starts a fresh streak (its first pass decides nothing).
+    assert d.on_result(result(18.0), at(30.0)) == []
+    (event,) = d.on_result(result(19.0), at(31.0))  # the second pass of the new streak
     assert event.state == "healthy"
-    assert event.evidence["p1"].at == T0 + timedelta(seconds=18)
+    assert event.evidence["p1"].at == T0 + timedelta(seconds=19)

@@ -14,7 +14,8 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import generate_latest
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.bus import StateStream, connect
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
     ControlReply,
@@ -27,8 +28,6 @@ from healthbus.protocol import (
     load_config_text,
     utcnow,
 )
-from healthbus.subscribers._bus import connect
-from healthbus.subscribers._statestream import StateStream
 from tests.cli._support import run_cli
 from tests.e2e._procs import Command
 from tests.helpers import probe_result, publish_probe
@@ -109,8 +108,8 @@ class Events:
 @pytest.fixture
 async def events(nc: Client) -> AsyncIterator[Events]:
     """Every StateChanged published to the state stream, as it arrives."""
+    from healthbus.bus import ensure_stream
     from healthbus.protocol import StreamSettings
-    from healthbus.subscribers._bus import ensure_stream
 
     await ensure_stream(nc.jetstream(), StreamSettings.for_prefix("healthbus"))
     collected = Events()

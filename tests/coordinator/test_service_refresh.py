@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from healthbus.bus import StateStream, ensure_stream
 from healthbus.coordinator import CoordinatorService, is_refresh
 from healthbus.protocol import (
     ControlRequest,
@@ -27,8 +28,6 @@ from healthbus.protocol import (
     load_config_text,
     utcnow,
 )
-from healthbus.subscribers._bus import ensure_stream
-from healthbus.subscribers._statestream import StateStream
 
 pytestmark = pytest.mark.nats
 

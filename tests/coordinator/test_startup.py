@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus import connect
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import ControlRequest, Subjects, decode_control_reply, encode, load_config_text
-from healthbus.subscribers._bus import connect
 from tests.helpers import probe_result, publish_probe
 
 pytestmark = pytest.mark.nats

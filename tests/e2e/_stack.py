@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from healthbus.cli._embedded import free_port
+from healthbus.bus.embedded import free_port
 from tests.e2e._procs import Command
 
 __all__ = ["Stack", "fast_config"]

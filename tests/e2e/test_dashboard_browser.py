@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats, free_port
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import utcnow
 from tests.cli._support import event, story
 from tests.e2e._browser import Chromium, find_chromium

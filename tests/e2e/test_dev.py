@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats, tcp_accepts
+from healthbus.bus.embedded import EmbeddedNats, tcp_accepts
 from healthbus.protocol import decode_state_changed
 from tests.cli._support import run_cli
 from tests.harness._util import require

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import decode_state_changed, format_timestamp
 from healthbus.subscribers import HealthClient
 from tests.cli._support import run_cli

@@ -7,7 +7,7 @@ Fixtures (available to every test under ``tests/`` via ``tests/conftest.py``):
 ``es_server``. Helpers: ``free_port()``, ``require(name, reason)``.
 """
 
-from healthbus.cli._embedded import EmbeddedNats, ServerStartError
+from healthbus.bus.embedded import EmbeddedNats, ServerStartError
 
 from ._es import FakeElasticsearch
 from ._milvus import MilvusServer

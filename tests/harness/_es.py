@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from healthbus.cli._embedded import Restartable
+from healthbus.bus.embedded import Restartable
 
 __all__ = ["FakeElasticsearch"]
 

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from healthbus.cli._embedded import find_binary
+from healthbus.bus.embedded import find_binary
 
 from ._process import ChildServer
 

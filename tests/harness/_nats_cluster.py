@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from healthbus.cli._embedded import EmbeddedNats, Restartable, ServerStartError, free_port, log_tail
+from healthbus.bus.embedded import EmbeddedNats, Restartable, ServerStartError, free_port, log_tail
 
 __all__ = ["NatsCluster"]
 

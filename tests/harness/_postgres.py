@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-from healthbus.cli._embedded import Restartable, ServerStartError, find_binary, free_port, log_tail
+from healthbus.bus.embedded import Restartable, ServerStartError, find_binary, free_port, log_tail
 
 from ._process import start_with_port_retry
 

@@ -3,7 +3,7 @@
 A server owns a directory for its data and log. ``start()`` returns once the server
 accepts TCP connections on its port (else raises with the log tail and leaves no process);
 ``restart()`` keeps the port and the data; ``kill()`` is SIGKILL, as in a crash. The
-process handling itself is :class:`healthbus.cli._embedded.ChildProcess`, the one that
+process handling itself is :class:`healthbus.bus.embedded.ChildProcess`, the one that
 runs nats-server too.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
-from healthbus.cli._embedded import ChildProcess, ServerStartError, free_port, wait_for_tcp
+from healthbus.bus.embedded import ChildProcess, ServerStartError, free_port, wait_for_tcp
 
 __all__ = ["ChildServer", "start_with_port_retry"]
 

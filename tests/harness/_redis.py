@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from healthbus.cli._embedded import find_binary
+from healthbus.bus.embedded import find_binary
 
 from ._process import ChildServer
 

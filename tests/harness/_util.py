@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import pytest
 
-from healthbus.cli._embedded import find_binary, free_port
+from healthbus.bus.embedded import find_binary, free_port
 
 __all__ = ["free_port", "in_ci", "require", "unavailable"]
 

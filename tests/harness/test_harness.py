@@ -18,7 +18,7 @@ from nats.js.errors import NoStreamResponseError
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from healthbus.cli._embedded import EmbeddedNats, ServerStartError
+from healthbus.bus.embedded import EmbeddedNats, ServerStartError
 
 from . import FakeElasticsearch, MilvusServer, NatsCluster, PostgresServer, RedisServer, free_port, require
 
@@ -174,7 +174,7 @@ def test_embedded_nats_dies_with_its_parent(tmp_path: Path) -> None:
 
     script = (
         "import sys, time\n"
-        "from healthbus.cli._embedded import EmbeddedNats\n"
+        "from healthbus.bus.embedded import EmbeddedNats\n"
         f"s = EmbeddedNats({str(tmp_path)!r}).start()\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(60)\n"

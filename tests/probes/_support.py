@@ -10,7 +10,7 @@ from datetime import datetime
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from healthbus.cli._embedded import Restartable
+from healthbus.bus.embedded import Restartable
 from healthbus.probes import Checker
 from healthbus.protocol import Config, ProbeResult, Subjects, decode_probe_result, load_config_text
 

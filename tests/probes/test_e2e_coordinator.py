@@ -10,7 +10,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import ProbeResult, StateChanged, Subjects, decode_state_changed
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer

@@ -13,7 +13,7 @@ import aiohttp
 import nats
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import StreamSettings, utcnow
 from healthbus.subscribers import ensure_stream
 from tests.cli._support import run_cli

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.probes import CheckResult, ProbeWorker, assigned
 from healthbus.protocol import (
     Config,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from healthbus.cli._embedded import free_port
+from healthbus.bus.embedded import free_port
 
 
 class Proxy:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import StateChanged, encode
 from healthbus.subscribers import BusStatus, HealthClient, HealthView
 from tests.helpers import state_changed

@@ -14,7 +14,7 @@ from nats.js.api import ConsumerConfig
 from sqlalchemy import Column, Integer, MetaData, Table, insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers.faststream import Gate, HealthMiddleware, requires
 from healthbus.subscribers.sqlalchemy import DatabaseGuard

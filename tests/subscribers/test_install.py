@@ -1,4 +1,4 @@
-"""Built artefacts: every distribution builds and passes ``twine check``; the subscriber's wheels install alone.
+"""Built artefacts: every distribution builds and passes ``twine check``; a service's three wheels install alone.
 
 The wheels are built with the pinned uv that scripts/setup installs, and the clean virtualenv
 gets nats-py and msgspec at the versions uv.lock pins, so an upstream release cannot turn
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from tests.harness import require
 
 from ._events import Publisher
@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = (
     "healthbus",
     "healthbus-protocol",
+    "healthbus-bus",
     "healthbus-subscribers",
     "healthbus-coordinator",
     "healthbus-probes",
+    "healthbus-bench",
 )
 PREFIX = "hbinstall"
 
@@ -75,10 +77,13 @@ def test_every_distribution_builds_a_wheel_and_sdist_that_twine_accepts(dist_dir
 @pytest.mark.slow
 @pytest.mark.nats
 @pytest.mark.timeout(600)
-async def test_clean_venv_with_only_protocol_and_subscriber_wheels_follows_a_real_bus(
+async def test_clean_venv_with_only_protocol_bus_and_subscriber_wheels_follows_a_real_bus(
     dist_dir: Path, nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    """The two wheels alone (plus nats-py and msgspec) install, import, and a HealthClient reads a real stream."""
+    """protocol + bus + subscribers wheels alone (plus nats-py and msgspec) install, import, and follow a real stream.
+
+    Neither the nats-server binary (the bus package's ``[server]`` extra) nor any adapter's library comes along.
+    """
     uv = uv_binary()
     locked = run(
         uv, "export", "--frozen", "--all-packages", "--all-extras", "--no-emit-workspace", "--no-hashes",
@@ -89,7 +94,10 @@ async def test_clean_venv_with_only_protocol_and_subscriber_wheels_follows_a_rea
     env_dir = tmp_path / "venv"
     run(uv, "venv", "--quiet", "--python", sys.executable, env_dir)
     python = env_dir / "bin" / "python"
-    wheels = [dist_dir / f"{name}-0.1.0-py3-none-any.whl" for name in ("healthbus_protocol", "healthbus_subscribers")]
+    wheels = [
+        dist_dir / f"{name}-0.1.0-py3-none-any.whl"
+        for name in ("healthbus_protocol", "healthbus_bus", "healthbus_subscribers")
+    ]
     run(uv, "pip", "install", "--quiet", "--python", python, "--constraint", constraints, *wheels, timeout=540)
 
     import nats
@@ -127,3 +135,4 @@ except ImportError as exc:
     assert "installed: []" in out.stdout
     assert "pip install 'healthbus-subscribers[redis]'" in out.stdout
     assert shutil.which("healthbus", path=str(env_dir / "bin")) is None  # the command is not part of it
+    assert shutil.which("nats-server", path=str(env_dir / "bin")) is None

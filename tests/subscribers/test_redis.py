@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import BusStatus, HealthClient
 from healthbus.subscribers.redis import HealthyRedis, LocalCache
 from healthbus.subscribers.testing import FakeHealthClient

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import HealthClient
 
 

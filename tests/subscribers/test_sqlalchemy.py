@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, exc, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import DependencyUnavailable, HealthClient
 from healthbus.subscribers.sqlalchemy import DatabaseGuard, classify_error
 from healthbus.subscribers.testing import FakeHealthClient

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import State, StateChanged, StreamSettings
 from healthbus.subscribers import StateStream, connect, ensure_stream
 from tests.helpers import publish_states, state_changed

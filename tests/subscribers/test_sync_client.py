@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import StateChanged
 from healthbus.subscribers import BusStatus, ForkedClientError, HealthView, SyncHealthClient
 from healthbus.subscribers.testing import FakeHealthClient

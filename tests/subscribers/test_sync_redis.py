@@ -13,7 +13,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry as SyncRetry
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import SyncHealthClient
 from healthbus.subscribers.redis import HealthyRedis, SyncHealthyRedis
 from healthbus.subscribers.testing import FakeHealthClient

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import DependencyUnavailable, SyncHealthClient
 from healthbus.subscribers.sqlalchemy import DatabaseGuard
 from tests.harness._postgres import PostgresServer

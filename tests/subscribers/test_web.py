@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.subscribers import DependencyUnavailable
 from healthbus.subscribers._web import unavailable_answer
 from tests.harness._redis import RedisServer

@@ -3,7 +3,7 @@
 Every subject healthbus uses is a channel, every wire message a component whose payload
 is the JSON Schema msgspec derives from the protocol Struct itself
 (``msgspec.json.schema_components``), so the document can never drift from the code;
-``tests/protocol/test_asyncapi.py`` fails when the committed ``docs/asyncapi.json`` is
+``tests/cli/test_asyncapi.py`` fails when the committed ``docs/asyncapi.json`` is
 stale. Regenerate it with::
 
     python -m healthbus.cli._asyncapi -o docs/asyncapi.json

@@ -10,11 +10,11 @@ import sys
 import nats.errors
 import nats.js.errors
 
+from healthbus.bus import connect, resolve_url
 from healthbus.cli._http import check_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import redact_url
-from healthbus.subscribers._bus import connect, resolve_url
 
 log = logging.getLogger("healthbus.coordinator")
 

@@ -33,9 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from healthbus.cli._dashboard import DEFAULT_BIND, RunningDashboard, configured_targets, start_dashboard
-from healthbus.cli._demo import demo_config_text, milvus_available
-from healthbus.cli._embedded import (
+from healthbus.bus.embedded import (
     EmbeddedNats,
     ServerStartError,
     free_port,
@@ -44,6 +42,8 @@ from healthbus.cli._embedded import (
     tcp_accepts,
     terminate,
 )
+from healthbus.cli._dashboard import DEFAULT_BIND, RunningDashboard, configured_targets, start_dashboard
+from healthbus.cli._demo import demo_config_text, milvus_available
 from healthbus.cli._http import parse_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
 from healthbus.protocol import BusSettings, Config, load_config, redact_url

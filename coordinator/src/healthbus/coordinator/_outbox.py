@@ -30,8 +30,8 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from healthbus.bus import ensure_stream
 from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode
-from healthbus.subscribers._bus import ensure_stream
 
 log = logging.getLogger("healthbus.coordinator")
 

@@ -40,6 +40,7 @@ from nats.errors import NoRespondersError, SlowConsumerError
 from nats.js.errors import NoStreamResponseError
 from prometheus_client import CollectorRegistry
 
+from healthbus.bus import StateStream, ensure_stream, sync_subscriptions
 from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._core import ControlError, Decider, Now, Rejected
 from healthbus.coordinator._leader import Lease, bucket_for, default_holder_id
@@ -59,8 +60,6 @@ from healthbus.protocol import (
     encode,
     redact,
 )
-from healthbus.subscribers._bus import ensure_stream, sync_subscriptions
-from healthbus.subscribers._statestream import StateStream
 
 log = logging.getLogger("healthbus.coordinator")
 

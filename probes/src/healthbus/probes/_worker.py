@@ -34,6 +34,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from healthbus.bus import sync_subscriptions
 from healthbus.probes._base import Checker, CheckResult, short, target_secrets
 from healthbus.probes._checkers import build_checker
 from healthbus.probes._classify import classify_generic
@@ -52,7 +53,6 @@ from healthbus.protocol import (
     format_duration,
     worker_token,
 )
-from healthbus.subscribers._bus import sync_subscriptions
 
 log = logging.getLogger("healthbus.probes")
 
@@ -423,7 +423,7 @@ class ProbeWorker:
         Waiting for the current states before the first check means a target already
         open when the worker starts is not checked before its retry_at either.
         """
-        from healthbus.subscribers._statestream import Follower, StateStream
+        from healthbus.bus import Follower, StateStream
 
         stream = StateStream(self.nc, self.config.bus.prefix)
         try:

@@ -16,10 +16,10 @@ faststream or web framework):
 - ``healthbus.subscribers.testing`` — ``FakeHealthClient`` for your unit tests
 """
 
-from healthbus.subscribers._bus import BusUnavailable, connect, ensure_stream, resolve_url
+# The NATS layer lives in healthbus.bus; these names stay here for code written against them.
+from healthbus.bus import BusUnavailable, Follower, StateStream, connect, ensure_stream, resolve_url
 from healthbus.subscribers._client import HealthClient
 from healthbus.subscribers._state import AVAILABLE_STATES, BUS_LOSS_POLICIES, BusLossPolicy, BusStatus, TargetState
-from healthbus.subscribers._statestream import Follower, StateStream
 from healthbus.subscribers._sync import ForkedClientError, SyncHealthClient
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
 

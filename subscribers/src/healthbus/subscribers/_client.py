@@ -34,11 +34,10 @@ from typing import Any, Self
 import msgspec
 from nats.aio.client import Client
 
+from healthbus import bus
+from healthbus.bus import Follower, StateStream
 from healthbus.protocol import BusSettings, StateChanged, Subjects, redact, redact_url
-from healthbus.subscribers import _bus
-from healthbus.subscribers._bus import _secrets as _bus_secrets
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
-from healthbus.subscribers._statestream import Follower, StateStream
 from healthbus.subscribers._view import HealthViewBase
 
 log = logging.getLogger("healthbus.subscribers")
@@ -196,13 +195,13 @@ class HealthClient(HealthViewBase):
         if self._error_logged_at is not None and now - self._error_logged_at < _ERROR_LOG_INTERVAL:
             return
         self._error_logged_at = now
-        text = redact(str(exc) or type(exc).__name__, _bus_secrets(self._settings))
-        log.warning("healthbus: NATS %s: %s", redact_url(_bus.resolve_url(self._settings, self._url)), text)
+        text = redact(str(exc) or type(exc).__name__, bus.bus_secrets(self._settings))
+        log.warning("healthbus: NATS %s: %s", redact_url(bus.resolve_url(self._settings, self._url)), text)
 
     async def _try_connect(self) -> bool:
         settings = msgspec.structs.replace(self._settings, connect_timeout=max(0.05, self.connect_timeout / 2))
         try:
-            self._nc = await _bus.connect(
+            self._nc = await bus.connect(
                 settings,
                 url=self._url,
                 name=self._name,
@@ -211,14 +210,14 @@ class HealthClient(HealthViewBase):
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
             )
-        except _bus.BusUnavailable as exc:
+        except bus.BusUnavailable as exc:
             if self._backoff_attempt == 0 or self._backoff_attempt % 10 == 0:
                 log.warning("healthbus: %s; reconnecting in the background", exc)
             self._note_failure()
             return False
         self._own_nc = True
         self._backoff_attempt = 0
-        log.info("healthbus: connected to %s", redact_url(_bus.resolve_url(self._settings, self._url)))
+        log.info("healthbus: connected to %s", redact_url(bus.resolve_url(self._settings, self._url)))
         return True
 
     def _note_failure(self) -> None:

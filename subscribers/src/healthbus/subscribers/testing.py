@@ -10,6 +10,9 @@
     ...
     health.set_state("redis-main", "healthy")
 
+:func:`state_changed` builds a StateChanged as the coordinator would emit it, for tests
+that feed events in themselves (``health.deliver(...)``, or a test state stream).
+
 It has the same public surface as :class:`~healthbus.subscribers.HealthClient` (state,
 is_available, feature_available, on_change, on_bus_change, changes, wait_for, drain, bus)
 and answers with the same rules, because both keep their knowledge in the same table.
@@ -22,14 +25,14 @@ loop; ``await health.drain()`` waits until they have run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
-from healthbus.protocol import BreakerState, State, StateChanged, utcnow, validate_target
+from healthbus.protocol import BreakerState, Evidence, State, StateChanged, utcnow, validate_target
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
-__all__ = ["FakeHealthClient"]
+__all__ = ["FakeHealthClient", "state_changed"]
 
 _BREAKER_FOR: Final[dict[str, BreakerState]] = {
     "unknown": "closed",
@@ -38,6 +41,49 @@ _BREAKER_FOR: Final[dict[str, BreakerState]] = {
     "unavailable": "open",
     "recovering": "half_open",
 }
+
+
+def state_changed(
+    target: str,
+    seq: int,
+    state: State,
+    *,
+    at: datetime | None = None,
+    previous: State = "unknown",
+    breaker: BreakerState | None = None,
+    reason: str = "set by test",
+    failures: int = 0,
+    attempt: int = 0,
+    retry_at: datetime | None = None,
+    retry_in: float | None = None,
+    features: Iterable[str] = (),
+    evidence: Mapping[str, Evidence] | None = None,
+    flapping: bool = False,
+) -> StateChanged:
+    """A StateChanged as the coordinator would emit it.
+
+    ``at`` defaults to now; ``breaker`` follows ``state`` unless given (open when
+    unavailable, half-open when recovering, else closed); ``retry_in`` (seconds after
+    ``at``) is a shorthand for ``retry_at``.
+    """
+    at = at or utcnow()
+    if retry_in is not None:
+        retry_at = at + timedelta(seconds=retry_in)
+    return StateChanged(
+        target=target,
+        seq=seq,
+        at=at,
+        previous=previous,
+        state=state,
+        breaker=breaker or _BREAKER_FOR[state],
+        reason=reason,
+        failures=failures,
+        attempt=attempt,
+        retry_at=retry_at,
+        features=list(features),
+        evidence=dict(evidence or {}),
+        flapping=flapping,
+    )
 
 
 class _ManualClock:
@@ -91,13 +137,12 @@ class FakeHealthClient(HealthViewBase):
         feature_list = self._features.get(target, list(old.features) if old is not None else [])
         if failures is None:
             failures = 0 if state in ("healthy", "degraded") else (old.failures + 1 if old is not None else 1)
-        event = StateChanged(
-            target=target,
-            seq=(old.seq + 1) if old is not None else 1,
-            at=utcnow(),
+        event = state_changed(
+            target,
+            (old.seq + 1) if old is not None else 1,
+            state,
             previous=old.state if old is not None else "unknown",
-            state=state,
-            breaker=breaker or _BREAKER_FOR[state],
+            breaker=breaker,
             reason=reason,
             failures=failures,
             attempt=attempt,

