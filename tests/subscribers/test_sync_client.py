@@ -19,12 +19,14 @@ from ._sync_support import Worker, publish, wait_until_sync
 pytestmark = pytest.mark.nats
 
 PREFIX = "hbsync"
+# connect() returns once every current state is loaded, or after connect_timeout: generous
+# here, so a loaded machine cannot make a test see "not loaded yet" (it returns in ms otherwise).
 
 
 def test_follows_states_and_calls_back_on_one_thread_in_order(nats_server: EmbeddedNats) -> None:
     """Loaded at connect, live afterwards; callbacks on one background thread, in arrival order."""
     publish(nats_server.url, PREFIX, state_changed("orders-db", 1, "healthy", features=["orders"]))
-    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX) as health:
+    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=10) as health:
         assert isinstance(health, HealthView)
         assert health.is_available("orders-db")
         assert health.feature_available("orders")
@@ -56,7 +58,7 @@ def test_follows_states_and_calls_back_on_one_thread_in_order(nats_server: Embed
 def test_slow_or_failing_callback_never_delays_state_updates(nats_server: EmbeddedNats) -> None:
     """A callback blocked on something does not stop is_available from moving on; a failing one is logged."""
     publish(nats_server.url, PREFIX, state_changed("cache", 1, "healthy"))
-    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX) as health:
+    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=10) as health:
         release = threading.Event()
         calls: list[int] = []
 
@@ -80,7 +82,7 @@ def test_slow_or_failing_callback_never_delays_state_updates(nats_server: Embedd
 def test_is_available_from_many_threads(nats_server: EmbeddedNats) -> None:
     """Any thread may ask; every thread sees the verdict once it arrived."""
     publish(nats_server.url, PREFIX, state_changed("search", 1, "healthy"))
-    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX) as health:
+    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=10) as health:
         flipped = threading.Event()
         answers: list[bool] = []
         lock = threading.Lock()
@@ -125,11 +127,19 @@ def test_nats_down_at_start_then_up(nats_server: EmbeddedNats) -> None:
 
 
 def test_bad_arguments_fail_in_the_caller() -> None:
-    """A bad prefix, policy or after_fork is an error at once, not a retry loop in a thread."""
+    """A bad policy, after_fork or an async callback is an error at once, not a retry loop in a thread."""
     with pytest.raises(ValueError, match="after_fork"):
         SyncHealthClient(after_fork="share")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="on_bus_loss"):
         SyncHealthClient(on_bus_loss="maybe")  # type: ignore[arg-type]
+    health = SyncHealthClient()  # not connected: nothing runs until first use
+
+    async def callback(event: StateChanged) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="async"):
+        health.on_change(callback)
+    health.close()
 
 
 # ---------------------------------------------------------------- fork
@@ -145,7 +155,7 @@ def test_forked_child_reconnects_and_never_uses_the_parents_socket(nats_server: 
     """fork() after connect: the child's inherited descriptors point at /dev/null, it connects anew on first
     use and sees verdicts published after the fork; the parent's connection keeps working."""
     publish(nats_server.url, PREFIX, state_changed("orders-db", 1, "healthy"))
-    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX) as health:
+    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=10) as health:
         calls: list[int] = []
         health.on_change(lambda e: calls.append(e.seq))  # registered before the fork: kept in the child
         inherited = _inherited_socket_fds(health)
@@ -186,7 +196,7 @@ def test_forked_child_reconnects_and_never_uses_the_parents_socket(nats_server: 
 def test_forked_child_with_after_fork_raise_gets_a_clear_error(nats_server: EmbeddedNats) -> None:
     """after_fork='raise': any use in the child says what to do instead."""
     publish(nats_server.url, PREFIX, state_changed("orders-db", 1, "healthy"))
-    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, after_fork="raise") as health:
+    with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=10, after_fork="raise") as health:
 
         def serve(request: dict[str, Any]) -> Any:
             try:

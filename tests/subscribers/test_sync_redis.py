@@ -152,7 +152,7 @@ def test_sync_adapter_with_the_sync_client(redis_server: RedisServer, nats_serve
     prefix = "hbsyncredis"
     publish(nats_server.url, prefix, state_changed("redis-main", 1, "healthy"))
     client = redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    with SyncHealthClient.connect(nats_server.url, prefix=prefix) as health:
+    with SyncHealthClient.connect(nats_server.url, prefix=prefix, connect_timeout=10) as health:
         cache = SyncHealthyRedis(client, health)
         assert cache.set("k", "v")
         assert cache.get("k") == b"v"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import os
 import queue
@@ -409,6 +410,12 @@ class SyncHealthClient:
         return self._subscribe(self._bus_listeners, callback)
 
     def _subscribe(self, listeners: list[Any], callback: Callable[[Any], object]) -> Callable[[], None]:
+        call = getattr(callback, "__call__", None)  # noqa: B004 - async callable objects count too
+        if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call):
+            raise TypeError(
+                f"SyncHealthClient callbacks are plain functions, run on its callback thread; {callback!r} is async "
+                "(use HealthClient in asyncio code)"
+            )
         with self._lock:
             listeners.append(callback)
 
