@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from healthbus.bus.embedded import EmbeddedNats
+from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.subscribers import DependencyUnavailable
 from healthbus.subscribers._web import unavailable_answer
 from tests.harness._redis import RedisServer
@@ -147,6 +151,46 @@ def test_flask_example_under_preforked_workers(stack: None, redis_server: RedisS
         assert module.health.is_available(TARGET)  # the master's own connection kept working
     finally:
         module.health.close()
+
+
+def test_flask_example_under_real_gunicorn_preload(stack: None, redis_server: RedisServer, tmp_path: Path) -> None:
+    """``gunicorn --preload -w 2``: the master imports the app (connecting the client), forks two sync workers;
+    over real HTTP they answer 200, 503 + Retry-After while Redis is down, 200 again."""
+    load_example("flask", tmp_path).health.close()  # writes the module file; gunicorn imports its own copy
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("ab")
+    args = ["--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "--graceful-timeout", "5"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *args, "hb_example_flask:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    log.close()
+    try:
+
+        def get() -> Answer:
+            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/orders", timeout=5) as response:
+                    headers = {k.lower(): v for k, v in response.headers.items()}
+                    return response.status, headers, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                headers = {k.lower(): v for k, v in error.headers.items()}
+                return error.code, headers, json.loads(error.read())
+            except OSError:  # not listening yet
+                return 0, {}, None
+
+        outage(get, redis_server)
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+    assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
 
 
 def test_django_example(stack: None, redis_server: RedisServer, tmp_path: Path) -> None:
