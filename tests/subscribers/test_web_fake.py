@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -15,6 +17,8 @@ from healthbus.subscribers.fastapi import install, requires
 from healthbus.subscribers.flask import init_app
 from healthbus.subscribers.flask import requires as flask_requires
 from healthbus.subscribers.testing import FakeHealthClient
+
+from ._sync_support import Worker
 
 
 def test_fastapi_with_a_fake_client() -> None:
@@ -85,3 +89,69 @@ def test_flask_with_a_fake_client() -> None:
     assert response.get_json()["error"] == "dependency_unavailable"
     fake.set_state("db", "healthy")
     assert client.get("/orders").status_code == 200
+
+
+def test_plain_starlette_app() -> None:
+    """install() works on a Starlette app without FastAPI: an endpoint's DependencyUnavailable becomes 503."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    fake = FakeHealthClient({"db": "unavailable"})
+
+    async def orders(request: Request) -> JSONResponse:
+        await requires("db", health=fake)(request)
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/orders", orders)])
+    install(app)
+    with TestClient(app) as client:
+        response = client.get("/orders")
+        assert (response.status_code, response.json()["target"]) == (503, "db")
+        fake.set_state("db", "healthy")
+        assert client.get("/orders").status_code == 200
+
+
+def test_django_with_a_fake_client() -> None:
+    """configure(fake) + HealthMiddleware + @requires, with Django's test client (in a process of its own)."""
+
+    def serve(request: dict[str, Any]) -> Any:
+        from django.conf import settings
+
+        if not settings.configured:
+            settings.configure(
+                ROOT_URLCONF="tests.subscribers._django_urls",
+                ALLOWED_HOSTS=["*"],
+                MIDDLEWARE=["healthbus.subscribers.django.HealthMiddleware"],
+                HEALTHBUS_RETRY_AFTER=9,
+            )
+            import django
+
+            django.setup()
+            from healthbus.subscribers import django as hb_django
+
+            hb_django.configure(FakeHealthClient({"db": "healthy"}))
+        from django.test import Client
+
+        from healthbus.subscribers.django import health
+
+        if "state" in request:
+            health().set_state("db", request["state"])  # type: ignore[attr-defined]
+        response = Client(raise_request_exception=False).get(request["path"])
+        is_json = response.headers["Content-Type"] == "application/json"
+        body = json.loads(response.content) if is_json else None
+        return [response.status_code, response.headers.get("Retry-After"), body]
+
+    worker = Worker(serve)
+    try:
+        assert worker.ask(path="/orders") == [200, None, {"ok": True}]
+        assert worker.ask(path="/orders", state="unavailable") == [
+            503,
+            "9",
+            {"error": "dependency_unavailable", "target": "db", "retry_at": None},
+        ]
+        assert worker.ask(path="/other-error") == [500, None, None]  # other errors are not turned into 503
+        assert worker.ask(path="/orders", state="healthy")[0] == 200
+    finally:
+        assert worker.stop() == 0
