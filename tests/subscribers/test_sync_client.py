@@ -159,6 +159,8 @@ def test_forked_child_reconnects_and_never_uses_the_parents_socket(nats_server: 
         calls: list[int] = []
         health.on_change(lambda e: calls.append(e.seq))  # registered before the fork: kept in the child
         inherited = _inherited_socket_fds(health)
+        # The loop's wake-up socket and the TCP connection to NATS, at least.
+        assert sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in inherited) >= 2
         parent = os.getpid()
 
         def serve(request: dict[str, Any]) -> Any:

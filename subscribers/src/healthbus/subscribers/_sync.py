@@ -76,7 +76,6 @@ class _Runner:
         self.selector = selectors.DefaultSelector()
         self.loop = asyncio.SelectorEventLoop(self.selector)
         self.thread = threading.Thread(target=self._run, name="healthbus-sync-client", daemon=True)
-        self.client: HealthClient | None = None
         self.thread.start()
 
     def _run(self) -> None:
