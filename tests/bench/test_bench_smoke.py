@@ -46,7 +46,13 @@ KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "degrade_all_ms_baseline": float,
         "degrade_all_ms_healthbus": float,
     },
-    "client": {"is_available_ns": float, "get_plain_us": float, "get_adapter_us": float, "adapter_overhead_us": float},
+    "client": {
+        "is_available_ns": float,
+        "sync_is_available_ns": float,
+        "get_plain_us": float,
+        "get_adapter_us": float,
+        "adapter_overhead_us": float,
+    },
 }
 
 
@@ -166,6 +172,7 @@ def test_client_suite() -> None:
     result = bench("client")
     check_keys(result, "client")
     assert result["is_available_ns"] > 0
+    assert result["sync_is_available_ns"] > 0
     assert result["adapter_overhead_us"] == pytest.approx(result["get_adapter_us"] - result["get_plain_us"], abs=0.02)
 
 
