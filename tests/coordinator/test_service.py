@@ -335,15 +335,18 @@ async def _spawn(config: Path, url: str, log: Path, *extra: str) -> Command:
 
 async def _wait_ready(nc: Client, command: Command, target: str = "db") -> None:
     """Until the coordinator answers a status request (it subscribes only after restoring)."""
-    assert command.proc is not None
-    async with asyncio.timeout(30):
-        while True:
-            assert command.proc.returncode is None, command.log()
-            try:
-                await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
-                return
-            except Exception:
-                await asyncio.sleep(0.1)
+    proc = command.proc
+    assert proc is not None
+
+    async def answers() -> bool:
+        assert proc.returncode is None, command.log()
+        try:
+            await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
+        except Exception:
+            return False
+        return True
+
+    await wait_until(answers, 30, "the coordinator to answer a status request")
 
 
 @pytest.mark.slow

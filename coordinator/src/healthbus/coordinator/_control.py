@@ -69,7 +69,9 @@ class Control:
             self.counters.drop("bad_control", str(exc)[:300])
             return ControlReply(ok=False, error=str(exc))
         try:
-            events = self.decider.control(command, request.target, request.reason, self._now())
+            events = self.decider.control(
+                command, request.target, request.reason, self._now(), duration=request.duration_s
+            )
         except ControlError as exc:
             return ControlReply(ok=False, error=str(exc))
         log.warning("operator %s on %s: %s", command, request.target, request.reason or "no reason given")

@@ -304,7 +304,7 @@ class CoordinatorService:
         self.activated.set()
         log.warning(
             "coordinator active: %d targets, %d restored, prefix %s, stream %s%s",
-            len(self.decider.targets),
+            len(self.decider.names),
             self.restored,
             self.prefix,
             self.stream.name,

@@ -128,6 +128,12 @@ class ProbeMetrics:
         self.publish_errors = Counter(
             "healthbus_probe_publish_errors", "Results that could not be published", registry=registry
         )
+        self.dropped = Counter(
+            "healthbus_probe_dropped_messages",
+            "Messages received and dropped, by reason (malformed: not a valid worker heartbeat)",
+            ["reason"],
+            registry=registry,
+        )
         self.assigned = Gauge("healthbus_probe_assigned_targets", "Targets this worker checks now", registry=registry)
         self.live_workers = Gauge(
             "healthbus_probe_live_workers", "Probe workers heard from (this one included)", registry=registry
@@ -500,7 +506,9 @@ class ProbeWorker:
         try:
             beat = decode_worker_heartbeat(msg.data)
         except (ProtocolError, msgspec.DecodeError):
-            return  # not ours to crash on: a stray or malformed message on the worker subject
+            # Not ours to crash on: a stray or malformed message on the worker subject.
+            self.metrics.dropped.labels("malformed").inc()
+            return
         if self.sharding and not beat.sharding and not beat.stopping:
             return  # a worker that checks everything takes no share of ours
         changed = self.membership.heard(

@@ -60,12 +60,14 @@ def state_changed(
     features: Iterable[str] = (),
     evidence: Mapping[str, Evidence] | None = None,
     flapping: bool = False,
+    unchanged_since: datetime | None = None,
 ) -> StateChanged:
     """A StateChanged as the coordinator would emit it.
 
     ``at`` defaults to now; ``breaker`` follows ``state`` unless given (open when
     unavailable, half-open when recovering, else closed); ``retry_in`` (seconds after
-    ``at``) is a shorthand for ``retry_at``.
+    ``at``) is a shorthand for ``retry_at``. ``unchanged_since`` makes it a refresh (give
+    ``previous=state`` too, as the coordinator does).
     """
     at = at or utcnow()
     if retry_in is not None:
@@ -84,6 +86,7 @@ def state_changed(
         features=list(features),
         evidence=dict(evidence or {}),
         flapping=flapping,
+        unchanged_since=unchanged_since,
     )
 
 
