@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="maintenance: how long (e.g. 30m, 1h, 2h30m); it ends by itself, or on `ctl reset`",
     )
     parsers["bench"].add_argument(
-        "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client or all"
+        "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client, failover or all"
     )
     parsers["bench"].add_argument("--json", action="store_true", help="print one JSON object")
     parsers["bench"].add_argument(
