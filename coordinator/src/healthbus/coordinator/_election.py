@@ -1,7 +1,8 @@
 """Leader election around a :class:`~._leader.Lease`: when to take over, when to step down.
 
-While leading, the lease is renewed every ``ttl / 4``; while standing by, it is tried
-every :data:`TAKEOVER_POLL` (or ``ttl / 4`` if shorter). Losing it (another coordinator
+While leading, the lease is renewed every ``ttl / 4`` (every :data:`TAKEOVER_POLL` after a
+failed renewal); while standing by, it is tried every :data:`TAKEOVER_POLL` (or
+``ttl / 4`` if shorter). Losing it (another coordinator
 holds it, or held it meanwhile) steps down; taking it activates. NATS trouble is logged and retried on the next round.
 """
 
@@ -97,8 +98,14 @@ class Election:
         lease (which this coordinator holds) renews it.
         """
         lease = self.lease
+        renewed: bool | None = True
         while True:
-            await self.clock.sleep(lease.ttl / 4 if self._is_active() else min(lease.ttl / 4, TAKEOVER_POLL))
+            # A leader whose last renewal failed (NATS or the bucket unreachable) tries as
+            # often as a standby would: once the bucket answers again it must not lose
+            # the race for an expired key to a standby and hand over for nothing.
+            steady = self._is_active() and renewed is not None
+            await self.clock.sleep(lease.ttl / 4 if steady else min(lease.ttl / 4, TAKEOVER_POLL))
+            renewed = True
             try:
                 self._check_takeover()
                 if self._is_active():
