@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final
 
@@ -194,6 +194,8 @@ class CoordinatorService:
         self._drop_log = _RateLimitedLog("dropped a message (%s): %s%s")
         self._error_log = _RateLimitedLog("NATS %s: %s%s")
         self._secrets = list(secrets)
+        self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
+        """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._restored = False
@@ -566,6 +568,11 @@ class CoordinatorService:
         if command not in CONTROL_COMMANDS:
             self._drop("bad_control", f"unknown command {command[:40]!r}")
             return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
+        if command == "reload":
+            if self.reload_hook is None:
+                return ControlReply(ok=False, error="this coordinator was started without a configuration file")
+            error = await self.reload_hook()
+            return ControlReply(ok=error is None, error=error)
         try:
             request = decode_control_request(data)
         except ProtocolError as exc:
@@ -587,6 +594,20 @@ class CoordinatorService:
                     ok=True, error="applied, but not yet published: the state stream is unreachable", event=events[-1]
                 )
         return ControlReply(ok=True, event=self.decider.current(request.target))
+
+    # ------------------------------------------------------------------ reload
+
+    def reconfigure(self, config: Config) -> list[StateChanged]:
+        """Decide from now on for ``config``'s targets (a live reload); the retired events.
+
+        Only the active coordinator announces retirements; a standby takes the new targets
+        silently (it restores from the stream when it takes over).
+        """
+        events = self.decider.reconfigure(config.targets, self._now())
+        if not self.active:
+            return []
+        self._enqueue(events)
+        return events
 
     # ------------------------------------------------------------------ errors
 
