@@ -7,7 +7,7 @@ time.
 
 ``healthbus ctl reload`` asks the active coordinator (request/reply on
 ``<prefix>.ctl.reload``); once it has reloaded, it publishes ``<prefix>.worker.reload``
-(core NATS, body: its own id) so that standby coordinators and every probe worker re-read
+(core NATS, a ReloadNotice naming the sender) so that standby coordinators and every probe worker re-read
 their own files too. Only ``[[targets]]`` are reloaded: the other sections need a restart.
 """
 
@@ -22,7 +22,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from healthbus.protocol import Config, ConfigError, Subjects, load_config
+from healthbus.protocol import (
+    Config,
+    ConfigError,
+    ProtocolError,
+    ReloadNotice,
+    Subjects,
+    decode_reload_notice,
+    encode,
+    load_config,
+)
 
 __all__ = ["RELOAD_TOKEN", "Reloader"]
 
@@ -68,7 +77,7 @@ class Reloader:
 
     async def broadcast(self, nc: Client, prefix: str) -> None:
         """Tell every other coordinator and probe worker on ``prefix`` to reload."""
-        await nc.publish(Subjects(prefix).worker(RELOAD_TOKEN), self.sender.encode())
+        await nc.publish(Subjects(prefix).worker(RELOAD_TOKEN), encode(ReloadNotice(sender=self.sender)))
 
     @contextlib.asynccontextmanager
     async def installed(self, nc: Client, prefix: str) -> AsyncIterator[None]:
@@ -76,8 +85,13 @@ class Reloader:
         loop = asyncio.get_running_loop()
 
         async def on_broadcast(msg: Msg) -> None:
-            if msg.data.decode(errors="replace") != self.sender:
-                self._spawn(f"ctl reload via {msg.subject}")
+            try:
+                notice = decode_reload_notice(msg.data)
+            except ProtocolError as exc:
+                log.warning("ignoring a malformed reload notice on %s: %s", msg.subject, exc)
+                return
+            if notice.sender != self.sender:
+                self._spawn(f"ctl reload via {notice.sender}")
 
         sub = await nc.subscribe(Subjects(prefix).worker(RELOAD_TOKEN), cb=on_broadcast)
         loop.add_signal_handler(signal.SIGHUP, self._spawn, "SIGHUP")
