@@ -449,6 +449,8 @@ async def test_kill9_leader_standby_process_takes_over(
     try:
         await _wait_ready(nc, first)
         second = await _spawn(config, nats_server.url, log_b)
+        standby = second
+        await wait_until(lambda: "standing by" in standby.log(), 30, "the second coordinator to stand by")
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
@@ -459,9 +461,7 @@ async def test_kill9_leader_standby_process_takes_over(
         down = await events.state("db", "unavailable")
         assert (down.seq, down.previous) == (2, "healthy")
         assert_chain(events.of("db"))
-        text = second.log()
-        assert "standing by" in text
-        assert "took the leader lease" in text
+        assert "took the leader lease" in second.log()
     finally:
         for proc in (first, second):
             if proc is not None:
