@@ -57,10 +57,6 @@ __all__ = ["cmd_ctl", "cmd_replay", "cmd_state_at", "cmd_status", "cmd_tail", "f
 CTL_TIMEOUT_S = 5.0
 
 
-class QueryFailed(Exception):
-    """The stream could not be read; the message says why and what to check."""
-
-
 @dataclass
 class _Session:
     nc: Client

@@ -52,7 +52,9 @@ from healthbus.protocol._messages import (
     decode_state_changed,
     encode,
     format_timestamp,
+    is_refresh,
     parse_timestamp,
+    refresh_origin,
     utcnow,
 )
 from healthbus.protocol._redact import MASK, redact, redact_url, url_secrets
@@ -124,6 +126,7 @@ __all__ = [
     "encode",
     "format_duration",
     "format_timestamp",
+    "is_refresh",
     "is_valid_target",
     "load_config",
     "load_config_text",
@@ -131,6 +134,7 @@ __all__ = [
     "parse_timestamp",
     "redact",
     "redact_url",
+    "refresh_origin",
     "stream_name_for",
     "url_secrets",
     "utcnow",

@@ -42,13 +42,15 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   ``reset`` clears overrides, backoff and flap history: an open, forced-open or disabled
   breaker goes half-open at once (a trial, never straight to closed); a closed one is
   decided afresh; a half-open one restarts its trial.
-* Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded; while
+* Flap detection (:mod:`._flap`): the verdict of every evaluation is recorded (not the
+  breaker going half-open: its own schedule, not an answer of the dependency); while
   flapping, a target that would be ``healthy`` is held ``degraded``.
 * Refresh: the state stream keeps history for a limited age and its last message per
   target *is* the current state, so an unchanged state is re-announced (a timer, no
   traffic needed) once ``refresh_after`` passed since the target's last event: same
   state, breaker, attempt, retry_at, failures and flapping, ``previous == state``,
-  the next seq, a fresh ``at`` and a reason marked :data:`REFRESH_MARK`. A restored
+  the next seq, a fresh ``at``, ``unchanged_since`` (when the state was really decided)
+  and the reason of that decision. A restored
   target's last event counts from its ``at``, so an old one is refreshed at the first
   tick after the restore (never by the restore itself).
 
@@ -90,7 +92,7 @@ from healthbus.protocol import (
     StateChanged,
     TargetConfig,
     format_timestamp,
-    parse_timestamp,
+    refresh_origin,
 )
 
 from ._backoff import backoff_delay
@@ -101,11 +103,6 @@ from ._flap import FlapDetector
 MAX_VANTAGE_POINTS: Final = 64
 #: A vantage point not heard from for this many ``stale_after`` is forgotten.
 FORGET_AFTER_STALE: Final = 10.0
-
-#: Marks the reason of a refresh (an unchanged state re-announced); see :func:`is_refresh`.
-REFRESH_MARK: Final = "re-announced so the state stream keeps it"
-_REFRESH_HEAD: Final = "unchanged since "
-_REFRESH_TAIL: Final = f" ({REFRESH_MARK}): "
 
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
@@ -127,20 +124,9 @@ class Now(NamedTuple):
         return self.wall + timedelta(seconds=mono - self.mono)
 
 
-def is_refresh(event: StateChanged) -> bool:
-    """Whether ``event`` re-announces an unchanged state (so the stream keeps it)."""
-    return event.previous == event.state and event.reason.startswith(_REFRESH_HEAD) and _REFRESH_TAIL in event.reason
-
-
 def _refresh_origin(event: StateChanged) -> tuple[datetime, str]:
     """When the state of ``event`` was last really decided, and why (looks through refreshes)."""
-    if is_refresh(event):
-        head, _, why = event.reason[len(_REFRESH_HEAD) :].partition(_REFRESH_TAIL)
-        try:
-            return parse_timestamp(head), why
-        except ValueError:
-            pass
-    return event.at, event.reason
+    return refresh_origin(event) or (event.at, event.reason)
 
 
 class Rejected(ValueError):
@@ -176,7 +162,6 @@ class _Vantage:
     __slots__ = (
         "error_kind",
         "fail_heard",
-        "fail_kind",
         "heard",
         "observed_at",
         "oks",
@@ -193,7 +178,6 @@ class _Vantage:
         self.probe = probe
         self.outcome: Outcome = "pass"
         self.error_kind: ErrorKind | None = None
-        self.fail_kind: ErrorKind | None = None  # error kind of the latest ``fail`` result
         self.observed_at: datetime | None = None
         self.heard = 0.0
         self.fail_heard = 0.0  # when the latest ``fail`` result was received
@@ -448,11 +432,6 @@ class Decider:
         return target in self._targets
 
     @property
-    def targets(self) -> list[str]:
-        """Every configured target's name."""
-        return list(self._targets)
-
-    @property
     def names(self) -> KeysView[str]:
         """Every configured target's name, as a live view (``name in names`` is O(1), no copy)."""
         return self._targets.keys()
@@ -547,8 +526,6 @@ class Decider:
             vp.verdict = "warn"
             vp.support = mono  # the seed lapses like any verdict, stale_after from now
             vp.error_kind = evidence.error_kind
-            if evidence.outcome == "fail":
-                vp.fail_kind = evidence.error_kind
             vp.observed_at = evidence.at
             vp.heard = mono - t.spec.stale_after
             seeded.append(vp)
@@ -609,10 +586,9 @@ class Decider:
         verdict = vp.verdict
         if verdict == outcome or (verdict == "warn" and outcome != "fail"):
             vp.support = mono
-        error_kind = vp.error_kind = result.error_kind
+        vp.error_kind = result.error_kind
         if outcome == "fail":
             vp.fail_heard = mono
-            vp.fail_kind = error_kind
         vp.observed_at = observed_at
         vp.heard = mono
         scheduled = t.scheduled
@@ -823,7 +799,7 @@ class Decider:
             previous=t.state,
             state=t.state,
             breaker=t.breaker,
-            reason=f"{_REFRESH_HEAD}{format_timestamp(since)}{_REFRESH_TAIL}{t.changed_reason}",
+            reason=t.changed_reason,
             failures=last.failures,
             attempt=t.attempt,
             # Repeated as announced: recomputing it from the monotonic deadline could move
@@ -832,6 +808,7 @@ class Decider:
             features=list(t.spec.features),
             evidence=self._evidence(t) or dict(last.evidence),
             flapping=t.flapping,
+            unchanged_since=since,
         )
         t.last = event
         events.append(event)
@@ -867,32 +844,34 @@ class Decider:
         return _Counts(live, failing, warn, passing, trial_fail, trial_ok, failures)
 
     def _kinds(self, t: _Target, mono: float, which: Literal["fail", "warn", "trial"]) -> str:
-        """`` (kind, ...)`` naming the error kinds the counted vantage points reported, or
-        "" when they reported none: a reason never names a kind no result carried."""
+        """`` (kind, ...)`` naming the error kinds of the counted vantage points' latest
+        results, or "" when they carried none: a reason never names a kind no result
+        carried. A failing point whose latest result passed is said to be passing again."""
         stale = t.spec.stale_after
         kinds: set[str] = set()
-        missing = 0
+        missing = again = 0
         for vp in t.vps:
             if mono - vp.heard >= stale:
                 continue
             if which == "trial":
                 if vp.trial != "fail" or mono - vp.fail_heard >= stale:
                     continue
-                kind = vp.fail_kind
             elif vp.counts(mono, stale) != which:
                 continue
-            else:
-                kind = vp.fail_kind if which == "fail" else (vp.error_kind if vp.outcome == "warn" else None)
-            if kind is None:
+            if which != "warn" and vp.outcome != "fail":
+                again += 1
+            elif which == "warn" and vp.outcome != "warn":
+                continue
+            elif vp.error_kind is None:
                 missing += 1
             else:
-                kinds.add(kind)
-        if not kinds:
-            return ""
-        named = ", ".join(sorted(kinds))
-        if missing and which != "warn":
-            named += f"; {missing} without error kind"
-        return f" ({named})"
+                kinds.add(vp.error_kind)
+        parts = [", ".join(sorted(kinds))] if kinds else []
+        if missing and kinds:
+            parts.append(f"{missing} without error kind")
+        if again:
+            parts.append(f"{again} passing again")
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def _evaluate_closed(
         self,
@@ -1005,8 +984,8 @@ class Decider:
         t.raw = "recovering"
         for vp in t.vps:
             vp.trial, vp.trial_oks = None, 0
-        if t.flap is not None:
-            t.flap.record("recovering")
+        # Not a verdict for flap detection: the breaker's own schedule, not an answer of the
+        # dependency (a failed trial then records "unavailable" again: no change).
         reason = why or f"retry time reached: trial checks allowed (attempt {t.attempt})"
         self._emit(t, now, events, "recovering", "half_open", reason)
         self._schedule(t, now.mono + t.spec.stale_after)
