@@ -142,9 +142,9 @@ class CoordinatorService:
         self._published_before = 0
         self._active_tasks: list[asyncio.Task[None]] = []
         self.outbox = self._new_outbox()
-        self._secrets = list(secrets)
         self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
         """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
+        self._secrets = list(secrets)
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._restored = False
@@ -410,13 +410,12 @@ class CoordinatorService:
     def _timer_wait(self) -> float:
         return self._timers.wait()
 
+    # ------------------------------------------------------------------ reload
+
     async def _reload(self) -> str | None:
-        """``ctl reload``: run the command's reload hook (None: reloaded, else why not)."""
         if self.reload_hook is None:
             return "this coordinator was started without a configuration file"
         return await self.reload_hook()
-
-    # ------------------------------------------------------------------ reload
 
     def reconfigure(self, config: Config) -> list[StateChanged]:
         """Decide from now on for ``config``'s targets (a live reload); the retired events.
