@@ -58,6 +58,7 @@ from healthbus.protocol import (
     Subjects,
     decode_control_request,
     encode,
+    probe_token,
     redact,
 )
 
@@ -171,8 +172,10 @@ class CoordinatorService:
         self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
         self.decision_sum = 0.0
 
-        self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
+        self._probe_base = self.subjects.probe_legacy_all[:-1]  # "<prefix>.probe."
         self._probe_base_len = len(self._probe_base)
+        self.legacy_probe_subjects = settings.legacy_probe_subjects
+        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._known = self.decider.names
         self._now_cache: Now | None = None
         self._probe_sub: Any = None
@@ -276,6 +279,8 @@ class CoordinatorService:
         queue = getattr(sub, "_pending_queue", None)
         if isinstance(queue, asyncio.Queue) and isinstance(getattr(sub, "_pending_size", None), int):
             self._probe_sub, self._probe_queue = sub, queue
+        if self.legacy_probe_subjects:
+            self._subs.append(await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._on_legacy_probe))
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
         await self.outbox.start()
         # subscribe() only queues SUB: until nats-server has it, a result or a control
@@ -451,13 +456,26 @@ class CoordinatorService:
             finally:
                 queue.task_done()
 
+    async def _on_legacy_probe(self, msg: Msg) -> None:
+        self.handle_probe(msg.subject, msg.data)
+
     def handle_probe(self, subject: str, data: bytes) -> None:
-        """Decode and decide one ProbeResult message (synchronous: the hot path)."""
+        """Decode and decide one ProbeResult message (synchronous: the hot path).
+
+        The subject names the target and the probe (``<prefix>.probe.<target>.<probe>``);
+        the payload must agree with both, so a credential allowed to publish only its own
+        probe's subjects speaks only for its own vantage point."""
         self.handled += 1
         try:
-            name = subject[self._probe_base_len :]
+            name, dot, token = subject[self._probe_base_len :].partition(".")
             if name not in self._known:
                 self._drop("unknown_target", f"no target {name[:80]!r} in the configuration (subject {subject[:120]})")
+                return
+            if not dot and not self.legacy_probe_subjects:
+                self._drop(
+                    "legacy_subject",
+                    f"{subject[:120]} names no probe (accepted only with [coordinator] legacy_probe_subjects)",
+                )
                 return
             if len(data) > MAX_MESSAGE_BYTES:
                 self._drop("oversized", f"{len(data)} bytes on {subject}")
@@ -471,6 +489,14 @@ class CoordinatorService:
             if result.target != name:
                 self._drop("subject_mismatch", f"target {result.target!r} published on {subject}")
                 return
+            if dot:
+                if probe_token(result.probe) != token:
+                    self._drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
+                    return
+                if result.probe != token:
+                    # One vantage point per subject token: ids that differ only in characters
+                    # a token cannot hold ("web.1", "web 1") are the same vantage point.
+                    result = msgspec.structs.replace(result, probe=token)
             sample = (self.handled & 63) == 0
             started = time.perf_counter() if sample else 0.0
             try:

@@ -61,6 +61,7 @@ from healthbus.protocol._subjects import (
     TARGET_PATTERN,
     Subjects,
     is_valid_target,
+    probe_token,
     validate_target,
 )
 from healthbus.protocol._worker import WorkerHeartbeat, decode_worker_heartbeat, worker_token
@@ -119,6 +120,7 @@ __all__ = [
     "load_config_text",
     "parse_duration",
     "parse_timestamp",
+    "probe_token",
     "redact",
     "redact_url",
     "stream_name_for",
