@@ -67,7 +67,7 @@ async def test_a_failing_phase_shorter_than_the_outage_reaches_the_stream(
 
         async def publish(outcome: Outcome, times: int) -> None:
             for _ in range(times):
-                await driver.publish(SUBJECTS.probe("db"), result("db", outcome))
+                await driver.publish(SUBJECTS.probe("db", "p1"), result("db", outcome))
             await driver.flush(timeout=5)
 
         async def stored_states() -> list[str]:

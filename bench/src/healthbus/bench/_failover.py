@@ -156,7 +156,7 @@ async def _vantage(url: str, probe: str, phases: _Phases, stop: asyncio.Event) -
                     error_kind="refused" if outcome == "fail" else None,
                 )
                 with contextlib.suppress(Exception):  # its node may be down: the round is lost
-                    await nc.publish(subjects.probe(name), encode(result))
+                    await nc.publish(subjects.probe(name, probe), encode(result))
             next_round += ROUND_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, next_round - time.time()))

@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 
 from healthbus.coordinator._core import Now
-from healthbus.protocol import MAX_MESSAGE_BYTES, ProbeResult
+from healthbus.protocol import MAX_MESSAGE_BYTES, ProbeResult, probe_token
 
 #: Seconds of results kept: longer than any outage a takeover is expected to cover.
 WINDOW: Final = 120.0
@@ -43,15 +43,27 @@ class RecentResults:
             self.trim(now.mono)
 
     def add_raw(self, now: Now, prefix_len: int, subject: str, data: bytes) -> None:
-        """Keep one raw message, if it is a well-formed result for the target its subject names."""
+        """Keep one raw message if it is a result the intake would accept from that subject.
+
+        The same subject checks as :meth:`~._intake.Intake.handle_probe` (the payload names
+        the subject's target, and its probe when the subject has one; the subject's probe
+        token is the vantage point): a result kept here is replayed into the core.
+        """
         if len(data) > MAX_MESSAGE_BYTES:
             return
         try:
             result = _decoder.decode(data)
         except msgspec.DecodeError:
             return
-        if result.target == subject[prefix_len:]:
-            self.add(now, result)
+        name, dot, token = subject[prefix_len:].partition(".")
+        if result.target != name:
+            return
+        if dot:
+            if probe_token(result.probe) != token:
+                return
+            if result.probe != token:
+                result = msgspec.structs.replace(result, probe=token)
+        self.add(now, result)
 
     def trim(self, mono: float) -> None:
         """Forget what was received more than :attr:`window` seconds before ``mono``."""

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final
 
@@ -134,8 +134,10 @@ class CoordinatorService:
         self.counters = Counters(self.clock.monotonic)
         self.restored = 0
 
+        self.legacy_probe_subjects = settings.legacy_probe_subjects
+        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now_cache: Now | None = None
-        self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
+        self._probe_base = self.subjects.probe_legacy_all[:-1]  # "<prefix>.probe."
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
         self._publish_log = RateLimitedLog("%s: %s%s", self.clock.monotonic)
         self._error_log = RateLimitedLog("NATS %s: %s%s", self.clock.monotonic)
@@ -149,9 +151,12 @@ class CoordinatorService:
         self._published_before = 0
         self._active_tasks: list[asyncio.Task[None]] = []
         self.outbox = self._new_outbox()
+        self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
+        """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
         self._secrets = list(secrets)
         self._subs: list[Any] = []  # subscriptions of one term as leader (control)
         self._probe_sub: Any = None
+        self._legacy_sub: Any = None
         self._batcher: QueueBatcher | None = None
         self.recent: RecentResults | None = None
         """The results heard lately (with election only): what a takeover catches up from."""
@@ -167,6 +172,7 @@ class CoordinatorService:
             self.decider,
             self.counters,
             probe_base=self._probe_base,
+            legacy=self.legacy_probe_subjects,
             now=self._now,
             emit=self._emit,
             batcher=self._batcher,
@@ -182,6 +188,7 @@ class CoordinatorService:
             now=self._now,
             emit=self._emit,
             wait_published=self.wait_published,
+            reload=self._reload,
         )
 
     # ------------------------------------------------------------------ counters
@@ -248,6 +255,8 @@ class CoordinatorService:
             pending_bytes_limit=PENDING_BYTES_LIMIT,
         )
         self._batcher = QueueBatcher.attach(self._probe_sub)
+        if self.legacy_probe_subjects:
+            self._legacy_sub = await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._on_legacy_probe)
         if self.lease_ttl > 0:
             self.lease = Lease(
                 self.js,
@@ -389,10 +398,11 @@ class CoordinatorService:
         self._tasks.clear()
         if self._election is not None:
             await self._election.stop()
-        if self._probe_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._probe_sub.unsubscribe()
-            self._probe_sub = None
+        for sub in (self._probe_sub, self._legacy_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._probe_sub = self._legacy_sub = None
         await self._deactivate(flush_timeout=flush_timeout if self.active else 0.0)
         if self.lease is not None:
             await self.lease.release()
@@ -460,6 +470,12 @@ class CoordinatorService:
         if self._batcher is not None:
             self._batcher.take(BATCH_LIMIT, lambda subject, data: recent.add_raw(now, base, subject, data))
 
+    async def _on_legacy_probe(self, msg: Msg) -> None:
+        if self.active:
+            await self._intake.on_legacy_probe(msg)
+        elif self.recent is not None:
+            self.recent.add_raw(self._now(), len(self._probe_base), msg.subject, msg.data)
+
     def handle_probe(self, subject: str, data: bytes) -> None:
         """Decode and decide one ProbeResult message (synchronous: the hot path)."""
         self._intake.handle_probe(subject, data)
@@ -470,6 +486,25 @@ class CoordinatorService:
 
     def _timer_wait(self) -> float:
         return self._timers.wait()
+
+    # ------------------------------------------------------------------ reload
+
+    async def _reload(self) -> str | None:
+        if self.reload_hook is None:
+            return "this coordinator was started without a configuration file"
+        return await self.reload_hook()
+
+    def reconfigure(self, config: Config) -> list[StateChanged]:
+        """Decide from now on for ``config``'s targets (a live reload); the retired events.
+
+        Only the active coordinator announces retirements; a standby takes the new targets
+        silently (it restores from the stream when it takes over).
+        """
+        events = self.decider.reconfigure(config.targets, self._now())
+        if not self.active:
+            return []
+        self._emit(events)
+        return events
 
     # ------------------------------------------------------------------ errors
 
