@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
@@ -164,7 +165,9 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
         received.put_nowait(msg.data)
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
-    await sessions["coordinator"].nc.flush()  # the server knows the subscription before the probe publishes
+    # The server has the subscription before the probe publishes (flush() is no such barrier:
+    # its PING can overtake the queued SUB, and the result then reaches nobody).
+    await sync_subscriptions(sessions["coordinator"].nc)
     result = probe_result("redis-main", probe="w1")
     await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
