@@ -311,3 +311,27 @@ def test_a_disabled_target_forgets_long_silent_vantage_points() -> None:
     sim.advance(200.0)
     (trial,) = sim.control("reset")
     assert (trial.breaker, trial.evidence) == ("half_open", {})
+
+
+def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
+    """A failing point whose fail lapsed (only slow passes since) is re-decided when a
+    fresh fail makes it failing again: the target goes back to degraded at once."""
+    sim = Sim(target(failure_threshold=1, success_threshold=3, stale_after=Duration(3.0)))
+
+    def round_(p1: Outcome) -> None:
+        sim.feed(p1, probe="p1", dt=1.0)
+        sim.feed("pass", probe="p2", dt=0.0)
+        sim.feed("pass", probe="p3", dt=0.0)
+
+    for _ in range(3):
+        round_("pass")
+    assert sim.last().state == "healthy"
+    round_("fail")
+    assert sim.last().state == "degraded"
+    round_("pass")
+    round_("pass")
+    sim.advance(1.01)  # the fail is now older than stale_after: p1 no longer counts as failing
+    assert sim.last().state == "healthy"
+    assert "probes passing" in sim.last().reason
+    sim.feed("fail", probe="p1", dt=0.1)
+    assert sim.last().state == "degraded", [(e.state, e.reason) for e in sim.events[-3:]]

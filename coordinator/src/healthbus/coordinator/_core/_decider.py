@@ -580,11 +580,11 @@ class Decider:
         if breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
             breaker = t.breaker
-        old_verdict = vp.verdict
-        if old_verdict is not None and mono - vp.support >= stale:
-            # The results behind it are older than stale_after: lapsed, it no longer
-            # counted (so the same verdict again below is a change, not the fast path).
-            vp.verdict = old_verdict = None
+        # The verdict as it counted until now (None once lapsed), so that a lapsed verdict
+        # the result brings back is a change and gets evaluated.
+        old_verdict = vp.counts(mono, stale)
+        if old_verdict is None:
+            vp.verdict = None  # the results behind it are older than stale_after: lapsed
         outcome = result.outcome
         if outcome == vp.outcome and vp.verdict == outcome:
             # The common case, inlined (same effect as record()): one more of a streak
