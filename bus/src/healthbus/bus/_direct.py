@@ -38,6 +38,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 DEFAULT_BATCH: Final = 1000
 """Messages per page of a batched direct get (the server answers 1,000 in about 15 ms)."""
 
+_CONNECTION_CHECK: Final = 0.1  # how often a wait for a reply checks the connection
+
 
 class DirectGetError(RuntimeError):
     """A direct get on the state stream failed; ``kind`` says how.
@@ -94,6 +96,27 @@ def _header_int(msg: Msg, name: str) -> int:
         raise DirectGetError("status", f"bad {name} header {value!r}") from None
 
 
+async def _next_reply(nc: Client, queue: asyncio.Queue[Msg], timeout: float, stream: str, received: int) -> Msg:
+    """The next reply; DirectGetError after ``timeout``, or at once when the connection drops."""
+
+    def describe() -> str:
+        what = "no answer" if received == 0 else f"the batch stopped after {received} messages"
+        return f"direct get on {stream}: {what} within {timeout:g}s"
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if not nc.is_connected:
+            raise DirectGetError("timeout", f"{describe()}: the connection dropped")
+        left = deadline - loop.time()
+        if left <= 0:
+            raise DirectGetError("timeout", describe())
+        try:
+            return await asyncio.wait_for(queue.get(), min(left, _CONNECTION_CHECK))
+        except TimeoutError:
+            continue
+
+
 async def last_per_subject(
     nc: Client,
     stream: str,
@@ -133,11 +156,7 @@ async def last_per_subject(
             await nc.publish(api, json.dumps(request).encode(), reply=inbox)
             received = 0
             while True:
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
-                    what = "no answer" if received == 0 else f"the batch stopped after {received} messages"
-                    raise DirectGetError("timeout", f"direct get on {stream}: {what} within {timeout:g}s") from None
+                msg = await _next_reply(nc, queue, timeout, stream, received)
                 status = _status(msg)
                 if status is None:
                     stored = _stored(msg)
