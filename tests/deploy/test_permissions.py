@@ -16,8 +16,10 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 from nats.js.errors import APIError
 
+from healthbus.bus import SUBSCRIBER_INBOX_PREFIX, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
@@ -28,14 +30,14 @@ from healthbus.protocol import (
     encode,
     load_config_text,
 )
-from healthbus.subscribers import BusUnavailable, StateStream, connect, ensure_stream
+from healthbus.subscribers import BusUnavailable, HealthClient, StateStream, connect, ensure_stream
 from tests.harness._util import require
 from tests.helpers import probe_result, state_changed
 
 pytestmark = pytest.mark.nats
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
-ROLES = ("coordinator", "probe", "subscriber", "operator")
+ROLES = ("coordinator", "probe", "subscriber", "viewer", "operator")
 
 
 def _password(role: str) -> str:
@@ -78,8 +80,10 @@ class Session:
 
 async def _session(server: EmbeddedNats, role: str) -> Session:
     session = Session()
+    # The subscriber role receives replies only on HealthClient's inbox prefix.
+    inbox = {"inbox_prefix": SUBSCRIBER_INBOX_PREFIX} if role == "subscriber" else {}
     await session.nc.connect(
-        server.url, user=role, password=_password(role), error_cb=session.error_cb, allow_reconnect=False
+        server.url, user=role, password=_password(role), error_cb=session.error_cb, allow_reconnect=False, **inbox
     )
     return session
 
@@ -108,13 +112,13 @@ async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -
         .publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
     )
     assert ack.seq == 1
-    for role in ("probe", "subscriber", "operator"):
+    for role in ("probe", "subscriber", "viewer", "operator"):
         s = sessions[role]
         await s.nc.publish("healthbus.state.redis-main", encode(_event(99, "unavailable")))
         assert "healthbus.state.redis-main" in await s.violation()
-    current = await StateStream(sessions["subscriber"].nc).current()
-    assert current["redis-main"].seq == 1
-    assert current["redis-main"].state == "healthy"
+    (current,) = await StateStream(sessions["subscriber"].nc).snapshot()
+    assert current.seq == 1
+    assert current.state == "healthy"
 
 
 async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[str, Session]) -> None:
@@ -138,10 +142,10 @@ async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[
 
 
 async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Session]) -> None:
-    """Subscriber, probe and operator can read current states and receive live changes."""
+    """Probe, viewer and operator can read current states and follow changes through consumers."""
     js = sessions["coordinator"].nc.jetstream()
     await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
-    for seq, role in enumerate(("subscriber", "probe", "operator"), start=2):
+    for seq, role in enumerate(("probe", "viewer", "operator"), start=2):
         stream = StateStream(sessions[role].nc)
         assert (await stream.current())["redis-main"].seq == seq - 1
         seen: asyncio.Queue[StateChanged] = asyncio.Queue()
@@ -164,7 +168,7 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
         received.put_nowait(msg.data)
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
-    await sessions["coordinator"].nc.flush()  # the server knows the subscription before the probe publishes
+    await sync_subscriptions(sessions["coordinator"].nc)  # the server has the subscription before the probe publishes
     result = probe_result("redis-main", probe="w1")
     await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
@@ -198,10 +202,61 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
             result = probe_result("redis-main", probe="w1")
             await probe.nc.publish("healthbus.probe.redis-main", encode(result))
             await service.wait_published("redis-main", 1)
-        current = await StateStream(subscriber.nc).current()
-        assert current["redis-main"].state == "healthy"
+        (current,) = await StateStream(subscriber.nc).snapshot()
+        assert current.state == "healthy"
         for s in (coordinator, probe, subscriber):
             assert not any("ermissions" in e for e in s.errors), s.errors
     finally:
         for s in (coordinator, probe, subscriber):
             await s.nc.close()
+
+
+async def test_health_client_works_under_the_subscriber_role(
+    secured_nats: EmbeddedNats, sessions: dict[str, Session]
+) -> None:
+    """HealthClient with the subscriber credential loads, follows live, and leaves no consumer behind."""
+    js = sessions["coordinator"].nc.jetstream()
+    for seq in (1, 2):
+        await js.publish(
+            "healthbus.state.redis-main", encode(_event(seq)), headers={"Nats-Msg-Id": f"redis-main:{seq}"}
+        )
+    settings = BusSettings(url=secured_nats.url, user="subscriber", password=_password("subscriber"))
+    async with HealthClient.connect(settings=settings, batch=1) as health:
+        state = health.state("redis-main")
+        assert state is not None
+        assert state.seq == 2
+        assert health.bus.connected
+        await js.publish(
+            "healthbus.state.redis-main", encode(_event(3, "unavailable")), headers={"Nats-Msg-Id": "redis-main:3"}
+        )
+        await health.wait_for("redis-main", "unavailable", timeout=10)
+        assert health.bus.connected
+        assert (await js.stream_info("HEALTHBUS_STATE")).state.consumer_count == 0
+
+
+async def test_subscriber_cannot_create_consumers_or_read_anything_else(sessions: dict[str, Session]) -> None:
+    """The subscriber credential: no consumer, no stream info or history, no other subject or inbox."""
+    s = sessions["subscriber"]
+    js = s.nc.jetstream()
+    refused = (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError, APIError)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.add_consumer("HEALTHBUS_STATE", ConsumerConfig(durable_name="spy")), 1)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.subscribe("healthbus.state.>", ordered_consumer=True), 2)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.stream_info("HEALTHBUS_STATE"), 1)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.get_msg("HEALTHBUS_STATE", 1), 1)
+    with pytest.raises(refused):
+        await s.nc.request("$JS.API.INFO", b"", timeout=1)
+    # Another stream (the coordinators' leader lease bucket) is not readable by direct get either.
+    with pytest.raises(refused):
+        await s.nc.request("$JS.API.DIRECT.GET.KV_HEALTHBUS_STATE_LEADER", b'{"seq": 1}', timeout=1)
+    assert (await sessions["coordinator"].nc.jetstream().stream_info("HEALTHBUS_STATE")).state.consumer_count == 0
+    for subject in ("healthbus.probe.>", "healthbus.ctl.>", "healthbus.worker.>", "_INBOX.>", "$JS.API.>", ">"):
+        s.errors.clear()
+        s._violated.clear()
+        await s.nc.subscribe(subject)
+        assert subject.lower() in (await s.violation()).lower()
+    text = "\n".join(s.errors)
+    assert "permissions violation" in text.lower()

@@ -122,6 +122,21 @@ async def test_direct_get_refused_then_turned_on_by_the_coordinator(nats_server:
         assert not seen[-1].stale
 
 
+async def test_the_coordinator_turns_allow_direct_on_for_an_existing_stream(
+    nats_server: EmbeddedNats, admin: Client
+) -> None:
+    """A state stream made without allow_direct (an older version) has it once a coordinator starts."""
+    config = stream_config(StreamSettings.for_prefix(PREFIX))
+    config.allow_direct = False
+    js = admin.jetstream()
+    await js.add_stream(config)
+    await js.publish(f"{PREFIX}.state.kept", b"{}")
+    async with CoordinatorService(load_config_text(COORDINATOR), admin, lease_ttl=0):
+        info = await js.stream_info(STREAM)
+        assert info.config.allow_direct
+        assert info.state.messages == 1  # the stream was updated, not replaced
+
+
 async def test_missing_stream_is_a_lost_bus_until_it_exists(nats_server: EmbeddedNats, admin: Client) -> None:
     """No state stream at all: not connected, the reason says so; once created the client follows it."""
     async with HealthClient.connect(nats_server.url, prefix=PREFIX, stale_after=30, resync_jitter=0) as health:

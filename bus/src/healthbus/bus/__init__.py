@@ -17,6 +17,7 @@ comes from the ``[server]`` extra (``pip install 'healthbus-bus[server]'``) or `
 
 from healthbus.bus._connect import (
     DEFAULT_URL,
+    SUBSCRIBER_INBOX_PREFIX,
     BusUnavailable,
     bus_secrets,
     connect,
@@ -31,6 +32,7 @@ from healthbus.bus._statestream import Follower, Handler, Start, StateStream
 __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_URL",
+    "SUBSCRIBER_INBOX_PREFIX",
     "BusUnavailable",
     "DirectGetError",
     "Follower",

@@ -144,7 +144,8 @@ class HealthClient(HealthViewBase):
         seconds without the bus before states are stale and ``on_bus_loss`` applies
         (``keep`` / ``assume_available`` / ``assume_unavailable``); ``connect_timeout``
         bounds how long connecting may take (default ``settings.connect_timeout``);
-        ``nc``: an existing nats-py connection to share (not closed by the client);
+        ``nc``: an existing nats-py connection to share (not closed by the client; under
+        ``deploy/``'s subscriber role it needs ``inbox_prefix=healthbus.bus.SUBSCRIBER_INBOX_PREFIX``);
         ``resync_jitter``: the most seconds to wait before reloading current states after
         a reconnect (spreads a fleet); ``batch``: targets per direct-get request.
         """
@@ -257,6 +258,7 @@ class HealthClient(HealthViewBase):
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
+                inbox_prefix=bus.SUBSCRIBER_INBOX_PREFIX,
             )
         except bus.BusUnavailable as exc:
             if self._backoff_attempt == 0 or self._backoff_attempt % 10 == 0:
