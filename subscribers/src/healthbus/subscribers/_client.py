@@ -61,6 +61,7 @@ _BACKOFF_MAX = 10.0
 _ERROR_LOG_INTERVAL = 60.0
 _RESYNC_JITTER = 1.0
 _REPAIR_DELAY = 0.05
+_IDLE_WAIT = 5.0
 
 
 class HealthClient(HealthViewBase):
@@ -371,7 +372,7 @@ class HealthClient(HealthViewBase):
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.001, min(self._tick, wait)))
+                await asyncio.wait_for(self._wake.wait(), max(0.001, wait))
 
     async def _supervise_once(self) -> float:
         """One round; returns how long until the next one is due at the latest."""
@@ -410,9 +411,13 @@ class HealthClient(HealthViewBase):
                 if now >= due:
                     await self._go_live(max(1.0, self.connect_timeout))
                 else:
-                    wait = due - now
+                    wait = min(wait, due - now)
         self._table.tick(self._clock())
         self._notify_bus()
+        if self._live and self._own_nc and self._table.lost_since is None:
+            # Following on its own connection: nats-py's callbacks wake the supervisor on
+            # any change, so it need not poll (a fleet's processes stay asleep).
+            wait = _IDLE_WAIT
         return wait
 
 
