@@ -81,9 +81,13 @@ class Session:
 async def _session(server: EmbeddedNats, role: str) -> Session:
     session = Session()
     # The subscriber role receives replies only on HealthClient's inbox prefix.
-    inbox = {"inbox_prefix": SUBSCRIBER_INBOX_PREFIX} if role == "subscriber" else {}
     await session.nc.connect(
-        server.url, user=role, password=_password(role), error_cb=session.error_cb, allow_reconnect=False, **inbox
+        server.url,
+        user=role,
+        password=_password(role),
+        error_cb=session.error_cb,
+        allow_reconnect=False,
+        inbox_prefix=SUBSCRIBER_INBOX_PREFIX if role == "subscriber" else "_INBOX",
     )
     return session
 

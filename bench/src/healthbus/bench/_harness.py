@@ -19,7 +19,7 @@ from healthbus.bench._framework import SuiteUnavailable
 if TYPE_CHECKING:
     from healthbus.coordinator import CoordinatorService
     from healthbus.probes import ProbeWorker
-    from healthbus.subscribers import HealthClient
+    from healthbus.subscribers import HealthClient, SyncHealthClient
     from healthbus.subscribers.redis import HealthyRedis
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "RunningProbeWorker",
     "connect_health_client",
     "open_health_client",
+    "open_sync_health_client",
     "redis_adapter",
     "require_coordinator",
     "require_health_client",
@@ -169,6 +170,19 @@ async def connect_health_client(url: str, prefix: str, **options: Any) -> Health
     client_cls = _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
     health: HealthClient = await client_cls.connect(url, prefix=prefix, **options)
     return health
+
+
+@contextlib.asynccontextmanager
+async def open_sync_health_client(url: str, prefix: str) -> AsyncIterator[SyncHealthClient]:
+    """A connected SyncHealthClient (its own thread and loop; connected and closed off this loop)."""
+    import asyncio
+
+    client_cls = _attr("healthbus.subscribers", "SyncHealthClient", "the subscriber library (SyncHealthClient)")
+    health: SyncHealthClient = await asyncio.to_thread(client_cls.connect, url, prefix=prefix)
+    try:
+        yield health
+    finally:
+        await asyncio.to_thread(health.close)
 
 
 @contextlib.asynccontextmanager

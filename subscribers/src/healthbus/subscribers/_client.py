@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Self
@@ -51,6 +50,7 @@ from nats.errors import SlowConsumerError
 from healthbus import bus
 from healthbus.bus import DEFAULT_BATCH, DirectGetError, StateStream
 from healthbus.protocol import BusSettings, StateChanged, Subjects, redact, redact_url
+from healthbus.protocol.clock import Clock, sleep_until_set
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -86,7 +86,7 @@ class HealthClient(HealthViewBase):
         connect_timeout: float | None = None,
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | Callable[[], float] | None = None,
         resync_jitter: float = _RESYNC_JITTER,
         batch: int = DEFAULT_BATCH,
     ) -> None:
@@ -371,8 +371,7 @@ class HealthClient(HealthViewBase):
             except Exception:  # never let the supervisor die
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.001, wait))
+            await sleep_until_set(self._time, self._wake, max(0.001, wait))
 
     async def _supervise_once(self) -> float:
         """One round; returns how long until the next one is due at the latest."""
