@@ -12,7 +12,8 @@ Measured for each design in the same run, on the same server:
   sampled every 0.25 s) while the fleet ran.
 - ``nats_server_rss_mb`` / ``nats_server_cpu_s``: the server's resident memory, and the
   CPU seconds it used over ``steady_window_s`` seconds of an idle, connected fleet.
-- ``flip_all_*``: for each published transition, the time from its publish until every
+- ``flip_all_*``: for each published transition (the next one only once every following
+  instance has the last, so none queues behind another), the time from its publish until every
   instance's ``on_change`` callback ran (over the transitions every instance saw; null
   when some instance never saw any). ``flip_seen_p99_ms``: the same until the last
   instance that saw it, for a design where some instances never follow.
@@ -278,10 +279,13 @@ async def _phase(
         rss_mb = probe.rss_mb()
 
         sent: dict[Key, int] = {}
+        following = instances - failures
         for i in range(flips):
             key, at = await publisher.publish(admin, publisher.names[i % len(publisher.names)])
             sent[key] = at
-            await asyncio.sleep(gap)  # let the fan-out finish before the next one
+            # The fan-out finishes before the next transition, so none queues behind another.
+            await _collect(children, [key], following, catch_up_timeout)
+            await asyncio.sleep(gap)
         log.info(
             "fleet %s: %d instances connected (%d failed); publishing %d transitions",
             design,
@@ -291,7 +295,6 @@ async def _phase(
         )
         # Instances that could not even start following will never see anything: wait
         # for the others (the missed ones are counted against all of them).
-        following = instances - failures
         seen = await _collect(children, list(sent), following, catch_up_timeout)
         flip_ms = [(seen[k][1] - sent[k]) / 1e6 for k in sent if seen.get(k, (0, 0))[0] >= instances]
         seen_ms = [(seen[k][1] - sent[k]) / 1e6 for k in sent if seen.get(k, (0, 0))[0] > 0]
@@ -345,7 +348,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
     processes = max(1, min(MAX_PROCESSES, math.ceil(instances / 50)))
     flips: int = opts.pick("repeat", smoke=3, full=20)
     steady_s: float = opts.pick("duration", smoke=1.0, full=10.0)
-    gap = 0.3 if opts.size == "smoke" else 2.0
+    gap = 0.1 if opts.size == "smoke" else 0.5
     catch_up_timeout = 30.0 if opts.size == "smoke" else 120.0
     nofile = raise_nofile()  # nats-server inherits it
     machine = machine_description()
