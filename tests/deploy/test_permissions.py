@@ -32,7 +32,7 @@ from healthbus.protocol import (
 )
 from healthbus.subscribers import BusUnavailable, HealthClient, StateStream, connect, ensure_stream
 from tests.harness._util import require
-from tests.helpers import probe_result, state_changed
+from tests.helpers import probe_result, state_changed, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -264,3 +264,19 @@ async def test_subscriber_cannot_create_consumers_or_read_anything_else(sessions
         assert subject.lower() in (await s.violation()).lower()
     text = "\n".join(s.errors)
     assert "permissions violation" in text.lower()
+
+
+async def test_a_credential_that_may_not_follow_is_a_lost_bus(secured_nats: EmbeddedNats) -> None:
+    """HealthClient under a role without the subscribe permission: not connected, the reason says so, policy applies."""
+    settings = BusSettings(url=secured_nats.url, user="viewer", password=_password("viewer"))
+    async with HealthClient.connect(
+        settings=settings, stale_after=0.1, on_bus_loss="assume_unavailable", resync_jitter=0
+    ) as health:
+        seen: list[str | None] = []
+        health.on_bus_change(lambda status: seen.append(status.reason))
+        assert not health.bus.connected
+        assert "permissions violation" in (health.bus.reason or "").lower()
+        assert "healthbus.state." in (health.bus.reason or "")
+        await wait_until(lambda: health.bus.stale, 10, "the policy to apply")
+        assert not health.is_available("redis-main")
+        assert seen  # told through on_bus_change, not only a log line

@@ -303,7 +303,10 @@ class HealthClient(HealthViewBase):
             # subscription before it answers: every later change arrives live.
             events = await self._stream.snapshot(batch=self.batch, timeout=max(0.1, timeout))
         except (DirectGetError, OSError, TimeoutError, nats_errors.Error) as exc:
-            self._fail(f"cannot read the state stream: {exc}")
+            if self._refused is not None:  # the server said why there was no answer
+                self._fail(f"refused by the server: {self._refused}")
+            else:
+                self._fail(f"cannot read the state stream: {exc}")
             return
         for event in events:
             self._handle(event)
