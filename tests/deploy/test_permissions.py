@@ -269,14 +269,13 @@ async def test_subscriber_cannot_create_consumers_or_read_anything_else(sessions
 async def test_a_credential_that_may_not_follow_is_a_lost_bus(secured_nats: EmbeddedNats) -> None:
     """HealthClient under a role without the subscribe permission: not connected, the reason says so, policy applies."""
     settings = BusSettings(url=secured_nats.url, user="viewer", password=_password("viewer"))
-    async with HealthClient.connect(
-        settings=settings, stale_after=0.1, on_bus_loss="assume_unavailable", resync_jitter=0
-    ) as health:
-        seen: list[str | None] = []
-        health.on_bus_change(lambda status: seen.append(status.reason))
+    health = HealthClient(settings=settings, stale_after=0.1, on_bus_loss="assume_unavailable", resync_jitter=0)
+    seen: list[str | None] = []
+    health.on_bus_change(lambda status: seen.append(status.reason))
+    async with await health.start():
         assert not health.bus.connected
         assert "permissions violation" in (health.bus.reason or "").lower()
         assert "healthbus.state." in (health.bus.reason or "")
         await wait_until(lambda: health.bus.stale, 10, "the policy to apply")
         assert not health.is_available("redis-main")
-        assert seen  # told through on_bus_change, not only a log line
+        assert seen == [health.bus.reason]  # told through on_bus_change, not only a log line
