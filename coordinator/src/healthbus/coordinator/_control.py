@@ -43,6 +43,7 @@ class Control:
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
         wait_published: Callable[[str, int, float], Awaitable[None]],
+        reload: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.decider = decider
         self.counters = counters
@@ -50,6 +51,7 @@ class Control:
         self._now = now
         self._emit = emit
         self._wait_published = wait_published
+        self._reload = reload
 
     async def on_ctl(self, msg: Msg) -> None:
         """Subscription callback: apply, then reply if asked."""
@@ -63,6 +65,9 @@ class Control:
         if command not in CONTROL_COMMANDS:
             self.counters.drop("bad_control", f"unknown command {command[:40]!r}")
             return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
+        if command == "reload":  # no target: the command re-reads the configuration file
+            error = "reload is not available here" if self._reload is None else await self._reload()
+            return ControlReply(ok=error is None, error=error)
         try:
             request = decode_control_request(data)
         except ProtocolError as exc:

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final
 
@@ -127,8 +127,10 @@ class CoordinatorService:
         self.counters = Counters(self.clock.monotonic)
         self.restored = 0
 
+        self.legacy_probe_subjects = settings.legacy_probe_subjects
+        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now_cache: Now | None = None
-        self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
+        self._probe_base = self.subjects.probe_legacy_all[:-1]  # "<prefix>.probe."
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
         self._publish_log = RateLimitedLog("%s: %s%s", self.clock.monotonic)
         self._error_log = RateLimitedLog("NATS %s: %s%s", self.clock.monotonic)
@@ -142,6 +144,8 @@ class CoordinatorService:
         self._published_before = 0
         self._active_tasks: list[asyncio.Task[None]] = []
         self.outbox = self._new_outbox()
+        self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
+        """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
         self._secrets = list(secrets)
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -151,7 +155,14 @@ class CoordinatorService:
 
     def _bind(self) -> None:
         """Give the parts of one term the current decider."""
-        self._intake = Intake(self.decider, self.counters, probe_base=self._probe_base, now=self._now, emit=self._emit)
+        self._intake = Intake(
+            self.decider,
+            self.counters,
+            probe_base=self._probe_base,
+            legacy=self.legacy_probe_subjects,
+            now=self._now,
+            emit=self._emit,
+        )
         self._timers = Timers(
             self.decider, self.nc, self.clock, tick=self.tick_interval, now=self._now, emit=self._emit
         )
@@ -162,6 +173,7 @@ class CoordinatorService:
             now=self._now,
             emit=self._emit,
             wait_published=self.wait_published,
+            reload=self._reload,
         )
 
     # ------------------------------------------------------------------ counters
@@ -263,6 +275,8 @@ class CoordinatorService:
         )
         self._subs.append(sub)
         self._intake.attach(sub)
+        if self.legacy_probe_subjects:
+            self._subs.append(await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._intake.on_legacy_probe))
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._control.on_ctl))
         await self.outbox.start()
         # subscribe() only queues SUB: until nats-server has it, a result or a control
@@ -406,6 +420,25 @@ class CoordinatorService:
 
     def _timer_wait(self) -> float:
         return self._timers.wait()
+
+    # ------------------------------------------------------------------ reload
+
+    async def _reload(self) -> str | None:
+        if self.reload_hook is None:
+            return "this coordinator was started without a configuration file"
+        return await self.reload_hook()
+
+    def reconfigure(self, config: Config) -> list[StateChanged]:
+        """Decide from now on for ``config``'s targets (a live reload); the retired events.
+
+        Only the active coordinator announces retirements; a standby takes the new targets
+        silently (it restores from the stream when it takes over).
+        """
+        events = self.decider.reconfigure(config.targets, self._now())
+        if not self.active:
+            return []
+        self._emit(events)
+        return events
 
     # ------------------------------------------------------------------ errors
 

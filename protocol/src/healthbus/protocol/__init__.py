@@ -64,9 +64,16 @@ from healthbus.protocol._subjects import (
     TARGET_PATTERN,
     Subjects,
     is_valid_target,
+    probe_token,
     validate_target,
 )
-from healthbus.protocol._worker import WorkerHeartbeat, decode_worker_heartbeat, worker_token
+from healthbus.protocol._worker import (
+    ReloadNotice,
+    WorkerHeartbeat,
+    decode_reload_notice,
+    decode_worker_heartbeat,
+    worker_token,
+)
 
 __all__ = [
     "BREAKER_STATES",
@@ -104,6 +111,7 @@ __all__ = [
     "ProbeWorkerSettings",
     "ProtocolError",
     "Quorum",
+    "ReloadNotice",
     "State",
     "StateChanged",
     "StreamSettings",
@@ -113,6 +121,7 @@ __all__ = [
     "decode_control_reply",
     "decode_control_request",
     "decode_probe_result",
+    "decode_reload_notice",
     "decode_state_changed",
     "decode_worker_heartbeat",
     "encode",
@@ -124,6 +133,7 @@ __all__ = [
     "load_config_text",
     "parse_duration",
     "parse_timestamp",
+    "probe_token",
     "redact",
     "redact_url",
     "refresh_origin",
