@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healthbus.coordinator._core import quorum_need
-from healthbus.protocol import BackoffSettings, Duration, ProbeResult, StateChanged
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, StateChanged
 
 from ._sim import T0, Sim, at, result, target
 
@@ -72,6 +72,14 @@ def test_a_reason_names_only_the_error_kinds_results_carried() -> None:
     assert degraded.reason == "1/2 probes failing", degraded.reason
     (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p2", kind="timeout"), at(1.0))
     assert opened.reason.startswith("2/3 probes failing (timeout; 1 without error kind); breaker open"), opened.reason
+    # A failing point whose latest result passed (not yet success_threshold of them) is
+    # still failing, and the reason says it is passing again rather than naming a kind.
+    sim = Sim(target(failure_threshold=1))
+    sim.decider.on_result(result(1.0, "pass", probe="p3"), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1", kind="dns"), at(1.0))
+    assert sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0)) == []
+    (opened,) = sim.decider.on_result(result(2.0, "fail", probe="p2", kind="timeout"), at(2.0))
+    assert opened.reason.startswith("2/3 probes failing (timeout; 1 passing again); breaker open"), opened.reason
 
 
 # ---------------------------------------------------------------- properties
@@ -125,13 +133,15 @@ def drive(sim: Sim, plan: list[tuple[Any, ...]], log: Log) -> None:
         if step[0] == "run":
             _, p, outcome, dt, count = step
             for _ in range(count):
-                log.add(sim.t, sim.advance(dt), "timer")
+                ticked = sim.advance(dt)  # before reading sim.t: the timers run at the new time
+                log.add(sim.t, ticked, "timer")
                 out = sim.decider.on_result(result(sim.t, outcome, probe=f"p{p}"), at(sim.t))
                 sim.events.extend(out)
                 log.results.append((sim.t, f"p{p}", outcome))
                 log.add(sim.t, out, outcome)
         elif step[0] == "tick":
-            log.add(sim.t, sim.advance(step[1]), "timer")
+            ticked = sim.advance(step[1])
+            log.add(sim.t, ticked, "timer")
         else:
             log.add(sim.t, sim.control(step[1]), "control")
 
@@ -201,3 +211,70 @@ def test_after_a_silence_only_new_results_decide(
 
 def _backoff_fields(b: BackoffSettings) -> dict[str, Any]:
     return {"base": b.base, "multiplier": b.multiplier, "max": b.max}
+
+
+# ---------------------------------------------------------------- flapping
+
+
+def _outage(sim: Sim, probes: int, fail_rounds: int, pass_rounds: int, dt: float) -> None:
+    """Every probe passes, then fails for ``fail_rounds`` rounds, then passes again."""
+    phases: tuple[tuple[Outcome, int], ...] = (("pass", 6), ("fail", fail_rounds), ("pass", pass_rounds))
+    for outcome, rounds in phases:
+        for _ in range(rounds):
+            for p in range(probes):
+                sim.feed(outcome, probe=f"p{p}", dt=dt if p == 0 else 0.0)
+
+
+def test_a_long_outage_comes_back_healthy_not_flapping() -> None:
+    """A dependency down through several failed trials, then back, is healthy: the breaker's
+    own trials (recovering, then unavailable again) are not changes in what it answers."""
+    sim = Sim(
+        target(
+            interval=Duration(1.0),
+            stale_after=Duration(3.0),
+            backoff=BackoffSettings(base=Duration(0.5), multiplier=1.0, max=Duration(0.5), jitter="none"),
+            flap=FlapSettings(),
+        )
+    )
+    _outage(sim, probes=3, fail_rounds=40, pass_rounds=10, dt=1.0)
+    reopened = [e for e in sim.events if e.breaker == "open" and e.previous == "recovering"]
+    assert len(reopened) >= 4  # several trials failed
+    assert sim.last().state == "healthy"
+    assert not any(e.flapping for e in sim.events)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=configs,
+    probes=st.integers(1, 3),
+    fail_rounds=st.integers(0, 120),
+    pass_rounds=st.integers(0, 40),
+    dt=st.sampled_from([0.25, 0.5, 1.0]),
+    window=st.sampled_from([11, 21]),
+    seed=st.integers(0, 99),
+)
+def test_failures_of_any_length_then_passes_never_flap(
+    config: dict[str, Any], probes: int, fail_rounds: int, pass_rounds: int, dt: float, window: int, seed: int
+) -> None:
+    """A run of failures of any length followed by a run of passes never yields flapping."""
+    sim = Sim(target(**config, flap=FlapSettings(window=window)), seed=seed)
+    _outage(sim, probes, fail_rounds, pass_rounds, dt)
+    assert not any(e.flapping for e in sim.events), [(e.state, e.breaker) for e in sim.events]
+
+
+def test_a_dependency_that_keeps_going_down_and_up_still_flaps() -> None:
+    """Changes in what the dependency answers still count: down, back, down, back... flaps."""
+    sim = Sim(
+        target(
+            failure_threshold=1,
+            success_threshold=1,
+            interval=Duration(1.0),
+            stale_after=Duration(3.0),
+            backoff=BackoffSettings(base=Duration(0.5), multiplier=1.0, max=Duration(0.5), jitter="none"),
+            flap=FlapSettings(window=11),
+        )
+    )
+    for _ in range(8):
+        sim.feed("fail", dt=1.0)
+        sim.feed("pass", dt=1.0)
+    assert any(e.flapping for e in sim.events), [(e.state, e.breaker) for e in sim.events]

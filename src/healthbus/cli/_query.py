@@ -36,13 +36,16 @@ from healthbus.cli._format import (
 )
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import (
+    MAX_MAINTENANCE_S,
     ControlRequest,
     ProtocolError,
     StateChanged,
     Subjects,
     decode_control_reply,
     encode,
+    format_timestamp,
     is_valid_target,
+    parse_duration,
     redact_url,
     utcnow,
 )
@@ -52,10 +55,6 @@ __all__ = ["cmd_ctl", "cmd_replay", "cmd_state_at", "cmd_status", "cmd_tail", "f
 
 #: How long a reply to a control request may take before we say nobody answered.
 CTL_TIMEOUT_S = 5.0
-
-
-class QueryFailed(Exception):
-    """The stream could not be read; the message says why and what to check."""
 
 
 @dataclass
@@ -272,11 +271,29 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _maintenance_duration(action: str, text: str | None) -> float | None:
+    """``--for``'s seconds: required by ``maintenance``, refused with anything else (usage errors)."""
+    if action != "maintenance":
+        if text is not None:
+            raise UsageError(f"--for applies to maintenance only, not to {action}")
+        return None
+    if text is None:
+        raise UsageError("maintenance needs --for DURATION (e.g. --for 1h)")
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    if not 0 < seconds <= MAX_MAINTENANCE_S:
+        raise UsageError(f"--for: expected a duration above 0 and at most 366d, got {text!r}")
+    return seconds
+
+
 async def cmd_ctl(args: argparse.Namespace) -> int:
     """``healthbus ctl ACTION TARGET [--reason R]``: ask the coordinator to force-open, disable or reset."""
     if not is_valid_target(args.target):
         raise UsageError(f"invalid target name {args.target!r} (expected 1-64 characters of a-z, 0-9, '_' or '-')")
-    request = ControlRequest(target=args.target, reason=args.reason or "")
+    duration = _maintenance_duration(args.action, getattr(args, "duration", None))
+    request = ControlRequest(target=args.target, reason=args.reason or "", duration_s=duration)
     async with _session(args, "ctl") as s:
         subject = Subjects(s.stream.subjects.prefix).ctl(args.action)
         try:
@@ -297,7 +314,8 @@ async def cmd_ctl(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     if reply.event is not None:
         e = reply.event
-        print(f"{args.action} {args.target}: ok, now {e.state} (breaker {e.breaker}, seq {e.seq})")
+        until = f" until {format_timestamp(e.retry_at)}" if e.breaker == "forced_open" and e.retry_at else ""
+        print(f"{args.action} {args.target}: ok, now {e.state}{until} (breaker {e.breaker}, seq {e.seq})")
     else:
         print(f"{args.action} {args.target}: ok")
     return EXIT_OK

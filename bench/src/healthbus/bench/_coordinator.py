@@ -11,6 +11,14 @@ are reported.
 Rate = messages / (time of the last message counted or decided − time of the first
 publish), both on the machine-wide monotonic clock. The coordinator's CPU seconds and
 peak RSS are its own process's (getrusage).
+
+Publish cost of durability (``durability`` in the result): the coordinator's own outbox
+publishes StateChanged to a state stream on two more servers started in the same run,
+one with JetStream's default lazy fsync and one with ``sync_interval: always`` (as
+deploy/ configures it), alternating which goes first on each repeat: a burst of events
+over many targets (pipelined, as after a fleet-wide change) until every one is acked,
+and events of one target one at a time (each waits for its ack: what one transition
+pays before the next of its target can go out).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
@@ -26,6 +36,7 @@ from healthbus.bench._natsutil import CountingSubscriber, bench_connect
 from healthbus.bench._procs import ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import bench_config_text, probe_ids, probe_messages, target_names
+from healthbus.protocol import State, StateChanged, StreamSettings, Subjects
 
 __all__ = ["run"]
 
@@ -205,6 +216,14 @@ async def run(opts: BenchOptions) -> SuiteResult:
                 results[which] = await _one_run(group, pub.link, which, server.url, prefix, total, config_text)
             rounds.append(results)
 
+        durability = await _durability(
+            opts.workdir,
+            repeat,
+            burst=400 if opts.size == "smoke" else 5_000,
+            targets=min(targets, 1_000),
+            serial=50 if opts.size == "smoke" else 500,
+        )
+
     base = [r["baseline"] for r in rounds]
     coord = [r["coordinator"] for r in rounds]
     ratios = [c["msgs_per_s"] / b["msgs_per_s"] if b["msgs_per_s"] else 0.0 for b, c in zip(base, coord, strict=True)]
@@ -230,6 +249,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "coordinator_all_published_s": coord[mid]["all_published_s"],
         "coordinator_publish_cpu_s": round(coord[mid]["drain_cpu_s"], 3),
         "unpublished": max(c["unpublished"] for c in coord),
+        "durability": durability,
         "rounds": [
             {
                 "baseline_msgs_per_s": b["msgs_per_s"],
@@ -248,6 +268,110 @@ async def run(opts: BenchOptions) -> SuiteResult:
         )
     goals = [Goal("ratio >= 0.5 (coordinator / raw counting subscriber)", ratio >= 0.5, f"ratio {ratio}")]
     return SuiteResult("coordinator", opts.size, data, goals, notes, machine)
+
+
+# ---------------------------------------------------------------- durability
+
+
+def _events(targets: list[str], per_target: int) -> list[StateChanged]:
+    """``per_target`` alternating transitions of every target, in seq order per target."""
+    at = datetime.now(UTC)
+    out: list[StateChanged] = []
+    for seq in range(1, per_target + 1):
+        state: State = "unavailable" if seq % 2 else "healthy"
+        previous: State = "unknown" if seq == 1 else ("healthy" if seq % 2 else "unavailable")
+        for name in targets:
+            out.append(
+                StateChanged(
+                    target=name,
+                    seq=seq,
+                    at=at,
+                    previous=previous,
+                    state=state,
+                    breaker="open" if seq % 2 else "closed",
+                    reason="2/3 probes failing (refused); breaker open, trial in 1.0s (attempt 1)",
+                    failures=3,
+                    attempt=1 if seq % 2 else 0,
+                    features=["cache"],
+                )
+            )
+    return out
+
+
+async def _publish_cost(workdir: Path, sync_always: bool, burst: int, targets: int, serial: int) -> dict[str, Any]:
+    """Acked StateChanged per second through the coordinator's outbox, on a fresh server."""
+    from healthbus.bus import ensure_stream
+    from healthbus.coordinator import Outbox
+
+    async with embedded_nats(workdir, sync_always=sync_always) as server:
+        nc = await bench_connect(server.url, "bench-durability")
+        try:
+            prefix = "benchdur"
+            stream = StreamSettings.for_prefix(prefix)
+            await ensure_stream(nc.jetstream(), stream)
+            outbox = Outbox(nc, Subjects(prefix), stream, timeout=30.0)
+            await outbox.start()
+            try:
+                names = [f"t{i}" for i in range(targets)]
+                events = _events(names, max(1, burst // targets))
+                start = now_ns()
+                for event in events:
+                    outbox.put(event)
+                await asyncio.wait_for(outbox.drained(), 600)
+                burst_s = (now_ns() - start) / 1e9
+                # One target, one event at a time: each publish waits for its ack.
+                one = _events(["serial"], serial)
+                latencies: list[float] = []
+                for event in one:
+                    t0 = now_ns()
+                    outbox.put(event)
+                    await asyncio.wait_for(outbox.wait_acked(event.target, event.seq), 60)
+                    latencies.append((now_ns() - t0) / 1e6)
+            finally:
+                await outbox.stop()
+        finally:
+            await nc.close()
+    latencies.sort()
+    return {
+        "burst_events": len(events),
+        "burst_acked_per_s": rate(len(events), burst_s),
+        "serial_events": len(one),
+        "serial_p50_ms": round(latencies[len(latencies) // 2], 3),
+        "serial_p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
+    }
+
+
+async def _durability(workdir: Path, repeat: int, burst: int, targets: int, serial: int) -> dict[str, Any]:
+    """The publish cost of lazy fsync (the default) and of ``sync_interval: always``."""
+    runs: dict[str, list[dict[str, Any]]] = {"default": [], "always": []}
+    for r in range(repeat):
+        order = ("default", "always") if r % 2 == 0 else ("always", "default")
+        for which in order:
+            runs[which].append(
+                await _publish_cost(workdir / f"dur{r}{which}", which == "always", burst, targets, serial)
+            )
+    out: dict[str, Any] = {"store_filesystem": _filesystem(workdir), "repeat": repeat}
+    for which, results in runs.items():
+        out[which] = {
+            key: (results[0][key] if key.endswith("_events") else round(statistics.median(x[key] for x in results), 3))
+            for key in results[0]
+        }
+    default, always = out["default"], out["always"]
+    out["burst_slowdown"] = round(default["burst_acked_per_s"] / always["burst_acked_per_s"], 2)
+    out["serial_p50_added_ms"] = round(always["serial_p50_ms"] - default["serial_p50_ms"], 3)
+    return out
+
+
+def _filesystem(path: Path) -> str:
+    """The file system type holding ``path`` (fsync costs depend on it), from /proc/mounts."""
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError):
+        target = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and target.startswith(fields[1]) and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
 
 
 def _median_index(values: list[float]) -> int:

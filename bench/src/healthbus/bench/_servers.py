@@ -37,12 +37,15 @@ max_payload: 1048576
 
 
 @contextlib.asynccontextmanager
-async def embedded_nats(workdir: Path) -> AsyncIterator[EmbeddedNats]:
-    """A JetStream nats-server on a free loopback port for the duration of the block."""
+async def embedded_nats(workdir: Path, *, sync_always: bool = False) -> AsyncIterator[EmbeddedNats]:
+    """A JetStream nats-server on a free loopback port for the duration of the block.
+
+    ``sync_always``: JetStream fsyncs every write (``sync_interval: always``, as deploy/
+    configures it) instead of the default lazy sync."""
     data_dir = workdir / "nats"
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "bench.conf"
-    conf.write_text(_NATS_CONF)
+    conf.write_text(_NATS_CONF + ("jetstream { sync_interval: always }\n" if sync_always else ""))
     server = EmbeddedNats(data_dir, host="127.0.0.1", config_file=conf)
     await server.astart()
     try:

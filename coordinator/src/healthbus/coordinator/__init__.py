@@ -15,6 +15,7 @@ from healthbus.coordinator._core import (
     is_refresh,
     quorum_need,
 )
+from healthbus.coordinator._outbox import Outbox
 from healthbus.coordinator._service import CoordinatorService
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "CoordinatorService",
     "Decider",
     "Now",
+    "Outbox",
     "Rejected",
     "SystemClock",
     "backoff_delay",

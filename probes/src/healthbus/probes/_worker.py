@@ -38,7 +38,7 @@ from healthbus.bus import sync_subscriptions
 from healthbus.probes._base import Checker, CheckResult, short, target_secrets
 from healthbus.probes._checkers import build_checker
 from healthbus.probes._classify import classify_generic
-from healthbus.probes._schedule import Clock, SystemClock, TargetSchedule, hold_until
+from healthbus.probes._schedule import TargetSchedule, hold_until
 from healthbus.probes._sharding import Membership, assigned
 from healthbus.protocol import (
     Config,
@@ -53,6 +53,7 @@ from healthbus.protocol import (
     format_duration,
     worker_token,
 )
+from healthbus.protocol.clock import Clock, SystemClock, sleep_until_set
 
 log = logging.getLogger("healthbus.probes")
 
@@ -126,6 +127,12 @@ class ProbeMetrics:
         )
         self.publish_errors = Counter(
             "healthbus_probe_publish_errors", "Results that could not be published", registry=registry
+        )
+        self.dropped = Counter(
+            "healthbus_probe_dropped_messages",
+            "Messages received and dropped, by reason (malformed: not a valid worker heartbeat)",
+            ["reason"],
+            registry=registry,
         )
         self.assigned = Gauge("healthbus_probe_assigned_targets", "Targets this worker checks now", registry=registry)
         self.live_workers = Gauge(
@@ -330,7 +337,7 @@ class ProbeWorker:
         )
         event = self.last_state.get(name)
         if event is not None:
-            schedule.hold(hold_until(event, wall_now=self.clock.wall(), mono_now=now), now)
+            schedule.hold(hold_until(event, wall_now=self.clock.now(), mono_now=now), now)
         self.schedules[name] = schedule
         self._wake[name] = asyncio.Event()
         self._tasks[name] = asyncio.create_task(self._target_loop(name, schedule), name=f"healthbus-probe-{name}")
@@ -351,9 +358,7 @@ class ProbeWorker:
             elif action == "skip":
                 self.metrics.skipped.labels(name, "breaker_open").inc()
             else:
-                delay = max(0.0, schedule.wake_at() - now)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), delay)
+                await sleep_until_set(self.clock, wake, schedule.wake_at() - now)
 
     async def check_once(self, name: str) -> ProbeResult:
         """Check ``name`` now under its hard timeout, publish the result and return it."""
@@ -384,7 +389,7 @@ class ProbeWorker:
             probe=self.worker_id,
             outcome=result.outcome,
             latency_ms=round(elapsed * 1000, 3),
-            observed_at=self.clock.wall(),
+            observed_at=self.clock.now(),
             error_kind=result.error_kind if result.outcome == "fail" else None,
             error=result.error,
             details=result.details,
@@ -446,7 +451,7 @@ class ProbeWorker:
 
     async def _follow_states(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(STATE_RETRY_S)
+            await self.clock.sleep(STATE_RETRY_S)
             if await self._try_follow(announce=False):
                 log.info("following the state stream: open breakers are now honoured")
                 return
@@ -464,7 +469,7 @@ class ProbeWorker:
         if schedule is None:
             return
         now = self.clock.monotonic()
-        until = hold_until(event, wall_now=self.clock.wall(), mono_now=now)
+        until = hold_until(event, wall_now=self.clock.now(), mono_now=now)
         schedule.hold(until, now)
         if until is not None:
             log.info("target %s: breaker %s, next check at retry_at %s", event.target, event.breaker, event.retry_at)
@@ -476,7 +481,7 @@ class ProbeWorker:
     async def _publish_heartbeat(self, *, stopping: bool = False) -> None:
         beat = WorkerHeartbeat(
             worker=self.worker_id,
-            at=self.clock.wall(),
+            at=self.clock.now(),
             heartbeat_s=self.heartbeat,
             sharding=self.sharding,
             targets=len(self._tasks),
@@ -487,11 +492,11 @@ class ProbeWorker:
     async def _heartbeat_loop(self) -> None:
         await self._publish_heartbeat()
         if self.sharding:
-            await asyncio.sleep(self.heartbeat * LISTEN_BEFORE_ASSIGN)  # hear the others first
+            await self.clock.sleep(self.heartbeat * LISTEN_BEFORE_ASSIGN)  # hear the others first
             self.membership.expire(self.clock.monotonic())
             self._reassign()
         while True:
-            await asyncio.sleep(self.heartbeat)
+            await self.clock.sleep(self.heartbeat)
             await self._publish_heartbeat()
             if self.membership.expire(self.clock.monotonic()) and self.sharding:
                 self._reassign()
@@ -501,7 +506,9 @@ class ProbeWorker:
         try:
             beat = decode_worker_heartbeat(msg.data)
         except (ProtocolError, msgspec.DecodeError):
-            return  # not ours to crash on: a stray or malformed message on the worker subject
+            # Not ours to crash on: a stray or malformed message on the worker subject.
+            self.metrics.dropped.labels("malformed").inc()
+            return
         if self.sharding and not beat.sharding and not beat.stopping:
             return  # a worker that checks everything takes no share of ours
         changed = self.membership.heard(

@@ -24,6 +24,7 @@ from healthbus.protocol._config import (
 )
 from healthbus.protocol._control import (
     CONTROL_COMMANDS,
+    MAX_MAINTENANCE_S,
     ControlCommand,
     ControlReply,
     ControlRequest,
@@ -51,7 +52,9 @@ from healthbus.protocol._messages import (
     decode_state_changed,
     encode,
     format_timestamp,
+    is_refresh,
     parse_timestamp,
+    refresh_origin,
     utcnow,
 )
 from healthbus.protocol._redact import MASK, redact, redact_url, url_secrets
@@ -73,6 +76,7 @@ __all__ = [
     "ERROR_KINDS",
     "KINDS",
     "MASK",
+    "MAX_MAINTENANCE_S",
     "MAX_MESSAGE_BYTES",
     "OUTCOMES",
     "PROTOCOL_VERSION",
@@ -114,6 +118,7 @@ __all__ = [
     "encode",
     "format_duration",
     "format_timestamp",
+    "is_refresh",
     "is_valid_target",
     "load_config",
     "load_config_text",
@@ -121,6 +126,7 @@ __all__ = [
     "parse_timestamp",
     "redact",
     "redact_url",
+    "refresh_origin",
     "stream_name_for",
     "url_secrets",
     "utcnow",

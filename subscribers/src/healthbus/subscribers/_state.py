@@ -27,7 +27,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, TypeAlias
@@ -161,10 +160,6 @@ class StateTable:
         for feature in touched:
             self._update_feature(feature)
         return new
-
-    def apply_all(self, events: Iterable[StateChanged]) -> list[TargetState]:
-        """Apply several events; the states that changed."""
-        return [s for s in map(self.apply, events) if s is not None]
 
     # ------------------------------------------------------------ the bus
 
