@@ -193,9 +193,7 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
         if self.user is None:
             return DEFAULT_INBOX_PREFIX
         if _INBOX_RE.match(self.user) is None:
-            raise ValueError(
-                f"user {self.user!r} cannot name an inbox subject (spaces, '*' or '>'): set inbox_prefix"
-            )
+            raise ValueError(f"user {self.user!r} cannot name an inbox subject (spaces, '*' or '>'): set inbox_prefix")
         return f"{DEFAULT_INBOX_PREFIX}.{self.user}"
 
 
