@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Self
@@ -69,6 +70,7 @@ class HealthClient(HealthViewBase):
         connect_timeout: float | None = None,
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
         clock: Clock | Callable[[], float] | None = None,
     ) -> None:
         super().__init__(StateTable(stale_after=stale_after, policy=validate_policy(on_bus_loss)), clock)
@@ -78,6 +80,7 @@ class HealthClient(HealthViewBase):
         Subjects(self.prefix)  # a bad prefix is a usage error now, not a retry loop later
         self.connect_timeout = float(connect_timeout if connect_timeout is not None else self._settings.connect_timeout)
         self._name = name
+        self._tls = tls
         self._nc = nc
         self._own_nc = nc is None
         self._stream: StateStream | None = None
@@ -103,6 +106,7 @@ class HealthClient(HealthViewBase):
         connect_timeout: float | None = None,
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
     ) -> _Connecting:
         """Connect and load every target's current state; use with ``async with`` or ``await``.
 
@@ -111,7 +115,10 @@ class HealthClient(HealthViewBase):
         seconds without the bus before states are stale and ``on_bus_loss`` applies
         (``keep`` / ``assume_available`` / ``assume_unavailable``); ``connect_timeout``
         bounds how long connecting may take (default ``settings.connect_timeout``);
-        ``nc``: an existing nats-py connection to share (not closed by the client).
+        ``nc``: an existing nats-py connection to share (not closed by the client);
+        ``tls``: an ``ssl.SSLContext`` for TLS to NATS, instead of ``settings``' ``tls_ca`` /
+        ``tls_cert`` / ``tls_key`` files. A TLS failure (an untrusted server, a missing or
+        rejected client certificate) is logged as one line and retried in the background.
         """
         client = cls(
             url=url,
@@ -122,6 +129,7 @@ class HealthClient(HealthViewBase):
             connect_timeout=connect_timeout,
             nc=nc,
             name=name,
+            tls=tls,
         )
         return _Connecting(client)
 
@@ -209,6 +217,7 @@ class HealthClient(HealthViewBase):
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
+                **({"tls": self._tls} if self._tls is not None else {}),
             )
         except bus.BusUnavailable as exc:
             if self._backoff_attempt == 0 or self._backoff_attempt % 10 == 0:
