@@ -9,6 +9,7 @@ that every reading role can still load current states and follow the stream.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -256,8 +257,8 @@ async def test_a_subscriber_cannot_read_other_roles_replies(secured_nats: Embedd
 
 
 async def test_no_reading_role_can_delete_or_alter_another_clients_consumer(sessions: dict[str, Session]) -> None:
-    """A subscriber can neither delete a probe worker's consumer on the state stream, nor create
-    one by name (which would update it), nor list consumer names; the worker keeps receiving."""
+    """A subscriber can neither delete a probe worker's consumer on the state stream, nor alter it
+    (by name, or through the unnamed create call), nor list consumer names; the worker keeps receiving."""
     js = sessions["coordinator"].nc.jetstream()
     seen: asyncio.Queue[StateChanged] = asyncio.Queue()
     victim = await StateStream(sessions["probe"].nc).follow(seen.put_nowait, start="new")
@@ -275,8 +276,17 @@ async def test_no_reading_role_can_delete_or_alter_another_clients_consumer(sess
         )
         with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
             await asyncio.wait_for(spy_js.add_consumer("HEALTHBUS_STATE", takeover), 1)
-        # Nor can it learn the names of other clients' consumers: listing them is refused, and
-        # the deliveries that carry a name ($JS.ACK reply subjects) reach only the owner's inbox.
+        # The one create call a reader may make is unnamed; a name in its body is refused when
+        # taken, even for a copy of the victim's own config with only the delivery subject
+        # changed, and even when asked to update.
+        copy = before.config.as_dict() | {"name": before.name, "deliver_subject": "_INBOX.subscriber.stolen"}
+        for config in (takeover.as_dict(), copy):
+            for action in ({}, {"action": "update"}):
+                body = {"stream_name": "HEALTHBUS_STATE", "config": config} | action
+                reply = await spy.nc.request("$JS.API.CONSUMER.CREATE.HEALTHBUS_STATE", json.dumps(body).encode())
+                assert "error" in json.loads(reply.data), reply.data
+        # Nor can it list the names of other clients' consumers (the deliveries that carry a
+        # name, in their $JS.ACK reply subjects, reach only the owner's inbox).
         for subject in ("$JS.API.CONSUMER.NAMES.HEALTHBUS_STATE", "$JS.API.CONSUMER.LIST.HEALTHBUS_STATE"):
             with pytest.raises((nats.errors.NoRespondersError, TimeoutError)):
                 await spy.nc.request(subject, b"{}", timeout=1)
