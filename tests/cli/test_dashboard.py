@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
+import msgspec
 import pytest
 from nats.aio.client import Client
 
@@ -147,6 +148,27 @@ def test_timeline_keeps_the_latest_changes_and_the_state_before_them() -> None:
     timeline = build_timelines(list(reversed(flaps)), limit=3)["cache"]
     assert [c.seq for c in timeline.changes] == [8, 9, 10]
     assert timeline.before == "healthy"  # what seq 7 left it in
+
+
+async def test_retired_target_leaves_the_page(dash: RunningDashboard, nc: Client) -> None:
+    """A retired event removes the target from the states (and the next snapshot) and is sent live once."""
+    events = story()
+    await publish_states(nc.jetstream(), PREFIX, events)
+    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
+    async with aiohttp.ClientSession() as http, http.get(f"{dash.server.url}/api/events") as resp:
+        kind, _ = await _read_sse(resp)
+        assert kind == "snapshot"
+        retired = msgspec.structs.replace(
+            event("cache", 5, "unknown", events[-1].at + timedelta(seconds=1), previous="healthy"), retired=True
+        )
+        await publish_states(nc.jetstream(), PREFIX, [retired])
+        kind, data = await asyncio.wait_for(_read_sse(resp), 10)
+        assert kind == "state"
+        assert decode_state_changed(data).retired
+    assert "cache" not in dash.dashboard.states
+    snapshot = dash.dashboard.snapshot()
+    assert [e.target for e in snapshot.targets] == ["db"]
+    assert "cache" not in [c.name for c in snapshot.configured]
 
 
 async def test_ops_endpoints(dash: RunningDashboard, nc: Client) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from healthbus.coordinator._core import Decider
 from healthbus.protocol import BackoffSettings, Duration, StateChanged, is_refresh
+from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, target
 
@@ -137,14 +138,15 @@ def test_restored_recent_event_counts_its_age() -> None:
 
 def test_restoring_a_refresh_of_the_old_reason_form_keeps_its_origin() -> None:
     """A refresh published before ``unchanged_since`` existed (marked only in its reason) is still read on restore."""
-    legacy = StateChanged(
-        target="db",
-        seq=7,
+    why = "unchanged since 2026-01-01T00:00:12Z (re-announced so the state stream keeps it): forced open: x"
+    legacy = state_changed(
+        "db",
+        7,
+        "unavailable",
         at=T0 + timedelta(seconds=900),
         previous="unavailable",
-        state="unavailable",
         breaker="forced_open",
-        reason="unchanged since 2026-01-01T00:00:12Z (re-announced so the state stream keeps it): forced open: x",
+        reason=why,
     )
     assert is_refresh(legacy)
     d = Decider([target()], rng=random.Random(0), now=at(2000.0), refresh_after=600.0)

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 
@@ -123,6 +124,12 @@ async def test_page_follows_the_stream_live(nats_server: EmbeddedNats, nc: Clien
         assert await browser.evaluate(detail(".querySelector('.transitions > li').dataset.seq")) == "5"
         assert await browser.evaluate(detail(".querySelector('.evidence td.outcome-fail') !== null"))
         assert await browser.evaluate(detail(".querySelector('.breaker').textContent")) == "open"
+
+        # A target removed from the configuration (retired) leaves the page.
+        gone = msgspec.structs.replace(event("db", 2, "unknown", utcnow(), previous="healthy"), retired=True)
+        await publish_states(nc.jetstream(), PREFIX, [gone])
+        await browser.wait_for(row("db", ".dataset.state") + " === undefined", 15, "db to leave the page")
+        assert await browser.evaluate("document.querySelector('.count.healthy').dataset.count") == "0"
 
         # No polling: one read of every timeline, one of the clicked target's history; every
         # change came over the event stream (an open EventSource is not listed until it ends).

@@ -30,7 +30,7 @@ from healthbus.protocol import (
 )
 
 #: Fields added to StateChanged beyond DESIGN 3.2, each documented in docs/contract.md.
-EXTENSIONS = {"flapping", "unchanged_since"}
+EXTENSIONS = {"flapping", "unchanged_since", "retired"}
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC)
 

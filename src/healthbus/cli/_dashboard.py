@@ -209,6 +209,14 @@ class Dashboard:
         old = self.states.get(event.target)
         if old is not None and old.seq >= event.seq:
             return  # already shown (e.g. replayed after a reconnect)
+        if event.retired:
+            # Removed from the configuration: pages drop it (a page that never saw it ignores it).
+            self.states.pop(event.target, None)
+            self.configured = [c for c in self.configured if c.name != event.target]
+            if old is not None:
+                self._events.inc()
+                self._broadcast(_sse("state", encode(event)))
+            return
         self.states[event.target] = event
         self._events.inc()
         self._broadcast(_sse("state", encode(event)))

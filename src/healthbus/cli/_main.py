@@ -143,7 +143,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("live state changes", "healthbus.cli._query"),
     "replay": ("history from the audit stream", "healthbus.cli._query"),
     "state-at": ("every target's state as it was at time T", "healthbus.cli._query"),
-    "ctl": ("operator control: force-open, maintenance, disable, reset a target", "healthbus.cli._query"),
+    "ctl": ("operator control: force-open, maintenance, disable, reset a target; reload", "healthbus.cli._query"),
     "bench": ("benchmarks (DESIGN section 9)", "healthbus.cli._bench"),
 }
 
@@ -182,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         # Let `--since -1h` and `state-at -30m` through: argparse takes any "-x" word for an
         # option unless it looks like a negative number, so relative times must count as one.
         parsers[name]._negative_number_matcher = _RELATIVE_OR_NEGATIVE
-    parsers["ctl"].add_argument("action", choices=["force-open", "maintenance", "disable", "reset"], help="what to do")
-    parsers["ctl"].add_argument("target", metavar="TARGET", help="target name")
+    parsers["ctl"].add_argument(
+        "action",
+        choices=["force-open", "maintenance", "disable", "reset", "reload"],
+        help="what to do (reload: every coordinator and probe worker re-reads its configuration)",
+    )
+    parsers["ctl"].add_argument("target", metavar="TARGET", nargs="?", help="target name (not for reload)")
     parsers["ctl"].add_argument("--reason", default="", help="why (goes into the audit log)")
     parsers["ctl"].add_argument(
         "--for",

@@ -124,7 +124,8 @@ def _note(command: str, text: str) -> None:
 
 
 def _print_states(out: _Out, events: Iterable[StateChanged], now: datetime) -> None:
-    events = sorted(events, key=lambda e: e.target)
+    # A target whose last event retired it has left the configuration: not a current state.
+    events = sorted((e for e in events if not e.retired), key=lambda e: e.target)
     if out.json:
         for e in events:
             out.event(e)
@@ -159,7 +160,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         except _READ_ERRORS as exc:
             _note("status", _explain(exc, s))
             return EXIT_FAILURE
-    if not states and not out.json:
+    if not any(not e.retired for e in states.values()) and not out.json:
         _note("status", f"no targets recorded yet in {s.stream.stream} on {s.server}")
         return EXIT_OK
     _print_states(out, states.values(), utcnow())
@@ -288,8 +289,39 @@ def _maintenance_duration(action: str, text: str | None) -> float | None:
     return seconds
 
 
+async def _ctl_reload(args: argparse.Namespace) -> int:
+    """``healthbus ctl reload``: the active coordinator re-reads its file, then tells the others."""
+    async with _session(args, "ctl") as s:
+        subject = Subjects(s.stream.subjects.prefix).ctl("reload")
+        try:
+            msg = await s.nc.request(subject, b"{}", timeout=CTL_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            _note("ctl", f"no coordinator is listening on {subject} at {s.server}")
+            return EXIT_FAILURE
+        except (nats.errors.TimeoutError, TimeoutError):
+            _note("ctl", f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
+            return EXIT_FAILURE
+    try:
+        reply = decode_control_reply(msg.data)
+    except ProtocolError as exc:
+        _note("ctl", f"the coordinator's reply was not understood: {exc}")
+        return EXIT_FAILURE
+    if not reply.ok:
+        _note("ctl", f"reload refused, the running configuration is kept: {reply.error or 'no reason given'}")
+        return EXIT_FAILURE
+    print("reload: ok (standby coordinators and probe workers were told to reload too)")
+    return EXIT_OK
+
+
 async def cmd_ctl(args: argparse.Namespace) -> int:
     """``healthbus ctl ACTION TARGET [--reason R]``: ask the coordinator to force-open, disable or reset."""
+    if args.action == "reload":
+        if args.target is not None:
+            raise UsageError("reload takes no target: every coordinator and probe worker re-reads its configuration")
+        _maintenance_duration(args.action, getattr(args, "duration", None))
+        return await _ctl_reload(args)
+    if args.target is None:
+        raise UsageError(f"{args.action} needs a TARGET")
     if not is_valid_target(args.target):
         raise UsageError(f"invalid target name {args.target!r} (expected 1-64 characters of a-z, 0-9, '_' or '-')")
     duration = _maintenance_duration(args.action, getattr(args, "duration", None))

@@ -1,4 +1,5 @@
-"""Operator control requests on ``<prefix>.ctl.<command>``: force-open, force-close, reset.
+"""Operator control requests on ``<prefix>.ctl.<command>``: force-open, force-close, reset,
+maintenance, reload.
 
 A request is decoded and applied by the core; the reply carries the resulting event
 once JetStream acked it (or, after :data:`CONTROL_ACK_TIMEOUT`, says it is applied but
@@ -43,6 +44,7 @@ class Control:
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
         wait_published: Callable[[str, int, float], Awaitable[None]],
+        reload: Callable[[], Awaitable[str | None]],
     ) -> None:
         self.decider = decider
         self.counters = counters
@@ -50,6 +52,7 @@ class Control:
         self._now = now
         self._emit = emit
         self._wait_published = wait_published
+        self._reload = reload
 
     async def on_ctl(self, msg: Msg) -> None:
         """Subscription callback: apply, then reply if asked."""
@@ -63,6 +66,9 @@ class Control:
         if command not in CONTROL_COMMANDS:
             self.counters.drop("bad_control", f"unknown command {command[:40]!r}")
             return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
+        if command == "reload":
+            error = await self._reload()
+            return ControlReply(ok=error is None, error=error)
         try:
             request = decode_control_request(data)
         except ProtocolError as exc:

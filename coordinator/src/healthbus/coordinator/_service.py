@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final
 
@@ -143,6 +143,8 @@ class CoordinatorService:
         self._active_tasks: list[asyncio.Task[None]] = []
         self.outbox = self._new_outbox()
         self._secrets = list(secrets)
+        self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
+        """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._restored = False
@@ -162,6 +164,7 @@ class CoordinatorService:
             now=self._now,
             emit=self._emit,
             wait_published=self.wait_published,
+            reload=self._reload,
         )
 
     # ------------------------------------------------------------------ counters
@@ -406,6 +409,26 @@ class CoordinatorService:
 
     def _timer_wait(self) -> float:
         return self._timers.wait()
+
+    async def _reload(self) -> str | None:
+        """``ctl reload``: run the command's reload hook (None: reloaded, else why not)."""
+        if self.reload_hook is None:
+            return "this coordinator was started without a configuration file"
+        return await self.reload_hook()
+
+    # ------------------------------------------------------------------ reload
+
+    def reconfigure(self, config: Config) -> list[StateChanged]:
+        """Decide from now on for ``config``'s targets (a live reload); the retired events.
+
+        Only the active coordinator announces retirements; a standby takes the new targets
+        silently (it restores from the stream when it takes over).
+        """
+        events = self.decider.reconfigure(config.targets, self._now())
+        if not self.active:
+            return []
+        self._emit(events)
+        return events
 
     # ------------------------------------------------------------------ errors
 

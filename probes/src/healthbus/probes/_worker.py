@@ -174,6 +174,7 @@ class ProbeWorker:
         self.metrics = ProbeMetrics(registry or CollectorRegistry())
         self.targets: dict[str, TargetConfig] = {t.name: t for t in config.targets}
         # Every checker is built now: a missing driver or a bad option fails before any I/O.
+        self._checker_factory = checker_factory
         self.checkers: dict[str, Checker] = {name: checker_factory(t) for name, t in self.targets.items()}
         self._secrets = {name: target_secrets(t) for name, t in self.targets.items()}
         self.sharding = config.probes.sharding
@@ -279,12 +280,46 @@ class ProbeWorker:
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=1)
 
-    async def _close_checker(self, name: str) -> None:
+    async def _close_checker(self, name: str, checker: Checker | None = None, secrets: list[str] | None = None) -> None:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.checkers[name].close()
+                await (checker or self.checkers[name]).close()
         except Exception as exc:  # a client that fails to close must not stop the others
-            log.warning("target %s: closing its client failed: %s", name, short(str(exc), self._secrets[name]))
+            hidden = self._secrets[name] if secrets is None else secrets
+            log.warning("target %s: closing its client failed: %s", name, short(str(exc), hidden))
+
+    async def reload(self, config: Config) -> str:
+        """Check ``config``'s targets from now on (a live reload); a one-line summary.
+
+        Added targets are checked at once, changed ones restart with their new settings
+        (a new client), removed ones stop and close their client. The new checkers are
+        built first: a missing driver or a bad option raises and changes nothing. Only
+        ``[[targets]]`` are reloaded; the other sections need a restart.
+        """
+        new = {t.name: t for t in config.targets}
+        added = sorted(n for n in new if n not in self.targets)
+        removed = sorted(n for n in self.targets if n not in new)
+        changed = sorted(n for n in new if n in self.targets and self.targets[n] != new[n])
+        checkers = {n: self._checker_factory(new[n]) for n in (*added, *changed)}  # may raise: nothing changed yet
+        going = [*removed, *changed]
+        tasks = [self._tasks.pop(n) for n in going if n in self._tasks]
+        for name in going:
+            self.schedules.pop(name, None)
+            self._wake.pop(name, None)
+        await cancel_all(tasks)
+        old = [(n, self.checkers.pop(n), self._secrets.pop(n)) for n in going]
+        for name in removed:
+            del self.targets[name]
+            self.last_state.pop(name, None)
+            self.last_results.pop(name, None)
+        for name, checker in checkers.items():
+            self.targets[name] = new[name]
+            self.checkers[name] = checker
+            self._secrets[name] = target_secrets(new[name])
+        self.config = msgspec.structs.replace(self.config, targets=list(self.targets.values()))
+        await asyncio.gather(*(self._close_checker(n, c, secrets) for n, c, secrets in old))
+        self._reassign()
+        return f"{len(self.targets)} targets ({len(added)} added, {len(changed)} changed, {len(removed)} removed)"
 
     # ------------------------------------------------------------------ assignment
     def _wanted(self) -> set[str]:

@@ -66,7 +66,13 @@ from healthbus.protocol._subjects import (
     is_valid_target,
     validate_target,
 )
-from healthbus.protocol._worker import WorkerHeartbeat, decode_worker_heartbeat, worker_token
+from healthbus.protocol._worker import (
+    ReloadNotice,
+    WorkerHeartbeat,
+    decode_reload_notice,
+    decode_worker_heartbeat,
+    worker_token,
+)
 
 __all__ = [
     "BREAKER_STATES",
@@ -104,6 +110,7 @@ __all__ = [
     "ProbeWorkerSettings",
     "ProtocolError",
     "Quorum",
+    "ReloadNotice",
     "State",
     "StateChanged",
     "StreamSettings",
@@ -113,6 +120,7 @@ __all__ = [
     "decode_control_reply",
     "decode_control_request",
     "decode_probe_result",
+    "decode_reload_notice",
     "decode_state_changed",
     "decode_worker_heartbeat",
     "encode",

@@ -114,6 +114,17 @@ function setFeatures(t, features) {
 }
 
 function apply(ev) {
+  if (ev.retired) {  // removed from the configuration: gone from the page
+    const gone = targets.get(ev.target);
+    if (gone) {
+      if (selected === gone) closeDetail();
+      targets.delete(ev.target);
+      dirty.delete(gone);
+      needLayout = true;
+      schedule();
+    }
+    return;
+  }
   const t = ensureTarget(ev.target);
   t.changes.set(ev.seq, { at: ms(ev.at), state: ev.state, previous: ev.previous });
   if (t.event && t.event.seq >= ev.seq) return;

@@ -146,6 +146,17 @@ class StateTable:
         old = self.states.get(event.target)
         if old is not None and event.seq <= old.seq:
             return None
+        if event.retired:
+            # Removed from the configuration: forgotten (is_available answers as for a target
+            # never heard of); the state returned tells callbacks once.
+            if old is None:
+                return None
+            del self.states[event.target]
+            self.available.pop(event.target, None)
+            for feature in old.features:
+                self.providers.get(feature, set()).discard(event.target)
+                self._update_feature(feature)
+            return TargetState.from_event(event, stale=self.stale)
         new = TargetState.from_event(event, stale=self.stale)
         self.states[event.target] = new
         self.available[event.target] = self._answer(new)
