@@ -11,17 +11,19 @@ trusts another CA, are refused, the latter with one line and no traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from healthbus.bus import BusUnavailable, connect
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
-from healthbus.protocol import BusSettings, load_config_text
+from healthbus.protocol import BusSettings, Duration, load_config_text
 from healthbus.subscribers import HealthClient
 from tests.cli._support import run_cli
 from tests.harness._tls import CertAuthority, make_ca
@@ -174,3 +176,46 @@ async def test_tls_files_that_cannot_be_used_are_config_errors(tls_nats: Embedde
     )
     assert half.code == 2, half
     assert "tls_key" in half.err
+
+
+async def test_a_tls_client_sends_nothing_in_plaintext_to_an_impostor(ca: CertAuthority) -> None:
+    """A 'server' that greets in plaintext and offers no TLS gets no CONNECT and no password: the
+    client starts TLS first, and gives up. With tls_handshake_first = false the same
+    impostor gets the password, which is why it is on by default."""
+    received = bytearray()
+
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'INFO {"server_id":"impostor","version":"2.10.0","proto":1,"max_payload":1048576}\r\n')
+        with contextlib.suppress(OSError):
+            await writer.drain()
+            while chunk := await reader.read(4096):
+                received.extend(chunk)
+                if b"PING" in received:
+                    break
+        writer.close()
+
+    server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+    url = f"nats://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    password = _password("subscriber")
+    settings = BusSettings(
+        url=url,
+        user="subscriber",
+        password=password,
+        tls_ca=str(ca.ca),
+        tls_cert=str(ca.cert("subscriber")),
+        tls_key=str(ca.key("subscriber")),
+        connect_timeout=Duration(0.5),
+    )
+    try:
+        with pytest.raises(BusUnavailable):
+            await asyncio.wait_for(connect(settings), 15)
+        assert password.encode() not in received
+        assert b"CONNECT" not in received
+        leaky = msgspec.structs.replace(settings, tls_handshake_first=False)
+        with contextlib.suppress(BusUnavailable):
+            nc = await asyncio.wait_for(connect(leaky), 15)
+            await asyncio.wait_for(nc.close(), 5)
+        assert password.encode() in received  # the classic upgrade: CONNECT went out in plaintext
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -103,6 +103,11 @@ def tls_failure(exc: ssl.SSLError) -> str:
     reason = str(exc.reason or "")
     if "CERTIFICATE_REQUIRED" in reason:
         return "TLS: the server requires a client certificate; set tls_cert and tls_key"
+    if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER_FAILURE" in reason:
+        return (
+            "TLS: the server did not answer with TLS; if it is a NATS server with TLS, enable "
+            "handshake_first in its tls block (or set tls_handshake_first = false)"
+        )
     if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
         return "TLS: the server rejected our client certificate (not signed by a CA it trusts); check tls_cert"
     return f"TLS handshake failed: {_reason(exc)}"
@@ -178,6 +183,10 @@ async def connect(
     if tls is not None:
         options["tls"] = tls
     options.update(extra)
+    if options.get("tls") is not None and "tls_handshake_first" not in extra:
+        # nats-py upgrades to TLS only when the server's plaintext greeting asks for it:
+        # an impostor that does not would get CONNECT, password included, in plaintext.
+        options["tls_handshake_first"] = settings.tls_handshake_first
     # nats-py applies max_reconnect_attempts to the *first* connect too: bound it so a
     # dead server fails fast, then switch to "forever" for the life of the connection.
     # nats-py reads 0 as "unlimited", so the smallest bound is 1 (two tries in all).
@@ -185,15 +194,21 @@ async def connect(
     nc = Client()
     attempt = asyncio.ensure_future(nc.connect(**options))
     tls_wait = asyncio.ensure_future(tls_event.wait())
+    # nats-py bounds each try by connect_timeout, but can hang closing a socket whose TLS
+    # handshake failed (or that a non-NATS peer keeps open): bound the whole first connect.
+    tries = options["max_reconnect_attempts"] + 1
+    budget = tries * (2 * float(settings.connect_timeout) + float(options["reconnect_time_wait"])) + 1.0
     try:
-        await asyncio.wait({attempt, tls_wait}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({attempt, tls_wait}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
         if not attempt.done():
-            # A TLS failure: nats-py would retry it (and, after a failed certificate check,
-            # can hang closing the half-upgraded socket), so stop the attempt here.
+            # A TLS failure (nats-py would retry it), or no answer at all: stop the attempt.
             attempt.cancel()
             with contextlib.suppress(BaseException):
                 await attempt
-            raise BusUnavailable(f"cannot reach NATS at {shown}: {tls_failed[0]}")
+            if tls_failed:
+                raise BusUnavailable(f"cannot reach NATS at {shown}: {tls_failed[0]}")
+            reasons = f" ({'; '.join(seen_errors)})" if seen_errors else ""
+            raise BusUnavailable(f"cannot reach NATS at {shown}: no NATS answer within {budget:g}s{reasons}")
         attempt.result()
     except asyncio.CancelledError:
         # Cancelled mid-connect (a caller's timeout, a HealthClient closing): the half-made

@@ -171,6 +171,11 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     """Client certificate (PEM file), for servers that verify clients (mutual TLS)."""
     tls_key: str | None = None
     """The client certificate's private key (PEM file, not encrypted)."""
+    tls_handshake_first: bool = True
+    """With TLS set up: start TLS before the server sends anything, so no byte (not even
+    the password) goes over plaintext to an impostor that does not offer TLS. The server
+    needs ``handshake_first`` in its ``tls`` block (``deploy/nats/healthbus-tls.conf``);
+    ``false`` uses the classic upgrade after the server's greeting instead."""
     inbox_prefix: str | None = None
     """Subject prefix of this client's reply inboxes (request replies, JetStream acks and
     deliveries). Default ``_INBOX.<user>`` when ``user`` is set, else ``_INBOX``; the NATS
