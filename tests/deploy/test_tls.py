@@ -32,7 +32,7 @@ from tests.harness._util import require
 pytestmark = pytest.mark.nats
 
 TLS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus-tls.conf"
-ROLES = ("coordinator", "probe", "subscriber", "operator")
+ROLES = ("coordinator", "probe-0", "subscriber", "operator")
 
 CONFIG = load_config_text(
     '[defaults]\ninterval = "200ms"\ntimeout = "100ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
@@ -65,7 +65,8 @@ def tls_nats(tmp_path: Path, ca: CertAuthority, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("HEALTHBUS_NATS_TLS_KEY", str(ca.server_key))
     monkeypatch.setenv("HEALTHBUS_NATS_TLS_CA", str(ca.ca))
     for role in ROLES:
-        monkeypatch.setenv(f"HEALTHBUS_{role.upper()}_PASSWORD", _password(role))
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper().replace('-', '_')}_PASSWORD", _password(role))
+    monkeypatch.setenv("HEALTHBUS_PROBE_1_PASSWORD", _password("probe-1"))
     server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=TLS_CONF)
     try:
         server.start()
@@ -103,8 +104,8 @@ async def test_every_role_connects_with_its_certificate(tls_nats: EmbeddedNats, 
     """Coordinator, probe worker, HealthClient (from settings and from an SSLContext) and the
     operator's CLI each connect with their own certificate, and a verdict goes end to end."""
     coordinator_nc = await connect(_settings(tls_nats, "coordinator", ca, cert=ca))
-    probe_nc = await connect(_settings(tls_nats, "probe", ca, cert=ca))
-    worker = ProbeWorker(CONFIG, worker_id="w1")
+    probe_nc = await connect(_settings(tls_nats, "probe-0", ca, cert=ca))
+    worker = ProbeWorker(CONFIG, worker_id="probe-0")
     context = ssl.create_default_context(cafile=str(ca.ca))
     context.load_cert_chain(str(ca.cert("subscriber")), str(ca.key("subscriber")))
     try:
