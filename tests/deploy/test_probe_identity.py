@@ -22,11 +22,12 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import generate_latest
 
-from healthbus.bus import StateStream
+from healthbus.bus import StateStream, connect
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
 from healthbus.protocol import (
+    BusSettings,
     ProbeResult,
     StateChanged,
     StreamSettings,
@@ -113,10 +114,10 @@ class Conn:
 
 
 async def _connect(server: EmbeddedNats, user: str, password: str | None = None) -> Conn:
+    # The one connect function every component uses: reply inboxes under _INBOX.<user>.
     conn = Conn()
-    await conn.nc.connect(
-        server.url, user=user, password=password or _password(user), error_cb=conn.error_cb, allow_reconnect=False
-    )
+    settings = BusSettings(url=server.url, user=user, password=password or _password(user))
+    conn.nc = await connect(settings, error_cb=conn.error_cb, allow_reconnect=False)
     return conn
 
 
@@ -152,7 +153,7 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
     coordinator = await _connect(server, "coordinator")
     honest = [await _connect(server, f"probe-{i}") for i in range(2)]
     evil = await _connect(server, "probe-2", _password("probe-2"))
-    reader = await _connect(server, "subscriber")
+    reader = await _connect(server, "viewer")  # reads history through a consumer: the viewer role
     workers: list[ProbeWorker] = []
     events: list[StateChanged] = []
     follower = None
