@@ -64,6 +64,9 @@ from healthbus.protocol import (
 
 log = logging.getLogger("healthbus.coordinator")
 
+#: Probe ids whose subject token is remembered (the check runs once per result; workers are few).
+TOKEN_CACHE: Final = 4096
+
 #: Pending-message limit of the probe subscription: beyond it nats-py drops (counted).
 PENDING_MSGS_LIMIT: Final = 200_000
 PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
@@ -176,6 +179,7 @@ class CoordinatorService:
         self._probe_base_len = len(self._probe_base)
         self.legacy_probe_subjects = settings.legacy_probe_subjects
         """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
+        self._tokens: dict[str, str] = {}  # probe id -> its subject token (a few workers: a small cache)
         self._known = self.decider.names
         self._now_cache: Now | None = None
         self._probe_sub: Any = None
@@ -490,7 +494,12 @@ class CoordinatorService:
                 self._drop("subject_mismatch", f"target {result.target!r} published on {subject}")
                 return
             if dot:
-                if probe_token(result.probe) != token:
+                expected = self._tokens.get(result.probe)
+                if expected is None:
+                    if len(self._tokens) >= TOKEN_CACHE:
+                        self._tokens.clear()  # bounded whatever ids arrive
+                    expected = self._tokens[result.probe] = probe_token(result.probe)
+                if expected != token:
                     self._drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
                     return
                 if result.probe != token:
