@@ -31,11 +31,13 @@ from healthbus.subscribers.testing import state_changed
 
 __all__ = [
     "healthbus_bin",
+    "holds_within",
     "open_event",
     "probe_result",
     "publish_probe",
     "publish_states",
     "state_changed",
+    "wait_until",
 ]
 
 
@@ -109,6 +111,16 @@ async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: f
     For conditions on other processes (a page, a server, a consumer) that offer no event to
     wait on; the wait is bounded and ends as soon as the condition holds.
     """
+    if not await holds_within(condition, timeout):
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+async def holds_within(condition: Callable[[], Awaitable[bool] | bool], timeout: float) -> bool:
+    """Whether ``condition`` comes to hold within ``timeout`` (re-checked every 50 ms); never raises.
+
+    For pacing a driver that must go on either way (e.g. while a fault loses messages);
+    use :func:`wait_until` where not holding is a failure.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -116,7 +128,7 @@ async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: f
         if not isinstance(result, bool):
             result = await result
         if result:
-            return
+            return True
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            return False
         await asyncio.sleep(0.05)

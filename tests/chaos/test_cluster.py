@@ -9,7 +9,6 @@ node leading the state stream is SIGKILLed and later brought back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 from nats.aio.client import Client
@@ -21,7 +20,7 @@ from healthbus.protocol import Outcome, Subjects, load_config_text
 from healthbus.subscribers import HealthClient
 from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
 from tests.harness import NatsCluster
-from tests.helpers import wait_until
+from tests.helpers import holds_within, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -67,9 +66,8 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
             rounds += 1
             # Pace on the coordinator having taken the round and published what it decided
             # (results sent mid-fault may be lost: core NATS is at-most-once; the promise is
-            # about the StateChanged). Mid-fault the bounded wait keeps the driver going.
-            with contextlib.suppress(AssertionError):
-                await wait_until(taken, 1.0, "the round")
+            # about the StateChanged). Mid-fault a round may never be taken: drive on after 1 s.
+            await holds_within(taken, 1.0)
 
     try:
         await service.start()
@@ -113,7 +111,6 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
             assert sum(service.transitions.values()) == total
             assert service.published == total
             assert service.active
-            assert rounds > 6
             print(f"{rounds} rounds, {total} events, {victim} {leader.server_name} killed after {at_kill} events")
     finally:
         await service.stop()

@@ -150,7 +150,7 @@ async def test_junk_of_every_kind_is_counted_dropped_and_bounded(
             assert service.results["fail"] == 1
             # Nothing crashed, no unbounded state.
             assert service.ready
-            assert sorted(service.decider.targets) == ["cache", "db"]
+            assert sorted(service.decider.names) == ["cache", "db"]
             assert service.decider.vantage_points("cache") == MAX_VANTAGE_POINTS
             assert service.decider.vantage_points("db") == 1
             assert (down.seq, back.seq) == (2, 4)

@@ -91,6 +91,7 @@ def test_every_subject_is_a_channel(doc: dict[str, Any]) -> None:
         assert addresses["control"].replace("{command}", command) == s.ctl(command)
     token = worker_token("host-1:42")
     assert addresses["workerHeartbeat"].replace("{worker}", token) == s.worker("heartbeat", token)
+    assert addresses["workerReload"] == s.worker("reload")
     assert addresses["controlReply"] is None  # the requester's inbox, unknown in advance
     assert doc["components"]["parameters"]["command"]["enum"] == list(CONTROL_COMMANDS)
 
@@ -103,6 +104,7 @@ def test_every_message_is_present_on_its_channel(doc: dict[str, Any]) -> None:
         "control": "ControlRequest",
         "controlReply": "ControlReply",
         "workerHeartbeat": "WorkerHeartbeat",
+        "workerReload": "ReloadNotice",
     }
     assert {channel: _channel_message(doc, channel) for channel in doc["channels"]} == expected
     assert set(doc["components"]["messages"]) == {t.__name__ for t in MESSAGE_TYPES}

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
+import msgspec
 import pytest
 from nats.aio.client import Client
 
-from healthbus.cli._dashboard import RunningDashboard, start_dashboard
-from healthbus.protocol import StateChanged, decode_state_changed, load_config_text
+from healthbus.cli._dashboard import RunningDashboard, build_timelines, start_dashboard
+from healthbus.protocol import StateChanged, decode_state_changed, load_config_text, utcnow
 from tests.cli._support import event, story
 from tests.helpers import publish_states, wait_until
 
@@ -105,6 +106,69 @@ async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client
             kind, data = await asyncio.wait_for(_read_sse(resp), 10)
             assert kind == "state"
             assert decode_state_changed(data) == new
+
+
+async def test_timelines_of_every_target_in_one_read(dash: RunningDashboard, nc: Client) -> None:
+    """/api/timelines: each target's changes [seq, at ms, state] and its state before the window."""
+    events = story()
+    await publish_states(nc.jetstream(), PREFIX, events)
+    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{dash.server.url}/api/timelines") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        assert set(body) == {"since", "server_time", "targets"}
+        cache = [e for e in events if e.target == "cache"]
+        assert body["targets"]["cache"] == {
+            "before": "unknown",
+            "changes": [[e.seq, int(e.at.timestamp() * 1000), e.state] for e in cache],
+        }
+        assert body["targets"]["db"]["changes"][0][2] == "healthy"
+        # A window in the future holds nothing.
+        async with http.get(f"{dash.server.url}/api/timelines", params={"since": "2100-01-01T00:00:00Z"}) as resp:
+            assert (await resp.json())["targets"] == {}
+        async with http.get(f"{dash.server.url}/api/timelines", params={"since": "yesterday"}) as resp:
+            assert resp.status == 400
+            assert (await resp.text()).startswith("since: ")
+
+
+def test_timeline_keeps_the_latest_changes_and_the_state_before_them() -> None:
+    """A long history is cut to its latest changes; ``before`` is the state the first kept one left."""
+    t0 = utcnow()
+    flaps: list[StateChanged] = [
+        event(
+            "cache",
+            n,
+            "healthy" if n % 2 else "unavailable",
+            t0 + timedelta(seconds=n),
+            previous="unavailable" if n % 2 else "healthy",
+        )
+        for n in range(1, 11)
+    ]
+    timeline = build_timelines(list(reversed(flaps)), limit=3)["cache"]
+    assert [c.seq for c in timeline.changes] == [8, 9, 10]
+    assert timeline.before == "healthy"  # what seq 7 left it in
+
+
+async def test_retired_target_leaves_the_page(dash: RunningDashboard, nc: Client) -> None:
+    """A retired event removes the target from the states (and the next snapshot) and is sent live once."""
+    events = story()
+    await publish_states(nc.jetstream(), PREFIX, events)
+    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
+    async with aiohttp.ClientSession() as http, http.get(f"{dash.server.url}/api/events") as resp:
+        kind, _ = await _read_sse(resp)
+        assert kind == "snapshot"
+        retired = msgspec.structs.replace(
+            event("cache", 5, "unknown", events[-1].at + timedelta(seconds=1), previous="healthy"), retired=True
+        )
+        await publish_states(nc.jetstream(), PREFIX, [retired])
+        kind, data = await asyncio.wait_for(_read_sse(resp), 10)
+        assert kind == "state"
+        assert decode_state_changed(data).retired
+    assert "cache" not in dash.dashboard.states
+    snapshot = dash.dashboard.snapshot()
+    assert [e.target for e in snapshot.targets] == ["db"]
+    assert "cache" not in [c.name for c in snapshot.configured]
 
 
 async def test_ops_endpoints(dash: RunningDashboard, nc: Client) -> None:

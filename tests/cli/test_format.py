@@ -6,6 +6,7 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from healthbus.cli._format import (
@@ -15,6 +16,7 @@ from healthbus.cli._format import (
     format_countdown,
     history_rows,
     parse_when,
+    reason_text,
     render_table,
     tail_line,
     use_colour,
@@ -139,3 +141,12 @@ def test_state_at_takes_the_last_event_at_or_before_t() -> None:
     assert state_at(events, events[0].at - timedelta(seconds=1)) == {}
     assert state_at(events, events[2].at)["cache"].seq == 2
     assert state_at(events, NOW)["cache"].state == "healthy"
+
+
+def test_a_refresh_shows_since_when_it_is_unchanged() -> None:
+    """A refresh's row names the time of the real change; a change shows its reason as is."""
+    change = event("db", 1, "healthy", at=NOW - timedelta(days=15))
+    refresh = msgspec.structs.replace(change, seq=2, previous="healthy", at=NOW, unchanged_since=change.at)
+    assert reason_text(change) == change.reason
+    assert reason_text(refresh) == f"unchanged since 2026-11-10 12:00:00Z (refresh): {change.reason}"
+    assert reason_text(refresh) in tail_line(refresh, colour=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,12 +73,17 @@ class Sim:
     """A Decider plus a clock that only moves when told to."""
 
     def __init__(
-        self, *targets: TargetConfig, seed: int = 0, start: float = 0.0, refresh_after: float | None = None
+        self,
+        *targets: TargetConfig,
+        seed: int = 0,
+        start: float = 0.0,
+        refresh_after: float | None = None,
+        decider: Callable[..., Any] = Decider,
     ) -> None:
+        """``decider`` builds the core to drive (the reference decider drives like one)."""
         self.t = start
-        self.decider = Decider(
-            targets or (target(),), rng=random.Random(seed), now=at(start), refresh_after=refresh_after
-        )
+        extra = {} if refresh_after is None else {"refresh_after": refresh_after}
+        self.decider: Decider = decider(targets or (target(),), rng=random.Random(seed), now=at(start), **extra)
         self.events: list[StateChanged] = []
 
     def feed(
@@ -99,6 +105,12 @@ class Sim:
     def control(self, action: str, name: str = "db", reason: str = "test") -> list[StateChanged]:
         """Apply an operator command now."""
         out = self.decider.control(action, name, reason, at(self.t))  # type: ignore[arg-type]
+        self._keep(out)
+        return out
+
+    def control_for(self, action: str, duration: float, name: str = "db", reason: str = "test") -> list[StateChanged]:
+        """Apply an operator command with a duration (seconds) now."""
+        out = self.decider.control(action, name, reason, at(self.t), duration=duration)  # type: ignore[arg-type]
         self._keep(out)
         return out
 

@@ -6,6 +6,7 @@ import itertools
 from datetime import timedelta
 
 from healthbus.protocol import BackoffSettings, BreakerState, Duration, State, StateChanged, TargetConfig
+from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, result, target
 
@@ -106,19 +107,17 @@ def test_disable_then_reset_needs_a_trial() -> None:
 
 def mk(state: State, breaker: BreakerState, attempt: int = 0, retry: float | None = None) -> StateChanged:
     """A last event of ``db`` (seq 7, decided at t=990) as a restore would read it."""
-    return StateChanged(
-        target="db",
-        seq=7,
+    return state_changed(
+        "db",
+        7,
+        state,
         at=T0 + timedelta(seconds=990),
         previous="healthy",
-        state=state,
         breaker=breaker,
         reason="restored",
-        failures=0,
         attempt=attempt,
         retry_at=None if retry is None else T0 + timedelta(seconds=retry),
         features=["cache"],
-        evidence={},
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthbus.coordinator._core import Rejected, is_refresh
+from healthbus.coordinator._core import Decider, Rejected, is_refresh
 from healthbus.protocol import BackoffSettings, Duration, FlapSettings, StateChanged
 
 from ._sim import T0, Sim, at, result, target
@@ -49,10 +50,14 @@ configs = st.fixed_dictionaries(
 
 
 def run(
-    config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int, refresh_after: float | None = None
+    config: dict[str, Any],
+    steps: list[tuple[Any, ...]],
+    seed: int,
+    refresh_after: float | None = None,
+    decider: Callable[..., Any] = Decider,
 ) -> tuple[Sim, dict[int, list[float]]]:
-    """Drive the core; return it and, per event index, the times results were heard before it."""
-    sim = Sim(target(**config), seed=seed, refresh_after=refresh_after)
+    """Drive the core (or ``decider``); return it and, per event index, the times results were heard before it."""
+    sim = Sim(target(**config), seed=seed, refresh_after=refresh_after, decider=decider)
     heard: dict[str, float] = {}
     heard_at_event: dict[int, list[float]] = {}
 

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from healthbus.coordinator._core import REFRESH_MARK, Decider, is_refresh
-from healthbus.protocol import BackoffSettings, Duration, StateChanged
+from healthbus.coordinator._core import Decider
+from healthbus.protocol import BackoffSettings, Duration, StateChanged, is_refresh
+from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, target
 
@@ -35,7 +36,8 @@ def test_unchanged_state_is_refreshed_at_refresh_after() -> None:
     assert (refresh.attempt, refresh.retry_at, refresh.flapping, refresh.failures) == (0, None, False, 0)
     assert refresh.features == first.features
     assert refresh.evidence["p1"].at == T0 + timedelta(seconds=97)  # current evidence, not the first event's
-    assert refresh.reason == f"unchanged since 2026-01-01T00:00:02Z ({REFRESH_MARK}): {first.reason}"
+    assert (refresh.unchanged_since, refresh.reason) == (first.at, first.reason)
+    assert first.unchanged_since is None
     assert is_refresh(refresh)
     assert not is_refresh(first)
     assert sim.decider.current("db") == refresh
@@ -50,7 +52,7 @@ def test_second_refresh_keeps_the_original_since() -> None:
         assert sim.feed("pass", dt=5.0) == []
     (again,) = sim.feed("pass", dt=5.0)
     assert (again.seq, again.at) == (3, T0 + timedelta(seconds=202))
-    assert again.reason == f"unchanged since 2026-01-01T00:00:02Z ({REFRESH_MARK}): {first.reason}"
+    assert (again.unchanged_since, again.reason) == (first.at, first.reason)
 
 
 def test_real_transition_resets_the_refresh_clock() -> None:
@@ -69,8 +71,8 @@ def test_real_transition_resets_the_refresh_clock() -> None:
         "unavailable",
         "forced_open",
     )
-    assert "forced open by operator: maintenance" in refresh.reason
-    assert "unchanged since 2026-01-01T00:00:12Z" in refresh.reason
+    assert refresh.reason == "forced open by operator: maintenance"
+    assert refresh.unchanged_since == T0 + timedelta(seconds=12)
     assert [e.seq for e in sim.advance(100.0)] == [4]  # t=212, no traffic at all
 
 
@@ -103,7 +105,7 @@ def test_restored_old_event_is_refreshed_at_the_first_tick() -> None:
     assert next_deadline <= 1000.0
     (refresh,) = d.tick(at(1000.0))
     assert (refresh.seq, refresh.previous, refresh.state, refresh.breaker) == (3, "healthy", "healthy", "closed")
-    assert refresh.reason == f"unchanged since 2026-01-01T00:00:00Z ({REFRESH_MARK}): x"
+    assert (refresh.unchanged_since, refresh.reason) == (T0, "x")
     assert d.tick(at(1001.0)) == []
 
 
@@ -124,13 +126,34 @@ def test_restored_recent_event_counts_its_age() -> None:
     assert d.tick(at(1499.0)) == []
     (refresh,) = d.tick(at(1500.0))
     assert (refresh.seq, refresh.breaker) == (5, "forced_open")
-    assert refresh.reason == f"unchanged since 2026-01-01T00:15:00Z ({REFRESH_MARK}): forced open by operator: upgrade"
+    assert (refresh.unchanged_since, refresh.reason) == (ev.at, "forced open by operator: upgrade")
     # restoring that refresh later keeps the original time and reason, and the operator's reason
     d2 = Decider([target()], rng=random.Random(0), now=at(3000.0), refresh_after=600.0)
     d2.restore(refresh, at(3000.0))
     (again,) = d2.tick(at(3000.0))
-    assert (again.seq, again.reason) == (6, refresh.reason)
+    assert (again.seq, again.unchanged_since, again.reason) == (6, ev.at, refresh.reason)
     (trial,) = d2.control("reset", "db", "done", at(3001.0))
+    assert trial.breaker == "half_open"
+
+
+def test_restoring_a_refresh_of_the_old_reason_form_keeps_its_origin() -> None:
+    """A refresh published before ``unchanged_since`` existed (marked only in its reason) is still read on restore."""
+    why = "unchanged since 2026-01-01T00:00:12Z (re-announced so the state stream keeps it): forced open: x"
+    legacy = state_changed(
+        "db",
+        7,
+        "unavailable",
+        at=T0 + timedelta(seconds=900),
+        previous="unavailable",
+        breaker="forced_open",
+        reason=why,
+    )
+    assert is_refresh(legacy)
+    d = Decider([target()], rng=random.Random(0), now=at(2000.0), refresh_after=600.0)
+    d.restore(legacy, at(2000.0))
+    (refresh,) = d.tick(at(2000.0))
+    assert (refresh.seq, refresh.unchanged_since, refresh.reason) == (8, T0 + timedelta(seconds=12), "forced open: x")
+    (trial,) = d.control("reset", "db", "done", at(2001.0))
     assert trial.breaker == "half_open"
 
 

@@ -1,38 +1,63 @@
-"""The leader lease against a real nats-server: who may publish after a lapse."""
+"""The leader lease against a real nats-server: who may publish after a lapse.
+
+Each holder's validity runs on a :class:`~healthbus.protocol.testing.ManualClock`: a test
+says how much time a holder saw pass. The key's expiry in the bucket is the server's
+(real seconds): waited for as a condition the server reports, through the public
+:meth:`Lease.current_holder`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from nats.aio.client import Client
-from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-from healthbus.coordinator._leader import LEASE_KEY, Lease
+from healthbus.coordinator._leader import VALID_SHARE, Lease
+from healthbus.protocol.testing import ManualClock
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.nats
 
 
 async def wait_expired(lease: Lease, timeout: float = 10.0) -> None:
-    """Wait until the lease key has expired from the bucket."""
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                await lease._kv.get(LEASE_KEY)
-            except (KeyNotFoundError, KeyDeletedError):
-                return
-            await asyncio.sleep(0.05)  # polling the server for the expiry, not making time pass
+    """Wait until the server has dropped the expired lease key: nobody holds it."""
+
+    async def nobody() -> bool:
+        return await lease.current_holder() is None
+
+    await wait_until(nobody, timeout, "the lease key to expire on the server")
+
+
+async def test_validity_ends_before_the_key_can_expire(nc: Client) -> None:
+    """A holder may publish until ``VALID_SHARE × ttl`` after its last renewal, by its own clock."""
+    clock = ManualClock()
+    a = Lease(nc.jetstream(), "VALIDITY_LEADER", holder="a", ttl=10.0, monotonic=clock.monotonic)
+    await a.setup()
+    assert not a.valid()
+    assert await a.acquire()
+    assert await a.current_holder() == "a"
+    clock.skip(VALID_SHARE * 10.0 - 0.01)
+    assert a.valid()
+    clock.skip(0.01)
+    assert not a.valid()  # well before the server expires the key (ttl 10 s)
+    assert await a.renew() is True
+    assert a.valid()
+    await a.release()
+    assert not a.valid()
+    assert await a.current_holder() is None
 
 
 async def test_lapsed_lease_retaken_after_another_leader_is_reported_lost(nc: Client) -> None:
     """A frozen leader whose key expired, then was taken and released by another, must step down, not renew."""
     js = nc.jetstream()
-    a = Lease(js, "REVIEW_LEADER", holder="a", ttl=1.0)
+    clock = ManualClock()
+    a = Lease(js, "REVIEW_LEADER", holder="a", ttl=1.0, monotonic=clock.monotonic)
     b = Lease(js, "REVIEW_LEADER", holder="b", ttl=1.0)
     await a.setup()
     await b.setup()
     assert await a.acquire()
-    await wait_expired(a)  # a froze past its ttl
+    clock.skip(5.0)  # a froze past its ttl ...
+    assert not a.valid()
+    await wait_expired(a)  # ... and the server expired its key
     assert await b.acquire()  # b led (and published from the stream's state) ...
     await b.release()  # ... then stopped
     assert await a.renew() is False  # a's decisions are stale: it must step down and restore
@@ -44,10 +69,13 @@ async def test_lapsed_lease_retaken_after_another_leader_is_reported_lost(nc: Cl
 async def test_lapsed_lease_nobody_else_took_is_renewed(nc: Client) -> None:
     """A leader whose key merely expired (NATS unreachable, nobody took over) renews and carries on."""
     js = nc.jetstream()
-    a = Lease(js, "REVIEW_LEADER2", holder="a", ttl=1.0)
+    clock = ManualClock()
+    a = Lease(js, "REVIEW_LEADER2", holder="a", ttl=1.0, monotonic=clock.monotonic)
     await a.setup()
     assert await a.acquire()
+    clock.skip(5.0)
     await wait_expired(a)
+    assert not a.valid()
     assert await a.renew() is True
     assert a.valid()
 

@@ -28,9 +28,10 @@ from healthbus.protocol import (
     load_config_text,
     utcnow,
 )
+from healthbus.protocol.testing import ManualClock
 from tests.cli._support import run_cli
 from tests.e2e._procs import Command
-from tests.helpers import probe_result, publish_probe
+from tests.helpers import probe_result, publish_probe, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -181,11 +182,15 @@ async def test_minority_failure_is_degraded(nc: Client, events: Events) -> None:
 
 
 async def test_silence_becomes_unknown(nc: Client, events: Events) -> None:
-    """With no results for stale_after, the target turns unknown without any traffic."""
-    async with CoordinatorService(load_config_text(config_text(stale="1s")), nc):
+    """With no results for stale_after (of the coordinator's clock), the target turns unknown without any traffic."""
+    clock = ManualClock()
+    async with CoordinatorService(load_config_text(config_text(stale="30s")), nc, clock=clock) as service:
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
+        await clock.advance(29.0)
+        assert service.decider.state("db")[0] == "healthy"  # still within stale_after
+        await clock.advance(1.1)
         unknown = await events.state("db", "unknown", timeout=5.0)
         assert (unknown.seq, unknown.previous) == (2, "healthy")
         assert "no result" in unknown.reason
@@ -330,15 +335,18 @@ async def _spawn(config: Path, url: str, log: Path, *extra: str) -> Command:
 
 async def _wait_ready(nc: Client, command: Command, target: str = "db") -> None:
     """Until the coordinator answers a status request (it subscribes only after restoring)."""
-    assert command.proc is not None
-    async with asyncio.timeout(30):
-        while True:
-            assert command.proc.returncode is None, command.log()
-            try:
-                await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
-                return
-            except Exception:
-                await asyncio.sleep(0.1)
+    proc = command.proc
+    assert proc is not None
+
+    async def answers() -> bool:
+        assert proc.returncode is None, command.log()
+        try:
+            await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
+        except Exception:
+            return False
+        return True
+
+    await wait_until(answers, 30, "the coordinator to answer a status request")
 
 
 @pytest.mark.slow
@@ -396,7 +404,8 @@ async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats
     """A leader that stops renewing its lease stops publishing; the standby takes over and continues every seq."""
     config = load_config_text(config_text())
     other = await connect(url=nats_server.url)
-    leader = CoordinatorService(config, nc, holder="a")
+    frozen = ManualClock()
+    leader = CoordinatorService(config, nc, holder="a", clock=frozen)
     standby = CoordinatorService(config, other, holder="b")
     try:
         await leader.start()
@@ -408,9 +417,12 @@ async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
         assert standby.handled == 0  # a standby does not even subscribe
-        # Freeze the leader's lease renewals (as a stuck process would); it keeps deciding.
-        for task in leader._tasks:
-            task.cancel()
+        # The leader's process freezes (as a stopped process would): its clock moves past
+        # the lease while none of its timers run, so it renews nothing; it keeps deciding
+        # the results NATS hands it, but its lease is no longer valid for publishing.
+        frozen.skip(2 * leader.lease_ttl)
+        assert leader.lease is not None
+        assert not leader.lease.valid()
         async with asyncio.timeout(10):
             await standby.activated.wait()
         assert standby.decider.state("db") == ("healthy", "closed", 1)
@@ -426,7 +438,6 @@ async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats
         # The frozen leader decided the same transitions but published none of them.
         assert leader.published == 1
         assert leader.pending > 0
-        assert not leader.outbox._may_send()
     finally:
         await standby.stop()
         await leader.stop(flush_timeout=0.1)
@@ -446,6 +457,8 @@ async def test_kill9_leader_standby_process_takes_over(
     try:
         await _wait_ready(nc, first)
         second = await _spawn(config, nats_server.url, log_b)
+        standby = second
+        await wait_until(lambda: "standing by" in standby.log(), 30, "the second coordinator to stand by")
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
@@ -456,9 +469,7 @@ async def test_kill9_leader_standby_process_takes_over(
         down = await events.state("db", "unavailable")
         assert (down.seq, down.previous) == (2, "healthy")
         assert_chain(events.of("db"))
-        text = second.log()
-        assert "standing by" in text
-        assert "took the leader lease" in text
+        assert "took the leader lease" in second.log()
     finally:
         for proc in (first, second):
             if proc is not None:

@@ -1,9 +1,11 @@
 """The refresh against a real nats-server: a state older than the stream's max_age survives, and a restart continues it.
 
 The stream here keeps messages 4 s (``stream_max_age``) and the coordinator re-announces an
-unchanged state every second (``refresh_after``). Waiting for JetStream to expire messages
-takes real seconds: every wait is on a condition (a message gone, an event arrived), with
-a timeout.
+unchanged state every ``refresh_after`` (1 s) of its clock. The coordinator runs on a
+:class:`~healthbus.protocol.testing.ManualClock`: each refresh happens because the test
+moves that clock on by ``refresh_after``, never because real time passed. Only JetStream's
+expiry of old messages takes real seconds (it is the server's clock): every such wait is
+on a condition (a message gone), with a timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from healthbus.protocol import (
     load_config_text,
     utcnow,
 )
+from healthbus.protocol.testing import ManualClock
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -48,15 +52,25 @@ features = ["orders"]
 """
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Wait until ``check()`` holds, polling every 100 ms; fail naming ``what`` after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if await check():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting until {what}")
-        await asyncio.sleep(0.1)  # polling the server for an expiry, not making time pass
+async def refresh(service: CoordinatorService, clock: ManualClock) -> int:
+    """Move the coordinator's clock on by ``refresh_after`` (plus one ``tick``, the timer's
+    granularity); wait until the one refresh that makes is in the stream."""
+    seq = service.decider.state("db")[2]
+    await clock.advance(1.0 + 0.05)
+    await service.wait_published("db", seq + 1, timeout=5.0)
+    return seq + 1
+
+
+async def refresh_until(
+    service: CoordinatorService, clock: ManualClock, check: Callable[[], Awaitable[bool]], what: str
+) -> None:
+    """Refresh db (one ``refresh_after`` of the coordinator's clock at a time) until the server says ``check``."""
+
+    async def refreshed_and_checked() -> bool:
+        await refresh(service, clock)
+        return await check()
+
+    await wait_until(refreshed_and_checked, 15.0, what)
 
 
 async def test_state_outlives_stream_max_age_and_restart_continues_seq(nc: Client) -> None:
@@ -93,19 +107,21 @@ async def test_state_outlives_stream_max_age_and_restart_continues_seq(nc: Clien
             return True
         return False
 
+    clock = ManualClock()
     try:
-        async with CoordinatorService(config, nc) as first:
+        async with CoordinatorService(config, nc, clock=clock) as first:
             reply = await first.handle_control("force-open", encode(ControlRequest(target="db", reason="maintenance")))
             assert reply.ok
             assert reply.event is not None
             assert reply.event.seq == 1
+            assert first.decider.state("db")[2] == 1  # no time passed on its clock: no refresh yet
             # nothing changes from here on: only refreshes keep db in the stream
-            await until(lambda: gone(SUBJECTS.state("ghost")), 15.0, "the unrefreshed message expired")
-            await until(first_seq_expired, 15.0, "db's first event expired")
+            await refresh_until(first, clock, lambda: gone(SUBJECTS.state("ghost")), "the unrefreshed message expired")
+            await refresh_until(first, clock, first_seq_expired, "db's first event expired")
             raw = await js.get_last_msg(settings.name, SUBJECTS.state("db"))
             assert raw.data is not None
             last = decode_state_changed(raw.data)
-            assert last.seq >= 4  # refreshed about every second for over 4 s
+            assert last.seq == first.decider.state("db")[2] >= 3  # one refresh per refresh_after of its clock
             assert (last.state, last.breaker, last.previous) == ("unavailable", "forced_open", "unavailable")
             assert is_refresh(last)
             assert "forced open by operator: maintenance" in last.reason
@@ -117,13 +133,14 @@ async def test_state_outlives_stream_max_age_and_restart_continues_seq(nc: Clien
             assert current["db"].breaker == "forced_open"
         stopped_at = first.decider.state("db")[2]
 
-        # (b) a restart restores db and continues its seq (refreshing the restored event soon)
-        async with CoordinatorService(config, nc) as second:
+        # (b) a restart restores db and continues its seq (refreshing the restored event
+        # within refresh_after of its ``at``: well before max_age drops it)
+        later = ManualClock(start=clock.now())
+        async with CoordinatorService(config, nc, clock=later) as second:
             assert second.restored == 1
             restored_seq = second.decider.state("db")[2]
-            assert restored_seq >= stopped_at - 1  # the last one may not have been acked before stopping
-            # within refresh_after of the restored event's ``at``: well before max_age drops it
-            await second.wait_published("db", restored_seq + 1, timeout=3.0)
+            assert restored_seq == stopped_at  # every refresh was acked before the next
+            assert await refresh(second, later) == restored_seq + 1
             nxt = second.decider.current("db")
             assert nxt is not None
             assert nxt.seq >= restored_seq + 1

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from tests.harness._util import require
+from tests.helpers import holds_within
 
 __all__ = ["Chromium", "find_chromium"]
 
@@ -34,6 +35,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--window-size=1440,900",  # a laptop screen, for the page's layout and its screenshots
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ]
@@ -113,24 +115,25 @@ class Chromium:
                 return result
 
     async def evaluate(self, expression: str) -> Any:
-        """The JSON value of a JavaScript expression in the page."""
-        result = await self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        """The JSON value of a JavaScript expression in the page (a promise's once it settles)."""
+        result = await self.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, timeout: float, what: str) -> Any:
         """Re-evaluate ``expression`` until it is truthy; AssertionError naming ``what`` on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last: Any = None
-        while True:
-            last = await self.evaluate(expression)
-            if last:
-                return last
-            if loop.time() > deadline:
-                raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last value {last!r})")
-            await asyncio.sleep(0.1)  # the page offers the test no event: re-check
+        last: list[Any] = [None]
+
+        async def truthy() -> bool:  # the page offers the test no event: re-check
+            last[0] = await self.evaluate(expression)
+            return bool(last[0])
+
+        if not await holds_within(truthy, timeout):
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last value {last[0]!r})")
+        return last[0]
 
     async def close(self) -> None:
         """Close the DevTools connection and end the browser's whole process group."""

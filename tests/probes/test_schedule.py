@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from healthbus.probes import TargetSchedule, hold_until
-from healthbus.protocol import StateChanged
+from healthbus.protocol import BreakerState, State, StateChanged
+from tests.helpers import state_changed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -18,17 +19,9 @@ def _schedule(now: float = 100.0, seed: int = 1, jitter: float = 0.1) -> TargetS
     return TargetSchedule(interval=5.0, retry_interval=1.0, jitter=jitter, rng=random.Random(seed), now=now)
 
 
-def _event(breaker: str, retry_in: float | None, seq: int = 1) -> StateChanged:
-    return StateChanged(
-        target="redis-main",
-        seq=seq,
-        at=T0,
-        previous="healthy",
-        state="unavailable" if breaker == "open" else "healthy",
-        breaker=breaker,  # type: ignore[arg-type]
-        reason="test",
-        retry_at=None if retry_in is None else T0 + timedelta(seconds=retry_in),
-    )
+def _event(breaker: BreakerState, retry_in: float | None, seq: int = 1) -> StateChanged:
+    state: State = "unavailable" if breaker == "open" else "healthy"
+    return state_changed("redis-main", seq, state, at=T0, previous="healthy", breaker=breaker, retry_in=retry_in)
 
 
 def test_first_checks_spread_over_the_interval() -> None:

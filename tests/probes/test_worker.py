@@ -22,10 +22,11 @@ from healthbus.protocol import (
     TargetConfig,
     utcnow,
 )
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers import ensure_stream
 from tests.harness._redis import RedisServer
 from tests.helpers import open_event, publish_states
-from tests.probes._support import Collector, config_for, unique_prefix
+from tests.probes._support import Collector, config_for, result_of, unique_prefix
 
 pytestmark = [pytest.mark.nats, pytest.mark.redis]
 
@@ -363,3 +364,32 @@ async def test_results_resume_after_a_nats_restart(nats_server: EmbeddedNats, re
     finally:
         await worker.stop()
         await nc.close()
+
+
+async def test_schedule_runs_on_the_worker_clock(nats_server: EmbeddedNats) -> None:
+    """Checks are due by the worker's clock: a ManualClock decides when each one runs and its observed_at."""
+    prefix = unique_prefix()
+    config = config_for(
+        prefix,
+        '[[targets]]\nname = "closed"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
+        'interval = "1h"\nretry_interval = "10m"\ntimeout = "5s"\n',
+        probes="jitter = 0.0",
+    )
+    clock = ManualClock()
+    async with collecting(nats_server.url, prefix) as (nc, collector):
+        worker = ProbeWorker(config, worker_id="w1", clock=clock, follow_state=False)
+        try:
+            await worker.start(nc)
+            schedule = worker.schedules["closed"]
+            assert clock.monotonic() <= schedule.next_check < clock.monotonic() + 3600  # within the first interval
+            await clock.advance(schedule.next_check - clock.monotonic())
+            first = await collector.wait_for(result_of("closed", "fail"))
+            assert first.observed_at == clock.now()  # stamped by the worker's clock
+            assert len(collector.results) == 1
+            # a fail is re-checked after retry_interval
+            assert schedule.next_check == pytest.approx(clock.monotonic() + 600)
+            await clock.advance(600)
+            second = await collector.wait_for(result_of("closed", "fail"), after=1)
+            assert second.observed_at - first.observed_at == timedelta(seconds=600)
+        finally:
+            await worker.stop()

@@ -24,11 +24,13 @@ from healthbus.protocol import (
     decode_state_changed,
     encode,
     format_timestamp,
+    is_refresh,
     parse_timestamp,
+    refresh_origin,
 )
 
 #: Fields added to StateChanged beyond DESIGN 3.2, each documented in docs/contract.md.
-EXTENSIONS = {"flapping"}
+EXTENSIONS = {"flapping", "unchanged_since", "retired"}
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -116,6 +118,38 @@ def test_wire_shape_is_the_contract() -> None:
         "error",
         "details",
     }
+
+
+def test_refresh_is_an_explicit_field() -> None:
+    """A refresh carries ``unchanged_since`` (on the wire too); a change carries null; older events decode."""
+    change = _event()
+    assert msgspec.json.decode(encode(change))["unchanged_since"] is None
+    assert not is_refresh(change)
+    assert refresh_origin(change) is None
+    refresh = _event(previous="unavailable", at=T0 + timedelta(days=15), unchanged_since=T0)
+    assert msgspec.json.decode(encode(refresh))["unchanged_since"] == "2026-11-25T12:00:00.123000Z"
+    assert decode_state_changed(encode(refresh)) == refresh
+    assert is_refresh(refresh)
+    assert refresh_origin(refresh) == (T0, "3/3 probes failed: refused")
+    older = msgspec.json.decode(encode(change))
+    del older["unchanged_since"]  # as published before the field existed
+    assert decode_state_changed(msgspec.json.encode(older)) == change
+
+
+def test_refresh_of_the_old_reason_form_is_still_recognised() -> None:
+    """Events published before ``unchanged_since`` marked a refresh only in the reason; they are still read."""
+    legacy = _event(
+        previous="unavailable",
+        reason="unchanged since 2026-11-25T12:00:00.123Z (re-announced so the state stream keeps it): 3/3 failed",
+    )
+    assert is_refresh(legacy)
+    assert refresh_origin(legacy) == (T0, "3/3 failed")
+    # the same words on a real change (previous != state), or a mangled time, are no refresh origin
+    assert not is_refresh(msgspec.structs.replace(legacy, previous="healthy"))
+    mangled = _event(
+        previous="unavailable", reason="unchanged since soon (re-announced so the state stream keeps it): x"
+    )
+    assert refresh_origin(mangled) is None
 
 
 def test_msg_id_is_target_and_seq() -> None:

@@ -117,13 +117,13 @@ async def test_wait_for_and_changes_with_real_bus(nats_server: EmbeddedNats, pub
         events: list[StateChanged] = []
 
         async def consume() -> None:
-            async for ev in health.changes():
+            async for ev in changes:
                 events.append(ev)
                 if ev.state == "healthy":
                     return
 
+        changes = health.changes()
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0)
         await publisher.publish("pg", "unavailable")
         await publisher.publish("pg", "healthy")
         state = await health.wait_for("pg", "healthy", timeout=5)

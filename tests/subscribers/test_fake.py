@@ -9,7 +9,7 @@ import pytest
 
 from healthbus.protocol import StateChanged
 from healthbus.subscribers import BusStatus, HealthView
-from healthbus.subscribers.testing import FakeHealthClient
+from healthbus.subscribers.testing import FakeHealthClient, state_changed
 
 
 def test_fake_is_a_health_view() -> None:
@@ -115,23 +115,57 @@ async def test_changes_iterator_yields_each_change() -> None:
     """changes() yields events in order, and ignored duplicates never appear."""
     health = FakeHealthClient()
     received: list[StateChanged] = []
-    started = asyncio.Event()
 
     async def consume() -> None:
-        started.set()
-        async for ev in health.changes():
+        async for ev in changes:
             received.append(ev)
             if len(received) == 2:
                 return
 
+    changes = health.changes()
     task = asyncio.create_task(consume())
-    await started.wait()
-    await asyncio.sleep(0)  # let the generator register its queue
     first = health.set_state("pg", "unavailable")
     assert health.deliver(first) is False  # duplicate by seq: ignored
     health.set_state("pg", "healthy")
     await asyncio.wait_for(task, 5)
     assert [(e.seq, e.state) for e in received] == [(1, "unavailable"), (2, "healthy")]
+
+
+async def test_refreshes_reach_only_those_who_ask() -> None:
+    """A refresh updates the state (seq, at) but reaches on_change / changes() only with refreshes=True."""
+    health = FakeHealthClient()
+    plain: list[int] = []
+    everything: list[int] = []
+    health.on_change(lambda ev: plain.append(ev.seq))
+    health.on_change(lambda ev: everything.append(ev.seq), refreshes=True)
+    changes = health.changes()
+    all_changes = health.changes(refreshes=True)
+    first = health.set_state("pg", "healthy")
+    refresh = state_changed("pg", 2, "healthy", previous="healthy", reason=first.reason, unchanged_since=first.at)
+    assert health.deliver(refresh)
+    state = health.state("pg")
+    assert state is not None
+    assert (state.seq, state.at) == (2, refresh.at)
+    health.set_state("pg", "unavailable")
+    assert (plain, everything) == ([1, 3], [1, 2, 3])
+    assert [(await anext(changes)).seq for _ in range(2)] == [1, 3]
+    assert [(await anext(all_changes)).seq for _ in range(3)] == [1, 2, 3]
+
+
+async def test_changes_registers_at_the_call() -> None:
+    """Events delivered between the call and the first iteration are not missed; aclose() unregisters."""
+    health = FakeHealthClient()
+    changes = health.changes()
+    health.set_state("pg", "unavailable")  # before anyone iterates
+    health.set_state("pg", "healthy")
+    got = [await anext(changes), await anext(changes)]
+    assert [(e.seq, e.state) for e in got] == [(1, "unavailable"), (2, "healthy")]
+    await changes.aclose()  # type: ignore[attr-defined]
+    assert not health._queues
+    dropped = health.changes()
+    assert len(health._queues) == 1
+    del dropped  # a dropped iterator unregisters too
+    assert not health._queues
 
 
 async def test_wait_for_returns_now_or_on_change_or_times_out() -> None:
@@ -198,15 +232,13 @@ async def test_changes_iterators_end_when_the_client_closes() -> None:
     """A consumer looping over changes() finishes on close() instead of hanging at shutdown."""
     health = FakeHealthClient()
     got: list[str] = []
-    started = asyncio.Event()
 
     async def consume() -> None:
-        started.set()
-        async for event in health.changes():
+        async for event in changes:
             got.append(event.state)
 
+    changes = health.changes()
     task = asyncio.create_task(consume())
-    await started.wait()
     health.set_state("pg", "healthy")
     await health.close()
     await asyncio.wait_for(task, 5)

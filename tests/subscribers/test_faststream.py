@@ -20,19 +20,11 @@ from healthbus.subscribers.faststream import Gate, HealthMiddleware, requires
 from healthbus.subscribers.sqlalchemy import DatabaseGuard
 from healthbus.subscribers.testing import FakeHealthClient
 from tests.harness._postgres import PostgresServer
+from tests.helpers import wait_until
 
 from ._events import Publisher
 
 pytestmark = pytest.mark.nats
-
-
-async def eventually(predicate: Any, timeout: float = 30) -> None:
-    """Wait until ``predicate()`` holds (for plain counters, which have nothing to await)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
 
 
 class Done:
@@ -111,7 +103,7 @@ async def test_decorator_naks_while_unavailable_and_processes_after(
         for n in range(5, 10):
             await broker.publish({"n": n}, "dec.in", stream="DEC")
         gate: Gate = needs_pg.gate  # type: ignore[attr-defined]
-        await eventually(lambda: gate.naks >= 3)  # the consumer really nak'ed during the outage
+        await wait_until(lambda: gate.naks >= 3, 30, "the consumer to nak during the outage")
         health.set_state("pg", "healthy")
         await asyncio.wait_for(done.event.wait(), 30)
     finally:
@@ -145,7 +137,7 @@ async def test_hold_mode_pauses_the_consumer_without_naks(
         for n in range(5):
             await broker.publish({"n": n}, "hold.in", stream="HOLD")
         # Held well past ack_wait (1 s): in_progress keeps it ours, nothing else is fetched.
-        await eventually(lambda: middleware.progress_sent >= 8)
+        await wait_until(lambda: middleware.progress_sent >= 8, 30, "8 progress acks")
         nc = await nats.connect(nats_server.url)
         info = await nc.jetstream().consumer_info("HOLD", "w")
         await nc.close()
@@ -207,7 +199,7 @@ async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
         try:
             for n in range(15):
                 await broker.publish({"n": n}, "orders.new", stream="ORDERS")
-            await eventually(lambda: len(done.counts) >= 5)  # mid-stream
+            await wait_until(lambda: len(done.counts) >= 5, 30, "5 messages handled (mid-stream)")
             postgres_server.stop()
             for n in range(15, 30):
                 await broker.publish({"n": n}, "orders.new", stream="ORDERS")
@@ -215,7 +207,7 @@ async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
             await health.wait_for("postgres-main", "unavailable", timeout=5)
             for n in range(30, total):
                 await broker.publish({"n": n}, "orders.new", stream="ORDERS")
-            await eventually(lambda: middleware.gate.holds >= 1)  # naks used all but the last delivery: holding
+            await wait_until(lambda: middleware.gate.holds >= 1, 30, "a hold (naks used all but the last delivery)")
             stored_during_outage = len(done.counts)
 
             postgres_server.start()

@@ -11,7 +11,21 @@ import pytest
 import healthbus.subscribers
 
 # (aiohttp is not listed: nats-py itself imports it, when installed, for its websocket transport.)
-HEAVY = ("redis", "sqlalchemy", "faststream", "asyncpg", "pymilvus", "elasticsearch", "milvus_lite")
+HEAVY = (
+    "redis",
+    "sqlalchemy",
+    "faststream",
+    "asyncpg",
+    "pymilvus",
+    "elasticsearch",
+    "milvus_lite",
+    "fastapi",
+    "starlette",
+    "flask",
+    "werkzeug",
+    "django",
+    "psycopg",
+)
 
 
 def test_public_surface() -> None:
@@ -37,8 +51,18 @@ def test_import_pulls_in_no_adapter_library() -> None:
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("library", ["redis", "sqlalchemy", "faststream"])
-def test_missing_library_gives_a_friendly_import_error(library: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "library", "extra"),
+    [
+        ("redis", "redis", "redis"),
+        ("sqlalchemy", "sqlalchemy", "sqlalchemy"),
+        ("faststream", "faststream", "faststream"),
+        ("fastapi", "starlette", "fastapi"),
+        ("flask", "flask", "flask"),
+        ("django", "django", "django"),
+    ],
+)
+def test_missing_library_gives_a_friendly_import_error(module: str, library: str, extra: str) -> None:
     """Without its library installed, importing an adapter names the extra to install."""
     code = textwrap.dedent(
         f"""
@@ -49,10 +73,10 @@ def test_missing_library_gives_a_friendly_import_error(library: str) -> None:
                     raise ImportError("No module named {library!r}")
         sys.meta_path.insert(0, Block())
         try:
-            import healthbus.subscribers.{library}
+            import healthbus.subscribers.{module}
         except ImportError as exc:
             print(exc)
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert f"pip install 'healthbus-subscribers[{library}]'" in out.stdout
+    assert f"pip install 'healthbus-subscribers[{extra}]'" in out.stdout

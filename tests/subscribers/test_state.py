@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,3 +128,21 @@ def test_state_is_always_the_highest_seq_seen(events: list[tuple[int, str]]) -> 
         assert table.states["t"].seq == best[0]
         assert table.states["t"].state == best[1]
         assert table.available["t"] is (best[1] in ("healthy", "degraded"))
+
+
+def test_retired_target_is_forgotten_with_its_features() -> None:
+    """A retired event removes the target (and it stops counting for its features); once."""
+    table = StateTable()
+    table.apply(state_changed("redis-a", 1, "healthy", features=["cache"]))
+    table.apply(state_changed("redis-b", 1, "unavailable", features=["cache"]))
+    assert table.features_ok == {"cache": False}
+    retired = msgspec.structs.replace(state_changed("redis-b", 2, "unknown", features=["cache"]), retired=True)
+    gone = table.apply(retired)
+    assert gone is not None
+    assert gone.state == "unknown"
+    assert "redis-b" not in table.states
+    assert "redis-b" not in table.available
+    assert table.features_ok == {"cache": True}
+    assert table.apply(retired) is None  # delivered once
+    # Configured again later: its next seq is a new target.
+    assert table.apply(state_changed("redis-b", 3, "healthy", features=["cache"])) is not None

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import State, StateChanged, StreamSettings
 from healthbus.subscribers import StateStream, connect, ensure_stream
-from tests.helpers import publish_states, state_changed
+from tests.helpers import publish_states, state_changed, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -113,14 +113,16 @@ async def test_follow_resumes_after_a_nats_restart(nats_server: EmbeddedNats, nc
         nats_server.restart()
         # publish through a second connection: ours may still be re-creating its consumer
         other = await connect(url=nats_server.url)
+
+        async def published() -> bool:
+            try:
+                await _publish(other, _event("a", 2))
+            except Exception:  # JetStream needs a moment after a restart
+                return False
+            return True
+
         try:
-            async with asyncio.timeout(20):
-                while True:
-                    try:
-                        await _publish(other, _event("a", 2))
-                        break
-                    except Exception:  # JetStream needs a moment after a restart
-                        await asyncio.sleep(0.1)
+            await wait_until(published, 20, "JetStream to accept a publish after the restart")
         finally:
             await other.close()
         assert await asyncio.wait_for(seen.get(), 20) == 2

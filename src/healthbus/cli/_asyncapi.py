@@ -41,6 +41,7 @@ from healthbus.protocol import (
     ControlRequest,
     Evidence,
     ProbeResult,
+    ReloadNotice,
     StateChanged,
     StreamSettings,
     Subjects,
@@ -58,6 +59,7 @@ MESSAGE_TYPES: Final[tuple[type[msgspec.Struct], ...]] = (
     ControlRequest,
     ControlReply,
     WorkerHeartbeat,
+    ReloadNotice,
 )
 
 _SCHEMA_REF: Final = "#/components/schemas/{name}"
@@ -96,6 +98,7 @@ _EXAMPLES: Final[dict[str, msgspec.Struct]] = {
     "ControlRequest": ControlRequest(target="redis-main", reason="maintenance window"),
     "ControlReply": ControlReply(ok=True, event=_STATE_EXAMPLE),
     "WorkerHeartbeat": WorkerHeartbeat(worker="probe-a", at=_T0, heartbeat_s=2.0, targets=5),
+    "ReloadNotice": ReloadNotice(sender="coordinator-host-1:4242"),
 }
 
 _SUMMARIES: Final[dict[str, str]] = {
@@ -104,6 +107,7 @@ _SUMMARIES: Final[dict[str, str]] = {
     "ControlRequest": "An operator command for one target (the reason goes into the audit log).",
     "ControlReply": "Whether the command was applied, with the StateChanged it produced or the current one.",
     "WorkerHeartbeat": "A probe worker announcing itself; live while heard within 3 heartbeat periods.",
+    "ReloadNotice": "Re-read your configuration file: sent by the coordinator after `healthbus ctl reload`.",
 }
 
 
@@ -243,6 +247,15 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
             "parameters": {"worker": _ref("components", "parameters", "worker")},
             "messages": {"WorkerHeartbeat": _ref("components", "messages", "WorkerHeartbeat")},
         },
+        "workerReload": {
+            "address": subjects.worker("reload"),
+            "title": "Live reload",
+            "description": (
+                "Core NATS. After `healthbus ctl reload` the active coordinator publishes a ReloadNotice; "
+                "every probe worker and standby coordinator re-reads its configuration file."
+            ),
+            "messages": {"ReloadNotice": _ref("components", "messages", "ReloadNotice")},
+        },
     }
 
     def op(action: str, channel: str, message: str, summary: str, **extra: Any) -> dict[str, Any]:
@@ -277,7 +290,8 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
             "send",
             "control",
             "ControlRequest",
-            "An operator (`healthbus ctl`) asks the coordinator to force-open, disable, reset or report a target.",
+            "An operator (`healthbus ctl`) asks the coordinator to force-open, put in maintenance, disable, "
+            "reset or report a target, or to reload its configuration.",
             reply=control_reply,
         ),
         "handleControl": op(
@@ -292,6 +306,15 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
         ),
         "receiveWorkerHeartbeat": op(
             "receive", "workerHeartbeat", "WorkerHeartbeat", "Probe workers track the live members."
+        ),
+        "publishReloadNotice": op(
+            "send", "workerReload", "ReloadNotice", "The coordinator, having reloaded, tells the others."
+        ),
+        "receiveReloadNotice": op(
+            "receive",
+            "workerReload",
+            "ReloadNotice",
+            "Probe workers and standby coordinators re-read their configuration files.",
         ),
     }
     return {
@@ -326,6 +349,7 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
                 "ControlRequest": _message("ControlRequest"),
                 "ControlReply": _message("ControlReply"),
                 "WorkerHeartbeat": _message("WorkerHeartbeat"),
+                "ReloadNotice": _message("ReloadNotice"),
             },
             "parameters": {
                 "target": {"description": target_rule, "examples": ["redis-main"]},

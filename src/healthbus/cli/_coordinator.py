@@ -9,14 +9,42 @@ import sys
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 
 from healthbus.bus import connect, resolve_url
 from healthbus.cli._http import check_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
+from healthbus.cli._reload import Reloader
 from healthbus.coordinator import CoordinatorService
-from healthbus.protocol import redact_url
+from healthbus.protocol import Config, redact_url
 
 log = logging.getLogger("healthbus.coordinator")
+
+
+def _reloader(path: str, service: CoordinatorService, nc: Client, prefix: str) -> Reloader:
+    """SIGHUP and ``ctl reload`` re-read ``path``: new targets decided from now on, removed ones retired."""
+
+    async def apply(config: Config) -> str:
+        if not config.targets:
+            raise ValueError("no [[targets]]: the coordinator would have nothing to decide")
+        before = set(service.decider.names)
+        retired = service.reconfigure(config)
+        after = set(service.decider.names)
+        return (
+            f"{len(after)} targets ({len(after - before)} added, {len(before - after)} removed,"
+            f" {len(retired)} announced retired)"
+        )
+
+    reloader = Reloader(path, apply, sender=service.holder)
+
+    async def on_ctl_reload() -> str | None:
+        error = await reloader.reload("ctl reload")
+        if error is None:
+            await reloader.broadcast(nc, prefix)  # standbys and probe workers re-read theirs
+        return error
+
+    service.reload_hook = on_ctl_reload
+    return reloader
 
 
 async def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -41,6 +69,7 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
         with stop_on_signals() as stop:
             service = CoordinatorService(config, nc, prefix=settings.prefix, secrets=secrets)
             holder.append(service)
+            reloader = _reloader(config.source, service, nc, settings.prefix)
             # The service keeps only the compact per-target settings it decides with; drop
             # our reference so the parsed [[targets]] do not stay alive for the whole run.
             del config
@@ -67,7 +96,8 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
                 )
                 return EXIT_FAILURE
             try:
-                await stop.wait()
+                async with reloader.installed(nc, settings.prefix):
+                    await stop.wait()
                 log.info("stopping")
             finally:
                 await service.stop()

@@ -8,7 +8,9 @@ is served from the package, next to ``/metrics``, ``/healthz`` and ``/readyz``.
 
 Routes: ``/`` the page; ``/static/<file>`` its assets; ``/api/states`` every target's
 current StateChanged (JSON list); ``/api/history?target=X[&since=T][&limit=N]`` the
-target's audit log from the stream, oldest first; ``/api/events`` the SSE stream: one
+target's audit log from the stream, oldest first; ``/api/timelines[?since=T]`` every
+target's state changes since T (default the last day) in one compact read of the stream,
+for the per-target timelines; ``/api/events`` the SSE stream: one
 ``snapshot`` event (``{"targets": [StateChanged...], "configured": [...], "server_time"}``)
 then one ``state`` event (a StateChanged) per change.
 
@@ -28,6 +30,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Final
 
@@ -49,6 +52,9 @@ __all__ = [
     "ConfiguredTarget",
     "Dashboard",
     "RunningDashboard",
+    "Timeline",
+    "Timelines",
+    "build_timelines",
     "cmd_dashboard",
     "configured_targets",
     "start_dashboard",
@@ -66,6 +72,9 @@ _ASSETS: Final = {
 _CLIENT_QUEUE: Final = 1000
 _KEEPALIVE_S: Final = 15.0
 _HISTORY_LIMIT: Final = 2000
+#: Timelines cover the last day by default, and at most this many changes per target.
+_TIMELINE_SINCE: Final = "-24h"
+_TIMELINE_LIMIT: Final = 500
 _SECURITY_HEADERS: Final = {
     # Everything the page needs comes from this server: no CDN, no inline script.
     "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
@@ -94,6 +103,45 @@ class Snapshot(msgspec.Struct, frozen=True):
     targets: list[StateChanged]
     configured: list[ConfiguredTarget]
     server_time: str
+
+
+class TimelineChange(msgspec.Struct, frozen=True, array_like=True):
+    """One state change on a timeline: ``[seq, at (ms since the epoch), state]``."""
+
+    seq: int
+    at_ms: int
+    state: str
+
+
+class Timeline(msgspec.Struct, frozen=True):
+    """A target's changes in the window; ``before`` is its state when the window began."""
+
+    before: str
+    changes: list[TimelineChange]
+
+
+class Timelines(msgspec.Struct, frozen=True):
+    """``/api/timelines``: every target's timeline from ``since`` to ``server_time``."""
+
+    since: str
+    server_time: str
+    targets: dict[str, Timeline]
+
+
+def build_timelines(events: Sequence[StateChanged], *, limit: int = _TIMELINE_LIMIT) -> dict[str, Timeline]:
+    """Per-target timelines from audit-log events (stream order), the latest ``limit`` changes each."""
+    changes: dict[str, list[StateChanged]] = {}
+    for event in events:
+        changes.setdefault(event.target, []).append(event)
+    timelines: dict[str, Timeline] = {}
+    for name, evs in changes.items():
+        evs.sort(key=lambda e: e.seq)
+        kept = evs[-limit:]
+        timelines[name] = Timeline(
+            before=kept[0].previous,
+            changes=[TimelineChange(e.seq, int(e.at.timestamp() * 1000), e.state) for e in kept],
+        )
+    return timelines
 
 
 class _Page:
@@ -161,6 +209,14 @@ class Dashboard:
         old = self.states.get(event.target)
         if old is not None and old.seq >= event.seq:
             return  # already shown (e.g. replayed after a reconnect)
+        if event.retired:
+            # Removed from the configuration: pages drop it (a page that never saw it ignores it).
+            self.states.pop(event.target, None)
+            self.configured = [c for c in self.configured if c.name != event.target]
+            if old is not None:
+                self._events.inc()
+                self._broadcast(_sse("state", encode(event)))
+            return
         self.states[event.target] = event
         self._events.inc()
         self._broadcast(_sse("state", encode(event)))
@@ -203,7 +259,7 @@ class Dashboard:
         return Snapshot(
             targets=[self.states[name] for name in sorted(self.states)],
             configured=self.configured,
-            server_time=utcnow().isoformat().replace("+00:00", "Z"),
+            server_time=_iso(utcnow()),
         )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
@@ -226,27 +282,35 @@ class Dashboard:
         target = request.query.get("target", "")
         if not is_valid_target(target):
             raise web.HTTPBadRequest(text=f"target: expected a target name, got {target!r}\n")
-        since = None
-        if "since" in request.query:
-            try:
-                since = parse_when(request.query["since"], utcnow())
-            except ValueError as exc:
-                raise web.HTTPBadRequest(text=f"since: {exc}\n") from None
+        since = _query_time(request, "since", utcnow())
         try:
             limit = max(1, min(int(request.query.get("limit", _HISTORY_LIMIT)), _HISTORY_LIMIT))
         except ValueError:
             raise web.HTTPBadRequest(text="limit: expected a number\n") from None
+        events = await self._read_history(target, since)
+        return web.Response(body=encode_list(events[-limit:]), content_type="application/json")
+
+    async def _read_history(self, target: str | None, since: datetime | None) -> list[StateChanged]:
         events: list[StateChanged] = []
         try:
             async for event in self.stream.history(target=target, since=since):
                 events.append(event)
-                if len(events) > limit:
-                    del events[0]
         except nats.js.errors.NotFoundError:
-            events = []
+            return []
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             raise web.HTTPServiceUnavailable(text=f"cannot read {self.stream.stream}: {exc}\n") from None
-        return web.Response(body=encode_list(events), content_type="application/json")
+        return events
+
+    async def _api_timelines(self, request: web.Request) -> web.StreamResponse:
+        now = utcnow()
+        since = _query_time(request, "since", now) or parse_when(_TIMELINE_SINCE, now)
+        events = await self._read_history(None, since)
+        body = Timelines(
+            since=_iso(since),
+            server_time=_iso(now),
+            targets=build_timelines(events),
+        )
+        return web.Response(body=encode_any(body), content_type="application/json")
 
     async def _api_events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -282,8 +346,23 @@ class Dashboard:
             ("GET", "/static/{name}", self._static),
             ("GET", "/api/states", self._api_states),
             ("GET", "/api/history", self._api_history),
+            ("GET", "/api/timelines", self._api_timelines),
             ("GET", "/api/events", self._api_events),
         ]
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _query_time(request: web.Request, name: str, now: datetime) -> datetime | None:
+    """A time query parameter (RFC 3339 or relative like ``-1h``); 400 naming it when malformed."""
+    if name not in request.query:
+        return None
+    try:
+        return parse_when(request.query[name], now)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{name}: {exc}\n") from None
 
 
 def encode_list(events: Sequence[StateChanged]) -> bytes:

@@ -154,6 +154,13 @@ def _state_cell(event: StateChanged) -> Cell:
     return text, STATE_STYLES.get(event.state)
 
 
+def reason_text(event: StateChanged) -> str:
+    """The reason as shown: a refresh says since when its state is unchanged."""
+    if event.unchanged_since is not None:
+        return f"unchanged since {format_time(event.unchanged_since)} (refresh): {event.reason}"
+    return event.reason
+
+
 STATUS_HEADERS: Final = ("TARGET", "STATE", "BREAKER", "SEQ", "SINCE", "RETRY", "FEATURES", "REASON")
 
 
@@ -170,7 +177,7 @@ def event_rows(events: Iterable[StateChanged], now: datetime) -> list[list[Cell 
                 f"{format_time(e.at)} ({format_age(e.at, now)})",
                 format_countdown(e.retry_at, now),
                 ",".join(e.features),
-                e.reason,
+                reason_text(e),
             ]
         )
     return rows
@@ -197,7 +204,7 @@ def history_row(e: StateChanged) -> list[Cell | str]:
         (f"{e.previous} → {state_text}", state_code),
         (e.breaker, BREAKER_STYLES.get(e.breaker)),
         format_time(e.retry_at) if e.retry_at else "",
-        e.reason,
+        reason_text(e),
     ]
 
 
@@ -212,6 +219,6 @@ def tail_line(e: StateChanged, *, colour: bool) -> str:
         "#" + str(e.seq).ljust(5),
         style(change.ljust(28), state_code, colour),
         style(e.breaker.ljust(11), BREAKER_STYLES.get(e.breaker), colour),
-        e.reason + retry,
+        reason_text(e) + retry,
     ]
     return "  ".join(fields).rstrip()

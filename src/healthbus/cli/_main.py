@@ -142,7 +142,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("live state changes", "healthbus.cli._query"),
     "replay": ("history from the audit stream", "healthbus.cli._query"),
     "state-at": ("every target's state as it was at time T", "healthbus.cli._query"),
-    "ctl": ("operator control: force-open, disable, reset a target", "healthbus.cli._query"),
+    "ctl": ("operator control: force-open, maintenance, disable, reset a target; reload", "healthbus.cli._query"),
     "bench": ("benchmarks (DESIGN section 9)", "healthbus.cli._bench"),
     "nats-user": ("print the nats-server user block of a new probe worker", "healthbus.cli._natsuser"),
 }
@@ -182,9 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
         # Let `--since -1h` and `state-at -30m` through: argparse takes any "-x" word for an
         # option unless it looks like a negative number, so relative times must count as one.
         parsers[name]._negative_number_matcher = _RELATIVE_OR_NEGATIVE
-    parsers["ctl"].add_argument("action", choices=["force-open", "disable", "reset"], help="what to do")
-    parsers["ctl"].add_argument("target", metavar="TARGET", help="target name")
+    parsers["ctl"].add_argument(
+        "action",
+        choices=["force-open", "maintenance", "disable", "reset", "reload"],
+        help="what to do (reload: every coordinator and probe worker re-reads its configuration)",
+    )
+    parsers["ctl"].add_argument("target", metavar="TARGET", nargs="?", help="target name (not for reload)")
     parsers["ctl"].add_argument("--reason", default="", help="why (goes into the audit log)")
+    parsers["ctl"].add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="maintenance: how long (e.g. 30m, 1h, 2h30m); it ends by itself, or on `ctl reset`",
+    )
     parsers["nats-user"].add_argument("role", choices=["probe"], help="the role of the new user")
     parsers["nats-user"].add_argument(
         "worker_id", metavar="ID", help="the worker's id (its --id, and its NATS user name): A-Z a-z 0-9 _ -"

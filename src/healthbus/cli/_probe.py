@@ -14,12 +14,26 @@ import logging
 import signal
 import sys
 
+import msgspec
+
 from healthbus.cli._http import check_bind
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, bus_settings, load_args_config
+from healthbus.cli._reload import Reloader
 from healthbus.probes import DriverMissing, ProbeWorker
+from healthbus.protocol import Config
 from healthbus.subscribers import connect
 
 log = logging.getLogger("healthbus.probes")
+
+
+async def _reload(worker: ProbeWorker, config: Config, prefix: str) -> str:
+    """SIGHUP or ``ctl reload``: check the re-read file's targets from now on."""
+    if config.bus.prefix != prefix:
+        config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, prefix=prefix))
+    try:
+        return await worker.reload(config)
+    except DriverMissing as exc:
+        raise ValueError(str(exc)) from None
 
 
 async def cmd_probe(args: argparse.Namespace) -> int:
@@ -28,8 +42,6 @@ async def cmd_probe(args: argparse.Namespace) -> int:
     settings = bus_settings(args, config)
     bind = check_bind(getattr(args, "http", None) or config.probes.http)
     if settings.prefix != config.bus.prefix:
-        import msgspec
-
         config = msgspec.structs.replace(config, bus=settings)
     try:
         worker = ProbeWorker(config, worker_id=getattr(args, "worker_id", None))
@@ -61,7 +73,9 @@ async def cmd_probe(args: argparse.Namespace) -> int:
                 return EXIT_FAILURE
             log.info("serving /metrics, /healthz, /readyz on %s", ops.url)
         log.info("probe worker %s started with %d targets", worker.worker_id, len(config.targets))
-        await stop.wait()
+        reloader = Reloader(config.source, lambda new: _reload(worker, new, settings.prefix), sender=worker.worker_id)
+        async with reloader.installed(nc, settings.prefix):
+            await stop.wait()
         log.info("probe worker %s stopping", worker.worker_id)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -36,13 +36,16 @@ from healthbus.cli._format import (
 )
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import (
+    MAX_MAINTENANCE_S,
     ControlRequest,
     ProtocolError,
     StateChanged,
     Subjects,
     decode_control_reply,
     encode,
+    format_timestamp,
     is_valid_target,
+    parse_duration,
     redact_url,
     utcnow,
 )
@@ -52,10 +55,6 @@ __all__ = ["cmd_ctl", "cmd_replay", "cmd_state_at", "cmd_status", "cmd_tail", "f
 
 #: How long a reply to a control request may take before we say nobody answered.
 CTL_TIMEOUT_S = 5.0
-
-
-class QueryFailed(Exception):
-    """The stream could not be read; the message says why and what to check."""
 
 
 @dataclass
@@ -125,7 +124,8 @@ def _note(command: str, text: str) -> None:
 
 
 def _print_states(out: _Out, events: Iterable[StateChanged], now: datetime) -> None:
-    events = sorted(events, key=lambda e: e.target)
+    # A target whose last event retired it has left the configuration: not a current state.
+    events = sorted((e for e in events if not e.retired), key=lambda e: e.target)
     if out.json:
         for e in events:
             out.event(e)
@@ -160,7 +160,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         except _READ_ERRORS as exc:
             _note("status", _explain(exc, s))
             return EXIT_FAILURE
-    if not states and not out.json:
+    if not any(not e.retired for e in states.values()) and not out.json:
         _note("status", f"no targets recorded yet in {s.stream.stream} on {s.server}")
         return EXIT_OK
     _print_states(out, states.values(), utcnow())
@@ -272,11 +272,60 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _maintenance_duration(action: str, text: str | None) -> float | None:
+    """``--for``'s seconds: required by ``maintenance``, refused with anything else (usage errors)."""
+    if action != "maintenance":
+        if text is not None:
+            raise UsageError(f"--for applies to maintenance only, not to {action}")
+        return None
+    if text is None:
+        raise UsageError("maintenance needs --for DURATION (e.g. --for 1h)")
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    if not 0 < seconds <= MAX_MAINTENANCE_S:
+        raise UsageError(f"--for: expected a duration above 0 and at most 366d, got {text!r}")
+    return seconds
+
+
+async def _ctl_reload(args: argparse.Namespace) -> int:
+    """``healthbus ctl reload``: the active coordinator re-reads its file, then tells the others."""
+    async with _session(args, "ctl") as s:
+        subject = Subjects(s.stream.subjects.prefix).ctl("reload")
+        try:
+            msg = await s.nc.request(subject, b"{}", timeout=CTL_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            _note("ctl", f"no coordinator is listening on {subject} at {s.server}")
+            return EXIT_FAILURE
+        except (nats.errors.TimeoutError, TimeoutError):
+            _note("ctl", f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
+            return EXIT_FAILURE
+    try:
+        reply = decode_control_reply(msg.data)
+    except ProtocolError as exc:
+        _note("ctl", f"the coordinator's reply was not understood: {exc}")
+        return EXIT_FAILURE
+    if not reply.ok:
+        _note("ctl", f"reload refused, the running configuration is kept: {reply.error or 'no reason given'}")
+        return EXIT_FAILURE
+    print("reload: ok (standby coordinators and probe workers were told to reload too)")
+    return EXIT_OK
+
+
 async def cmd_ctl(args: argparse.Namespace) -> int:
     """``healthbus ctl ACTION TARGET [--reason R]``: ask the coordinator to force-open, disable or reset."""
+    if args.action == "reload":
+        if args.target is not None:
+            raise UsageError("reload takes no target: every coordinator and probe worker re-reads its configuration")
+        _maintenance_duration(args.action, getattr(args, "duration", None))
+        return await _ctl_reload(args)
+    if args.target is None:
+        raise UsageError(f"{args.action} needs a TARGET")
     if not is_valid_target(args.target):
         raise UsageError(f"invalid target name {args.target!r} (expected 1-64 characters of a-z, 0-9, '_' or '-')")
-    request = ControlRequest(target=args.target, reason=args.reason or "")
+    duration = _maintenance_duration(args.action, getattr(args, "duration", None))
+    request = ControlRequest(target=args.target, reason=args.reason or "", duration_s=duration)
     async with _session(args, "ctl") as s:
         subject = Subjects(s.stream.subjects.prefix).ctl(args.action)
         try:
@@ -297,7 +346,8 @@ async def cmd_ctl(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     if reply.event is not None:
         e = reply.event
-        print(f"{args.action} {args.target}: ok, now {e.state} (breaker {e.breaker}, seq {e.seq})")
+        until = f" until {format_timestamp(e.retry_at)}" if e.breaker == "forced_open" and e.retry_at else ""
+        print(f"{args.action} {args.target}: ok, now {e.state}{until} (breaker {e.breaker}, seq {e.seq})")
     else:
         print(f"{args.action} {args.target}: ok")
     return EXIT_OK

@@ -3,7 +3,8 @@
 * ``is_available()`` per call, against a plain Python function that does one dict
   lookup (the least any such check can cost), both timed in the same loop shape with the
   empty loop subtracted; best of several repeats (as ``timeit`` does, since noise only
-  ever adds time).
+  ever adds time). The same for ``SyncHealthClient.is_available()`` (the synchronous
+  client, following the same stream from its own thread), beside the async client's.
 * The Redis adapter's GET against plain redis-py GET on the same redis-server (one this
   suite starts), in interleaved batches of 100 (order alternating); the median batch of
   each is reported.
@@ -83,7 +84,12 @@ async def _get_us(get: Callable[[str], Any], calls: int) -> float:
 
 async def run(opts: BenchOptions) -> SuiteResult:
     """Run the suite and return its figures."""
-    from healthbus.bench._harness import open_health_client, redis_adapter, require_health_client
+    from healthbus.bench._harness import (
+        open_health_client,
+        open_sync_health_client,
+        redis_adapter,
+        require_health_client,
+    )
 
     require_health_client()
     calls: int = opts.pick("calls", smoke=100_000, full=1_000_000)
@@ -104,6 +110,11 @@ async def run(opts: BenchOptions) -> SuiteResult:
                 is_available_ns = per_call_ns(health.is_available, TARGET, calls)
                 feature_ns = per_call_ns(health.feature_available, FEATURE, calls)
                 baseline_ns = per_call_ns(plain_lookup, TARGET, calls)
+                async with open_sync_health_client(server.url, PREFIX) as sync_health:
+                    if not sync_health.is_available(TARGET):
+                        raise RuntimeError(f"the seeded state of {TARGET} did not reach the SyncHealthClient")
+                    sync_is_available_ns = per_call_ns(sync_health.is_available, TARGET, calls)
+                    sync_feature_ns = per_call_ns(sync_health.feature_available, FEATURE, calls)
                 plain = aioredis.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, socket_connect_timeout=5)
                 try:
                     await plain.set("bench-key", b"x" * 64)
@@ -132,6 +143,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "feature_available_ns": round(feature_ns, 1),
         "dict_lookup_fn_ns": round(baseline_ns, 1),
         "is_available_vs_dict_lookup": round(is_available_ns / baseline_ns, 2) if baseline_ns else None,
+        "sync_is_available_ns": round(sync_is_available_ns, 1),
+        "sync_feature_available_ns": round(sync_feature_ns, 1),
+        "sync_vs_async_is_available": round(sync_is_available_ns / is_available_ns, 2) if is_available_ns else None,
         "gets_per_side": len(plain_batches) * _BATCH,
         "get_plain_us": round(get_plain, 2),
         "get_adapter_us": round(get_adapter, 2),
@@ -140,5 +154,10 @@ async def run(opts: BenchOptions) -> SuiteResult:
     }
     goals = [
         Goal("is_available() is O(1) and cheap (< 1 µs)", is_available_ns < 1000, f"{data['is_available_ns']} ns"),
+        Goal(
+            "SyncHealthClient.is_available() is as cheap (< 1 µs)",
+            sync_is_available_ns < 1000,
+            f"{data['sync_is_available_ns']} ns",
+        ),
     ]
     return SuiteResult("client", opts.size, data, goals, [], machine)

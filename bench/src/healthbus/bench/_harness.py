@@ -19,13 +19,14 @@ from healthbus.bench._framework import SuiteUnavailable
 if TYPE_CHECKING:
     from healthbus.coordinator import CoordinatorService
     from healthbus.probes import ProbeWorker
-    from healthbus.subscribers import HealthClient
+    from healthbus.subscribers import HealthClient, SyncHealthClient
     from healthbus.subscribers.redis import HealthyRedis
 
 __all__ = [
     "RunningCoordinator",
     "RunningProbeWorker",
     "open_health_client",
+    "open_sync_health_client",
     "redis_adapter",
     "require_coordinator",
     "require_health_client",
@@ -161,6 +162,19 @@ async def open_health_client(url: str, prefix: str) -> AsyncIterator[HealthClien
     health: HealthClient
     async with client_cls.connect(url, prefix=prefix) as health:
         yield health
+
+
+@contextlib.asynccontextmanager
+async def open_sync_health_client(url: str, prefix: str) -> AsyncIterator[SyncHealthClient]:
+    """A connected SyncHealthClient (its own thread and loop; connected and closed off this loop)."""
+    import asyncio
+
+    client_cls = _attr("healthbus.subscribers", "SyncHealthClient", "the subscriber library (SyncHealthClient)")
+    health: SyncHealthClient = await asyncio.to_thread(client_cls.connect, url, prefix=prefix)
+    try:
+        yield health
+    finally:
+        await asyncio.to_thread(health.close)
 
 
 @contextlib.asynccontextmanager

@@ -54,7 +54,7 @@ class ServiceCollector(Collector):
         breaker = GaugeMetricFamily(
             "healthbus_target_breaker", "1 for the current breaker state of each target", labels=["target", "breaker"]
         )
-        for target in s.decider.targets:
+        for target in s.decider.names:
             current, current_breaker, _ = s.decider.state(target)
             for name in STATES:
                 state.add_metric([target, name], 1.0 if name == current else 0.0)

@@ -7,9 +7,10 @@ problem into a classified, redacted :class:`CheckResult`.
 
 from healthbus.probes._base import BaseChecker, Checker, CheckResult, DriverMissing
 from healthbus.probes._checkers import build_checker
-from healthbus.probes._schedule import Clock, SystemClock, TargetSchedule, hold_until
+from healthbus.probes._schedule import TargetSchedule, hold_until
 from healthbus.probes._sharding import Membership, assigned, owners
 from healthbus.probes._worker import ProbeMetrics, ProbeWorker, default_worker_id
+from healthbus.protocol.clock import Clock, SystemClock
 
 __all__ = [
     "BaseChecker",

@@ -18,11 +18,10 @@ Rules (DESIGN sections 4 and 5):
 from __future__ import annotations
 
 import random
-import time
 from datetime import datetime, timedelta
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
-from healthbus.protocol import Outcome, StateChanged, utcnow
+from healthbus.protocol import Outcome, StateChanged
 
 Action = Literal["check", "skip", "wait"]
 
@@ -31,30 +30,6 @@ MAX_JITTER: Final = 0.5
 
 #: Breaker states during which the worker holds off until ``retry_at``.
 HOLDING_BREAKERS: Final = frozenset({"open", "forced_open"})
-
-
-class Clock(Protocol):
-    """Time as the worker needs it: monotonic for scheduling, wall clock for the wire."""
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary origin; never goes back."""
-        ...
-
-    def wall(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-        ...
-
-
-class SystemClock:
-    """The real clocks."""
-
-    def monotonic(self) -> float:
-        """``time.monotonic()``."""
-        return time.monotonic()
-
-    def wall(self) -> datetime:
-        """``utcnow()``."""
-        return utcnow()
 
 
 class TargetSchedule:

@@ -38,7 +38,7 @@ from healthbus.bus import sync_subscriptions
 from healthbus.probes._base import Checker, CheckResult, short, target_secrets
 from healthbus.probes._checkers import build_checker
 from healthbus.probes._classify import classify_generic
-from healthbus.probes._schedule import Clock, SystemClock, TargetSchedule, hold_until
+from healthbus.probes._schedule import TargetSchedule, hold_until
 from healthbus.probes._sharding import Membership, assigned
 from healthbus.protocol import (
     Config,
@@ -53,6 +53,7 @@ from healthbus.protocol import (
     format_duration,
     worker_token,
 )
+from healthbus.protocol.clock import Clock, SystemClock, sleep_until_set
 
 log = logging.getLogger("healthbus.probes")
 
@@ -174,6 +175,7 @@ class ProbeWorker:
         self.metrics = ProbeMetrics(registry or CollectorRegistry())
         self.targets: dict[str, TargetConfig] = {t.name: t for t in config.targets}
         # Every checker is built now: a missing driver or a bad option fails before any I/O.
+        self._checker_factory = checker_factory
         self.checkers: dict[str, Checker] = {name: checker_factory(t) for name, t in self.targets.items()}
         self._secrets = {name: target_secrets(t) for name, t in self.targets.items()}
         self.sharding = config.probes.sharding
@@ -279,12 +281,46 @@ class ProbeWorker:
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=1)
 
-    async def _close_checker(self, name: str) -> None:
+    async def _close_checker(self, name: str, checker: Checker | None = None, secrets: list[str] | None = None) -> None:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.checkers[name].close()
+                await (checker or self.checkers[name]).close()
         except Exception as exc:  # a client that fails to close must not stop the others
-            log.warning("target %s: closing its client failed: %s", name, short(str(exc), self._secrets[name]))
+            hidden = self._secrets[name] if secrets is None else secrets
+            log.warning("target %s: closing its client failed: %s", name, short(str(exc), hidden))
+
+    async def reload(self, config: Config) -> str:
+        """Check ``config``'s targets from now on (a live reload); a one-line summary.
+
+        Added targets are checked at once, changed ones restart with their new settings
+        (a new client), removed ones stop and close their client. The new checkers are
+        built first: a missing driver or a bad option raises and changes nothing. Only
+        ``[[targets]]`` are reloaded; the other sections need a restart.
+        """
+        new = {t.name: t for t in config.targets}
+        added = sorted(n for n in new if n not in self.targets)
+        removed = sorted(n for n in self.targets if n not in new)
+        changed = sorted(n for n in new if n in self.targets and self.targets[n] != new[n])
+        checkers = {n: self._checker_factory(new[n]) for n in (*added, *changed)}  # may raise: nothing changed yet
+        going = [*removed, *changed]
+        tasks = [self._tasks.pop(n) for n in going if n in self._tasks]
+        for name in going:
+            self.schedules.pop(name, None)
+            self._wake.pop(name, None)
+        await cancel_all(tasks)
+        old = [(n, self.checkers.pop(n), self._secrets.pop(n)) for n in going]
+        for name in removed:
+            del self.targets[name]
+            self.last_state.pop(name, None)
+            self.last_results.pop(name, None)
+        for name, checker in checkers.items():
+            self.targets[name] = new[name]
+            self.checkers[name] = checker
+            self._secrets[name] = target_secrets(new[name])
+        self.config = msgspec.structs.replace(self.config, targets=list(self.targets.values()))
+        await asyncio.gather(*(self._close_checker(n, c, secrets) for n, c, secrets in old))
+        self._reassign()
+        return f"{len(self.targets)} targets ({len(added)} added, {len(changed)} changed, {len(removed)} removed)"
 
     # ------------------------------------------------------------------ assignment
     def _wanted(self) -> set[str]:
@@ -337,7 +373,7 @@ class ProbeWorker:
         )
         event = self.last_state.get(name)
         if event is not None:
-            schedule.hold(hold_until(event, wall_now=self.clock.wall(), mono_now=now), now)
+            schedule.hold(hold_until(event, wall_now=self.clock.now(), mono_now=now), now)
         self.schedules[name] = schedule
         self._wake[name] = asyncio.Event()
         self._tasks[name] = asyncio.create_task(self._target_loop(name, schedule), name=f"healthbus-probe-{name}")
@@ -358,9 +394,7 @@ class ProbeWorker:
             elif action == "skip":
                 self.metrics.skipped.labels(name, "breaker_open").inc()
             else:
-                delay = max(0.0, schedule.wake_at() - now)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), delay)
+                await sleep_until_set(self.clock, wake, schedule.wake_at() - now)
 
     async def check_once(self, name: str) -> ProbeResult:
         """Check ``name`` now under its hard timeout, publish the result and return it."""
@@ -391,7 +425,7 @@ class ProbeWorker:
             probe=self.worker_id,
             outcome=result.outcome,
             latency_ms=round(elapsed * 1000, 3),
-            observed_at=self.clock.wall(),
+            observed_at=self.clock.now(),
             error_kind=result.error_kind if result.outcome == "fail" else None,
             error=result.error,
             details=result.details,
@@ -453,7 +487,7 @@ class ProbeWorker:
 
     async def _follow_states(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(STATE_RETRY_S)
+            await self.clock.sleep(STATE_RETRY_S)
             if await self._try_follow(announce=False):
                 log.info("following the state stream: open breakers are now honoured")
                 return
@@ -471,7 +505,7 @@ class ProbeWorker:
         if schedule is None:
             return
         now = self.clock.monotonic()
-        until = hold_until(event, wall_now=self.clock.wall(), mono_now=now)
+        until = hold_until(event, wall_now=self.clock.now(), mono_now=now)
         schedule.hold(until, now)
         if until is not None:
             log.info("target %s: breaker %s, next check at retry_at %s", event.target, event.breaker, event.retry_at)
@@ -483,7 +517,7 @@ class ProbeWorker:
     async def _publish_heartbeat(self, *, stopping: bool = False) -> None:
         beat = WorkerHeartbeat(
             worker=self.worker_id,
-            at=self.clock.wall(),
+            at=self.clock.now(),
             heartbeat_s=self.heartbeat,
             sharding=self.sharding,
             targets=len(self._tasks),
@@ -494,11 +528,11 @@ class ProbeWorker:
     async def _heartbeat_loop(self) -> None:
         await self._publish_heartbeat()
         if self.sharding:
-            await asyncio.sleep(self.heartbeat * LISTEN_BEFORE_ASSIGN)  # hear the others first
+            await self.clock.sleep(self.heartbeat * LISTEN_BEFORE_ASSIGN)  # hear the others first
             self.membership.expire(self.clock.monotonic())
             self._reassign()
         while True:
-            await asyncio.sleep(self.heartbeat)
+            await self.clock.sleep(self.heartbeat)
             await self._publish_heartbeat()
             if self.membership.expire(self.clock.monotonic()) and self.sharding:
                 self._reassign()

@@ -24,6 +24,7 @@ from healthbus.protocol._config import (
 )
 from healthbus.protocol._control import (
     CONTROL_COMMANDS,
+    MAX_MAINTENANCE_S,
     ControlCommand,
     ControlReply,
     ControlRequest,
@@ -51,7 +52,9 @@ from healthbus.protocol._messages import (
     decode_state_changed,
     encode,
     format_timestamp,
+    is_refresh,
     parse_timestamp,
+    refresh_origin,
     utcnow,
 )
 from healthbus.protocol._redact import MASK, redact, redact_url, url_secrets
@@ -64,7 +67,13 @@ from healthbus.protocol._subjects import (
     probe_token,
     validate_target,
 )
-from healthbus.protocol._worker import WorkerHeartbeat, decode_worker_heartbeat, worker_token
+from healthbus.protocol._worker import (
+    ReloadNotice,
+    WorkerHeartbeat,
+    decode_reload_notice,
+    decode_worker_heartbeat,
+    worker_token,
+)
 
 __all__ = [
     "BREAKER_STATES",
@@ -74,6 +83,7 @@ __all__ = [
     "ERROR_KINDS",
     "KINDS",
     "MASK",
+    "MAX_MAINTENANCE_S",
     "MAX_MESSAGE_BYTES",
     "OUTCOMES",
     "PROTOCOL_VERSION",
@@ -101,6 +111,7 @@ __all__ = [
     "ProbeWorkerSettings",
     "ProtocolError",
     "Quorum",
+    "ReloadNotice",
     "State",
     "StateChanged",
     "StreamSettings",
@@ -110,11 +121,13 @@ __all__ = [
     "decode_control_reply",
     "decode_control_request",
     "decode_probe_result",
+    "decode_reload_notice",
     "decode_state_changed",
     "decode_worker_heartbeat",
     "encode",
     "format_duration",
     "format_timestamp",
+    "is_refresh",
     "is_valid_target",
     "load_config",
     "load_config_text",
@@ -123,6 +136,7 @@ __all__ = [
     "probe_token",
     "redact",
     "redact_url",
+    "refresh_origin",
     "stream_name_for",
     "url_secrets",
     "utcnow",

@@ -1,11 +1,15 @@
 """Operator control messages on ``<prefix>.ctl.<command>`` (request/reply).
 
-Commands: ``force-open`` (maintenance: the target is announced unavailable until
-reset), ``disable`` (the coordinator stops deciding; the target is announced unknown),
-``reset`` (clear overrides and backoff, decide afresh) and ``status`` (read-only: the
-coordinator's current StateChanged for the target). The request names the target and,
-for the audit log, a reason; the reply says whether the command was applied and carries
-the StateChanged it produced (or, for ``status`` and no-op commands, the current one).
+Commands: ``force-open`` (the target is announced unavailable until reset),
+``maintenance`` (the same for ``duration_s`` seconds: a planned outage that ends by
+itself; the events carry its end as ``retry_at``, so probe workers hold off until then),
+``disable`` (the coordinator stops deciding; the target is announced unknown), ``reset``
+(clear overrides and backoff, decide afresh), ``status`` (read-only: the coordinator's
+current StateChanged for the target) and ``reload`` (no target, the body is ignored: the
+coordinator re-reads its configuration file and tells the standbys and probe workers to
+re-read theirs). The request names the target and, for the audit log, a reason; the reply
+says whether the command was applied and carries the StateChanged it produced (or, for
+``status`` and no-op commands, the current one).
 """
 
 from __future__ import annotations
@@ -22,8 +26,17 @@ from healthbus.protocol._messages import (
     decode_with,
 )
 
-ControlCommand: TypeAlias = Literal["force-open", "disable", "reset", "status"]
-CONTROL_COMMANDS: Final[tuple[ControlCommand, ...]] = ("force-open", "disable", "reset", "status")
+ControlCommand: TypeAlias = Literal["force-open", "disable", "reset", "status", "maintenance", "reload"]
+CONTROL_COMMANDS: Final[tuple[ControlCommand, ...]] = (
+    "force-open",
+    "disable",
+    "reset",
+    "status",
+    "maintenance",
+    "reload",
+)
+#: The longest maintenance window a request may ask for (seconds): a year.
+MAX_MAINTENANCE_S: Final = 366 * 86400.0
 
 
 class ControlRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -31,6 +44,8 @@ class ControlRequest(msgspec.Struct, kw_only=True, frozen=True):
 
     target: TargetName
     reason: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    duration_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_MAINTENANCE_S)] | None = None
+    """``maintenance`` only: how long the window lasts, in seconds (extension)."""
     v: Version = PROTOCOL_VERSION
 
 

@@ -105,6 +105,12 @@ class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
     evidence: dict[str, Evidence] = msgspec.field(default_factory=dict)
     flapping: bool = False
     """True while flap detection holds the target (too many state changes lately)."""
+    unchanged_since: Timestamp | None = None
+    """Set on a refresh: the unchanged state, decided at this time, is re-announced so the
+    stream keeps it (``reason`` repeats why it was decided). None on a real change."""
+    retired: bool = False
+    """True on the one event announcing that the target left the configuration (extension):
+    readers drop it from their current states; a coordinator never decides it again."""
     v: Version = PROTOCOL_VERSION
 
     @property
@@ -179,3 +185,38 @@ def parse_timestamp(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+# Before ``unchanged_since``, a refresh was marked only in its reason, as
+# "unchanged since <time> (re-announced so the state stream keeps it): <why>". Streams may
+# still hold such events (they are kept up to ``stream_max_age``), so they are still read.
+_LEGACY_REFRESH_HEAD: Final = "unchanged since "
+_LEGACY_REFRESH_TAIL: Final = " (re-announced so the state stream keeps it): "
+
+
+def is_refresh(event: StateChanged) -> bool:
+    """Whether ``event`` re-announces an unchanged state (a refresh) rather than a change."""
+    if event.unchanged_since is not None:
+        return True
+    return (
+        event.previous == event.state
+        and event.reason.startswith(_LEGACY_REFRESH_HEAD)
+        and _LEGACY_REFRESH_TAIL in event.reason
+    )
+
+
+def refresh_origin(event: StateChanged) -> tuple[datetime, str] | None:
+    """For a refresh, when its state was really decided and why; None for a real change.
+
+    Reads ``unchanged_since`` and ``reason``, or the reason of a refresh published before
+    that field existed.
+    """
+    if event.unchanged_since is not None:
+        return event.unchanged_since, event.reason
+    if not is_refresh(event):
+        return None
+    head, _, why = event.reason[len(_LEGACY_REFRESH_HEAD) :].partition(_LEGACY_REFRESH_TAIL)
+    try:
+        return parse_timestamp(head), why
+    except ValueError:
+        return None

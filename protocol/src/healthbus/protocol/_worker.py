@@ -6,6 +6,10 @@ worker is live while heard within ``3 × heartbeat``. With sharding, workers has
 over the live members (rendezvous hashing), so membership alone decides who checks what.
 ``<worker-token>`` is the worker id with every character outside ``A-Za-z0-9_-``
 replaced by ``_`` (a single NATS token); the message carries the real id.
+
+After ``healthbus ctl reload`` the active coordinator publishes a :class:`ReloadNotice`
+on ``<prefix>.worker.reload``: every probe worker and standby coordinator re-reads its
+configuration file (the sender ignores its own notice).
 """
 
 from __future__ import annotations
@@ -45,7 +49,21 @@ class WorkerHeartbeat(msgspec.Struct, kw_only=True, frozen=True):
     v: Version = PROTOCOL_VERSION
 
 
+class ReloadNotice(msgspec.Struct, kw_only=True, frozen=True):
+    """Re-read your configuration file (``<prefix>.worker.reload``, after ``ctl reload``)."""
+
+    sender: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    """Who reloaded and sends this (a coordinator's holder id): it ignores its own notice."""
+    v: Version = PROTOCOL_VERSION
+
+
 _heartbeat_decoder = msgspec.json.Decoder(WorkerHeartbeat)
+_reload_decoder = msgspec.json.Decoder(ReloadNotice)
+
+
+def decode_reload_notice(data: bytes | memoryview) -> ReloadNotice:
+    """Decode and validate a ReloadNotice; ProtocolError says what is wrong."""
+    return decode_with(_reload_decoder, data, "ReloadNotice")
 
 
 def decode_worker_heartbeat(data: bytes | memoryview) -> WorkerHeartbeat:

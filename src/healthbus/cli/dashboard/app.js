@@ -2,26 +2,52 @@
 //
 // The server sends one "snapshot" (every current state) and then one "state" event per
 // change; EventSource reconnects by itself and each reconnect starts with a fresh
-// snapshot. The browser never polls the server: the only timer re-draws countdowns and
-// ages from data it already has. Text from the stream is only ever set with textContent.
+// snapshot. The page reads every target's timeline once (/api/timelines, one read of
+// the audit stream for all targets) and a target's transitions when it is opened
+// (/api/history); it never polls. The only timer re-draws ages, countdowns and the
+// timelines' "now" from data it already has. Text from the stream is only ever set with
+// textContent.
+//
+// Built for fleets: each target is one element that is re-rendered only when its state
+// changes; ordering and filtering are applied once per animation frame however many
+// events arrived, and filtered-out targets are not in the document at all.
 'use strict';
 
-const TIMELINE_WINDOW_MS = 24 * 3600 * 1000;
-const MAX_CHANGES = 12;
-const STATES = ['healthy', 'degraded', 'recovering', 'unavailable', 'unknown'];
+const HOUR_MS = 3600 * 1000;
+const DAY_MS = 24 * HOUR_MS;
+/** Problems first: the order rows are listed in, and the order of the counts. */
+const STATE_ORDER = ['unavailable', 'recovering', 'degraded', 'unknown', 'healthy'];
+const RANK = Object.fromEntries(STATE_ORDER.map((s, i) => [s, i]));
+/** Up to this many targets the page starts in the card view, above it in the table view. */
+const CARDS_UP_TO = 12;
 
-/** target name -> {event, el, history: Map(seq -> event), configured} */
+/** target name -> {name, event, el, features, changes: Map(seq -> {at, state, previous}), before} */
 const targets = new Map();
-const container = document.getElementById('targets');
-const template = document.getElementById('card-template');
-const connEl = document.getElementById('conn');
-const emptyEl = document.getElementById('empty');
-const summaryEl = document.getElementById('summary');
+const $ = (id) => document.getElementById(id);
+const rowsEl = $('rows');
+const mainEl = $('targets');
+const template = $('row-template');
+const connEl = $('conn');
+const emptyEl = $('empty');
+const countsEl = $('counts');
+const shownEl = $('shown');
+const detailEl = $('detail');
+const filterName = $('f-name');
+const filterState = $('f-state');
+const filterFeature = $('f-feature');
 
-function setConn(state, text) {
-  connEl.dataset.conn = state;
-  connEl.textContent = text;
-}
+const filters = { q: '', state: '', feature: '' };
+let view = '';          // '' until chosen (by the user, the URL or the fleet's size)
+let selected = null;    // the target whose transitions are open
+let layoutOrder = [];   // the elements currently listed, in order
+let frameQueued = false;
+let needLayout = false;
+let firstSnapshot = true;
+let timelinesLoaded = false;
+const dirty = new Set();
+const knownFeatures = new Set();
+
+// ------------------------------------------------------------------ formatting
 
 function ms(ts) {
   return ts ? Date.parse(ts) : NaN;
@@ -50,10 +76,19 @@ function countdown(retryAt, now) {
   return left <= 0 ? 'due' : `in ${shortDuration(left)}`;
 }
 
-function clockTime(ts) {
-  const d = new Date(ms(ts));
-  return d.toISOString().slice(11, 19) + 'Z';
+function clockTime(t) {
+  return new Date(t).toISOString().slice(11, 19) + 'Z';
 }
+
+function dateTime(t) {
+  return new Date(t).toISOString().slice(0, 19).replace('T', ' ') + 'Z';
+}
+
+function stateOf(t) {
+  return t.event ? t.event.state : 'unknown';
+}
+
+// ------------------------------------------------------------------ the model
 
 function ensureTarget(name) {
   let t = targets.get(name);
@@ -61,144 +96,428 @@ function ensureTarget(name) {
   const el = template.content.firstElementChild.cloneNode(true);
   el.dataset.target = name;
   el.querySelector('.name').textContent = name;
-  t = { event: null, el, history: new Map(), historyLoaded: false };
+  t = { name, event: null, el, features: [], changes: new Map(), before: null };
   targets.set(name, t);
-  // Keep cards sorted by name.
-  const after = [...container.children].find((c) => c.dataset.target > name);
-  container.insertBefore(el, after || null);
-  emptyEl.hidden = true;
-  // A fleet can have thousands of targets: read a card's history once, when it is first seen.
-  if (visibility) visibility.observe(el);
-  else loadHistory(name, t);
+  dirty.add(t);
+  needLayout = true;
   return t;
 }
 
-const visibility = 'IntersectionObserver' in window
-  ? new IntersectionObserver((entries) => {
-    for (const entry of entries) {
-      if (!entry.isIntersecting) continue;
-      visibility.unobserve(entry.target);
-      const name = entry.target.dataset.target;
-      loadHistory(name, targets.get(name));
+function setFeatures(t, features) {
+  t.features = features || [];
+  for (const f of t.features) {
+    if (!knownFeatures.has(f)) {
+      knownFeatures.add(f);
+      renderFeatureOptions();
     }
-  })
-  : null;
-
-async function loadHistory(name, t) {
-  const since = '-' + Math.round(TIMELINE_WINDOW_MS / 1000) + 's';
-  try {
-    const res = await fetch(`/api/history?target=${encodeURIComponent(name)}&since=${since}`);
-    if (!res.ok) return;
-    for (const ev of await res.json()) t.history.set(ev.seq, ev);
-  } catch (err) {
-    console.warn('history of', name, err);
   }
-  t.historyLoaded = true;
-  renderTimeline(t, Date.now());
 }
 
 function apply(ev) {
-  const t = ensureTarget(ev.target);
-  t.history.set(ev.seq, ev);
-  if (t.event && t.event.seq >= ev.seq) return;
-  t.event = ev;
-  render(t, Date.now());
-  renderSummary();
-}
-
-function render(t, now) {
-  const ev = t.event;
-  const el = t.el;
-  const state = ev ? ev.state : 'unknown';
-  el.dataset.state = state;
-  el.dataset.seq = ev ? String(ev.seq) : '0';
-  const badge = el.querySelector('.state');
-  badge.className = `badge state ${state}`;
-  badge.textContent = ev && ev.flapping ? `${state} (flapping)` : state;
-  if (!ev) {
-    el.querySelector('.breaker').textContent = '—';
-    el.querySelector('.reason').textContent = 'no verdict yet';
-    renderTimes(t, now);
+  if (ev.retired) {  // removed from the configuration: gone from the page
+    const gone = targets.get(ev.target);
+    if (gone) {
+      if (selected === gone) closeDetail();
+      targets.delete(ev.target);
+      dirty.delete(gone);
+      needLayout = true;
+      schedule();
+    }
     return;
   }
-  el.querySelector('.breaker').textContent = ev.breaker + (ev.attempt ? ` (attempt ${ev.attempt})` : '');
-  el.querySelector('.seq').textContent = String(ev.seq);
-  el.querySelector('.features').textContent = (ev.features || []).join(', ') || '—';
-  el.querySelector('.reason').textContent = ev.reason;
-  const body = el.querySelector('.evidence tbody');
-  body.replaceChildren();
-  for (const probe of Object.keys(ev.evidence || {}).sort()) {
-    const e = ev.evidence[probe];
-    const row = document.createElement('tr');
-    for (const [text, cls] of [[probe, ''], [e.outcome, `outcome-${e.outcome}`], [e.error_kind || '', ''], [age(e.at, now), 'ev-age']]) {
-      const td = document.createElement('td');
-      td.textContent = text;
-      if (cls) td.className = cls;
-      if (cls === 'ev-age') td.dataset.at = e.at;
-      row.appendChild(td);
-    }
-    body.appendChild(row);
-  }
-  renderTimes(t, now);
-  renderTimeline(t, now);
-}
-
-function renderTimes(t, now) {
-  const ev = t.event;
-  t.el.querySelector('.retry').textContent = ev ? countdown(ev.retry_at, now) : '—';
-  t.el.querySelector('.since').textContent = ev ? `${clockTime(ev.at)} (${age(ev.at, now)})` : '—';
-  for (const td of t.el.querySelectorAll('td.ev-age')) td.textContent = age(td.dataset.at, now);
-}
-
-function renderTimeline(t, now) {
-  const events = [...t.history.values()].sort((a, b) => a.seq - b.seq);
-  const bar = t.el.querySelector('.bar');
-  bar.replaceChildren();
-  const start = Math.max(now - TIMELINE_WINDOW_MS, events.length ? ms(events[0].at) : now);
-  const span = Math.max(now - start, 1);
-  events.forEach((ev, i) => {
-    const from = Math.max(ms(ev.at), start);
-    const to = i + 1 < events.length ? ms(events[i + 1].at) : now;
-    if (to <= start) return;
-    const seg = document.createElement('div');
-    seg.className = `seg ${ev.state}`;
-    seg.style.flexGrow = String(Math.max(to - from, 0) / span);
-    seg.title = `${ev.state} from ${clockTime(ev.at)}`;
-    bar.appendChild(seg);
-  });
-  const list = t.el.querySelector('.changes');
-  list.replaceChildren();
-  for (const ev of events.slice(-MAX_CHANGES).reverse()) {
-    const li = document.createElement('li');
-    li.dataset.seq = String(ev.seq);
-    const to = document.createElement('span');
-    to.className = 'to';
-    to.textContent = ev.state;
-    li.append(`${clockTime(ev.at)} #${ev.seq} ${ev.previous} → `, to, ` — ${ev.reason}`);
-    list.appendChild(li);
-  }
-}
-
-function renderSummary() {
-  const counts = {};
-  for (const t of targets.values()) {
-    const s = t.event ? t.event.state : 'unknown';
-    counts[s] = (counts[s] || 0) + 1;
-  }
-  summaryEl.textContent = STATES.filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`).join(' · ');
+  const t = ensureTarget(ev.target);
+  t.changes.set(ev.seq, { at: ms(ev.at), state: ev.state, previous: ev.previous });
+  if (t.event && t.event.seq >= ev.seq) return;
+  const moved = !t.event || t.event.state !== ev.state;
+  t.event = ev;
+  if (ev.features && ev.features.length) setFeatures(t, ev.features);
+  dirty.add(t);
+  if (moved) needLayout = true;
+  if (selected === t) addTransition(ev, true);
+  schedule();
 }
 
 function onSnapshot(snap) {
   for (const c of snap.configured || []) {
     const t = ensureTarget(c.name);
-    if (!t.event) {
-      t.el.querySelector('.features').textContent = (c.features || []).join(', ') || '—';
-      render(t, Date.now());
-    }
+    if (!t.features.length) setFeatures(t, c.features);
   }
   for (const ev of snap.targets || []) apply(ev);
+  if (firstSnapshot) {
+    firstSnapshot = false;
+    if (!view) setView(targets.size > CARDS_UP_TO ? 'table' : 'cards');
+    loadTimelines();
+  }
+  needLayout = true;
+  schedule();
+}
+
+async function loadTimelines() {
+  try {
+    const res = await fetch('/api/timelines?since=-24h');
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const body = await res.json();
+    for (const [name, tl] of Object.entries(body.targets)) {
+      const t = targets.get(name);
+      if (!t) continue;  // no longer in the stream's current states
+      t.before = tl.before;
+      let previous = tl.before;
+      for (const [seq, at, state] of tl.changes) {
+        if (!t.changes.has(seq)) t.changes.set(seq, { at, state, previous });
+        previous = state;
+      }
+    }
+  } catch (err) {
+    console.warn('timelines', err);
+  }
+  timelinesLoaded = true;
+  for (const t of targets.values()) dirty.add(t);
+  mainEl.dataset.timelines = 'loaded';
+  performance.mark('healthbus-timelines');
+  schedule();
+}
+
+// ------------------------------------------------------------------ rendering
+
+function schedule() {
+  if (frameQueued) return;
+  frameQueued = true;
+  requestAnimationFrame(frame);
+}
+
+function frame() {
+  frameQueued = false;
+  const now = Date.now();
+  for (const t of dirty) renderRow(t, now);
+  dirty.clear();
+  if (needLayout) {
+    needLayout = false;
+    layout();
+  }
+  renderCounts();
+  if (selected) renderDetail(now);
+  if (!document.body.dataset.ready && !firstSnapshot) {
+    document.body.dataset.ready = 'true';
+    performance.mark('healthbus-ready');
+  }
+}
+
+function renderRow(t, now) {
+  const ev = t.event;
+  const el = t.el;
+  const state = stateOf(t);
+  el.dataset.state = state;
+  el.dataset.seq = ev ? String(ev.seq) : '0';
+  const badge = el.querySelector('.state');
+  badge.className = `badge state ${state}`;
+  badge.textContent = ev && ev.flapping ? `${state} (flapping)` : state;
+  el.querySelector('.features').textContent = t.features.join(', ');
+  el.querySelector('.reason').textContent = ev ? ev.reason : 'no verdict yet';
+  el.querySelector('.reason').title = ev ? ev.reason : '';
+  renderTimes(t, now);
+  if (timelinesLoaded) {
+    drawBar(el.querySelector('.tl-hour'), t, now, HOUR_MS);
+    drawBar(el.querySelector('.tl-day'), t, now, DAY_MS);
+  }
+}
+
+function renderTimes(t, now) {
+  const ev = t.event;
+  const el = t.el;
+  setText(el.querySelector('.since'), ev ? age(ev.at, now) : '—');
+  let breaker = '—';
+  if (ev && ev.breaker === 'forced_open' && ev.retry_at) {
+    breaker = `maintenance · ends ${countdown(ev.retry_at, now)}`;  // ctl maintenance: ends by itself
+  } else if (ev) {
+    breaker = ev.breaker + (ev.attempt ? ` #${ev.attempt}` : '');
+    if (ev.retry_at) breaker += ` · retry ${countdown(ev.retry_at, now)}`;
+  }
+  setText(el.querySelector('.breaker'), breaker);
+}
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/** Segments of the timeline from now - span to now: [{from, to, state}] (times in ms). */
+function segments(t, now, span) {
+  const start = now - span;
+  const changes = [...t.changes.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
+  let state = t.before || (changes.length ? changes[0].previous : stateOf(t));
+  let from = start;
+  const out = [];
+  for (const c of changes) {
+    if (c.at > start) {
+      if (c.at > from) out.push({ from, to: Math.min(c.at, now), state });
+      from = Math.max(c.at, start);
+    }
+    state = c.state;
+  }
+  if (now > from) out.push({ from, to: now, state });
+  return out.filter((s) => s.to > s.from);
+}
+
+/** Drop changes older than ``start`` (keeping the state they left in ``before``). */
+function forgetBefore(t, start) {
+  const old = [...t.changes.entries()].filter(([, c]) => c.at < start).sort((a, b) => a[0] - b[0]);
+  for (const [seq, c] of old) {
+    t.before = c.state;
+    t.changes.delete(seq);
+  }
+}
+
+function drawBar(bar, t, now, span) {
+  const start = now - span;
+  const segs = segments(t, now, span);
+  const children = [];
+  for (const s of segs) {
+    const seg = document.createElement('span');
+    seg.className = `seg ${s.state}`;
+    // A change of a moment ago is still a visible sliver at the right end.
+    seg.style.left = `min(${((s.from - start) / span) * 100}%, 100% - 2px)`;
+    seg.style.width = `${((s.to - s.from) / span) * 100}%`;
+    seg.title = `${s.state} ${clockTime(s.from)}–${clockTime(s.to)}`;
+    children.push(seg);
+  }
+  bar.replaceChildren(...children);
+}
+
+function passes(t) {
+  const state = stateOf(t);
+  if (filters.state === 'problems' ? state === 'healthy' : filters.state && state !== filters.state) return false;
+  if (filters.feature && !t.features.includes(filters.feature)) return false;
+  if (filters.q && !t.name.toLowerCase().includes(filters.q)) return false;
+  return true;
+}
+
+function byProblemsFirst(a, b) {
+  return RANK[stateOf(a)] - RANK[stateOf(b)] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
+
+function layout() {
+  const shown = [...targets.values()].filter(passes).sort(byProblemsFirst).map((t) => t.el);
+  const same = shown.length === layoutOrder.length && shown.every((el, i) => el === layoutOrder[i]);
+  if (!same) {
+    rowsEl.replaceChildren(...shown);
+    layoutOrder = shown;
+  }
   emptyEl.hidden = targets.size > 0;
-  renderSummary();
+  shownEl.textContent = shown.length === targets.size ? `${targets.size} targets` : `${shown.length} of ${targets.size} shown`;
+}
+
+function renderCounts() {
+  const counts = Object.fromEntries(STATE_ORDER.map((s) => [s, 0]));
+  for (const t of targets.values()) counts[stateOf(t)] += 1;
+  if (!countsEl.childElementCount) {
+    for (const s of STATE_ORDER) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = `count ${s}`;
+      b.dataset.state = s;
+      b.addEventListener('click', () => setFilter('state', filters.state === s ? '' : s));
+      countsEl.appendChild(b);
+    }
+  }
+  for (const b of countsEl.children) {
+    const s = b.dataset.state;
+    b.dataset.count = String(counts[s]);
+    b.classList.toggle('zero', counts[s] === 0);
+    b.classList.toggle('active', filters.state === s);
+    setText(b, `${counts[s]} ${s}`);
+  }
+}
+
+function renderFeatureOptions() {
+  const current = filterFeature.value || filters.feature;
+  const options = [filterFeature.options[0]];
+  for (const f of [...knownFeatures].sort()) {
+    const o = document.createElement('option');
+    o.value = f;
+    o.textContent = f;
+    options.push(o);
+  }
+  filterFeature.replaceChildren(...options);
+  filterFeature.value = current;
+}
+
+// ------------------------------------------------------------------ the detail panel
+
+function openDetail(name) {
+  const t = targets.get(name);
+  if (!t) return;
+  if (selected) selected.el.classList.remove('selected');
+  selected = t;
+  t.el.classList.add('selected');
+  detailEl.hidden = false;
+  detailEl.dataset.target = name;
+  detailEl.querySelector('.transitions').replaceChildren();
+  renderDetail(Date.now());
+  loadTransitions(t);
+}
+
+function closeDetail() {
+  if (selected) selected.el.classList.remove('selected');
+  selected = null;
+  detailEl.hidden = true;
+  delete detailEl.dataset.target;
+}
+
+async function loadTransitions(t) {
+  const status = detailEl.querySelector('.transitions-status');
+  status.textContent = 'reading the audit log…';
+  detailEl.dataset.transitions = 'loading';
+  try {
+    const res = await fetch(`/api/history?target=${encodeURIComponent(t.name)}&since=-24h`);
+    if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+    const events = await res.json();
+    if (selected !== t) return;
+    const list = detailEl.querySelector('.transitions');
+    const live = [...list.children];  // arrived over the event stream while reading
+    list.replaceChildren();
+    for (const ev of events) addTransition(ev, true);
+    for (const li of live.reverse()) {
+      if (!list.querySelector(`li[data-seq="${li.dataset.seq}"]`)) list.prepend(li);
+    }
+    status.textContent = events.length ? '' : 'no changes in the last day';
+  } catch (err) {
+    status.textContent = `cannot read the audit log: ${err.message}`;
+  }
+  detailEl.dataset.transitions = 'loaded';
+}
+
+function addTransition(ev, newestFirst) {
+  const list = detailEl.querySelector('.transitions');
+  if (list.querySelector(`li[data-seq="${ev.seq}"]`)) return;
+  const li = document.createElement('li');
+  li.dataset.seq = String(ev.seq);
+  li.dataset.state = ev.state;
+  const head = document.createElement('div');
+  const to = document.createElement('span');
+  to.className = `badge state ${ev.state}`;
+  to.textContent = ev.state;
+  head.append(`${dateTime(ms(ev.at))} #${ev.seq} ${ev.previous} → `, to);
+  const reason = document.createElement('div');
+  reason.className = 'why';
+  reason.textContent = ev.reason;
+  li.append(head, reason);
+  const probes = Object.keys(ev.evidence || {}).sort();
+  if (probes.length) {
+    const ul = document.createElement('ul');
+    ul.className = 'ev';
+    for (const probe of probes) {
+      const e = ev.evidence[probe];
+      const item = document.createElement('li');
+      item.className = `outcome-${e.outcome}`;
+      item.textContent = `${probe}: ${e.outcome}${e.error_kind ? ` (${e.error_kind})` : ''} at ${clockTime(ms(e.at))}`;
+      ul.appendChild(item);
+    }
+    li.appendChild(ul);
+  }
+  if (newestFirst) list.prepend(li);
+  else list.appendChild(li);
+}
+
+function renderDetail(now) {
+  const t = selected;
+  const ev = t.event;
+  const state = stateOf(t);
+  detailEl.dataset.state = state;
+  detailEl.querySelector('.name').textContent = t.name;
+  const badge = detailEl.querySelector('.state');
+  badge.className = `badge state ${state}`;
+  badge.textContent = ev && ev.flapping ? `${state} (flapping)` : state;
+  detailEl.querySelector('.breaker').textContent = ev ? ev.breaker + (ev.attempt ? ` (attempt ${ev.attempt})` : '') : '—';
+  detailEl.querySelector('.retry').textContent = ev ? countdown(ev.retry_at, now) : '—';
+  detailEl.querySelector('.since').textContent = ev ? `${dateTime(ms(ev.at))} (${age(ev.at, now)})` : '—';
+  detailEl.querySelector('.seq').textContent = ev ? String(ev.seq) : '—';
+  detailEl.querySelector('.features').textContent = t.features.join(', ') || '—';
+  detailEl.querySelector('.reason').textContent = ev ? ev.reason : 'no verdict yet';
+  const body = detailEl.querySelector('.evidence tbody');
+  const rows = [];
+  for (const probe of Object.keys((ev && ev.evidence) || {}).sort()) {
+    const e = ev.evidence[probe];
+    const row = document.createElement('tr');
+    for (const [text, cls] of [[probe, ''], [e.outcome, `outcome-${e.outcome}`], [e.error_kind || '', ''], [age(e.at, now), '']]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (cls) td.className = cls;
+      row.appendChild(td);
+    }
+    rows.push(row);
+  }
+  body.replaceChildren(...rows);
+  drawBar(detailEl.querySelector('.tl-hour'), t, now, HOUR_MS);
+  drawBar(detailEl.querySelector('.tl-day'), t, now, DAY_MS);
+}
+
+// ------------------------------------------------------------------ filters, view, URL
+
+function setFilter(key, value) {
+  filters[key] = key === 'q' ? value.trim().toLowerCase() : value;
+  filterName.value = key === 'q' ? value : filterName.value;
+  filterState.value = filters.state;
+  filterFeature.value = filters.feature;
+  saveHash();
+  needLayout = true;
+  schedule();
+}
+
+function setView(v) {
+  view = v;
+  mainEl.dataset.view = v;
+  for (const b of document.querySelectorAll('.views button')) b.classList.toggle('active', b.dataset.view === v);
+  saveHash();
+}
+
+function saveHash() {
+  const params = new URLSearchParams();
+  if (filters.state) params.set('state', filters.state);
+  if (filters.feature) params.set('feature', filters.feature);
+  if (filterName.value.trim()) params.set('q', filterName.value.trim());
+  if (view) params.set('view', view);
+  const hash = params.toString();
+  if (location.hash.slice(1) !== hash) history.replaceState(null, '', hash ? `#${hash}` : location.pathname);
+}
+
+function loadHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  filters.state = params.get('state') || '';
+  filters.feature = params.get('feature') || '';
+  filterName.value = params.get('q') || '';
+  filters.q = filterName.value.trim().toLowerCase();
+  filterState.value = filters.state;
+  if (filters.feature) knownFeatures.add(filters.feature);
+  renderFeatureOptions();
+  const v = params.get('view');
+  if (v === 'table' || v === 'cards') setView(v);
+}
+
+filterName.addEventListener('input', () => setFilter('q', filterName.value));
+filterState.addEventListener('change', () => setFilter('state', filterState.value));
+filterFeature.addEventListener('change', () => setFilter('feature', filterFeature.value));
+$('filters').addEventListener('submit', (e) => e.preventDefault());
+for (const b of document.querySelectorAll('.views button')) b.addEventListener('click', () => setView(b.dataset.view));
+rowsEl.addEventListener('click', (e) => {
+  const row = e.target.closest('.target');
+  if (row) openDetail(row.dataset.target);
+});
+rowsEl.addEventListener('keydown', (e) => {
+  const row = e.target.closest('.target');
+  if (row && (e.key === 'Enter' || e.key === ' ')) {
+    e.preventDefault();
+    openDetail(row.dataset.target);
+  }
+});
+$('detail-close').addEventListener('click', closeDetail);
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape') closeDetail();
+});
+
+// ------------------------------------------------------------------ the event stream
+
+function setConn(state, text) {
+  connEl.dataset.conn = state;
+  connEl.textContent = text;
 }
 
 function connect() {
@@ -213,15 +532,22 @@ function connect() {
   source.addEventListener('error', () => setConn('reconnecting', 'reconnecting…'));
 }
 
-// Countdowns and ages move with the clock; timelines stretch to "now" less often.
+// Ages and countdowns move with the clock every second; the timelines' "now" every 30 s.
 let ticks = 0;
 setInterval(() => {
   const now = Date.now();
   ticks += 1;
   for (const t of targets.values()) {
-    renderTimes(t, now);
-    if (ticks % 15 === 0) renderTimeline(t, now);
+    if (ticks % 30 === 0) {
+      forgetBefore(t, now - DAY_MS);
+      dirty.add(t);
+    } else {
+      renderTimes(t, now);
+    }
   }
+  if (selected) renderDetail(now);
+  if (dirty.size) schedule();
 }, 1000);
 
+loadHash();
 connect();

@@ -1,13 +1,18 @@
 """healthbus subscribers: the client library services embed (DESIGN section 6).
 
 ``HealthClient`` follows every target's state over NATS; ``is_available()`` is a dict
-lookup, safe on every request. Degraded-mode adapters live in their own modules, each an
-optional extra, and are never imported from here (so importing this package pulls in no
-redis, sqlalchemy or faststream):
+lookup, safe on every request. ``SyncHealthClient`` is the same client for synchronous
+code (it runs a HealthClient on a background thread; fork-safe). Degraded-mode adapters
+and web-framework helpers live in their own modules, each an optional extra, and are
+never imported from here (so importing this package pulls in no redis, sqlalchemy,
+faststream or web framework):
 
 - ``healthbus.subscribers.redis`` — ``HealthyRedis`` (``pip install healthbus-subscribers[redis]``)
 - ``healthbus.subscribers.sqlalchemy`` — ``DatabaseGuard`` (``[sqlalchemy]``)
 - ``healthbus.subscribers.faststream`` — ``requires`` / ``HealthMiddleware`` (``[faststream]``)
+- ``healthbus.subscribers.fastapi`` — ``requires`` / ``install`` / ``lifespan`` (``[fastapi]``, Starlette too)
+- ``healthbus.subscribers.flask`` — ``init_app`` / ``requires`` (``[flask]``)
+- ``healthbus.subscribers.django`` — ``HealthMiddleware`` / ``requires`` (``[django]``)
 - ``healthbus.subscribers.testing`` — ``FakeHealthClient`` for your unit tests
 """
 
@@ -15,6 +20,7 @@ redis, sqlalchemy or faststream):
 from healthbus.bus import BusUnavailable, Follower, StateStream, connect, ensure_stream, resolve_url
 from healthbus.subscribers._client import HealthClient
 from healthbus.subscribers._state import AVAILABLE_STATES, BUS_LOSS_POLICIES, BusLossPolicy, BusStatus, TargetState
+from healthbus.subscribers._sync import ForkedClientError, SyncHealthClient
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
 
 __all__ = [
@@ -25,9 +31,11 @@ __all__ = [
     "BusUnavailable",
     "DependencyUnavailable",
     "Follower",
+    "ForkedClientError",
     "HealthClient",
     "HealthView",
     "StateStream",
+    "SyncHealthClient",
     "TargetState",
     "connect",
     "ensure_stream",

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Self
@@ -37,6 +36,7 @@ from nats.aio.client import Client
 from healthbus import bus
 from healthbus.bus import Follower, StateStream
 from healthbus.protocol import BusSettings, StateChanged, Subjects, redact, redact_url
+from healthbus.protocol.clock import Clock, sleep_until_set
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -69,7 +69,7 @@ class HealthClient(HealthViewBase):
         connect_timeout: float | None = None,
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | Callable[[], float] | None = None,
     ) -> None:
         super().__init__(StateTable(stale_after=stale_after, policy=validate_policy(on_bus_loss)), clock)
         self._settings = settings or BusSettings()
@@ -260,8 +260,7 @@ class HealthClient(HealthViewBase):
             except Exception:  # never let the supervisor die
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._tick)
+            await sleep_until_set(self._time, self._wake, self._tick)
 
     async def _supervise_once(self) -> None:
         now = self._clock()

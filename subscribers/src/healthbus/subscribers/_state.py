@@ -27,7 +27,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, TypeAlias
@@ -147,6 +146,17 @@ class StateTable:
         old = self.states.get(event.target)
         if old is not None and event.seq <= old.seq:
             return None
+        if event.retired:
+            # Removed from the configuration: forgotten (is_available answers as for a target
+            # never heard of); the state returned tells callbacks once.
+            if old is None:
+                return None
+            del self.states[event.target]
+            self.available.pop(event.target, None)
+            for feature in old.features:
+                self.providers.get(feature, set()).discard(event.target)
+                self._update_feature(feature)
+            return TargetState.from_event(event, stale=self.stale)
         new = TargetState.from_event(event, stale=self.stale)
         self.states[event.target] = new
         self.available[event.target] = self._answer(new)
@@ -161,10 +171,6 @@ class StateTable:
         for feature in touched:
             self._update_feature(feature)
         return new
-
-    def apply_all(self, events: Iterable[StateChanged]) -> list[TargetState]:
-        """Apply several events; the states that changed."""
-        return [s for s in map(self.apply, events) if s is not None]
 
     # ------------------------------------------------------------ the bus
 

@@ -8,6 +8,11 @@ Invariants:
 - A callback never hurts the client: a sync callback runs inline and an exception from it
   is logged; an async callback runs in its own task, one event after another in order, so
   a slow or failing one never delays state updates or other callbacks.
+- Refreshes (the coordinator re-announcing an unchanged state so the stream keeps it,
+  ``StateChanged.unchanged_since`` set) update the table (seq, at) but reach only the
+  callbacks and ``changes()`` iterators that asked for them (``refreshes=True``).
+- ``changes()`` registers its queue when called, not when first iterated: every event
+  delivered after the call reaches the iterator, however late the loop starts.
 - ``changes()`` iterators and async callbacks each get their own bounded queue; a
   consumer that falls more than ``CHANGES_QUEUE_SIZE`` events behind (e.g. an async
   callback stuck on a hung call) loses the oldest ones (logged), it never makes the
@@ -20,12 +25,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, Self, TypeVar, runtime_checkable
 
-from healthbus.protocol import STATES, StateChanged
+from healthbus.protocol import STATES, StateChanged, is_refresh
+from healthbus.protocol.clock import Clock, as_clock
 from healthbus.subscribers._state import BusStatus, StateTable, TargetState
 
 log = logging.getLogger("healthbus.subscribers")
@@ -84,9 +89,10 @@ class HealthView(Protocol):
 class _Listener(Generic[T]):
     """One registered callback; async ones get an ordered queue and a worker task."""
 
-    def __init__(self, callback: Callable[[T], Awaitable[None] | None], what: str) -> None:
+    def __init__(self, callback: Callable[[T], Awaitable[None] | None], what: str, *, refreshes: bool = True) -> None:
         self.callback = callback
         self.what = what
+        self.refreshes = refreshes
         call = getattr(callback, "__call__", None)  # noqa: B004 - async callable objects count too
         self.is_async = inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call)
         self.queue: asyncio.Queue[T] | None = None
@@ -163,6 +169,45 @@ def _subscribe(listeners: list[_Listener[T]], listener: _Listener[T]) -> Callabl
     return unsubscribe
 
 
+class _Changes:
+    """What ``changes()`` returns: an async iterator whose queue is registered at creation.
+
+    It unregisters when it ends (the client closed), on ``aclose()``, or when dropped.
+    """
+
+    def __init__(self, queues: dict[asyncio.Queue[StateChanged | None], bool], closed: bool, refreshes: bool) -> None:
+        self._queues = queues
+        self._queue: asyncio.Queue[StateChanged | None] | None = None
+        if not closed:
+            self._queue = asyncio.Queue(CHANGES_QUEUE_SIZE)
+            queues[self._queue] = refreshes
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StateChanged:
+        queue = self._queue
+        if queue is None:
+            raise StopAsyncIteration
+        event = await queue.get()
+        if event is None:
+            self._end()
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        """Stop receiving events (idempotent)."""
+        self._end()
+
+    def _end(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            self._queues.pop(queue, None)
+
+    def __del__(self) -> None:
+        self._end()
+
+
 class _AwaitableItem:
     __slots__ = ("awaitable",)
 
@@ -173,15 +218,17 @@ class _AwaitableItem:
 class HealthViewBase:
     """State queries, callbacks, ``changes()`` and ``wait_for`` over a :class:`StateTable`."""
 
-    def __init__(self, table: StateTable, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, table: StateTable, clock: Clock | Callable[[], float] | None = None) -> None:
         self._table = table
-        self._clock = clock
+        self._time: Clock = as_clock(clock)
+        self._clock = self._time.monotonic
         # The same dict objects as the table's (updated in place): one attribute lookup less.
         self._available = table.available
         self._features_ok = table.features_ok
         self._listeners: list[_Listener[StateChanged]] = []
         self._bus_listeners: list[_Listener[BusStatus]] = []
-        self._queues: set[asyncio.Queue[StateChanged | None]] = set()  # None: the client closed
+        # Each changes() queue, and whether it wants refreshes; None in a queue: the client closed.
+        self._queues: dict[asyncio.Queue[StateChanged | None], bool] = {}
         self._view_closed = False
         self._waiters: dict[str, list[tuple[Collection[str], asyncio.Future[TargetState]]]] = {}
 
@@ -215,35 +262,29 @@ class HealthViewBase:
 
     # ------------------------------------------------------------ subscriptions
 
-    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+    def on_change(self, callback: ChangeCallback, *, refreshes: bool = False) -> Callable[[], None]:
         """Call ``callback(event)`` after every state change (sync or async); returns an unsubscribe function.
 
         The client's state is updated before the callback runs. An exception in the
-        callback is logged and never stops the client.
+        callback is logged and never stops the client. With ``refreshes=True`` the
+        callback also gets the coordinator's re-announcements of an unchanged state
+        (``healthbus.protocol.is_refresh(event)``).
         """
-        return _subscribe(self._listeners, _Listener(callback, "on_change"))
+        return _subscribe(self._listeners, _Listener(callback, "on_change", refreshes=refreshes))
 
     def on_bus_change(self, callback: BusCallback) -> Callable[[], None]:
         """Call ``callback(BusStatus)`` when the bus link is lost, goes stale or comes back."""
         return _subscribe(self._bus_listeners, _Listener(callback, "on_bus_change"))
 
-    async def changes(self) -> AsyncIterator[StateChanged]:
-        """Every state change from now on, as an async iterator (``async for event in health.changes()``).
+    def changes(self, *, refreshes: bool = False) -> AsyncIterator[StateChanged]:
+        """Every state change from this call on, as an async iterator (``async for event in health.changes()``).
 
-        The iteration ends when the client is closed.
+        The iterator is registered by the call itself, so events delivered between the call
+        and the first ``async for`` step are not missed. The iteration ends when the client
+        is closed; ``aclose()`` on the iterator stops it early. With ``refreshes=True`` it
+        also yields the coordinator's re-announcements of an unchanged state.
         """
-        if self._view_closed:
-            return
-        queue: asyncio.Queue[StateChanged | None] = asyncio.Queue(CHANGES_QUEUE_SIZE)
-        self._queues.add(queue)
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
-                yield event
-        finally:
-            self._queues.discard(queue)
+        return _Changes(self._queues, self._view_closed, refreshes)
 
     async def wait_for(self, target: str, state: str | Iterable[str], *, timeout: float | None = None) -> TargetState:
         """Wait until ``target`` is in ``state`` (one state or several); its TargetState.
@@ -307,9 +348,13 @@ class HealthViewBase:
         new = self._table.apply(event)
         if new is None:
             return None
+        refresh = is_refresh(event)
         for listener in list(self._listeners):
-            listener.deliver(event)
-        for queue in list(self._queues):
+            if listener.refreshes or not refresh:
+                listener.deliver(event)
+        for queue, refreshes in list(self._queues.items()):
+            if refresh and not refreshes:
+                continue
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()

@@ -41,7 +41,7 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "healthbus.subscribers.faststream needs FastStream: pip install 'healthbus-subscribers[faststream]'"
     ) from exc
 
-from healthbus.protocol import utcnow
+from healthbus.subscribers._gate import Gate
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
 
 __all__ = ["Gate", "HealthMiddleware", "requires"]
@@ -63,60 +63,6 @@ log = logging.getLogger("healthbus.subscribers.faststream")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class Gate:
-    """Which required target blocks processing now, and how long to wait for it (pure, no I/O)."""
-
-    def __init__(
-        self,
-        health: HealthView,
-        targets: Iterable[str] = (),
-        *,
-        features: Iterable[str] = (),
-        min_delay: float = 0.5,
-        max_delay: float = 30.0,
-        default_delay: float = 5.0,
-        now: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.health = health
-        self.targets: tuple[str, ...] = tuple(targets)
-        self.features: tuple[str, ...] = tuple(features)
-        if not self.targets and not self.features:
-            raise ValueError("name at least one required target or feature")
-        if not 0 <= min_delay <= max_delay:
-            raise ValueError(f"invalid delays: expected 0 <= min_delay ({min_delay}) <= max_delay ({max_delay})")
-        self.min_delay = min_delay
-        self.max_delay = max_delay
-        self.default_delay = min(max(default_delay, min_delay), max_delay)
-        self._now = now
-        self.naks = 0
-        """Messages nak'ed because a required target was unavailable."""
-        self.holds = 0
-        """Messages held (not nak'ed) on their last allowed delivery, or in hold mode."""
-        self.passed = 0
-        """Messages handed to the handler."""
-
-    def blocked_by(self) -> str | None:
-        """The first required target (or ``feature:<name>``) not available now, else None."""
-        is_available = self.health.is_available
-        for target in self.targets:
-            if not is_available(target):
-                return target
-        for feature in self.features:
-            if not self.health.feature_available(feature):
-                return f"feature:{feature}"
-        return None
-
-    def delay(self, blocker: str | None = None, retry_at: datetime | None = None) -> float:
-        """Seconds to wait before redelivery: until ``retry_at`` (of ``blocker``), clamped."""
-        if retry_at is None and blocker is not None and not blocker.startswith("feature:"):
-            state = self.health.state(blocker)
-            retry_at = state.retry_at if state is not None else None
-        if retry_at is None:
-            return self.default_delay
-        seconds = (retry_at - self._now()).total_seconds()
-        return min(max(seconds, self.min_delay), self.max_delay)
 
 
 class HealthMiddleware:

@@ -2,11 +2,19 @@
 
 ``pip install 'healthbus-subscribers[redis]'``::
 
-    from healthbus.subscribers.redis import HealthyRedis, LocalCache
+    from healthbus.subscribers.redis import HealthyRedis, LocalCache, SyncHealthyRedis
 
     cache = HealthyRedis(redis.asyncio.Redis.from_url(url), health, target="redis-main")
     await cache.set("k", "v", ex=60)
     await cache.get("k")
+
+    cache = SyncHealthyRedis(redis.Redis.from_url(url), health, target="redis-main")
+    cache.set("k", "v", ex=60)   # the same rules and return values, for synchronous code
+
+Both classes share one implementation of the rules below (``_HealthyRedisBase``: the
+routing, the fast-trip, the cache updates and the local answers of every command); they
+differ only in how they call Redis (awaiting ``redis.asyncio.Redis`` or calling
+``redis.Redis``).
 
 When Redis is used (the target is available and no local trip is active), every call
 goes to Redis and its result also updates the local cache (write-through on writes,
@@ -44,11 +52,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 try:
+    from redis import Redis as SyncRedis
     from redis.asyncio import Redis
     from redis.exceptions import ConnectionError as _RedisConnectionError
     from redis.exceptions import DataError, ResponseError
@@ -60,7 +69,7 @@ from healthbus.subscribers._cache import LocalCache
 from healthbus.subscribers._trip import LocalTrip
 from healthbus.subscribers._view import HealthView
 
-__all__ = ["HealthyRedis", "LocalCache"]
+__all__ = ["HealthyRedis", "LocalCache", "SyncHealthyRedis"]
 
 log = logging.getLogger("healthbus.subscribers.redis")
 
@@ -68,6 +77,7 @@ log = logging.getLogger("healthbus.subscribers.redis")
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_RedisConnectionError, _RedisTimeoutError, OSError)
 
 R = TypeVar("R")
+C = TypeVar("C")
 Expiry = int | timedelta  # as redis-py types them
 
 
@@ -106,12 +116,23 @@ def _expire_seconds(time: Any) -> float | None:
     return None
 
 
-class HealthyRedis:
-    """A ``redis.asyncio.Redis`` wrapper that falls back to a :class:`LocalCache` (module docstring)."""
+class _Op(Generic[R]):
+    """One wrapped command: how to call Redis, what to make of its answer, how to answer locally."""
+
+    __slots__ = ("done", "local", "send")
+
+    def __init__(self, send: Callable[[], Any], done: Callable[[Any], R], local: Callable[[], R]) -> None:
+        self.send = send  # the redis-py call: its result (sync) or an awaitable of it (asyncio)
+        self.done = done  # Redis answered: update the cache, return what the caller gets
+        self.local = local  # served from the local cache instead
+
+
+class _HealthyRedisBase(Generic[C]):
+    """The rules of both Redis adapters; a subclass only calls Redis (see the module docstring)."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: C,
         health: HealthView,
         target: str = "redis-main",
         cache: LocalCache | None = None,
@@ -124,7 +145,7 @@ class HealthyRedis:
         self.target = target
         self.cache = cache if cache is not None else LocalCache()
         self._clock = clock
-        self._encoder = redis.get_encoder()  # type: ignore[no-untyped-call]
+        self._encoder = redis.get_encoder()  # type: ignore[attr-defined]
         self._trip = LocalTrip(health, target, local_cooldown, clock)
         self._local_writes: set[bytes] = set()
         self._was_local = False
@@ -203,29 +224,22 @@ class HealthyRedis:
             self._trip.cooldown,
         )
 
-    async def _call(self, remote: Callable[[], Awaitable[R]], local: Callable[[], R]) -> R:
-        if self._use_redis():
-            if self._was_local:
-                await self._back_to_redis()
-            try:
-                result = await remote()
-            except CONNECTION_ERRORS as exc:
-                self._trip_on(exc)
-            else:
-                self.redis_calls += 1
-                return result
+    def _answered(self, op: _Op[R], raw: Any) -> R:
+        result = op.done(raw)
+        self.redis_calls += 1
+        return result
+
+    def _fallback(self, op: _Op[R]) -> R:
         self._was_local = True
         self.fallback_calls += 1
-        return local()
+        return op.local()
 
-    async def _back_to_redis(self) -> None:
-        self._was_local = False
-        # Idle pooled connections most likely died with the outage: drop them so the first
-        # call after recovery does not fail on one and trip us straight back to local.
-        try:
-            await self.redis.connection_pool.disconnect(inuse_connections=False)
-        except Exception as exc:  # a failing cleanup must not fail the call
-            log.debug("%s: dropping idle connections failed: %s", self.target, type(exc).__name__)
+    def _pool_drop_failed(self, exc: BaseException) -> None:
+        log.debug("%s: dropping idle connections failed: %s", self.target, type(exc).__name__)
+
+    def _forget_local_writes(self) -> None:
+        # (Idle pooled connections most likely died with the outage: the subclass drops them
+        # first, so the first call after recovery does not fail on one and trip us back.)
         if self._local_writes:
             self.cache.forget(self._local_writes)
             log.info("%s: back to Redis; dropped %d locally written keys", self.target, len(self._local_writes))
@@ -238,36 +252,23 @@ class HealthyRedis:
         # What Redis would hand back for this value: bytes, or str with decode_responses.
         return self._encoder.decode(self._encoder.encode(value))
 
-    # ------------------------------------------------------------ commands
+    # ------------------------------------------------------------ commands (one _Op each)
 
-    async def get(self, name: Any) -> Any:
-        """GET ``name``: the value, or None."""
+    def _get(self, name: Any) -> _Op[Any]:
         key = self._key(name)
 
-        async def remote() -> Any:
-            value = await self.redis.get(name)
+        def done(value: Any) -> Any:
             self.cache.put(key, value)
             return value
 
-        return await self._call(remote, lambda: self.cache.get(key))
+        return _Op(lambda: self.redis.get(name), done, lambda: self.cache.get(key))  # type: ignore[attr-defined]
 
-    async def set(
-        self,
-        name: Any,
-        value: Any,
-        ex: Expiry | None = None,
-        px: Expiry | None = None,
-        nx: bool = False,
-        xx: bool = False,
-        keepttl: bool = False,
-    ) -> bool | None:
-        """SET with ``ex`` / ``px`` / ``nx`` / ``xx`` / ``keepttl``: True, or None when NX/XX prevented it."""
+    def _set(self, name: Any, value: Any, ex: Any, px: Any, nx: bool, xx: bool, keepttl: bool) -> _Op[bool | None]:
         key = self._key(name)
         ttl = _set_ttl(ex, px, keepttl, nx, xx)  # redis-py's own argument checks, in both modes
         stored = self._value(value)
 
-        async def remote() -> bool | None:
-            result = await self.redis.set(name, value, ex=ex, px=px, nx=nx, xx=xx, keepttl=keepttl)
+        def done(result: Any) -> bool | None:
             if result:
                 self.cache.set(key, stored, ttl=ttl, keepttl=keepttl)
             return bool(result) if result is not None else None
@@ -278,16 +279,17 @@ class HealthyRedis:
             self._local_writes.add(key)
             return True if self.cache.set(key, stored, ttl=ttl, nx=nx, xx=xx, keepttl=keepttl) else None
 
-        return await self._call(remote, local)
+        def send() -> Any:
+            return self.redis.set(name, value, ex=ex, px=px, nx=nx, xx=xx, keepttl=keepttl)  # type: ignore[attr-defined]
 
-    async def delete(self, *names: Any) -> int:
-        """DEL ``names``: how many existed."""
+        return _Op(send, done, local)
+
+    def _delete(self, names: tuple[Any, ...]) -> _Op[int]:
         keys = [self._key(n) for n in names]
 
-        async def remote() -> int:
-            count = int(await self.redis.delete(*names))
+        def done(count: Any) -> int:
             self.cache.forget(keys)
-            return count
+            return int(count)
 
         def local() -> int:
             if not keys:
@@ -295,31 +297,24 @@ class HealthyRedis:
             self._local_writes.update(keys)
             return self.cache.delete(keys)
 
-        return await self._call(remote, local)
+        return _Op(lambda: self.redis.delete(*names), done, local)  # type: ignore[attr-defined]
 
-    async def exists(self, *names: Any) -> int:
-        """EXISTS ``names``: how many exist (locally: how many the cache holds)."""
+    def _exists(self, names: tuple[Any, ...]) -> _Op[int]:
         keys = [self._key(n) for n in names]
-
-        async def remote() -> int:
-            return int(await self.redis.exists(*names))
 
         def local() -> int:
             if not keys:
                 raise ResponseError("wrong number of arguments for 'exists' command")
             return self.cache.exists(keys)
 
-        return await self._call(remote, local)
+        return _Op(lambda: self.redis.exists(*names), int, local)  # type: ignore[attr-defined]
 
-    async def expire(
-        self, name: Any, time: Expiry, nx: bool = False, xx: bool = False, gt: bool = False, lt: bool = False
-    ) -> bool:
-        """EXPIRE ``name`` in ``time`` seconds (or a timedelta), with NX/XX/GT/LT."""
+    def _expire(self, name: Any, time: Any, nx: bool, xx: bool, gt: bool, lt: bool) -> _Op[bool]:
         key = self._key(name)
         ttl = _expire_seconds(time)
 
-        async def remote() -> bool:
-            result = bool(await self.redis.expire(name, time, nx=nx, xx=xx, gt=gt, lt=lt))
+        def done(raw: Any) -> bool:
+            result = bool(raw)
             if result and ttl is not None:
                 self.cache.expire(key, ttl)
             elif not (nx or xx or gt or lt):
@@ -337,28 +332,23 @@ class HealthyRedis:
             self._local_writes.add(key)
             return self.cache.expire(key, ttl, nx=nx, xx=xx, gt=gt, lt=lt)
 
-        return await self._call(remote, local)
+        def send() -> Any:
+            return self.redis.expire(name, time, nx=nx, xx=xx, gt=gt, lt=lt)  # type: ignore[attr-defined]
 
-    async def hget(self, name: Any, key: Any) -> Any:
-        """HGET ``name`` ``key``: the field's value, or None."""
+        return _Op(send, done, local)
+
+    def _hget(self, name: Any, key: Any) -> _Op[Any]:
         hkey, field = self._key(name), self._key(key)
 
-        async def remote() -> Any:
-            value = await self.redis.hget(name, key)
+        def done(value: Any) -> Any:
             self.cache.hput(hkey, field, value)
             return value
 
-        return await self._call(remote, lambda: self.cache.hget(hkey, field))
+        return _Op(lambda: self.redis.hget(name, key), done, lambda: self.cache.hget(hkey, field))  # type: ignore[attr-defined]
 
-    async def hset(
-        self,
-        name: Any,
-        key: Any = None,
-        value: Any = None,
-        mapping: Mapping[Any, Any] | None = None,
-        items: Sequence[Any] | None = None,
-    ) -> int:
-        """HSET ``name`` with ``key``/``value``, ``mapping`` and/or ``items``: how many fields were added."""
+    def _hset(
+        self, name: Any, key: Any, value: Any, mapping: Mapping[Any, Any] | None, items: Sequence[Any] | None
+    ) -> _Op[int]:
         if key is None and not mapping and not items:
             raise DataError("'hset' with no key value pairs")  # as redis-py
         if items is not None and len(items) % 2:
@@ -373,13 +363,155 @@ class HealthyRedis:
             for k, v in zip(items[::2], items[1::2], strict=True):
                 fields[self._key(k)] = self._value(v)
 
-        async def remote() -> int:
-            added = int(await self.redis.hset(name, key, value, mapping=mapping, items=items))
+        def done(added: Any) -> int:
             self.cache.hset(hkey, fields)
-            return added
+            return int(added)
 
         def local() -> int:
             self._local_writes.add(hkey)
             return self.cache.hset(hkey, fields)
 
-        return await self._call(remote, local)
+        def send() -> Any:
+            return self.redis.hset(name, key, value, mapping=mapping, items=items)  # type: ignore[attr-defined]
+
+        return _Op(send, done, local)
+
+
+class HealthyRedis(_HealthyRedisBase[Redis]):
+    """A ``redis.asyncio.Redis`` wrapper that falls back to a :class:`LocalCache` (module docstring)."""
+
+    async def _call(self, op: _Op[R]) -> R:
+        if self._use_redis():
+            if self._was_local:
+                await self._back_to_redis()
+            try:
+                raw = await op.send()
+            except CONNECTION_ERRORS as exc:
+                self._trip_on(exc)
+            else:
+                return self._answered(op, raw)
+        return self._fallback(op)
+
+    async def _back_to_redis(self) -> None:
+        self._was_local = False
+        try:
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+        except Exception as exc:  # a failing cleanup must not fail the call
+            self._pool_drop_failed(exc)
+        self._forget_local_writes()
+
+    async def get(self, name: Any) -> Any:
+        """GET ``name``: the value, or None."""
+        return await self._call(self._get(name))
+
+    async def set(
+        self,
+        name: Any,
+        value: Any,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+        keepttl: bool = False,
+    ) -> bool | None:
+        """SET with ``ex`` / ``px`` / ``nx`` / ``xx`` / ``keepttl``: True, or None when NX/XX prevented it."""
+        return await self._call(self._set(name, value, ex, px, nx, xx, keepttl))
+
+    async def delete(self, *names: Any) -> int:
+        """DEL ``names``: how many existed."""
+        return await self._call(self._delete(names))
+
+    async def exists(self, *names: Any) -> int:
+        """EXISTS ``names``: how many exist (locally: how many the cache holds)."""
+        return await self._call(self._exists(names))
+
+    async def expire(
+        self, name: Any, time: Expiry, nx: bool = False, xx: bool = False, gt: bool = False, lt: bool = False
+    ) -> bool:
+        """EXPIRE ``name`` in ``time`` seconds (or a timedelta), with NX/XX/GT/LT."""
+        return await self._call(self._expire(name, time, nx, xx, gt, lt))
+
+    async def hget(self, name: Any, key: Any) -> Any:
+        """HGET ``name`` ``key``: the field's value, or None."""
+        return await self._call(self._hget(name, key))
+
+    async def hset(
+        self,
+        name: Any,
+        key: Any = None,
+        value: Any = None,
+        mapping: Mapping[Any, Any] | None = None,
+        items: Sequence[Any] | None = None,
+    ) -> int:
+        """HSET ``name`` with ``key``/``value``, ``mapping`` and/or ``items``: how many fields were added."""
+        return await self._call(self._hset(name, key, value, mapping, items))
+
+
+class SyncHealthyRedis(_HealthyRedisBase[SyncRedis]):
+    """A ``redis.Redis`` (synchronous) wrapper with :class:`HealthyRedis`'s rules and return values."""
+
+    def _call(self, op: _Op[R]) -> R:
+        if self._use_redis():
+            if self._was_local:
+                self._back_to_redis()
+            try:
+                raw = op.send()
+            except CONNECTION_ERRORS as exc:
+                self._trip_on(exc)
+            else:
+                return self._answered(op, raw)
+        return self._fallback(op)
+
+    def _back_to_redis(self) -> None:
+        self._was_local = False
+        try:
+            self.redis.connection_pool.disconnect(inuse_connections=False)
+        except Exception as exc:  # a failing cleanup must not fail the call
+            self._pool_drop_failed(exc)
+        self._forget_local_writes()
+
+    def get(self, name: Any) -> Any:
+        """GET ``name``: the value, or None."""
+        return self._call(self._get(name))
+
+    def set(
+        self,
+        name: Any,
+        value: Any,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+        keepttl: bool = False,
+    ) -> bool | None:
+        """SET with ``ex`` / ``px`` / ``nx`` / ``xx`` / ``keepttl``: True, or None when NX/XX prevented it."""
+        return self._call(self._set(name, value, ex, px, nx, xx, keepttl))
+
+    def delete(self, *names: Any) -> int:
+        """DEL ``names``: how many existed."""
+        return self._call(self._delete(names))
+
+    def exists(self, *names: Any) -> int:
+        """EXISTS ``names``: how many exist (locally: how many the cache holds)."""
+        return self._call(self._exists(names))
+
+    def expire(
+        self, name: Any, time: Expiry, nx: bool = False, xx: bool = False, gt: bool = False, lt: bool = False
+    ) -> bool:
+        """EXPIRE ``name`` in ``time`` seconds (or a timedelta), with NX/XX/GT/LT."""
+        return self._call(self._expire(name, time, nx, xx, gt, lt))
+
+    def hget(self, name: Any, key: Any) -> Any:
+        """HGET ``name`` ``key``: the field's value, or None."""
+        return self._call(self._hget(name, key))
+
+    def hset(
+        self,
+        name: Any,
+        key: Any = None,
+        value: Any = None,
+        mapping: Mapping[Any, Any] | None = None,
+        items: Sequence[Any] | None = None,
+    ) -> int:
+        """HSET ``name`` with ``key``/``value``, ``mapping`` and/or ``items``: how many fields were added."""
+        return self._call(self._hset(name, key, value, mapping, items))

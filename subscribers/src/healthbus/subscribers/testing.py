@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from healthbus.protocol import BreakerState, Evidence, State, StateChanged, utcnow, validate_target
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -59,12 +60,14 @@ def state_changed(
     features: Iterable[str] = (),
     evidence: Mapping[str, Evidence] | None = None,
     flapping: bool = False,
+    unchanged_since: datetime | None = None,
 ) -> StateChanged:
     """A StateChanged as the coordinator would emit it.
 
     ``at`` defaults to now; ``breaker`` follows ``state`` unless given (open when
     unavailable, half-open when recovering, else closed); ``retry_in`` (seconds after
-    ``at``) is a shorthand for ``retry_at``.
+    ``at``) is a shorthand for ``retry_at``. ``unchanged_since`` makes it a refresh (give
+    ``previous=state`` too, as the coordinator does).
     """
     at = at or utcnow()
     if retry_in is not None:
@@ -83,15 +86,8 @@ def state_changed(
         features=list(features),
         evidence=dict(evidence or {}),
         flapping=flapping,
+        unchanged_since=unchanged_since,
     )
-
-
-class _ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeHealthClient(HealthViewBase):
@@ -109,7 +105,7 @@ class FakeHealthClient(HealthViewBase):
         features: Mapping[str, Iterable[str]] | None = None,
         on_bus_loss: BusLossPolicy = "keep",
     ) -> None:
-        self._manual_clock = _ManualClock()
+        self._manual_clock = ManualClock()
         super().__init__(StateTable(stale_after=0.0, policy=validate_policy(on_bus_loss)), self._manual_clock)
         self._features: dict[str, list[str]] = {k: list(v) for k, v in (features or {}).items()}
         self.events: list[StateChanged] = []
@@ -161,6 +157,6 @@ class FakeHealthClient(HealthViewBase):
     def set_bus_lost(self, lost: bool = True) -> None:
         """Simulate losing the bus (states go stale at once, the policy applies) or getting it back."""
         table = self._table
-        flipped = table.mark_lost(self._manual_clock.now, immediately=True) if lost else table.mark_restored()
+        flipped = table.mark_lost(self._manual_clock.monotonic(), immediately=True) if lost else table.mark_restored()
         if flipped:
             self._bus_changed()

@@ -3,26 +3,30 @@
 See :mod:`._decider` for the rules it enforces and the invariants of the events it emits.
 """
 
+# Lives in healthbus.protocol (subscribers need it too); kept here for existing imports.
+from healthbus.protocol import is_refresh
+
 from ._backoff import backoff_delay, exponential_cap
 from ._decider import (
     FORGET_AFTER_STALE,
+    MAINTENANCE_MARK,
     MAX_VANTAGE_POINTS,
-    REFRESH_MARK,
+    RETIRED_REASON,
     ControlAction,
     ControlError,
     Decider,
     DropReason,
     Now,
     Rejected,
-    is_refresh,
     quorum_need,
 )
 from ._flap import FlapDetector
 
 __all__ = [
     "FORGET_AFTER_STALE",
+    "MAINTENANCE_MARK",
     "MAX_VANTAGE_POINTS",
-    "REFRESH_MARK",
+    "RETIRED_REASON",
     "ControlAction",
     "ControlError",
     "Decider",

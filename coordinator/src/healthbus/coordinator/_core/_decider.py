@@ -34,7 +34,10 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   trial fails on one ``fail``, passes after ``success_threshold`` reachable results.
   ``q`` failed trials reopen the breaker with ``attempt + 1``; ``n - q + 1`` passed
   trials close it (``attempt`` back to 0). Nothing else closes an open breaker.
-* Operator: ``force-open`` → ``forced_open``/``unavailable`` until reset; ``disable`` →
+* Operator: ``force-open`` → ``forced_open``/``unavailable`` until reset; ``maintenance``
+  for a duration → ``forced_open``/``unavailable`` with ``retry_at`` at the window's end
+  (probe workers hold off until then), ending by itself at ``retry_at`` like a reset
+  (half-open: a trial), or earlier on reset; ``disable`` →
   ``disabled``/``unknown`` until reset (results are still recorded, not acted on);
   ``reset`` clears overrides, backoff and flap history: an open, forced-open or disabled
   breaker goes half-open at once (a trial, never straight to closed); a closed one is
@@ -46,9 +49,18 @@ Rules (DESIGN section 4; docs/coordinator.md explains them for users):
   target *is* the current state, so an unchanged state is re-announced (a timer, no
   traffic needed) once ``refresh_after`` passed since the target's last event: same
   state, breaker, attempt, retry_at, failures and flapping, ``previous == state``,
-  the next seq, a fresh ``at`` and a reason marked :data:`REFRESH_MARK`. A restored
+  the next seq, a fresh ``at``, ``unchanged_since`` (when the state was really decided)
+  and the reason of that decision. A restored
   target's last event counts from its ``at``, so an old one is refreshed at the first
   tick after the restore (never by the restore itself).
+
+Reconfiguration (:meth:`Decider.reconfigure`, a live reload): an added target starts as
+a new one (unknown, results expected from now); a changed target keeps its state and
+takes its new settings from the next result or timer (a changed flap setting starts its
+flap history afresh); a removed target that was ever announced gets one last event,
+``retired`` (state ``unknown``, breaker ``closed``, the next seq), and is forgotten but
+for its seq: configured again (by a reload, or a restart that restores the retired event)
+it is a new target whose events continue that seq.
 
 Event invariants: per target, ``seq`` starts at 1 and grows by exactly one per event
 (restore seeds it from the last event published); ``previous`` equals the state of the
@@ -80,7 +92,7 @@ from healthbus.protocol import (
     StateChanged,
     TargetConfig,
     format_timestamp,
-    parse_timestamp,
+    refresh_origin,
 )
 
 from ._backoff import backoff_delay
@@ -92,14 +104,13 @@ MAX_VANTAGE_POINTS: Final = 64
 #: A vantage point not heard from for this many ``stale_after`` is forgotten.
 FORGET_AFTER_STALE: Final = 10.0
 
-#: Marks the reason of a refresh (an unchanged state re-announced); see :func:`is_refresh`.
-REFRESH_MARK: Final = "re-announced so the state stream keeps it"
-_REFRESH_HEAD: Final = "unchanged since "
-_REFRESH_TAIL: Final = f" ({REFRESH_MARK}): "
-
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
-ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status"]
+ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status", "maintenance"]
+#: Reason of the event announcing a target removed from the configuration.
+RETIRED_REASON: Final = "retired: removed from the configuration"
+#: Reason prefix of a maintenance window's first event.
+MAINTENANCE_MARK: Final = "maintenance until "
 
 
 class Now(NamedTuple):
@@ -113,20 +124,9 @@ class Now(NamedTuple):
         return self.wall + timedelta(seconds=mono - self.mono)
 
 
-def is_refresh(event: StateChanged) -> bool:
-    """Whether ``event`` re-announces an unchanged state (so the stream keeps it)."""
-    return event.previous == event.state and event.reason.startswith(_REFRESH_HEAD) and _REFRESH_TAIL in event.reason
-
-
 def _refresh_origin(event: StateChanged) -> tuple[datetime, str]:
     """When the state of ``event`` was last really decided, and why (looks through refreshes)."""
-    if is_refresh(event):
-        head, _, why = event.reason[len(_REFRESH_HEAD) :].partition(_REFRESH_TAIL)
-        try:
-            return parse_timestamp(head), why
-        except ValueError:
-            pass
-    return event.at, event.reason
+    return refresh_origin(event) or (event.at, event.reason)
 
 
 class Rejected(ValueError):
@@ -360,6 +360,7 @@ class Decider:
         self._rng = rng
         self._max_vps = max(1, max_vantage_points)
         self._refresh_after = refresh_after
+        self._retired_seq: dict[str, int] = {}
         self._build(_intern_specs(targets), now)
 
     def _build(self, specs: Iterable[tuple[str, _Spec]], now: Now) -> None:
@@ -369,6 +370,52 @@ class Decider:
             t = _Target(name, spec, now.mono)
             self._targets[name] = t
             self._schedule(t, self._deadline(t, now.mono))
+
+    def reconfigure(self, targets: Iterable[TargetConfig], now: Now) -> list[StateChanged]:
+        """Apply a new set of targets (a live reload); the ``retired`` events to publish.
+
+        The same target dict is kept (``names`` views stay valid). Settings shared by value
+        are re-interned across the whole new set.
+        """
+        specs = dict(_intern_specs(targets))
+        events: list[StateChanged] = []
+        for name in [n for n in self._targets if n not in specs]:
+            gone = self._targets.pop(name)
+            gone.scheduled = None  # its heap entries are skipped from now on
+            if gone.seq:
+                self._retire(gone, now, events)
+                self._retired_seq[name] = gone.seq
+        for name, spec in specs.items():
+            found = self._targets.get(name)
+            if found is None:
+                t = self._targets[name] = _Target(name, spec, now.mono)
+                # Back after a retirement in this run: its seq goes on (the stream de-duplicates by it).
+                t.seq = self._retired_seq.pop(name, 0)
+            elif found.spec is not spec:
+                t = found
+                if spec.flap != t.spec.flap:
+                    t.flap = FlapDetector(spec.flap) if spec.flap is not None else None
+                t.spec = spec
+            else:
+                continue
+            self._schedule(t, self._deadline(t, now.mono))
+        return events
+
+    def _retire(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        t.seq += 1
+        events.append(
+            StateChanged(
+                target=t.name,
+                seq=t.seq,
+                at=now.wall,
+                previous=t.state,
+                state="unknown",
+                breaker="closed",
+                reason=RETIRED_REASON,
+                features=list(t.spec.features),
+                retired=True,
+            )
+        )
 
     def renew(self, now: Now) -> Decider:
         """A fresh Decider for the same targets and settings, with no state (a new term).
@@ -383,11 +430,6 @@ class Decider:
 
     def __contains__(self, target: object) -> bool:
         return target in self._targets
-
-    @property
-    def targets(self) -> list[str]:
-        """Every configured target's name."""
-        return list(self._targets)
 
     @property
     def names(self) -> KeysView[str]:
@@ -423,6 +465,13 @@ class Decider:
         t = self._targets.get(event.target)
         if t is None or event.seq <= t.seq:
             return False
+        if event.retired:
+            # Configured again after it was retired: a new target that continues the seq.
+            t.seq = event.seq
+            t.state = t.raw = "unknown"
+            t.announced = now.mono
+            self._schedule(t, self._deadline(t, now.mono))
+            return True
         t.seq = event.seq
         t.state = t.raw = event.state
         t.breaker = event.breaker
@@ -442,6 +491,9 @@ class Decider:
             t.prev_delay = max(0.0, (event.retry_at - event.at).total_seconds())
         elif event.breaker == "open":  # an open breaker must have a time to retry
             t.retry_at = now.mono
+        elif event.breaker == "forced_open" and event.retry_at is not None:
+            # A maintenance window: it ends when it was announced to (at once if that passed).
+            t.retry_at = now.mono + max(0.0, (event.retry_at - now.wall).total_seconds())
         t.half_open_since = t.expect_since = now.mono
         t.changed_at, t.changed_reason = _refresh_origin(event)
         t.override_reason = t.changed_reason if event.breaker in ("forced_open", "disabled") else ""
@@ -566,9 +618,9 @@ class Decider:
         heap = self._heap
         while heap and heap[0][0] <= now.mono:
             when, name = heapq.heappop(heap)
-            t = self._targets[name]
-            if t.scheduled != when:
-                continue  # superseded by an earlier entry
+            t = self._targets.get(name)
+            if t is None or t.scheduled != when:  # retired, or superseded by an earlier entry
+                continue
             t.scheduled = None
             self._due(t, now, events)
             nxt = self._deadline(t, now.mono)
@@ -577,8 +629,11 @@ class Decider:
                 self._schedule(t, max(nxt, now.mono + 1e-6))
         return events
 
-    def control(self, action: ControlAction, target: str, reason: str, now: Now) -> list[StateChanged]:
-        """Apply an operator command; raises :class:`ControlError` for an unknown target."""
+    def control(
+        self, action: ControlAction, target: str, reason: str, now: Now, *, duration: float | None = None
+    ) -> list[StateChanged]:
+        """Apply an operator command; raises :class:`ControlError` for an unknown target
+        (or a ``maintenance`` without a positive ``duration`` in seconds)."""
         t = self._targets.get(target)
         if t is None:
             raise ControlError(f"no target {target!r} in the configuration")
@@ -586,8 +641,16 @@ class Decider:
         events: list[StateChanged] = []
         if action == "status":
             return events
-        if action == "force-open":
-            if t.breaker != "forced_open":
+        if action == "maintenance":
+            if duration is None or not duration > 0:
+                raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
+            end = now.wall + timedelta(seconds=duration)
+            t.override_reason = f"{MAINTENANCE_MARK}{format_timestamp(end)}: {why}"
+            t.attempt, t.prev_delay = 0, None
+            t.retry_at = now.mono + duration
+            self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
+        elif action == "force-open":
+            if t.breaker != "forced_open" or t.retry_at is not None:  # (a maintenance window becomes open-ended)
                 t.override_reason = f"forced open by operator: {why}"
                 t.attempt, t.retry_at, t.prev_delay = 0, None, None
                 self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
@@ -661,7 +724,7 @@ class Decider:
         """Earliest time a timer could change ``t`` (never later than the true one):
         the rules' deadline, or the refresh, whichever comes first."""
         when = self._rule_deadline(t, mono)
-        if self._refresh_after is not None and t.seq:
+        if self._refresh_after is not None and t.seq and t.last is not None:
             refresh = t.announced + self._refresh_after
             when = refresh if when is None else min(when, refresh)
         return when
@@ -672,8 +735,8 @@ class Decider:
         unknown) or the moment the oldest silent vantage point is forgotten.
         """
         breaker = t.breaker
-        if breaker == "open":
-            return t.retry_at
+        if breaker in ("open", "forced_open"):
+            return t.retry_at  # forced open: the end of a maintenance window, or None
         if breaker not in ("closed", "half_open"):
             return None
         stale = t.spec.stale_after
@@ -706,6 +769,14 @@ class Decider:
         if t.breaker == "open":
             if t.retry_at is not None and now.mono >= t.retry_at:
                 self._half_open(t, now, events)
+        elif t.breaker == "forced_open":
+            if t.retry_at is not None and now.mono >= t.retry_at:
+                # The maintenance window is over: as a reset, a trial (never straight to closed).
+                t.override_reason = ""
+                t.attempt, t.retry_at, t.prev_delay = 0, None, None
+                if t.flap is not None:
+                    t.flap.clear()
+                self._half_open(t, now, events, why="maintenance ended: trial checks allowed now")
         elif t.breaker == "half_open":
             self._evaluate_half_open(t, now, events)
         elif t.breaker == "closed":
@@ -730,15 +801,16 @@ class Decider:
             previous=t.state,
             state=t.state,
             breaker=t.breaker,
-            reason=f"{_REFRESH_HEAD}{format_timestamp(since)}{_REFRESH_TAIL}{t.changed_reason}",
+            reason=t.changed_reason,
             failures=last.failures,
             attempt=t.attempt,
             # Repeated as announced: recomputing it from the monotonic deadline could move
             # it by a rounding microsecond, and a refresh changes nothing but seq and at.
-            retry_at=last.retry_at if t.breaker == "open" else None,
+            retry_at=last.retry_at if t.breaker in ("open", "forced_open") else None,
             features=list(t.spec.features),
             evidence=self._evidence(t) or dict(last.evidence),
             flapping=t.flapping,
+            unchanged_since=since,
         )
         t.last = event
         events.append(event)
@@ -973,7 +1045,7 @@ class Decider:
             reason=sys.intern(reason),
             failures=failures,
             attempt=t.attempt,
-            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker == "open" else None,
+            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker in ("open", "forced_open") else None,
             features=list(t.spec.features),
             evidence=self._evidence(t),
             flapping=flapping,

@@ -1,4 +1,4 @@
-"""Review: the FastStream middleware never spins when the handler fails fast while the bus says available."""
+"""The FastStream middleware never spins when the handler fails fast while the bus says available."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review: DatabaseGuard only blames the database for errors that came from the database."""
+"""DatabaseGuard only blames the database for errors that came from the database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review: the Redis adapter's local mode answers like redis-py for the same commands from the same start."""
+"""The Redis adapter's local mode answers like redis-py for the same commands from the same start."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review findings for HealthClient: closing mid-connect, shared connections, changes() and wait_for."""
+"""HealthClient closed or cancelled mid-connect or mid-start leaves no half-made connection behind."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""Operator control requests on ``<prefix>.ctl.<command>``: force-open, force-close, reset.
+
+A request is decoded and applied by the core; the reply carries the resulting event
+once JetStream acked it (or, after :data:`CONTROL_ACK_TIMEOUT`, says it is applied but
+not yet published), or the target's current event when nothing changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+from nats.aio.msg import Msg
+
+from healthbus.coordinator._core import ControlError, Decider, Now
+from healthbus.coordinator._counters import Counters
+from healthbus.protocol import (
+    CONTROL_COMMANDS,
+    ControlReply,
+    ProtocolError,
+    StateChanged,
+    decode_control_request,
+    encode,
+)
+
+log = logging.getLogger("healthbus.coordinator")
+
+#: How long a control request waits for its event to be acked before replying anyway.
+CONTROL_ACK_TIMEOUT: Final = 5.0
+
+
+class Control:
+    """Answers control requests for one term as active coordinator."""
+
+    def __init__(
+        self,
+        decider: Decider,
+        counters: Counters,
+        *,
+        ctl_base: str,
+        now: Callable[[], Now],
+        emit: Callable[[Iterable[StateChanged]], None],
+        wait_published: Callable[[str, int, float], Awaitable[None]],
+        reload: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> None:
+        self.decider = decider
+        self.counters = counters
+        self._ctl_base_len = len(ctl_base)
+        self._now = now
+        self._emit = emit
+        self._wait_published = wait_published
+        self._reload = reload
+
+    async def on_ctl(self, msg: Msg) -> None:
+        """Subscription callback: apply, then reply if asked."""
+        reply = await self.handle_control(msg.subject[self._ctl_base_len :], msg.data)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(encode(reply))
+
+    async def handle_control(self, command: str, data: bytes) -> ControlReply:
+        """Apply one control request; the reply carries the resulting (or current) event."""
+        if command not in CONTROL_COMMANDS:
+            self.counters.drop("bad_control", f"unknown command {command[:40]!r}")
+            return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
+        if command == "reload":  # no target: the command re-reads the configuration file
+            error = "reload is not available here" if self._reload is None else await self._reload()
+            return ControlReply(ok=error is None, error=error)
+        try:
+            request = decode_control_request(data)
+        except ProtocolError as exc:
+            self.counters.drop("bad_control", str(exc)[:300])
+            return ControlReply(ok=False, error=str(exc))
+        try:
+            events = self.decider.control(
+                command, request.target, request.reason, self._now(), duration=request.duration_s
+            )
+        except ControlError as exc:
+            return ControlReply(ok=False, error=str(exc))
+        log.warning("operator %s on %s: %s", command, request.target, request.reason or "no reason given")
+        if events:
+            self._emit(events)
+            try:
+                await self._wait_published(events[-1].target, events[-1].seq, CONTROL_ACK_TIMEOUT)
+            except TimeoutError:
+                return ControlReply(
+                    ok=True, error="applied, but not yet published: the state stream is unreachable", event=events[-1]
+                )
+        return ControlReply(ok=True, event=self.decider.current(request.target))

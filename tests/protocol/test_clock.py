@@ -1,0 +1,94 @@
+"""The shared clock: the system clock, the manual clock tests drive, and the helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from healthbus.protocol.clock import Clock, SystemClock, as_clock, sleep_until_set
+from healthbus.protocol.testing import ManualClock
+
+
+def test_both_clocks_are_clocks() -> None:
+    """The system and the manual clock satisfy the one protocol; a bare function is adapted."""
+    assert isinstance(SystemClock(), Clock)
+    assert isinstance(ManualClock(), Clock)
+    adapted = as_clock(lambda: 42.0)
+    assert isinstance(adapted, Clock)
+    assert adapted.monotonic() == 42.0
+    assert isinstance(as_clock(None), SystemClock)
+    manual = ManualClock()
+    assert as_clock(manual) is manual
+
+
+async def test_manual_time_moves_only_when_told_and_wall_follows() -> None:
+    """monotonic and now move together, by advance or skip, never by themselves or backwards."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    clock = ManualClock(start=start, monotonic=50.0)
+    assert (clock.monotonic(), clock.now()) == (50.0, start)
+    await asyncio.sleep(0.01)
+    assert clock.monotonic() == 50.0
+    await clock.advance(2.5)
+    clock.skip(0.5)
+    assert (clock.monotonic(), clock.now()) == (53.0, start + timedelta(seconds=3))
+    with pytest.raises(ValueError, match="back"):
+        await clock.advance(-1)
+    with pytest.raises(ValueError, match="back"):
+        clock.skip(-1)
+
+
+async def test_advance_wakes_sleepers_in_deadline_order_and_rearming_timers_fire_again() -> None:
+    """A timer that sleeps again when woken fires once per period within one advance."""
+    clock = ManualClock(monotonic=0.0)
+    fired: list[tuple[str, float]] = []
+
+    async def every(name: str, period: float) -> None:
+        while True:
+            await clock.sleep(period)
+            fired.append((name, clock.monotonic()))
+
+    tasks = [asyncio.create_task(every("a", 1.0)), asyncio.create_task(every("b", 1.5))]
+    await clock.wait_sleepers(2)
+    await clock.advance(3.0)
+    # at 3.0 both are due: the one that went to sleep first wakes first
+    assert fired == [("a", 1.0), ("b", 1.5), ("a", 2.0), ("b", 3.0), ("a", 3.0)]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_skip_wakes_nobody_until_the_next_advance() -> None:
+    """Time that passed while the process was frozen: due sleepers wake only when the clock is advanced."""
+    clock = ManualClock(monotonic=0.0)
+    woke = asyncio.Event()
+
+    async def sleeper() -> None:
+        await clock.sleep(1.0)
+        woke.set()
+
+    task = asyncio.create_task(sleeper())
+    await clock.wait_sleepers(1)
+    clock.skip(5.0)
+    await asyncio.sleep(0)
+    assert not woke.is_set()
+    await clock.advance(0)
+    assert woke.is_set()
+    await task
+
+
+async def test_sleep_until_set_returns_on_the_event_or_on_the_clock() -> None:
+    """The wait of a schedule loop: the event ends it early, the clock ends it otherwise."""
+    clock = ManualClock(monotonic=0.0)
+    event = asyncio.Event()
+    early = asyncio.create_task(sleep_until_set(clock, event, 10.0))
+    await clock.wait_sleepers(1)
+    event.set()
+    assert await early is True
+    assert clock.sleepers == 0  # the clock sleep was cancelled, not left behind
+    event.clear()
+    late = asyncio.create_task(sleep_until_set(clock, event, 10.0))
+    await clock.wait_sleepers(1)
+    await clock.advance(10.0)
+    assert await late is False
