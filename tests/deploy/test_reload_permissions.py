@@ -51,9 +51,9 @@ async def test_ctl_reload_under_the_shipped_permissions(secured_nats: EmbeddedNa
         env={"HEALTHBUS_NATS_PASSWORD": _password("coordinator")},
     )
     probe = Command(
-        ["probe", *common, "--user", "probe", "--id", "w1", "--http", probe_http, "-v"],
+        ["probe", *common, "--user", "probe-0", "--id", "probe-0", "--http", probe_http, "-v"],
         tmp_path / "probe.log",
-        env={"HEALTHBUS_NATS_PASSWORD": _password("probe")},
+        env={"HEALTHBUS_NATS_PASSWORD": _password("probe-0")},
     )
     try:
         await coordinator.start()
