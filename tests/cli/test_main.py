@@ -1,4 +1,4 @@
-"""The command's shared contract: exit codes and config errors (DESIGN 7, 8)."""
+"""The command's shared contract: exit codes and config errors (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def test_unknown_command_and_option_are_usage_errors() -> None:
 
 
 async def test_help_lists_every_contract_command() -> None:
-    """`healthbus --help` names every subcommand of DESIGN 7."""
+    """`healthbus --help` names every subcommand of the contract."""
     result = await run_cli("--help")
     assert result.code == 0
     for command in ("dev", "coordinator", "probe", "status", "tail", "replay", "state-at", "bench"):

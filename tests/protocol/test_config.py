@@ -1,4 +1,4 @@
-"""The configuration file (DESIGN 8): decoding, overrides, interpolation, errors."""
+"""The configuration file (docs/contract.md): decoding, overrides, interpolation, errors."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_full_example_decodes_with_defaults_and_overrides() -> None:
 
 
 def test_defaults_of_an_empty_file() -> None:
-    """An empty file is valid: DESIGN's defaults, no targets."""
+    """An empty file is valid: the documented defaults, no targets."""
     config = load_config_text("")
     d = config.defaults
     assert (d.interval, d.timeout, d.failure_threshold, d.success_threshold, d.quorum) == (5.0, 2.0, 3, 2, "majority")

@@ -144,7 +144,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("history from the audit stream", "healthbus.cli._query"),
     "state-at": ("every target's state as it was at time T", "healthbus.cli._query"),
     "ctl": ("operator control: force-open, maintenance, disable, reset a target; reload", "healthbus.cli._query"),
-    "bench": ("benchmarks (DESIGN section 9)", "healthbus.cli._bench"),
+    "bench": ("benchmarks, each against a baseline in the same run", "healthbus.cli._bench"),
     "nats-user": ("print the nats-server user block of a new probe worker", "healthbus.cli._natsuser"),
 }
 

@@ -58,7 +58,7 @@ def probe_user_block(worker_id: str, password: str, *, prefix: str = DEFAULT_PRE
         "      allow: [" + ", ".join(f'"{s}"' for s in publish) + "]",
         "    }",
         "    subscribe: {",
-        f'      allow: ["{subjects.worker("heartbeat", "*")}", "_INBOX.{token}.>"]',
+        f'      allow: ["{subjects.worker("heartbeat", "*")}", "{subjects.worker("reload")}", "_INBOX.{token}.>"]',
         "    }",
         "  }",
         "}",

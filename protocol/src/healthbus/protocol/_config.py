@@ -1,4 +1,4 @@
-"""The configuration file (DESIGN section 8, contract for the keys shown there).
+"""The configuration file (its keys are contract: docs/contract.md).
 
 One TOML file, decoded and validated by msgspec into typed, frozen structs. Rules:
 

@@ -1,4 +1,4 @@
-"""HealthClient: every target's current state, live, inside a service (DESIGN section 6).
+"""HealthClient: every target's current state, live, inside a service (docs/subscribers.md).
 
 Invariants:
 

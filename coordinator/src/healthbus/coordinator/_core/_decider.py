@@ -5,7 +5,7 @@ current time explicitly (:class:`Now`: monotonic seconds for deadlines and liven
 wall-clock datetime for what goes on the wire) and return the StateChanged events to
 publish, as data. The async service around it only receives, calls, and publishes.
 
-Rules (DESIGN section 4; docs/coordinator.md explains them for users):
+Rules (docs/coordinator.md explains them for users):
 
 * Vantage point (probe id) hysteresis: ``failure_threshold`` consecutive ``fail``
   results make it *failing*; ``success_threshold`` consecutive ``pass`` make it
