@@ -5,7 +5,7 @@ current time explicitly (:class:`Now`: monotonic seconds for deadlines and liven
 wall-clock datetime for what goes on the wire) and return the StateChanged events to
 publish, as data. The async service around it only receives, calls, and publishes.
 
-Rules (DESIGN section 4; docs/coordinator.md explains them for users):
+Rules (docs/coordinator.md explains them for users):
 
 * Vantage point (probe id) hysteresis: ``failure_threshold`` consecutive ``fail``
   results make it *failing*; ``success_threshold`` consecutive ``pass`` make it
@@ -514,6 +514,18 @@ class Decider:
             self._seed_impaired(t, event, now.mono)
         self._schedule(t, self._deadline(t, now.mono))
         return True
+
+    def align(self, event: StateChanged, now: Now) -> bool:
+        """Make ``event`` (the last one stored for its target) what this target announced
+        last, whatever this decider announced before, keeping the evidence it gathered
+        (vantage points and their streaks); emits nothing. For a takeover that rebuilt
+        the evidence from results it heard (see :mod:`._catchup`). False for a target
+        not configured."""
+        t = self._targets.get(event.target)
+        if t is None:
+            return False
+        t.seq = 0
+        return self.restore(event, now)
 
     def _seed_impaired(self, t: _Target, event: StateChanged, mono: float) -> None:
         """Remember the vantage points a restored ``degraded`` event names as fail or warn.
