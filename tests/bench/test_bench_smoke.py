@@ -46,6 +46,27 @@ KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "degrade_all_ms_baseline": float,
         "degrade_all_ms_healthbus": float,
     },
+    "fleet": {
+        "instances": int,
+        "jetstream_consumers_peak": int,
+        "nats_server_rss_mb": float,
+        "nats_server_cpu_s": float,
+        "flip_all_p50_ms": float,
+        "flip_all_p99_ms": float,
+        "flip_all_max_ms": float,
+        "reconnect_caught_up_s": float,
+        "missed_transitions": int,
+        "client_rss_kb_per_instance": float,
+        "baseline_jetstream_consumers_peak": int,
+        "baseline_nats_server_rss_mb": float,
+        "baseline_nats_server_cpu_s": float,
+        "baseline_flip_all_p50_ms": float,
+        "baseline_flip_all_p99_ms": float,
+        "baseline_flip_all_max_ms": float,
+        "baseline_reconnect_caught_up_s": float,
+        "baseline_missed_transitions": int,
+        "baseline_client_rss_kb_per_instance": float,
+    },
     "client": {
         "is_available_ns": float,
         "sync_is_available_ns": float,
@@ -194,6 +215,20 @@ def test_failover_suite() -> None:
     assert result["duplicate_seqs"] == 0
     assert result["seq_gaps"] == 0
     assert result["phases"] > 10  # phases did change around every fault
+
+
+def test_fleet_suite() -> None:
+    """HealthClients hold no consumer and see every transition; the baseline holds one each."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    result = bench("fleet", "--instances", "120", "--repeat", "2", "--duration", "0.5")
+    check_keys(result, "fleet")
+    assert result["instances"] == 120
+    assert result["jetstream_consumers_peak"] == 0
+    assert result["baseline_jetstream_consumers_peak"] == 120
+    assert result["missed_transitions"] == 0
+    assert result["connect_failures"] == 0
+    assert 0 < result["flip_all_p50_ms"] <= result["flip_all_p99_ms"] <= result["flip_all_max_ms"]
+    assert result["reconnect_caught_up_s"] > 0
 
 
 def test_unknown_suite_is_a_usage_error() -> None:

@@ -1,4 +1,4 @@
-"""Failover between two coordinator processes under load loses and repeats no StateChanged (DESIGN 10).
+"""Failover between two coordinator processes under load loses and repeats no StateChanged (docs/reliability.md).
 
 Two ``healthbus coordinator`` processes share a 1 s leader lease. Results flow on several
 targets without a pause while the leader is killed with SIGKILL; the standby takes over.

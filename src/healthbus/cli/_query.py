@@ -1,6 +1,6 @@
 """``healthbus status | tail | replay | state-at | ctl``: reading the state stream as an operator.
 
-Contract (DESIGN section 7): with ``--json`` each command prints exactly one StateChanged
+Contract (docs/contract.md): with ``--json`` each command prints exactly one StateChanged
 (``healthbus.protocol.encode``) per line on stdout and nothing else; every message for a
 person goes to stderr. Without ``--json`` a readable table, coloured only on a terminal.
 Exit codes: 0 ok, 1 NATS unreachable or the stream cannot be read, 2 bad arguments.

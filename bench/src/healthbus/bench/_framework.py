@@ -26,6 +26,7 @@ SUITES: dict[str, str] = {
     "fanout": "healthbus.bench._fanout",
     "client": "healthbus.bench._client",
     "failover": "healthbus.bench._failover",
+    "fleet": "healthbus.bench._fleet",
 }
 
 
