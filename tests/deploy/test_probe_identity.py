@@ -152,7 +152,7 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
     coordinator = await _connect(server, "coordinator")
     honest = [await _connect(server, f"probe-{i}") for i in range(2)]
     evil = await _connect(server, "probe-2", _password("probe-2"))
-    reader = await _connect(server, "subscriber")
+    reader = await _connect(server, "viewer")  # history through a consumer: the viewer role
     workers: list[ProbeWorker] = []
     events: list[StateChanged] = []
     follower = None
