@@ -342,7 +342,7 @@ class HealthClient(HealthViewBase):
         self._handle(event)
 
     async def _repair(self) -> None:
-        await asyncio.sleep(_REPAIR_DELAY)  # gather the targets of one burst
+        await self._time.sleep(_REPAIR_DELAY)  # gather the targets of one burst
         while self._repairs and self._stream is not None:
             target = self._repairs.pop()
             try:
