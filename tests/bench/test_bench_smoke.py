@@ -74,16 +74,24 @@ KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "get_adapter_us": float,
         "adapter_overhead_us": float,
     },
+    "failover": {
+        "coordinator_kill_gap_s": float,
+        "stream_leader_kill_gap_s": float,
+        "coordinator_node_kill_gap_s": float,
+        "lost_transitions": int,
+        "duplicate_seqs": int,
+        "nats_reelection_s": float,
+    },
 }
 
 
-def bench(suite: str, *extra: str) -> dict[str, Any]:
+def bench(suite: str, *extra: str, timeout: float = 110) -> dict[str, Any]:
     """Run ``healthbus bench SUITE --size smoke --json`` and return its one JSON object."""
     proc = subprocess.run(
         [HEALTHBUS, "bench", suite, "--size", "smoke", "--json", *extra],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "error"},
         check=False,
     )
@@ -195,6 +203,18 @@ def test_client_suite() -> None:
     assert result["is_available_ns"] > 0
     assert result["sync_is_available_ns"] > 0
     assert result["adapter_overhead_us"] == pytest.approx(result["get_adapter_us"] - result["get_plain_us"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_failover_suite() -> None:
+    """Three faults on a 3-node cluster it starts itself: nothing lost, nothing stored twice."""
+    require("nats-server", "the benchmark starts its own 3-node cluster")
+    result = bench("failover", timeout=240)
+    check_keys(result, "failover")
+    assert result["lost_transitions"] == 0
+    assert result["duplicate_seqs"] == 0
+    assert result["seq_gaps"] == 0
+    assert result["phases"] > 10  # phases did change around every fault
 
 
 def test_fleet_suite() -> None:

@@ -1,7 +1,7 @@
 """Shared pieces of the reliability (chaos) tests: configs, a result driver, the audit.
 
 The audit is the heart of every test here: it reads the whole state stream with
-``StateStream.history`` and checks, per target, what DESIGN 10 promises — ``seq`` runs
+``StateStream.history`` and checks, per target, what docs/reliability.md promises — ``seq`` runs
 1..N without a gap or a repeat, each event's ``previous`` is the state of the event
 before, and ``at`` never goes backwards.
 """

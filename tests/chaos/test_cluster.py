@@ -1,4 +1,4 @@
-"""Losing one node of a 3-node JetStream cluster loses and repeats no StateChanged (DESIGN 10).
+"""Losing one node of a 3-node JetStream cluster loses and repeats no StateChanged (docs/reliability.md).
 
 A real coordinator (leader lease on, as deployed) and a HealthClient connect with all
 three URLs as one comma-separated string, exactly as ``--nats`` / ``NATS_URL`` take it;

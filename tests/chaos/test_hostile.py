@@ -1,4 +1,4 @@
-"""Hostile input to a running system: junk is counted, dropped, bounded; nothing crashes (DESIGN 10).
+"""Hostile input to a running system: junk is counted, dropped, bounded; nothing crashes (docs/reliability.md).
 
 A coordinator and a service's HealthClient run on a plain nats-server (no permissions:
 on a secured deployment most of this junk could not even be published, see

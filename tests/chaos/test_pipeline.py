@@ -1,4 +1,4 @@
-"""The whole pipeline across a NATS restart during which Redis goes down (DESIGN 10).
+"""The whole pipeline across a NATS restart during which Redis goes down (docs/reliability.md).
 
 Real processes as a user runs them: ``healthbus coordinator`` and two ``healthbus probe``
 workers checking a real redis-server, and a service's HealthClient in this process.

@@ -1,4 +1,4 @@
-"""The command's shared contract: exit codes and config errors (DESIGN 7, 8)."""
+"""The command's shared contract: exit codes and config errors (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def test_unknown_command_and_option_are_usage_errors() -> None:
 
 
 async def test_help_lists_every_contract_command() -> None:
-    """`healthbus --help` names every subcommand of DESIGN 7."""
+    """`healthbus --help` names every subcommand of the contract."""
     result = await run_cli("--help")
     assert result.code == 0
     for command in ("dev", "coordinator", "probe", "status", "tail", "replay", "state-at", "bench"):
@@ -118,3 +118,16 @@ def test_faiss_loader_chatter_only_with_vv() -> None:
         assert logging.getLogger("faiss").level == logging.NOTSET  # follows -vv's DEBUG
     finally:
         logging.getLogger("faiss").setLevel(logging.NOTSET)
+
+
+def test_bus_options_reach_the_settings() -> None:
+    """--user gives the inbox prefix _INBOX.<user>; --inbox-prefix and the --tls-* files override the config."""
+    from healthbus.cli._main import build_parser, bus_settings
+
+    args = build_parser().parse_args(["status", "--user", "operator"])
+    assert bus_settings(args).effective_inbox_prefix == "_INBOX.operator"
+    argv = ["status", "--user", "operator", "--inbox-prefix", "_INBOX.ops", "--tls-ca", "ca.crt"]
+    argv += ["--tls-cert", "op.crt", "--tls-key", "op.key"]
+    settings = bus_settings(build_parser().parse_args(argv))
+    assert settings.effective_inbox_prefix == "_INBOX.ops"
+    assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == ("ca.crt", "op.crt", "op.key")

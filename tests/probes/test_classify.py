@@ -1,4 +1,4 @@
-"""Classification of driver exceptions into DESIGN's error_kind values, and redaction."""
+"""Classification of driver exceptions into the contract's error_kind values, and redaction."""
 
 from __future__ import annotations
 

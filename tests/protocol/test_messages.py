@@ -1,4 +1,4 @@
-"""The wire messages: round trips and rejections (DESIGN 3.1/3.2)."""
+"""The wire messages: round trips and rejections (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from healthbus.protocol import (
     refresh_origin,
 )
 
-#: Fields added to StateChanged beyond DESIGN 3.2, each documented in docs/contract.md.
+#: Fields added to StateChanged after its first version (marked *(extension)*), each documented in docs/contract.md.
 EXTENSIONS = {"flapping", "unchanged_since", "retired"}
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC)
@@ -221,7 +221,7 @@ def test_unknown_fields_are_ignored() -> None:
 
 
 def test_enums_match_the_contract() -> None:
-    """The enumerations are exactly DESIGN's."""
+    """The enumerations are exactly the contract's."""
     assert OUTCOMES == ("pass", "warn", "fail")
     assert ERROR_KINDS == ("timeout", "refused", "dns", "auth", "tls", "protocol", "unhealthy", "other")
     assert STATES == ("unknown", "healthy", "degraded", "unavailable", "recovering")

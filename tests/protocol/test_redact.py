@@ -1,4 +1,4 @@
-"""Credentials never leave a component (DESIGN 10)."""
+"""Credentials never leave a component (docs/reliability.md)."""
 
 from __future__ import annotations
 

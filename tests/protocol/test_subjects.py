@@ -1,4 +1,4 @@
-"""Subject names and the target-name rule (DESIGN 3)."""
+"""Subject names and the target-name rule (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``healthbus`` command (DESIGN section 7, contract)."""
+"""The ``healthbus`` command (its contract: docs/contract.md)."""
 
 from healthbus.cli._main import main
 

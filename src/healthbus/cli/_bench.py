@@ -1,4 +1,4 @@
-"""``healthbus bench``: the benchmarks of DESIGN section 9.
+"""``healthbus bench``: the benchmarks (docs/performance.md).
 
 ``healthbus bench SUITE [--json] [--size smoke|full] [--messages N] ...`` runs one suite
 (or ``all``, one after the other) against servers it starts itself on loopback, and

@@ -1,6 +1,6 @@
 """``healthbus status | tail | replay | state-at | ctl``: reading the state stream as an operator.
 
-Contract (DESIGN section 7): with ``--json`` each command prints exactly one StateChanged
+Contract (docs/contract.md): with ``--json`` each command prints exactly one StateChanged
 (``healthbus.protocol.encode``) per line on stdout and nothing else; every message for a
 person goes to stderr. Without ``--json`` a readable table, coloured only on a terminal.
 Exit codes: 0 ok, 1 NATS unreachable or the stream cannot be read, 2 bad arguments.
@@ -37,6 +37,7 @@ from healthbus.cli._format import (
 from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import (
     MAX_MAINTENANCE_S,
+    ControlReply,
     ControlRequest,
     ProtocolError,
     StateChanged,
@@ -289,22 +290,29 @@ def _maintenance_duration(action: str, text: str | None) -> float | None:
     return seconds
 
 
-async def _ctl_reload(args: argparse.Namespace) -> int:
-    """``healthbus ctl reload``: the active coordinator re-reads its file, then tells the others."""
+async def _ctl_request(args: argparse.Namespace, action: str, payload: bytes) -> ControlReply | None:
+    """Send one control request; the coordinator's reply, or None after saying why there is none."""
     async with _session(args, "ctl") as s:
-        subject = Subjects(s.stream.subjects.prefix).ctl("reload")
+        subject = Subjects(s.stream.subjects.prefix).ctl(action)
         try:
-            msg = await s.nc.request(subject, b"{}", timeout=CTL_TIMEOUT_S)
+            msg = await s.nc.request(subject, payload, timeout=CTL_TIMEOUT_S)
         except nats.errors.NoRespondersError:
             _note("ctl", f"no coordinator is listening on {subject} at {s.server}")
-            return EXIT_FAILURE
+            return None
         except (nats.errors.TimeoutError, TimeoutError):
             _note("ctl", f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
-            return EXIT_FAILURE
+            return None
     try:
-        reply = decode_control_reply(msg.data)
+        return decode_control_reply(msg.data)
     except ProtocolError as exc:
         _note("ctl", f"the coordinator's reply was not understood: {exc}")
+        return None
+
+
+async def _ctl_reload(args: argparse.Namespace) -> int:
+    """``healthbus ctl reload``: the active coordinator re-reads its file, then tells the others."""
+    reply = await _ctl_request(args, "reload", b"{}")
+    if reply is None:
         return EXIT_FAILURE
     if not reply.ok:
         _note("ctl", f"reload refused, the running configuration is kept: {reply.error or 'no reason given'}")
@@ -326,20 +334,8 @@ async def cmd_ctl(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid target name {args.target!r} (expected 1-64 characters of a-z, 0-9, '_' or '-')")
     duration = _maintenance_duration(args.action, getattr(args, "duration", None))
     request = ControlRequest(target=args.target, reason=args.reason or "", duration_s=duration)
-    async with _session(args, "ctl") as s:
-        subject = Subjects(s.stream.subjects.prefix).ctl(args.action)
-        try:
-            msg = await s.nc.request(subject, encode(request), timeout=CTL_TIMEOUT_S)
-        except nats.errors.NoRespondersError:
-            _note("ctl", f"no coordinator is listening on {subject} at {s.server}")
-            return EXIT_FAILURE
-        except (nats.errors.TimeoutError, TimeoutError):
-            _note("ctl", f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
-            return EXIT_FAILURE
-    try:
-        reply = decode_control_reply(msg.data)
-    except ProtocolError as exc:
-        _note("ctl", f"the coordinator's reply was not understood: {exc}")
+    reply = await _ctl_request(args, args.action, encode(request))
+    if reply is None:
         return EXIT_FAILURE
     if not reply.ok:
         _note("ctl", f"{args.action} {args.target} refused: {reply.error or 'no reason given'}")

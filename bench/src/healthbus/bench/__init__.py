@@ -1,4 +1,4 @@
-"""healthbus benchmarks (DESIGN section 9), run by ``healthbus bench``.
+"""healthbus benchmarks (docs/performance.md), run by ``healthbus bench``.
 
 Every figure is a ratio or a distribution measured in one run on one machine against a
 baseline measured in the same run: the machine is shared and absolute numbers drift.

@@ -1,6 +1,6 @@
 """Reading the state stream: current states, history, and live changes.
 
-The ``HEALTHBUS_STATE`` stream is the single source of truth (DESIGN 3.2): the last
+The ``HEALTHBUS_STATE`` stream is the single source of truth (docs/contract.md §5): the last
 message per subject is each target's current state, the history is the audit log.
 Everything that reads it — the subscriber library, the coordinator's restore, probe
 workers following ``retry_at``, the CLI and the dashboard — goes through this module.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 from nats.aio.msg import Msg
@@ -24,6 +24,9 @@ from healthbus.protocol import MAX_MESSAGE_BYTES, ProbeResult, StateChanged, pro
 
 #: Most queued messages handled in one callback before yielding to the event loop.
 BATCH_LIMIT: Final = 512
+
+#: Probe ids whose subject token is remembered (the check runs once per result; workers are few).
+TOKEN_CACHE: Final = 4096
 
 #: The hot path decodes with its own msgspec decoder rather than
 #: :func:`healthbus.protocol.decode_probe_result`: ``handle_probe`` has already checked
@@ -45,6 +48,8 @@ class Intake:
         legacy: bool = False,
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
+        batcher: QueueBatcher | None = None,
+        record: Callable[[Now, ProbeResult], None] | None = None,
     ) -> None:
         self.decider = decider
         self.counters = counters
@@ -54,18 +59,12 @@ class Intake:
         """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now = now
         self._emit = emit
-        self._batcher: QueueBatcher | None = None
+        self._batcher = batcher
+        self._record = record
+        self._tokens: dict[str, str] = {}  # probe id -> its subject token
 
-    def attach(self, sub: Any) -> None:
-        """Batch from ``sub``'s queue from now on (if this nats-py allows it)."""
-        self._batcher = QueueBatcher.attach(sub)
-
-    def detach(self) -> None:
-        """Stop batching (the subscription is going away)."""
-        self._batcher = None
-
-    async def on_probe(self, msg: Msg) -> None:
-        """Subscription callback: this message, then whatever else is already queued."""
+    def on_probe(self, msg: Msg) -> None:
+        """This message, then whatever else is already queued on the subscription."""
         self.handle_probe(msg.subject, msg.data)
         # Batch: take whatever else is already queued without a task switch and a
         # coroutine per message (that overhead is as large as decoding and deciding).
@@ -110,7 +109,12 @@ class Intake:
                 counters.drop("subject_mismatch", f"target {result.target!r} published on {subject}")
                 return
             if dot:
-                if probe_token(result.probe) != token:
+                expected = self._tokens.get(result.probe)
+                if expected is None:
+                    if len(self._tokens) >= TOKEN_CACHE:
+                        self._tokens.clear()  # bounded whatever ids arrive
+                    expected = self._tokens[result.probe] = probe_token(result.probe)
+                if expected != token:
                     counters.drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
                     return
                 if result.probe != token:
@@ -119,11 +123,14 @@ class Intake:
                     result = msgspec.structs.replace(result, probe=token)
             sample = (counters.handled & 63) == 0
             started = time.perf_counter() if sample else 0.0
+            now = self._now()
             try:
-                events = self.decider.on_result(result, self._now())
+                events = self.decider.on_result(result, now)
             except Rejected as exc:
                 counters.drop(exc.reason, f"{name} from probe {result.probe[:80]!r}: {exc}")
                 return
+            if self._record is not None:
+                self._record(now, result)
             counters.results[result.outcome] += 1
             if events:
                 self._emit(events)

@@ -1,4 +1,4 @@
-"""Turning driver exceptions into DESIGN's ``error_kind`` values.
+"""Turning driver exceptions into the contract's ``error_kind`` values.
 
 One function per driver family; each returns the kind it recognises, or None to let the
 generic rules decide. The generic rules look at the whole exception chain (``__cause__``,

@@ -1,6 +1,6 @@
 """When each target is checked: pure logic, no I/O, time and randomness injected.
 
-Rules (DESIGN sections 4 and 5):
+Rules (docs/probes.md says them for users):
 
 * The first check of a target falls at a random point within its first ``interval``, so
   targets started together do not line up.

@@ -1,4 +1,4 @@
-"""The wire messages (DESIGN section 3, contract).
+"""The wire messages (contract: docs/contract.md).
 
 Every message is a msgspec Struct encoded as UTF-8 JSON with a version field ``v``.
 Timestamps are timezone-aware ``datetime`` values on the Python side and RFC 3339 UTC

@@ -1,4 +1,4 @@
-"""JetStream settings of the state stream (DESIGN section 3.2).
+"""JetStream settings of the state stream (docs/contract.md).
 
 The stream is the single source of truth: its last message per subject is every
 target's current state, its history the audit log. The settings live here as plain data

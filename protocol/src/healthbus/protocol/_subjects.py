@@ -1,4 +1,4 @@
-"""Subject names (DESIGN section 3, contract) and the target-name rule.
+"""Subject names (docs/contract.md) and the target-name rule.
 
 A target name is a single NATS token: ``^[a-z0-9][a-z0-9_-]{0,63}$``. Subjects are
 ``<prefix>.probe.<target>.<probe>``, ``<prefix>.state.<target>``, ``<prefix>.ctl.<command>``

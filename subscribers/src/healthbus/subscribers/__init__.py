@@ -1,4 +1,4 @@
-"""healthbus subscribers: the client library services embed (DESIGN section 6).
+"""healthbus subscribers: the client library services embed (docs/subscribers.md).
 
 ``HealthClient`` follows every target's state over NATS; ``is_available()`` is a dict
 lookup, safe on every request. ``SyncHealthClient`` is the same client for synchronous

@@ -44,7 +44,7 @@ AVAILABLE_STATES: Final[frozenset[State]] = frozenset({"healthy", "degraded"})
 class TargetState:
     """The current verdict for one target, as this subscriber knows it.
 
-    The fields mirror :class:`~healthbus.protocol.StateChanged` (DESIGN 3.2); ``stale`` is
+    The fields mirror :class:`~healthbus.protocol.StateChanged` (docs/contract.md); ``stale`` is
     True when the bus has been unreachable for longer than ``stale_after`` and this may
     no longer be the truth.
     """

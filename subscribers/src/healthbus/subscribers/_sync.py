@@ -35,6 +35,7 @@ import logging
 import os
 import queue
 import selectors
+import ssl
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -197,6 +198,7 @@ class SyncHealthClient:
         on_bus_loss: BusLossPolicy = "keep",
         connect_timeout: float | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
         after_fork: AfterFork = "reconnect",
     ) -> None:
         if after_fork not in AFTER_FORK_CHOICES:
@@ -209,6 +211,7 @@ class SyncHealthClient:
             "on_bus_loss": on_bus_loss,
             "connect_timeout": connect_timeout,
             "name": name,
+            "tls": tls,
         }
         # Argument errors (a bad prefix or policy) surface here, in the caller's thread.
         probe = HealthClient(**{k: v for k, v in self._options.items() if k != "url"}, url=url)
@@ -238,6 +241,7 @@ class SyncHealthClient:
         on_bus_loss: BusLossPolicy = "keep",
         connect_timeout: float | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
         after_fork: AfterFork = "reconnect",
     ) -> SyncHealthClient:
         """Connect and load every target's current state, returning within about ``connect_timeout``.
@@ -253,6 +257,7 @@ class SyncHealthClient:
             on_bus_loss=on_bus_loss,
             connect_timeout=connect_timeout,
             name=name,
+            tls=tls,
             after_fork=after_fork,
         )
         return client.start()

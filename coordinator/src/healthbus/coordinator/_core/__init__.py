@@ -7,6 +7,7 @@ See :mod:`._decider` for the rules it enforces and the invariants of the events 
 from healthbus.protocol import is_refresh
 
 from ._backoff import backoff_delay, exponential_cap
+from ._catchup import catch_up
 from ._decider import (
     FORGET_AFTER_STALE,
     MAINTENANCE_MARK,
@@ -35,6 +36,7 @@ __all__ = [
     "Now",
     "Rejected",
     "backoff_delay",
+    "catch_up",
     "exponential_cap",
     "is_refresh",
     "quorum_need",

@@ -1,7 +1,7 @@
 """``redis``: PING, then INFO for details, over one pooled client kept between checks.
 
 URL forms: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS),
-``unix:///path/to/redis.sock``. redis-py's defaults retry for seconds (STACK-FACTS), so
+``unix:///path/to/redis.sock``. redis-py's defaults retry for seconds (a closed port took 3.3 s), so
 the retry policy and both socket timeouts are set explicitly: one immediate retry (a
 pooled connection may be stale after a server restart), never a backoff.
 
