@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from healthbus.bus import DirectGetError, StateStream, last_per_subject, stream_config
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import StreamSettings, load_config_text
 from healthbus.subscribers import BusStatus, HealthClient
-from tests.helpers import probe_result, publish_probe, wait_until
+from tests.helpers import probe_result, publish_probe, state_changed, wait_until
 
 from ._events import Publisher
 from ._proxy import Proxy
@@ -250,3 +251,28 @@ async def test_coordinator_failover_mid_stream(nats_server: EmbeddedNats, admin:
     finally:
         await leader_nc.close()
         await standby_nc.close()
+
+
+async def test_a_live_gap_is_repaired_by_a_direct_get_of_that_subject(
+    nats_server: EmbeddedNats, admin: Client, publisher: Publisher
+) -> None:
+    """A live event two past the known seq: applied, and that target's last message is read again."""
+    await publisher.publish("pg", "healthy")
+    asked: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_request(msg: Msg) -> None:
+        asked.put_nowait(msg.subject)
+
+    # Watch the direct-get requests for pg's subject (a second subscriber on the API subject).
+    await admin.subscribe(f"$JS.API.DIRECT.GET.{STREAM}.{PREFIX}.state.pg", cb=on_request)
+    await admin.flush()
+    async with HealthClient.connect(nats_server.url, prefix=PREFIX, resync_jitter=0) as health:
+        seqs: list[int] = []
+        health.on_change(lambda ev: seqs.append(ev.seq))
+        await publisher.publish_event(state_changed("pg", 3, "unavailable", previous="healthy"))
+        subject = await asyncio.wait_for(asked.get(), 10)
+        assert subject.endswith(".state.pg")
+        pg = health.state("pg")
+        assert pg is not None
+        assert (pg.seq, pg.state) == (3, "unavailable")
+        assert seqs == [3]

@@ -183,7 +183,7 @@ class StateStream:
         """Call ``handler`` for every StateChanged published from now on, over a plain subscription.
 
         No JetStream consumer: the coordinator's JetStream publishes reach core
-        subscribers of ``<prefix>.state.>`` too. nats-py subscribes again by itself after
+        subscribers of ``<prefix>.state.*`` too. nats-py subscribes again by itself after
         a reconnect; what was published meanwhile is not delivered (load it with
         :meth:`snapshot`). Returns the subscription (``await sub.unsubscribe()`` ends it).
         """

@@ -7,7 +7,7 @@ Invariants:
   starts with no states (the bus-loss policy applies at once) and a background task
   keeps trying with capped exponential backoff and jitter.
 - No JetStream consumer: live changes come over a plain subscription to
-  ``<prefix>.state.>`` (the coordinator's JetStream publishes reach core subscribers
+  ``<prefix>.state.*`` (the coordinator's JetStream publishes reach core subscribers
   too); current states are loaded with batched direct gets of the last message per
   subject (``StateStream.snapshot``), made after the subscription is in place so that
   nothing falls between the two. When ``connect`` returns after a successful connect,
@@ -357,7 +357,7 @@ class HealthClient(HealthViewBase):
         self._handle(event)
 
     async def _repair(self) -> None:
-        await asyncio.sleep(_REPAIR_DELAY)  # gather the targets of one burst
+        await self._time.sleep(_REPAIR_DELAY)  # gather the targets of one burst
         while self._repairs and self._stream is not None:
             target = self._repairs.pop()
             try:
