@@ -18,6 +18,8 @@ Invariants:
   dropped by seq) and only then are the states fresh again.
 - Nothing the bus sends can crash the client: malformed messages are skipped by
   StateStream, callbacks are isolated (see ``_view``).
+- ``report_failure`` never blocks or raises for the caller's failure: the report is
+  published from its own task, at most one per target per second (see ``_report``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from nats.aio.client import Client
 
 from healthbus import bus
 from healthbus.bus import Follower, StateStream
-from healthbus.protocol import BusSettings, StateChanged, Subjects, redact, redact_url
+from healthbus.protocol import BusSettings, FailureReport, StateChanged, Subjects, encode, redact, redact_url
 from healthbus.protocol.clock import Clock, sleep_until_set
+from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -70,6 +73,8 @@ class HealthClient(HealthViewBase):
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
         clock: Clock | Callable[[], float] | None = None,
+        report_failures: bool = True,
+        instance: str | None = None,
     ) -> None:
         super().__init__(StateTable(stale_after=stale_after, policy=validate_policy(on_bus_loss)), clock)
         self._settings = settings or BusSettings()
@@ -90,6 +95,10 @@ class HealthClient(HealthViewBase):
         self._retry_after = 0.0
         self._error_logged_at: float | None = None
         self._tick = max(0.01, min(0.5, stale_after / 4 if stale_after > 0 else 0.5))
+        self._subjects = Subjects(self.prefix)
+        self.reporter = FailureReporter(name, enabled=report_failures, instance=instance)
+        """Failure reports: the switch (``reporter.enabled``) and the counters."""
+        self._report_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def connect(
@@ -103,6 +112,8 @@ class HealthClient(HealthViewBase):
         connect_timeout: float | None = None,
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
+        report_failures: bool = True,
+        instance: str | None = None,
     ) -> _Connecting:
         """Connect and load every target's current state; use with ``async with`` or ``await``.
 
@@ -111,7 +122,9 @@ class HealthClient(HealthViewBase):
         seconds without the bus before states are stale and ``on_bus_loss`` applies
         (``keep`` / ``assume_available`` / ``assume_unavailable``); ``connect_timeout``
         bounds how long connecting may take (default ``settings.connect_timeout``);
-        ``nc``: an existing nats-py connection to share (not closed by the client).
+        ``nc``: an existing nats-py connection to share (not closed by the client);
+        ``report_failures``: send failure reports (default on; see :meth:`report_failure`);
+        ``instance``: the id reports carry (default ``<name>@<host>:<pid>``).
         """
         client = cls(
             url=url,
@@ -122,6 +135,8 @@ class HealthClient(HealthViewBase):
             connect_timeout=connect_timeout,
             nc=nc,
             name=name,
+            report_failures=report_failures,
+            instance=instance,
         )
         return _Connecting(client)
 
@@ -178,6 +193,48 @@ class HealthClient(HealthViewBase):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.close(), 5.0)
         await super().close()
+
+    # ------------------------------------------------------------ failure reports
+
+    def report_failure(self, target: str, kind: str = "other", error: BaseException | str | None = None) -> bool:
+        """Tell the coordinator this instance saw ``target`` fail; True if a report goes out.
+
+        A hint, never a verdict: the coordinator asks the probe workers to check
+        ``target`` now, and only their results decide. ``kind`` is an error kind
+        (``timeout``, ``refused``, ``dns``, ``auth``, ``tls``, ``protocol``,
+        ``unhealthy``, ``other``; an adapter's own kinds map onto them); ``error`` is
+        redacted before it leaves. At most one report per target per second; never
+        blocks (the publish runs in its own task) and never raises for a failure to
+        send (counted in ``reporter.unsent``). Raises ValueError for an invalid target
+        name. Call it from the event loop's thread (use SyncHealthClient elsewhere).
+        """
+        report = self.reporter.build(target, kind, error)
+        if report is None:
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: nothing can send it
+            self.reporter.unsent += 1
+            return False
+        return self._dispatch_report(report)
+
+    def _dispatch_report(self, report: FailureReport) -> bool:
+        """Publish ``report`` from its own task (on the client's event-loop thread)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected or self._closed:
+            self.reporter.unsent += 1
+            return False
+        task = asyncio.get_running_loop().create_task(self._send_report(nc, report))
+        self._report_tasks.add(task)
+        task.add_done_callback(self._report_tasks.discard)
+        return True
+
+    async def _send_report(self, nc: Client, report: FailureReport) -> None:
+        try:
+            await nc.publish(self._subjects.report(report.target), encode(report))
+        except Exception as exc:  # closed or overfull connection: count it, never raise
+            self.reporter.unsent += 1
+            log.debug("healthbus: failure report for %s not sent: %s", report.target, type(exc).__name__)
 
     # ------------------------------------------------------------ internals
 

@@ -7,6 +7,7 @@ See :mod:`._decider` for the rules it enforces and the invariants of the events 
 from healthbus.protocol import is_refresh
 
 from ._backoff import backoff_delay, exponential_cap
+from ._confirm import CONFIRM_WINDOW, ConfirmPlanner, ReportVerdict
 from ._decider import (
     FORGET_AFTER_STALE,
     MAINTENANCE_MARK,
@@ -23,10 +24,12 @@ from ._decider import (
 from ._flap import FlapDetector
 
 __all__ = [
+    "CONFIRM_WINDOW",
     "FORGET_AFTER_STALE",
     "MAINTENANCE_MARK",
     "MAX_VANTAGE_POINTS",
     "RETIRED_REASON",
+    "ConfirmPlanner",
     "ControlAction",
     "ControlError",
     "Decider",
@@ -34,6 +37,7 @@ __all__ = [
     "FlapDetector",
     "Now",
     "Rejected",
+    "ReportVerdict",
     "backoff_delay",
     "exponential_cap",
     "is_refresh",
