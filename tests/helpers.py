@@ -88,8 +88,8 @@ def probe_result(
 
 
 async def publish_probe(nc: Client, prefix: str, result: ProbeResult) -> None:
-    """Publish ``result`` on ``<prefix>.probe.<target>`` and flush, as a probe worker does."""
-    await nc.publish(Subjects(prefix).probe(result.target), encode(result))
+    """Publish ``result`` on ``<prefix>.probe.<target>.<probe>`` and flush, as a probe worker does."""
+    await nc.publish(Subjects(prefix).probe(result.target, result.probe), encode(result))
     await nc.flush()
 
 

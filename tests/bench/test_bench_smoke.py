@@ -107,7 +107,7 @@ def test_coordinator_suite() -> None:
     assert result["baseline_received"] == 1500
     assert result["coordinator_decided"] == 1500
     # The coordinator counted each outcome the workload sent (it is deterministic for seed 1).
-    sent = [decode_probe_result(data).outcome for _, data in probe_messages(target_names(10), probe_ids(3), 1500)]
+    sent = [decode_probe_result(data).outcome for _, _, data in probe_messages(target_names(10), probe_ids(3), 1500)]
     counters = result["coordinator_counters"]
     for outcome in ("pass", "warn", "fail"):
         assert counters[f"results_{outcome}"] == sent.count(outcome), outcome

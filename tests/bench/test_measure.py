@@ -68,10 +68,11 @@ def test_probe_messages_are_valid_and_deterministic() -> None:
     first = probe_messages(targets, probes, total, seed=3)
     second = probe_messages(targets, probes, total, seed=3)
     assert len(first) == total
-    assert [t for t, _ in first] == [t for t, _ in second]
+    assert [(t, p) for t, p, _ in first] == [(t, p) for t, p, _ in second]
     outcomes = set()
-    for target, data in first:
+    for target, probe, data in first:
         result = decode_probe_result(data, subject_target=target)
+        assert result.probe == probe
         outcomes.add(result.outcome)
     assert outcomes == {"pass", "warn", "fail"}
 

@@ -73,7 +73,7 @@ def result(target: str, outcome: Outcome, probe: str = "p1") -> bytes:
 async def publish_round(nc: Client, subjects: Subjects, targets: Iterable[str], outcome: Outcome) -> None:
     """Publish ``outcome`` once for every target and flush (bounded: the bus may be failing over)."""
     for name in targets:
-        await nc.publish(subjects.probe(name), result(name, outcome))
+        await nc.publish(subjects.probe(name, "p1"), result(name, outcome))
     # Mid-fault a flush may time out; the driver goes on.
     with contextlib.suppress(Exception):
         await nc.flush(timeout=2)

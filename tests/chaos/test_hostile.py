@@ -57,8 +57,8 @@ async def test_junk_of_every_kind_is_counted_dropped_and_bounded(
             HealthClient.connect(nats_server.url, prefix=PREFIX) as health,
         ):
             health.on_change(seen.append)
-            await driver.publish(SUBJECTS.probe("db"), result("db", "pass"))
-            await driver.publish(SUBJECTS.probe("cache"), result("cache", "pass"))
+            await driver.publish(SUBJECTS.probe("db", "p1"), result("db", "pass"))
+            await driver.publish(SUBJECTS.probe("cache", "p1"), result("cache", "pass"))
             await driver.flush()
             await health.wait_for("db", "healthy", timeout=10)
             await health.wait_for("cache", "healthy", timeout=10)
@@ -75,33 +75,41 @@ async def test_junk_of_every_kind_is_counted_dropped_and_bounded(
                 expected[reason] = expected.get(reason, 0) + 1
 
             for i in range(1000):
-                await junk("malformed", SUBJECTS.probe("db"), b"{not json " + str(i).encode())
+                await junk("malformed", SUBJECTS.probe("db", "p1"), b"{not json " + str(i).encode())
             for _ in range(300):
-                await junk("malformed", SUBJECTS.probe("db"), good.replace('"pass"', '"sideways"').encode())
-                await junk("malformed", SUBJECTS.probe("db"), b'{"v":1,"target":"db"}')
-                await junk("malformed", SUBJECTS.probe("db"), b"\xff\xfe\x00garbage")
+                await junk("malformed", SUBJECTS.probe("db", "p1"), good.replace('"pass"', '"sideways"').encode())
+                await junk("malformed", SUBJECTS.probe("db", "p1"), b'{"v":1,"target":"db"}')
+                await junk("malformed", SUBJECTS.probe("db", "p1"), b"\xff\xfe\x00garbage")
             for _ in range(20):
-                await junk("oversized", SUBJECTS.probe("db"), b"{" + b" " * (70 * 1024) + b"}")
+                await junk("oversized", SUBJECTS.probe("db", "p1"), b"{" + b" " * (70 * 1024) + b"}")
             for i in range(2000):  # distinct unknown targets: none may create state
-                await junk("unknown_target", SUBJECTS.probe(f"ghost{i}"), good.replace('"db"', f'"ghost{i}"').encode())
+                await junk(
+                    "unknown_target", SUBJECTS.probe(f"ghost{i}", "p1"), good.replace('"db"', f'"ghost{i}"').encode()
+                )
             for i in range(200):
-                await junk("unknown_target", f"{PREFIX}.probe.NOT-A-NAME{i}", good.encode())
+                await junk("unknown_target", f"{PREFIX}.probe.NOT-A-NAME{i}.p1", good.encode())
             for _ in range(300):
-                await junk("subject_mismatch", SUBJECTS.probe("cache"), good.encode())
+                await junk("subject_mismatch", SUBJECTS.probe("cache", "p1"), good.encode())
             for _ in range(300):  # absurd clocks: a century ahead, the epoch
                 await junk(
-                    "stale_timestamp", SUBJECTS.probe("db"), probe_at("db", "p1", datetime(2126, 1, 1, tzinfo=UTC))
+                    "stale_timestamp",
+                    SUBJECTS.probe("db", "p1"),
+                    probe_at("db", "p1", datetime(2126, 1, 1, tzinfo=UTC)),
                 )
                 await junk(
-                    "stale_timestamp", SUBJECTS.probe("db"), probe_at("db", "p1", datetime(1970, 1, 1, tzinfo=UTC))
+                    "stale_timestamp",
+                    SUBJECTS.probe("db", "p1"),
+                    probe_at("db", "p1", datetime(1970, 1, 1, tzinfo=UTC)),
                 )
             past = utcnow() - timedelta(seconds=5)  # older than what p1 already said: a replay
             for _ in range(300):
-                await junk("out_of_order", SUBJECTS.probe("db"), probe_at("db", "p1", past))
+                await junk("out_of_order", SUBJECTS.probe("db", "p1"), probe_at("db", "p1", past))
             spoofs = 3000  # thousands of distinct probe ids on one target, all passing
             for i in range(spoofs):
                 await junk(
-                    "too_many_probes", SUBJECTS.probe("cache"), probe_at("cache", f"spoof-{i}", utcnow(), "pass")
+                    "too_many_probes",
+                    SUBJECTS.probe("cache", f"spoof-{i}"),
+                    probe_at("cache", f"spoof-{i}", utcnow(), "pass"),
                 )
             expected["too_many_probes"] -= MAX_VANTAGE_POINTS - 1  # p1 holds one slot, 63 spoofs fit
             for i in range(200):  # junk control requests (no reply wanted)
@@ -124,14 +132,14 @@ async def test_junk_of_every_kind_is_counted_dropped_and_bounded(
             await attacker.flush()
 
             # The real vantage point keeps going among the junk: db goes down...
-            await driver.publish(SUBJECTS.probe("db"), result("db", "fail"))
+            await driver.publish(SUBJECTS.probe("db", "p1"), result("db", "fail"))
             await driver.flush()
             sent += 1
             await service.wait_handled(sent, timeout=30)
             down = await health.wait_for("db", "unavailable", timeout=10)
             # ... and recovers through its trial.
             await health.wait_for("db", "recovering", timeout=10)
-            await driver.publish(SUBJECTS.probe("db"), result("db", "pass"))
+            await driver.publish(SUBJECTS.probe("db", "p1"), result("db", "pass"))
             await driver.flush()
             back = await health.wait_for("db", "healthy", timeout=10)
 
@@ -175,7 +183,7 @@ async def test_forged_stale_event_does_not_make_a_restarted_coordinator_reuse_a_
         async with CoordinatorService(config, nc) as service:
             for outcome in ("pass", "warn", "pass"):
                 want = service.handled + 1
-                await nc.publish(SUBJECTS.probe("db"), result("db", outcome))
+                await nc.publish(SUBJECTS.probe("db", "p1"), result("db", outcome))
                 await service.wait_handled(want)
             await service.wait_published("db", 3)
         forged = StateChanged(
@@ -185,7 +193,7 @@ async def test_forged_stale_event_does_not_make_a_restarted_coordinator_reuse_a_
         await nc.flush()
         async with CoordinatorService(config, nc) as service:
             assert service.decider.state("db") == ("healthy", "closed", 3)
-            await nc.publish(SUBJECTS.probe("db"), result("db", "warn"))
+            await nc.publish(SUBJECTS.probe("db", "p1"), result("db", "warn"))
             await service.wait_published("db", 4)
             assert service.outbox.duplicates == 0
         chain = [e for e in by_target(await read_history(nc, PREFIX))["db"] if e.reason != "forged"]
@@ -204,10 +212,10 @@ async def test_a_spoofed_id_flood_passes_new_workers_join_and_the_spoofs_are_for
     nc = await connect(url=nats_server.url, name="chaos-spoof")
     try:
         async with CoordinatorService(config, nc) as service:
-            await nc.publish(SUBJECTS.probe("db"), result("db", "pass", "p1"))
+            await nc.publish(SUBJECTS.probe("db", "p1"), result("db", "pass", "p1"))
             for i in range(3000):
-                await nc.publish(SUBJECTS.probe("db"), result("db", "pass", f"spoof-{i}"))
-            await nc.publish(SUBJECTS.probe("db"), result("db", "pass", "p2"))  # a new real worker, too early
+                await nc.publish(SUBJECTS.probe("db", f"spoof-{i}"), result("db", "pass", f"spoof-{i}"))
+            await nc.publish(SUBJECTS.probe("db", "p2"), result("db", "pass", "p2"))  # a new real worker, too early
             await service.wait_handled(3002)
             assert service.decider.vantage_points("db") == MAX_VANTAGE_POINTS
             assert service.dropped == {"too_many_probes": 3002 - MAX_VANTAGE_POINTS}
@@ -215,7 +223,7 @@ async def test_a_spoofed_id_flood_passes_new_workers_join_and_the_spoofs_are_for
             async def real_workers_report() -> bool:
                 # Both real workers keep checking; the spoofs have stopped.
                 for probe in ("p1", "p2"):
-                    await nc.publish(SUBJECTS.probe("db"), result("db", "pass", probe))
+                    await nc.publish(SUBJECTS.probe("db", probe), result("db", "pass", probe))
                 await nc.flush()
                 return service.decider.vantage_points("db") == 2
 

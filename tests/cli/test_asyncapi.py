@@ -84,7 +84,8 @@ def test_every_subject_is_a_channel(doc: dict[str, Any]) -> None:
     """Each healthbus subject family is a channel whose address, filled in, is the subject the code uses."""
     s = Subjects()
     addresses = {name: ch["address"] for name, ch in doc["channels"].items()}
-    assert addresses["probe"].replace("{target}", "redis-main") == s.probe("redis-main")
+    probe = addresses["probe"].replace("{target}", "redis-main").replace("{probe}", worker_token("host-1:42"))
+    assert probe == s.probe("redis-main", "host-1:42")
     assert addresses["state"].replace("{target}", "redis-main") == s.state("redis-main")
     for command in CONTROL_COMMANDS:
         assert addresses["control"].replace("{command}", command) == s.ctl(command)
@@ -213,7 +214,7 @@ def test_document_parses_as_faststream_asyncapi_3(doc: dict[str, Any]) -> None:
 def test_custom_prefix() -> None:
     """Another prefix moves every address and the stream name."""
     doc = build_document("acme.health")
-    assert doc["channels"]["probe"]["address"] == "acme.health.probe.{target}"
+    assert doc["channels"]["probe"]["address"] == "acme.health.probe.{target}.{probe}"
     assert doc["channels"]["state"]["x-nats-jetstream"]["stream"] == "ACME_HEALTH_STATE"
     assert all(ch["address"] is None or ch["address"].startswith("acme.health.") for ch in doc["channels"].values())
 

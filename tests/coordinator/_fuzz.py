@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from healthbus.protocol import MAX_MESSAGE_BYTES
+from healthbus.protocol import MAX_MESSAGE_BYTES, probe_token, worker_token
 
 Message = tuple[str, bytes, str | None]
 _json = msgspec.json.encode
@@ -141,20 +141,31 @@ class Fuzzer:
         pick = rng.random()
         if pick < 0.2:  # a subject naming no configured target: whatever the payload
             target = self.token()
-            payload = _json(self.result(target, self.now.isoformat())) if rng.random() < 0.5 else self.broken(target)
-            return base + target, payload, "coordinator:unknown_target"
+            body = self.result(target, self.now.isoformat())
+            payload = _json(body) if rng.random() < 0.5 else self.broken(target)
+            return f"{base}{target}.{probe_token(str(body['probe']))}", payload, "coordinator:unknown_target"
         target = rng.choice(self.known)
         if pick < 0.45:
-            return base + target, _json(self.result(target, self.far_timestamp())), "coordinator:stale_timestamp"
-        if pick < 0.8:
-            return base + target, self.broken(target), "coordinator:malformed"
-        if pick < 0.995:  # well-formed, fresh, but naming another target than its subject
+            body = self.result(target, self.far_timestamp())
+            return f"{base}{target}.{probe_token(body['probe'])}", _json(body), "coordinator:stale_timestamp"
+        if pick < 0.75:
+            return f"{base}{target}.{self.token()}", self.broken(target), "coordinator:malformed"
+        if pick < 0.85:  # well-formed, fresh, but naming another target than its subject
             other = rng.choice([t for t in self.known if t != target] + ["ghost"])
-            return base + target, _json(self.result(other, self.now.isoformat())), "coordinator:subject_mismatch"
+            body = self.result(other, self.now.isoformat())
+            return f"{base}{target}.{probe_token(body['probe'])}", _json(body), "coordinator:subject_mismatch"
+        if pick < 0.95:  # well-formed, fresh, but speaking for another probe than its subject's
+            body = self.result(target, self.now.isoformat())
+            token = self.token()
+            while token == probe_token(body["probe"]):
+                token = self.token()
+            return f"{base}{target}.{token}", _json(body), "coordinator:probe_mismatch"
+        if pick < 0.995:  # the old subject form (no probe token): nobody listens to it by default
+            return f"{base}{target}", _json(self.result(target, self.now.isoformat())), None
         # oversized: valid JSON padded past the limit
         body = self.result(target, self.now.isoformat())
         body["details"] = {"pad": "x" * (MAX_MESSAGE_BYTES + rng.randint(1, 4096))}
-        return base + target, _json(body), "coordinator:oversized"
+        return f"{base}{target}.{probe_token(body['probe'])}", _json(body), "coordinator:oversized"
 
     def ctl_message(self) -> Message:
         rng = self.rng
@@ -189,7 +200,8 @@ class Fuzzer:
                  _json({"worker": self.text(20), "at": self.now.isoformat(), "heartbeat_s": "1s"})]
             )  # fmt: skip
             return subject, payload, "worker:malformed"
-        # well-formed, from workers that do not exist, with extreme periods
+        # well-formed, from workers that do not exist, with extreme periods; on the subject of
+        # the worker it names, or (a credential claiming another worker) on another one
         beat = {
             "worker": self.text(60)[:128] or "w",
             "at": self.far_timestamp() if rng.random() < 0.3 else self.now.isoformat(),
@@ -198,7 +210,12 @@ class Fuzzer:
             "targets": rng.randrange(10**6),
             "stopping": rng.random() < 0.2,
         }
-        return subject, _json(beat), None
+        own = worker_token(str(beat["worker"]))
+        if rng.random() < 0.5:
+            while subject.rpartition(".")[2] == own:
+                subject = f"{self.prefix}.worker.heartbeat.{self.token()}"
+            return subject, _json(beat), "worker:subject_mismatch"
+        return f"{self.prefix}.worker.heartbeat.{own}", _json(beat), None
 
     def stray_message(self) -> Message:
         """Subjects off the usual paths: most reach nobody; a deeper control subject reaches
@@ -209,7 +226,7 @@ class Fuzzer:
             return f"{self.prefix}.ctl.{self.token()}.{self.token()}", self.broken("ghost"), "coordinator:bad_control"
         subject = [
             f"{self.prefix}.probes.{self.token()}",
-            f"{self.prefix}.probe.{rng.choice(self.known)}.{self.token()}.{self.token()}",
+            f"{self.prefix}.probe.{rng.choice(self.known)}.{self.token()}.{self.token()}",  # too deep
             f"{self.token()}.probe.{rng.choice(self.known)}",
             f"{self.prefix}.worker",
         ][pick - 1]

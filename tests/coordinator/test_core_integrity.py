@@ -278,3 +278,27 @@ def test_a_dependency_that_keeps_going_down_and_up_still_flaps() -> None:
         sim.feed("fail", dt=1.0)
         sim.feed("pass", dt=1.0)
     assert any(e.flapping for e in sim.events), [(e.state, e.breaker) for e in sim.events]
+
+
+def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
+    """A failing point whose fail lapsed (only slow passes since) is re-decided when a
+    fresh fail makes it failing again: the target goes back to degraded at once."""
+    sim = Sim(target(failure_threshold=1, success_threshold=3, stale_after=Duration(3.0)))
+
+    def round_(p1: Outcome) -> None:
+        sim.feed(p1, probe="p1", dt=1.0)
+        sim.feed("pass", probe="p2", dt=0.0)
+        sim.feed("pass", probe="p3", dt=0.0)
+
+    for _ in range(3):
+        round_("pass")
+    assert sim.last().state == "healthy"
+    round_("fail")
+    assert sim.last().state == "degraded"
+    round_("pass")
+    round_("pass")
+    sim.advance(1.01)  # the fail is now older than stale_after: p1 no longer counts as failing
+    assert sim.last().state == "healthy"
+    assert "probes passing" in sim.last().reason
+    sim.feed("fail", probe="p1", dt=0.1)
+    assert sim.last().state == "degraded", [(e.state, e.reason) for e in sim.events[-3:]]

@@ -112,12 +112,14 @@ async def test_fuzzed_wire_leaves_both_processes_deciding(
                     await nc.flush(timeout=30)
             await nc.flush(timeout=30)
 
+        seen: dict[str, object] = {}
+
         async def all_counted() -> bool:
             for name in ("coordinator", "w1"):
                 got = _counters(await stack.metrics(name), _family(name))
-                want = {
-                    k.split(":", 1)[1]: v for k, v in expected.items() if k.startswith(name.replace("w1", "worker"))
-                }
+                owner = "coordinator:" if name == "coordinator" else "worker:"
+                want = {k.split(":", 1)[1]: v for k, v in expected.items() if k.startswith(owner)}
+                seen[name] = (got, want)
                 if any(got.get(reason, 0.0) < n for reason, n in want.items()):
                     return False
             return True
@@ -127,7 +129,10 @@ async def test_fuzzed_wire_leaves_both_processes_deciding(
         rss_before = {name: _rss_kb(pid) for name, pid in pids.items()}
 
         await send(MESSAGES)
-        await wait_until(all_counted, 60.0, f"every drop counted\n{stack.logs()}")
+        try:
+            await wait_until(all_counted, 60.0, "every drop counted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: counted, expected: {seen}") from None
         rss_after = {name: _rss_kb(pid) for name, pid in pids.items()}
 
         # Both alive; every drop counted under the reason expected, none unaccounted for.

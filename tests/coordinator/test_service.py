@@ -222,12 +222,12 @@ async def test_junk_floods_are_dropped_while_valid_targets_are_decided(nc: Clien
         good = encode(probe_result("db")).decode()
         junk: list[tuple[str, bytes]] = []
         for i in range(2000):
-            junk.append((SUBJECTS.probe("db"), b"{not json" + str(i).encode()))
-            junk.append((SUBJECTS.probe("db"), good.replace('"latency_ms":1.0', '"latency_ms":"fast"').encode()))
-            junk.append((SUBJECTS.probe("cache"), good.encode()))  # target db on the cache subject
-            junk.append((f"healthbus.probe.nope{i}", good.replace('"db"', f'"nope{i}"').encode()))
-            junk.append(("healthbus.probe.BAD", good.encode()))
-        junk.append((SUBJECTS.probe("db"), b"x" * (70 * 1024)))
+            junk.append((SUBJECTS.probe("db", "p1"), b"{not json" + str(i).encode()))
+            junk.append((SUBJECTS.probe("db", "p1"), good.replace('"latency_ms":1.0', '"latency_ms":"fast"').encode()))
+            junk.append((SUBJECTS.probe("cache", "p1"), good.encode()))  # target db on the cache subject
+            junk.append((f"healthbus.probe.nope{i}.p1", good.replace('"db"', f'"nope{i}"').encode()))
+            junk.append(("healthbus.probe.BAD.p1", good.encode()))
+        junk.append((SUBJECTS.probe("db", "p1"), b"x" * (70 * 1024)))
         total = len(junk)
         for subject, data in junk:
             await nc.publish(subject, data)
@@ -313,7 +313,7 @@ async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: 
         now = utcnow()
         for _ in range(2):
             data = encode(probe_result("db", "fail", at=now))
-            service.handle_probe(SUBJECTS.probe("db"), data)
+            service.handle_probe(SUBJECTS.probe("db", "p1"), data)
         assert service.pending == 1
         await asyncio.to_thread(nats_server.start)
         down = await events.state("db", "unavailable", timeout=20.0)

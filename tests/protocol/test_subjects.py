@@ -25,13 +25,18 @@ def test_invalid_target_names(name: str) -> None:
 def test_subject_builders_and_parsers() -> None:
     """Builders produce <prefix>.<kind>.<target>; parsers invert them and reject others."""
     s = Subjects()
-    assert s.probe("redis-main") == "healthbus.probe.redis-main"
+    assert s.probe("redis-main", "web-1") == "healthbus.probe.redis-main.web-1"
+    assert s.probe("redis-main", "web.1 a") == "healthbus.probe.redis-main.web_1_a"
+    assert s.probe("redis-main") == "healthbus.probe.redis-main"  # legacy form
     assert s.state("redis-main") == "healthbus.state.redis-main"
-    assert s.probe_all == "healthbus.probe.*"
+    assert s.probe_all == "healthbus.probe.*.*"
+    assert s.probe_legacy_all == "healthbus.probe.*"
     assert s.state_all == "healthbus.state.*"
     assert s.ctl("force-open") == "healthbus.ctl.force-open"
     assert s.worker("heartbeat", "w1") == "healthbus.worker.heartbeat.w1"
     assert s.probe_target("healthbus.probe.redis-main") == "redis-main"
+    assert s.probe_target("healthbus.probe.redis-main.web-1") == "redis-main"
+    assert s.probe_target("healthbus.probe.redis-main.web-1.x") is None
     assert s.probe_target("healthbus.state.redis-main") is None
     assert s.probe_target("healthbus.probe.Bad") is None
     assert s.state_target("healthbus.state.pg") == "pg"

@@ -41,8 +41,8 @@ def test_follows_states_and_calls_back_on_one_thread_in_order(nats_server: Embed
         events = [open_event("orders-db", 2, retry_in=5)]
         events += [state_changed("orders-db", seq, "healthy" if seq % 2 else "unavailable") for seq in range(3, 12)]
         publish(nats_server.url, PREFIX, *events)
-        assert health.wait_for("orders-db", "healthy", timeout=10).seq in range(3, 12, 2)
         wait_until_sync(lambda: getattr(health.state("orders-db"), "seq", 0) == 11, 10, "seq 11")
+        assert health.wait_for("orders-db", "healthy", timeout=10).seq == 11
         health.drain()
         assert [s[0] for s in seen] == list(range(2, 12))
         # The state was updated before each callback ran.
@@ -53,6 +53,11 @@ def test_follows_states_and_calls_back_on_one_thread_in_order(nats_server: Embed
         assert health.is_available("orders-db")  # seq 11: healthy
         with pytest.raises(TimeoutError, match="did not become"):
             health.wait_for("never", "healthy", timeout=0.2)
+    # Closed: it still answers from the last known states; waiting is over.
+    assert health.state("orders-db").seq == 11  # type: ignore[union-attr]
+    assert health.is_available("orders-db")
+    with pytest.raises(RuntimeError, match="closed"):
+        health.wait_for("orders-db", "healthy", timeout=1)
 
 
 def test_slow_or_failing_callback_never_delays_state_updates(nats_server: EmbeddedNats) -> None:
@@ -72,8 +77,9 @@ def test_slow_or_failing_callback_never_delays_state_updates(nats_server: Embedd
         health.on_change(failing)
         health.on_change(slow)
         publish(nats_server.url, PREFIX, open_event("cache", 2, retry_in=5), state_changed("cache", 3, "healthy"))
-        health.wait_for("cache", "healthy", timeout=10)
-        assert health.state("cache").seq == 3  # type: ignore[union-attr]
+        # seq 3 arrives while the slow callback is still blocked on seq 2.
+        wait_until_sync(lambda: getattr(health.state("cache"), "seq", 0) == 3, 10, "seq 3")
+        assert health.is_available("cache")
         release.set()
         health.drain()
         assert calls == [2, 3]
@@ -189,7 +195,7 @@ def test_forked_child_reconnects_and_never_uses_the_parents_socket(nats_server: 
             assert worker.stop() == 0
         # The parent's own connection was not disturbed by the child.
         publish(nats_server.url, PREFIX, state_changed("orders-db", 3, "healthy"))
-        assert health.wait_for("orders-db", "healthy", timeout=10).seq == 3
+        wait_until_sync(lambda: getattr(health.state("orders-db"), "seq", 0) == 3, 10, "seq 3 in the parent")
         assert health.forked_from is None
         health.drain()
         assert calls == [2, 3]

@@ -196,14 +196,21 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
     }
     channels: dict[str, Any] = {
         "probe": {
-            "address": f"{subjects.prefix}.probe.{{target}}",
+            "address": f"{subjects.prefix}.probe.{{target}}.{{probe}}",
             "title": "Probe results",
             "description": (
-                "Core NATS. Probe workers publish one ProbeResult per check; the coordinator "
-                f"subscribes to `{subjects.probe_all}`. A result whose `target` differs from the "
-                "subject token is dropped."
+                "Core NATS. Probe workers publish one ProbeResult per check on the subject of their "
+                f"own probe id; the coordinator subscribes to `{subjects.probe_all}`. A result whose "
+                "`target` differs from the target token is dropped (`subject_mismatch`), one whose "
+                "`probe` does not map to the probe token is dropped (`probe_mismatch`): NATS "
+                "permissions on this subject bind a credential to its own vantage point. The older "
+                f"`{subjects.probe_legacy_all}` form (no probe token) is taken only with "
+                "`[coordinator] legacy_probe_subjects = true`, for a rolling upgrade."
             ),
-            "parameters": {"target": _ref("components", "parameters", "target")},
+            "parameters": {
+                "target": _ref("components", "parameters", "target"),
+                "probe": _ref("components", "parameters", "probe"),
+            },
             "messages": {"ProbeResult": _ref("components", "messages", "ProbeResult")},
         },
         "state": {
@@ -402,6 +409,13 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
             },
             "parameters": {
                 "target": {"description": target_rule, "examples": ["redis-main"]},
+                "probe": {
+                    "description": (
+                        "the probe id (the result's `probe`) with every character outside "
+                        "A-Za-z0-9_- replaced by `_`; the vantage point is known by this token"
+                    ),
+                    "examples": ["probe-a"],
+                },
                 "command": {"description": "the control command", "enum": list(CONTROL_COMMANDS)},
                 "worker": {
                     "description": (

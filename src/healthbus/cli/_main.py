@@ -144,6 +144,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "state-at": ("every target's state as it was at time T", "healthbus.cli._query"),
     "ctl": ("operator control: force-open, maintenance, disable, reset a target; reload", "healthbus.cli._query"),
     "bench": ("benchmarks (DESIGN section 9)", "healthbus.cli._bench"),
+    "nats-user": ("print the nats-server user block of a new probe worker", "healthbus.cli._natsuser"),
 }
 
 
@@ -193,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="duration",
         metavar="DURATION",
         help="maintenance: how long (e.g. 30m, 1h, 2h30m); it ends by itself, or on `ctl reset`",
+    )
+    parsers["nats-user"].add_argument("role", choices=["probe"], help="the role of the new user")
+    parsers["nats-user"].add_argument(
+        "worker_id", metavar="ID", help="the worker's id (its --id, and its NATS user name): A-Z a-z 0-9 _ -"
     )
     parsers["bench"].add_argument(
         "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client or all"

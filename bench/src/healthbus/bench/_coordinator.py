@@ -58,8 +58,9 @@ async def publisher_role(link: Link, url: str, targets: int, probes: int, total:
             if message[0] == "stop":
                 return
             prefix = message[1]
-            base = f"{prefix}.probe."
-            batch = [(base + target, data) for target, data in probe_messages(names, probe_ids(probes), total, seed)]
+            subjects = Subjects(prefix)
+            messages = probe_messages(names, probe_ids(probes), total, seed)
+            batch = [(subjects.probe(target, probe), data) for target, probe, data in messages]
             link.send("prepared")
             await link.expect("go", 600)
             publish = nc.publish
@@ -93,7 +94,7 @@ async def baseline_role(link: Link, url: str, prefix: str, total: int, deadline_
     """A raw nats-py subscriber that only counts the same messages."""
     nc = await bench_connect(url, "bench-baseline")
     counter = CountingSubscriber(total)
-    await counter.subscribe(nc, f"{prefix}.probe.*")
+    await counter.subscribe(nc, Subjects(prefix).probe_all)
     before = ProcessUsage.now()
     link.send("ready")
     await _wait_counted(lambda: counter.count, counter.done, deadline_s)

@@ -29,7 +29,7 @@ from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import Child, ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import bench_config_text, target_names
-from healthbus.protocol import ProbeResult, decode_state_changed, encode, utcnow
+from healthbus.protocol import ProbeResult, Subjects, decode_state_changed, encode, utcnow
 
 __all__ = ["run"]
 
@@ -145,7 +145,7 @@ async def _phase(
         for name in names:
             payload = _result(name, "fail")
             sent[name] = now_ns()
-            await nc.publish(f"{PREFIX}.probe.{name}", payload)
+            await nc.publish(Subjects(PREFIX).probe(name, "vp-0"), payload)
             await nc.flush()
             # Let the fan-out finish before the next failure: samples must not queue
             # behind each other (overlaps are counted).
@@ -186,11 +186,11 @@ async def run(opts: BenchOptions) -> SuiteResult:
         await coordinator.link.expect("ready", 60)
         nc = await bench_connect(server.url, "bench-injector")
         try:
-            probe = f"{PREFIX}.probe."
+            subjects = Subjects(PREFIX)
             # Every target healthy first, and seen so by an observer, before subscribers start.
             state_sub = await nc.subscribe(f"{PREFIX}.state.*")
             for name in names:
-                await nc.publish(probe + name, _result(name, "pass"))
+                await nc.publish(subjects.probe(name, "vp-0"), _result(name, "pass"))
             await nc.flush()
             healthy: set[str] = set()
             while len(healthy) < len(names):

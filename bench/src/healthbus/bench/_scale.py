@@ -39,7 +39,7 @@ from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import probe_ids, target_names
-from healthbus.protocol import ProbeResult, decode_state_changed, encode, format_timestamp, utcnow
+from healthbus.protocol import ProbeResult, Subjects, decode_state_changed, encode, format_timestamp, utcnow
 
 __all__ = ["run"]
 
@@ -89,10 +89,11 @@ async def generator_role(link: Link, url: str, targets: int, canaries: int) -> N
     """Three vantage points' worth of results every second, and the canary observer."""
     nc = await bench_connect(url, "bench-generator")
     stamp = _STAMP.encode()
-    fleet = [(f"{PREFIX}.probe.{t}", _template(t, p, "pass")) for t in target_names(targets) for p in probe_ids(PROBES)]
+    subjects = Subjects(PREFIX)
+    fleet = [(subjects.probe(t, p), _template(t, p, "pass")) for t in target_names(targets) for p in probe_ids(PROBES)]
     slots = [fleet[i::SLOTS] for i in range(SLOTS)]
     canary = [
-        (name, f"{PREFIX}.probe.{name}", _template(name, "vp-0", "pass"), _template(name, "vp-0", "warn"))
+        (name, subjects.probe(name, "vp-0"), _template(name, "vp-0", "pass"), _template(name, "vp-0", "warn"))
         for name in canary_names(canaries)
     ]
     pending: dict[str, tuple[str, int]] = {}

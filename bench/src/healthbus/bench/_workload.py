@@ -39,13 +39,15 @@ def probe_ids(count: int) -> list[str]:
     return [f"vp-{i}" for i in range(count)]
 
 
-def probe_messages(targets: Sequence[str], probes: Sequence[str], total: int, seed: int = 1) -> list[tuple[str, bytes]]:
-    """``total`` (target, encoded ProbeResult) pairs, round by round over all targets."""
+def probe_messages(
+    targets: Sequence[str], probes: Sequence[str], total: int, seed: int = 1
+) -> list[tuple[str, str, bytes]]:
+    """``total`` (target, probe id, encoded ProbeResult) triples, round by round over all targets."""
     rng = random.Random(seed)
     phase = [rng.randrange(len(CYCLE)) for _ in targets]
     at = utcnow()
     cache: dict[tuple[str, str, str], bytes] = {}
-    out: list[tuple[str, bytes]] = []
+    out: list[tuple[str, str, bytes]] = []
     rounds = 0
     while len(out) < total:
         for t_index, target in enumerate(targets):
@@ -57,7 +59,7 @@ def probe_messages(targets: Sequence[str], probes: Sequence[str], total: int, se
                 if data is None:
                     data = encode(_result(target, probe, outcome, at))
                     cache[key] = data
-                out.append((target, data))
+                out.append((target, probe, data))
                 if len(out) == total:
                     return out
         rounds += 1

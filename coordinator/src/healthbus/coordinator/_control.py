@@ -1,5 +1,4 @@
-"""Operator control requests on ``<prefix>.ctl.<command>``: force-open, force-close, reset,
-maintenance, reload.
+"""Operator control requests on ``<prefix>.ctl.<command>``: force-open, force-close, reset.
 
 A request is decoded and applied by the core; the reply carries the resulting event
 once JetStream acked it (or, after :data:`CONTROL_ACK_TIMEOUT`, says it is applied but
@@ -44,7 +43,7 @@ class Control:
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
         wait_published: Callable[[str, int, float], Awaitable[None]],
-        reload: Callable[[], Awaitable[str | None]],
+        reload: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.decider = decider
         self.counters = counters
@@ -66,8 +65,8 @@ class Control:
         if command not in CONTROL_COMMANDS:
             self.counters.drop("bad_control", f"unknown command {command[:40]!r}")
             return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
-        if command == "reload":
-            error = await self._reload()
+        if command == "reload":  # no target: the command re-reads the configuration file
+            error = "reload is not available here" if self._reload is None else await self._reload()
             return ControlReply(ok=error is None, error=error)
         try:
             request = decode_control_request(data)

@@ -1,9 +1,11 @@
 """The hot path: ProbeResult messages in, decisions out.
 
 Checks, cheapest first: the subject names a configured target (before decoding, so
-nothing from the wire creates state for an unconfigured target), size, decoding,
-subject/target match; then the core decides. Bad input is counted and logged at a
-bounded rate by :class:`~._counters.Counters`; transitions go to ``emit``.
+nothing from the wire creates state for an unconfigured target) and a probe, size,
+decoding, subject/target and subject/probe match (a credential allowed to publish only
+its own probe's subjects speaks only for its own vantage point); then the core decides.
+Bad input is counted and logged at a bounded rate by :class:`~._counters.Counters`;
+transitions go to ``emit``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from nats.aio.msg import Msg
 from healthbus.coordinator._core import Decider, Now, Rejected
 from healthbus.coordinator._counters import Counters
 from healthbus.coordinator._natsinternals import QueueBatcher
-from healthbus.protocol import MAX_MESSAGE_BYTES, ProbeResult, StateChanged
+from healthbus.protocol import MAX_MESSAGE_BYTES, ProbeResult, StateChanged, probe_token
 
 #: Most queued messages handled in one callback before yielding to the event loop.
 BATCH_LIMIT: Final = 512
@@ -40,6 +42,7 @@ class Intake:
         counters: Counters,
         *,
         probe_base: str,
+        legacy: bool = False,
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
     ) -> None:
@@ -47,6 +50,8 @@ class Intake:
         self.counters = counters
         self._known = decider.names
         self._probe_base_len = len(probe_base)
+        self.legacy = legacy
+        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now = now
         self._emit = emit
         self._batcher: QueueBatcher | None = None
@@ -68,15 +73,28 @@ class Intake:
         if batcher is not None:
             batcher.take(BATCH_LIMIT, self.handle_probe)
 
+    async def on_legacy_probe(self, msg: Msg) -> None:
+        """Subscription callback for the legacy subjects (``[coordinator] legacy_probe_subjects``)."""
+        self.handle_probe(msg.subject, msg.data)
+
     def handle_probe(self, subject: str, data: bytes) -> None:
-        """Decode and decide one ProbeResult message (synchronous: the hot path)."""
+        """Decode and decide one ProbeResult message (synchronous: the hot path).
+
+        The subject names the target and the probe (``<prefix>.probe.<target>.<probe>``);
+        the payload must agree with both."""
         counters = self.counters
         counters.handled += 1
         try:
-            name = subject[self._probe_base_len :]
+            name, dot, token = subject[self._probe_base_len :].partition(".")
             if name not in self._known:
                 counters.drop(
                     "unknown_target", f"no target {name[:80]!r} in the configuration (subject {subject[:120]})"
+                )
+                return
+            if not dot and not self.legacy:
+                counters.drop(
+                    "legacy_subject",
+                    f"{subject[:120]} names no probe (accepted only with [coordinator] legacy_probe_subjects)",
                 )
                 return
             if len(data) > MAX_MESSAGE_BYTES:
@@ -91,6 +109,14 @@ class Intake:
             if result.target != name:
                 counters.drop("subject_mismatch", f"target {result.target!r} published on {subject}")
                 return
+            if dot:
+                if probe_token(result.probe) != token:
+                    counters.drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
+                    return
+                if result.probe != token:
+                    # One vantage point per subject token: ids that differ only in characters
+                    # a token cannot hold ("web.1", "web 1") are the same vantage point.
+                    result = msgspec.structs.replace(result, probe=token)
             sample = (counters.handled & 63) == 0
             started = time.perf_counter() if sample else 0.0
             try:

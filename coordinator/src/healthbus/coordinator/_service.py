@@ -131,8 +131,10 @@ class CoordinatorService:
         self.registry.register(ReportsCollector(lambda: self.reports))
         self.restored = 0
 
+        self.legacy_probe_subjects = settings.legacy_probe_subjects
+        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now_cache: Now | None = None
-        self._probe_base = self.subjects.probe_all[:-1]  # "<prefix>.probe."
+        self._probe_base = self.subjects.probe_legacy_all[:-1]  # "<prefix>.probe."
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
         self._publish_log = RateLimitedLog("%s: %s%s", self.clock.monotonic)
         self._error_log = RateLimitedLog("NATS %s: %s%s", self.clock.monotonic)
@@ -146,9 +148,9 @@ class CoordinatorService:
         self._published_before = 0
         self._active_tasks: list[asyncio.Task[None]] = []
         self.outbox = self._new_outbox()
-        self._secrets = list(secrets)
         self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
         """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
+        self._secrets = list(secrets)
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._restored = False
@@ -157,7 +159,14 @@ class CoordinatorService:
 
     def _bind(self) -> None:
         """Give the parts of one term the current decider."""
-        self._intake = Intake(self.decider, self.counters, probe_base=self._probe_base, now=self._now, emit=self._emit)
+        self._intake = Intake(
+            self.decider,
+            self.counters,
+            probe_base=self._probe_base,
+            legacy=self.legacy_probe_subjects,
+            now=self._now,
+            emit=self._emit,
+        )
         self._timers = Timers(
             self.decider, self.nc, self.clock, tick=self.tick_interval, now=self._now, emit=self._emit
         )
@@ -271,6 +280,8 @@ class CoordinatorService:
         )
         self._subs.append(sub)
         self._intake.attach(sub)
+        if self.legacy_probe_subjects:
+            self._subs.append(await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._intake.on_legacy_probe))
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._control.on_ctl))
         self._subs.append(
             await self.nc.subscribe(
@@ -420,13 +431,12 @@ class CoordinatorService:
     def _timer_wait(self) -> float:
         return self._timers.wait()
 
+    # ------------------------------------------------------------------ reload
+
     async def _reload(self) -> str | None:
-        """``ctl reload``: run the command's reload hook (None: reloaded, else why not)."""
         if self.reload_hook is None:
             return "this coordinator was started without a configuration file"
         return await self.reload_hook()
-
-    # ------------------------------------------------------------------ reload
 
     def reconfigure(self, config: Config) -> list[StateChanged]:
         """Decide from now on for ``config``'s targets (a live reload); the retired events.

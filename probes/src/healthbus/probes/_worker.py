@@ -135,7 +135,8 @@ class ProbeMetrics:
         )
         self.dropped = Counter(
             "healthbus_probe_dropped_messages",
-            "Messages received and dropped, by reason (malformed: not a valid worker heartbeat)",
+            "Messages received and dropped, by reason (malformed: not a valid worker heartbeat; "
+            "subject_mismatch: a heartbeat not on its own worker's subject)",
             ["reason"],
             registry=registry,
         )
@@ -454,7 +455,7 @@ class ProbeWorker:
         self.metrics.check_seconds.labels(name).observe(elapsed)
         self._log_change(probe)
         self.last_results[name] = probe
-        await self._publish(self.subjects.probe(name), encode(probe))
+        await self._publish(self.subjects.probe(name, self.worker_id), encode(probe))
         return probe
 
     def _log_change(self, probe: ProbeResult) -> None:
@@ -582,6 +583,11 @@ class ProbeWorker:
         except (ProtocolError, msgspec.DecodeError):
             # Not ours to crash on: a stray or malformed message on the worker subject.
             self.metrics.dropped.labels("malformed").inc()
+            return
+        if msg.subject.rpartition(".")[2] != worker_token(beat.worker):
+            # A credential heartbeats only as its own worker (deploy/ allows each worker
+            # only its own subject): a heartbeat naming another worker claims nothing.
+            self.metrics.dropped.labels("subject_mismatch").inc()
             return
         if self.sharding and not beat.sharding and not beat.stopping:
             return  # a worker that checks everything takes no share of ours

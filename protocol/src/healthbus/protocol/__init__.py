@@ -71,6 +71,7 @@ from healthbus.protocol._subjects import (
     TARGET_PATTERN,
     Subjects,
     is_valid_target,
+    probe_token,
     validate_target,
 )
 from healthbus.protocol._worker import (
@@ -144,6 +145,7 @@ __all__ = [
     "load_config_text",
     "parse_duration",
     "parse_timestamp",
+    "probe_token",
     "redact",
     "redact_url",
     "refresh_origin",

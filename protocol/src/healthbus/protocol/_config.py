@@ -186,6 +186,11 @@ class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     """Leader lease: a standby coordinator takes over this long after the leader died.
     ``"0s"`` turns leader election off (exactly one coordinator must run)."""
     http: str | None = None
+    legacy_probe_subjects: bool = False
+    """Also accept ProbeResults on the old ``<prefix>.probe.<target>`` subjects, which do not
+    name the probe (for a rolling upgrade from workers older than the probe-bound subjects;
+    turn it off once every worker is upgraded: on it, one probe credential can speak for
+    any vantage point)."""
 
     def __post_init__(self) -> None:
         if self.lease < 0:

@@ -1,10 +1,15 @@
 """Subject names (DESIGN section 3, contract) and the target-name rule.
 
 A target name is a single NATS token: ``^[a-z0-9][a-z0-9_-]{0,63}$``. Subjects are
-``<prefix>.probe.<target>``, ``<prefix>.state.<target>``, ``<prefix>.ctl.<command>``,
+``<prefix>.probe.<target>.<probe>``, ``<prefix>.state.<target>``, ``<prefix>.ctl.<command>``,
 ``<prefix>.worker.<...>``, ``<prefix>.report.<target>`` and ``<prefix>.confirm.<target>``;
 the prefix defaults to ``healthbus`` and may itself contain dots (``acme.healthbus``), so tests
 and tenants can share one NATS server.
+
+``<probe>`` is the :func:`probe_token` of the vantage point's probe id, so NATS
+permissions can bind a credential to the one vantage point it speaks for. The older
+``<prefix>.probe.<target>`` (no probe token) is accepted by a coordinator only behind
+``[coordinator] legacy_probe_subjects``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ DEFAULT_PREFIX: Final = "healthbus"
 
 _TARGET_RE: Final = re.compile(TARGET_PATTERN)
 _PREFIX_RE: Final = re.compile(PREFIX_PATTERN)
+_TOKEN_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def probe_token(probe_id: str) -> str:
+    """The subject token of a probe (worker) id: every character outside ``A-Za-z0-9_-``
+    becomes ``_`` (a single NATS token; ``"_"`` for an empty id)."""
+    return _TOKEN_RE.sub("_", probe_id) or "_"
 
 
 def is_valid_target(name: str) -> bool:
@@ -39,8 +51,8 @@ class Subjects:
     """Builds and parses the subjects of one prefix.
 
     >>> s = Subjects("healthbus")
-    >>> s.probe("redis-main"), s.state_all
-    ('healthbus.probe.redis-main', 'healthbus.state.*')
+    >>> s.probe("redis-main", "web-1"), s.state_all
+    ('healthbus.probe.redis-main.web-1', 'healthbus.state.*')
     """
 
     __slots__ = (
@@ -49,6 +61,7 @@ class Subjects:
         "ctl_all",
         "prefix",
         "probe_all",
+        "probe_legacy_all",
         "state_all",
         "worker_all",
     )
@@ -61,14 +74,17 @@ class Subjects:
         self.prefix = prefix
         self._probe_base = f"{prefix}.probe."
         self._state_base = f"{prefix}.state."
-        self.probe_all = f"{prefix}.probe.*"
+        self.probe_all = f"{prefix}.probe.*.*"
+        self.probe_legacy_all = f"{prefix}.probe.*"
         self.state_all = f"{prefix}.state.*"
         self.ctl_all = f"{prefix}.ctl.>"
         self.worker_all = f"{prefix}.worker.>"
 
-    def probe(self, target: str) -> str:
-        """``<prefix>.probe.<target>``: where ProbeResults for ``target`` go."""
-        return self._probe_base + validate_target(target)
+    def probe(self, target: str, probe: str | None = None) -> str:
+        """``<prefix>.probe.<target>.<probe-token>``: where the ProbeResults of probe id
+        ``probe`` for ``target`` go. Without ``probe``: the legacy ``<prefix>.probe.<target>``."""
+        subject = self._probe_base + validate_target(target)
+        return subject if probe is None else f"{subject}.{probe_token(probe)}"
 
     def state(self, target: str) -> str:
         """``<prefix>.state.<target>``: where StateChanged for ``target`` go."""
@@ -109,8 +125,14 @@ class Subjects:
         return self._target_after(subject, f"{self.prefix}.confirm.")
 
     def probe_target(self, subject: str) -> str | None:
-        """The target token of a probe subject, or None if it is not one (or is invalid)."""
-        return self._target_after(subject, self._probe_base)
+        """The target token of a probe subject (either form), or None if it is not one
+        (or is invalid)."""
+        if not subject.startswith(self._probe_base):
+            return None
+        target, _, token = subject[len(self._probe_base) :].partition(".")
+        if "." in token:
+            return None
+        return target if is_valid_target(target) else None
 
     def state_target(self, subject: str) -> str | None:
         """The target token of a state subject, or None if it is not one (or is invalid)."""

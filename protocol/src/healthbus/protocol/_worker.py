@@ -14,8 +14,7 @@ configuration file (the sender ignores its own notice).
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Final
+from typing import Annotated
 
 import msgspec
 
@@ -26,13 +25,13 @@ from healthbus.protocol._messages import (
     Version,
     decode_with,
 )
-
-_TOKEN_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
+from healthbus.protocol._subjects import probe_token
 
 
 def worker_token(worker_id: str) -> str:
-    """The subject token of a worker id (``A-Za-z0-9_-`` only)."""
-    return _TOKEN_RE.sub("_", worker_id) or "_"
+    """The subject token of a worker id (``A-Za-z0-9_-`` only): :func:`probe_token`, the
+    same token its ProbeResults are published under."""
+    return probe_token(worker_id)
 
 
 class WorkerHeartbeat(msgspec.Struct, kw_only=True, frozen=True):

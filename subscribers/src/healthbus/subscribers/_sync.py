@@ -279,7 +279,7 @@ class SyncHealthClient:
             return current
         with self._lock:
             if self._closed:
-                raise RuntimeError("SyncHealthClient is closed")
+                raise RuntimeError("SyncHealthClient is closed (it was never connected)")
             if self._forked_from is not None and self.after_fork == "raise":
                 raise ForkedClientError(
                     f"this SyncHealthClient was connected in process {self._forked_from} before it forked; "
@@ -325,7 +325,8 @@ class SyncHealthClient:
                 return
             self._closed = True
             runner, dispatcher, client = self._runner, self._dispatcher, self._client
-            self._runner = self._dispatcher = self._client = None
+            # The closed client keeps answering from the last known states, like HealthClient.
+            self._runner = self._dispatcher = None
         _CLIENTS.discard(self)
         if runner is not None:
             if client is not None:
@@ -394,7 +395,7 @@ class SyncHealthClient:
         """Block until ``target`` is in ``state`` (one or several); TimeoutError after ``timeout`` seconds."""
         client = self._ensure_started()
         runner = self._runner
-        if runner is None:
+        if runner is None or self._closed:
             raise RuntimeError("SyncHealthClient is closed")
         margin = None if timeout is None else timeout + _START_MARGIN
         result: TargetState = runner.call(client.wait_for(target, state, timeout=timeout), margin)

@@ -571,8 +571,10 @@ class Decider:
         if breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
             breaker = t.breaker
-        old_verdict = vp.verdict
-        if old_verdict is not None and mono - vp.support >= stale:
+        # The verdict as it counted until now (None once lapsed), so that a lapsed verdict
+        # the result brings back is a change and gets evaluated.
+        old_verdict = vp.counts(mono, stale)
+        if old_verdict is None:
             vp.verdict = None  # the results behind it are older than stale_after: lapsed
         outcome = result.outcome
         if outcome == vp.outcome and vp.verdict == outcome:

