@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from healthbus.coordinator._core import ConfirmPlanner
+from healthbus.coordinator._core import ConfirmPlanner, Decider
+from healthbus.coordinator._counters import Counters
+from healthbus.coordinator._reports import ReportIntake
+from healthbus.protocol import MAX_MESSAGE_BYTES, FailureReport, Subjects, encode
+
+from ._sim import at, target
 
 
 def test_one_round_per_target_per_window_however_many_reports() -> None:
@@ -46,3 +53,42 @@ def test_memory_is_bounded_and_forget_drops_a_target() -> None:
     assert p.outcomes == {}
     with pytest.raises(ValueError, match=">= 0"):
         ConfirmPlanner(window=-1)
+
+
+async def test_report_intake_drops_bad_input_and_holds_during_maintenance() -> None:
+    """Unknown target, oversized, malformed, mismatched: dropped and counted; maintenance holds.
+
+    No NATS here: the intake's round goes to a connection it does not have (counted as not
+    published), which is enough to see the decisions; the wire path is in tests/e2e/test_reports.py.
+    """
+    clock = [100.0]
+    decider = Decider([target("db")], rng=random.Random(0), now=at(clock[0]))
+    counters = Counters(lambda: clock[0])
+    intake = ReportIntake(ConfirmPlanner(), counters, subjects=Subjects("hb"), now=lambda: at(clock[0]))
+    intake.bind(decider, None)  # type: ignore[arg-type]
+
+    def report(subject_target: str, body_target: str = "db", instance: str = "i1") -> None:
+        intake.handle_report(
+            f"hb.report.{subject_target}",
+            encode(FailureReport(target=body_target, instance=instance, kind="refused", at=at(clock[0]).wall)),
+        )
+
+    report("nope", "nope")
+    intake.handle_report("hb.report.db", b"{not json")
+    intake.handle_report("hb.report.db", b" " * (MAX_MESSAGE_BYTES + 1))
+    report("db", "other")
+    assert counters.dropped == {
+        "report_unknown_target": 1,
+        "report_malformed": 2,
+        "report_oversized": 1,
+    }
+    report("db")
+    assert intake.planner.rounds == {"db": 1}
+    assert intake.publish_errors == 1  # no connection: counted, never raised
+    report("db")
+    assert counters.dropped["report_flood"] == 1
+    decider.control("maintenance", "db", "planned", at(clock[0]), duration=60.0)
+    clock[0] += 2.0
+    report("db", instance="i2")
+    assert intake.planner.outcomes[("db", "held")] == 1
+    assert intake.planner.rounds == {"db": 1}
