@@ -50,6 +50,27 @@ KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "recover_all_ms_healthbus": float,
         "degrade_all_ms_healthbus_no_reports": float,
     },
+    "fleet": {
+        "instances": int,
+        "jetstream_consumers_peak": int,
+        "nats_server_rss_mb": float,
+        "nats_server_cpu_s": float,
+        "flip_all_p50_ms": float,
+        "flip_all_p99_ms": float,
+        "flip_all_max_ms": float,
+        "reconnect_caught_up_s": float,
+        "missed_transitions": int,
+        "client_rss_kb_per_instance": float,
+        "baseline_jetstream_consumers_peak": int,
+        "baseline_nats_server_rss_mb": float,
+        "baseline_nats_server_cpu_s": float,
+        "baseline_flip_all_p50_ms": float,
+        "baseline_flip_all_p99_ms": float,
+        "baseline_flip_all_max_ms": float,
+        "baseline_reconnect_caught_up_s": float,
+        "baseline_missed_transitions": int,
+        "baseline_client_rss_kb_per_instance": float,
+    },
     "client": {
         "is_available_ns": float,
         "sync_is_available_ns": float,
@@ -57,16 +78,24 @@ KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "get_adapter_us": float,
         "adapter_overhead_us": float,
     },
+    "failover": {
+        "coordinator_kill_gap_s": float,
+        "stream_leader_kill_gap_s": float,
+        "coordinator_node_kill_gap_s": float,
+        "lost_transitions": int,
+        "duplicate_seqs": int,
+        "nats_reelection_s": float,
+    },
 }
 
 
-def bench(suite: str, *extra: str) -> dict[str, Any]:
+def bench(suite: str, *extra: str, timeout: float = 110) -> dict[str, Any]:
     """Run ``healthbus bench SUITE --size smoke --json`` and return its one JSON object."""
     proc = subprocess.run(
         [HEALTHBUS, "bench", suite, "--size", "smoke", "--json", *extra],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "error"},
         check=False,
     )
@@ -180,6 +209,32 @@ def test_client_suite() -> None:
     assert result["is_available_ns"] > 0
     assert result["sync_is_available_ns"] > 0
     assert result["adapter_overhead_us"] == pytest.approx(result["get_adapter_us"] - result["get_plain_us"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_failover_suite() -> None:
+    """Three faults on a 3-node cluster it starts itself: nothing lost, nothing stored twice."""
+    require("nats-server", "the benchmark starts its own 3-node cluster")
+    result = bench("failover", timeout=240)
+    check_keys(result, "failover")
+    assert result["lost_transitions"] == 0
+    assert result["duplicate_seqs"] == 0
+    assert result["seq_gaps"] == 0
+    assert result["phases"] > 10  # phases did change around every fault
+
+
+def test_fleet_suite() -> None:
+    """HealthClients hold no consumer and see every transition; the baseline holds one each."""
+    require("nats-server", "the benchmark starts its own nats-server")
+    result = bench("fleet", "--instances", "120", "--repeat", "2", "--duration", "0.5")
+    check_keys(result, "fleet")
+    assert result["instances"] == 120
+    assert result["jetstream_consumers_peak"] == 0
+    assert result["baseline_jetstream_consumers_peak"] == 120
+    assert result["missed_transitions"] == 0
+    assert result["connect_failures"] == 0
+    assert 0 < result["flip_all_p50_ms"] <= result["flip_all_p99_ms"] <= result["flip_all_max_ms"]
+    assert result["reconnect_caught_up_s"] > 0
 
 
 def test_unknown_suite_is_a_usage_error() -> None:

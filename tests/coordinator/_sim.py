@@ -114,6 +114,12 @@ class Sim:
         self._keep(out)
         return out
 
+    def reload(self, *targets: TargetConfig) -> list[StateChanged]:
+        """Reconfigure the decider with ``targets`` now (a live reload)."""
+        out = self.decider.reconfigure(targets, at(self.t))
+        self._keep(out)
+        return out
+
     def _keep(self, out: list[StateChanged]) -> None:
         self.events.extend(out)
 

@@ -280,6 +280,39 @@ def test_a_dependency_that_keeps_going_down_and_up_still_flaps() -> None:
     assert any(e.flapping for e in sim.events), [(e.state, e.breaker) for e in sim.events]
 
 
+def test_a_lapsed_verdict_given_again_is_a_change() -> None:
+    """A failing verdict that lapsed (its fail older than stale_after, the point still live)
+    and is given again by one new fail makes the target degraded again at once.
+
+    The core once took the lapsed verdict for the current one and skipped the evaluation,
+    so the target stayed healthy with a failing vantage point (found by the reference decider).
+    """
+    sim = Sim(target(failure_threshold=1, success_threshold=2, quorum="all"))
+    sim.feed("pass", probe="p1", dt=0.0)
+    sim.feed("pass", probe="p2", dt=0.0)
+    (down,) = sim.feed("fail", probe="p1", dt=1.0)  # t=1: p1 failing
+    assert down.state == "degraded"
+    sim.feed("pass", probe="p2", dt=5.0)  # p2 passing
+    sim.feed("pass", probe="p1", dt=8.0)  # t=14: one pass, p1 still failing
+    sim.feed("pass", probe="p2", dt=1.0)
+    (up,) = sim.advance(1.5)  # t=16.5: p1's fail is older than stale_after: lapsed
+    assert (up.state, up.reason) == ("healthy", "1/2 probes passing")
+    (again,) = sim.feed("fail", probe="p1", dt=0.5)  # a new fail: failing again
+    assert (again.state, again.reason) == ("degraded", "1/2 probes failing (refused)")
+
+
+def test_a_disabled_target_forgets_long_silent_vantage_points() -> None:
+    """A vantage point not heard from for 10 x stale_after is forgotten whatever the breaker:
+    a disabled target reset long after no longer names it in its evidence."""
+    sim = Sim(target())
+    sim.control("disable")
+    sim.feed("pass", probe="p1", dt=1.0)  # recorded while disabled
+    sim.advance(20.0)
+    sim.advance(200.0)
+    (trial,) = sim.control("reset")
+    assert (trial.breaker, trial.evidence) == ("half_open", {})
+
+
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
     """A failing point whose fail lapsed (only slow passes since) is re-decided when a
     fresh fail makes it failing again: the target goes back to degraded at once."""

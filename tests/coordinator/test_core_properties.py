@@ -19,19 +19,16 @@ results = st.tuples(st.just("result"), st.integers(0, 2), outcomes, st.floats(0.
 # Runs of one outcome from one vantage point cross the hysteresis thresholds more often
 # than independent draws would.
 runs = st.tuples(st.just("run"), st.integers(0, 2), outcomes, st.floats(0.0, 4.0), st.integers(1, 5))
-ops = st.lists(
-    st.one_of(
-        results,
-        runs,
-        runs,
-        runs,
-        st.tuples(st.just("tick"), st.floats(0.0, 30.0)),
-        st.tuples(st.just("control"), st.sampled_from(["force-open", "disable", "reset", "reset", "status"])),
-        st.tuples(st.just("stale"), st.integers(0, 2)),
-    ),
-    min_size=5,
-    max_size=80,
+op = st.one_of(
+    results,
+    runs,
+    runs,
+    runs,
+    st.tuples(st.just("tick"), st.floats(0.0, 30.0)),
+    st.tuples(st.just("control"), st.sampled_from(["force-open", "disable", "reset", "reset", "status"])),
+    st.tuples(st.just("stale"), st.integers(0, 2)),
 )
+ops = st.lists(op, min_size=5, max_size=80)
 configs = st.fixed_dictionaries(
     {
         "failure_threshold": st.integers(1, 4),
@@ -77,6 +74,14 @@ def run(
             note(sim.advance(step[1]))
         elif kind == "control":
             note(sim.control(step[1]))
+        elif kind == "maintenance":
+            note(sim.control_for("maintenance", step[1]))
+        elif kind == "reload":  # new settings, or (None) retired and configured again
+            if step[1] is None:
+                note(sim.reload())
+                note(sim.reload(target(**config)))
+            else:
+                note(sim.reload(target(**step[1])))
         else:  # a replayed old result is rejected and changes nothing
             before = sim.decider.state("db")
             try:

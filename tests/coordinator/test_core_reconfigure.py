@@ -103,3 +103,26 @@ def test_added_back_in_the_same_run_continues_too() -> None:
     sim.feed("pass", name="cache")
     (back,) = sim.feed("pass", name="cache")
     assert (back.seq, back.previous, back.state) == (retired.seq + 1, "unknown", "healthy")
+
+
+def test_changed_quorum_decides_at_the_next_result_even_with_no_verdict_change() -> None:
+    """A result that changes no verdict still decides with the new settings (the core's
+    fast path once skipped it, keeping the old quorum's state; found by the reference decider)."""
+    sim = Sim(target("db", failure_threshold=1, success_threshold=1, quorum="majority"))
+    sim.feed("pass", probe="p0", dt=0.0)
+    (degraded,) = sim.feed("fail", probe="p1", dt=0.0)
+    assert degraded.state == "degraded"
+    sim.reload(target("db", failure_threshold=1, success_threshold=1, quorum="any"))
+    assert sim.decider.state("db")[0] == "degraded"  # kept until the next result or timer
+    (down,) = sim.decider.on_result(result(sim.t, "pass", probe="p0"), at(sim.t))
+    assert (down.state, down.breaker) == ("unavailable", "open")
+
+
+def test_changed_quorum_decides_at_the_next_timer() -> None:
+    """With no result, the next tick decides with the new settings."""
+    sim = Sim(target("db", failure_threshold=1, success_threshold=1, quorum="majority"))
+    sim.feed("pass", probe="p0", dt=0.0)
+    sim.feed("fail", probe="p1", dt=0.0)
+    sim.reload(target("db", failure_threshold=1, success_threshold=1, quorum="any"))
+    (down,) = sim.advance(0.1)
+    assert (down.state, down.breaker) == ("unavailable", "open")

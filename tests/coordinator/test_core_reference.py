@@ -1,11 +1,13 @@
 """Differential check: the decision core decides exactly like the plain reference decider.
 
 The real core is tuned for speed (shared settings, run counters, a bit-mask flap history,
-reasons built only when emitted); the reference in ``_reference`` is the same rules
-written plainly. For random configurations and random streams of results, silences,
-replayed old results and operator commands, both must emit the same events, compared as
-encoded bytes. Refresh and restore are not part of it (the reference predates them; their
-own tests are in test_core_refresh.py and test_core_edges.py).
+a timer heap, a fast path for results that change no verdict, reasons built only when
+emitted); the reference in ``_reference`` is the same rules written plainly. For random
+configurations and random streams of results, silences, replayed old results, operator
+commands, maintenance windows and live reloads (new settings, or the target retired and
+configured again), both must emit the same events, compared as encoded bytes. Refresh and
+restore are not part of it (their own tests are in test_core_refresh.py and
+test_core_edges.py).
 """
 
 from __future__ import annotations
@@ -15,14 +17,21 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthbus.protocol import encode
+from healthbus.protocol import Duration, encode
 
 from ._reference import Decider as ReferenceDecider
-from .test_core_properties import configs, ops, run
+from .test_core_properties import configs, op, run
+
+# A shorter stale_after as well: verdicts lapse and points fall silent between the results
+# drawn far more often, where the stale-evidence rules have their corner cases.
+settings_ = st.builds(lambda c, s: {**c, "stale_after": Duration(s)}, configs, st.sampled_from([4.0, 9.0, 15.0]))
+maintenance = st.tuples(st.just("maintenance"), st.sampled_from([0.5, 5.0, 40.0, 600.0]))
+reloads = st.tuples(st.just("reload"), st.none() | configs)
+inputs = st.lists(st.one_of(op, maintenance, reloads), min_size=5, max_size=80)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=configs, steps=ops, seed=st.integers(0, 1000))
+@given(config=settings_, steps=inputs, seed=st.integers(0, 1000))
 def test_core_decides_like_the_reference(config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int) -> None:
     """Same inputs, times and seed: byte-identical events from the core and the reference."""
     fast, _ = run(config, steps, seed)

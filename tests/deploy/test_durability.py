@@ -19,7 +19,7 @@ from tests.harness._util import require
 pytestmark = pytest.mark.nats
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats"
-ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
+ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "viewer", "operator")
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 from nats.js.errors import APIError
 
-from healthbus.bus import sync_subscriptions
+from healthbus.bus import SUBSCRIBER_INBOX_PREFIX, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
@@ -32,14 +33,14 @@ from healthbus.protocol import (
     load_config_text,
     utcnow,
 )
-from healthbus.subscribers import BusUnavailable, StateStream, connect, ensure_stream
+from healthbus.subscribers import BusUnavailable, HealthClient, StateStream, connect, ensure_stream
 from tests.harness._util import require
 from tests.helpers import probe_result, state_changed, wait_until
 
 pytestmark = pytest.mark.nats
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
-ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
+ROLES = ("coordinator", "probe-0", "probe-1", "subscriber", "viewer", "operator")
 
 
 def _password(role: str) -> str:
@@ -82,8 +83,14 @@ class Session:
 
 async def _session(server: EmbeddedNats, role: str) -> Session:
     session = Session()
+    # The subscriber role receives replies only on HealthClient's inbox prefix.
     await session.nc.connect(
-        server.url, user=role, password=_password(role), error_cb=session.error_cb, allow_reconnect=False
+        server.url,
+        user=role,
+        password=_password(role),
+        error_cb=session.error_cb,
+        allow_reconnect=False,
+        inbox_prefix=SUBSCRIBER_INBOX_PREFIX if role == "subscriber" else "_INBOX",
     )
     return session
 
@@ -112,13 +119,13 @@ async def test_only_the_coordinator_writes_state(sessions: dict[str, Session]) -
         .publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
     )
     assert ack.seq == 1
-    for role in ("probe-0", "subscriber", "operator"):
+    for role in ("probe-0", "subscriber", "viewer", "operator"):
         s = sessions[role]
         await s.nc.publish("healthbus.state.redis-main", encode(_event(99, "unavailable")))
         assert "healthbus.state.redis-main" in await s.violation()
-    current = await StateStream(sessions["subscriber"].nc).current()
-    assert current["redis-main"].seq == 1
-    assert current["redis-main"].state == "healthy"
+    (current,) = await StateStream(sessions["subscriber"].nc).snapshot()
+    assert current.seq == 1
+    assert current.state == "healthy"
 
 
 async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[str, Session]) -> None:
@@ -142,10 +149,10 @@ async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[
 
 
 async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Session]) -> None:
-    """Subscriber, probe and operator can read current states and receive live changes."""
+    """Probe, viewer and operator can read current states and follow changes through consumers."""
     js = sessions["coordinator"].nc.jetstream()
     await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
-    for seq, role in enumerate(("subscriber", "probe-0", "operator"), start=2):
+    for seq, role in enumerate(("probe-0", "viewer", "operator"), start=2):
         stream = StateStream(sessions[role].nc)
         assert (await stream.current())["redis-main"].seq == seq - 1
         seen: asyncio.Queue[StateChanged] = asyncio.Queue()
@@ -246,10 +253,76 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
             result = probe_result("redis-main", probe="probe-0")
             await probe.nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
             await service.wait_published("redis-main", 1)
-        current = await StateStream(subscriber.nc).current()
-        assert current["redis-main"].state == "healthy"
+        (current,) = await StateStream(subscriber.nc).snapshot()
+        assert current.state == "healthy"
         for s in (coordinator, probe, subscriber):
             assert not any("ermissions" in e for e in s.errors), s.errors
     finally:
         for s in (coordinator, probe, subscriber):
             await s.nc.close()
+
+
+async def test_health_client_works_under_the_subscriber_role(
+    secured_nats: EmbeddedNats, sessions: dict[str, Session]
+) -> None:
+    """HealthClient with the subscriber credential loads, follows live, and leaves no consumer behind."""
+    js = sessions["coordinator"].nc.jetstream()
+    for seq in (1, 2):
+        await js.publish(
+            "healthbus.state.redis-main", encode(_event(seq)), headers={"Nats-Msg-Id": f"redis-main:{seq}"}
+        )
+    settings = BusSettings(url=secured_nats.url, user="subscriber", password=_password("subscriber"))
+    async with HealthClient.connect(settings=settings, batch=1) as health:
+        state = health.state("redis-main")
+        assert state is not None
+        assert state.seq == 2
+        assert health.bus.connected
+        await js.publish(
+            "healthbus.state.redis-main", encode(_event(3, "unavailable")), headers={"Nats-Msg-Id": "redis-main:3"}
+        )
+        await health.wait_for("redis-main", "unavailable", timeout=10)
+        assert health.bus.connected
+        assert (await js.stream_info("HEALTHBUS_STATE")).state.consumer_count == 0
+
+
+async def test_subscriber_cannot_create_consumers_or_read_anything_else(sessions: dict[str, Session]) -> None:
+    """The subscriber credential: no consumer, no stream info or history, no other subject or inbox."""
+    s = sessions["subscriber"]
+    js = s.nc.jetstream()
+    refused = (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError, APIError)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.add_consumer("HEALTHBUS_STATE", ConsumerConfig(durable_name="spy")), 1)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.subscribe("healthbus.state.>", ordered_consumer=True), 2)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.stream_info("HEALTHBUS_STATE"), 1)
+    with pytest.raises(refused):
+        await asyncio.wait_for(js.get_msg("HEALTHBUS_STATE", 1), 1)
+    with pytest.raises(refused):
+        await s.nc.request("$JS.API.INFO", b"", timeout=1)
+    # Another stream (the coordinators' leader lease bucket) is not readable by direct get either.
+    with pytest.raises(refused):
+        await s.nc.request("$JS.API.DIRECT.GET.KV_HEALTHBUS_STATE_LEADER", b'{"seq": 1}', timeout=1)
+    assert (await sessions["coordinator"].nc.jetstream().stream_info("HEALTHBUS_STATE")).state.consumer_count == 0
+    for subject in ("healthbus.probe.>", "healthbus.ctl.>", "healthbus.worker.>", "_INBOX.>", "$JS.API.>", ">"):
+        s.errors.clear()
+        s._violated.clear()
+        await s.nc.subscribe(subject)
+        assert subject.lower() in (await s.violation()).lower()
+    text = "\n".join(s.errors)
+    assert "permissions violation" in text.lower()
+
+
+async def test_a_credential_that_may_not_follow_is_a_lost_bus(secured_nats: EmbeddedNats) -> None:
+    """HealthClient under a role without the subscribe permission: not connected, the reason says so, policy applies."""
+    settings = BusSettings(url=secured_nats.url, user="viewer", password=_password("viewer"))
+    health = HealthClient(settings=settings, stale_after=0.1, on_bus_loss="assume_unavailable", resync_jitter=0)
+    seen: list[str | None] = []
+    health.on_bus_change(lambda status: seen.append(status.reason))
+    async with await health.start():
+        assert not health.bus.connected
+        assert "permissions violation" in (health.bus.reason or "").lower()
+        assert "healthbus.state." in (health.bus.reason or "")
+        await wait_until(lambda: health.bus.stale, 10, "the policy to apply")
+        assert not health.is_available("redis-main")
+        assert seen == [health.bus.reason]  # told through on_bus_change, not only a log line

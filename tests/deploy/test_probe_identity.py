@@ -43,7 +43,7 @@ pytestmark = pytest.mark.nats
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "healthbus.conf"
 TARGETS = ("t1", "t2", "t3")
-USERS = ("coordinator", "probe-0", "probe-1", "subscriber", "operator")
+USERS = ("coordinator", "probe-0", "probe-1", "subscriber", "viewer", "operator")
 
 
 def _password(user: str) -> str:

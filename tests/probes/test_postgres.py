@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,33 @@ async def test_sqlite_file(tmp_path: Path) -> None:
     finally:
         await good.close()
         await bad.close()
+
+
+def _aiosqlite_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name and t.is_alive()]
+
+
+def test_sqlite_checker_leaves_no_worker_thread_behind(tmp_path: Path) -> None:
+    """Once check() of an SQLite file that cannot be opened returns, and once close() returns
+    after a passing check, no aiosqlite worker thread of the checker is left: none can answer
+    an event loop that is closed by then ("Exception in thread ... Event loop is closed")."""
+
+    async def scenario() -> None:
+        before = set(_aiosqlite_threads())
+        bad = build_checker(_target("sqlalchemy", f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}"))
+        good = build_checker(_target("sqlalchemy", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"))
+        try:
+            for _ in range(3):
+                assert (await bad.check()).outcome == "fail"
+                assert [t for t in _aiosqlite_threads() if t not in before] == []
+            assert (await good.check()).outcome == "pass"
+        finally:
+            await bad.close()
+            await good.close()
+        assert [t for t in _aiosqlite_threads() if t not in before] == []
+
+    # A loop of its own, closed as soon as the scenario returns.
+    asyncio.run(scenario())
 
 
 async def test_postgres_connection_is_reused(postgres_server: PostgresServer) -> None:

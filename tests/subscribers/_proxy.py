@@ -17,6 +17,8 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.downstream_budget: int | None = None
+        """When set: forward this many more bytes server -> client, then :meth:`cut` (a reply cut short)."""
 
     @property
     def url(self) -> str:
@@ -46,14 +48,23 @@ class Proxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
+        for src, dst, downstream in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pump(src, dst, downstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, downstream: bool) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await src.read(65536):
+                budget = self.downstream_budget
+                if downstream and budget is not None:
+                    if len(data) >= budget:
+                        dst.write(data[:budget])
+                        await dst.drain()
+                        self.downstream_budget = None
+                        asyncio.get_running_loop().create_task(self.cut())
+                        return
+                    self.downstream_budget = budget - len(data)
                 dst.write(data)
                 await dst.drain()
         dst.close()

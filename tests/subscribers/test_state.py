@@ -62,7 +62,8 @@ def test_stale_after_time_with_keep_policy_keeps_answers() -> None:
     table = StateTable(stale_after=10, policy="keep")
     table.apply(state_changed("a", 1, "healthy"))
     table.apply(state_changed("b", 1, "unavailable"))
-    assert table.mark_lost(100.0) is False
+    assert table.mark_lost(100.0) is True  # connected -> lost is a change (not yet stale)
+    assert table.mark_lost(101.0) is False  # still lost: no change
     assert table.tick(109.9) is False
     assert table.states["a"].stale is False
     assert table.tick(110.0) is True
@@ -94,6 +95,19 @@ def test_stale_policies_override_every_answer(policy: str, answer: bool) -> None
     assert table.features_ok == {"f": True, "g": False}
     assert table.default_available is False
     assert table.default_feature is True
+
+
+def test_every_status_change_is_reported_including_recovery_before_stale() -> None:
+    """Lost, a new reason, and back (before stale_after) each count as a change; nothing else does."""
+    table = StateTable(stale_after=30)
+    assert table.mark_restored() is False  # already connected
+    assert table.mark_lost(0.0, reason="disconnected") is True
+    assert table.status(1.0).reason == "disconnected"
+    assert table.mark_lost(1.0, reason="disconnected") is False
+    assert table.mark_lost(2.0, reason="stream missing") is True
+    assert table.mark_restored() is True
+    status = table.status(3.0)
+    assert (status.connected, status.stale, status.reason) == (True, False, None)
 
 
 def test_mark_lost_immediately_is_stale_at_once() -> None:

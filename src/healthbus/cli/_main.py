@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker_id", metavar="ID", help="the worker's id (its --id, and its NATS user name): A-Z a-z 0-9 _ -"
     )
     parsers["bench"].add_argument(
-        "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client or all"
+        "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client, failover, fleet or all"
     )
     parsers["bench"].add_argument("--json", action="store_true", help="print one JSON object")
     parsers["bench"].add_argument(
@@ -210,9 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--messages", type=int, metavar="N", help="coordinator: ProbeResults to publish (200000)")
     sizes.add_argument("--targets", type=int, metavar="N", help="coordinator: targets (1000); scale: (10000)")
     sizes.add_argument("--subscribers", type=int, metavar="N", help="latency: subscriber processes (100)")
-    sizes.add_argument("--instances", type=int, metavar="N", help="fanout: service instances (50)")
-    sizes.add_argument("--duration", type=float, metavar="S", help="scale, fanout: seconds of steady load")
-    sizes.add_argument("--repeat", type=int, metavar="N", help="coordinator: baseline/coordinator pairs (3)")
+    sizes.add_argument(
+        "--instances", type=int, metavar="N", help="fanout: service instances (50); fleet: HealthClients (10000)"
+    )
+    sizes.add_argument(
+        "--duration", type=float, metavar="S", help="scale, fanout: seconds of steady load; fleet: idle window (10)"
+    )
+    sizes.add_argument(
+        "--repeat", type=int, metavar="N", help="coordinator: baseline/coordinator pairs (3); fleet: transitions (20)"
+    )
     sizes.add_argument("--calls", type=int, metavar="N", help="client: calls to time per figure")
     sizes.add_argument("--seed", type=int, default=1, help="seed of the synthetic traffic (default 1)")
     sizes.add_argument("--keep", action="store_true", help="keep the work directory (server logs) and name it")

@@ -1,20 +1,27 @@
-"""The reference decider: the decision core as first written, plain and slow, kept as an oracle.
+"""The reference decider: the decision rules written plainly and slowly, kept as an oracle.
 
-This is the core before any performance work (a TargetConfig and three streaks per
-vantage point, a deque of verdicts for flap detection, reasons built on every
-evaluation), plus the one behaviour fix made since that affects results, ticks and
-operator commands (a reset of a half-open breaker announces attempt 0).
-``test_core_reference.py`` feeds it and the real core the same random inputs and
-requires byte-identical events. It knows nothing of restore fixes or refreshes, so the
-property test uses neither. A change of the rules changes this file too, on purpose:
-say the new rule here in the plainest way, then make the fast core agree.
+``test_core_reference.py`` feeds it and the real core (``healthbus.coordinator._core``)
+the same random inputs and requires byte-identical events. The real core is tuned for
+speed (shared settings, one run counter, a bit-mask flap history, a timer heap, a fast
+path for results that change no verdict, reasons built only when emitted); this file
+states the same rules the obvious way:
 
-The rules themselves are stated in docs/coordinator.md and in the real core's docstring.
+* a vantage point keeps three streaks (fail, pass, warn) and the receive time of its
+  latest result of each outcome; whether its verdict still counts is asked of those
+  times, every time (no cached deadlines);
+* every result is evaluated in full (no fast path);
+* every tick looks at every target (no timer heap): whatever a timer would do is done at
+  the first tick at or after its moment;
+* the flap history is a deque of verdicts.
+
+A change of the rules changes this file too, on purpose: say the new rule here in the
+plainest way, then make the fast core agree. The rules themselves are stated in
+docs/coordinator.md and in the real core's module docstring. Restore and refresh are not
+part of it (their own tests are in test_core_refresh.py and test_core_edges.py).
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -31,6 +38,7 @@ from healthbus.protocol import (
     State,
     StateChanged,
     TargetConfig,
+    format_timestamp,
 )
 
 from ._flap import FlapDetector
@@ -40,10 +48,11 @@ from ._flap import FlapDetector
 MAX_VANTAGE_POINTS: Final = 64
 #: A vantage point not heard from for this many ``stale_after`` is forgotten.
 FORGET_AFTER_STALE: Final = 10.0
+RETIRED_REASON: Final = "retired: removed from the configuration"
+MAINTENANCE_MARK: Final = "maintenance until "
 
-DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
-ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status"]
+ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status", "maintenance"]
 
 
 class Now(NamedTuple):
@@ -71,38 +80,56 @@ def quorum_need(quorum: Quorum, live: int) -> int:
 class _Vantage:
     """What one vantage point said about one target lately."""
 
-    __slots__ = (
-        "error_kind",
-        "fails",
-        "heard",
-        "observed_at",
-        "oks",
-        "outcome",
-        "passes",
-        "probe",
-        "trial",
-        "trial_oks",
-        "verdict",
-        "warns",
-    )
-
     def __init__(self, probe: str) -> None:
         self.probe = probe
         self.outcome: Outcome = "pass"
         self.error_kind: ErrorKind | None = None
         self.observed_at: datetime | None = None
         self.heard = 0.0
+        self.start_afresh()
+
+    def start_afresh(self) -> None:
+        """No evidence at all: no streaks, no verdict, no trial mark."""
         self.fails = 0
         self.passes = 0
         self.warns = 0
-        self.oks = 0
+        self.oks = 0  # pass or warn in a row
         self.verdict: Verdict | None = None
+        # When the latest result of each outcome was received (None: none since the start).
+        self.heard_outcome: dict[Outcome, float | None] = {"pass": None, "warn": None, "fail": None}
         self.trial: Literal["ok", "fail"] | None = None
         self.trial_oks = 0
 
-    def record(self, outcome: Outcome, failure_threshold: int, success_threshold: int) -> None:
-        """Update the streaks and the hysteresis verdict with one result."""
+    def live(self, mono: float, stale: float) -> bool:
+        """Heard from within ``stale``."""
+        return mono - self.heard < stale
+
+    def _young(self, outcomes: tuple[Outcome, ...], mono: float, stale: float) -> bool:
+        """A result of one of ``outcomes`` was received within ``stale``."""
+        times = [self.heard_outcome[o] for o in outcomes]
+        return any(when is not None and mono - when < stale for when in times)
+
+    def current_verdict(self, mono: float, stale: float) -> Verdict | None:
+        """The verdict, while the latest result agreeing with it is younger than ``stale``
+        (a fail for failing, a pass for passing, a pass or warn for warn)."""
+        if self.verdict == "fail" and self._young(("fail",), mono, stale):
+            return "fail"
+        if self.verdict == "pass" and self._young(("pass",), mono, stale):
+            return "pass"
+        if self.verdict == "warn" and self._young(("pass", "warn"), mono, stale):
+            return "warn"
+        return None
+
+    def current_trial(self, mono: float, stale: float) -> Literal["ok", "fail"] | None:
+        """The trial mark; a failed trial counts while its latest fail is younger than ``stale``."""
+        if self.trial == "fail" and not self._young(("fail",), mono, stale):
+            return None
+        return self.trial
+
+    def record(self, outcome: Outcome, mono: float, failure_threshold: int, success_threshold: int) -> None:
+        """Update the streaks and the hysteresis verdict with one result received at ``mono``."""
         self.outcome = outcome
+        self.heard_outcome[outcome] = mono
         if outcome == "fail":
             self.fails += 1
             self.oks = self.passes = self.warns = 0
@@ -136,39 +163,9 @@ class _Vantage:
 class _Target:
     """The decision state of one target (mutable; owned by the Decider)."""
 
-    __slots__ = (
-        "attempt",
-        "breaker",
-        "expect_since",
-        "failure_threshold",
-        "features",
-        "flap",
-        "flapping",
-        "half_open_since",
-        "last",
-        "name",
-        "override_reason",
-        "prev_delay",
-        "quorum",
-        "raw",
-        "retry_at",
-        "scheduled",
-        "seq",
-        "settings",
-        "stale_after",
-        "state",
-        "success_threshold",
-        "vps",
-    )
-
     def __init__(self, cfg: TargetConfig, now_mono: float) -> None:
         self.name = cfg.name
-        self.settings = cfg
-        self.failure_threshold = cfg.failure_threshold
-        self.success_threshold = cfg.success_threshold
-        self.quorum: Quorum = cfg.quorum
-        self.stale_after = cfg.effective_stale_after
-        self.features = list(cfg.features)
+        self.configure(cfg)
         self.flap: FlapDetector | None = FlapDetector(cfg.flap) if cfg.flap.enabled else None
         self.seq = 0
         self.state: State = "unknown"  # as last announced
@@ -176,14 +173,23 @@ class _Target:
         self.breaker: BreakerState = "closed"
         self.flapping = False  # as last announced
         self.attempt = 0
-        self.retry_at: float | None = None
+        self.retry_at: float | None = None  # open: the trial; forced open: the end of a maintenance window
         self.prev_delay: float | None = None
         self.half_open_since = now_mono
         self.expect_since = now_mono
         self.override_reason = ""
-        self.vps: dict[str, _Vantage] = {}
-        self.last: StateChanged | None = None
-        self.scheduled: float | None = None
+        self.vps: dict[str, _Vantage] = {}  # insertion order: the order of evidence
+
+    def configure(self, cfg: TargetConfig) -> None:
+        self.settings = cfg
+        self.failure_threshold = cfg.failure_threshold
+        self.success_threshold = cfg.success_threshold
+        self.quorum: Quorum = cfg.quorum
+        self.stale_after = cfg.effective_stale_after
+        self.features = list(cfg.features)
+
+    def live(self, mono: float) -> list[_Vantage]:
+        return [vp for vp in self.vps.values() if vp.live(mono, self.stale_after)]
 
 
 class _Counts(NamedTuple):
@@ -213,26 +219,13 @@ class Decider:
     ) -> None:
         self._rng = rng
         self._max_vps = max(1, max_vantage_points)
-        self._targets: dict[str, _Target] = {}
-        self._heap: list[tuple[float, str]] = []
-        for cfg in targets:
-            t = _Target(cfg, now.mono)
-            self._targets[cfg.name] = t
-            self._schedule(t, self._deadline(t, now.mono))
+        self._targets: dict[str, _Target] = {cfg.name: _Target(cfg, now.mono) for cfg in targets}
+        self._retired_seq: dict[str, int] = {}
 
     # ------------------------------------------------------------------ queries
 
     def __contains__(self, target: object) -> bool:
         return target in self._targets
-
-    @property
-    def targets(self) -> list[str]:
-        """Every configured target's name."""
-        return list(self._targets)
-
-    def current(self, target: str) -> StateChanged | None:
-        """The last event announced (or restored) for ``target``; KeyError if unknown."""
-        return self._targets[target].last
 
     def state(self, target: str) -> tuple[State, BreakerState, int]:
         """``(state, breaker, seq)`` of ``target`` as last announced."""
@@ -243,42 +236,42 @@ class Decider:
         """How many vantage points are remembered for ``target`` (bounded)."""
         return len(self._targets[target].vps)
 
-    def next_deadline(self) -> float | None:
-        """The earliest monotonic time at which :meth:`tick` may have work (or None)."""
-        return self._heap[0][0] if self._heap else None
-
     # ------------------------------------------------------------------ inputs
 
-    def restore(self, event: StateChanged, now: Now) -> bool:
-        """Seed a target from the last event published for it; emits nothing.
-
-        The next event gets ``event.seq + 1`` and ``previous == event.state``. Returns
-        False (and changes nothing) for a target not configured, or an event not newer
-        than what is already known.
-        """
-        t = self._targets.get(event.target)
-        if t is None or event.seq <= t.seq:
-            return False
-        t.seq = event.seq
-        t.state = t.raw = event.state
-        t.breaker = event.breaker
-        t.attempt = event.attempt
-        t.flapping = event.flapping
-        if t.flap is not None:
-            t.flap.clear()
-            t.flap.flapping = event.flapping
-        t.retry_at = None
-        t.prev_delay = None
-        if event.retry_at is not None and event.breaker == "open":
-            t.retry_at = now.mono + (event.retry_at - now.wall).total_seconds()
-            t.prev_delay = max(0.0, (event.retry_at - event.at).total_seconds())
-        elif event.breaker == "open":  # an open breaker must have a time to retry
-            t.retry_at = now.mono
-        t.half_open_since = t.expect_since = now.mono
-        t.override_reason = event.reason if event.breaker in ("forced_open", "disabled") else ""
-        t.last = event
-        self._schedule(t, self._deadline(t, now.mono))
-        return True
+    def reconfigure(self, targets: Iterable[TargetConfig], now: Now) -> list[StateChanged]:
+        """A new set of targets: added ones start as new, changed ones take the new settings
+        from now on, removed ones that were ever announced get one ``retired`` event."""
+        new = {cfg.name: cfg for cfg in targets}
+        events: list[StateChanged] = []
+        for name in list(self._targets):
+            if name not in new:
+                gone = self._targets.pop(name)
+                if gone.seq:
+                    gone.seq += 1
+                    events.append(
+                        StateChanged(
+                            target=name,
+                            seq=gone.seq,
+                            at=now.wall,
+                            previous=gone.state,
+                            state="unknown",
+                            breaker="closed",
+                            reason=RETIRED_REASON,
+                            features=list(gone.features),
+                            retired=True,
+                        )
+                    )
+                    self._retired_seq[name] = gone.seq
+        for name, cfg in new.items():
+            t = self._targets.get(name)
+            if t is None:
+                t = self._targets[name] = _Target(cfg, now.mono)
+                t.seq = self._retired_seq.pop(name, 0)  # back after a retirement: its seq goes on
+            else:
+                if cfg.flap != t.settings.flap:
+                    t.flap = FlapDetector(cfg.flap) if cfg.flap.enabled else None
+                t.configure(cfg)
+        return events
 
     def on_result(self, result: ProbeResult, now: Now) -> list[StateChanged]:
         """Take one ProbeResult; raises :class:`Rejected` (changing nothing) to drop it."""
@@ -293,59 +286,56 @@ class Decider:
         vp = t.vps.get(result.probe)
         if vp is None:
             vp = self._add_vantage(t, result.probe, now.mono)
-            was_live = False
-        else:
-            was_live = now.mono - vp.heard < stale
-            # A replayed or reordered result must not undo a newer one; once the point
-            # went silent, a restarted worker whose clock stepped back starts afresh.
-            if was_live and vp.observed_at is not None and result.observed_at < vp.observed_at:
+        elif vp.live(now.mono, stale):
+            # A replayed or reordered result must not undo a newer one.
+            if vp.observed_at is not None and result.observed_at < vp.observed_at:
                 raise Rejected("out_of_order", f"older than the last result of probe {result.probe!r}")
+        else:
+            # Silent for stale_after or more: what it said before is no evidence any more.
+            vp.start_afresh()
         events: list[StateChanged] = []
         if t.breaker == "open" and t.retry_at is not None and now.mono >= t.retry_at:
             self._half_open(t, now, events)  # the timer is due: this result is a trial
-        old_verdict = vp.verdict
-        vp.record(result.outcome, t.failure_threshold, t.success_threshold)
+        # A verdict whose agreeing results are all older than stale_after has lapsed.
+        vp.verdict = vp.current_verdict(now.mono, stale)
+        vp.record(result.outcome, now.mono, t.failure_threshold, t.success_threshold)
         vp.error_kind = result.error_kind
         vp.observed_at = result.observed_at
         vp.heard = now.mono
-        scheduled = t.scheduled
-        if scheduled is None or scheduled > now.mono + stale:
-            # This vantage point goes stale then; the pending entry may be later (e.g.
-            # the moment long-silent points are forgotten).
-            self._schedule(t, now.mono + stale)
-        breaker = t.breaker
-        if breaker == "closed":
-            if was_live and vp.verdict == old_verdict:
-                # Fast path: same live set, same verdicts, so the same raw state.
-                if t.flap is not None and t.flap.record(t.raw):
-                    self._announce_closed(t, now, events)
-                return events
+        if t.breaker == "closed":
             self._evaluate_closed(t, now, events, record=True)
-        elif breaker == "half_open":
+        elif t.breaker == "half_open":
             vp.record_trial(result.outcome, t.success_threshold)
             self._evaluate_half_open(t, now, events)
         # open (before retry_at), forced_open, disabled: recorded as evidence only.
         return events
 
     def tick(self, now: Now) -> list[StateChanged]:
-        """Run the timers due by ``now``: retry_at (→ half-open) and staleness."""
+        """Look at every target: forget long-silent vantage points, then what time decides
+        (retry_at → half-open, the end of a maintenance window, staleness)."""
         events: list[StateChanged] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now.mono:
-            when, name = heapq.heappop(heap)
-            t = self._targets[name]
-            if t.scheduled != when:
-                continue  # superseded by an earlier entry
-            t.scheduled = None
-            self._due(t, now, events)
-            nxt = self._deadline(t, now.mono)
-            if nxt is not None:
-                # Never re-arm for "now" again inside this tick: that could spin.
-                self._schedule(t, max(nxt, now.mono + 1e-6))
+        for t in self._targets.values():
+            keep = t.stale_after * FORGET_AFTER_STALE
+            t.vps = {probe: vp for probe, vp in t.vps.items() if not vp.heard + keep < now.mono}
+            if t.breaker == "open":
+                if t.retry_at is not None and now.mono >= t.retry_at:
+                    self._half_open(t, now, events)
+            elif t.breaker == "forced_open":
+                if t.retry_at is not None and now.mono >= t.retry_at:
+                    # The maintenance window is over: as a reset, a trial.
+                    self._clear_overrides(t)
+                    self._half_open(t, now, events, why="maintenance ended: trial checks allowed now")
+            elif t.breaker == "half_open":
+                self._evaluate_half_open(t, now, events)
+            elif t.breaker == "closed":
+                self._evaluate_closed(t, now, events, record=False)
         return events
 
-    def control(self, action: ControlAction, target: str, reason: str, now: Now) -> list[StateChanged]:
-        """Apply an operator command; raises :class:`ControlError` for an unknown target."""
+    def control(
+        self, action: ControlAction, target: str, reason: str, now: Now, *, duration: float | None = None
+    ) -> list[StateChanged]:
+        """Apply an operator command; raises :class:`ControlError` for an unknown target
+        (or a ``maintenance`` without a positive ``duration`` in seconds)."""
         t = self._targets.get(target)
         if t is None:
             raise ControlError(f"no target {target!r} in the configuration")
@@ -353,8 +343,17 @@ class Decider:
         events: list[StateChanged] = []
         if action == "status":
             return events
-        if action == "force-open":
-            if t.breaker != "forced_open":
+        if action == "maintenance":
+            if duration is None or not duration > 0:
+                raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
+            end = now.wall + timedelta(seconds=duration)
+            t.override_reason = f"{MAINTENANCE_MARK}{format_timestamp(end)}: {why}"
+            t.attempt, t.prev_delay = 0, None
+            t.retry_at = now.mono + duration
+            self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
+        elif action == "force-open":
+            # Also over a maintenance window: it becomes open-ended.
+            if t.breaker != "forced_open" or t.retry_at is not None:
                 t.override_reason = f"forced open by operator: {why}"
                 t.attempt, t.retry_at, t.prev_delay = 0, None, None
                 self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
@@ -365,10 +364,7 @@ class Decider:
                 self._emit(t, now, events, "unknown", "disabled", t.override_reason)
         elif action == "reset":
             attempt_before = t.attempt
-            t.override_reason = ""
-            t.attempt, t.retry_at, t.prev_delay = 0, None, None
-            if t.flap is not None:
-                t.flap.clear()
+            self._clear_overrides(t)
             if t.breaker in ("open", "forced_open", "disabled"):
                 # Never straight to closed: the breaker proves itself with a trial. (A
                 # disabled target may have been open when it was disabled.)
@@ -387,115 +383,72 @@ class Decider:
                 self._evaluate_closed(t, now, events, record=False, why=f"reset by operator: {why}")
         else:
             raise ControlError(f"unknown command {action!r}")
-        self._schedule(t, self._deadline(t, now.mono))
         return events
 
-    def restart_grace(self, now: Now) -> None:
-        """Results could not arrive until ``now`` (bus outage): silence so far proves nothing.
-
-        Every closed or half-open target gets a fresh ``stale_after`` before it can turn
-        unknown for lack of results. Emits nothing.
-        """
-        for t in self._targets.values():
-            t.expect_since = now.mono
-            if t.breaker == "half_open":
-                t.half_open_since = now.mono
-            self._schedule(t, self._deadline(t, now.mono))
-
     # ------------------------------------------------------------------ internals
+
+    def _clear_overrides(self, t: _Target) -> None:
+        """What a reset clears: the override, the backoff and the flap history."""
+        t.override_reason = ""
+        t.attempt, t.retry_at, t.prev_delay = 0, None, None
+        if t.flap is not None:
+            t.flap.clear()
 
     def _add_vantage(self, t: _Target, probe: str, mono: float) -> _Vantage:
         if len(t.vps) >= self._max_vps:
             # Make room only by forgetting a silent vantage point: evicting a live one
             # would let a flood of spoofed probe ids push the real workers out.
             stalest = min(t.vps.values(), key=lambda v: v.heard)
-            if mono - stalest.heard < t.stale_after:
+            if stalest.live(mono, t.stale_after):
                 raise Rejected("too_many_probes", f"target {t.name!r} already has {len(t.vps)} live probes")
             del t.vps[stalest.probe]
         vp = _Vantage(probe)
         t.vps[probe] = vp
         return vp
 
-    def _schedule(self, t: _Target, when: float | None) -> None:
-        if when is None:
-            return
-        if t.scheduled is None or when < t.scheduled:
-            t.scheduled = when
-            heapq.heappush(self._heap, (when, t.name))
-
-    def _deadline(self, t: _Target, mono: float) -> float | None:
-        """Earliest time a timer could change ``t`` (never later than the true one).
-
-        Open: ``retry_at``. Closed or half-open: the moment the next live vantage point
-        goes stale; with none live, the end of the grace period (unless already
-        unknown) or the moment the oldest silent vantage point is forgotten.
-        """
-        breaker = t.breaker
-        if breaker == "open":
-            return t.retry_at
-        if breaker not in ("closed", "half_open"):
-            return None
-        stale = t.stale_after
-        live_end: float | None = None
-        oldest: float | None = None
-        for vp in t.vps.values():
-            end = vp.heard + stale
-            if end > mono and (live_end is None or end < live_end):
-                live_end = end
-            if oldest is None or vp.heard < oldest:
-                oldest = vp.heard
-        if live_end is not None:
-            return live_end
-        best = None if oldest is None else oldest + stale * FORGET_AFTER_STALE
-        if t.state != "unknown":
-            since = t.half_open_since if breaker == "half_open" else t.expect_since
-            grace_end = since + stale
-            best = grace_end if best is None else min(best, grace_end)
-        return best
-
-    def _due(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
-        forget = now.mono - t.stale_after * FORGET_AFTER_STALE
-        for probe in [p for p, vp in t.vps.items() if vp.heard < forget]:
-            del t.vps[probe]
-        if t.breaker == "open":
-            if t.retry_at is not None and now.mono >= t.retry_at:
-                self._half_open(t, now, events)
-        elif t.breaker == "half_open":
-            self._evaluate_half_open(t, now, events)
-        elif t.breaker == "closed":
-            self._evaluate_closed(t, now, events, record=False)
-
     def _counts(self, t: _Target, mono: float) -> _Counts:
-        stale = t.stale_after
-        live = failing = warn = passing = trial_fail = trial_ok = failures = 0
-        for vp in t.vps.values():
-            if mono - vp.heard >= stale:
-                continue
-            live += 1
-            verdict = vp.verdict
-            if verdict == "fail":
-                failing += 1
-            elif verdict == "warn":
-                warn += 1
-            elif verdict == "pass":
-                passing += 1
-            if vp.trial == "fail":
-                trial_fail += 1
-            elif vp.trial == "ok":
-                trial_ok += 1
-            if vp.fails > failures:
-                failures = vp.fails
-        return _Counts(live, failing, warn, passing, trial_fail, trial_ok, failures)
-
-    def _kinds(self, t: _Target, mono: float, outcome: Outcome) -> str:
-        kinds = sorted(
-            {
-                vp.error_kind or outcome
-                for vp in t.vps.values()
-                if mono - vp.heard < t.stale_after and vp.outcome == outcome
-            }
+        live = t.live(mono)
+        verdicts = [vp.current_verdict(mono, t.stale_after) for vp in live]
+        trials = [vp.current_trial(mono, t.stale_after) for vp in live]
+        return _Counts(
+            live=len(live),
+            failing=verdicts.count("fail"),
+            warn=verdicts.count("warn"),
+            passing=verdicts.count("pass"),
+            trial_fail=trials.count("fail"),
+            trial_ok=trials.count("ok"),
+            failures=max((vp.fails for vp in live), default=0),
         )
-        return ", ".join(kinds) if kinds else outcome
+
+    def _kinds(self, counted: list[_Vantage], which: Literal["fail", "warn"]) -> str:
+        """`` (...)`` for a reason: the error kinds the counted vantage points' latest
+        results carried (only those), how many of them carried none, and (for failing
+        points and failed trials) how many now answer again; "" when there is nothing to say."""
+        if which == "warn":
+            latest = [vp for vp in counted if vp.outcome == "warn"]
+            again = 0
+        else:
+            latest = [vp for vp in counted if vp.outcome == "fail"]
+            again = len(counted) - len(latest)
+        kinds = sorted({vp.error_kind for vp in latest if vp.error_kind is not None})
+        missing = sum(1 for vp in latest if vp.error_kind is None)
+        parts = []
+        if kinds:
+            parts.append(", ".join(kinds))
+            if missing:
+                parts.append(f"{missing} without error kind")
+        if again:
+            parts.append(f"{again} passing again")
+        return f" ({'; '.join(parts)})" if parts else ""
+
+    def _failing(self, t: _Target, mono: float) -> list[_Vantage]:
+        return [vp for vp in t.live(mono) if vp.current_verdict(mono, t.stale_after) == "fail"]
+
+    def _warn(self, t: _Target, mono: float) -> list[_Vantage]:
+        return [vp for vp in t.live(mono) if vp.current_verdict(mono, t.stale_after) == "warn"]
+
+    def _trial_failed(self, t: _Target, mono: float) -> list[_Vantage]:
+        return [vp for vp in t.live(mono) if vp.current_trial(mono, t.stale_after) == "fail"]
 
     def _evaluate_closed(
         self,
@@ -517,13 +470,8 @@ class Decider:
             return
         q = quorum_need(t.quorum, c.live)
         if c.failing >= q:
-            self._open(
-                t,
-                now,
-                events,
-                f"{prefix}{c.failing}/{c.live} probes failing ({self._kinds(t, now.mono, 'fail')})",
-                c.failures,
-            )
+            kinds = self._kinds(self._failing(t, now.mono), "fail")
+            self._open(t, now, events, f"{prefix}{c.failing}/{c.live} probes failing{kinds}", c.failures)
             return
         reachable = c.passing + c.warn
         if reachable >= c.live - q + 1 or c.failing or c.warn:
@@ -535,9 +483,9 @@ class Decider:
     def _closed_reason(self, t: _Target, now: Now, c: _Counts, raw: State) -> str:
         parts: list[str] = []
         if c.failing:
-            parts.append(f"{c.failing}/{c.live} probes failing ({self._kinds(t, now.mono, 'fail')})")
+            parts.append(f"{c.failing}/{c.live} probes failing{self._kinds(self._failing(t, now.mono), 'fail')}")
         if c.warn:
-            parts.append(f"{c.warn}/{c.live} probes warn ({self._kinds(t, now.mono, 'warn')})")
+            parts.append(f"{c.warn}/{c.live} probes warn{self._kinds(self._warn(t, now.mono), 'warn')}")
         if not parts:
             if raw == "unknown":
                 return f"waiting for results: {c.live - c.passing}/{c.live} probes have no verdict yet"
@@ -565,14 +513,11 @@ class Decider:
         t.raw = raw
         self._announce_closed(t, now, events, reason)
 
-    def _announce_closed(self, t: _Target, now: Now, events: list[StateChanged], reason: str | None = None) -> None:
+    def _announce_closed(self, t: _Target, now: Now, events: list[StateChanged], reason: str) -> None:
         flapping = t.flap is not None and t.flap.flapping
         shown: State = "degraded" if flapping and t.raw == "healthy" else t.raw
         if shown == t.state and t.breaker == "closed" and flapping == t.flapping:
             return
-        if reason is None:
-            c = self._counts(t, now.mono)
-            reason = self._closed_reason(t, now, c, t.raw) if c.live else self._no_data_reason(t)
         if flapping and t.flap is not None:
             reason = f"flapping ({t.flap.share():.0%} state changes lately), held degraded: {reason}"
         elif t.flapping and not flapping:
@@ -591,7 +536,6 @@ class Decider:
             t.flap.record("unavailable")
         reason = f"{why}; breaker open, trial in {delay:.1f}s (attempt {t.attempt})"
         self._emit(t, now, events, "unavailable", "open", reason, failures=failures)
-        self._schedule(t, t.retry_at)
 
     def _half_open(self, t: _Target, now: Now, events: list[StateChanged], why: str | None = None) -> None:
         t.retry_at = None
@@ -599,11 +543,10 @@ class Decider:
         t.raw = "recovering"
         for vp in t.vps.values():
             vp.trial, vp.trial_oks = None, 0
-        if t.flap is not None:
-            t.flap.record("recovering")
+        # No verdict for flap detection: going half-open is the breaker's own schedule,
+        # not an answer of the dependency.
         reason = why or f"retry time reached: trial checks allowed (attempt {t.attempt})"
         self._emit(t, now, events, "recovering", "half_open", reason)
-        self._schedule(t, now.mono + t.stale_after)
 
     def _evaluate_half_open(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
         c = self._counts(t, now.mono)
@@ -613,13 +556,8 @@ class Decider:
             return
         q = quorum_need(t.quorum, c.live)
         if c.trial_fail >= q:
-            self._open(
-                t,
-                now,
-                events,
-                f"trial failed on {c.trial_fail}/{c.live} probes ({self._kinds(t, now.mono, 'fail')})",
-                c.failures,
-            )
+            kinds = self._kinds(self._trial_failed(t, now.mono), "fail")
+            self._open(t, now, events, f"trial failed on {c.trial_fail}/{c.live} probes{kinds}", c.failures)
             return
         if c.trial_ok >= c.live - q + 1:
             t.breaker = "closed"
@@ -645,7 +583,7 @@ class Decider:
     ) -> None:
         flapping = t.flap is not None and t.flap.flapping and breaker == "closed"
         if failures is None:
-            failures = max((vp.fails for vp in t.vps.values() if now.mono - vp.heard < t.stale_after), default=0)
+            failures = max((vp.fails for vp in t.live(now.mono)), default=0)
         t.seq += 1
         event = StateChanged(
             target=t.name,
@@ -657,7 +595,7 @@ class Decider:
             reason=reason,
             failures=failures,
             attempt=t.attempt,
-            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker == "open" else None,
+            retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker in ("open", "forced_open") else None,
             features=list(t.features),
             evidence={
                 vp.probe: Evidence(outcome=vp.outcome, error_kind=vp.error_kind, at=vp.observed_at)
@@ -669,5 +607,4 @@ class Decider:
         t.state = state
         t.breaker = breaker
         t.flapping = flapping
-        t.last = event
         events.append(event)

@@ -25,6 +25,8 @@ SUITES: dict[str, str] = {
     "scale": "healthbus.bench._scale",
     "fanout": "healthbus.bench._fanout",
     "client": "healthbus.bench._client",
+    "failover": "healthbus.bench._failover",
+    "fleet": "healthbus.bench._fleet",
 }
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RunningCoordinator",
     "RunningProbeWorker",
+    "connect_health_client",
     "open_health_client",
     "open_sync_health_client",
     "redis_adapter",
@@ -162,6 +163,13 @@ async def open_health_client(url: str, prefix: str, **options: Any) -> AsyncIter
     health: HealthClient
     async with client_cls.connect(url, prefix=prefix, **options) as health:
         yield health
+
+
+async def connect_health_client(url: str, prefix: str, **options: Any) -> HealthClient:
+    """A started HealthClient on its own connection (``await client.close()`` ends it)."""
+    client_cls = _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
+    health: HealthClient = await client_cls.connect(url, prefix=prefix, **options)
+    return health
 
 
 @contextlib.asynccontextmanager

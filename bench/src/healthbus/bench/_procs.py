@@ -51,6 +51,7 @@ _PRELOAD = [
     "healthbus.bench._latency",
     "healthbus.bench._scale",
     "healthbus.bench._fanout",
+    "healthbus.bench._fleet",
 ]
 
 Role = Callable[..., Coroutine[Any, Any, None]]

@@ -29,6 +29,14 @@ log = logging.getLogger("healthbus.bus")
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
 
+SUBSCRIBER_INBOX_PREFIX: Final = "_INBOX.healthbus_subscriber"
+"""The inbox prefix of a HealthClient's own connection (``inbox_prefix`` in nats-py).
+
+The subscriber role of ``deploy/`` may subscribe only to ``_INBOX.healthbus_subscriber.>``
+(besides the state), so it can receive its direct-get answers but never another
+client's replies. A connection shared with a HealthClient under that role needs it too.
+"""
+
 
 class BusUnavailable(ConnectionError):
     """NATS could not be reached. The message names the server, never a credential."""
@@ -157,10 +165,16 @@ def stream_config(settings: StreamSettings) -> StreamConfig:
 
 
 async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create the state stream, or bring an existing one to ``settings``."""
+    """Create the state stream, or bring an existing one to ``settings``.
+
+    An existing stream without ``allow_direct`` (made by an older version) gets it turned
+    on: subscribers load current states with direct gets.
+    """
     config = stream_config(settings)
     try:
-        await js.stream_info(settings.name)
+        info = await js.stream_info(settings.name)
+        if not info.config.allow_direct:
+            log.warning("stream %s: turning on allow_direct (subscribers read it with direct gets)", settings.name)
     except NotFoundError:
         try:
             await js.add_stream(config)

@@ -37,9 +37,11 @@ from typing import Literal
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from healthbus.bus._direct import DEFAULT_BATCH, StoredMessage, last_message, last_per_subject
 from healthbus.protocol import (
     DEFAULT_PREFIX,
     ProtocolError,
@@ -86,7 +88,7 @@ class StateStream:
         self._unsigned_subjects: set[str] = set()
         self.idle_heartbeat = idle_heartbeat
 
-    def _decode(self, msg: Msg) -> StateChanged | None:
+    def _decode(self, msg: Msg | StoredMessage) -> StateChanged | None:
         try:
             return decode_state_changed(msg.data, subject_target=self.subjects.state_target(msg.subject))
         except ProtocolError as exc:
@@ -160,6 +162,44 @@ class StateStream:
             if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
                 follower.caught_up.set()
         return follower
+
+    async def snapshot(self, *, batch: int = DEFAULT_BATCH, timeout: float = 5.0) -> list[StateChanged]:
+        """Every target's last StateChanged, read with batched direct gets (no consumer).
+
+        What a subscriber loads at connect and after a reconnect: one request per
+        ``batch`` targets to ``$JS.API.DIRECT.GET.<stream>``, nothing left behind in the
+        server. Malformed messages are skipped (counted in :attr:`malformed`). Raises
+        :class:`~healthbus.bus.DirectGetError` when the stream cannot be read.
+        """
+        stored = await last_per_subject(self.nc, self.stream, self.subjects.state_all, batch=batch, timeout=timeout)
+        return [event for event in map(self._decode, stored) if event is not None]
+
+    async def last(self, target: str, *, timeout: float = 5.0) -> StateChanged | None:
+        """``target``'s last StateChanged by a direct get (None when it has none or it is malformed)."""
+        stored = await last_message(self.nc, self.stream, self.subjects.state(target), timeout=timeout)
+        return None if stored is None else self._decode(stored)
+
+    async def live(self, handler: Handler, *, pending_msgs_limit: int = 65536) -> Subscription:
+        """Call ``handler`` for every StateChanged published from now on, over a plain subscription.
+
+        No JetStream consumer: the coordinator's JetStream publishes reach core
+        subscribers of ``<prefix>.state.>`` too. nats-py subscribes again by itself after
+        a reconnect; what was published meanwhile is not delivered (load it with
+        :meth:`snapshot`). Returns the subscription (``await sub.unsubscribe()`` ends it).
+        """
+
+        async def on_msg(msg: Msg) -> None:
+            event = self._decode(msg)
+            if event is None:
+                return
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("state handler failed for %s seq %s", event.target, event.seq)
+
+        return await self.nc.subscribe(self.subjects.state_all, cb=on_msg, pending_msgs_limit=pending_msgs_limit)
 
     async def current(self, *, target: str | None = None, timeout: float = 10.0) -> dict[str, StateChanged]:
         """Every target's current state (its last valid StateChanged), keyed by target.

@@ -15,10 +15,12 @@ from healthbus.coordinator._core import (
     is_refresh,
     quorum_need,
 )
+from healthbus.coordinator._leader import LEASE_KEY, bucket_for
 from healthbus.coordinator._outbox import Outbox
 from healthbus.coordinator._service import CoordinatorService
 
 __all__ = [
+    "LEASE_KEY",
     "Clock",
     "ControlError",
     "CoordinatorService",
@@ -28,6 +30,7 @@ __all__ = [
     "Rejected",
     "SystemClock",
     "backoff_delay",
+    "bucket_for",
     "is_refresh",
     "quorum_need",
 ]

@@ -1,15 +1,18 @@
 """Leader election around a :class:`~._leader.Lease`: when to take over, when to step down.
 
-While leading, the lease is renewed every ``ttl / 4``; while standing by, it is tried
-as often. Losing it (another coordinator holds it, or held it meanwhile) steps down;
-taking it activates. NATS trouble is logged and retried on the next round.
+While leading, the lease is renewed every ``ttl / 4`` (every :data:`TAKEOVER_POLL` after a
+failed renewal); while standing by, it is tried every :data:`TAKEOVER_POLL` (or
+``ttl / 4`` if shorter). Losing it (another coordinator
+holds it, or held it meanwhile) steps down; taking it activates. NATS trouble is logged and retried on the next round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -19,6 +22,10 @@ from healthbus.coordinator._clock import Clock
 from healthbus.coordinator._leader import Lease
 
 log = logging.getLogger("healthbus.coordinator")
+
+#: Seconds between a standby's attempts to take the lease. An attempt is one small
+#: key-value write; trying often takes over soon after the key expired.
+TAKEOVER_POLL: Final = 0.25
 
 
 class Election:
@@ -31,7 +38,7 @@ class Election:
         clock: Clock,
         *,
         is_active: Callable[[], bool],
-        activate: Callable[[], Awaitable[None]],
+        activate: Callable[[], Coroutine[Any, Any, None]],
         deactivate: Callable[[], Awaitable[None]],
         warn: Callable[[str, str], None],
     ) -> None:
@@ -42,6 +49,7 @@ class Election:
         self._activate = activate
         self._deactivate = deactivate
         self._warn = warn
+        self._activation: asyncio.Task[None] | None = None
 
     async def first_acquire(self) -> bool:
         """Try to take the lease at start; False means stand by (:meth:`run` tries again).
@@ -60,12 +68,46 @@ class Election:
                     return False
                 await self.clock.sleep(0.1)
 
+    @property
+    def activating(self) -> bool:
+        """A takeover (restore and catch-up) is in progress."""
+        return self._activation is not None and not self._activation.done()
+
+    async def take_over(self) -> None:
+        """Activate (once at a time) and wait for it; the lease loop keeps renewing meanwhile."""
+        if not self.activating:
+            self._activation = asyncio.create_task(self._activate(), name="healthbus-coordinator-takeover")
+        assert self._activation is not None
+        await asyncio.shield(self._activation)
+
+    async def stop(self) -> None:
+        """Cancel a takeover in progress."""
+        task = self._activation
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def run(self) -> None:
-        """Renew or try the lease every ``ttl / 4`` until cancelled."""
+        """Renew the lease every ``ttl / 4``, or try to take it every :data:`TAKEOVER_POLL`
+        at most (sooner for a short ttl), until cancelled.
+
+        A takeover runs beside this loop, not in it: reading the stream may take a while
+        (a stream electing its leader), and the lease must be renewed meanwhile, or it
+        would lapse before the new leader decided anything. While it runs, taking the
+        lease (which this coordinator holds) renews it.
+        """
         lease = self.lease
+        renewed: bool | None = True
         while True:
-            await self.clock.sleep(lease.ttl / 4)
+            # A leader whose last renewal failed (NATS or the bucket unreachable) tries as
+            # often as a standby would: once the bucket answers again it must not lose
+            # the race for an expired key to a standby and hand over for nothing.
+            steady = self._is_active() and renewed is not None
+            await self.clock.sleep(lease.ttl / 4 if steady else min(lease.ttl / 4, TAKEOVER_POLL))
+            renewed = True
             try:
+                self._check_takeover()
                 if self._is_active():
                     renewed = await lease.renew()
                     if renewed is False:
@@ -75,10 +117,26 @@ class Election:
                             holder = await lease.current_holder()
                             log.warning("lost the leader lease to %s: stepping down", holder or "another coordinator")
                         await self._deactivate()
-                elif self.nc.is_connected and await lease.acquire():
-                    log.warning("took the leader lease: taking over")
-                    await self._activate()
+                elif self.nc.is_connected:
+                    if await lease.acquire():
+                        if not self.activating:
+                            log.warning("took the leader lease: taking over")
+                            self._activation = asyncio.create_task(
+                                self._activate(), name="healthbus-coordinator-takeover"
+                            )
+                    elif self.activating:
+                        log.warning("lost the leader lease while taking over: standing by")
+                        await self.stop()
+                        await self._deactivate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS trouble: the next round tries again
                 self._warn("lease", str(exc) or type(exc).__name__)
+
+    def _check_takeover(self) -> None:
+        task = self._activation
+        if task is not None and task.done():
+            self._activation = None
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                self._warn("takeover", f"failed, trying again: {exc or type(exc).__name__}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 from nats.aio.msg import Msg
@@ -45,6 +45,8 @@ class Intake:
         legacy: bool = False,
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
+        batcher: QueueBatcher | None = None,
+        record: Callable[[Now, ProbeResult], None] | None = None,
     ) -> None:
         self.decider = decider
         self.counters = counters
@@ -54,18 +56,11 @@ class Intake:
         """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now = now
         self._emit = emit
-        self._batcher: QueueBatcher | None = None
+        self._batcher = batcher
+        self._record = record
 
-    def attach(self, sub: Any) -> None:
-        """Batch from ``sub``'s queue from now on (if this nats-py allows it)."""
-        self._batcher = QueueBatcher.attach(sub)
-
-    def detach(self) -> None:
-        """Stop batching (the subscription is going away)."""
-        self._batcher = None
-
-    async def on_probe(self, msg: Msg) -> None:
-        """Subscription callback: this message, then whatever else is already queued."""
+    def on_probe(self, msg: Msg) -> None:
+        """This message, then whatever else is already queued on the subscription."""
         self.handle_probe(msg.subject, msg.data)
         # Batch: take whatever else is already queued without a task switch and a
         # coroutine per message (that overhead is as large as decoding and deciding).
@@ -119,11 +114,14 @@ class Intake:
                     result = msgspec.structs.replace(result, probe=token)
             sample = (counters.handled & 63) == 0
             started = time.perf_counter() if sample else 0.0
+            now = self._now()
             try:
-                events = self.decider.on_result(result, self._now())
+                events = self.decider.on_result(result, now)
             except Rejected as exc:
                 counters.drop(exc.reason, f"{name} from probe {result.probe[:80]!r}: {exc}")
                 return
+            if self._record is not None:
+                self._record(now, result)
             counters.results[result.outcome] += 1
             if events:
                 self._emit(events)

@@ -11,7 +11,7 @@ Invariants:
   that subject, so a burst of transitions costs no task, future or timer per event.
 * Nothing is sent while ``may_send()`` says no (the leader lease is not valid).
 * A missing ack (timeout, NATS down, no stream) keeps the event at the head of its
-  target's queue; sending resumes after a backoff (50 ms doubling to 2 s). Re-sending an
+  target's queue; sending resumes after a backoff (50 ms doubling to 0.5 s). Re-sending an
   event that did land is harmless: ``Nats-Msg-Id: <target>:<seq>`` makes JetStream drop
   the repeat within its duplicate window.
 """
@@ -38,7 +38,9 @@ log = logging.getLogger("healthbus.coordinator")
 #: Most events in flight at once (each of a different target).
 WINDOW: Final = 1024
 MIN_BACKOFF: Final = 0.05
-MAX_BACKOFF: Final = 2.0
+#: The longest pause between attempts: once the stream has a leader again, the next
+#: attempt comes within this (plus the ack timeout of the attempt in flight).
+MAX_BACKOFF: Final = 0.5
 
 
 class _PubAck(msgspec.Struct):
@@ -60,7 +62,7 @@ class Outbox:
         subjects: Subjects,
         stream: StreamSettings,
         *,
-        timeout: float = 2.0,
+        timeout: float = 1.0,
         window: int = WINDOW,
         warn: Callable[[str, str], None] | None = None,
         may_send: Callable[[], bool] = lambda: True,

@@ -38,19 +38,22 @@ from typing import Any, Final
 
 import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 from prometheus_client import CollectorRegistry
 
 from healthbus.bus import StateStream, ensure_stream, sync_subscriptions
 from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._control import Control
-from healthbus.coordinator._core import ConfirmPlanner, Decider, Now
+from healthbus.coordinator._core import ConfirmPlanner, Decider, Now, catch_up
 from healthbus.coordinator._counters import Counters, RateLimitedLog
 from healthbus.coordinator._election import Election
-from healthbus.coordinator._intake import Intake
+from healthbus.coordinator._intake import BATCH_LIMIT, Intake
 from healthbus.coordinator._leader import Lease, bucket_for, default_holder_id
 from healthbus.coordinator._metrics import ServiceCollector
+from healthbus.coordinator._natsinternals import QueueBatcher
 from healthbus.coordinator._outbox import Outbox
+from healthbus.coordinator._recent import RecentResults
 from healthbus.coordinator._reports import REPORT_PENDING_MSGS, ReportIntake, ReportsCollector
 from healthbus.coordinator._timers import Timers
 from healthbus.protocol import (
@@ -69,6 +72,10 @@ PENDING_MSGS_LIMIT: Final = 200_000
 PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
 #: Readings of the clock closer together than this (seconds) share one ``Now``.
 NOW_RESOLUTION: Final = 0.001
+#: Seconds a published StateChanged waits for its ack before it is sent again. A healthy
+#: ack takes milliseconds; a stream without a leader gives none, and once it has one again
+#: the next attempt lands (a repeat is dropped by the duplicate window).
+PUBLISH_TIMEOUT: Final = 1.0
 
 
 class CoordinatorService:
@@ -91,7 +98,7 @@ class CoordinatorService:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
-        publish_timeout: float = 2.0,
+        publish_timeout: float = PUBLISH_TIMEOUT,
         restore_timeout: float = 10.0,
         secrets: Iterable[str] = (),
         lease_ttl: float | None = None,
@@ -151,8 +158,14 @@ class CoordinatorService:
         self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
         """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
         self._secrets = list(secrets)
-        self._subs: list[Any] = []
+        self._subs: list[Any] = []  # subscriptions of one term as leader (control)
+        self._probe_sub: Any = None
+        self._legacy_sub: Any = None
+        self._batcher: QueueBatcher | None = None
+        self.recent: RecentResults | None = None
+        """The results heard lately (with election only): what a takeover catches up from."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._election: Election | None = None
         self._restored = False
         self._stopping = False
         self._bind()
@@ -166,6 +179,8 @@ class CoordinatorService:
             legacy=self.legacy_probe_subjects,
             now=self._now,
             emit=self._emit,
+            batcher=self._batcher,
+            record=self.recent.add if self.recent is not None else None,
         )
         self._timers = Timers(
             self.decider, self.nc, self.clock, tick=self.tick_interval, now=self._now, emit=self._emit
@@ -235,6 +250,19 @@ class CoordinatorService:
         restore every target, then subscribe and run the timers."""
         await ensure_stream(self.js, self.stream)
         if self.lease_ttl > 0:
+            self.recent = RecentResults()
+        # One probe subscription for the whole life of the service: while standing by it
+        # only keeps the results (see _recent), while leading they are decided.
+        self._probe_sub = await self.nc.subscribe(
+            self.subjects.probe_all,
+            cb=self._on_probe,
+            pending_msgs_limit=PENDING_MSGS_LIMIT,
+            pending_bytes_limit=PENDING_BYTES_LIMIT,
+        )
+        self._batcher = QueueBatcher.attach(self._probe_sub)
+        if self.legacy_probe_subjects:
+            self._legacy_sub = await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._on_legacy_probe)
+        if self.lease_ttl > 0:
             self.lease = Lease(
                 self.js,
                 bucket_for(self.stream.name),
@@ -253,52 +281,45 @@ class CoordinatorService:
                 deactivate=self._deactivate,
                 warn=self._error_log,
             )
-            if await election.first_acquire():
-                await self._activate()
-            else:
+            self._election = election
+            acquired = await election.first_acquire()
+            if not acquired:
                 log.warning(
                     "standing by: %s leads (lease %gs)", await self.lease.current_holder() or "another", self.lease_ttl
                 )
             self._tasks.append(asyncio.create_task(election.run(), name="healthbus-coordinator-lease"))
+            if acquired:
+                await election.take_over()
         else:
             await self._activate()
 
     async def _activate(self) -> None:
-        """Become the active coordinator: fresh core, restore, subscribe, timers, outbox."""
-        self.decider = self.decider.renew(self._now())
-        self._now_cache = None
+        """Become the active coordinator: read the stream, catch up on what the results
+        heard meanwhile prove, then decide live, run the timers and answer control requests."""
         self._published_before += self.outbox.published
         self.outbox = self._new_outbox()
-        self._bind()
-        self.restored = 0
-        await self.restore()
-        sub = await self.nc.subscribe(
-            self.subjects.probe_all,
-            cb=self._intake.on_probe,
-            pending_msgs_limit=PENDING_MSGS_LIMIT,
-            pending_bytes_limit=PENDING_BYTES_LIMIT,
-        )
-        self._subs.append(sub)
-        self._intake.attach(sub)
-        if self.legacy_probe_subjects:
-            self._subs.append(await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._intake.on_legacy_probe))
+        reader = StateStream(self.nc, self.prefix, stream=self.stream.name)
+        current = await reader.current(timeout=self.restore_timeout)
+        await self.outbox.start()
+        # From here to ``active`` nothing awaits: every result received before is in
+        # ``recent`` (the standby kept it), every one after goes to the new decider.
+        self._take_over(current.values())
+        self._active_tasks.append(asyncio.create_task(self._timers.run(), name="healthbus-coordinator-timers"))
+        self.active = True
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._control.on_ctl))
         self._subs.append(
             await self.nc.subscribe(
                 self.subjects.report_all, cb=self.reports.on_report, pending_msgs_limit=REPORT_PENDING_MSGS
             )
         )
-        await self.outbox.start()
         # subscribe() only queues SUB: until nats-server has it, a result or a control
-        # request published elsewhere reaches no one. Wait until it has them, so "active"
-        # means "receiving" (nc.flush() is no such barrier in nats-py). If the connection
-        # drops meanwhile, nats-py sends the SUBs again on reconnect: carry on.
+        # request published elsewhere reaches no one. Wait until it has them, so
+        # "activated" means "receiving" (nc.flush() is no such barrier in nats-py). If the
+        # connection drops meanwhile, nats-py sends the SUBs again on reconnect: carry on.
         try:
             await sync_subscriptions(self.nc)
         except Exception as exc:
             self._error_log("subscribing", str(exc) or type(exc).__name__)
-        self._active_tasks.append(asyncio.create_task(self._timers.run(), name="healthbus-coordinator-timers"))
-        self.active = True
         self.activated.set()
         log.warning(
             "coordinator active: %d targets, %d restored, prefix %s, stream %s%s",
@@ -309,11 +330,33 @@ class CoordinatorService:
             f", leader lease {self.lease_ttl:g}s as {self.holder}" if self.lease else "",
         )
 
+    def _take_over(self, last: Iterable[StateChanged]) -> None:
+        """A fresh core aligned to the stream's last events, caught up on the recent results."""
+        now = self.clock_now()
+        seen = self.recent.snapshot(now.mono) if self.recent is not None else []
+        start = seen[0][0] if seen and seen[0][0].mono <= now.mono else now
+        self.decider = self.decider.renew(start)
+        last = list(last)
+        self.restored, events = catch_up(self.decider, last, seen, now, start)
+        for event in last:
+            if event.target in self.decider:
+                self.outbox.mark_acked(event.target, event.seq)
+        ignored = len(last) - sum(1 for event in last if event.target in self.decider)
+        if ignored:
+            log.info("restore: %d targets in the stream are not configured; ignored", ignored)
+        self._now_cache = None
+        self._bind()
+        if events:
+            log.warning(
+                "caught up: %d StateChanged decided from %d results heard before taking over", len(events), len(seen)
+            )
+            self._emit(events)
+        self._restored = True
+
     async def _deactivate(self, *, flush_timeout: float = 0.0) -> None:
         """Stop consuming and deciding; publish what is pending for up to ``flush_timeout``."""
         self.active = False
         self.activated.clear()
-        self._intake.detach()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -329,8 +372,14 @@ class CoordinatorService:
                 async with asyncio.timeout(flush_timeout):
                     await self.outbox.drained()
         if self.outbox.pending:
-            log.warning("stopping with %d StateChanged unpublished; they will be decided again", self.outbox.pending)
+            log.warning(
+                "%d StateChanged not stored are dropped: the next leader records what the results it heard prove",
+                self.outbox.pending,
+            )
         await self.outbox.stop()
+        # A new, empty outbox: a step-down holds nothing (and a later stop waits for nothing).
+        self._published_before += self.outbox.published
+        self.outbox = self._new_outbox()
         self._restored = False
 
     def _may_publish(self) -> bool:
@@ -346,20 +395,6 @@ class CoordinatorService:
             may_send=self._may_publish,
         )
 
-    async def restore(self) -> None:
-        """Seed the core with every target's last StateChanged from the stream."""
-        reader = StateStream(self.nc, self.prefix, stream=self.stream.name)
-        current = await reader.current(timeout=self.restore_timeout)
-        now = self._now()
-        for event in current.values():
-            if self.decider.restore(event, now):
-                self.restored += 1
-                self.outbox.mark_acked(event.target, event.seq)
-        ignored = len(current) - self.restored
-        if ignored:
-            log.info("restore: %d targets in the stream are not configured; ignored", ignored)
-        self._restored = True
-
     async def stop(self, *, flush_timeout: float = 2.0) -> None:
         """Stop consuming, publish what is pending (up to ``flush_timeout``), release the lease."""
         if self._stopping:
@@ -371,7 +406,14 @@ class CoordinatorService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self._deactivate(flush_timeout=flush_timeout)
+        if self._election is not None:
+            await self._election.stop()
+        for sub in (self._probe_sub, self._legacy_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._probe_sub = self._legacy_sub = None
+        await self._deactivate(flush_timeout=flush_timeout if self.active else 0.0)
         if self.lease is not None:
             await self.lease.release()
         self.counters.cancel_waiters()
@@ -396,6 +438,11 @@ class CoordinatorService:
 
     # ------------------------------------------------------------------ deciding
 
+    def clock_now(self) -> Now:
+        """The current time on both clocks, read afresh."""
+        self._now_cache = Now(self.clock.monotonic(), self.clock.now())
+        return self._now_cache
+
     def _now(self) -> Now:
         # Reading the wall clock costs more than deciding; within one millisecond the
         # previous reading is as good (decisions and wire timestamps need no finer).
@@ -419,6 +466,25 @@ class CoordinatorService:
                 event.reason,
             )
             self.outbox.put(event)
+
+    async def _on_probe(self, msg: Msg) -> None:
+        if self.active:
+            self._intake.on_probe(msg)
+            return
+        recent = self.recent
+        if recent is None:
+            return
+        now = self._now()
+        base = len(self._probe_base)
+        recent.add_raw(now, base, msg.subject, msg.data)
+        if self._batcher is not None:
+            self._batcher.take(BATCH_LIMIT, lambda subject, data: recent.add_raw(now, base, subject, data))
+
+    async def _on_legacy_probe(self, msg: Msg) -> None:
+        if self.active:
+            await self._intake.on_legacy_probe(msg)
+        elif self.recent is not None:
+            self.recent.add_raw(self._now(), len(self._probe_base), msg.subject, msg.data)
 
     def handle_probe(self, subject: str, data: bytes) -> None:
         """Decode and decide one ProbeResult message (synchronous: the hot path)."""

@@ -92,13 +92,15 @@ class BusStatus:
 
     ``connected``: the state stream is being followed live (connected and caught up).
     ``stale``: the bus-loss policy is in force. ``lost_for``: seconds since the link was
-    lost (None while connected).
+    lost (None while connected). ``reason``: why the state is not followed (e.g. NATS
+    unreachable, the stream missing, a permission refused; None while connected).
     """
 
     connected: bool
     stale: bool
     lost_for: float | None
     policy: BusLossPolicy
+    reason: str | None = None
 
 
 def validate_policy(policy: str) -> BusLossPolicy:
@@ -120,6 +122,7 @@ class StateTable:
         "lost_since",
         "policy",
         "providers",
+        "reason",
         "stale",
         "stale_after",
         "states",
@@ -137,6 +140,7 @@ class StateTable:
         self.default_available = False
         self.default_feature = True
         self.lost_since: float | None = None
+        self.reason: str | None = None
         self.stale = False
 
     # ------------------------------------------------------------ events
@@ -174,18 +178,27 @@ class StateTable:
 
     # ------------------------------------------------------------ the bus
 
-    def mark_lost(self, now: float, *, immediately: bool = False) -> bool:
-        """The bus is unreachable since ``now`` (kept if already lost); True if staleness flipped."""
-        if self.lost_since is None:
+    def mark_lost(self, now: float, *, immediately: bool = False, reason: str | None = None) -> bool:
+        """The bus is unreachable since ``now`` (kept if already lost); True if the status changed.
+
+        ``reason`` (kept until restored when None) says why.
+        """
+        changed = self.lost_since is None
+        if changed:
             self.lost_since = now
+        if reason is not None and reason != self.reason:
+            self.reason = reason
+            changed = True
         if immediately:
-            return self._set_stale(True)
-        return self.tick(now)
+            return self._set_stale(True) or changed
+        return self.tick(now) or changed
 
     def mark_restored(self) -> bool:
-        """The state stream is followed live again; True if staleness flipped."""
+        """The state stream is followed live again; True if the status changed (was lost or stale)."""
+        was_lost = self.lost_since is not None
         self.lost_since = None
-        return self._set_stale(False)
+        self.reason = None
+        return self._set_stale(False) or was_lost
 
     def tick(self, now: float) -> bool:
         """Re-evaluate staleness at ``now``; True if it flipped."""
@@ -198,7 +211,13 @@ class StateTable:
     def status(self, now: float) -> BusStatus:
         """The :class:`BusStatus` at ``now``."""
         lost_for = None if self.lost_since is None else max(0.0, now - self.lost_since)
-        return BusStatus(connected=self.lost_since is None, stale=self.stale, lost_for=lost_for, policy=self.policy)
+        return BusStatus(
+            connected=self.lost_since is None,
+            stale=self.stale,
+            lost_for=lost_for,
+            policy=self.policy,
+            reason=self.reason,
+        )
 
     # ------------------------------------------------------------ internals
 

@@ -7,6 +7,7 @@ See :mod:`._decider` for the rules it enforces and the invariants of the events 
 from healthbus.protocol import is_refresh
 
 from ._backoff import backoff_delay, exponential_cap
+from ._catchup import catch_up
 from ._confirm import CONFIRM_WINDOW, ConfirmPlanner, ReportVerdict
 from ._decider import (
     FORGET_AFTER_STALE,
@@ -39,6 +40,7 @@ __all__ = [
     "Rejected",
     "ReportVerdict",
     "backoff_delay",
+    "catch_up",
     "exponential_cap",
     "is_refresh",
     "quorum_need",

@@ -129,6 +129,13 @@ def _refresh_origin(event: StateChanged) -> tuple[datetime, str]:
     return refresh_origin(event) or (event.at, event.reason)
 
 
+def _earliest(a: float | None, b: float | None) -> float | None:
+    """The earlier of two optional moments (None: never)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
 class Rejected(ValueError):
     """An input the core refuses; nothing was changed. ``reason`` is a metrics label."""
 
@@ -296,6 +303,7 @@ class _Target:
         "override_reason",
         "prev_delay",
         "raw",
+        "resettle",
         "retry_at",
         "scheduled",
         "seq",
@@ -311,6 +319,7 @@ class _Target:
         self.seq = 0
         self.state: State = "unknown"  # as last announced
         self.raw: State = "unknown"  # as the rules give it, before the flapping hold
+        self.resettle = False  # settings changed: the next result or timer decides in full
         self.breaker: BreakerState = "closed"
         self.flapping = False  # as last announced
         self.attempt = 0
@@ -391,14 +400,14 @@ class Decider:
                 t = self._targets[name] = _Target(name, spec, now.mono)
                 # Back after a retirement in this run: its seq goes on (the stream de-duplicates by it).
                 t.seq = self._retired_seq.pop(name, 0)
+                self._schedule(t, self._deadline(t, now.mono))
             elif found.spec is not spec:
-                t = found
-                if spec.flap != t.spec.flap:
-                    t.flap = FlapDetector(spec.flap) if spec.flap is not None else None
-                t.spec = spec
-            else:
-                continue
-            self._schedule(t, self._deadline(t, now.mono))
+                if spec.flap != found.spec.flap:
+                    found.flap = FlapDetector(spec.flap) if spec.flap is not None else None
+                found.spec = spec
+                # The new settings decide from the next result (no fast path) or timer (the next tick).
+                found.resettle = True
+                self._schedule(found, now.mono)
         return events
 
     def _retire(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
@@ -506,6 +515,18 @@ class Decider:
         self._schedule(t, self._deadline(t, now.mono))
         return True
 
+    def align(self, event: StateChanged, now: Now) -> bool:
+        """Make ``event`` (the last one stored for its target) what this target announced
+        last, whatever this decider announced before, keeping the evidence it gathered
+        (vantage points and their streaks); emits nothing. For a takeover that rebuilt
+        the evidence from results it heard (see :mod:`._catchup`). False for a target
+        not configured."""
+        t = self._targets.get(event.target)
+        if t is None:
+            return False
+        t.seq = 0
+        return self.restore(event, now)
+
     def _seed_impaired(self, t: _Target, event: StateChanged, mono: float) -> None:
         """Remember the vantage points a restored ``degraded`` event names as fail or warn.
 
@@ -599,8 +620,8 @@ class Decider:
             # the moment long-silent points are forgotten).
             self._schedule(t, mono + stale)
         if breaker == "closed":
-            if was_live and vp.verdict == old_verdict:
-                # Fast path: same live set, same verdicts, so the same raw state.
+            if was_live and vp.verdict == old_verdict and not t.resettle:
+                # Fast path: same live set, same verdicts, same settings: the same raw state.
                 flap = t.flap
                 if flap is not None and flap.record(t.raw):
                     self._announce_closed(t, now, events)
@@ -730,18 +751,21 @@ class Decider:
         return when
 
     def _rule_deadline(self, t: _Target, mono: float) -> float | None:
-        """Open: ``retry_at``. Closed or half-open: the moment the next live vantage point
-        goes stale; with none live, the end of the grace period (unless already
-        unknown) or the moment the oldest silent vantage point is forgotten.
+        """Whatever the breaker: the moment the longest-silent vantage point is forgotten.
+        Open: ``retry_at``. Closed or half-open: the moment the next live vantage point
+        goes stale (or its verdict or failed trial lapses); with none live, the end of the
+        grace period (unless already unknown).
         """
+        stale = t.spec.stale_after
+        oldest = min((vp.heard for vp in t.vps), default=None)
+        forget = None if oldest is None else oldest + stale * FORGET_AFTER_STALE
         breaker = t.breaker
         if breaker in ("open", "forced_open"):
-            return t.retry_at  # forced open: the end of a maintenance window, or None
+            # forced open: retry_at is the end of a maintenance window, or None
+            return _earliest(forget, t.retry_at)
         if breaker not in ("closed", "half_open"):
-            return None
-        stale = t.spec.stale_after
+            return forget
         live_end: float | None = None
-        oldest: float | None = None
         for vp in t.vps:
             # It goes stale, its verdict lapses, or its failed trial lapses.
             for end in (
@@ -751,21 +775,18 @@ class Decider:
             ):
                 if end > mono and (live_end is None or end < live_end):
                     live_end = end
-            if oldest is None or vp.heard < oldest:
-                oldest = vp.heard
         if live_end is not None:
-            return live_end
-        best = None if oldest is None else oldest + stale * FORGET_AFTER_STALE
+            return _earliest(forget, live_end)
         if t.state != "unknown":
             since = t.half_open_since if breaker == "half_open" else t.expect_since
-            grace_end = since + stale
-            best = grace_end if best is None else min(best, grace_end)
-        return best
+            return _earliest(forget, since + stale)
+        return forget
 
     def _due(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
-        forget = now.mono - t.spec.stale_after * FORGET_AFTER_STALE
-        if any(vp.heard < forget for vp in t.vps):
-            t.vps = tuple(vp for vp in t.vps if not vp.heard < forget)
+        # Compared as scheduled (heard + the forget period), so rounding never skips it.
+        keep = t.spec.stale_after * FORGET_AFTER_STALE
+        if any(vp.heard + keep < now.mono for vp in t.vps):
+            t.vps = tuple(vp for vp in t.vps if not vp.heard + keep < now.mono)
         if t.breaker == "open":
             if t.retry_at is not None and now.mono >= t.retry_at:
                 self._half_open(t, now, events)
@@ -884,6 +905,7 @@ class Decider:
         record: bool,
         why: str = "",
     ) -> None:
+        t.resettle = False
         c = self._counts(t, now.mono)
         prefix = f"{why}; " if why else ""
         if c.live == 0:

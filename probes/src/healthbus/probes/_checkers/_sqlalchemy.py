@@ -10,10 +10,19 @@ Outcome: pass when the query answers; warn when the pool is exhausted (no connec
 within ``pool_timeout``: the database may be fine but this client cannot reach it);
 fail otherwise. Details: ``dialect``, ``driver``, ``server_version`` (when known), and
 ``pool_size``, ``pool_checked_out``, ``pool_overflow`` for queue pools.
+
+SQLite through aiosqlite: every connection has a worker thread that hands its last answer
+to the event loop. A connection that fails to open (or is cancelled by the worker's hard
+timeout while opening) is stopped by aiosqlite without anyone awaiting it, so its thread
+could answer a loop already closed (``RuntimeError: Event loop is closed`` in that
+thread). The checker opens those connections itself, waits for the thread of a failed
+one, and ``close()`` waits for the threads of all it opened.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
@@ -21,12 +30,18 @@ from healthbus.probes._classify import classify_sqlalchemy
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
 try:
+    from sqlalchemy import event, text
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise driver_missing("sqlalchemy", "SQLAlchemy", "sqlalchemy", exc) from None
+
+
+async def _ended(thread: threading.Thread) -> None:
+    """Wait (without blocking the loop, at most a few seconds) until ``thread`` has ended."""
+    if thread.is_alive():
+        await asyncio.to_thread(thread.join, 5.0)
 
 
 def pool_details(engine: AsyncEngine) -> dict[str, DetailValue]:
@@ -52,6 +67,7 @@ class SqlAlchemyChecker(BaseChecker):
         super().__init__(target)
         self._engine = engine
         self._owns_engine = engine is None
+        self._threads: list[threading.Thread] = []  # aiosqlite worker threads opened by this checker
 
     def _make_engine(self) -> AsyncEngine:
         url = make_url(self.target.url)
@@ -64,7 +80,37 @@ class SqlAlchemyChecker(BaseChecker):
             kwargs["pool_timeout"] = self.opt_float("pool_timeout", timeout)
         if url.get_driver_name() == "asyncpg":
             kwargs["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
-        return create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, **kwargs)
+        if url.get_driver_name() == "aiosqlite":
+            event.listen(engine.sync_engine, "do_connect", self._do_connect_sqlite)
+        return engine
+
+    def _do_connect_sqlite(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        """Open an aiosqlite connection with SQLAlchemy's arguments, through :meth:`_open_sqlite`."""
+        return dialect.dbapi.connect(*cargs, async_creator_fn=self._open_sqlite, **cparams)
+
+    async def _open_sqlite(self, *args: Any, **kwargs: Any) -> Any:
+        import aiosqlite
+
+        conn = aiosqlite.connect(*args, **kwargs)
+        thread = getattr(conn, "_thread", conn)  # aiosqlite < 0.22: the connection is the thread
+        if not isinstance(thread, threading.Thread):
+            return await conn
+        thread.daemon = True  # as SQLAlchemy's own connect does
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        try:
+            return await conn
+        except BaseException:
+            # aiosqlite stopped the connection's thread without awaiting it: wait for it here.
+            await _ended(thread)
+            raise
+
+    async def _threads_done(self) -> None:
+        """Wait until the aiosqlite worker threads this checker opened have ended."""
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            await _ended(thread)
 
     async def _check(self) -> CheckResult:
         if self._engine is None:
@@ -91,3 +137,4 @@ class SqlAlchemyChecker(BaseChecker):
         if engine is not None and self._owns_engine:
             self._engine = None
             await engine.dispose()
+        await self._threads_done()

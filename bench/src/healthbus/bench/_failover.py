@@ -1,0 +1,396 @@
+"""Suite ``failover``: how long a fault keeps a decided transition out of the audit stream.
+
+The suite starts a 3-node JetStream cluster (the state stream on three replicas) and two
+coordinators in child processes, each connected to its own node, sharing a 3 s leader
+lease. Three vantage points, one per node, publish a result for each of five targets
+every 250 ms; each target alternates 8 s passing and 8 s failing (``--size smoke``:
+4 s), the targets staggered so that a phase changes somewhere every 1.6 s. While that
+traffic flows it SIGKILLs, one after the other, with a quiet spell between:
+
+1. the leading coordinator (a new standby is started in its place once the other took over);
+2. the node leading the state stream (started again after the spell);
+3. the node the leading coordinator is connected to (started again after the spell).
+
+At the end it reads the whole state stream with the time the server stored each event
+and reports, in one JSON object:
+
+``coordinator_kill_gap_s``, ``stream_leader_kill_gap_s``, ``coordinator_node_kill_gap_s``
+  per fault, the worst time from a phase change (around the fault) to the event that
+  announces it (``unavailable`` for a failing phase, ``healthy`` for a passing one)
+  being stored;
+``lost_transitions``
+  phases that ended with no such event in the stream (goal 0);
+``duplicate_seqs``
+  ``(target, seq)`` pairs stored more than once (goal 0), with ``seq_gaps`` beside it;
+``nats_reelection_s``
+  from the servers: how long after the stream leader's node was killed the stream
+  reported a new leader; ``lease_reelection_s`` the same for the lease bucket when the
+  third fault took its leader.
+
+``baseline_gap_s`` is the worst gap in the quiet spell before the first fault (both
+coordinators up), the floor the fault gaps compare with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
+
+from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
+from healthbus.bench._harness import require_coordinator
+from healthbus.bench._measure import machine_description
+from healthbus.bench._procs import Child, ChildGroup, Link
+from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, decode_state_changed, encode
+
+__all__ = ["run"]
+
+PREFIX = "healthbus"
+TARGETS = [f"t{i}" for i in range(5)]
+ROUND_S = 0.25
+LEASE_S = 3.0
+#: Expected announcement of each phase.
+ANNOUNCES: dict[str, str] = {"pass": "healthy", "fail": "unavailable"}
+
+
+def config_text() -> str:
+    """The coordinators' configuration: quick decisions, a 3 s lease, three replicas."""
+    text = (
+        f'[bus]\nprefix = "{PREFIX}"\n\n'
+        "[defaults]\n"
+        'interval = "250ms"\ntimeout = "200ms"\n'
+        "failure_threshold = 2\nsuccess_threshold = 2\n"
+        'stale_after = "3s"\n'
+        'backoff = { base = "300ms", multiplier = 2.0, max = "1s", jitter = "none" }\n'
+        "flap = { enabled = false }\n\n"
+        "[coordinator]\n"
+        f'tick = "50ms"\nlease = "{LEASE_S:g}s"\nstream_replicas = 3\n\n'
+    )
+    for name in TARGETS:
+        text += f'[[targets]]\nname = "{name}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n\n'
+    return text
+
+
+# ---------------------------------------------------------------- child role
+
+
+async def coordinator_role(link: Link, config: str, urls: str, holder: str) -> None:
+    """One coordinator on its home node (the first URL; the others only after it fails)."""
+    from healthbus.bus import connect
+    from healthbus.coordinator import CoordinatorService
+    from healthbus.protocol import load_config_text
+
+    nc = await connect(url=urls, name=f"bench-{holder}", dont_randomize=True)
+    service = CoordinatorService(load_config_text(config, source="bench"), nc, holder=holder)
+    await service.start()
+    link.send("ready", service.active)
+    try:
+        while True:
+            message = await link.recv(3600)
+            if message[0] == "stop":
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await service.stop()
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Phases:
+    """Which outcome each target reports when: alternating phases, targets staggered."""
+
+    def __init__(self, start: float, length: float) -> None:
+        self.start = start
+        self.length = length
+        self.offset = length * 2 / len(TARGETS)
+
+    def outcome(self, index: int, t: float) -> Outcome:
+        n = int((t - self.start + index * self.offset) // self.length)
+        return "pass" if n % 2 == 0 else "fail"
+
+    def changes(self, index: int, until: float) -> list[tuple[float, float, Outcome]]:
+        """``(start, end, outcome)`` of every whole phase of target ``index`` before ``until``."""
+        out: list[tuple[float, float, Outcome]] = []
+        first = self.start - index * self.offset
+        n = 0
+        while True:
+            begin = first + n * self.length
+            end = begin + self.length
+            if end > until:
+                return out
+            if begin >= self.start:
+                out.append((begin, end, "pass" if n % 2 == 0 else "fail"))
+            n += 1
+
+
+async def _vantage(url: str, probe: str, phases: _Phases, stop: asyncio.Event) -> None:
+    from healthbus.bus import connect
+
+    subjects = Subjects(PREFIX)
+    nc = await connect(url=url, name=f"bench-{probe}")
+    try:
+        next_round = time.time()
+        while not stop.is_set():
+            now = time.time()
+            for i, name in enumerate(TARGETS):
+                outcome = phases.outcome(i, now)
+                result = ProbeResult(
+                    target=name,
+                    probe=probe,
+                    outcome=outcome,
+                    latency_ms=1.0,
+                    observed_at=datetime.fromtimestamp(now, UTC),
+                    error_kind="refused" if outcome == "fail" else None,
+                )
+                with contextlib.suppress(Exception):  # its node may be down: the round is lost
+                    await nc.publish(subjects.probe(name, probe), encode(result))
+            next_round += ROUND_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, next_round - time.time()))
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _leader_holder(nc: Client) -> str | None:
+    from healthbus.coordinator import LEASE_KEY, bucket_for
+
+    try:
+        kv = await nc.jetstream().key_value(bucket_for(_stream_name()))
+        entry = await kv.get(LEASE_KEY)
+    except Exception:
+        return None
+    return bytes(entry.value).decode() if entry.value else None
+
+
+def _stream_name() -> str:
+    from healthbus.protocol import stream_name_for
+
+    return stream_name_for(PREFIX)
+
+
+#: Timeout of one stream-info request while polling for a new leader: short, so a
+#: request lost in the fault does not stretch the figure by a whole default timeout.
+_POLL_TIMEOUT = 0.25
+
+
+async def _stream_leader(nc: Client, stream: str, timeout: float = 5.0) -> str:
+    try:
+        info = await nc.jetstream(timeout=timeout).stream_info(stream)
+    except Exception:
+        return ""
+    return (info.cluster.leader or "") if info.cluster is not None else ""
+
+
+async def _reelection(nc: Client, stream: str, old: str, timeout: float) -> float | None:
+    """Seconds until ``stream`` reports a leader other than ``old`` (polling the servers every 50 ms).
+
+    ``nc`` must not use the killed node, or its own reconnection would be measured too.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        leader = await _stream_leader(nc, stream, _POLL_TIMEOUT)
+        if leader and leader != old:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)  # polling a server for a state it reports on request
+    return None
+
+
+async def _watcher(nodes: list[Any], doomed: Any) -> Client:
+    """A connection to the nodes that survive the fault, for asking them who leads."""
+    from healthbus.bus import connect
+
+    return await connect(url=",".join(s.url for s in nodes if s is not doomed), name="bench-watcher")
+
+
+async def _stored(nc: Client) -> list[tuple[StateChanged, float]]:
+    """Every event in the state stream with the (server) time it was stored, in stream order."""
+    js = nc.jetstream()
+    info = await js.stream_info(_stream_name())
+    total = info.state.messages
+    out: list[tuple[StateChanged, float]] = []
+    if not total:
+        return out
+    sub = await js.subscribe(f"{PREFIX}.state.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while len(out) < total:
+            msg = await sub.next_msg(timeout=10)
+            out.append((decode_state_changed(msg.data), msg.metadata.timestamp.timestamp()))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+def _analyse(
+    stored: list[tuple[StateChanged, float]], phases: _Phases, until: float
+) -> tuple[dict[str, list[tuple[float, float]]], int]:
+    """Per target, ``(phase change, gap)`` of every announced phase; and how many phases were never announced."""
+    gaps: dict[str, list[tuple[float, float]]] = {}
+    lost = 0
+    for i, name in enumerate(TARGETS):
+        events = [(e, ts) for e, ts in stored if e.target == name]
+        out = gaps.setdefault(name, [])
+        for begin, end, outcome in phases.changes(i, until):
+            want = ANNOUNCES[outcome]
+            found = next(
+                (
+                    ts
+                    for e, ts in events
+                    if e.state == want and begin <= e.at.timestamp() < end + 1.0 and e.previous != e.state
+                ),
+                None,
+            )
+            if found is None:
+                lost += 1
+            else:
+                out.append((begin, found - begin))
+    return gaps, lost
+
+
+def _worst(gaps: dict[str, list[tuple[float, float]]], start: float, end: float) -> float | None:
+    values = [gap for points in gaps.values() for change, gap in points if start <= change < end]
+    return round(max(values), 3) if values else None
+
+
+async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench failover: {what} did not happen within {timeout:g}s")
+        await asyncio.sleep(0.05)  # polling servers and children that offer no event
+
+
+async def run(opts: BenchOptions) -> SuiteResult:
+    """Run the three faults on a fresh 3-node cluster and report the figures."""
+    require_coordinator()
+    from healthbus.bus import connect
+    from healthbus.bus.embedded import NatsCluster
+
+    phase_s = opts.pick("duration", smoke=4.0, full=8.0)
+    spell = 6.0 if opts.size == "smoke" else 16.0  # quiet seconds around each fault
+    config = config_text()
+    cluster = NatsCluster(Path(opts.workdir) / "cluster")
+    await asyncio.to_thread(cluster.start)
+    data: dict[str, Any] = {}
+    notes: list[str] = []
+    stop = asyncio.Event()
+    try:
+        nodes = cluster.servers
+        urls = [s.url for s in nodes]
+        nc = await connect(url=",".join(urls), name="bench-observer")
+        phases = _Phases(time.time() + 1.0, phase_s)
+        vantage = [asyncio.create_task(_vantage(urls[i], f"vp{i}", phases, stop)) for i in range(3)]
+        homes: dict[str, int] = {}
+
+        async with ChildGroup() as group:
+            children: dict[str, Child] = {}
+
+            def home_urls(home: int) -> str:
+                return ",".join([urls[home], *(u for j, u in enumerate(urls) if j != home)])
+
+            async def start_coordinator(holder: str, home: int) -> None:
+                child = group.start(f"coordinator-{holder}", coordinator_role, config, home_urls(home), holder)
+                await child.link.expect("ready", 60)
+                children[holder] = child
+                homes[holder] = home
+
+            await start_coordinator("c0", 0)
+            await start_coordinator("c1", 1)
+            stream = _stream_name()
+            marks: dict[str, float] = {"baseline": time.time()}
+            await asyncio.sleep(spell)  # the quiet spell measured as the baseline
+
+            # 1. the leading coordinator
+            leader = await _leader_holder(nc) or "c0"
+            marks["coordinator_kill"] = time.time()
+            victim = children.pop(leader)
+            if victim.pid is not None:
+                os.kill(victim.pid, signal.SIGKILL)
+            await group.stop(victim)
+
+            async def new_leader() -> bool:
+                holder = await _leader_holder(nc)
+                return holder is not None and holder != leader
+
+            await _wait_for(new_leader, 30, "a takeover")
+            await start_coordinator("c2", homes.pop(leader))
+            await asyncio.sleep(spell)
+
+            # 2. the node leading the state stream
+            old = await _stream_leader(nc, stream)
+            doomed = next(s for s in nodes if s.server_name == old)
+            watcher = await _watcher(nodes, doomed)
+            marks["stream_leader_kill"] = time.time()
+            await asyncio.to_thread(doomed.kill)
+            data["nats_reelection_s"] = await _reelection(watcher, stream, old, 30)
+            await watcher.close()
+            await asyncio.sleep(spell)
+            await asyncio.to_thread(doomed.start)
+            await asyncio.to_thread(cluster.wait_healthy)
+            await asyncio.sleep(spell / 2)
+
+            # 3. the node of the leading coordinator
+            leader = await _leader_holder(nc) or next(iter(children))
+            doomed = nodes[homes[leader]]
+            bucket = f"KV_{stream}_LEADER"
+            lease_leader = await _stream_leader(nc, bucket)
+            watcher = await _watcher(nodes, doomed)
+            marks["coordinator_node_kill"] = time.time()
+            await asyncio.to_thread(doomed.kill)
+            if lease_leader == doomed.server_name:
+                data["lease_reelection_s"] = await _reelection(watcher, bucket, lease_leader, 30)
+            await watcher.close()
+            await asyncio.sleep(spell)
+            await asyncio.to_thread(doomed.start)
+            await asyncio.to_thread(cluster.wait_healthy)
+            await asyncio.sleep(spell / 2)
+            until = time.time()
+            stop.set()
+            await asyncio.gather(*vantage, return_exceptions=True)
+            await asyncio.sleep(2.0)  # the last decisions reach the stream
+            stored = await _stored(nc)
+        await nc.close()
+    finally:
+        stop.set()
+        await asyncio.to_thread(cluster.stop)
+
+    gaps, lost = _analyse(stored, phases, until)
+    order = ["baseline", "coordinator_kill", "stream_leader_kill", "coordinator_node_kill"]
+    for i, name in enumerate(order):
+        begin = marks[name] - (0.0 if name == "baseline" else 1.0)
+        end = marks[order[i + 1]] - 1.0 if i + 1 < len(order) else until
+        key = "baseline_gap_s" if name == "baseline" else f"{name}_gap_s"
+        data[key] = _worst(gaps, begin, min(end, begin + spell + 1.0))
+    seen = Counter((e.target, e.seq) for e, _ in stored)
+    data["lost_transitions"] = lost
+    data["duplicate_seqs"] = sum(n - 1 for n in seen.values() if n > 1)
+    data["seq_gaps"] = sum(
+        1
+        for name in TARGETS
+        for a, b in itertools.pairwise(sorted(seq for (t, seq) in seen if t == name))
+        if b != a + 1
+    )
+    data["phases"] = sum(len(points) for points in gaps.values()) + lost
+    data["events"] = len(stored)
+    data["phase_s"] = phase_s
+    data["lease_s"] = LEASE_S
+    data.setdefault("lease_reelection_s", None)
+    goals = [
+        Goal("no decided transition lost", data["lost_transitions"] == 0, f"{lost} of {data['phases']} phases"),
+        Goal("no seq stored twice", data["duplicate_seqs"] == 0, f"{data['duplicate_seqs']} duplicates"),
+    ]
+    notes.append("gaps: worst time from a phase change to its event being stored, per fault (server storage time)")
+    return SuiteResult("failover", opts.size, data, goals, notes, machine_description())
