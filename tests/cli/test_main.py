@@ -118,3 +118,16 @@ def test_faiss_loader_chatter_only_with_vv() -> None:
         assert logging.getLogger("faiss").level == logging.NOTSET  # follows -vv's DEBUG
     finally:
         logging.getLogger("faiss").setLevel(logging.NOTSET)
+
+
+def test_bus_options_reach_the_settings() -> None:
+    """--user gives the inbox prefix _INBOX.<user>; --inbox-prefix and the --tls-* files override the config."""
+    from healthbus.cli._main import build_parser, bus_settings
+
+    args = build_parser().parse_args(["status", "--user", "operator"])
+    assert bus_settings(args).effective_inbox_prefix == "_INBOX.operator"
+    argv = ["status", "--user", "operator", "--inbox-prefix", "_INBOX.ops", "--tls-ca", "ca.crt"]
+    argv += ["--tls-cert", "op.crt", "--tls-key", "op.key"]
+    settings = bus_settings(build_parser().parse_args(argv))
+    assert settings.effective_inbox_prefix == "_INBOX.ops"
+    assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == ("ca.crt", "op.crt", "op.key")

@@ -1,4 +1,4 @@
-"""deploy/nats/healthbus.conf: each role can do its job and nothing more (DESIGN 10).
+"""deploy/nats/healthbus.conf: each role can do its job and nothing more.
 
 A real nats-server runs with the shipped config; the tests connect as each role and
 prove that only the coordinator can write state, that a subscriber credential cannot
@@ -9,6 +9,7 @@ that every reading role can still load current states and follow the stream.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
-from healthbus.bus import SUBSCRIBER_INBOX_PREFIX, sync_subscriptions
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
@@ -34,6 +35,7 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.subscribers import BusUnavailable, HealthClient, StateStream, connect, ensure_stream
+from tests.cli._support import run_cli
 from tests.harness._util import require
 from tests.helpers import probe_result, state_changed, wait_until
 
@@ -82,16 +84,10 @@ class Session:
 
 
 async def _session(server: EmbeddedNats, role: str) -> Session:
+    # The one connect function every component uses: reply inboxes under _INBOX.<role>.
     session = Session()
-    # The subscriber role receives replies only on HealthClient's inbox prefix.
-    await session.nc.connect(
-        server.url,
-        user=role,
-        password=_password(role),
-        error_cb=session.error_cb,
-        allow_reconnect=False,
-        inbox_prefix=SUBSCRIBER_INBOX_PREFIX if role == "subscriber" else "_INBOX",
-    )
+    settings = BusSettings(url=server.url, user=role, password=_password(role))
+    session.nc = await connect(settings, error_cb=session.error_cb, allow_reconnect=False)
     return session
 
 
@@ -260,6 +256,106 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
     finally:
         for s in (coordinator, probe, subscriber):
             await s.nc.close()
+
+
+# ---------------------------------------------------------------- replies and consumers
+
+
+async def test_a_subscriber_cannot_read_other_roles_replies(secured_nats: EmbeddedNats) -> None:
+    """A subscriber credential may not listen on any inbox but its own: not on the coordinator's
+    (JetStream publish acks, lease acks) nor on an operator's (the reply to `healthbus ctl`)."""
+    config = load_config_text(
+        '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
+        '[coordinator]\nlease = "2s"\n'
+        '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
+    )
+    coordinator = await _session(secured_nats, "coordinator")
+    probe = await _session(secured_nats, "probe-0")
+    spy = await _session(secured_nats, "subscriber")
+    try:
+        assert coordinator.nc._inbox_prefix == b"_INBOX.coordinator"
+        refused: list[str] = []
+        subs = []
+        for subject in ("_INBOX.>", "_INBOX.coordinator.>", "_INBOX.operator.>", ">"):
+            subs.append(await spy.nc.subscribe(subject))
+            await spy.violation()
+            refused.append(subject)
+            spy._violated.clear()
+        assert all(
+            any(f'subscription to "{subject.lower()}"' in e.lower() for e in spy.errors) for subject in refused
+        ), spy.errors
+        async with CoordinatorService(config, coordinator.nc) as service:
+            await asyncio.wait_for(service.activated.wait(), 10)  # lease acks went to the coordinator
+            result = probe_result("redis-main", probe="probe-0")
+            await probe.nc.publish("healthbus.probe.redis-main.probe-0", encode(result))
+            await service.wait_published("redis-main", 1)  # a JetStream publish ack went to the coordinator
+            ctl = await run_cli(
+                "ctl", "reset", "redis-main", "--nats", secured_nats.url, "--user", "operator",
+                env={"HEALTHBUS_NATS_PASSWORD": _password("operator")},
+            )  # fmt: skip
+            assert ctl.code == 0, ctl.err
+            assert "reset redis-main: ok" in ctl.out
+        # Anything routed to the spy's connection before this point has reached it by now:
+        # the server answers the PING behind it.
+        await spy.nc.flush()
+        assert [sub.pending_msgs for sub in subs] == [0, 0, 0, 0]
+    finally:
+        for s in (coordinator, probe, spy):
+            await s.nc.close()
+
+
+async def test_no_reading_role_can_delete_or_alter_another_clients_consumer(sessions: dict[str, Session]) -> None:
+    """A reading role (the viewer: the subscriber may use no consumer API at all) can neither
+    delete a probe worker's consumer on the state stream, nor alter it (by name, or through the
+    unnamed create call), nor list consumer names; the worker keeps receiving."""
+    js = sessions["coordinator"].nc.jetstream()
+    seen: asyncio.Queue[StateChanged] = asyncio.Queue()
+    victim = await StateStream(sessions["probe-0"].nc).follow(seen.put_nowait, start="new")
+    try:
+        assert victim._sub is not None
+        before = await victim._sub.consumer_info()
+        spy = sessions["viewer"]
+        spy_js = spy.nc.jetstream()
+        with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
+            await asyncio.wait_for(spy_js.delete_consumer("HEALTHBUS_STATE", before.name), 1)
+        assert f"$js.api.consumer.delete.healthbus_state.{before.name}".lower() in (await spy.violation()).lower()
+        # Creating by name (which would update an existing consumer) is refused by the permissions...
+        takeover = ConsumerConfig(
+            name=before.name, deliver_subject="_INBOX.viewer.stolen", deliver_policy=DeliverPolicy.NEW
+        )
+        with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
+            await asyncio.wait_for(spy_js.add_consumer("HEALTHBUS_STATE", takeover), 1)
+        # The one create call a reader may make is unnamed; a name in its body is refused when
+        # taken, even for a copy of the victim's own config with only the delivery subject
+        # changed, and even when asked to update.
+        copy = before.config.as_dict() | {"name": before.name, "deliver_subject": "_INBOX.viewer.stolen"}
+        for config in (takeover.as_dict(), copy):
+            for action in ({}, {"action": "update"}):
+                body = {"stream_name": "HEALTHBUS_STATE", "config": config} | action
+                reply = await spy.nc.request("$JS.API.CONSUMER.CREATE.HEALTHBUS_STATE", json.dumps(body).encode())
+                assert "error" in json.loads(reply.data), reply.data
+        # Nor can it list the names of other clients' consumers (the deliveries that carry a
+        # name, in their $JS.ACK reply subjects, reach only the owner's inbox).
+        for subject in ("$JS.API.CONSUMER.NAMES.HEALTHBUS_STATE", "$JS.API.CONSUMER.LIST.HEALTHBUS_STATE"):
+            with pytest.raises((nats.errors.NoRespondersError, TimeoutError)):
+                await spy.nc.request(subject, b"{}", timeout=1)
+            await spy.nc.flush()
+            assert any(subject.lower() in e.lower() for e in spy.errors), spy.errors
+        after = await js.consumer_info("HEALTHBUS_STATE", before.name)
+        assert after.config.deliver_subject == before.config.deliver_subject
+        await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
+        assert (await asyncio.wait_for(seen.get(), 5)).seq == 1
+    finally:
+        await victim.stop()
+
+
+async def test_the_account_limits_consumers(sessions: dict[str, Session]) -> None:
+    """The account's JetStream consumer limit from deploy/ is in force, as every role that may ask sees it."""
+    for role in ROLES:
+        if role == "subscriber":
+            continue  # may not even ask ($JS.API.INFO): test_subscriber_cannot_create_consumers_or_read_anything_else
+        info = await sessions[role].nc.jetstream().account_info()
+        assert info.limits.max_consumers == 10000, (role, info.limits)
 
 
 async def test_health_client_works_under_the_subscriber_role(

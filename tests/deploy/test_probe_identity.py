@@ -22,11 +22,12 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import generate_latest
 
-from healthbus.bus import StateStream
+from healthbus.bus import StateStream, connect
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
 from healthbus.protocol import (
+    BusSettings,
     ProbeResult,
     StateChanged,
     StreamSettings,
@@ -113,10 +114,10 @@ class Conn:
 
 
 async def _connect(server: EmbeddedNats, user: str, password: str | None = None) -> Conn:
+    # The one connect function every component uses: reply inboxes under _INBOX.<user>.
     conn = Conn()
-    await conn.nc.connect(
-        server.url, user=user, password=password or _password(user), error_cb=conn.error_cb, allow_reconnect=False
-    )
+    settings = BusSettings(url=server.url, user=user, password=password or _password(user))
+    conn.nc = await connect(settings, error_cb=conn.error_cb, allow_reconnect=False)
     return conn
 
 
@@ -152,7 +153,7 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
     coordinator = await _connect(server, "coordinator")
     honest = [await _connect(server, f"probe-{i}") for i in range(2)]
     evil = await _connect(server, "probe-2", _password("probe-2"))
-    reader = await _connect(server, "subscriber")
+    reader = await _connect(server, "viewer")  # reads history through a consumer: the viewer role
     workers: list[ProbeWorker] = []
     events: list[StateChanged] = []
     follower = None
@@ -225,12 +226,20 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
 
 
 def test_shipped_probe_users_are_what_nats_user_prints() -> None:
-    """deploy/'s probe-0 and probe-1 are exactly the generator's blocks (password from the environment)."""
-    from healthbus.cli._natsuser import probe_user_block
+    """deploy/'s probe-0 and probe-1 are the blocks `healthbus nats-user` prints, but for the
+    password line (the shipped file takes it from the environment, the command prints a hash)."""
 
-    conf = DEPLOY.read_text()
+    def without_password(block: str) -> str:
+        return "\n".join(line for line in block.splitlines() if not line.strip().startswith("password:"))
+
+    conf = without_password(DEPLOY.read_text())
+    env = {**os.environ, "HEALTHBUS_NATS_PASSWORD": "any"}
     for i in range(2):
-        assert probe_user_block(f"probe-{i}", f"$HEALTHBUS_PROBE_{i}_PASSWORD") in conf
+        printed = subprocess.run(
+            [healthbus_bin(), "nats-user", "probe", f"probe-{i}"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert without_password(printed) in conf
+        assert f"password: $HEALTHBUS_PROBE_{i}_PASSWORD" in DEPLOY.read_text()
     assert "user: probe\n" not in conf  # no shared probe credential any more
 
 

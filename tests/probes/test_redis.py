@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from healthbus.probes import build_checker
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness._redis import RedisServer
+from tests.harness._tls import make_ca
 from tests.harness._util import require
 from tests.probes._support import assert_refused_while_stopped
 
@@ -109,26 +109,10 @@ class TlsRedisServer(RedisServer):
         ]  # fmt: skip
 
 
-def _make_certs(where: Path) -> Path:
-    openssl = require("openssl", "install openssl to make test certificates")
-    where.mkdir()
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=where, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-        "-subj", "/CN=healthbus-test-ca")  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (where / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
-    return where
-
-
 async def test_rediss_tls(tmp_path: Path) -> None:
     """rediss:// passes with the CA given, fails as tls without it, passes with tls_verify = false."""
     require("redis-server", "install redis-server (apt-get install redis-server)")
-    certs = _make_certs(tmp_path / "certs")
+    certs = make_ca(tmp_path / "certs").where
     server = TlsRedisServer(tmp_path / "tls-redis", certs)
     server.start()
     url = f"rediss://127.0.0.1:{server.port}/0"

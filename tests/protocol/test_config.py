@@ -179,3 +179,19 @@ def test_refresh_after_rejects_a_bare_number() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text("[coordinator]\nrefresh_after = 60")
     assert info.value.path == "$.coordinator.refresh_after"
+
+
+def test_inbox_prefix_defaults_to_the_user_and_is_validated() -> None:
+    """[bus] inbox_prefix: explicit, else _INBOX.<user>, else _INBOX; a wildcard or space is a config error."""
+    assert load_config_text("").bus.effective_inbox_prefix == "_INBOX"
+    assert load_config_text('[bus]\nuser = "probe-a"\n').bus.effective_inbox_prefix == "_INBOX.probe-a"
+    explicit = load_config_text('[bus]\nuser = "probe-a"\ninbox_prefix = "_INBOX.workers.a"\n')
+    assert explicit.bus.effective_inbox_prefix == "_INBOX.workers.a"
+    for text, path in (
+        ('[bus]\ninbox_prefix = "_INBOX.>"\n', "$.bus.inbox_prefix"),
+        ('[bus]\ninbox_prefix = "_INBOX..a"\n', "$.bus.inbox_prefix"),
+        ('[bus]\nuser = "a b"\n', "$.bus.user"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_config_text(text)
+        assert info.value.path == path, info.value

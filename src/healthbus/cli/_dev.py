@@ -91,6 +91,7 @@ def _forwarded_options(args: argparse.Namespace, nats_url: str) -> tuple[list[st
         ("--tls-ca", "tls_ca"),
         ("--tls-cert", "tls_cert"),
         ("--tls-key", "tls_key"),
+        ("--inbox-prefix", "inbox_prefix"),
     ):
         value = getattr(args, attr, None)
         if value:

@@ -52,6 +52,7 @@ def _add_bus_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-ca", metavar="FILE", help="CA bundle for TLS")
     g.add_argument("--tls-cert", metavar="FILE", help="client certificate for TLS")
     g.add_argument("--tls-key", metavar="FILE", help="client key for TLS")
+    g.add_argument("--inbox-prefix", metavar="SUBJECT", help="reply inbox prefix (default: config, else _INBOX.<user>)")
     p.add_argument("--config", metavar="FILE", help="healthbus TOML configuration")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
@@ -70,7 +71,7 @@ def bus_settings(args: argparse.Namespace, config: Config | None = None) -> BusS
     """The config's ``[bus]`` overlaid with command-line options and environment."""
     base = (config or Config()).bus
     changes: dict[str, Any] = {}
-    for field in ("user", "creds", "tls_ca", "tls_cert", "tls_key", "prefix"):
+    for field in ("user", "creds", "tls_ca", "tls_cert", "tls_key", "inbox_prefix", "prefix"):
         value = getattr(args, field, None)
         if value:
             changes[field] = value
@@ -232,6 +233,15 @@ def _setup_logging(verbose: int) -> None:
     # "ModuleNotFoundError" per miss: in a log tail (healthbus dev prints one when a child
     # dies) that reads like the cause of the failure. Only -vv shows it.
     logging.getLogger("faiss").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
+    # asyncio warns "returning true from eof_received() has no effect when using ssl" when a
+    # TLS server closes the connection (e.g. refusing our certificate): noise next to the
+    # one-line error that says why. Only -vv shows it.
+    if verbose < 2:
+        logging.getLogger("asyncio").addFilter(_drop_ssl_eof_noise)
+
+
+def _drop_ssl_eof_noise(record: logging.LogRecord) -> bool:
+    return "eof_received()" not in str(record.msg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,10 +32,11 @@ def state_read_permissions(stream: str) -> list[str]:
         f"$JS.API.STREAM.MSG.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.>",
+        # Only the unnamed (ephemeral) create: creating by name could update another
+        # client's consumer, and no reader may delete one (the server removes an
+        # ephemeral consumer once its client is gone).
         f"$JS.API.CONSUMER.CREATE.{stream}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.>",
         f"$JS.API.CONSUMER.INFO.{stream}.>",
-        f"$JS.API.CONSUMER.DELETE.{stream}.>",
         f"$JS.FC.{stream}.>",
     ]
 
@@ -58,7 +59,7 @@ def probe_user_block(worker_id: str, password: str, *, prefix: str = DEFAULT_PRE
         "      allow: [" + ", ".join(f'"{s}"' for s in publish) + "]",
         "    }",
         "    subscribe: {",
-        f'      allow: ["{subjects.worker("heartbeat", "*")}", "_INBOX.>", "{subjects.confirm_all}"]',
+        f'      allow: ["{subjects.worker("heartbeat", "*")}", "_INBOX.{token}.>", "{subjects.confirm_all}"]',
         "    }",
         "  }",
         "}",

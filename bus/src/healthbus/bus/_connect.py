@@ -1,10 +1,20 @@
 """Connecting to NATS, shared by every healthbus component.
 
 nats-py's defaults are wrong for us: against a dead server ``nats.connect()`` takes
-about two minutes to give up and logs a traceback on every try (STACK-FACTS). Here a
+about two minutes to give up and logs a traceback on every try. Here a
 first connect fails within ``connect_timeout`` (plus a few quick retries) with a
 :class:`BusUnavailable` that names the server without credentials, and once connected
 the client reconnects forever with backoff in the background.
+
+TLS: ``[bus] tls_ca`` / ``tls_cert`` / ``tls_key`` (or an ``ssl.SSLContext`` given as
+``tls=``). A TLS failure during the first connect (an untrusted server certificate, a
+server that wants a client certificate) is permanent: it fails at once, with one line
+saying what to fix, instead of being retried. Unreadable TLS files are a
+:class:`~healthbus.protocol.ConfigError`.
+
+Every client's reply inboxes live under its own prefix (``BusSettings.effective_inbox_prefix``,
+``_INBOX.<user>`` by default), so a NATS user needs subscribe permission on that prefix only
+and cannot read other roles' replies (``deploy/nats/healthbus.conf``).
 """
 
 from __future__ import annotations
@@ -23,16 +33,18 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
-from healthbus.protocol import BusSettings, StreamSettings, redact, redact_url
+from healthbus.protocol import BusSettings, ConfigError, StreamSettings, redact, redact_url
 
 log = logging.getLogger("healthbus.bus")
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
 
-SUBSCRIBER_INBOX_PREFIX: Final = "_INBOX.healthbus_subscriber"
-"""The inbox prefix of a HealthClient's own connection (``inbox_prefix`` in nats-py).
+SUBSCRIBER_INBOX_PREFIX: Final = "_INBOX.subscriber"
+"""The inbox prefix of a HealthClient's own connection (``inbox_prefix`` in nats-py),
+unless ``[bus] inbox_prefix`` says otherwise: ``_INBOX.<user>`` for the ``subscriber``
+user of ``deploy/``, the same convention every role follows.
 
-The subscriber role of ``deploy/`` may subscribe only to ``_INBOX.healthbus_subscriber.>``
+The subscriber role of ``deploy/`` may subscribe only to ``_INBOX.subscriber.>``
 (besides the state), so it can receive its direct-get answers but never another
 client's replies. A connection shared with a HealthClient under that role needs it too.
 """
@@ -56,13 +68,59 @@ def bus_secrets(settings: BusSettings) -> list[str]:
     return [s for s in (settings.password, settings.token) if s]
 
 
-def _tls_context(settings: BusSettings) -> ssl.SSLContext | None:
-    if not (settings.tls_ca or settings.tls_cert):
+def _no_key_password() -> str:
+    # Called by OpenSSL for an encrypted key: without it, OpenSSL would prompt on the terminal.
+    raise ValueError("the key is encrypted; give an unencrypted PEM key")
+
+
+def tls_context(settings: BusSettings) -> ssl.SSLContext | None:
+    """The client ``SSLContext`` for ``settings``' TLS files (None when none is set).
+
+    Raises :class:`ConfigError` naming the setting when a file cannot be used.
+    """
+    if not (settings.tls_ca or settings.tls_cert or settings.tls_key):
         return None
-    ctx = ssl.create_default_context(cafile=settings.tls_ca)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        missing = "tls_key" if settings.tls_cert else "tls_cert"
+        raise ConfigError("[bus]", missing, "tls_cert and tls_key go together (a client certificate and its key)")
+    try:
+        ctx = ssl.create_default_context(cafile=settings.tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("[bus]", "tls_ca", f"cannot use {settings.tls_ca}: {_reason(exc)}") from None
     if settings.tls_cert:
-        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+        try:
+            ctx.load_cert_chain(settings.tls_cert, settings.tls_key, password=_no_key_password)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                "[bus]", "tls_cert", f"cannot use {settings.tls_cert} with {settings.tls_key}: {_reason(exc)}"
+            ) from None
     return ctx
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def tls_failure(exc: ssl.SSLError) -> str:
+    """One line saying why a TLS handshake with NATS failed and what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or _reason(exc)
+        return f"TLS: the server's certificate is not trusted ({detail}); check tls_ca"
+    reason = str(exc.reason or "")
+    if "CERTIFICATE_REQUIRED" in reason:
+        return "TLS: the server requires a client certificate; set tls_cert and tls_key"
+    if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER_FAILURE" in reason:
+        return (
+            "TLS: the server did not answer with TLS; if it is a NATS server with TLS, enable "
+            "handshake_first in its tls block (or set tls_handshake_first = false)"
+        )
+    if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
+        return "TLS: the server rejected our client certificate (not signed by a CA it trusts); check tls_cert"
+    return f"TLS handshake failed: {_reason(exc)}"
 
 
 async def connect(
@@ -86,14 +144,21 @@ async def connect(
     # earlier through error_cb: keep the distinct ones (a few) for the message.
     seen_errors: list[str] = []
     caller_error_cb = extra.pop("error_cb", None)
+    # A TLS failure of the first connect is a configuration problem: no retry will fix it.
+    tls_failed: list[str] = []
+    tls_event = asyncio.Event()
+    connecting = True
 
     async def error_cb(exc: Exception) -> None:
         text = redact(str(exc) or type(exc).__name__, secrets)
+        if connecting and isinstance(exc, ssl.SSLError) and not tls_failed:
+            tls_failed.append(tls_failure(exc))
+            tls_event.set()
         if text not in seen_errors and len(seen_errors) < 3:
             seen_errors.append(text)
         if caller_error_cb is not None:
             await caller_error_cb(exc)
-        else:
+        elif not connecting:  # first-connect errors go into BusUnavailable's message
             log.warning("NATS %s: %s", shown, text)
 
     # A cluster is given as comma-separated URLs (``--nats``, ``NATS_URL``): nats-py
@@ -120,31 +185,65 @@ async def connect(
         options["user_credentials"] = settings.creds
     if settings.nkey_seed:
         options["nkeys_seed"] = settings.nkey_seed
-    tls = _tls_context(settings)
+    try:
+        options["inbox_prefix"] = settings.effective_inbox_prefix
+    except ValueError as exc:
+        raise ConfigError("[bus]", "inbox_prefix", str(exc)) from None
+    tls = tls_context(settings)
     if tls is not None:
         options["tls"] = tls
     options.update(extra)
+    if options.get("tls") is not None and "tls_handshake_first" not in extra:
+        # nats-py upgrades to TLS only when the server's plaintext greeting asks for it:
+        # an impostor that does not would get CONNECT, password included, in plaintext.
+        options["tls_handshake_first"] = settings.tls_handshake_first
     # nats-py applies max_reconnect_attempts to the *first* connect too: bound it so a
     # dead server fails fast, then switch to "forever" for the life of the connection.
     # nats-py reads 0 as "unlimited", so the smallest bound is 1 (two tries in all).
     options["max_reconnect_attempts"] = max(1, connect_attempts - 1)
     nc = Client()
+    attempt = asyncio.ensure_future(nc.connect(**options))
+    tls_wait = asyncio.ensure_future(tls_event.wait())
+    # nats-py bounds each try by connect_timeout, but can hang closing a socket whose TLS
+    # handshake failed (or that a non-NATS peer keeps open): bound the whole first connect.
+    tries = options["max_reconnect_attempts"] + 1
+    budget = tries * (2 * float(settings.connect_timeout) + float(options["reconnect_time_wait"])) + 1.0
     try:
-        await nc.connect(**options)
+        await asyncio.wait({attempt, tls_wait}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        if not attempt.done():
+            # A TLS failure (nats-py would retry it), or no answer at all: stop the attempt.
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
+            if tls_failed:
+                raise BusUnavailable(f"cannot reach NATS at {shown}: {tls_failed[0]}")
+            reasons = f" ({'; '.join(seen_errors)})" if seen_errors else ""
+            raise BusUnavailable(f"cannot reach NATS at {shown}: no NATS answer within {budget:g}s{reasons}")
+        attempt.result()
     except asyncio.CancelledError:
         # Cancelled mid-connect (a caller's timeout, a HealthClient closing): the half-made
         # client already holds a socket (and maybe tasks). Close it, then pass the cancel on.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(nc.close())
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(nc.close()), 1.0)
+        raise
+    except BusUnavailable:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(nc.close(), 1.0)
         raise
     except Exception as exc:  # nats-py raises several unrelated types here
-        with contextlib.suppress(Exception):
-            await nc.close()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(nc.close(), 1.0)
+        if tls_failed:
+            raise BusUnavailable(f"cannot reach NATS at {shown}: {tls_failed[0]}") from None
         text = redact(str(exc) or type(exc).__name__, secrets)
         earlier = [e for e in seen_errors if e not in text]
         if earlier:
             text = f"{text} ({'; '.join(earlier)})"
         raise BusUnavailable(f"cannot reach NATS at {shown}: {text}") from None
+    finally:
+        tls_wait.cancel()
+        connecting = False
     nc.options["max_reconnect_attempts"] = -1
     return nc
 

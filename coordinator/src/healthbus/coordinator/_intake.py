@@ -25,6 +25,9 @@ from healthbus.protocol import MAX_MESSAGE_BYTES, ProbeResult, StateChanged, pro
 #: Most queued messages handled in one callback before yielding to the event loop.
 BATCH_LIMIT: Final = 512
 
+#: Probe ids whose subject token is remembered (the check runs once per result; workers are few).
+TOKEN_CACHE: Final = 4096
+
 #: The hot path decodes with its own msgspec decoder rather than
 #: :func:`healthbus.protocol.decode_probe_result`: ``handle_probe`` has already checked
 #: the size and matched the subject's target, so only the decoding itself is left, and
@@ -58,6 +61,7 @@ class Intake:
         self._emit = emit
         self._batcher = batcher
         self._record = record
+        self._tokens: dict[str, str] = {}  # probe id -> its subject token
 
     def on_probe(self, msg: Msg) -> None:
         """This message, then whatever else is already queued on the subscription."""
@@ -105,7 +109,12 @@ class Intake:
                 counters.drop("subject_mismatch", f"target {result.target!r} published on {subject}")
                 return
             if dot:
-                if probe_token(result.probe) != token:
+                expected = self._tokens.get(result.probe)
+                if expected is None:
+                    if len(self._tokens) >= TOKEN_CACHE:
+                        self._tokens.clear()  # bounded whatever ids arrive
+                    expected = self._tokens[result.probe] = probe_token(result.probe)
+                if expected != token:
                     counters.drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
                     return
                 if result.probe != token:

@@ -150,6 +150,11 @@ class TargetConfig(CheckSettings, kw_only=True, frozen=True, forbid_unknown_fiel
         return f"TargetConfig(name={self.name!r}, kind={self.kind!r}, url={redact_url(self.url)!r})"
 
 
+DEFAULT_INBOX_PREFIX: Final = "_INBOX"
+# A NATS subject without wildcards: non-empty tokens, no whitespace, no '*' or '>'.
+_INBOX_RE: Final = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
+
+
 class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """How to reach NATS. Credentials should come from ``${ENV}`` interpolation."""
 
@@ -161,12 +166,40 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     creds: str | None = None
     nkey_seed: str | None = None
     tls_ca: str | None = None
+    """CA bundle the server's certificate must chain to (PEM file)."""
     tls_cert: str | None = None
+    """Client certificate (PEM file), for servers that verify clients (mutual TLS)."""
     tls_key: str | None = None
+    """The client certificate's private key (PEM file, not encrypted)."""
+    tls_handshake_first: bool = True
+    """With TLS set up: start TLS before the server sends anything, so no byte (not even
+    the password) goes over plaintext to an impostor that does not offer TLS. The server
+    needs ``handshake_first`` in its ``tls`` block (``deploy/nats/healthbus-tls.conf``);
+    ``false`` uses the classic upgrade after the server's greeting instead."""
+    inbox_prefix: str | None = None
+    """Subject prefix of this client's reply inboxes (request replies, JetStream acks and
+    deliveries). Default ``_INBOX.<user>`` when ``user`` is set, else ``_INBOX``; the NATS
+    user then needs subscribe permission on ``<inbox_prefix>.>`` only, so no other role
+    can read its replies."""
     connect_timeout: Duration = Duration(2.0)
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return f"BusSettings(url={self.url!r}, prefix={self.prefix!r}, user={self.user!r})"
+
+    @property
+    def effective_inbox_prefix(self) -> str:
+        """``inbox_prefix``, else ``_INBOX.<user>``, else ``_INBOX``; ValueError when not a subject."""
+        if self.inbox_prefix is not None:
+            if _INBOX_RE.match(self.inbox_prefix) is None:
+                raise ValueError(
+                    f"expected dot-separated subject tokens without spaces or wildcards, got {self.inbox_prefix!r}"
+                )
+            return self.inbox_prefix
+        if self.user is None:
+            return DEFAULT_INBOX_PREFIX
+        if _INBOX_RE.match(self.user) is None:
+            raise ValueError(f"user {self.user!r} cannot name an inbox subject (spaces, '*' or '>'): set inbox_prefix")
+        return f"{DEFAULT_INBOX_PREFIX}.{self.user}"
 
 
 class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -322,6 +355,11 @@ def _check_semantics(config: Config) -> None:
         )
     if _PREFIX_RE.match(config.bus.prefix) is None:
         raise ConfigError(src, "$.bus.prefix", f"expected dot-separated tokens, got {config.bus.prefix!r}")
+    try:
+        config.bus.effective_inbox_prefix  # noqa: B018 - validates
+    except ValueError as exc:
+        path = "$.bus.inbox_prefix" if config.bus.inbox_prefix is not None else "$.bus.user"
+        raise ConfigError(src, path, str(exc)) from None
     seen: dict[str, int] = {}
     for i, t in enumerate(config.targets):
         where = f"$.targets[{i}]"

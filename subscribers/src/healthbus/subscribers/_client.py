@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Self
@@ -89,6 +90,7 @@ class HealthClient(HealthViewBase):
         connect_timeout: float | None = None,
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
         clock: Clock | Callable[[], float] | None = None,
         resync_jitter: float = _RESYNC_JITTER,
         batch: int = DEFAULT_BATCH,
@@ -102,6 +104,7 @@ class HealthClient(HealthViewBase):
         Subjects(self.prefix)  # a bad prefix is a usage error now, not a retry loop later
         self.connect_timeout = float(connect_timeout if connect_timeout is not None else self._settings.connect_timeout)
         self._name = name
+        self._tls = tls
         self._nc = nc
         self._own_nc = nc is None
         if resync_jitter < 0:
@@ -146,6 +149,7 @@ class HealthClient(HealthViewBase):
         name: str = "healthbus-subscriber",
         resync_jitter: float = _RESYNC_JITTER,
         batch: int = DEFAULT_BATCH,
+        tls: ssl.SSLContext | None = None,
         report_failures: bool = True,
         instance: str | None = None,
     ) -> _Connecting:
@@ -160,6 +164,9 @@ class HealthClient(HealthViewBase):
         ``deploy/``'s subscriber role it needs ``inbox_prefix=healthbus.bus.SUBSCRIBER_INBOX_PREFIX``);
         ``resync_jitter``: the most seconds to wait before reloading current states after
         a reconnect (spreads a fleet); ``batch``: targets per direct-get request;
+        ``tls``: an ``ssl.SSLContext`` for TLS to NATS, instead of ``settings``' ``tls_ca`` /
+        ``tls_cert`` / ``tls_key`` files. A TLS failure (an untrusted server, a missing or
+        rejected client certificate) is logged as one line and retried in the background;
         ``report_failures``: send failure reports (default on; see :meth:`report_failure`);
         ``instance``: the id reports carry (default ``<name>@<host>:<pid>``).
         """
@@ -174,6 +181,7 @@ class HealthClient(HealthViewBase):
             name=name,
             resync_jitter=resync_jitter,
             batch=batch,
+            tls=tls,
             report_failures=report_failures,
             instance=instance,
         )
@@ -316,7 +324,14 @@ class HealthClient(HealthViewBase):
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
-                inbox_prefix=bus.SUBSCRIBER_INBOX_PREFIX,
+                # _INBOX.<user> (or [bus] inbox_prefix) like every role; without a user in
+                # the settings, the subscriber role's (the user may be in the URL).
+                inbox_prefix=(
+                    self._settings.effective_inbox_prefix
+                    if self._settings.user or self._settings.inbox_prefix
+                    else bus.SUBSCRIBER_INBOX_PREFIX
+                ),
+                **({"tls": self._tls} if self._tls is not None else {}),
             )
         except bus.BusUnavailable as exc:
             if self._backoff_attempt == 0 or self._backoff_attempt % 10 == 0:

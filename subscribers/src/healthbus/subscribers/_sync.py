@@ -35,6 +35,7 @@ import logging
 import os
 import queue
 import selectors
+import ssl
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -198,6 +199,7 @@ class SyncHealthClient:
         on_bus_loss: BusLossPolicy = "keep",
         connect_timeout: float | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
         after_fork: AfterFork = "reconnect",
         report_failures: bool = True,
         instance: str | None = None,
@@ -212,6 +214,7 @@ class SyncHealthClient:
             "on_bus_loss": on_bus_loss,
             "connect_timeout": connect_timeout,
             "name": name,
+            "tls": tls,
             "report_failures": report_failures,
             "instance": instance,
         }
@@ -243,6 +246,7 @@ class SyncHealthClient:
         on_bus_loss: BusLossPolicy = "keep",
         connect_timeout: float | None = None,
         name: str = "healthbus-subscriber",
+        tls: ssl.SSLContext | None = None,
         after_fork: AfterFork = "reconnect",
         report_failures: bool = True,
         instance: str | None = None,
@@ -260,6 +264,7 @@ class SyncHealthClient:
             on_bus_loss=on_bus_loss,
             connect_timeout=connect_timeout,
             name=name,
+            tls=tls,
             after_fork=after_fork,
             report_failures=report_failures,
             instance=instance,
