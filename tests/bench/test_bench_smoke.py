@@ -45,6 +45,10 @@ KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "connections_healthbus": int,
         "degrade_all_ms_baseline": float,
         "degrade_all_ms_healthbus": float,
+        "degrade_all_vs_baseline": float,
+        "recover_all_ms_baseline": float,
+        "recover_all_ms_healthbus": float,
+        "degrade_all_ms_healthbus_no_reports": float,
     },
     "fleet": {
         "instances": int,
@@ -189,6 +193,8 @@ def test_fanout_suite() -> None:
     assert 1 <= result["connections_healthbus"] <= result["probe_workers"]
     assert result["checks_per_s_baseline"] > 0
     assert result["checks_per_s_healthbus"] > 0
+    assert result["recover_all_ms_healthbus"] > 0
+    assert result["recover_all_ms_baseline"] > 0
     assert result["degrade_all_ms_baseline"] > 0
     assert result["degrade_all_ms_healthbus"] > 0
 

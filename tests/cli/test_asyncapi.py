@@ -92,6 +92,8 @@ def test_every_subject_is_a_channel(doc: dict[str, Any]) -> None:
     token = worker_token("host-1:42")
     assert addresses["workerHeartbeat"].replace("{worker}", token) == s.worker("heartbeat", token)
     assert addresses["workerReload"] == s.worker("reload")
+    assert addresses["report"].replace("{target}", "redis-main") == s.report("redis-main")
+    assert addresses["confirm"].replace("{target}", "redis-main") == s.confirm("redis-main")
     assert addresses["controlReply"] is None  # the requester's inbox, unknown in advance
     assert doc["components"]["parameters"]["command"]["enum"] == list(CONTROL_COMMANDS)
 
@@ -105,6 +107,8 @@ def test_every_message_is_present_on_its_channel(doc: dict[str, Any]) -> None:
         "controlReply": "ControlReply",
         "workerHeartbeat": "WorkerHeartbeat",
         "workerReload": "ReloadNotice",
+        "report": "FailureReport",
+        "confirm": "ConfirmRequest",
     }
     assert {channel: _channel_message(doc, channel) for channel in doc["channels"]} == expected
     assert set(doc["components"]["messages"]) == {t.__name__ for t in MESSAGE_TYPES}

@@ -25,11 +25,14 @@ from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import (
     BusSettings,
+    ConfirmRequest,
+    FailureReport,
     State,
     StateChanged,
     StreamSettings,
     encode,
     load_config_text,
+    utcnow,
 )
 from healthbus.subscribers import BusUnavailable, HealthClient, StateStream, connect, ensure_stream
 from tests.cli._support import run_cli
@@ -175,6 +178,50 @@ async def test_probe_publishes_results_but_not_control(sessions: dict[str, Sessi
     await sub.unsubscribe()
     await sessions["probe-0"].nc.publish("healthbus.ctl.force-open", b"{}")
     assert "healthbus.ctl.force-open" in await sessions["probe-0"].violation()
+
+
+async def test_subscriber_may_publish_failure_reports_and_nothing_else(sessions: dict[str, Session]) -> None:
+    """A subscriber's report reaches the coordinator, whose confirmation request reaches the probe;
+    the subscriber's publishes anywhere else (results, confirmations, control, heartbeats) are refused."""
+    reports: asyncio.Queue[bytes] = asyncio.Queue()
+    confirms: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_report(msg: Msg) -> None:
+        reports.put_nowait(msg.data)
+
+    async def on_confirm(msg: Msg) -> None:
+        confirms.put_nowait(msg.data)
+
+    await sessions["coordinator"].nc.subscribe("healthbus.report.>", cb=on_report)
+    await sessions["probe-0"].nc.subscribe("healthbus.confirm.*", cb=on_confirm)
+    await sessions["coordinator"].nc.flush()
+    await sessions["probe-0"].nc.flush()
+    report = FailureReport(target="redis-main", instance="svc@host:1", kind="refused", at=utcnow())
+    await sessions["subscriber"].nc.publish("healthbus.report.redis-main", encode(report))
+    assert await asyncio.wait_for(reports.get(), 5) == encode(report)
+    request = ConfirmRequest(target="redis-main", round=1, at=utcnow(), reports=1, instances=1)
+    await sessions["coordinator"].nc.publish("healthbus.confirm.redis-main", encode(request))
+    assert await asyncio.wait_for(confirms.get(), 5) == encode(request)
+    assert not any("ermissions" in e for role in ROLES for e in sessions[role].errors)
+
+    s = sessions["subscriber"]
+    forbidden = (
+        "healthbus.probe.redis-main",
+        "healthbus.confirm.redis-main",
+        "healthbus.ctl.force-open",
+        "healthbus.worker.heartbeat.x",
+    )
+    for subject in forbidden:
+        await s.nc.publish(subject, b"{}")
+    await s.nc.flush()
+    await wait_until(
+        lambda: all(any(subject in e for e in s.errors) for subject in forbidden),
+        5,
+        "a permissions violation for every forbidden subject",
+    )
+    # A probe worker may not send reports (nor may anyone but the coordinator ask for checks).
+    await sessions["probe-0"].nc.publish("healthbus.report.redis-main", encode(report))
+    assert "healthbus.report.redis-main" in await sessions["probe-0"].violation()
 
 
 async def test_wrong_password_is_refused_without_echoing_it(secured_nats: EmbeddedNats) -> None:

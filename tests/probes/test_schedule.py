@@ -173,3 +173,34 @@ def test_schedule_properties(steps: list[tuple[str, float, float]], seed: int) -
             assert s.next_check >= now + latency  # the next check never starts before this one ended
             now += latency
         assert s.wake_at() >= 0.0
+
+
+def test_confirm_makes_the_target_due_at_once_unless_held() -> None:
+    """A confirmation request: due now and marked; during a hold it is ignored and the hold stands."""
+    s = _schedule(jitter=0.0)
+    s.record("pass", 100.0, 100.1)
+    assert s.poll(101.0) == "wait"
+    assert s.confirm(101.0)
+    assert s.poll(101.0) == "check"
+    assert s.take_confirm()
+    assert not s.take_confirm()
+    s.record("fail", 101.0, 101.2)
+    assert s.next_check == 102.0  # failing: re-checked at retry_interval, as after any fail
+    s.hold(110.0, 101.5)
+    assert not s.confirm(101.5)
+    assert not s.confirming
+    assert s.poll(101.5) == "wait"
+    assert s.wake_at() == 102.0  # the cadence's skip, then the hold's end: never earlier
+    assert s.poll(110.0) == "check"
+
+
+def test_confirm_during_a_check_checks_again_when_it_ends() -> None:
+    """A request that arrives while a check runs is answered by another check right after it."""
+    s = _schedule(jitter=0.0)
+    assert s.poll(s.next_check) == "check"
+    started = s.next_check
+    assert not s.take_confirm()
+    assert s.confirm(started + 0.1)  # the check is still running
+    s.record("pass", started, started + 0.3)
+    assert s.next_check == started + 0.3
+    assert s.take_confirm()

@@ -37,9 +37,11 @@ from healthbus.protocol import (
     DEFAULT_PREFIX,
     PROTOCOL_VERSION,
     TARGET_PATTERN,
+    ConfirmRequest,
     ControlReply,
     ControlRequest,
     Evidence,
+    FailureReport,
     ProbeResult,
     ReloadNotice,
     StateChanged,
@@ -60,6 +62,8 @@ MESSAGE_TYPES: Final[tuple[type[msgspec.Struct], ...]] = (
     ControlReply,
     WorkerHeartbeat,
     ReloadNotice,
+    FailureReport,
+    ConfirmRequest,
 )
 
 _SCHEMA_REF: Final = "#/components/schemas/{name}"
@@ -99,6 +103,14 @@ _EXAMPLES: Final[dict[str, msgspec.Struct]] = {
     "ControlReply": ControlReply(ok=True, event=_STATE_EXAMPLE),
     "WorkerHeartbeat": WorkerHeartbeat(worker="probe-a", at=_T0, heartbeat_s=2.0, targets=5),
     "ReloadNotice": ReloadNotice(sender="coordinator-host-1:4242"),
+    "FailureReport": FailureReport(
+        target="redis-main",
+        instance="orders-api@web-1:4242",
+        kind="refused",
+        at=_T0,
+        error="ConnectionError: Error 111 connecting to 10.0.0.5:6379. Connection refused.",
+    ),
+    "ConfirmRequest": ConfirmRequest(target="redis-main", round=3, at=_T0, reports=12, instances=9),
 }
 
 _SUMMARIES: Final[dict[str, str]] = {
@@ -108,6 +120,8 @@ _SUMMARIES: Final[dict[str, str]] = {
     "ControlReply": "Whether the command was applied, with the StateChanged it produced or the current one.",
     "WorkerHeartbeat": "A probe worker announcing itself; live while heard within 3 heartbeat periods.",
     "ReloadNotice": "Re-read your configuration file: sent by the coordinator after `healthbus ctl reload`.",
+    "FailureReport": "A service instance saw a dependency fail at the connection level: a hint, never a verdict.",
+    "ConfirmRequest": "Check this target now, outside the schedule: the coordinator's answer to failure reports.",
 }
 
 
@@ -256,6 +270,31 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
             ),
             "messages": {"ReloadNotice": _ref("components", "messages", "ReloadNotice")},
         },
+        "report": {
+            "address": f"{subjects.prefix}.report.{{target}}",
+            "title": "Failure reports",
+            "description": (
+                "Core NATS. A service instance (HealthClient.report_failure, or the Redis and SQLAlchemy "
+                "adapters on a connection-level error) publishes a FailureReport, at most one per target per "
+                f"instance per second; the active coordinator subscribes to `{subjects.report_all}`. Reports "
+                "never decide a state: they only start a confirmation round. Reports for unknown targets and "
+                "floods from one instance are dropped and counted."
+            ),
+            "parameters": {"target": _ref("components", "parameters", "target")},
+            "messages": {"FailureReport": _ref("components", "messages", "FailureReport")},
+        },
+        "confirm": {
+            "address": f"{subjects.prefix}.confirm.{{target}}",
+            "title": "Confirmation requests",
+            "description": (
+                "Core NATS. After failure reports the active coordinator publishes one ConfirmRequest per "
+                "target per confirmation window; every probe worker that checks the target (subscribed to "
+                f"`{subjects.confirm_all}`) checks it at once, unless an open breaker holds it until "
+                "`retry_at`, and publishes an ordinary ProbeResult. Nobody replies to the request."
+            ),
+            "parameters": {"target": _ref("components", "parameters", "target")},
+            "messages": {"ConfirmRequest": _ref("components", "messages", "ConfirmRequest")},
+        },
     }
 
     def op(action: str, channel: str, message: str, summary: str, **extra: Any) -> dict[str, Any]:
@@ -316,6 +355,21 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
             "ReloadNotice",
             "Probe workers and standby coordinators re-read their configuration files.",
         ),
+        "publishFailureReport": op(
+            "send", "report", "FailureReport", "A service instance reports a connection-level failure it saw."
+        ),
+        "receiveFailureReport": op(
+            "receive",
+            "report",
+            "FailureReport",
+            "The active coordinator counts reports and starts confirmation rounds.",
+        ),
+        "publishConfirmRequest": op(
+            "send", "confirm", "ConfirmRequest", "The active coordinator asks for a check now (one round per window)."
+        ),
+        "receiveConfirmRequest": op(
+            "receive", "confirm", "ConfirmRequest", "Probe workers that check the target run one check at once."
+        ),
     }
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -350,6 +404,8 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
                 "ControlReply": _message("ControlReply"),
                 "WorkerHeartbeat": _message("WorkerHeartbeat"),
                 "ReloadNotice": _message("ReloadNotice"),
+                "FailureReport": _message("FailureReport"),
+                "ConfirmRequest": _message("ConfirmRequest"),
             },
             "parameters": {
                 "target": {"description": target_rule, "examples": ["redis-main"]},

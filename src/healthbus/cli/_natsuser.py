@@ -5,7 +5,8 @@ ProbeResults on ``<prefix>.probe.*.<token>`` and heartbeats on
 ``<prefix>.worker.heartbeat.<token>`` (``<token>`` is the worker id as a subject token),
 plus the read-only JetStream API calls that following the state stream needs. The
 coordinator drops a result whose ``probe`` does not match its subject, so the credential
-speaks only for its own vantage point. The password is hashed with bcrypt (nats-server
+speaks only for its own vantage point. It may read confirmation requests
+(``<prefix>.confirm.*``: check a target now). The password is hashed with bcrypt (nats-server
 accepts the hash in place of the password); the plain password never leaves the
 environment variable it came from.
 """
@@ -58,7 +59,17 @@ def probe_user_block(worker_id: str, password: str, *, prefix: str = DEFAULT_PRE
         "      allow: [" + ", ".join(f'"{s}"' for s in publish) + "]",
         "    }",
         "    subscribe: {",
-        f'      allow: ["{subjects.worker("heartbeat", "*")}", "{subjects.worker("reload")}", "_INBOX.{token}.>"]',
+        "      allow: ["
+        + ", ".join(
+            f'"{s}"'
+            for s in (
+                subjects.worker("heartbeat", "*"),
+                subjects.worker("reload"),
+                f"_INBOX.{token}.>",
+                subjects.confirm_all,
+            )
+        )
+        + "]",
         "    }",
         "  }",
         "}",

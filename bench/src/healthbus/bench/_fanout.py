@@ -6,12 +6,21 @@
 (a) baseline: each instance runs its own health manager (:mod:`._manager`): a PING every
     second with redis-py retries and a breaker;
 (b) healthbus: 2 probe workers (1 s interval) + a coordinator, each in its own process,
-    and one HealthClient per instance.
+    and one HealthClient per instance, using Redis through the Redis adapter
+    (``HealthyRedis``), which reports connection failures (failure reports on, the
+    default): the coordinator has the workers check at once instead of at their next
+    scheduled check;
+(c) the same without failure reports (``report_failures=False``): the workers only see
+    the outage at their next scheduled check.
 
 For each, after every instance sees Redis healthy, the suite samples ``INFO all`` twice
 ``--duration`` seconds apart (PING calls → checks per second; all calls → commands per
-second; ``connected_clients``), then stops redis-server and times how long until the
-last instance has flipped to degraded. Our own sampling connection and our own INFO calls
+second; ``connected_clients``). Only then do the healthbus instances start their own
+traffic (a GET every 50 ms each, as a service serving requests), so the steady-state
+figures count health checks alone. Then it stops redis-server and times how long until
+the last instance has flipped to degraded (by its health verdict: the baseline's manager,
+healthbus's ``is_available``), starts redis-server again on the same port and times how
+long until the last instance is back. Our own sampling connection and our own INFO calls
 are subtracted.
 """
 
@@ -35,7 +44,11 @@ __all__ = ["run"]
 TARGET = "redis-main"
 WORKERS = 2
 INTERVAL_S = 1.0
+#: How often each healthbus instance calls Redis once its traffic starts (seconds).
+TRAFFIC_PERIOD_S = 0.05
 _SETTLE_TIMEOUT_S = 60.0
+#: Checks per second on Redis in steady state with healthbus: one per worker per interval.
+STEADY_CHECKS_PER_S = WORKERS / INTERVAL_S
 
 
 # ---------------------------------------------------------------- child roles
@@ -72,11 +85,11 @@ async def baseline_instance_role(link: Link, port: int, interval: float) -> None
         await manager.close()
 
 
-async def healthbus_instance_role(link: Link, url: str, prefix: str) -> None:
-    """One service instance with a HealthClient."""
-    from healthbus.bench._harness import open_health_client
+async def healthbus_instance_role(link: Link, url: str, prefix: str, redis_url: str, reports: bool) -> None:
+    """One service instance with a HealthClient, calling Redis through the adapter once told to."""
+    from healthbus.bench._harness import open_health_client, redis_adapter
 
-    async with open_health_client(url, prefix) as health:
+    async with open_health_client(url, prefix, report_failures=reports) as health:
         last: list[bool | None] = [None]
 
         def report(_event: object = None) -> None:
@@ -87,7 +100,28 @@ async def healthbus_instance_role(link: Link, url: str, prefix: str) -> None:
 
         health.on_change(report)
         report()
-        await _until_stop(link)
+        async with redis_adapter(health, redis_url, TARGET, fast=True) as cache:
+
+            async def traffic() -> None:
+                while True:
+                    with contextlib.suppress(Exception):
+                        await cache.get("bench-key")
+                    await asyncio.sleep(TRAFFIC_PERIOD_S)
+
+            task: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    message = await link.recv(3600)
+                    if message[0] == "stop":
+                        return
+                    if message[0] == "traffic" and task is None:
+                        task = asyncio.create_task(traffic())
+                        link.send("traffic")
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
 
 async def probe_worker_role(link: Link, url: str, config_text: str, worker_id: str) -> None:
@@ -152,7 +186,9 @@ async def _await_state(children: list[Child], want: bool, timeout: float) -> lis
     return list(await asyncio.gather(*(one(c) for c in children)))
 
 
-async def _measure(redis: BenchRedis, instances: list[Child], duration: float) -> dict[str, Any]:
+async def _measure(
+    redis: BenchRedis, instances: list[Child], duration: float, *, traffic: bool = False
+) -> dict[str, Any]:
     await _await_state(instances, True, _SETTLE_TIMEOUT_S)
     # One full interval more, so every checker is in its steady rhythm.
     await asyncio.sleep(INTERVAL_S)
@@ -170,9 +206,18 @@ async def _measure(redis: BenchRedis, instances: list[Child], duration: float) -
     ping0, all0 = _calls(before)
     ping1, all1 = _calls(after)
     elapsed = (t1 - t0) / 1e9
+    if traffic:  # the instances' own calls start only now: the figures above are health checks alone
+        for child in instances:
+            child.link.send("traffic")
+        for child in instances:
+            await child.link.expect("traffic", 30)
+        await asyncio.sleep(INTERVAL_S)  # traffic flowing, as before an outage in production
     stopped = now_ns()
     await asyncio.to_thread(redis.stop)
     degraded = await _await_state(instances, False, _SETTLE_TIMEOUT_S)
+    await asyncio.to_thread(redis.start)
+    restarted = now_ns()
+    recovered = await _await_state(instances, True, _SETTLE_TIMEOUT_S)
     return {
         "checks_per_s": round((ping1 - ping0) / elapsed, 2),
         # our own INFO at t0 is counted in the delta; the one at t1 is not yet.
@@ -182,6 +227,8 @@ async def _measure(redis: BenchRedis, instances: list[Child], duration: float) -
         "degrade_p50_ms": round(sorted(d - stopped for d in degraded)[len(degraded) // 2] / 1e6, 1),
         # From the first instance to notice to the last: how far apart their views were.
         "degrade_spread_ms": round((max(degraded) - min(degraded)) / 1e6, 1),
+        # From redis-server accepting connections again to the last instance back.
+        "recover_all_ms": round((max(recovered) - restarted) / 1e6, 1),
     }
 
 
@@ -205,9 +252,9 @@ def _config_text(prefix: str, redis_url: str) -> str:
     )
 
 
-async def _healthbus(opts: BenchOptions, instances: int, duration: float) -> dict[str, Any]:
+async def _healthbus(opts: BenchOptions, instances: int, duration: float, *, reports: bool) -> dict[str, Any]:
     prefix = "benchfanout"
-    redis = BenchRedis(opts.workdir / "redis-healthbus").start()
+    redis = BenchRedis(opts.workdir / ("redis-healthbus" if reports else "redis-healthbus-noreports")).start()
     try:
         async with embedded_nats(opts.workdir) as server, ChildGroup() as group:
             config_text = _config_text(prefix, redis.url)
@@ -220,9 +267,10 @@ async def _healthbus(opts: BenchOptions, instances: int, duration: float) -> dic
             for w in workers:
                 await w.link.expect("ready", 60)
             children = [
-                group.start(f"instance-{i}", healthbus_instance_role, server.url, prefix) for i in range(instances)
+                group.start(f"instance-{i}", healthbus_instance_role, server.url, prefix, redis.url, reports)
+                for i in range(instances)
             ]
-            return await _measure(redis, children, duration)
+            return await _measure(redis, children, duration, traffic=True)
     finally:
         redis.stop()
 
@@ -238,7 +286,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
     duration: float = opts.pick("duration", smoke=2.0, full=10.0)
     machine = machine_description()
     base = await _baseline(opts, instances, duration)
-    hb = await _healthbus(opts, instances, duration)
+    hb = await _healthbus(opts, instances, duration, reports=True)
+    quiet = await _healthbus(opts, instances, duration, reports=False)
+    vs_baseline = round(hb["degrade_all_ms"] / base["degrade_all_ms"], 3) if base["degrade_all_ms"] > 0 else None
     data: dict[str, Any] = {
         "instances": instances,
         "duration_s": duration,
@@ -256,6 +306,12 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "degrade_p50_ms_healthbus": hb["degrade_p50_ms"],
         "degrade_spread_ms_baseline": base["degrade_spread_ms"],
         "degrade_spread_ms_healthbus": hb["degrade_spread_ms"],
+        "degrade_all_vs_baseline": vs_baseline,
+        "recover_all_ms_baseline": base["recover_all_ms"],
+        "recover_all_ms_healthbus": hb["recover_all_ms"],
+        "degrade_all_ms_healthbus_no_reports": quiet["degrade_all_ms"],
+        "degrade_p50_ms_healthbus_no_reports": quiet["degrade_p50_ms"],
+        "checks_per_s_healthbus_no_reports": quiet["checks_per_s"],
     }
     ratio = base["checks_per_s"] / hb["checks_per_s"] if hb["checks_per_s"] else float("inf")
     goals = [
@@ -264,10 +320,25 @@ async def run(opts: BenchOptions) -> SuiteResult:
             hb["checks_per_s"] < base["checks_per_s"],
             f"{base['checks_per_s']}/s vs {hb['checks_per_s']}/s ({ratio:.1f}x fewer)",
         ),
+        Goal(
+            "every instance degraded in under 0.3 of the per-process time (failure reports on)",
+            vs_baseline is not None and vs_baseline <= 0.3,
+            f"{hb['degrade_all_ms']} ms vs {base['degrade_all_ms']} ms (ratio {vs_baseline}); "
+            f"without reports {quiet['degrade_all_ms']} ms",
+        ),
+        Goal(
+            "no extra check while nothing fails",
+            hb["checks_per_s"] <= STEADY_CHECKS_PER_S * 1.05,
+            f"{hb['checks_per_s']}/s with reports on, {STEADY_CHECKS_PER_S:g}/s expected ({WORKERS} workers)",
+        ),
     ]
     notes = [
         "a healthbus check is PING + INFO (server version in details); the baseline's is one PING",
         "baseline degrades on its first failed check (after redis-py's 2 retries); healthbus on "
         "failure_threshold=3 consecutive fails per worker, re-checked every interval/5, quorum of both workers",
+        "healthbus instances call Redis (GET every 50 ms) through HealthyRedis; the first failing call "
+        "reports it and the coordinator has both workers check at once (confirmation round)",
+        "recovery: healthbus waits for the breaker's retry_at (backoff base 1 s, full jitter) and "
+        "success_threshold=2 passes; the baseline for its next PING",
     ]
     return SuiteResult("fanout", opts.size, data, goals, notes, machine)

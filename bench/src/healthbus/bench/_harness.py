@@ -157,11 +157,11 @@ class RunningProbeWorker:
 
 
 @contextlib.asynccontextmanager
-async def open_health_client(url: str, prefix: str) -> AsyncIterator[HealthClient]:
-    """A connected HealthClient (every target's current state loaded)."""
+async def open_health_client(url: str, prefix: str, **options: Any) -> AsyncIterator[HealthClient]:
+    """A connected HealthClient (every target's current state loaded); ``options`` go to ``connect``."""
     client_cls = _attr("healthbus.subscribers", "HealthClient", "the subscriber library (HealthClient)")
     health: HealthClient
-    async with client_cls.connect(url, prefix=prefix) as health:
+    async with client_cls.connect(url, prefix=prefix, **options) as health:
         yield health
 
 
@@ -186,14 +186,25 @@ async def open_sync_health_client(url: str, prefix: str) -> AsyncIterator[SyncHe
 
 
 @contextlib.asynccontextmanager
-async def redis_adapter(health: HealthClient, url: str, target: str) -> AsyncIterator[HealthyRedis]:
-    """The subscriber library's Redis adapter around a fresh redis-py client for ``url``."""
+async def redis_adapter(
+    health: HealthClient, url: str, target: str, *, fast: bool = False
+) -> AsyncIterator[HealthyRedis]:
+    """The subscriber library's Redis adapter around a fresh redis-py client for ``url``.
+
+    ``fast``: a client as a latency-minded service configures it (1 s timeouts, one retry
+    without backoff), so a refused connection fails the call at once.
+    """
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     adapter_cls = _attr(
         "healthbus.subscribers.redis", "HealthyRedis", "the Redis adapter (healthbus.subscribers.redis)"
     )
-    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    if fast:
+        client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
+    else:
+        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         yield adapter_cls(client, health, target=target)
     finally:

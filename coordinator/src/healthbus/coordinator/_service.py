@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 from healthbus.bus import StateStream, ensure_stream, sync_subscriptions
 from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._control import Control
-from healthbus.coordinator._core import Decider, Now, catch_up
+from healthbus.coordinator._core import ConfirmPlanner, Decider, Now, catch_up
 from healthbus.coordinator._counters import Counters, RateLimitedLog
 from healthbus.coordinator._election import Election
 from healthbus.coordinator._intake import BATCH_LIMIT, Intake
@@ -54,6 +54,7 @@ from healthbus.coordinator._metrics import ServiceCollector
 from healthbus.coordinator._natsinternals import QueueBatcher
 from healthbus.coordinator._outbox import Outbox
 from healthbus.coordinator._recent import RecentResults
+from healthbus.coordinator._reports import REPORT_PENDING_MSGS, ReportIntake, ReportsCollector
 from healthbus.coordinator._timers import Timers
 from healthbus.protocol import (
     Config,
@@ -132,6 +133,9 @@ class CoordinatorService:
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
         self.counters = Counters(self.clock.monotonic)
+        self.reports = ReportIntake(ConfirmPlanner(), self.counters, subjects=self.subjects, now=self._now)
+        """Failure reports and confirmation rounds (:mod:`._reports`): they never decide a state."""
+        self.registry.register(ReportsCollector(lambda: self.reports))
         self.restored = 0
 
         self.legacy_probe_subjects = settings.legacy_probe_subjects
@@ -190,6 +194,7 @@ class CoordinatorService:
             wait_published=self.wait_published,
             reload=self._reload,
         )
+        self.reports.bind(self.decider, self.nc)
 
     # ------------------------------------------------------------------ counters
 
@@ -302,6 +307,11 @@ class CoordinatorService:
         self._active_tasks.append(asyncio.create_task(self._timers.run(), name="healthbus-coordinator-timers"))
         self.active = True
         self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._control.on_ctl))
+        self._subs.append(
+            await self.nc.subscribe(
+                self.subjects.report_all, cb=self.reports.on_report, pending_msgs_limit=REPORT_PENDING_MSGS
+            )
+        )
         # subscribe() only queues SUB: until nats-server has it, a result or a control
         # request published elsewhere reaches no one. Wait until it has them, so
         # "activated" means "receiving" (nc.flush() is no such barrier in nats-py). If the
@@ -501,6 +511,8 @@ class CoordinatorService:
         silently (it restores from the stream when it takes over).
         """
         events = self.decider.reconfigure(config.targets, self._now())
+        for gone in [name for name in self.reports.planner.reports if name not in self.decider.names]:
+            self.reports.planner.forget(gone)
         if not self.active:
             return []
         self._emit(events)

@@ -13,6 +13,12 @@ Rules (docs/probes.md says them for users):
   reported as a skip. As soon as the hold ends the target is checked at once (the
   half-open trial), whatever the cadence says.
 * A hold lifted early (operator reset) makes the target due at once.
+* A confirmation request (the coordinator, after failure reports from services) makes the
+  target due at once, outside the cadence, unless a hold is in force: a hold is never cut
+  short by a request (the breaker's backoff decides when the next check is, not the
+  number of reports). A request that arrives while a check runs makes another check due
+  as soon as that one ends. After the check the cadence goes on as usual (the next one
+  ``retry_interval`` later if it failed).
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class TargetSchedule:
         self.next_check = now + rng.uniform(0.0, interval)
         self.hold_until: float | None = None
         self.last_outcome: Outcome | None = None
+        self.confirming = False
+        """A confirmation request is waiting for its check."""
 
     def _stretch(self, period: float) -> float:
         return period * (1.0 + self._rng.uniform(-self.jitter, self.jitter))
@@ -83,6 +91,21 @@ class TargetSchedule:
         self.last_outcome = outcome
         period = self.retry_interval if outcome == "fail" else self.interval
         self.next_check = max(started + self._stretch(period), finished)
+        if self.confirming:  # requested while this check ran: check again at once
+            self.next_check = finished
+
+    def confirm(self, now: float) -> bool:
+        """A confirmation request at ``now``: due at once (True), or held (False: ignored)."""
+        if self.hold_until is not None and now < self.hold_until:
+            return False
+        self.confirming = True
+        self.next_check = min(self.next_check, now)
+        return True
+
+    def take_confirm(self) -> bool:
+        """Whether the check starting now answers a confirmation request (and clear it)."""
+        confirming, self.confirming = self.confirming, False
+        return confirming
 
     def hold(self, until: float | None, now: float) -> None:
         """Hold off until ``until`` (None: no hold). Lifting a hold early makes the target due."""

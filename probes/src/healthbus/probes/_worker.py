@@ -15,6 +15,10 @@ Invariants:
   start-up), reused between checks, and closed on :meth:`ProbeWorker.stop`.
 * With sharding, a target is checked by the ``replicas`` live workers chosen by
   rendezvous hashing (:mod:`._sharding`); without it, by every worker.
+* A ConfirmRequest on ``<prefix>.confirm.<target>`` (sent by the coordinator after
+  failure reports from services) makes a target this worker checks due at once, with its
+  usual timeout, unless the breaker holds it until ``retry_at`` (then it is ignored and
+  counted); other targets' requests are ignored.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from healthbus.protocol import (
     Subjects,
     TargetConfig,
     WorkerHeartbeat,
+    decode_confirm_request,
     decode_worker_heartbeat,
     encode,
     format_duration,
@@ -135,6 +140,13 @@ class ProbeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.confirms = Counter(
+            "healthbus_probe_confirms",
+            "Confirmation requests, by target and result (checked: answered by a check now; "
+            "held: ignored while the breaker holds the target until retry_at)",
+            ["target", "result"],
+            registry=registry,
+        )
         self.assigned = Gauge("healthbus_probe_assigned_targets", "Targets this worker checks now", registry=registry)
         self.live_workers = Gauge(
             "healthbus_probe_live_workers", "Probe workers heard from (this one included)", registry=registry
@@ -191,6 +203,9 @@ class ProbeWorker:
         self._wake: dict[str, asyncio.Event] = {}
         self._background: list[asyncio.Task[None]] = []
         self._heartbeat_sub: Subscription | None = None
+        self._confirm_sub: Subscription | None = None
+        self.confirm_checks = 0
+        """Checks run to answer a confirmation request (also ``healthbus_probe_confirms``)."""
         self._follower: object | None = None
         self._assigned_once = asyncio.Event()
         self._assignment_changed = asyncio.Event()
@@ -221,6 +236,7 @@ class ProbeWorker:
         self._nc = nc
         self.metrics.connected.set_function(lambda: 1.0 if nc.is_connected else 0.0)
         self._heartbeat_sub = await nc.subscribe(self.subjects.worker("heartbeat", "*"), cb=self._on_heartbeat)
+        self._confirm_sub = await nc.subscribe(self.subjects.confirm_all, cb=self._on_confirm)
         # subscribe() only queues SUB: make sure nats-server has it before start() returns,
         # so a peer's heartbeat sent right after is not missed (nc.flush() is no such
         # barrier in nats-py). A dropped connection re-sends its SUBs on reconnect: carry on.
@@ -273,9 +289,10 @@ class ProbeWorker:
         if stop is not None:
             with contextlib.suppress(Exception):
                 await stop()
-        if self._heartbeat_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._heartbeat_sub.unsubscribe()
+        for sub in (self._heartbeat_sub, self._confirm_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         await asyncio.gather(*(self._close_checker(name) for name in self.checkers))
         if nc is not None and nc.is_connected:
             with contextlib.suppress(Exception):
@@ -389,8 +406,12 @@ class ProbeWorker:
             now = self.clock.monotonic()
             action = schedule.poll(now)
             if action == "check":
+                confirming = schedule.take_confirm()
                 result = await self.check_once(name)
                 schedule.record(result.outcome, now, self.clock.monotonic())
+                if confirming:
+                    self.confirm_checks += 1
+                    self.metrics.confirms.labels(name, "checked").inc()
             elif action == "skip":
                 self.metrics.skipped.labels(name, "breaker_open").inc()
             else:
@@ -510,6 +531,24 @@ class ProbeWorker:
         if until is not None:
             log.info("target %s: breaker %s, next check at retry_at %s", event.target, event.breaker, event.retry_at)
         wake = self._wake.get(event.target)
+        if wake is not None:
+            wake.set()
+
+    async def _on_confirm(self, msg: Msg) -> None:
+        """A confirmation request: check the target now if it is ours and not held."""
+        name = self.subjects.confirm_target(msg.subject)
+        try:
+            decode_confirm_request(msg.data, subject_target=name)
+        except ProtocolError:
+            self.metrics.dropped.labels("malformed_confirm").inc()
+            return
+        schedule = self.schedules.get(name) if name is not None else None
+        if name is None or schedule is None:
+            return  # not a target this worker checks (sharding, or not configured here)
+        if not schedule.confirm(self.clock.monotonic()):
+            self.metrics.confirms.labels(name, "held").inc()
+            return
+        wake = self._wake.get(name)
         if wake is not None:
             wake.set()
 

@@ -58,6 +58,13 @@ from healthbus.protocol._messages import (
     utcnow,
 )
 from healthbus.protocol._redact import MASK, redact, redact_url, url_secrets
+from healthbus.protocol._report import (
+    MAX_REPORT_ERROR,
+    ConfirmRequest,
+    FailureReport,
+    decode_confirm_request,
+    decode_failure_report,
+)
 from healthbus.protocol._stream import DEFAULT_STREAM, StreamSettings, stream_name_for
 from healthbus.protocol._subjects import (
     DEFAULT_PREFIX,
@@ -85,6 +92,7 @@ __all__ = [
     "MASK",
     "MAX_MAINTENANCE_S",
     "MAX_MESSAGE_BYTES",
+    "MAX_REPORT_ERROR",
     "OUTCOMES",
     "PROTOCOL_VERSION",
     "STATES",
@@ -95,6 +103,7 @@ __all__ = [
     "CheckSettings",
     "Config",
     "ConfigError",
+    "ConfirmRequest",
     "ControlCommand",
     "ControlReply",
     "ControlRequest",
@@ -103,6 +112,7 @@ __all__ = [
     "Duration",
     "ErrorKind",
     "Evidence",
+    "FailureReport",
     "FlapSettings",
     "Jitter",
     "Kind",
@@ -118,8 +128,10 @@ __all__ = [
     "Subjects",
     "TargetConfig",
     "WorkerHeartbeat",
+    "decode_confirm_request",
     "decode_control_reply",
     "decode_control_request",
+    "decode_failure_report",
     "decode_probe_result",
     "decode_reload_notice",
     "decode_state_changed",

@@ -1,9 +1,10 @@
 """Subject names (docs/contract.md) and the target-name rule.
 
 A target name is a single NATS token: ``^[a-z0-9][a-z0-9_-]{0,63}$``. Subjects are
-``<prefix>.probe.<target>.<probe>``, ``<prefix>.state.<target>``, ``<prefix>.ctl.<command>``
-and ``<prefix>.worker.<...>``; the prefix defaults to ``healthbus`` and may itself contain
-dots (``acme.healthbus``), so tests and tenants can share one NATS server.
+``<prefix>.probe.<target>.<probe>``, ``<prefix>.state.<target>``, ``<prefix>.ctl.<command>``,
+``<prefix>.worker.<...>``, ``<prefix>.report.<target>`` and ``<prefix>.confirm.<target>``;
+the prefix defaults to ``healthbus`` and may itself contain dots (``acme.healthbus``), so tests
+and tenants can share one NATS server.
 
 ``<probe>`` is the :func:`probe_token` of the vantage point's probe id, so NATS
 permissions can bind a credential to the one vantage point it speaks for. The older
@@ -96,6 +97,32 @@ class Subjects:
     def worker(self, *tokens: str) -> str:
         """``<prefix>.worker.<tokens...>``: probe-worker heartbeats and membership."""
         return ".".join((f"{self.prefix}.worker", *tokens))
+
+    def report(self, target: str) -> str:
+        """``<prefix>.report.<target>``: where a service instance reports a failure it saw."""
+        return f"{self.prefix}.report.{validate_target(target)}"
+
+    @property
+    def report_all(self) -> str:
+        """``<prefix>.report.*``: every target's failure reports (the coordinator reads them)."""
+        return f"{self.prefix}.report.*"
+
+    def confirm(self, target: str) -> str:
+        """``<prefix>.confirm.<target>``: the coordinator asks the workers to check ``target`` now."""
+        return f"{self.prefix}.confirm.{validate_target(target)}"
+
+    @property
+    def confirm_all(self) -> str:
+        """``<prefix>.confirm.*``: every target's confirmation requests (probe workers read them)."""
+        return f"{self.prefix}.confirm.*"
+
+    def report_target(self, subject: str) -> str | None:
+        """The target token of a report subject, or None if it is not one (or is invalid)."""
+        return self._target_after(subject, f"{self.prefix}.report.")
+
+    def confirm_target(self, subject: str) -> str | None:
+        """The target token of a confirm subject, or None if it is not one (or is invalid)."""
+        return self._target_after(subject, f"{self.prefix}.confirm.")
 
     def probe_target(self, subject: str) -> str | None:
         """The target token of a probe subject (either form), or None if it is not one

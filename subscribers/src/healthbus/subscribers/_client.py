@@ -29,6 +29,8 @@ Invariants:
   ``bus`` (connected, stale, reason), the return included.
 - Nothing the bus sends can crash the client: malformed messages are skipped by
   StateStream, callbacks are isolated (see ``_view``).
+- ``report_failure`` never blocks or raises for the caller's failure: the report is
+  published from its own task, at most one per target per second (see ``_report``).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ from nats.errors import SlowConsumerError
 
 from healthbus import bus
 from healthbus.bus import DEFAULT_BATCH, DirectGetError, StateStream
-from healthbus.protocol import BusSettings, StateChanged, Subjects, redact, redact_url
+from healthbus.protocol import BusSettings, FailureReport, StateChanged, Subjects, encode, redact, redact_url
 from healthbus.protocol.clock import Clock, sleep_until_set
+from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -91,6 +94,8 @@ class HealthClient(HealthViewBase):
         clock: Clock | Callable[[], float] | None = None,
         resync_jitter: float = _RESYNC_JITTER,
         batch: int = DEFAULT_BATCH,
+        report_failures: bool = True,
+        instance: str | None = None,
     ) -> None:
         super().__init__(StateTable(stale_after=stale_after, policy=validate_policy(on_bus_loss)), clock)
         self._settings = settings or BusSettings()
@@ -125,6 +130,10 @@ class HealthClient(HealthViewBase):
         self._error_logged_at: float | None = None
         self._tick = max(0.01, min(0.5, stale_after / 4 if stale_after > 0 else 0.5))
         self._notified: tuple[bool, bool, str | None] = (True, False, None)  # what on_bus_change last said
+        self._subjects = Subjects(self.prefix)
+        self.reporter = FailureReporter(name, enabled=report_failures, instance=instance)
+        """Failure reports: the switch (``reporter.enabled``) and the counters."""
+        self._report_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def connect(
@@ -141,6 +150,8 @@ class HealthClient(HealthViewBase):
         resync_jitter: float = _RESYNC_JITTER,
         batch: int = DEFAULT_BATCH,
         tls: ssl.SSLContext | None = None,
+        report_failures: bool = True,
+        instance: str | None = None,
     ) -> _Connecting:
         """Connect and load every target's current state; use with ``async with`` or ``await``.
 
@@ -155,7 +166,9 @@ class HealthClient(HealthViewBase):
         a reconnect (spreads a fleet); ``batch``: targets per direct-get request;
         ``tls``: an ``ssl.SSLContext`` for TLS to NATS, instead of ``settings``' ``tls_ca`` /
         ``tls_cert`` / ``tls_key`` files. A TLS failure (an untrusted server, a missing or
-        rejected client certificate) is logged as one line and retried in the background.
+        rejected client certificate) is logged as one line and retried in the background;
+        ``report_failures``: send failure reports (default on; see :meth:`report_failure`);
+        ``instance``: the id reports carry (default ``<name>@<host>:<pid>``).
         """
         client = cls(
             url=url,
@@ -169,6 +182,8 @@ class HealthClient(HealthViewBase):
             resync_jitter=resync_jitter,
             batch=batch,
             tls=tls,
+            report_failures=report_failures,
+            instance=instance,
         )
         return _Connecting(client)
 
@@ -224,6 +239,48 @@ class HealthClient(HealthViewBase):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.close(), 5.0)
         await super().close()
+
+    # ------------------------------------------------------------ failure reports
+
+    def report_failure(self, target: str, kind: str = "other", error: BaseException | str | None = None) -> bool:
+        """Tell the coordinator this instance saw ``target`` fail; True if a report goes out.
+
+        A hint, never a verdict: the coordinator asks the probe workers to check
+        ``target`` now, and only their results decide. ``kind`` is an error kind
+        (``timeout``, ``refused``, ``dns``, ``auth``, ``tls``, ``protocol``,
+        ``unhealthy``, ``other``; an adapter's own kinds map onto them); ``error`` is
+        redacted before it leaves. At most one report per target per second; never
+        blocks (the publish runs in its own task) and never raises for a failure to
+        send (counted in ``reporter.unsent``). Raises ValueError for an invalid target
+        name. Call it from the event loop's thread (use SyncHealthClient elsewhere).
+        """
+        report = self.reporter.build(target, kind, error)
+        if report is None:
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: nothing can send it
+            self.reporter.unsent += 1
+            return False
+        return self._dispatch_report(report)
+
+    def _dispatch_report(self, report: FailureReport) -> bool:
+        """Publish ``report`` from its own task (on the client's event-loop thread)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected or self._closed:
+            self.reporter.unsent += 1
+            return False
+        task = asyncio.get_running_loop().create_task(self._send_report(nc, report))
+        self._report_tasks.add(task)
+        task.add_done_callback(self._report_tasks.discard)
+        return True
+
+    async def _send_report(self, nc: Client, report: FailureReport) -> None:
+        try:
+            await nc.publish(self._subjects.report(report.target), encode(report))
+        except Exception as exc:  # closed or overfull connection: count it, never raise
+            self.reporter.unsent += 1
+            log.debug("healthbus: failure report for %s not sent: %s", report.target, type(exc).__name__)
 
     # ------------------------------------------------------------ internals
 

@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias
 
-from healthbus.protocol import BusSettings, StateChanged
+from healthbus.protocol import BusSettings, StateChanged, validate_target
 from healthbus.subscribers._client import HealthClient
+from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, BusStatus, TargetState
 from healthbus.subscribers._view import CHANGES_QUEUE_SIZE
 
@@ -200,6 +201,8 @@ class SyncHealthClient:
         name: str = "healthbus-subscriber",
         tls: ssl.SSLContext | None = None,
         after_fork: AfterFork = "reconnect",
+        report_failures: bool = True,
+        instance: str | None = None,
     ) -> None:
         if after_fork not in AFTER_FORK_CHOICES:
             raise ValueError(f"invalid after_fork {after_fork!r}: expected one of {', '.join(AFTER_FORK_CHOICES)}")
@@ -212,6 +215,8 @@ class SyncHealthClient:
             "connect_timeout": connect_timeout,
             "name": name,
             "tls": tls,
+            "report_failures": report_failures,
+            "instance": instance,
         }
         # Argument errors (a bad prefix or policy) surface here, in the caller's thread.
         probe = HealthClient(**{k: v for k, v in self._options.items() if k != "url"}, url=url)
@@ -243,6 +248,8 @@ class SyncHealthClient:
         name: str = "healthbus-subscriber",
         tls: ssl.SSLContext | None = None,
         after_fork: AfterFork = "reconnect",
+        report_failures: bool = True,
+        instance: str | None = None,
     ) -> SyncHealthClient:
         """Connect and load every target's current state, returning within about ``connect_timeout``.
 
@@ -259,6 +266,8 @@ class SyncHealthClient:
             name=name,
             tls=tls,
             after_fork=after_fork,
+            report_failures=report_failures,
+            instance=instance,
         )
         return client.start()
 
@@ -403,6 +412,33 @@ class SyncHealthClient:
         dispatcher = self._dispatcher
         if dispatcher is not None:
             dispatcher.drain(timeout)
+
+    def report_failure(self, target: str, kind: str = "other", error: BaseException | str | None = None) -> bool:
+        """Tell the coordinator this instance saw ``target`` fail (see :meth:`HealthClient.report_failure`).
+
+        Never blocks: the rate limit is applied in the calling thread and the publish is
+        handed to the client's event loop. Before the client is connected (e.g. in a
+        forked child not yet used) nothing is sent and False is returned.
+        """
+        validate_target(target)
+        client, runner = self._client, self._runner
+        if client is None or runner is None:
+            return False
+        report = client.reporter.build(target, kind, error)
+        if report is None:
+            return False
+        try:
+            runner.loop.call_soon_threadsafe(client._dispatch_report, report)
+        except RuntimeError:  # the loop is closing
+            client.reporter.unsent += 1
+            return False
+        return True
+
+    @property
+    def reporter(self) -> FailureReporter | None:
+        """The connected client's failure reporter (switch and counters); None before connecting."""
+        client = self._client
+        return client.reporter if client is not None else None
 
     # ------------------------------------------------------------ callbacks
 

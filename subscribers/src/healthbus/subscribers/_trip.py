@@ -4,6 +4,10 @@ When a call fails locally with a connection-level error, the adapter stops using
 dependency for ``cooldown`` seconds, or until the bus publishes a *newer* verdict that
 says it is available (a verdict with a higher seq than the one known at the trip), so
 one process does not keep hitting a dead dependency while the coordinator is deciding.
+
+Each trip also sends a failure report through the health client (if it takes reports:
+``report_failure``), so the coordinator has the probe workers check the dependency now
+instead of at their next scheduled check. Reporting never fails or blocks the call.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from healthbus.subscribers._report import report_quietly
 from healthbus.subscribers._view import HealthView
 
 
@@ -49,8 +54,9 @@ class LocalTrip:
         """True while a local trip is in force (whatever the bus says)."""
         return bool(self._until) and self._clock() < self._until
 
-    def trip(self) -> None:
-        """A connection-level failure just happened here: stay away for the cool-down."""
+    def trip(self, kind: str = "other", error: BaseException | str | None = None) -> None:
+        """A connection-level failure (of ``kind``) just happened here: report it, stay away for the cool-down."""
+        report_quietly(self._health, self.target, kind, error)
         if self.cooldown <= 0:
             return
         self.trips += 1

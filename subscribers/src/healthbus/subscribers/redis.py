@@ -43,7 +43,8 @@ Consistency in degraded mode (what you get, exactly):
 - Other commands are not wrapped: use ``.redis`` for them, and handle errors yourself.
 
 Metrics: ``hits``, ``misses``, ``evictions`` (from the cache), ``fallback_calls`` (calls
-served locally), ``local_trips`` (connection errors that sent us local), ``redis_calls``;
+served locally), ``local_trips`` (connection errors that sent us local; each also sends a
+failure report through the health client, see docs/subscribers.md), ``redis_calls``;
 ``metrics()`` returns them as a dict, ``register_metrics(registry)`` exports them to a
 prometheus_client registry.
 """
@@ -51,6 +52,7 @@ prometheus_client registry.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -59,8 +61,8 @@ from typing import Any, Generic, TypeVar
 try:
     from redis import Redis as SyncRedis
     from redis.asyncio import Redis
+    from redis.exceptions import AuthenticationError, DataError, ResponseError
     from redis.exceptions import ConnectionError as _RedisConnectionError
-    from redis.exceptions import DataError, ResponseError
     from redis.exceptions import TimeoutError as _RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("healthbus.subscribers.redis needs redis-py: pip install 'healthbus-subscribers[redis]'") from exc
@@ -78,6 +80,24 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_RedisConnectionError, _Re
 
 R = TypeVar("R")
 C = TypeVar("C")
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """The error kind of a connection-level Redis failure, for the failure report."""
+    if isinstance(exc, _RedisTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, AuthenticationError):
+        return "auth"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "connection refused" in str(seen).lower():
+            return "refused"
+        if isinstance(seen, socket.gaierror) or "name or service not known" in str(seen).lower():
+            return "dns"
+        seen = seen.__cause__ or seen.__context__
+    return "other"
+
+
 Expiry = int | timedelta  # as redis-py types them
 
 
@@ -216,7 +236,7 @@ class _HealthyRedisBase(Generic[C]):
         return self._trip.usable()
 
     def _trip_on(self, exc: BaseException) -> None:
-        self._trip.trip()
+        self._trip.trip(_failure_kind(exc), exc)
         log.warning(
             "%s: %s; serving from the local cache for %.1fs or until healthbus says it is back",
             self.target,

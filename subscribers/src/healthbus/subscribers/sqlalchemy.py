@@ -202,9 +202,9 @@ class DatabaseGuard:
         if kind is None:
             return None
         self.connection_errors += 1
-        self._trip.trip()
         summary = self._clean(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         reason = f"{kind}: {type(exc).__name__}: {summary}"
+        self._trip.trip(kind, f"{type(exc).__name__}: {summary}")
         if during_commit:
             reason += " (during COMMIT: the outcome is unknown, the transaction may or may not have been applied)"
         state = self.health.state(self.target)

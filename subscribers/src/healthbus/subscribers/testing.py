@@ -28,8 +28,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
-from healthbus.protocol import BreakerState, Evidence, State, StateChanged, utcnow, validate_target
+from healthbus.protocol import BreakerState, Evidence, FailureReport, State, StateChanged, utcnow, validate_target
 from healthbus.protocol.testing import ManualClock
+from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
 
@@ -110,8 +111,20 @@ class FakeHealthClient(HealthViewBase):
         self._features: dict[str, list[str]] = {k: list(v) for k, v in (features or {}).items()}
         self.events: list[StateChanged] = []
         """Every StateChanged this fake has produced, in order."""
+        self.reporter = FailureReporter("fake", instance="fake")
+        """HealthClient's rules: one report per target per second (``reporter.interval = 0`` records all)."""
+        self.reports: list[FailureReport] = []
+        """Every failure report this fake would have sent, in order (nothing goes anywhere)."""
         for target, state in (states or {}).items():
             self.set_state(target, state)  # nobody listens yet: no callback runs
+
+    def report_failure(self, target: str, kind: str = "other", error: BaseException | str | None = None) -> bool:
+        """Record a failure report as :meth:`HealthClient.report_failure` would send it (same rules)."""
+        report = self.reporter.build(target, kind, error)
+        if report is None:
+            return False
+        self.reports.append(report)
+        return True
 
     def set_state(
         self,

@@ -8,6 +8,7 @@ from healthbus.protocol import is_refresh
 
 from ._backoff import backoff_delay, exponential_cap
 from ._catchup import catch_up
+from ._confirm import CONFIRM_WINDOW, ConfirmPlanner, ReportVerdict
 from ._decider import (
     FORGET_AFTER_STALE,
     MAINTENANCE_MARK,
@@ -24,10 +25,12 @@ from ._decider import (
 from ._flap import FlapDetector
 
 __all__ = [
+    "CONFIRM_WINDOW",
     "FORGET_AFTER_STALE",
     "MAINTENANCE_MARK",
     "MAX_VANTAGE_POINTS",
     "RETIRED_REASON",
+    "ConfirmPlanner",
     "ControlAction",
     "ControlError",
     "Decider",
@@ -35,6 +38,7 @@ __all__ = [
     "FlapDetector",
     "Now",
     "Rejected",
+    "ReportVerdict",
     "backoff_delay",
     "catch_up",
     "exponential_cap",
