@@ -236,10 +236,10 @@ async def _stored(nc: Client) -> list[tuple[StateChanged, float]]:
 
 def _analyse(
     stored: list[tuple[StateChanged, float]], phases: _Phases, until: float
-) -> tuple[dict[str, list[tuple[float, float]]], int]:
-    """Per target, ``(phase change, gap)`` of every announced phase; and how many phases were never announced."""
+) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[str, float, Outcome]]]:
+    """Per target, ``(phase change, gap)`` of every announced phase; and the phases never announced."""
     gaps: dict[str, list[tuple[float, float]]] = {}
-    lost = 0
+    lost: list[tuple[str, float, Outcome]] = []
     for i, name in enumerate(TARGETS):
         events = [(e, ts) for e, ts in stored if e.target == name]
         out = gaps.setdefault(name, [])
@@ -254,7 +254,7 @@ def _analyse(
                 None,
             )
             if found is None:
-                lost += 1
+                lost.append((name, begin, outcome))
             else:
                 out.append((begin, found - begin))
     return gaps, lost
@@ -367,7 +367,24 @@ async def run(opts: BenchOptions) -> SuiteResult:
         stop.set()
         await asyncio.to_thread(cluster.stop)
 
-    gaps, lost = _analyse(stored, phases, until)
+    gaps, missing = _analyse(stored, phases, until)
+    lost = len(missing)
+    if missing:
+        # Which phases, relative to the faults, and what the stream holds around them.
+        data["lost_detail"] = [
+            {
+                "target": name,
+                "outcome": outcome,
+                "phase_start_s": round(begin - marks["baseline"], 2),
+                "events": [
+                    f"{e.seq} {e.state}/{e.breaker} at {e.at.timestamp() - marks['baseline']:.2f}"
+                    for e, _ in stored
+                    if e.target == name and begin - phase_s <= e.at.timestamp() < begin + 2 * phase_s
+                ],
+            }
+            for name, begin, outcome in missing
+        ]
+        data["fault_at_s"] = {k: round(v - marks["baseline"], 2) for k, v in marks.items()}
     order = ["baseline", "coordinator_kill", "stream_leader_kill", "coordinator_node_kill"]
     for i, name in enumerate(order):
         begin = marks[name] - (0.0 if name == "baseline" else 1.0)

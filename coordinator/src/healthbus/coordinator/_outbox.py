@@ -161,7 +161,10 @@ class Outbox:
                 if self._check_stream:
                     self._check_stream = False
                     try:
-                        await ensure_stream(self.nc.jetstream(), self.stream)
+                        # Bounded like a publish: in a cluster "no responders" usually means
+                        # the stream is electing its leader, and a JetStream API request
+                        # would wait out its 5 s default before the next publish is tried.
+                        await ensure_stream(self.nc.jetstream(timeout=self.timeout), self.stream)
                     except Exception as exc:  # the server says why; try again after a backoff
                         self._failed(now, f"cannot create the state stream: {exc}")
                         continue
