@@ -42,7 +42,7 @@ import random
 import ssl
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 
 import msgspec
 from nats import errors as nats_errors
@@ -66,6 +66,24 @@ _ERROR_LOG_INTERVAL = 60.0
 _RESYNC_JITTER = 1.0
 _REPAIR_DELAY = 0.05
 _IDLE_WAIT = 5.0
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :class:`HealthClient` (and its ``connect``, which documents them)."""
+
+    settings: BusSettings | None
+    prefix: str | None
+    stale_after: float
+    on_bus_loss: BusLossPolicy
+    connect_timeout: float | None
+    nc: Client | None
+    name: str
+    tls: ssl.SSLContext | None
+    clock: Clock | Callable[[], float] | None
+    resync_jitter: float
+    batch: int
+    report_failures: bool
+    instance: str | None
 
 
 class HealthClient(HealthViewBase):
@@ -136,23 +154,7 @@ class HealthClient(HealthViewBase):
         self._report_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def connect(
-        cls,
-        url: str | None = None,
-        *,
-        settings: BusSettings | None = None,
-        prefix: str | None = None,
-        stale_after: float = 30.0,
-        on_bus_loss: BusLossPolicy = "keep",
-        connect_timeout: float | None = None,
-        nc: Client | None = None,
-        name: str = "healthbus-subscriber",
-        resync_jitter: float = _RESYNC_JITTER,
-        batch: int = DEFAULT_BATCH,
-        tls: ssl.SSLContext | None = None,
-        report_failures: bool = True,
-        instance: str | None = None,
-    ) -> _Connecting:
+    def connect(cls, url: str | None = None, **options: Unpack[ClientOptions]) -> _Connecting:
         """Connect and load every target's current state; use with ``async with`` or ``await``.
 
         ``url`` (else ``settings.url``, ``NATS_URL``, ``nats://127.0.0.1:4222``);
@@ -170,22 +172,7 @@ class HealthClient(HealthViewBase):
         ``report_failures``: send failure reports (default on; see :meth:`report_failure`);
         ``instance``: the id reports carry (default ``<name>@<host>:<pid>``).
         """
-        client = cls(
-            url=url,
-            settings=settings,
-            prefix=prefix,
-            stale_after=stale_after,
-            on_bus_loss=on_bus_loss,
-            connect_timeout=connect_timeout,
-            nc=nc,
-            name=name,
-            resync_jitter=resync_jitter,
-            batch=batch,
-            tls=tls,
-            report_failures=report_failures,
-            instance=instance,
-        )
-        return _Connecting(client)
+        return _Connecting(cls(url=url, **options))
 
     # ------------------------------------------------------------ life cycle
 

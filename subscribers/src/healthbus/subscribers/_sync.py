@@ -35,17 +35,16 @@ import logging
 import os
 import queue
 import selectors
-import ssl
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeAlias
+from typing import Any, Final, Literal, Self, TypeAlias, Unpack
 
-from healthbus.protocol import BusSettings, StateChanged, validate_target
-from healthbus.subscribers._client import HealthClient
+from healthbus.protocol import StateChanged, validate_target
+from healthbus.subscribers._client import ClientOptions, HealthClient
 from healthbus.subscribers._report import FailureReporter
-from healthbus.subscribers._state import BusLossPolicy, BusStatus, TargetState
+from healthbus.subscribers._state import BusStatus, TargetState
 from healthbus.subscribers._view import CHANGES_QUEUE_SIZE
 
 log = logging.getLogger("healthbus.subscribers")
@@ -116,6 +115,10 @@ class _Runner:
         shared with the parent; the child must neither read, write nor unregister them,
         and must not keep the NATS connection open after the parent closes it.
         """
+        if self.loop.is_closed():
+            # Its descriptors are closed and their numbers may belong to something else
+            # by now (another library's epoll): touch nothing.
+            return
         fds = {key.fd for key in self.selector.get_map().values()}
         with contextlib.suppress(Exception):
             fds.add(self.selector.fileno())
@@ -190,34 +193,14 @@ class SyncHealthClient:
     """
 
     def __init__(
-        self,
-        url: str | None = None,
-        *,
-        settings: BusSettings | None = None,
-        prefix: str | None = None,
-        stale_after: float = 30.0,
-        on_bus_loss: BusLossPolicy = "keep",
-        connect_timeout: float | None = None,
-        name: str = "healthbus-subscriber",
-        tls: ssl.SSLContext | None = None,
-        after_fork: AfterFork = "reconnect",
-        report_failures: bool = True,
-        instance: str | None = None,
+        self, url: str | None = None, *, after_fork: AfterFork = "reconnect", **options: Unpack[ClientOptions]
     ) -> None:
         if after_fork not in AFTER_FORK_CHOICES:
             raise ValueError(f"invalid after_fork {after_fork!r}: expected one of {', '.join(AFTER_FORK_CHOICES)}")
-        self._options: dict[str, Any] = {
-            "url": url,
-            "settings": settings,
-            "prefix": prefix,
-            "stale_after": stale_after,
-            "on_bus_loss": on_bus_loss,
-            "connect_timeout": connect_timeout,
-            "name": name,
-            "tls": tls,
-            "report_failures": report_failures,
-            "instance": instance,
-        }
+        for own in ("nc", "clock"):
+            if own in options:
+                raise TypeError(f"SyncHealthClient takes no {own}=: it runs its own connection on its own loop")
+        self._options: dict[str, Any] = {"url": url, **options}
         # Argument errors (a bad prefix or policy) surface here, in the caller's thread.
         probe = HealthClient(**{k: v for k, v in self._options.items() if k != "url"}, url=url)
         self.connect_timeout = probe.connect_timeout
@@ -237,39 +220,14 @@ class SyncHealthClient:
 
     @classmethod
     def connect(
-        cls,
-        url: str | None = None,
-        *,
-        settings: BusSettings | None = None,
-        prefix: str | None = None,
-        stale_after: float = 30.0,
-        on_bus_loss: BusLossPolicy = "keep",
-        connect_timeout: float | None = None,
-        name: str = "healthbus-subscriber",
-        tls: ssl.SSLContext | None = None,
-        after_fork: AfterFork = "reconnect",
-        report_failures: bool = True,
-        instance: str | None = None,
+        cls, url: str | None = None, *, after_fork: AfterFork = "reconnect", **options: Unpack[ClientOptions]
     ) -> SyncHealthClient:
         """Connect and load every target's current state, returning within about ``connect_timeout``.
 
         Like :meth:`HealthClient.connect`: when NATS is down it returns with no states
         (the bus-loss policy applies) and keeps trying in the background.
         """
-        client = cls(
-            url,
-            settings=settings,
-            prefix=prefix,
-            stale_after=stale_after,
-            on_bus_loss=on_bus_loss,
-            connect_timeout=connect_timeout,
-            name=name,
-            tls=tls,
-            after_fork=after_fork,
-            report_failures=report_failures,
-            instance=instance,
-        )
-        return client.start()
+        return cls(url, after_fork=after_fork, **options).start()
 
     # ------------------------------------------------------------ life cycle
 
