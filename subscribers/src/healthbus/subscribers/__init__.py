@@ -18,7 +18,7 @@ faststream or web framework):
 
 # The NATS layer lives in healthbus.bus; these names stay here for code written against them.
 from healthbus.bus import BusUnavailable, Follower, StateStream, connect, ensure_stream, resolve_url
-from healthbus.subscribers._client import HealthClient
+from healthbus.subscribers._client import ClientOptions, HealthClient
 from healthbus.subscribers._state import AVAILABLE_STATES, BUS_LOSS_POLICIES, BusLossPolicy, BusStatus, TargetState
 from healthbus.subscribers._sync import ForkedClientError, SyncHealthClient
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
@@ -29,6 +29,7 @@ __all__ = [
     "BusLossPolicy",
     "BusStatus",
     "BusUnavailable",
+    "ClientOptions",
     "DependencyUnavailable",
     "Follower",
     "ForkedClientError",
