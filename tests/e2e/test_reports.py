@@ -243,16 +243,18 @@ async def test_reports_alone_never_make_a_target_unavailable_while_the_probes_pa
         guard = DatabaseGuard(engine, health, target="postgres-main", local_cooldown=0)
         planner = stack.service.reports.planner
         try:
-            while planner.rounds.get("postgres-main", 0) < 2 or planner.rounds.get("redis-main", 0) < 2:
-                with pytest.raises(DependencyUnavailable) as info:
-                    async with guard.async_session_scope() as session:
-                        await session.execute(text("SELECT 1"))
-                assert info.value.kind == "refused"
-                for i in range(30):
-                    for target in TARGETS:
-                        report = FailureReport(target=target, instance=f"svc-{i}", kind="timeout", at=utcnow())
-                        await stack.nc.publish(SUBJECTS.report(target), encode(report))
-                await asyncio.sleep(1.0)  # pacing: a client reports a target at most once a second
+            # Bounded: two confirmation rounds per target within 30 s, or the test fails here.
+            async with asyncio.timeout(30):
+                while planner.rounds.get("postgres-main", 0) < 2 or planner.rounds.get("redis-main", 0) < 2:
+                    with pytest.raises(DependencyUnavailable) as info:
+                        async with guard.async_session_scope() as session:
+                            await session.execute(text("SELECT 1"))
+                    assert info.value.kind == "refused"
+                    for i in range(30):
+                        for target in TARGETS:
+                            report = FailureReport(target=target, instance=f"svc-{i}", kind="timeout", at=utcnow())
+                            await stack.nc.publish(SUBJECTS.report(target), encode(report))
+                    await asyncio.sleep(1.0)  # pacing: a client reports a target at most once a second
         finally:
             await engine.dispose()
         flood = FailureReport(target="redis-main", instance="noisy", kind="other", at=utcnow())
