@@ -6,10 +6,13 @@ import random
 
 import pytest
 
+from nats.aio.client import Client
+
+from healthbus.coordinator import CoordinatorService
 from healthbus.coordinator._core import ConfirmPlanner, Decider
 from healthbus.coordinator._counters import Counters
 from healthbus.coordinator._reports import ReportIntake
-from healthbus.protocol import MAX_MESSAGE_BYTES, FailureReport, Subjects, encode
+from healthbus.protocol import MAX_MESSAGE_BYTES, FailureReport, Subjects, encode, load_config_text
 
 from ._sim import at, target
 
@@ -92,3 +95,12 @@ async def test_report_intake_drops_bad_input_and_holds_during_maintenance() -> N
     report("db", instance="i2")
     assert intake.planner.outcomes[("db", "held")] == 1
     assert intake.planner.rounds == {"db": 1}
+
+
+def test_the_window_is_a_coordinator_setting() -> None:
+    """``[coordinator] confirm_window`` (default 1 s) is the planner's window; 0 starts a round per report."""
+    assert load_config_text("").coordinator.confirm_window == 1.0
+    config = load_config_text('[coordinator]\nlease = "0s"\nconfirm_window = "250ms"\n')
+    assert CoordinatorService(config, Client()).reports.planner.window == 0.25
+    p = ConfirmPlanner(window=0.0, flood_gap=0.5)
+    assert [p.on_report("redis", f"i{n}", 10.0, held=False) for n in range(3)] == ["round"] * 3

@@ -133,7 +133,9 @@ class CoordinatorService:
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
         self.counters = Counters(self.clock.monotonic)
-        self.reports = ReportIntake(ConfirmPlanner(), self.counters, subjects=self.subjects, now=self._now)
+        self.reports = ReportIntake(
+            ConfirmPlanner(window=float(settings.confirm_window)), self.counters, subjects=self.subjects, now=self._now
+        )
         """Failure reports and confirmation rounds (:mod:`._reports`): they never decide a state."""
         self.registry.register(ReportsCollector(lambda: self.reports))
         self.restored = 0

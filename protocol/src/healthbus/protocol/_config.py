@@ -224,6 +224,9 @@ class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     name the probe (for a rolling upgrade from workers older than the probe-bound subjects;
     turn it off once every worker is upgraded: on it, one probe credential can speak for
     any vantage point)."""
+    confirm_window: Duration = Duration(1.0)
+    """Failure reports start at most one confirmation round per target per this window,
+    however many arrive (``"0s"``: a round for every report that is not a flood)."""
 
     def __post_init__(self) -> None:
         if self.lease < 0:
