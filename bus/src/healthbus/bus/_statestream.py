@@ -53,6 +53,9 @@ from healthbus.protocol import (
 
 log = logging.getLogger("healthbus.statestream")
 
+#: Subjects whose target token a live subscription remembers (cleared when full).
+_SUBJECT_CACHE_SIZE = 100_000
+
 Handler = Callable[[StateChanged], Awaitable[None] | None]
 Start = Literal["last_per_subject", "new", "all"]
 
@@ -89,8 +92,13 @@ class StateStream:
         self.idle_heartbeat = idle_heartbeat
 
     def _decode(self, msg: Msg | StoredMessage) -> StateChanged | None:
+        """The StateChanged in ``msg`` (checked against its subject), or None if malformed (counted)."""
+        return self._decode_for(msg, self.subjects.state_target(msg.subject))
+
+    def _decode_for(self, msg: Msg | StoredMessage, subject_target: str | None) -> StateChanged | None:
+        """:meth:`_decode` with the target token of ``msg.subject`` already looked up."""
         try:
-            return decode_state_changed(msg.data, subject_target=self.subjects.state_target(msg.subject))
+            return decode_state_changed(msg.data, subject_target=subject_target)
         except ProtocolError as exc:
             self.malformed += 1
             self._malformed_subjects.add(msg.subject)
@@ -188,13 +196,25 @@ class StateStream:
         :meth:`snapshot`). Returns the subscription (``await sub.unsubscribe()`` ends it).
         """
 
+        # The hot path of every subscriber in a fleet: one decode (with the subject's
+        # target looked up once per subject) and the handler, nothing else.
+        targets: dict[str, str | None] = {}
+        state_target = self.subjects.state_target
+
         async def on_msg(msg: Msg) -> None:
-            event = self._decode(msg)
+            subject = msg.subject
+            try:
+                subject_target = targets[subject]
+            except KeyError:
+                if len(targets) >= _SUBJECT_CACHE_SIZE:
+                    targets.clear()
+                subject_target = targets[subject] = state_target(subject)
+            event = self._decode_for(msg, subject_target)
             if event is None:
                 return
             try:
                 result = handler(event)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("state handler failed for %s seq %s", event.target, event.seq)

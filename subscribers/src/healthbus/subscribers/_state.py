@@ -164,6 +164,8 @@ class StateTable:
         new = TargetState.from_event(event, stale=self.stale)
         self.states[event.target] = new
         self.available[event.target] = self._answer(new)
+        if not new.features and (old is None or not old.features):
+            return new  # no feature to update (the usual case)
         touched = set(new.features)
         if old is not None and old.features != new.features:
             touched.update(old.features)

@@ -105,7 +105,7 @@ class _Listener(Generic[T]):
             except Exception:
                 log.exception("%s callback %r failed", self.what, self.callback)
                 return
-            if inspect.isawaitable(result):  # a sync function that returned an awaitable
+            if result is not None and inspect.isawaitable(result):  # a sync function returned an awaitable
                 self.is_async = True
                 self._ensure_worker()
                 self._put(_AwaitableItem(result))  # type: ignore[arg-type]
@@ -348,11 +348,13 @@ class HealthViewBase:
         new = self._table.apply(event)
         if new is None:
             return None
-        refresh = is_refresh(event)
-        for listener in list(self._listeners):
-            if listener.refreshes or not refresh:
+        # Every subscriber of a fleet runs this for every event: nothing it need not do.
+        listeners, queues = self._listeners, self._queues
+        refresh = (listeners or queues) and is_refresh(event)
+        for listener in tuple(listeners):  # a callback may unsubscribe
+            if not refresh or listener.refreshes:
                 listener.deliver(event)
-        for queue, refreshes in list(self._queues.items()):
+        for queue, refreshes in tuple(queues.items()) if queues else ():
             if refresh and not refreshes:
                 continue
             if queue.full():
