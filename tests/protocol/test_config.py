@@ -62,6 +62,18 @@ def test_full_example_decodes_with_defaults_and_overrides() -> None:
     assert config.target_names == ["redis-main", "pg"]
 
 
+def test_degraded_quorum_defaults_to_1_and_is_set_like_quorum() -> None:
+    """degraded_quorum: 1 unless set; [defaults] sets it for every target, a target overrides it."""
+    assert load_config_text("").defaults.degraded_quorum == 1
+    assert load_config_text(FULL, env={"REDIS_PASSWORD": "x"}).target("pg").degraded_quorum == 1
+    config = load_config_text(
+        "[defaults]\ndegraded_quorum = 2\n"
+        '[[targets]]\nname = "a"\nkind = "tcp"\nurl = "tcp://x:1"\n'
+        '[[targets]]\nname = "b"\nkind = "tcp"\nurl = "tcp://x:1"\ndegraded_quorum = 3\n'
+    )
+    assert (config.target("a").degraded_quorum, config.target("b").degraded_quorum) == (2, 3)
+
+
 def test_defaults_of_an_empty_file() -> None:
     """An empty file is valid: the documented defaults, no targets."""
     config = load_config_text("")
@@ -95,6 +107,16 @@ def test_secrets_are_not_in_repr() -> None:
         ('[defaults]\nfailure_threshold = "3"', "$.defaults.failure_threshold", "Expected `int`"),
         ("[defaults]\nfailure_threshold = 0", "$.defaults", "at least 1"),
         ('[defaults]\nquorum = "most"', "$.defaults.quorum", "Invalid enum value"),
+        ("[defaults]\ndegraded_quorum = 0", "$.defaults", "degraded_quorum must be a whole number >= 1"),
+        ("[defaults]\ndegraded_quorum = -2", "$.defaults", "got -2"),
+        ("[defaults]\ndegraded_quorum = 1.5", "$.defaults.degraded_quorum", "Expected `int`, got `float`"),
+        ("[defaults]\ndegraded_quorum = true", "$.defaults.degraded_quorum", "Expected `int`, got `bool`"),
+        ('[defaults]\ndegraded_quorum = "2"', "$.defaults.degraded_quorum", "Expected `int`, got `str`"),
+        (
+            '[[targets]]\nname = "r"\nkind = "tcp"\nurl = "tcp://x:1"\ndegraded_quorum = 0',
+            "$.targets[0]",
+            "degraded_quorum must be a whole number >= 1",
+        ),
         ('[defaults]\nbackoff = { jitter = "lots" }', "$.defaults.backoff.jitter", "Invalid enum value"),
         ('[defaults]\nbackoff = { base = "10s", max = "1s" }', "$.defaults.backoff", "backoff.max"),
         ("[defaults]\nbogus = 1", "$.defaults", "unknown field `bogus`"),

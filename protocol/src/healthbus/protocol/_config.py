@@ -104,6 +104,11 @@ class CheckSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     failure_threshold: int = 3
     success_threshold: int = 2
     quorum: Quorum = "majority"
+    degraded_quorum: int = 1
+    """Live vantage points that must be failing or warn (together) before a target whose
+    breaker is closed is called ``degraded``; capped at the number of live ones. Fewer are
+    ignored (the target stays ``healthy``), so with 3 workers and 2 here one compromised
+    probe credential cannot move a target off ``healthy``."""
     backoff: BackoffSettings = BackoffSettings()
     stale_after: Duration | None = None
     """No results for this long → ``unknown``. Default: 3 intervals."""
@@ -122,6 +127,11 @@ class CheckSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
             raise ValueError("failure_threshold and success_threshold must be at least 1")
         if isinstance(self.quorum, int) and not isinstance(self.quorum, bool) and self.quorum < 1:
             raise ValueError("quorum must be 'majority', 'any', 'all' or a number >= 1")
+        if isinstance(self.degraded_quorum, bool) or self.degraded_quorum < 1:
+            raise ValueError(
+                f"degraded_quorum must be a whole number >= 1 (vantage points failing or warn), "
+                f"got {self.degraded_quorum!r}"
+            )
 
     @property
     def effective_stale_after(self) -> float:
