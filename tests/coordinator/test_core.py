@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from healthbus.coordinator._core import MAX_VANTAGE_POINTS, ControlError, Decider, Rejected, quorum_need
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, StateChanged
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, ProbeResult, StateChanged
 
 from ._sim import T0, Sim, at, result, target
 
@@ -240,6 +240,107 @@ def test_trial_with_quorum_closes_despite_minority_failing() -> None:
     assert sim.last().state == "degraded"
     assert sim.last().breaker == "closed"
     assert_contiguous(sim.events)
+
+
+# ---------------------------------------------------------------- degraded_quorum
+
+
+def test_degraded_quorum_ignores_fewer_failing_or_warn_points() -> None:
+    """degraded_quorum 2 of three: one failing point is ignored (still healthy); one failing
+    and one warn degrade; back to one, healthy with the ignored point named; two failing open."""
+    sim = three_healthy(degraded_quorum=2)
+    for _ in range(3):
+        sim.feed("fail", probe="p1", dt=0.1)
+        sim.feed("pass", probe="p2", dt=0.1)
+        sim.feed("pass", probe="p3", dt=0.1)
+    assert sim.states() == ["healthy"]
+    for _ in range(2):
+        sim.feed("warn", probe="p2", dt=0.1)
+    assert sim.states() == ["healthy", "degraded"]
+    assert sim.last().reason == "1/3 probes failing (refused); 1/3 probes warn"
+    for _ in range(2):
+        sim.feed("pass", probe="p2", dt=0.1)
+    assert sim.states() == ["healthy", "degraded", "healthy"]
+    assert sim.last().reason == "1/3 probes failing (refused), below degraded_quorum 2: ignored"
+    for _ in range(3):
+        sim.feed("fail", probe="p2", dt=0.1)
+    assert sim.states() == ["healthy", "degraded", "healthy", "unavailable"]
+    assert sim.last().reason.startswith("2/3 probes failing (refused); breaker open")
+
+
+def test_degraded_quorum_is_capped_at_the_live_points() -> None:
+    """degraded_quorum 3 with one live point: its warn alone degrades; with two, both must;
+    a third point passing makes two below it (the reason adds them up, no "(fail)" where no
+    kind was carried)."""
+    sim = Sim(target(degraded_quorum=3, quorum="all", failure_threshold=1, success_threshold=1))
+    (degraded,) = sim.feed("warn", probe="p1")
+    assert (degraded.state, degraded.reason) == ("degraded", "1/1 probes warn")
+    sim.t += 1.0
+    no_kind = ProbeResult(
+        target="db", probe="p2", outcome="fail", latency_ms=1.0, observed_at=T0 + timedelta(seconds=sim.t)
+    )
+    assert sim.decider.on_result(no_kind, at(sim.t)) == []  # two of two: still degraded
+    (healthy,) = sim.feed("pass", probe="p3")
+    assert healthy.state == "healthy"
+    assert healthy.reason == "1/3 probes failing; 1/3 probes warn; together 2/3, below degraded_quorum 3: ignored"
+
+
+def test_a_trial_closes_by_the_same_degraded_quorum_rule() -> None:
+    """Half-open with three points and degraded_quorum 2: one failing trial does not reopen,
+    two passing close, and the one failing point is ignored: healthy (the default: degraded)."""
+    sim = three_healthy(degraded_quorum=2)
+    for _ in range(3):
+        for p in ("p1", "p2", "p3"):
+            sim.feed("fail", probe=p, dt=0.1)
+    sim.advance(1.0)
+    assert sim.last().state == "recovering"
+    sim.feed("fail", probe="p1", dt=0.1)
+    for _ in range(2):
+        sim.feed("pass", probe="p2", dt=0.1)
+        sim.feed("pass", probe="p3", dt=0.1)
+    closed = sim.last()
+    assert (closed.state, closed.breaker) == ("healthy", "closed")
+    assert closed.reason == (
+        "trial passed on 2/3 probes, breaker closed; 1/3 probes failing (refused), below degraded_quorum 2: ignored"
+    )
+    assert_contiguous(sim.events)
+
+
+def test_a_trial_that_closes_is_announced_even_when_verdicts_lapsed() -> None:
+    """A trial passes on two of three points while one of them has no verdict that still
+    counts (its passes are older than stale_after) and the third is pending: the breaker
+    closes with an event, healthy. (The closed rule used to keep the state, "recovering",
+    so the breaker closed without an event and the stream still said half-open.)"""
+    sim = three_healthy()
+    for _ in range(3):
+        for p in ("p1", "p2", "p3"):
+            sim.feed("fail", probe=p, dt=0.1)
+    sim.advance(1.0)
+    assert sim.last().state == "recovering"
+    sim.feed("pass", probe="p1", dt=0.0)
+    sim.feed("pass", probe="p1", dt=0.1)  # p1: trial passed, verdict passing
+    sim.feed("pass", probe="p2", dt=7.0)
+    sim.feed("pass", probe="p3", dt=0.0)
+    sim.feed("warn", probe="p1", dt=2.0)  # p1 live, but its passing verdict lapses at +15 s
+    (closed,) = sim.feed("pass", probe="p2", dt=6.5)  # p2: trial passed; p3 pending
+    assert (closed.state, closed.breaker, closed.attempt) == ("healthy", "closed", 0)
+    assert closed.reason == "trial passed on 2/3 probes, breaker closed; 1/3 probes passing"
+    assert sim.decider.state("db") == (closed.state, closed.breaker, closed.seq)
+
+
+def test_below_degraded_quorum_a_flapping_point_does_not_flap_the_target() -> None:
+    """One point flipping between failing and passing, degraded_quorum 2: the verdict
+    recorded for flap detection is healthy every time, so the target never flaps; with the
+    default it flaps."""
+    flap = FlapSettings(enabled=True, window=5)
+    for k, flaps in ((2, False), (1, True)):
+        sim = three_healthy(degraded_quorum=k, failure_threshold=1, success_threshold=1, flap=flap)
+        for _ in range(6):  # p2 and p3 stay passing (heard within stale_after)
+            sim.feed("fail", probe="p1", dt=0.1)
+            sim.feed("pass", probe="p1", dt=0.1)
+        assert any(e.flapping for e in sim.events) is flaps, k
+        if not flaps:
+            assert sim.states() == ["healthy"]
 
 
 # ---------------------------------------------------------------- staleness

@@ -6,34 +6,44 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from healthbus.coordinator._core import Decider, Rejected, is_refresh
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, StateChanged
+from healthbus.coordinator._core import Decider, Rejected, is_refresh, quorum_need
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, StateChanged
 
 from ._sim import T0, Sim, at, result, target
 
 outcomes = st.sampled_from(["pass", "pass", "warn", "fail", "fail"])
-results = st.tuples(st.just("result"), st.integers(0, 2), outcomes, st.floats(0.0, 8.0))
-# Runs of one outcome from one vantage point cross the hysteresis thresholds more often
-# than independent draws would.
-runs = st.tuples(st.just("run"), st.integers(0, 2), outcomes, st.floats(0.0, 4.0), st.integers(1, 5))
-op = st.one_of(
-    results,
-    runs,
-    runs,
-    runs,
-    st.tuples(st.just("tick"), st.floats(0.0, 30.0)),
-    st.tuples(st.just("control"), st.sampled_from(["force-open", "disable", "reset", "reset", "status"])),
-    st.tuples(st.just("stale"), st.integers(0, 2)),
-)
+
+
+def steps_among(probes: int) -> st.SearchStrategy[tuple[Any, ...]]:
+    """One step of :func:`run`, by vantage points ``p0`` to ``p<probes - 1>``."""
+    probe = st.integers(0, probes - 1)
+    results = st.tuples(st.just("result"), probe, outcomes, st.floats(0.0, 8.0))
+    # Runs of one outcome from one vantage point cross the hysteresis thresholds more
+    # often than independent draws would.
+    runs = st.tuples(st.just("run"), probe, outcomes, st.floats(0.0, 4.0), st.integers(1, 5))
+    return st.one_of(
+        results,
+        runs,
+        runs,
+        runs,
+        st.tuples(st.just("tick"), st.floats(0.0, 30.0)),
+        st.tuples(st.just("control"), st.sampled_from(["force-open", "disable", "reset", "reset", "status"])),
+        st.tuples(st.just("stale"), probe),
+    )
+
+
+op = steps_among(3)
 ops = st.lists(op, min_size=5, max_size=80)
 configs = st.fixed_dictionaries(
     {
         "failure_threshold": st.integers(1, 4),
         "success_threshold": st.integers(1, 3),
         "quorum": st.sampled_from(["majority", "any", "all", 1, 2, 5]),
+        # 1 (the default) most often; 4 is more than the three vantage points drawn (capped)
+        "degraded_quorum": st.sampled_from([1, 1, 2, 3, 4]),
         "backoff": st.builds(
             BackoffSettings,
             base=st.sampled_from([Duration(0.5), Duration(1.0), Duration(5.0)]),
@@ -53,7 +63,11 @@ def run(
     refresh_after: float | None = None,
     decider: Callable[..., Any] = Decider,
 ) -> tuple[Sim, dict[int, list[float]]]:
-    """Drive the core (or ``decider``); return it and, per event index, the times results were heard before it."""
+    """Drive the core (or ``decider``); return it and, per event index, the times results were heard before it.
+
+    After every step the decider's state, breaker and seq are those of the last event it
+    announced (a state never changes silently, e.g. a breaker closed without an event).
+    """
     sim = Sim(target(**config), seed=seed, refresh_after=refresh_after, decider=decider)
     heard: dict[str, float] = {}
     heard_at_event: dict[int, list[float]] = {}
@@ -62,7 +76,13 @@ def run(
         for e in out:
             heard_at_event[e.seq - 1] = list(heard.values())
 
+    def announced_as_decided(step: object) -> None:
+        if sim.events:
+            last = sim.events[-1]
+            assert sim.decider.state("db") == (last.state, last.breaker, last.seq), (step, last)
+
     for step in steps:
+        announced_as_decided(step)
         kind = step[0]
         if kind in ("result", "run"):
             _, p, outcome, dt, *rest = step
@@ -91,6 +111,7 @@ def run(
             else:
                 raise AssertionError("an absurdly old result was accepted")
             assert sim.decider.state("db") == before
+    announced_as_decided("end")
     return sim, heard_at_event
 
 
@@ -211,3 +232,119 @@ def test_refresh_keeps_the_chain(
     if prev is not None:
         (tail,) = sim.advance(refresh_after)
         assert tail.seq == prev.seq + 1
+
+
+# ---------------------------------------------------------------- degraded_quorum
+
+quorums = st.sampled_from(["majority", "any", "all", 2, 3, 5])
+thresholds = st.tuples(st.integers(1, 3), st.integers(1, 3))
+# One step of the fleet below: the honest points pass, then bad point ``index`` (modulo
+# their number) says ``outcome`` (None: nothing, so bad points also fall silent).
+noise = st.lists(
+    st.tuples(st.integers(0, 2), st.sampled_from(["fail", "fail", "warn", "pass", None]), st.floats(0.0, 4.0)),
+    min_size=1,
+    max_size=60,
+)
+
+
+def _healthy_fleet(honest: int, bad: int, **config: Any) -> tuple[Sim, list[str], list[str]]:
+    """``honest`` + ``bad`` vantage points, all passing until the target is healthy."""
+    sim = Sim(target(**config))
+    honest_ids = [f"h{i}" for i in range(honest)]
+    bad_ids = [f"b{i}" for i in range(bad)]
+    for _ in range(config["success_threshold"]):
+        for p in honest_ids + bad_ids:
+            sim.feed("pass", probe=p, dt=0.1)
+    assert sim.states() == ["healthy"]
+    return sim, honest_ids, bad_ids
+
+
+def _below_quorum(quorum: Any, honest: int, failing: int) -> bool:
+    """``failing`` (or fewer) failing points can never open the breaker, with ``honest``
+    live points besides however many bad ones are live (the quorum grows with them)."""
+    return all(f < quorum_need(quorum, honest + f) for f in range(failing + 1))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    k=st.integers(2, 4),
+    honest=st.integers(1, 3),
+    bad=st.integers(0, 3),
+    quorum=quorums,
+    thresholds=thresholds,
+    flap=st.booleans(),
+    steps=noise,
+)
+def test_fewer_impaired_points_than_degraded_quorum_never_leave_healthy(
+    k: int,
+    honest: int,
+    bad: int,
+    quorum: Any,
+    thresholds: tuple[int, int],
+    flap: bool,
+    steps: list[tuple[int, Any, float]],
+) -> None:
+    """degraded_quorum k, fewer than k bad points (failing, warn, passing or silent as they
+    like, fewer than the quorum) and passing honest ones: a healthy target announces nothing
+    more, neither degraded, unavailable nor flapping (the flap history records healthy)."""
+    assume(bad < k and _below_quorum(quorum, honest, bad))
+    fail_t, success_t = thresholds
+    sim, honest_ids, bad_ids = _healthy_fleet(
+        honest,
+        bad,
+        degraded_quorum=k,
+        quorum=quorum,
+        failure_threshold=fail_t,
+        success_threshold=success_t,
+        flap=FlapSettings(enabled=flap, window=5),
+    )
+    for index, outcome, dt in steps:
+        sim.advance(dt)
+        for p in honest_ids:
+            sim.feed("pass", probe=p, dt=0.0)
+        if bad_ids and outcome is not None:
+            sim.feed(outcome, probe=bad_ids[index % bad], dt=0.0)
+    assert sim.states() == ["healthy"], [(e.state, e.reason) for e in sim.events]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    k=st.integers(1, 4),
+    unset=st.booleans(),
+    honest=st.integers(0, 3),  # 0: every live point may turn, where the cap at live matters
+    kinds=st.lists(st.sampled_from(["fail", "warn"]), min_size=1, max_size=3),
+    passing_bad=st.integers(0, 2),
+    quorum=quorums,
+    thresholds=thresholds,
+)
+def test_degraded_from_degraded_quorum_impaired_points_on(
+    k: int,
+    unset: bool,
+    honest: int,
+    kinds: list[Outcome],
+    passing_bad: int,
+    quorum: Any,
+    thresholds: tuple[int, int],
+) -> None:
+    """A healthy target with ``len(kinds)`` points turning failing or warn (fewer failing than
+    the quorum) is degraded exactly when they are min(k, live) or more; with k = 1 (the
+    default, unset or set) any one degrades it, as before degraded_quorum existed."""
+    failing = kinds.count("fail")
+    live = honest + len(kinds) + passing_bad
+    assume(failing < quorum_need(quorum, live))
+    if unset:
+        k = 1
+    fail_t, success_t = thresholds
+    settings_: dict[str, Any] = {"quorum": quorum, "failure_threshold": fail_t, "success_threshold": success_t}
+    if not unset:
+        settings_["degraded_quorum"] = k
+    sim, honest_ids, bad_ids = _healthy_fleet(honest, len(kinds) + passing_bad, **settings_)
+    assert target(**settings_).degraded_quorum == k
+    for _ in range(max(fail_t, success_t)):
+        for p in honest_ids:
+            sim.feed("pass", probe=p, dt=0.1)
+        for i, p in enumerate(bad_ids):
+            sim.feed(kinds[i] if i < len(kinds) else "pass", probe=p, dt=0.1)
+    expected = "degraded" if len(kinds) >= min(k, live) else "healthy"
+    assert (sim.last().state, sim.last().breaker) == (expected, "closed")
+    assert sim.states() == (["healthy", "degraded"] if expected == "degraded" else ["healthy"])

@@ -126,3 +126,21 @@ def test_changed_quorum_decides_at_the_next_timer() -> None:
     sim.reload(target("db", failure_threshold=1, success_threshold=1, quorum="any"))
     (down,) = sim.advance(0.1)
     assert (down.state, down.breaker) == ("unavailable", "open")
+
+
+def test_changed_degraded_quorum_decides_at_the_next_result() -> None:
+    """One failing point of three degrades; reloaded with degraded_quorum 2, the next result
+    (which changes no verdict) makes it healthy, and back to 1 degraded again."""
+    cfg = {"failure_threshold": 1, "success_threshold": 1}
+    sim = Sim(target("db", **cfg))
+    for p in ("p0", "p1", "p2"):
+        sim.feed("pass", probe=p, dt=0.0)
+    (degraded,) = sim.feed("fail", probe="p0", dt=0.0)
+    assert degraded.state == "degraded"
+    sim.reload(target("db", degraded_quorum=2, **cfg))
+    (healthy,) = sim.feed("pass", probe="p1", dt=0.1)
+    assert healthy.state == "healthy"
+    assert healthy.reason == "1/3 probes failing (refused), below degraded_quorum 2: ignored"
+    sim.reload(target("db", **cfg))
+    (again,) = sim.advance(0.1)
+    assert (again.state, again.reason) == ("degraded", "1/3 probes failing (refused)")

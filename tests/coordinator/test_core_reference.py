@@ -20,14 +20,21 @@ from hypothesis import strategies as st
 from healthbus.protocol import Duration, encode
 
 from ._reference import Decider as ReferenceDecider
-from .test_core_properties import configs, op, run
+from .test_core_properties import configs, run, steps_among
 
 # A shorter stale_after as well: verdicts lapse and points fall silent between the results
-# drawn far more often, where the stale-evidence rules have their corner cases.
-settings_ = st.builds(lambda c, s: {**c, "stale_after": Duration(s)}, configs, st.sampled_from([4.0, 9.0, 15.0]))
+# drawn far more often, where the stale-evidence rules have their corner cases. Every
+# degraded_quorum from 1 to 4 as often: with four vantage points, failing and warn ones
+# below it (ignored, named in the reason) and at it are both common.
+settings_ = st.builds(
+    lambda c, s, k: {**c, "stale_after": Duration(s), "degraded_quorum": k},
+    configs,
+    st.sampled_from([4.0, 9.0, 15.0]),
+    st.integers(1, 4),
+)
 maintenance = st.tuples(st.just("maintenance"), st.sampled_from([0.5, 5.0, 40.0, 600.0]))
 reloads = st.tuples(st.just("reload"), st.none() | configs)
-inputs = st.lists(st.one_of(op, maintenance, reloads), min_size=5, max_size=80)
+inputs = st.lists(st.one_of(steps_among(4), maintenance, reloads), min_size=5, max_size=80)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -185,6 +185,7 @@ class _Target:
         self.failure_threshold = cfg.failure_threshold
         self.success_threshold = cfg.success_threshold
         self.quorum: Quorum = cfg.quorum
+        self.degraded_quorum = cfg.degraded_quorum
         self.stale_after = cfg.effective_stale_after
         self.features = list(cfg.features)
 
@@ -473,9 +474,20 @@ class Decider:
             kinds = self._kinds(self._failing(t, now.mono), "fail")
             self._open(t, now, events, f"{prefix}{c.failing}/{c.live} probes failing{kinds}", c.failures)
             return
-        reachable = c.passing + c.warn
-        if reachable >= c.live - q + 1 or c.failing or c.warn:
-            raw: State = "degraded" if (c.failing or c.warn) else "healthy"
+        # degraded_quorum, capped at the live points (never below 1): that many failing or
+        # warn together make the target degraded; fewer are ignored.
+        impaired = c.failing + c.warn
+        degraded_need = max(1, min(t.degraded_quorum, c.live))
+        enough_reachable = c.passing + c.warn >= c.live - q + 1
+        raw: State
+        if impaired >= degraded_need:
+            raw = "degraded"
+        elif enough_reachable:
+            raw = "healthy"
+        elif t.raw == "recovering":
+            # The breaker was just closed by a passed trial: the trial was enough reachable
+            # points, and there is no closed state to keep.
+            raw = "healthy"
         else:
             raw = t.raw  # pending vantage points give no opinion yet
         self._set_raw(t, now, events, raw, prefix + self._closed_reason(t, now, c, raw), record)
@@ -490,7 +502,14 @@ class Decider:
             if raw == "unknown":
                 return f"waiting for results: {c.live - c.passing}/{c.live} probes have no verdict yet"
             return f"{c.passing}/{c.live} probes passing"
-        return "; ".join(parts)
+        reason = "; ".join(parts)
+        impaired = c.failing + c.warn
+        degraded_need = max(1, min(t.degraded_quorum, c.live))
+        if impaired < degraded_need:
+            if c.failing and c.warn:
+                reason += f"; together {impaired}/{c.live}"
+            reason += f", below degraded_quorum {degraded_need}: ignored"
+        return reason
 
     def _no_data_reason(self, t: _Target) -> str:
         if not t.vps:

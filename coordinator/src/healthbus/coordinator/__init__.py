@@ -12,6 +12,7 @@ from healthbus.coordinator._core import (
     Now,
     Rejected,
     backoff_delay,
+    degraded_need,
     is_refresh,
     quorum_need,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "SystemClock",
     "backoff_delay",
     "bucket_for",
+    "degraded_need",
     "is_refresh",
     "quorum_need",
 ]

@@ -20,6 +20,7 @@ from ._decider import (
     DropReason,
     Now,
     Rejected,
+    degraded_need,
     quorum_need,
 )
 from ._flap import FlapDetector
@@ -41,6 +42,7 @@ __all__ = [
     "ReportVerdict",
     "backoff_delay",
     "catch_up",
+    "degraded_need",
     "exponential_cap",
     "is_refresh",
     "quorum_need",

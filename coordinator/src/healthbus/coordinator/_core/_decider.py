@@ -21,9 +21,14 @@ Rules (docs/coordinator.md explains them for users):
   ``min(k, n)`` (a number): ``q`` failing open the breaker. ``n - q + 1`` reachable
   (passing or warn) are enough to call the target up, since the rest cannot make a
   failing quorum.
-* Closed breaker: ``q`` failing → open (``unavailable``); enough reachable → ``healthy``,
-  or ``degraded`` when any is failing or warn; some failing/warn but not enough decided
-  → ``degraded``; otherwise the state is kept (pending points give no opinion).
+* Closed breaker: ``q`` failing → open (``unavailable``). Otherwise, with ``d =
+  min(degraded_quorum, n)``: ``d`` or more failing or warn (together) → ``degraded``;
+  fewer are ignored: enough reachable → ``healthy`` (the reason still names the ignored
+  points, "below degraded_quorum"); otherwise the state is kept (pending points give no
+  opinion). ``degraded_quorum`` 1 (the default): any failing or warn point degrades.
+* The breaker closing after a passed trial is decided by the same closed-breaker rule; a
+  passed trial is itself enough reachable points, so when the verdicts alone would keep
+  the state (some lapsed or pending) there is no closed state to keep: ``healthy``.
 * No live vantage point for ``stale_after`` while results are expected → ``unknown``.
   Results are expected from start/restore/reset/close on, and from the half-open moment
   on; not while the breaker is open (workers hold off until ``retry_at``).
@@ -159,6 +164,11 @@ def quorum_need(quorum: Quorum, live: int) -> int:
     return max(1, min(int(quorum), live))
 
 
+def degraded_need(degraded_quorum: int, live: int) -> int:
+    """How many of ``live`` (>= 1) vantage points failing or warn make a closed target degraded."""
+    return max(1, min(degraded_quorum, live))
+
+
 class _Vantage:
     """What one vantage point said about one target lately.
 
@@ -246,12 +256,22 @@ class _Spec:
     (:func:`_intern_specs`), instead of every target keeping its whole TargetConfig.
     """
 
-    __slots__ = ("backoff", "failure_threshold", "features", "flap", "quorum", "stale_after", "success_threshold")
+    __slots__ = (
+        "backoff",
+        "degraded_quorum",
+        "failure_threshold",
+        "features",
+        "flap",
+        "quorum",
+        "stale_after",
+        "success_threshold",
+    )
 
     def __init__(self, cfg: TargetConfig) -> None:
         self.failure_threshold = cfg.failure_threshold
         self.success_threshold = cfg.success_threshold
         self.quorum: Quorum = cfg.quorum
+        self.degraded_quorum = cfg.degraded_quorum
         self.stale_after = cfg.effective_stale_after
         self.backoff: BackoffSettings = cfg.backoff
         self.flap: FlapSettings | None = cfg.flap if cfg.flap.enabled else None
@@ -269,6 +289,7 @@ def _intern_specs(targets: Iterable[TargetConfig]) -> list[tuple[str, _Spec]]:
             # "1" and 1 differ as quorums; the type keeps them apart in the key
             type(cfg.quorum),
             cfg.quorum,
+            cfg.degraded_quorum,
             cfg.effective_stale_after,
             cfg.backoff,
             cfg.flap if cfg.flap.enabled else None,
@@ -344,6 +365,16 @@ class _Counts(NamedTuple):
     trial_fail: int
     trial_ok: int
     failures: int
+
+
+def _ignored(c: _Counts, need: int) -> str:
+    """``, below degraded_quorum d: ignored`` when the failing and warn points of ``c``
+    are fewer than ``need`` (naming their sum when there are both), else ""."""
+    impaired = c.failing + c.warn
+    if impaired >= need:
+        return ""
+    together = f"; together {impaired}/{c.live}" if c.failing and c.warn else ""
+    return f"{together}, below degraded_quorum {need}: ignored"
 
 
 class Decider:
@@ -533,8 +564,9 @@ class Decider:
         Without them, the passing points re-prove themselves before the impaired one does
         and a restart announces a spurious ``healthy`` (then ``degraded`` again). The event
         does not say which of them had a confirmed verdict, so each is seeded as *warn*:
-        it keeps the target degraded but can never open the breaker, and success_threshold
-        passes clear it as usual. Seeded points are not live until heard again.
+        they keep the target degraded (with ``degraded_quorum`` k, when k or more are
+        seeded) but can never open the breaker, and success_threshold passes clear them
+        as usual. Seeded points are not live until heard again.
         """
         seeded: list[_Vantage] = []
         for probe, evidence in event.evidence.items():
@@ -927,9 +959,15 @@ class Decider:
                 c.failures,
             )
             return
-        reachable = c.passing + c.warn
-        if reachable >= c.live - q + 1 or c.failing or c.warn:
-            raw: State = "degraded" if (c.failing or c.warn) else "healthy"
+        raw: State
+        if c.failing + c.warn >= degraded_need(t.spec.degraded_quorum, c.live):
+            raw = "degraded"
+        elif c.passing + c.warn >= c.live - q + 1:
+            raw = "healthy"  # any failing or warn point is below degraded_quorum: ignored
+        elif t.raw == "recovering":
+            # Just closed by a passed trial (enough reachable points by itself): there is
+            # no closed state to keep, and never a closed breaker announced as recovering.
+            raw = "healthy"
         else:
             raw = t.raw  # pending vantage points give no opinion yet
         # The reason is built only if an event is emitted (most evaluations change nothing).
@@ -945,7 +983,7 @@ class Decider:
             if raw == "unknown":
                 return f"waiting for results: {c.live - c.passing}/{c.live} probes have no verdict yet"
             return f"{c.passing}/{c.live} probes passing"
-        return "; ".join(parts)
+        return "; ".join(parts) + _ignored(c, degraded_need(t.spec.degraded_quorum, c.live))
 
     def _no_data_reason(self, t: _Target) -> str:
         if not t.vps:
