@@ -7,7 +7,11 @@ three targets; the third credential is compromised and reports every target fail
 under the honest workers' subjects and heartbeats (refused by the server), and on its
 own subject under the honest workers' ids and invented ids (dropped by the coordinator,
 visible in /metrics). No target leaves ``healthy``. Failing under its own id, it is one
-vote of three: targets go ``degraded``, never ``unavailable``.
+vote of three: with ``degraded_quorum = 2`` (what docs/reliability.md recommends for three
+workers) below it, so every target stays ``healthy``; a real outage the two honest workers
+see still makes its target ``unavailable`` while the compromised one says it passes; with
+the default ``degraded_quorum`` (1) the same vote makes targets ``degraded``, never
+``unavailable``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from healthbus.bus import StateStream, connect
 from healthbus.bus.embedded import EmbeddedNats
@@ -28,6 +33,8 @@ from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
 from healthbus.protocol import (
     BusSettings,
+    ErrorKind,
+    Outcome,
     ProbeResult,
     StateChanged,
     StreamSettings,
@@ -51,9 +58,10 @@ def _password(user: str) -> str:
     return f"pw-{user}-c0ffee"
 
 
-def _config(port: int) -> str:
+def _config(ports: dict[str, int], degraded_quorum: int | None) -> str:
     lines = [
         "[defaults]",
+        *([f"degraded_quorum = {degraded_quorum}"] if degraded_quorum is not None else []),
         'interval = "200ms"',
         'timeout = "150ms"',
         "failure_threshold = 2",
@@ -67,7 +75,7 @@ def _config(port: int) -> str:
         'heartbeat = "500ms"',
     ]
     for name in TARGETS:
-        lines += ["[[targets]]", f'name = "{name}"', 'kind = "tcp"', f'url = "tcp://127.0.0.1:{port}"']
+        lines += ["[[targets]]", f'name = "{name}"', 'kind = "tcp"', f'url = "tcp://127.0.0.1:{ports[name]}"']
     return "\n".join(lines) + "\n"
 
 
@@ -121,35 +129,68 @@ async def _connect(server: EmbeddedNats, user: str, password: str | None = None)
     return conn
 
 
-def _fail(target: str, probe: str) -> bytes:
+def _result(target: str, probe: str, outcome: Outcome = "fail") -> bytes:
+    kind: ErrorKind | None = "refused" if outcome == "fail" else None
     return encode(
-        ProbeResult(
-            target=target, probe=probe, outcome="fail", latency_ms=1.0, observed_at=utcnow(), error_kind="refused"
-        )
+        ProbeResult(target=target, probe=probe, outcome=outcome, latency_ms=1.0, observed_at=utcnow(), error_kind=kind)
     )
+
+
+def _fail(target: str, probe: str) -> bytes:
+    return _result(target, probe, "fail")
+
+
+def _metric(registry: CollectorRegistry, sample: str) -> float:
+    """The /metrics figure of ``sample`` (name and labels as printed), 0 when absent."""
+    for line in generate_latest(registry).decode().splitlines():
+        if line.startswith(f"{sample} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _dropped(service: CoordinatorService, reason: str) -> float:
     """The coordinator's /metrics figure for ``reason``."""
-    text = generate_latest(service.registry).decode()
-    for line in text.splitlines():
-        if line.startswith(f'healthbus_dropped_messages_total{{reason="{reason}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return _metric(service.registry, f'healthbus_dropped_messages_total{{reason="{reason}"}}')
 
 
 def _worker_dropped(worker: ProbeWorker, reason: str) -> float:
     """A probe worker's /metrics figure for dropped messages of ``reason``."""
-    text = generate_latest(worker.metrics.registry).decode()
-    for line in text.splitlines():
-        if line.startswith(f'healthbus_probe_dropped_messages_total{{reason="{reason}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return _metric(worker.metrics.registry, f'healthbus_probe_dropped_messages_total{{reason="{reason}"}}')
+
+
+def _fails_decided(service: CoordinatorService) -> float:
+    """``fail`` ProbeResults the coordinator accepted and decided (/metrics)."""
+    return _metric(service.registry, 'healthbus_results_total{outcome="fail"}')
+
+
+def _transitions(service: CoordinatorService) -> set[tuple[str, str, str]]:
+    """Every ``(target, from, to)`` the coordinator decided so far (/metrics: counted as
+    decided, before publishing, so none is missed however late the stream delivers it)."""
+    text = generate_latest(service.registry).decode()
+    return {
+        (sample.labels["target"], sample.labels["from"], sample.labels["to"])
+        for family in text_string_to_metric_families(text)
+        if family.name == "healthbus_transitions"
+        for sample in family.samples
+        if sample.name == "healthbus_transitions_total"
+    }
+
+
+async def _refusing_listener() -> asyncio.Server:
+    """A TCP port that accepts (a target the workers find up) until it is closed."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    return await asyncio.start_server(hang_up, "127.0.0.1", 0)
 
 
 async def test_a_compromised_probe_credential_speaks_only_for_itself(server: EmbeddedNats) -> None:
-    """Refused or dropped under any other identity; one vote under its own."""
-    config = load_config_text(_config(server.port))
+    """Refused or dropped under any other identity; one vote under its own: below
+    degraded_quorum 2, so no target leaves healthy; a real outage still shows."""
+    outage = await _refusing_listener()  # t3's dependency, taken down at the end
+    ports = {"t1": server.port, "t2": server.port, "t3": outage.sockets[0].getsockname()[1]}
+    config = load_config_text(_config(ports, degraded_quorum=2))
     coordinator = await _connect(server, "coordinator")
     honest = [await _connect(server, f"probe-{i}") for i in range(2)]
     evil = await _connect(server, "probe-2", _password("probe-2"))
@@ -171,6 +212,8 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
 
             await wait_until(lambda: latest() == dict.fromkeys(TARGETS, "healthy"), 20.0, "every target healthy")
             healthy_at = len(events)
+            only_healthy = {(name, "unknown", "healthy") for name in TARGETS}
+            assert _transitions(service) == only_healthy
 
             # Under the honest workers' identities: refused by nats-server.
             for name in TARGETS:
@@ -193,29 +236,60 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
             await wait_until(lambda: _dropped(service, "probe_mismatch") >= 240, 10.0, "240 probe_mismatch drops")
             assert all(e.state == "healthy" for e in events[healthy_at:]), [(e.target, e.state) for e in events]
             assert latest() == dict.fromkeys(TARGETS, "healthy")
+            assert _transitions(service) == only_healthy
             assert all(_worker_dropped(w, "subject_mismatch") >= 20 for w in workers)
             # Nobody believed probe-2's heartbeats: it never became a member (whether the
             # honest two still see each other depends on the machine's load, not on this).
             assert all("probe-2" not in w.membership.live() for w in workers)
 
-            # Under its own identity: one vantage point of three, never a failing quorum.
+            # Under its own identity: one vantage point of three, failing every target.
+            says: dict[str, Outcome] = dict.fromkeys(TARGETS, "fail")
+            rounds = 0  # of its results, each flushed (in the server) before the next
             stop = asyncio.Event()
 
-            async def own_failures() -> None:
+            async def own_results() -> None:
+                nonlocal rounds
                 while not stop.is_set():
                     for name in TARGETS:
-                        await evil.nc.publish(f"healthbus.probe.{name}.probe-2", _fail(name, "probe-2"))
+                        await evil.nc.publish(f"healthbus.probe.{name}.probe-2", _result(name, "probe-2", says[name]))
                     await evil.nc.flush()
+                    rounds += 1
                     await asyncio.sleep(0.1)
 
-            flood = asyncio.create_task(own_failures())
+            flood = asyncio.create_task(own_results())
             try:
-                await wait_until(lambda: latest() == dict.fromkeys(TARGETS, "degraded"), 20.0, "one vote: degraded")
+                # Bounded by what the coordinator decided, not by time: 30 of its fails (10 a
+                # target; failure_threshold 2 makes it a failing vantage point from the 2nd
+                # on), and no decision in that time took a target off healthy.
+                fails = _fails_decided(service)
+                await wait_until(lambda: _fails_decided(service) >= fails + 30, 20.0, "30 of probe-2's fails decided")
+                assert _transitions(service) == only_healthy, _transitions(service)
+
+                # A real outage is not hidden: the honest two fail t3 while probe-2 says it passes.
+                # (Its passes are in the server before the honest fails: a passing vantage point.)
+                says["t3"] = "pass"
+                mark = rounds
+                await wait_until(lambda: rounds >= mark + 3, 10.0, "probe-2 passing t3 twice")
+                outage.close()
+                await outage.wait_closed()
+                await wait_until(lambda: latest().get("t3") == "unavailable", 20.0, "t3 unavailable")
+                down = next(e for e in events if e.target == "t3" and e.state == "unavailable")
+                assert down.reason.startswith("2/3 probes failing (refused); breaker open"), down.reason
+                assert down.evidence["probe-2"].outcome == "pass"
+
+                # The default degraded_quorum (1): the same single vote makes targets degraded.
+                service.reconfigure(load_config_text(_config(ports, degraded_quorum=None)))
+                await wait_until(
+                    lambda: latest()["t1"] == latest()["t2"] == "degraded", 20.0, "one vote: degraded by default"
+                )
             finally:
                 stop.set()
                 await flood
-            assert not any(e.state == "unavailable" for e in events), [(e.target, e.state, e.reason) for e in events]
-            assert all("1/3 probes failing" in e.reason for e in events if e.state == "degraded")
+            for name in ("t1", "t2"):  # healthy throughout the attack, degraded only by default
+                seen = [(e.state, e.reason) for e in events if e.target == name]
+                assert [state for state, _ in seen] == ["healthy", "degraded"], seen
+                assert seen[1][1] == "1/3 probes failing (refused)", seen
+            assert [e.state for e in events if e.target == "t3"][:2] == ["healthy", "unavailable"]
     finally:
         if follower is not None:
             await follower.stop()
@@ -223,6 +297,7 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
             await worker.stop()
         for conn in (coordinator, *honest, evil, reader):
             await conn.nc.close()
+        outage.close()
 
 
 def test_shipped_probe_users_are_what_nats_user_prints() -> None:
