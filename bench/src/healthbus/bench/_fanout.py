@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
 from healthbus.bench._manager import RedisHealthManager
 from healthbus.bench._measure import machine_description, now_ns
-from healthbus.bench._procs import Child, ChildGroup, Link
+from healthbus.bench._procs import Child, ChildError, ChildGroup, Link
 from healthbus.bench._servers import BenchRedis, embedded_nats
 
 __all__ = ["run"]
@@ -46,7 +46,7 @@ WORKERS = 2
 INTERVAL_S = 1.0
 #: healthbus re-checks a failing target this often (``retry_interval``): the cost is
 #: WORKERS / RETRY_INTERVAL_S checks per second while it fails, none in steady state.
-RETRY_INTERVAL_S = 0.1
+RETRY_INTERVAL_S = 0.05
 #: How often each healthbus instance calls Redis once its traffic starts (seconds).
 TRAFFIC_PERIOD_S = 0.05
 _SETTLE_TIMEOUT_S = 60.0
@@ -117,6 +117,8 @@ async def healthbus_instance_role(link: Link, url: str, prefix: str, redis_url: 
                     message = await link.recv(3600)
                     if message[0] == "stop":
                         return
+                    if message[0] == "describe":
+                        link.send("describe", f"bus {health.bus}; {TARGET}: {health.state(TARGET)}")
                     if message[0] == "traffic" and task is None:
                         task = asyncio.create_task(traffic())
                         link.send("traffic")
@@ -172,17 +174,36 @@ def _calls(info: dict[str, Any]) -> tuple[int, int]:
     return ping, total
 
 
+async def _describe(child: Child) -> str:
+    """What a healthbus instance says about its client (for an error message)."""
+    child.link.send("describe")
+    try:
+        while (message := await child.link.recv(5))[0] != "describe":
+            pass
+    except (TimeoutError, ChildError) as exc:
+        return f"no description: {exc}"
+    return str(message[1])
+
+
 async def _await_state(children: list[Child], want: bool, timeout: float) -> list[int]:
     """For each child, the time of its first report of ``want`` (waiting up to ``timeout``)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
 
     async def one(child: Child) -> int:
+        last: tuple[Any, ...] | None = None
         while True:
             remaining = end - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"{child.name} did not report {'healthy' if want else 'degraded'} in {timeout:g}s")
-            kind, *rest = await child.link.recv(remaining)
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await child.link.recv(remaining)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{child.name} did not report {'healthy' if want else 'degraded'} in {timeout:g}s "
+                    f"(its last message: {last!r}; {await _describe(child)})"
+                ) from None
+            kind, *rest = last = message
             if kind == "state" and rest[0] is want:
                 return int(rest[1])
 
