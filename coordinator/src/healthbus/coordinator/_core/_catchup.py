@@ -14,10 +14,16 @@ Rules:
   time only moves forward for it: each result at the time it was received, the timers
   (:meth:`Decider.tick`) before each result and once more at ``now``.
 * Every result rebuilds evidence (vantage points, streaks). A target's stored event is
-  *aligned* (:meth:`Decider.align`) just before the first result observed after its
-  ``at``: from then on the decider continues that target's ``seq`` and state. What it
-  decided for the target before that point is already in the stream (that event, or
-  the ones before it) and is not returned.
+  *aligned* (:meth:`Decider.align`) just before the first result observed, or received,
+  after its ``at`` (a result received after it reached the old leader after it too):
+  from then on the decider continues that target's ``seq`` and state. What it decided
+  for the target before that point is already in the stream (that event, or the ones
+  before it) and is not returned.
+* At that point the target is decided afresh from the evidence replayed so far (a
+  timer run at the aligned time): results observed before the stored event but
+  received after it may already prove the old leader's next transition, which is then
+  recorded with that time — not only once some verdict changes or a timer is due,
+  which with a long ``stale_after`` could be after the phase it announces had ended.
 * A target with no stored event keeps everything decided for it; a stored event later
   than every result is aligned at the end (at its ``at``, within ``[start, now]``).
 * A result the decider rejects is skipped (it was not handled live either).
@@ -71,10 +77,12 @@ def catch_up(
             continue  # outside [start, now], or out of order: not on this timeline
         keep(decider.tick(when))
         stored = pending.get(result.target)
-        if stored is not None and result.observed_at > stored.at:
+        if stored is not None and (result.observed_at > stored.at or when.wall > stored.at):
             del pending[result.target]
-            if decider.align(stored, _at(stored, start, previous, when)):
+            point = _at(stored, start, previous, when)
+            if decider.align(stored, point):
                 aligned.add(stored.target)
+                keep(decider.tick(point))  # what the evidence so far proves beyond the stored event
         with contextlib.suppress(Rejected):
             keep(decider.on_result(result, when))
         previous = when

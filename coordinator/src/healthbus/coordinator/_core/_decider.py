@@ -520,12 +520,28 @@ class Decider:
         last, whatever this decider announced before, keeping the evidence it gathered
         (vantage points and their streaks); emits nothing. For a takeover that rebuilt
         the evidence from results it heard (see :mod:`._catchup`). False for a target
-        not configured."""
+        not configured.
+
+        The evidence may already prove more than ``event`` says (results the old leader
+        decided on after it); so the target is decided afresh in full at the next
+        :meth:`tick` from ``now`` on, or by the next result, never left to the fast path
+        until some verdict changes. Trial marks are kept only if this decider's breaker was
+        half-open too (the same trial, gathered from the results since it went half-open);
+        otherwise they are from an earlier trial and are cleared.
+        """
         t = self._targets.get(event.target)
         if t is None:
             return False
+        in_trial = t.breaker == "half_open"
         t.seq = 0
-        return self.restore(event, now)
+        if not self.restore(event, now):
+            return False
+        if not in_trial:
+            for vp in t.vps:
+                vp.trial, vp.trial_oks = None, 0
+        t.resettle = True
+        self._schedule(t, now.mono)
+        return True
 
     def _seed_impaired(self, t: _Target, event: StateChanged, mono: float) -> None:
         """Remember the vantage points a restored ``degraded`` event names as fail or warn.
