@@ -19,9 +19,14 @@ and reports, in one JSON object:
   announces it (``unavailable`` for a failing phase, ``healthy`` for a passing one)
   being stored;
 ``lost_transitions``
-  phases that ended with no such event in the stream (goal 0);
+  *provable* phases that ended with no such event in the stream (goal 0): a phase is
+  provable when one coordinator received ``THRESHOLD`` results of its outcome, observed
+  inside it and received within ``stale_after``, from each of ``QUORUM`` vantage points
+  (what deciding it takes); ``unprovable_phases`` counts the others without their event
+  (``unprovable_detail`` names them): no coordinator heard enough to decide them;
 ``duplicate_seqs``
-  ``(target, seq)`` pairs stored more than once (goal 0), with ``seq_gaps`` beside it;
+  ``(target, seq)`` pairs stored more than once (goal 0), with ``seq_gaps`` beside it
+  and ``chain_breaks`` (events whose ``previous`` is not the state of the seq before);
 ``nats_reelection_s``
   from the servers: how long after the stream leader's node was killed the stream
   reported a new leader; ``lease_reelection_s`` the same for the lease bucket when the
@@ -29,6 +34,11 @@ and reports, in one JSON object:
 
 ``baseline_gap_s`` is the worst gap in the quiet spell before the first fault (both
 coordinators up), the floor the fault gaps compare with.
+
+The work directory (kept with ``--keep``) holds each coordinator's log
+(``coordinator-<holder>.log``: every transition, takeover and catch-up), what its
+connection received (``heard-<holder>.log``), the servers' logs and ``timeline.json``
+(the faults' times, the phases and every stored event).
 """
 
 from __future__ import annotations
