@@ -4,7 +4,9 @@ A leader ``A`` decides from a stream of results but only its first events reach 
 stream (it is cut off, then deposed). A new leader ``B`` that heard the same results
 restores A's last *stored* event and replays them with :func:`catch_up`: it must record
 the transitions A decided and never stored, in the same order, continuing A's ``seq`` —
-including a failing phase far shorter than the outage.
+including a failing phase far shorter than the outage, and, when the vantage points of a
+round report within milliseconds (a result observed before A's stored event can arrive
+after it), at the times A decided them.
 """
 
 from __future__ import annotations
