@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterable
+from datetime import datetime
 
 from nats.aio.client import Client
 
@@ -55,15 +56,15 @@ def config_text(
     return text
 
 
-def result(target: str, outcome: Outcome, probe: str = "p1") -> bytes:
-    """One encoded ProbeResult, as a probe worker publishes it."""
+def result(target: str, outcome: Outcome, probe: str = "p1", observed_at: datetime | None = None) -> bytes:
+    """One encoded ProbeResult, as a probe worker publishes it (observed now, unless given)."""
     return encode(
         ProbeResult(
             target=target,
             probe=probe,
             outcome=outcome,
             latency_ms=1.0,
-            observed_at=utcnow(),
+            observed_at=observed_at or utcnow(),
             error_kind="refused" if outcome == "fail" else None,
             error="connection refused" if outcome == "fail" else None,
         )

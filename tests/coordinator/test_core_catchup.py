@@ -4,7 +4,9 @@ A leader ``A`` decides from a stream of results but only its first events reach 
 stream (it is cut off, then deposed). A new leader ``B`` that heard the same results
 restores A's last *stored* event and replays them with :func:`catch_up`: it must record
 the transitions A decided and never stored, in the same order, continuing A's ``seq`` —
-including a failing phase far shorter than the outage.
+including a failing phase far shorter than the outage, and, when the vantage points of a
+round report within milliseconds (a result observed before A's stored event can arrive
+after it), at the times A decided them.
 """
 
 from __future__ import annotations
@@ -109,3 +111,45 @@ def test_results_the_stored_event_accounts_for_are_not_replayed() -> None:
     fresh = Decider([target(failure_threshold=2, success_threshold=2)], rng=random.Random(0), now=start)
     _, caught_up = catch_up(fresh, leader[-1:], seen, end, start)
     assert changes(caught_up) == []
+
+
+#: Seconds between two rounds of :func:`same_round`: no backoff delay is a multiple of it,
+#: so no retry time falls on the instant of a result (the microseconds of a timestamp on
+#: the wire would then decide which of the two came first).
+SAME_ROUND = 0.27
+
+
+def same_round(plan: Sequence[tuple[Outcome, int]], start: float = 1.0) -> list[tuple[Now, ProbeResult]]:
+    """As :func:`rounds`, but the vantage points of a round observe within 2 ms of each other
+    and each result arrives 3 ms after it was observed: a result observed *before* the
+    event an earlier one decided is received *after* it (the failover bench's traffic)."""
+    seen: list[tuple[Now, ProbeResult]] = []
+    t = start
+    for outcome, count in plan:
+        for _ in range(count):
+            for i, probe in enumerate(PROBES):
+                observed = t + i * 0.001
+                seen.append((at(observed + 0.003), result(observed, outcome, probe)))
+            t += SAME_ROUND
+    return seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(plan=phases, cut=st.integers(0, 30))
+def test_a_takeover_decides_what_the_old_leader_decided_after_its_stored_event_at_the_same_time(
+    plan: list[tuple[Outcome, int]], cut: int
+) -> None:
+    """Results observed before the stored event but received after it: B decides A's next
+    transitions from them, with A's times (not only when a verdict changes or a timer fires)."""
+    seen = same_round(plan)
+    end = at(seen[-1][0].mono + 1.0)
+    leader = decide_live(seen, end)
+    stored = leader[: min(cut, len(leader))]
+    start = seen[0][0]
+    fresh = Decider([target(failure_threshold=2, success_threshold=2)], rng=random.Random(0), now=start)
+    _, caught_up = catch_up(fresh, stored[-1:], seen, end, start)
+
+    def timed(events: list[StateChanged]) -> list[tuple[str, str, int, object]]:
+        return [(e.state, e.breaker, e.attempt, e.at) for e in events if not is_refresh(e)]
+
+    assert timed(caught_up) == timed(leader[len(stored) :])

@@ -19,9 +19,14 @@ and reports, in one JSON object:
   announces it (``unavailable`` for a failing phase, ``healthy`` for a passing one)
   being stored;
 ``lost_transitions``
-  phases that ended with no such event in the stream (goal 0);
+  *provable* phases that ended with no such event in the stream (goal 0): a phase is
+  provable when one coordinator received ``THRESHOLD`` results of its outcome, observed
+  inside it and received within ``stale_after``, from each of ``QUORUM`` vantage points
+  (what deciding it takes); ``unprovable_phases`` counts the others without their event
+  (``unprovable_detail`` names them): no coordinator heard enough to decide them;
 ``duplicate_seqs``
-  ``(target, seq)`` pairs stored more than once (goal 0), with ``seq_gaps`` beside it;
+  ``(target, seq)`` pairs stored more than once (goal 0), with ``seq_gaps`` beside it
+  and ``chain_breaks`` (events whose ``previous`` is not the state of the seq before);
 ``nats_reelection_s``
   from the servers: how long after the stream leader's node was killed the stream
   reported a new leader; ``lease_reelection_s`` the same for the lease bucket when the
@@ -29,6 +34,11 @@ and reports, in one JSON object:
 
 ``baseline_gap_s`` is the worst gap in the quiet spell before the first fault (both
 coordinators up), the floor the fault gaps compare with.
+
+The work directory (kept with ``--keep``) holds each coordinator's log
+(``coordinator-<holder>.log``: every transition, takeover and catch-up), what its
+connection received (``heard-<holder>.log``), the servers' logs and ``timeline.json``
+(the faults' times, the phases and every stored event).
 """
 
 from __future__ import annotations
@@ -36,22 +46,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import logging
 import os
 import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
 from healthbus.bench._harness import require_coordinator
 from healthbus.bench._measure import machine_description
 from healthbus.bench._procs import Child, ChildGroup, Link
-from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, decode_state_changed, encode
+from healthbus.protocol import (
+    Outcome,
+    ProbeResult,
+    ProtocolError,
+    StateChanged,
+    Subjects,
+    decode_probe_result,
+    decode_state_changed,
+    encode,
+)
 
 __all__ = ["run"]
 
@@ -59,6 +81,12 @@ PREFIX = "healthbus"
 TARGETS = [f"t{i}" for i in range(5)]
 ROUND_S = 0.25
 LEASE_S = 3.0
+#: The coordinators' ``failure_threshold`` and ``success_threshold``.
+THRESHOLD = 2
+#: The coordinators' ``stale_after``: a result received later than this after it was observed is rejected.
+STALE_S = 3.0
+#: Vantage points whose results prove a phase: the majority of the three.
+QUORUM = 2
 #: Expected announcement of each phase.
 ANNOUNCES: dict[str, str] = {"pass": "healthy", "fail": "unavailable"}
 
@@ -69,8 +97,8 @@ def config_text() -> str:
         f'[bus]\nprefix = "{PREFIX}"\n\n'
         "[defaults]\n"
         'interval = "250ms"\ntimeout = "200ms"\n'
-        "failure_threshold = 2\nsuccess_threshold = 2\n"
-        'stale_after = "3s"\n'
+        f"failure_threshold = {THRESHOLD}\nsuccess_threshold = {THRESHOLD}\n"
+        f'stale_after = "{STALE_S:g}s"\n'
         'backoff = { base = "300ms", multiplier = 2.0, max = "1s", jitter = "none" }\n'
         "flap = { enabled = false }\n\n"
         "[coordinator]\n"
@@ -84,13 +112,43 @@ def config_text() -> str:
 # ---------------------------------------------------------------- child role
 
 
-async def coordinator_role(link: Link, config: str, urls: str, holder: str) -> None:
-    """One coordinator on its home node (the first URL; the others only after it fails)."""
+def _log_to(path: Path) -> None:
+    """The coordinator's own log (INFO: every transition, takeover and catch-up) into ``path``;
+    the child's stderr keeps its level."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setLevel(max(handler.level, root.level))
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("healthbus.coordinator")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+
+async def coordinator_role(link: Link, config: str, urls: str, holder: str, logdir: str = "") -> None:
+    """One coordinator on its home node (the first URL; the others only after it fails).
+
+    With ``logdir`` it logs there (the work directory, kept with ``--keep``): ``coordinator-<holder>.log``, and
+    ``heard-<holder>.log`` with every result its connection received (wall time, subject,
+    payload), so a phase the stream lacks can be checked against what each coordinator heard.
+    """
     from healthbus.bus import connect
     from healthbus.coordinator import CoordinatorService
     from healthbus.protocol import load_config_text
 
     nc = await connect(url=urls, name=f"bench-{holder}", dont_randomize=True)
+    heard: TextIO | None = None
+    if logdir:
+        _log_to(Path(logdir) / f"coordinator-{holder}.log")
+        # Line-buffered: a coordinator the suite SIGKILLs keeps what it heard until then.
+        heard = (Path(logdir) / f"heard-{holder}.log").open("a", buffering=1)
+        log = heard
+
+        async def on_result(msg: Msg) -> None:
+            log.write(f"{time.time():.3f} {msg.subject} {msg.data.decode(errors='replace')}\n")
+
+        await nc.subscribe(Subjects(PREFIX).probe_all, cb=on_result)
     service = CoordinatorService(load_config_text(config, source="bench"), nc, holder=holder)
     await service.start()
     link.send("ready", service.active)
@@ -104,6 +162,8 @@ async def coordinator_role(link: Link, config: str, urls: str, holder: str) -> N
             await service.stop()
         with contextlib.suppress(Exception):
             await nc.close()
+        if heard is not None:
+            heard.close()
 
 
 # ---------------------------------------------------------------- the run
@@ -260,6 +320,68 @@ def _analyse(
     return gaps, lost
 
 
+#: One result as a coordinator's connection received it: (received, target, probe, outcome, observed).
+Heard = tuple[float, str, str, Outcome, float]
+
+
+def _read_heard(logdir: Path) -> dict[str, list[Heard]]:
+    """What each coordinator heard, from its ``heard-<holder>.log`` (see :func:`coordinator_role`)."""
+    out: dict[str, list[Heard]] = {}
+    for path in sorted(logdir.glob("heard-*.log")):
+        rows: list[Heard] = []
+        for line in path.read_text(errors="replace").splitlines():
+            received, subject, payload = [*line.split(" ", 2), "", ""][:3]
+            try:
+                result = decode_probe_result(payload.encode())
+                rows.append(
+                    (
+                        float(received),
+                        result.target,
+                        subject.rpartition(".")[2],
+                        result.outcome,
+                        result.observed_at.timestamp(),
+                    )
+                )
+            except (ProtocolError, ValueError):
+                continue  # a line cut short by a SIGKILL
+        out[path.stem.removeprefix("heard-")] = rows
+    return out
+
+
+def _proof(
+    heard: dict[str, list[Heard]], name: str, begin: float, end: float, outcome: Outcome
+) -> dict[str, dict[str, int]]:
+    """Per coordinator, per vantage point: how many results of ``outcome`` observed in
+    ``[begin, end)`` for ``name`` it received in time to accept them (within ``stale_after``)."""
+    proof: dict[str, dict[str, int]] = {}
+    for holder, rows in heard.items():
+        counts: Counter[str] = Counter(
+            probe
+            for received, target, probe, said, observed in rows
+            if target == name and said == outcome and begin <= observed < end and received - observed < STALE_S
+        )
+        proof[holder] = dict(sorted(counts.items()))
+    return proof
+
+
+def provable(proof: dict[str, dict[str, int]]) -> bool:
+    """A phase is provable when one coordinator received ``THRESHOLD`` results of its
+    outcome, observed inside it, from each of ``QUORUM`` vantage points: enough for a
+    leader (or a standby catching up from what it heard) to decide it. Fewer, and no
+    coordinator can announce it: not a lost transition, the run gave no evidence."""
+    return any(sum(1 for n in per_probe.values() if n >= THRESHOLD) >= QUORUM for per_probe in proof.values())
+
+
+def _chain_breaks(stored: list[tuple[StateChanged, float]]) -> int:
+    """Events whose ``previous`` is not the state of the same target's event one seq before."""
+    by_key = {(e.target, e.seq): e for e, _ in stored}
+    return sum(
+        1
+        for (target, seq), event in by_key.items()
+        if (before := by_key.get((target, seq - 1))) is not None and event.previous != before.state
+    )
+
+
 def _worst(gaps: dict[str, list[tuple[float, float]]], start: float, end: float) -> float | None:
     values = [gap for points in gaps.values() for change, gap in points if start <= change < end]
     return round(max(values), 3) if values else None
@@ -302,7 +424,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
                 return ",".join([urls[home], *(u for j, u in enumerate(urls) if j != home)])
 
             async def start_coordinator(holder: str, home: int) -> None:
-                child = group.start(f"coordinator-{holder}", coordinator_role, config, home_urls(home), holder)
+                child = group.start(
+                    f"coordinator-{holder}", coordinator_role, config, home_urls(home), holder, str(opts.workdir)
+                )
                 await child.link.expect("ready", 60)
                 children[holder] = child
                 homes[holder] = home
@@ -368,22 +492,42 @@ async def run(opts: BenchOptions) -> SuiteResult:
         await asyncio.to_thread(cluster.stop)
 
     gaps, missing = _analyse(stored, phases, until)
-    lost = len(missing)
+    # The run's timeline, for reading it against the coordinators' logs (kept with --keep).
+    timeline = {
+        "marks": marks,
+        "phases_start": phases.start,
+        "phase_s": phase_s,
+        "offset_s": phases.offset,
+        "until": until,
+        "events": [[ts, e.target, e.seq, e.at.timestamp(), e.previous, e.state, e.breaker] for e, ts in stored],
+    }
+    (Path(opts.workdir) / "timeline.json").write_text(json.dumps(timeline))
+    # A phase without its event is lost only if a coordinator heard enough to decide it.
+    heard = _read_heard(Path(opts.workdir))
+    proofs = {(name, begin): _proof(heard, name, begin, begin + phase_s, outcome) for name, begin, outcome in missing}
+
+    def detail(name: str, begin: float, outcome: Outcome) -> dict[str, Any]:
+        # Which phase, relative to the faults; what the stream holds around it; what each coordinator heard of it.
+        return {
+            "target": name,
+            "outcome": outcome,
+            "phase_start_s": round(begin - marks["baseline"], 2),
+            "events": [
+                f"{e.seq} {e.previous}->{e.state}/{e.breaker} at {e.at.timestamp() - marks['baseline']:.2f}"
+                for e, _ in stored
+                if e.target == name and begin - phase_s <= e.at.timestamp() < begin + 2 * phase_s
+            ],
+            "heard": proofs[name, begin],
+        }
+
+    lost_phases = [detail(*m) for m in missing if provable(proofs[m[0], m[1]])]
+    unprovable = [detail(*m) for m in missing if not provable(proofs[m[0], m[1]])]
+    lost = len(lost_phases)
+    if lost_phases:
+        data["lost_detail"] = lost_phases
+    if unprovable:
+        data["unprovable_detail"] = unprovable
     if missing:
-        # Which phases, relative to the faults, and what the stream holds around them.
-        data["lost_detail"] = [
-            {
-                "target": name,
-                "outcome": outcome,
-                "phase_start_s": round(begin - marks["baseline"], 2),
-                "events": [
-                    f"{e.seq} {e.state}/{e.breaker} at {e.at.timestamp() - marks['baseline']:.2f}"
-                    for e, _ in stored
-                    if e.target == name and begin - phase_s <= e.at.timestamp() < begin + 2 * phase_s
-                ],
-            }
-            for name, begin, outcome in missing
-        ]
         data["fault_at_s"] = {k: round(v - marks["baseline"], 2) for k, v in marks.items()}
     order = ["baseline", "coordinator_kill", "stream_leader_kill", "coordinator_node_kill"]
     for i, name in enumerate(order):
@@ -400,13 +544,19 @@ async def run(opts: BenchOptions) -> SuiteResult:
         for a, b in itertools.pairwise(sorted(seq for (t, seq) in seen if t == name))
         if b != a + 1
     )
-    data["phases"] = sum(len(points) for points in gaps.values()) + lost
+    data["unprovable_phases"] = len(unprovable)
+    data["chain_breaks"] = _chain_breaks(stored)
+    data["phases"] = sum(len(points) for points in gaps.values()) + len(missing)
     data["events"] = len(stored)
     data["phase_s"] = phase_s
     data["lease_s"] = LEASE_S
     data.setdefault("lease_reelection_s", None)
     goals = [
-        Goal("no decided transition lost", data["lost_transitions"] == 0, f"{lost} of {data['phases']} phases"),
+        Goal(
+            "no decided transition lost",
+            data["lost_transitions"] == 0,
+            f"{lost} of {data['phases'] - len(unprovable)} provable phases",
+        ),
         Goal("no seq stored twice", data["duplicate_seqs"] == 0, f"{data['duplicate_seqs']} duplicates"),
     ]
     notes.append("gaps: worst time from a phase change to its event being stored, per fault (server storage time)")

@@ -14,10 +14,17 @@ Rules:
   time only moves forward for it: each result at the time it was received, the timers
   (:meth:`Decider.tick`) before each result and once more at ``now``.
 * Every result rebuilds evidence (vantage points, streaks). A target's stored event is
-  *aligned* (:meth:`Decider.align`) just before the first result observed after its
-  ``at``: from then on the decider continues that target's ``seq`` and state. What it
-  decided for the target before that point is already in the stream (that event, or
-  the ones before it) and is not returned.
+  *aligned* (:meth:`Decider.align`) just before the first result observed, or
+  received, after its ``at`` (one received after it reached the old leader after it
+  too, give or take the difference in delivery): from then on the decider continues
+  that target's ``seq`` and state. What it decided for the target before that point is
+  already in the stream (that event, or the ones before it) and is not returned.
+* At that point, if the evidence replayed so far has caught up with the stored
+  event's, the target is decided afresh (a timer run at the aligned time): results
+  observed before the stored event but received after it by the old leader may already
+  prove its next transition, which is then recorded with that time — not only once
+  some verdict changes or a timer is due, which with a long ``stale_after`` could be
+  after the phase it announces had ended.
 * A target with no stored event keeps everything decided for it; a stored event later
   than every result is aligned at the end (at its ``at``, within ``[start, now]``).
 * A result the decider rejects is skipped (it was not handled live either).
@@ -66,21 +73,26 @@ def catch_up(
     def keep(out: list[StateChanged]) -> None:
         events.extend(e for e in out if e.target not in pending)
 
+    def align(stored: StateChanged, point: Now) -> None:
+        keep(decider.tick(point))  # the timers up to that point (this target's still before it)
+        del pending[stored.target]
+        if decider.align(stored, point):
+            aligned.add(stored.target)
+            keep(decider.tick(point))  # what the evidence so far proves beyond the stored event
+
     for when, result in seen:
         if when.mono < previous.mono or when.mono > now.mono:
             continue  # outside [start, now], or out of order: not on this timeline
-        keep(decider.tick(when))
         stored = pending.get(result.target)
-        if stored is not None and result.observed_at > stored.at:
-            del pending[result.target]
-            if decider.align(stored, _at(stored, start, previous, when)):
-                aligned.add(stored.target)
+        if stored is not None and (result.observed_at > stored.at or when.wall > stored.at):
+            align(stored, _at(stored, start, previous, when))
+        keep(decider.tick(when))
         with contextlib.suppress(Rejected):
             keep(decider.on_result(result, when))
         previous = when
-    for stored in list(pending.values()):
-        del pending[stored.target]
-        if decider.align(stored, _at(stored, start, previous, now)):
-            aligned.add(stored.target)
+    # Stored events later than every result, in the order of their aligned times.
+    points = [(_at(stored, start, previous, now), stored) for stored in pending.values()]
+    for point, stored in sorted(points, key=lambda item: item[0].mono):
+        align(stored, point)
     events += decider.tick(now)
     return len(aligned), events

@@ -551,12 +551,45 @@ class Decider:
         last, whatever this decider announced before, keeping the evidence it gathered
         (vantage points and their streaks); emits nothing. For a takeover that rebuilt
         the evidence from results it heard (see :mod:`._catchup`). False for a target
-        not configured."""
+        not configured.
+
+        If that evidence has caught up with ``event``'s (every vantage point it names as
+        live has been heard up to the result it names, or later), it may already prove
+        more than ``event`` says: results the old leader received after deciding it. The
+        target is then decided afresh at the next :meth:`tick` from ``now``, not left to
+        the fast path until some verdict changes. Evidence that has not caught up is
+        left as it is: the results still to come change verdicts and are decided then
+        (deciding now, on less than the old leader had, could announce a state it
+        never had). Trial marks are kept only if this decider's breaker was half-open
+        too (the same trial); otherwise they are from an earlier trial and are cleared.
+        """
         t = self._targets.get(event.target)
         if t is None:
             return False
+        in_trial = t.breaker == "half_open"
         t.seq = 0
-        return self.restore(event, now)
+        t.scheduled = None  # this decider's own timers for it are void: restore sets them anew
+        if not self.restore(event, now):
+            return False
+        if not in_trial:
+            for vp in t.vps:
+                vp.trial, vp.trial_oks = None, 0
+        if self._caught_up(t, event):
+            t.resettle = True
+            self._schedule(t, now.mono)
+        return True
+
+    def _caught_up(self, t: _Target, event: StateChanged) -> bool:
+        """This decider has heard every vantage point ``event`` names as live up to the
+        result ``event`` names for it (or a later one)."""
+        stale = t.spec.stale_after
+        for probe, evidence in event.evidence.items():
+            if (event.at - evidence.at).total_seconds() >= stale:
+                continue  # stale when the event was decided: not part of its evidence
+            vp = next((v for v in t.vps if v.probe == probe), None)
+            if vp is None or vp.observed_at is None or vp.observed_at < evidence.at:
+                return False
+        return True
 
     def _seed_impaired(self, t: _Target, event: StateChanged, mono: float) -> None:
         """Remember the vantage points a restored ``degraded`` event names as fail or warn.
