@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -516,3 +517,29 @@ async def test_kill9_mid_burst_leaves_every_chain_intact(
             assert_chain(stream[name])
     finally:
         await proc.stop()
+
+
+async def test_a_takeover_tries_the_stream_read_again_after_a_bounded_wait(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try to read the stream's last events at a takeover waits at most 1 s for JetStream.
+
+    A stream electing its leader answers nothing; the takeover then tries again at once
+    instead of waiting out JetStream's 5 s default (which added about 5 s to a node
+    loss's decision gap in `healthbus bench failover`).
+    """
+    import nats.errors
+
+    tries: list[float] = []
+    real = StateStream.current
+
+    async def no_answer_twice(self: StateStream, **kwargs: Any) -> dict[str, StateChanged]:
+        tries.append(self.js._timeout)
+        if len(tries) <= 2:
+            raise nats.errors.TimeoutError
+        return await real(self, **kwargs)
+
+    monkeypatch.setattr(StateStream, "current", no_answer_twice)
+    async with CoordinatorService(load_config_text(config_text()), nc) as service:
+        await wait_until(lambda: service.active, 10.0, "active after two unanswered reads")
+    assert tries == [1.0, 1.0, 1.0]

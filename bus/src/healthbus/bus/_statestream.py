@@ -80,10 +80,18 @@ class StateStream:
     """The state stream of one subject prefix on one NATS connection."""
 
     def __init__(
-        self, nc: Client, prefix: str = DEFAULT_PREFIX, *, stream: str | None = None, idle_heartbeat: float = 1.0
+        self,
+        nc: Client,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        stream: str | None = None,
+        idle_heartbeat: float = 1.0,
+        api_timeout: float = 5.0,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
+        # How long a JetStream API call (creating a reader's consumer, its info) may wait
+        # for an answer: a stream electing its leader answers nothing until it has one.
+        self.js = nc.jetstream(timeout=api_timeout)
         self.subjects = Subjects(prefix)
         self.stream = stream or stream_name_for(prefix)
         self.malformed = 0

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import msgspec
+from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
@@ -76,6 +77,9 @@ NOW_RESOLUTION: Final = 0.001
 #: ack takes milliseconds; a stream without a leader gives none, and once it has one again
 #: the next attempt lands (a repeat is dropped by the duplicate window).
 PUBLISH_TIMEOUT: Final = 1.0
+#: A takeover's read of the stream's last events: each try waits this long for JetStream
+#: (a stream electing its leader answers nothing), then tries again, up to restore_timeout.
+RESTORE_TRY_TIMEOUT: Final = 1.0
 
 
 class CoordinatorService:
@@ -300,8 +304,7 @@ class CoordinatorService:
         heard meanwhile prove, then decide live, run the timers and answer control requests."""
         self._published_before += self.outbox.published
         self.outbox = self._new_outbox()
-        reader = StateStream(self.nc, self.prefix, stream=self.stream.name)
-        current = await reader.current(timeout=self.restore_timeout)
+        current = await self._read_last_events()
         await self.outbox.start()
         # From here to ``active`` nothing awaits: every result received before is in
         # ``recent`` (the standby kept it), every one after goes to the new decider.
@@ -331,6 +334,24 @@ class CoordinatorService:
             self.stream.name,
             f", leader lease {self.lease_ttl:g}s as {self.holder}" if self.lease else "",
         )
+
+    async def _read_last_events(self) -> dict[str, StateChanged]:
+        """The stream's last event per target, each try bounded by :data:`RESTORE_TRY_TIMEOUT`.
+
+        Tried again until ``restore_timeout`` has passed: without the bound, a takeover
+        during the stream's leader election waited out JetStream's 5 s default once before
+        its next try, after the stream was back.
+        """
+        reader = StateStream(self.nc, self.prefix, stream=self.stream.name, api_timeout=RESTORE_TRY_TIMEOUT)
+        deadline = self.clock.monotonic() + self.restore_timeout
+        while True:
+            try:
+                return await reader.current(timeout=self.restore_timeout)
+            except (TimeoutError, nats_errors.Error) as exc:
+                if self.clock.monotonic() >= deadline or not self.nc.is_connected:
+                    raise
+                self._error_log("reading the state stream", f"{str(exc) or type(exc).__name__}; trying again")
+                await self.clock.sleep(0.1)
 
     def _take_over(self, last: Iterable[StateChanged]) -> None:
         """A fresh core aligned to the stream's last events, caught up on the recent results."""
