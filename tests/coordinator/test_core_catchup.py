@@ -31,16 +31,24 @@ ROUND = 0.25
 phases = st.lists(st.tuples(st.sampled_from(["pass", "fail"]), st.integers(1, 40)), min_size=2, max_size=8)
 
 
-def rounds(plan: Sequence[tuple[Outcome, int]], start: float = 1.0) -> list[tuple[Now, ProbeResult]]:
-    """Every vantage point reports the phase's outcome once per round, a few ms apart."""
+def rounds(
+    plan: Sequence[tuple[Outcome, int]],
+    start: float = 1.0,
+    *,
+    period: float = ROUND,
+    spread: float = 0.01,
+    delay: float = 0.0,
+) -> list[tuple[Now, ProbeResult]]:
+    """Every vantage point reports the phase's outcome once per round (``period`` apart), the
+    points of a round observing ``spread`` apart, each result arriving ``delay`` after it was observed."""
     seen: list[tuple[Now, ProbeResult]] = []
     t = start
     for outcome, count in plan:
         for _ in range(count):
             for i, probe in enumerate(PROBES):
-                when = t + i * 0.01
-                seen.append((at(when), result(when, outcome, probe)))
-            t += ROUND
+                observed = t + i * spread
+                seen.append((at(observed + delay), result(observed, outcome, probe)))
+            t += period
     return seen
 
 
@@ -123,15 +131,7 @@ def same_round(plan: Sequence[tuple[Outcome, int]], start: float = 1.0) -> list[
     """As :func:`rounds`, but the vantage points of a round observe within 2 ms of each other
     and each result arrives 3 ms after it was observed: a result observed *before* the
     event an earlier one decided is received *after* it (the failover bench's traffic)."""
-    seen: list[tuple[Now, ProbeResult]] = []
-    t = start
-    for outcome, count in plan:
-        for _ in range(count):
-            for i, probe in enumerate(PROBES):
-                observed = t + i * 0.001
-                seen.append((at(observed + 0.003), result(observed, outcome, probe)))
-            t += SAME_ROUND
-    return seen
+    return rounds(plan, start, period=SAME_ROUND, spread=0.001, delay=0.003)
 
 
 @settings(max_examples=300, deadline=None)
