@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from nats.js.errors import NoStreamResponseError
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from healthbus.bus.embedded import EmbeddedNats, ServerStartError
+from healthbus.bus.embedded import EmbeddedNats, ServerStartError, listens_on
 
 from . import FakeElasticsearch, MilvusServer, NatsCluster, PostgresServer, RedisServer, free_port, require
 
@@ -239,6 +240,29 @@ async def test_nats_cluster_survives_losing_one_node(nats_cluster: NatsCluster) 
 def _redis_client(url: str) -> aioredis.Redis:
     """A redis-py client that fails fast (no retries, short timeouts)."""
     return aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False)
+
+
+@pytest.mark.redis
+def test_a_port_another_program_holds_is_not_mistaken_for_the_server(tmp_path: Path) -> None:
+    """A server restarted on a port another program took meanwhile fails with its own
+    reason ("Address already in use"), instead of passing for ready because something
+    answered on the port (a shared machine runs other suites that pick free ports too)."""
+    require("redis-server", "install redis-server (apt-get install redis-server)")
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        assert server.pid is not None
+        assert listens_on(server.pid, server.port) is True
+        server.stop()
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", server.port))
+            squatter.listen()
+            assert listens_on(os.getpid(), server.port) is True
+            with pytest.raises(ServerStartError, match="exited") as info:
+                server.start()
+            assert "in use" in str(info.value)  # redis-server's own reason, from its log
+            assert not server.is_running
+    finally:
+        server.stop()
 
 
 @pytest.mark.redis

@@ -59,6 +59,7 @@ __all__ = [
     "find_nats_server",
     "free_port",
     "kill",
+    "listens_on",
     "log_tail",
     "spawn",
     "start_error",
@@ -197,16 +198,74 @@ def tcp_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP ``port`` (Linux ``/proc/net/tcp*``); None if unknown."""
+    inodes: set[str] = set()
+    read_any = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        read_any = True
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st ... inode; st 0A is LISTEN
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes if read_any else None
+
+
+def _with_descendants(pid: int) -> list[int]:
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError, ValueError):
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                children = Path(f"/proc/{pids[i]}/task/{task}/children").read_text().split()
+                pids.extend(int(child) for child in children)
+        i += 1
+    return pids
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` (or a descendant) holds the socket listening on TCP ``port``.
+
+    None when this cannot be told (no Linux ``/proc``). A port picked as free can be taken
+    by another program between picking and binding, or while a server restarts on it: then
+    something accepts on the port, but not the server that was started.
+    """
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    if not inodes:
+        return False
+    for candidate in _with_descendants(pid):
+        try:
+            fds = os.listdir(f"/proc/{candidate}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{candidate}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+    return False
+
+
 def wait_for_tcp(
     proc: subprocess.Popen[bytes], host: str, port: int, *, timeout: float, what: str, log_path: Path
 ) -> None:
-    """Wait until ``proc`` accepts TCP on ``host:port``; on exit or timeout kill it and raise."""
+    """Wait until ``proc`` accepts TCP on ``host:port``; on exit or timeout kill it and raise.
+
+    Something else accepting on the port (another program took it) is not ``proc`` being
+    ready: it keeps waiting, and ``proc`` then fails to bind and exits with its reason.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.002
     while True:
         if proc.poll() is not None:
             raise start_error(what, f"exited with code {proc.returncode}", log_path)
-        if tcp_accepts(host, port):
+        if tcp_accepts(host, port) and listens_on(proc.pid, port) is not False:
             return
         if time.monotonic() > deadline:
             kill(proc)
