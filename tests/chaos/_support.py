@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Iterable
 from datetime import datetime
 
+import nats.errors
 from nats.aio.client import Client
 
 from healthbus.bus import StateStream
@@ -81,10 +82,19 @@ async def publish_round(nc: Client, subjects: Subjects, targets: Iterable[str], 
 
 
 async def read_history(nc: Client, prefix: str = "healthbus", timeout: float = 20.0) -> list[StateChanged]:
-    """The whole audit log of ``prefix``, in stream order."""
-    reader = StateStream(nc, prefix)
+    """The whole audit log of ``prefix``, in stream order.
+
+    Tried again while JetStream does not answer: after a node loss the cluster may still be
+    electing the leader that creates consumers (its meta leader) after the stream itself
+    took writes again.
+    """
+    reader = StateStream(nc, prefix, api_timeout=2.0)
     async with asyncio.timeout(timeout):
-        return [event async for event in reader.history(timeout=timeout)]
+        while True:
+            try:
+                return [event async for event in reader.history(timeout=timeout)]
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                await asyncio.sleep(0.2)
 
 
 def by_target(events: Iterable[StateChanged]) -> dict[str, list[StateChanged]]:
