@@ -233,13 +233,17 @@ async def test_wrong_password_is_refused_without_echoing_it(secured_nats: Embedd
     assert "authorization violation" in str(info.value).lower()  # the reason, not just "no servers"
 
 
+#: One target decided on the first result, leader lease on: a coordinator as deployed.
+LEASED_CONFIG = (
+    '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
+    '[coordinator]\nlease = "2s"\n'
+    '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
+)
+
+
 async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(secured_nats: EmbeddedNats) -> None:
     """CoordinatorService (lease on) works under the coordinator credential, end to end."""
-    config = load_config_text(
-        '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
-        '[coordinator]\nlease = "2s"\n'
-        '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
-    )
+    config = load_config_text(LEASED_CONFIG)
     coordinator = await _session(secured_nats, "coordinator")
     probe = await _session(secured_nats, "probe-0")
     subscriber = await _session(secured_nats, "subscriber")
@@ -264,11 +268,7 @@ async def test_real_coordinator_with_leader_lease_runs_as_the_coordinator_role(s
 async def test_a_subscriber_cannot_read_other_roles_replies(secured_nats: EmbeddedNats) -> None:
     """A subscriber credential may not listen on any inbox but its own: not on the coordinator's
     (JetStream publish acks, lease acks) nor on an operator's (the reply to `healthbus ctl`)."""
-    config = load_config_text(
-        '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
-        '[coordinator]\nlease = "2s"\n'
-        '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
-    )
+    config = load_config_text(LEASED_CONFIG)
     coordinator = await _session(secured_nats, "coordinator")
     probe = await _session(secured_nats, "probe-0")
     spy = await _session(secured_nats, "subscriber")

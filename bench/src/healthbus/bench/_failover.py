@@ -276,6 +276,15 @@ async def _watcher(nodes: list[Any], doomed: Any) -> Client:
     return await connect(url=",".join(s.url for s in nodes if s is not doomed), name="bench-watcher")
 
 
+async def _bring_back(watcher: Client, doomed: Any, cluster: Any, spell: float) -> None:
+    """After a node kill: a spell of traffic without it, then it restarts and rejoins."""
+    await watcher.close()
+    await asyncio.sleep(spell)
+    await asyncio.to_thread(doomed.start)
+    await asyncio.to_thread(cluster.wait_healthy)
+    await asyncio.sleep(spell / 2)
+
+
 async def _stored(nc: Client) -> list[tuple[StateChanged, float]]:
     """Every event in the state stream with the (server) time it was stored, in stream order."""
     js = nc.jetstream()
@@ -460,11 +469,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
             marks["stream_leader_kill"] = time.time()
             await asyncio.to_thread(doomed.kill)
             data["nats_reelection_s"] = await _reelection(watcher, stream, old, 30)
-            await watcher.close()
-            await asyncio.sleep(spell)
-            await asyncio.to_thread(doomed.start)
-            await asyncio.to_thread(cluster.wait_healthy)
-            await asyncio.sleep(spell / 2)
+            await _bring_back(watcher, doomed, cluster, spell)
 
             # 3. the node of the leading coordinator
             leader = await _leader_holder(nc) or next(iter(children))
@@ -476,11 +481,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
             await asyncio.to_thread(doomed.kill)
             if lease_leader == doomed.server_name:
                 data["lease_reelection_s"] = await _reelection(watcher, bucket, lease_leader, 30)
-            await watcher.close()
-            await asyncio.sleep(spell)
-            await asyncio.to_thread(doomed.start)
-            await asyncio.to_thread(cluster.wait_healthy)
-            await asyncio.sleep(spell / 2)
+            await _bring_back(watcher, doomed, cluster, spell)
             until = time.time()
             stop.set()
             await asyncio.gather(*vantage, return_exceptions=True)
