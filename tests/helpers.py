@@ -9,12 +9,17 @@ published here the way the real components publish them (a StateChanged with its
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from healthbus.bus import ensure_stream
 from healthbus.bus.embedded import find_binary
 from healthbus.protocol import (
     Outcome,
@@ -26,10 +31,11 @@ from healthbus.protocol import (
     encode,
     utcnow,
 )
-from healthbus.subscribers import ensure_stream
+from healthbus.subscribers import BusStatus, HealthClient
 from healthbus.subscribers.testing import state_changed
 
 __all__ = [
+    "Recorder",
     "healthbus_bin",
     "holds_within",
     "open_event",
@@ -37,8 +43,13 @@ __all__ = [
     "publish_probe",
     "publish_states",
     "state_changed",
+    "wait_bus",
+    "wait_event",
     "wait_until",
+    "wait_view",
 ]
+
+T = TypeVar("T")
 
 
 def healthbus_bin() -> str:
@@ -105,14 +116,127 @@ async def publish_states(
         await js.publish(subjects.state(event.target), encode(event), headers={"Nats-Msg-Id": event.msg_id})
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+async def wait_until(
+    condition: Callable[[], Awaitable[bool] | bool],
+    timeout: float,
+    what: str,
+    seen: Callable[[], object] | None = None,
+) -> None:
     """Re-check ``condition`` every 50 ms until it holds; AssertionError naming ``what`` after ``timeout``.
 
     For conditions on other processes (a page, a server, a consumer) that offer no event to
-    wait on; the wait is bounded and ends as soon as the condition holds.
+    wait on; the wait is bounded and ends as soon as the condition holds. ``seen`` tells
+    what was there instead: its value goes into the failure message. Where the code under
+    test has an event (a callback, a future), wait on it instead: :func:`wait_event`,
+    :func:`wait_bus`, :class:`Recorder`, ``HealthClient.wait_for``.
     """
     if not await holds_within(condition, timeout):
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{_seen(seen)}")
+
+
+def _seen(seen: Callable[[], object] | None) -> str:
+    return "" if seen is None else f"; seen: {seen()!r}"
+
+
+async def wait_event(event: asyncio.Event, timeout: float, what: str, seen: Callable[[], object] | None = None) -> None:
+    """Until ``event`` is set; AssertionError naming ``what`` (and ``seen()``) after ``timeout``."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{_seen(seen)}") from None
+
+
+async def wait_bus(
+    health: HealthClient, condition: Callable[[BusStatus], bool], timeout: float, what: str
+) -> BusStatus:
+    """Until the client's bus status meets ``condition``: checked now and on every ``on_bus_change``.
+
+    The status a client tells its ``on_bus_change`` callbacks is the event a service
+    reacts to; failing, the message has every status told meanwhile.
+    """
+    told: list[BusStatus] = []
+    met = asyncio.Event()
+
+    def check(status: BusStatus) -> None:
+        told.append(status)
+        if condition(status):
+            met.set()
+
+    unsubscribe = health.on_bus_change(check)
+    try:
+        check(health.bus)
+        await wait_event(met, timeout, what, lambda: told)
+    finally:
+        unsubscribe()
+    return next(status for status in reversed(told) if condition(status))
+
+
+async def wait_view(
+    health: HealthClient,
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    seen: Callable[[], object] | None = None,
+) -> None:
+    """Until ``condition()`` (on the client's view: ``is_available``, ``state``) holds: checked now
+    and after every state event the client tells ``on_change`` (re-announcements too).
+
+    For a condition a state event makes true (a target going out, a bus-free view of a state)
+    where ``HealthClient.wait_for`` does not say it; failing, the message has every event
+    told meanwhile (or ``seen()``).
+    """
+    told: list[str] = []
+    met = asyncio.Event()
+
+    def check(event: StateChanged | None = None) -> None:
+        if event is not None:
+            told.append(f"{event.target} #{event.seq} {event.state}")
+        if condition():
+            met.set()
+
+    unsubscribe = health.on_change(check, refreshes=True)
+    try:
+        check()
+        await wait_event(met, timeout, what, seen if seen is not None else lambda: told)
+    finally:
+        unsubscribe()
+
+
+class Recorder(Generic[T]):
+    """A list a callback appends to (``health.on_change(recorder.append)``), with waiting on its contents.
+
+    ``await recorder.wait(lambda items: len(items) >= 3, 10, "three events")`` returns as
+    soon as an append makes the condition hold (no polling) and fails naming what was
+    recorded.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self._changed = asyncio.Event()
+
+    def append(self, item: T) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def wait(
+        self, condition: Callable[[list[T]], bool], timeout: float, what: str, seen: Callable[[], object] | None = None
+    ) -> None:
+        """Until ``condition(items)`` holds; AssertionError naming ``what`` and the items (or ``seen()``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition(self.items):
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                shown = seen() if seen is not None else self.items
+                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; seen: {shown!r}") from None
 
 
 async def holds_within(condition: Callable[[], Awaitable[bool] | bool], timeout: float) -> bool:
@@ -132,3 +256,27 @@ async def holds_within(condition: Callable[[], Awaitable[bool] | bool], timeout:
         if loop.time() > deadline:
             return False
         await asyncio.sleep(0.05)
+
+
+def freeze(pid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP process ``pid`` and return once every thread of it is stopped (Linux).
+
+    ``kill`` returns before the threads stop: on a busy machine the thread picked to take
+    the signal may wait for a CPU, while another thread woken by I/O meanwhile (a PING
+    arriving) still answers it. Resume with ``os.kill(pid, signal.SIGCONT)``.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                    states.append(stat.read().rpartition(")")[2].split()[0])
+            except FileNotFoundError:
+                continue  # a thread that just ended
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} not stopped within {timeout:g}s after SIGSTOP; thread states {states}")

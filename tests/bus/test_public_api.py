@@ -22,10 +22,11 @@ def test_public_surface() -> None:
         assert name in healthbus.bus.embedded.__all__
 
 
-def test_subscribers_reexport_the_same_objects() -> None:
-    """Code written against ``healthbus.subscribers.connect`` and friends gets the bus package's own."""
+def test_bus_names_have_one_home() -> None:
+    """The NATS layer's names are healthbus.bus's own; healthbus.subscribers does not repeat them."""
     for name in ("BusUnavailable", "Follower", "StateStream", "connect", "ensure_stream", "resolve_url"):
-        assert getattr(healthbus.subscribers, name) is getattr(healthbus.bus, name), name
+        assert name not in healthbus.subscribers.__all__, name
+        assert not hasattr(healthbus.subscribers, name), name
 
 
 def test_import_pulls_in_no_process_handling() -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 import nats.errors
 from nats.aio.client import Client
 
-from healthbus.bus import StateStream
+from healthbus.bus import DirectGetError, StateStream
 from healthbus.coordinator import is_refresh
 from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, encode, utcnow
 
@@ -50,7 +50,7 @@ def config_text(
         "flap = { enabled = false }\n"
         f"{extra_defaults}\n"
         "[coordinator]\n"
-        f'tick = "50ms"\nlease = "{lease}"\nstream_replicas = {replicas}\n\n'
+        f'tick = "50ms"\nlease_ttl = "{lease}"\nstream_replicas = {replicas}\n\n'
     )
     for name in targets:
         text += f'[[targets]]\nname = "{name}"\nkind = "{kind}"\nurl = "{url}"\n\n'
@@ -84,16 +84,15 @@ async def publish_round(nc: Client, subjects: Subjects, targets: Iterable[str], 
 async def read_history(nc: Client, prefix: str = "healthbus", timeout: float = 20.0) -> list[StateChanged]:
     """The whole audit log of ``prefix``, in stream order.
 
-    Tried again while JetStream does not answer: after a node loss the cluster may still be
-    electing the leader that creates consumers (its meta leader) after the stream itself
-    took writes again.
+    Tried again while JetStream does not answer: after a node loss the stream may still be
+    electing its leader, which answers the direct gets.
     """
     reader = StateStream(nc, prefix, api_timeout=2.0)
     async with asyncio.timeout(timeout):
         while True:
             try:
                 return [event async for event in reader.history(timeout=timeout)]
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, DirectGetError):
                 await asyncio.sleep(0.2)
 
 
@@ -111,7 +110,9 @@ def audit(events: list[StateChanged]) -> str | None:
     Clean: ``seq`` 1..N in stream order, ``previous`` equal to the state before (the
     first one's previous is ``unknown``), ``at`` never decreasing, and each event changes
     something (state, breaker, attempt or flapping: nothing is announced twice) — except
-    the coordinator's retention refresh, which re-announces an unchanged state on purpose.
+    the coordinator's retention refresh, which re-announces an unchanged state on purpose —
+    and each names the coordinator that stored it and its lease term, which never goes
+    down: no deposed leader stored an event after the next leader's first one.
     """
     seqs = [e.seq for e in events]
     if seqs != list(range(1, len(events) + 1)):
@@ -125,6 +126,14 @@ def audit(events: list[StateChanged]) -> str | None:
             return f"seq {after.seq} decided at {after.at} before seq {before.seq} ({before.at})"
         if _shape(after) == _shape(before) and not is_refresh(after):
             return f"seq {after.seq} repeats seq {before.seq} ({after.state}, {after.breaker}): a re-announcement"
+        if (after.term or 0) < (before.term or 0):
+            return (
+                f"seq {after.seq} stored by {after.coordinator} under term {after.term}"
+                f" after seq {before.seq} by {before.coordinator} under term {before.term}"
+            )
+    for event in events:
+        if event.coordinator is None or event.term is None:
+            return f"seq {event.seq} names no coordinator or term"
     return None
 
 

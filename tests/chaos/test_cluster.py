@@ -77,16 +77,26 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
         async with HealthClient.connect(nats_cluster.url, connect_timeout=5) as health:
             driver = asyncio.create_task(drive())
             try:
-                await wait_until(lambda: service.published >= 3 * len(TARGETS), 20, "events before the fault")
+                progress = lambda: (service.published, service.pending, rounds)  # noqa: E731
+                await wait_until(
+                    lambda: service.published >= 3 * len(TARGETS), 20, "events before the fault", seen=progress
+                )
                 leader = await pick_victim(nats_cluster, coord_nc, service, victim)
                 await asyncio.to_thread(leader.kill)
                 at_kill = service.published
                 # The stream elects a new leader among the two left and takes writes again.
-                await wait_until(lambda: service.published >= at_kill + 3 * len(TARGETS), 30, "events after the kill")
+                await wait_until(
+                    lambda: service.published >= at_kill + 3 * len(TARGETS), 30, "events after the kill", seen=progress
+                )
                 await asyncio.to_thread(leader.start)
                 await asyncio.to_thread(nats_cluster.wait_healthy)
                 at_back = service.published
-                await wait_until(lambda: service.published >= at_back + 2 * len(TARGETS), 30, "events after the return")
+                await wait_until(
+                    lambda: service.published >= at_back + 2 * len(TARGETS),
+                    30,
+                    "events after the return",
+                    seen=progress,
+                )
             finally:
                 driving = False
                 await driver
@@ -96,7 +106,7 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
                 await publish_round(driver_nc, SUBJECTS, TARGETS, outcome)
                 for name in TARGETS:
                     await health.wait_for(name, EXPECTED[outcome], timeout=20)
-            await wait_until(lambda: service.pending == 0, 20, "the outbox to drain")
+            await wait_until(lambda: service.pending == 0, 20, "the outbox to drain", seen=lambda: service.pending)
             history = by_target(await read_history(driver_nc))
             assert set(history) == set(TARGETS)
             for name in TARGETS:

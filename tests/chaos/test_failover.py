@@ -21,7 +21,7 @@ from healthbus.subscribers import HealthClient
 from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
 from tests.e2e._procs import Command
 from tests.harness import NatsCluster
-from tests.helpers import wait_until
+from tests.helpers import Recorder, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -75,7 +75,7 @@ async def failover(
         for i, (url, port) in enumerate(zip(coordinator_urls, ports, strict=True))
     )
     nc = await connect(url=client_url, name="chaos-driver")
-    live: list[StateChanged] = []
+    live: Recorder[StateChanged] = Recorder()
     driving = True
     rounds = 0
 
@@ -89,22 +89,27 @@ async def failover(
             await publish_round(nc, SUBJECTS, TARGETS, outcome)
             rounds += 1
 
-            def round_seen(want: int = want) -> bool:
-                return len(live) >= want
+            def round_seen(items: list[StateChanged], want: int = want) -> bool:
+                return len(items) >= want
 
             with contextlib.suppress(AssertionError):
-                await wait_until(round_seen, 0.2, "the round's events")
+                await live.wait(round_seen, 0.2, "the round's events")
 
     try:
         await first.start()
         await first.wait_http_ready(f"http://127.0.0.1:{ports[0]}")
         await second.start()
-        await wait_until(lambda: "standing by" in second.log(), 30, "the second coordinator to stand by")
+        await wait_until(
+            lambda: "standing by" in second.log(),
+            30,
+            "the second coordinator to stand by",
+            seen=lambda: second.log()[-1500:],
+        )
         follower = await StateStream(nc).follow(live.append, start="all")
         async with HealthClient.connect(client_url, connect_timeout=5) as health:
             driver = asyncio.create_task(drive())
             try:
-                await wait_until(lambda: len(live) >= 4 * len(TARGETS), 20, "events from the first leader")
+                await live.wait(lambda items: len(items) >= 4 * len(TARGETS), 20, "events from the first leader")
                 assert first.proc is not None
                 first.proc.kill()
                 if also_kill is not None:
@@ -113,7 +118,9 @@ async def failover(
                 killed_at = utcnow()
                 at_kill = len(live)
                 await second.wait_http_ready(f"http://127.0.0.1:{ports[1]}")
-                await wait_until(lambda: len(live) >= at_kill + 4 * len(TARGETS), 20, "events from the new leader")
+                await live.wait(
+                    lambda items: len(items) >= at_kill + 4 * len(TARGETS), 20, "events from the new leader"
+                )
             finally:
                 driving = False
                 await driver
@@ -124,8 +131,20 @@ async def failover(
                     await health.wait_for(name, EXPECTED[outcome], timeout=10)
             await follower.stop()
 
-            events = await read_history(nc)
-            chains = by_target(events)
+            # A core subscriber (the HealthClient) gets a state message as it is published,
+            # which can be before the stream has stored it: read the history until it holds
+            # every event the client saw (the stream's own ack is what the outbox waits for).
+            def seen_seq(name: str) -> int:
+                state = health.state(name)
+                return state.seq if state is not None else 0
+
+            async with asyncio.timeout(20):
+                while True:
+                    events = await read_history(nc)
+                    chains = by_target(events)
+                    if all(chains.get(name) and chains[name][-1].seq >= seen_seq(name) for name in TARGETS):
+                        break
+                    await asyncio.sleep(0.1)
             for name in TARGETS:
                 assert audit(chains[name]) is None, f"{name}: {audit(chains[name])}"
                 seen = health.state(name)

@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from healthbus.cli._asyncapi import MESSAGE_TYPES, build_document, main, normalise_schema, render
 from healthbus.protocol import (
     BREAKER_STATES,
     CONTROL_COMMANDS,
@@ -21,11 +20,13 @@ from healthbus.protocol import (
     Subjects,
     decode_control_reply,
     decode_control_request,
+    decode_group_changed,
     decode_probe_result,
     decode_state_changed,
     decode_worker_heartbeat,
     worker_token,
 )
+from scripts.asyncapi import MESSAGE_TYPES, build_document, main, normalise_schema, render  # a dev script, in no wheel
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
@@ -71,7 +72,7 @@ def _channel_message(doc: dict[str, Any], channel: str) -> str:
 def test_committed_document_is_up_to_date(doc: dict[str, Any]) -> None:
     """docs/asyncapi.json is exactly what the generator writes today (regenerate it if this fails)."""
     assert DOC_PATH.read_text(encoding="utf-8") == render(doc), (
-        "docs/asyncapi.json is stale: run python -m healthbus.cli._asyncapi -o docs/asyncapi.json"
+        "docs/asyncapi.json is stale: run python scripts/asyncapi.py -o docs/asyncapi.json"
     )
 
 
@@ -109,6 +110,8 @@ def test_every_message_is_present_on_its_channel(doc: dict[str, Any]) -> None:
         "workerReload": "ReloadNotice",
         "report": "FailureReport",
         "confirm": "ConfirmRequest",
+        "group": "GroupChanged",
+        "digest": "StateDigest",
     }
     assert {channel: _channel_message(doc, channel) for channel in doc["channels"]} == expected
     assert set(doc["components"]["messages"]) == {t.__name__ for t in MESSAGE_TYPES}
@@ -139,14 +142,16 @@ def test_state_messages_declare_the_dedupe_header(doc: dict[str, Any]) -> None:
     event = decode_state_changed(json.dumps(example["payload"]).encode())
     assert example["headers"]["Nats-Msg-Id"] == event.msg_id
     assert doc["channels"]["state"]["x-nats-jetstream"]["stream"] == "HEALTHBUS_STATE"
-    assert doc["channels"]["state"]["x-nats-jetstream"]["subjects"] == ["healthbus.state.*"]
+    assert doc["channels"]["state"]["x-nats-jetstream"]["subjects"] == ["healthbus.state.*", "healthbus.group.*"]
+    group = doc["components"]["messages"]["GroupChanged"]["examples"][0]
+    assert group["headers"]["Nats-Msg-Id"] == decode_group_changed(json.dumps(group["payload"]).encode()).msg_id
 
 
 def test_schemas_are_msgspec_schemas(doc: dict[str, Any]) -> None:
     """Every component schema is msgspec's JSON Schema of the protocol Struct (normalised across releases)."""
     _, components = msgspec.json.schema_components(MESSAGE_TYPES, ref_template="#/components/schemas/{name}")
     assert doc["components"]["schemas"] == {name: normalise_schema(schema) for name, schema in components.items()}
-    assert set(components) == {*(t.__name__ for t in MESSAGE_TYPES), "Evidence"}
+    assert set(components) == {*(t.__name__ for t in MESSAGE_TYPES), "Evidence", "GroupMember", "Ramp"}
 
 
 @pytest.mark.parametrize("struct", MESSAGE_TYPES, ids=lambda t: t.__name__)
@@ -220,7 +225,7 @@ def test_custom_prefix() -> None:
 
 
 def test_cli_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m healthbus.cli._asyncapi -o F` writes the document; --check passes on it, fails on a stale one."""
+    """`python scripts/asyncapi.py -o F` writes the document; --check passes on it, fails on a stale one."""
     out = tmp_path / "asyncapi.json"
     assert main(["-o", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == render(build_document())

@@ -7,16 +7,30 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
 from nats.aio.client import Client
 
+from healthbus.bus import connect
+from healthbus.bus.embedded import EmbeddedNats
 from healthbus.cli._dashboard import RunningDashboard, build_timelines, start_dashboard
-from healthbus.protocol import StateChanged, decode_state_changed, load_config_text, utcnow
+from healthbus.protocol import (
+    GroupChanged,
+    GroupMember,
+    GroupState,
+    StateChanged,
+    Subjects,
+    decode_group_changed,
+    decode_state_changed,
+    encode,
+    load_config_text,
+    utcnow,
+)
 from tests.cli._support import event, story
-from tests.helpers import publish_states, wait_until
+from tests.helpers import publish_states, wait_event, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -78,8 +92,14 @@ async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client
     """/api/states and /api/history read the stream; /api/events sends a snapshot then each change live."""
     events = story()
     await publish_states(nc.jetstream(), PREFIX, events)
-    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
-    await wait_until(lambda: dash.dashboard.ready(), 10, "readiness")
+    await wait_until(  # no event for one state (pages get them over HTTP): polled, in process
+        lambda: dash.dashboard.states.get("cache") == events[-1],
+        10,
+        "the dashboard to catch up",
+        seen=lambda: dash.dashboard.states.get("cache"),
+    )
+    await wait_event(dash.dashboard.caught_up, 10, "readiness (caught up with the stream)")
+    assert dash.dashboard.ready()
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{dash.server.url}/api/states") as resp:
             states = [decode_state_changed(json.dumps(e).encode()) for e in await resp.json()]
@@ -108,11 +128,58 @@ async def test_states_history_and_live_events(dash: RunningDashboard, nc: Client
             assert decode_state_changed(data) == new
 
 
+def _group(seq: int, state: GroupState, available: int) -> GroupChanged:
+    return GroupChanged(
+        group="pg",
+        seq=seq,
+        at=utcnow(),
+        previous="unknown",
+        state=state,
+        policy="round-robin",
+        members=[
+            GroupMember(target="cache", state="healthy", available=available > 0, latency_ms=1.5),
+            GroupMember(target="db", state="unavailable", available=False),
+        ],
+        available=available,
+    )
+
+
+async def test_groups_in_the_snapshot_the_api_and_live(dash: RunningDashboard, nc: Client) -> None:
+    """GroupChanged: loaded from the stream, in /api/groups and the SSE snapshot, then a ``group`` event per change."""
+    await publish_states(nc.jetstream(), PREFIX, story())
+    first = _group(1, "healthy", 1)
+    js = nc.jetstream()
+    await js.publish(Subjects(PREFIX).group("pg"), encode(first), headers={"Nats-Msg-Id": first.msg_id})
+    await wait_until(
+        lambda: dash.dashboard.groups.get("pg") == first,
+        10,
+        "the dashboard to load the group",
+        seen=lambda: dash.dashboard.groups.get("pg"),
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{dash.server.url}/api/groups") as resp:
+            assert [decode_group_changed(json.dumps(g).encode()) for g in await resp.json()] == [first]
+        async with http.get(f"{dash.server.url}/api/events") as resp:
+            kind, data = await _read_sse(resp)
+            assert kind == "snapshot"
+            assert [g["seq"] for g in json.loads(data)["groups"]] == [1]
+            second = _group(2, "unavailable", 0)
+            await js.publish(Subjects(PREFIX).group("pg"), encode(second), headers={"Nats-Msg-Id": second.msg_id})
+            kind, data = await asyncio.wait_for(_read_sse(resp), 10)
+            assert kind == "group"
+            assert decode_group_changed(data) == second
+
+
 async def test_timelines_of_every_target_in_one_read(dash: RunningDashboard, nc: Client) -> None:
     """/api/timelines: each target's changes [seq, at ms, state] and its state before the window."""
     events = story()
     await publish_states(nc.jetstream(), PREFIX, events)
-    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
+    await wait_until(  # no event for one state (pages get them over HTTP): polled, in process
+        lambda: dash.dashboard.states.get("cache") == events[-1],
+        10,
+        "the dashboard to catch up",
+        seen=lambda: dash.dashboard.states.get("cache"),
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{dash.server.url}/api/timelines") as resp:
             assert resp.status == 200
@@ -154,7 +221,12 @@ async def test_retired_target_leaves_the_page(dash: RunningDashboard, nc: Client
     """A retired event removes the target from the states (and the next snapshot) and is sent live once."""
     events = story()
     await publish_states(nc.jetstream(), PREFIX, events)
-    await wait_until(lambda: dash.dashboard.states.get("cache") == events[-1], 10, "the dashboard to catch up")
+    await wait_until(  # no event for one state (pages get them over HTTP): polled, in process
+        lambda: dash.dashboard.states.get("cache") == events[-1],
+        10,
+        "the dashboard to catch up",
+        seen=lambda: dash.dashboard.states.get("cache"),
+    )
     async with aiohttp.ClientSession() as http, http.get(f"{dash.server.url}/api/events") as resp:
         kind, _ = await _read_sse(resp)
         assert kind == "snapshot"
@@ -174,7 +246,8 @@ async def test_retired_target_leaves_the_page(dash: RunningDashboard, nc: Client
 async def test_ops_endpoints(dash: RunningDashboard, nc: Client) -> None:
     """The dashboard serves /healthz, /readyz (ready once caught up) and Prometheus /metrics."""
     await publish_states(nc.jetstream(), PREFIX, story()[:1])
-    await wait_until(lambda: dash.dashboard.ready(), 10, "readiness")
+    await wait_event(dash.dashboard.caught_up, 10, "readiness (caught up with the stream)")
+    assert dash.dashboard.ready()
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{dash.server.url}/healthz") as resp:
             assert resp.status == 200
@@ -198,7 +271,64 @@ async def test_waits_for_the_stream_to_appear(nc: Client) -> None:
                 assert await resp.json() == []
         first: StateChanged = story()[0]
         await publish_states(nc.jetstream(), "later", [first])
-        await wait_until(lambda: running.dashboard.states.get("cache") == first, 15, "the dashboard to find the stream")
+        # Ready once caught up with the states and then the groups (one more round trip after
+        # the states arrived): wait for that, not for the state alone.
+        await wait_event(running.dashboard.caught_up, 15, "the dashboard to find the stream and catch up")
+        assert running.dashboard.states.get("cache") == first
         assert running.dashboard.ready()
     finally:
         await running.close()
+
+
+async def test_leaders_in_the_snapshot_the_api_and_live(
+    nats_server: EmbeddedNats, nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who leads which partition, read as ``healthbus status`` reads it (the lease bucket):
+    in /api/leaders and the SSE snapshot, then a ``leaders`` event when a leader changes."""
+    from healthbus.cli import _dashboard
+    from healthbus.coordinator import PartitionedCoordinator
+    from tests.chaos._support import config_text
+
+    monkeypatch.setattr(_dashboard, "_LEADERS_EVERY_S", 0.1)  # re-read period of the open page
+    text = config_text([f"t{i}" for i in range(6)], prefix=PREFIX, lease="1s")
+    config = load_config_text(text.replace("[coordinator]\n", "[coordinator]\npartitions = 3\n"))
+    other = await connect(url=nats_server.url)
+    a = PartitionedCoordinator(config, nc, holder="coord-a", only=[0, 2])
+    b = PartitionedCoordinator(config, other, holder="coord-b")
+    running: RunningDashboard | None = None
+    try:
+        await a.start()
+        await b.start()
+        running = await start_dashboard(nc, PREFIX, "127.0.0.1:0", config)
+        terms = {str(s.partition): s.lease.term for s in [*a.services, *b.services] if s.active and s.lease}
+        want = [
+            {"partition": "0", "leader": "coord-a", "revision": terms["0"]},
+            {"partition": "1", "leader": "coord-b", "revision": terms["1"]},
+            {"partition": "2", "leader": "coord-a", "revision": terms["2"]},
+        ]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{running.server.url}/api/leaders") as resp:
+                assert await resp.json() == want
+            async with http.get(f"{running.server.url}/api/events") as resp:
+                kind, data = await _read_sse(resp)
+                assert kind == "snapshot"
+                assert json.loads(data)["leaders"] == want
+                await a.stop()  # releases partitions 0 and 2: b takes them over
+                last: list[dict[str, Any]] = []
+                async with asyncio.timeout(20):
+                    while [(row["partition"], row["leader"]) for row in last] != [
+                        ("0", "coord-b"),
+                        ("1", "coord-b"),
+                        ("2", "coord-b"),
+                    ]:
+                        kind, data = await _read_sse(resp)
+                        if kind == "leaders":
+                            last = json.loads(data)
+        # The lease key's revision grows with every renewal and every takeover.
+        assert all(row["revision"] > terms[row["partition"]] for row in last)
+    finally:
+        if running is not None:
+            await running.close()
+        await a.stop()
+        await b.stop()
+        await other.close()

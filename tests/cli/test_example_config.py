@@ -16,6 +16,12 @@ def test_example_config_loads_and_covers_every_kind() -> None:
     orders = config.target("orders-db")
     assert orders.failure_threshold == 2
     assert config.target("redis-main").failure_threshold == 3
+    group = config.group("orders")
+    assert (group.members, group.primary, group.policy) == (
+        ["orders-db", "orders-db-replica"],
+        "orders-db",
+        "least-latency",
+    )
     search = config.target("search")
     assert (search.backoff.base, search.backoff.max, search.backoff.multiplier) == (2.0, 120.0, 2.0)
 

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from healthbus.cli._format import (
+    HISTORY_HEADERS,
     Cell,
     event_rows,
     format_age,
@@ -150,3 +151,13 @@ def test_a_refresh_shows_since_when_it_is_unchanged() -> None:
     assert reason_text(change) == change.reason
     assert reason_text(refresh) == f"unchanged since 2026-11-10 12:00:00Z (refresh): {change.reason}"
     assert reason_text(refresh) in tail_line(refresh, colour=False)
+
+
+def test_history_rows_say_who_stored_each_event_under_which_lease_term() -> None:
+    """replay's DECIDED BY column: the coordinator and its term; empty for older events."""
+    old, *_ = story(NOW)
+    new = msgspec.structs.replace(old, coordinator="coord-b-77", term=118)
+    unleased = msgspec.structs.replace(old, coordinator="coord-c-1", term=0)
+    column = HISTORY_HEADERS.index("DECIDED BY")
+    rows = history_rows([old, new, unleased])
+    assert [row[column] for row in rows] == ["", "coord-b-77 term 118", "coord-c-1 term 0"]

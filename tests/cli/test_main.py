@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from healthbus.bus.embedded import EmbeddedNats
+from healthbus.cli._main import COMMANDS, OFFLINE_COMMANDS, build_parser
 from tests.cli._support import run_cli
 from tests.harness import require
 
@@ -51,11 +54,26 @@ async def test_unknown_command_and_option_are_usage_errors() -> None:
     assert (await run_cli("status", "--no-such-option")).code == 2
 
 
+async def test_reload_is_its_own_command_and_ctl_reload_says_so() -> None:
+    """`healthbus reload` (no target) asks the coordinator; `ctl reload` still does, with a
+    deprecation note first. Here no NATS answers: both exit 1 naming the server."""
+    new = await run_cli("reload", "--nats", "nats://127.0.0.1:1")
+    old = await run_cli("ctl", "reload", "--nats", "nats://127.0.0.1:1")
+    assert (new.code, old.code) == (1, 1), (new.err, old.err)
+    assert "deprecated" not in new.err
+    assert new.err.startswith("healthbus reload: ")
+    assert old.err.splitlines()[0] == (
+        "healthbus ctl: `ctl reload` is deprecated: use `healthbus reload` (ctl reload goes in 1.0)"
+    )
+    assert "127.0.0.1:1" in new.err
+    assert "127.0.0.1:1" in old.err
+
+
 async def test_help_lists_every_contract_command() -> None:
     """`healthbus --help` names every subcommand of the contract."""
     result = await run_cli("--help")
     assert result.code == 0
-    for command in ("dev", "coordinator", "probe", "status", "tail", "replay", "state-at", "bench"):
+    for command in ("dev", "coordinator", "probe", "status", "tail", "replay", "state-at", "ctl", "reload", "bench"):
         assert command in result.out
 
 
@@ -122,7 +140,8 @@ def test_faiss_loader_chatter_only_with_vv() -> None:
 
 def test_bus_options_reach_the_settings() -> None:
     """--user gives the inbox prefix _INBOX.<user>; --inbox-prefix and the --tls-* files override the config."""
-    from healthbus.cli._main import build_parser, bus_settings
+    from healthbus.cli._common import bus_settings
+    from healthbus.cli._main import build_parser
 
     args = build_parser().parse_args(["status", "--user", "operator"])
     assert bus_settings(args).effective_inbox_prefix == "_INBOX.operator"
@@ -131,3 +150,60 @@ def test_bus_options_reach_the_settings() -> None:
     settings = bus_settings(build_parser().parse_args(argv))
     assert settings.effective_inbox_prefix == "_INBOX.ops"
     assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == ("ca.crt", "op.crt", "op.key")
+
+
+def test_bench_without_the_extra_says_how_to_install_it() -> None:
+    """Without ``healthbus[bench]`` (healthbus.bench cannot be imported), `healthbus bench` exits 1 naming the extra."""
+    code = (
+        "import sys\n"
+        "sys.modules['healthbus.bench'] = None  # as if the extra were not installed\n"
+        "from healthbus.cli import main\n"
+        "sys.exit(main(['bench', 'coordinator']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert "healthbus bench: the benchmarks are not installed: pip install 'healthbus[bench]'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "coordinator", "--nats", "nats://127.0.0.1:1"],
+        ["bench", "--config", "hb.toml"],
+        ["nats-user", "probe", "w1", "--user", "x"],
+        ["nats-user", "probe", "w1", "--creds", "x.creds"],
+    ],
+)
+def test_bus_options_only_on_commands_that_talk_to_the_bus(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench` (own servers) and `nats-user` (offline) refuse --nats/--config/credentials: exit 2 naming the option."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert f"unrecognized arguments: {argv[-2]}" in capsys.readouterr().err
+
+
+def test_bus_commands_keep_their_bus_options() -> None:
+    """Every other command takes the NATS options; nats-user keeps only --prefix and --password."""
+    for command in set(COMMANDS) - OFFLINE_COMMANDS:
+        extra = {"ctl": ["reset", "db"], "state-at": ["-1h"]}.get(command, [])
+        args = build_parser().parse_args([command, *extra, "--nats", "nats://h:1", "--user", "u", "--config", "c"])
+        assert (args.nats, args.user, args.config) == ("nats://h:1", "u", "c"), command
+    args = build_parser().parse_args(["nats-user", "probe", "w1", "--prefix", "acme", "--password", "p"])
+    assert (args.prefix, args.password) == ("acme", "p")
+
+
+def test_bench_interval_and_partitions_reach_the_suites(tmp_path: Path) -> None:
+    """`--interval S` (scale) and `--partitions N` (failover) become BenchOptions; 0 is a usage error
+    naming the option."""
+    from healthbus.cli._bench import _options
+    from healthbus.cli._common import UsageError
+
+    opts = _options(build_parser().parse_args(["bench", "scale", "--interval", "2.5", "--partitions", "3"]), tmp_path)
+    assert (opts.interval, opts.partitions) == (2.5, 3)
+    assert opts.pick("interval", smoke=1.0, full=1.0) == 2.5
+    unset = _options(build_parser().parse_args(["bench", "scale"]), tmp_path)
+    assert (unset.interval, unset.partitions) == (None, None)
+    for bad in (["--interval", "0"], ["--partitions", "0"]):
+        with pytest.raises(UsageError, match=bad[0]):
+            _options(build_parser().parse_args(["bench", "scale", *bad]), tmp_path)

@@ -13,20 +13,23 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
+from healthbus.bus import connect
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import (
     ControlReply,
+    GroupChanged,
+    GroupMember,
     StateChanged,
+    Subjects,
     decode_control_request,
+    decode_group_changed,
     decode_state_changed,
     encode,
     format_timestamp,
-    stream_name_for,
 )
-from healthbus.subscribers import connect
 from tests.cli._support import event, run_cli, story
 from tests.harness._util import require
-from tests.helpers import healthbus_bin, publish_states, wait_until
+from tests.helpers import healthbus_bin, publish_states
 
 pytestmark = pytest.mark.nats
 
@@ -124,6 +127,40 @@ async def test_status_shows_the_last_event_of_every_target(
     assert rows == {"cache": ["healthy", "closed", "4"], "db": ["healthy", "closed", "1"]}
 
 
+async def test_status_shows_groups_with_their_members(
+    nats_server: EmbeddedNats, nc: Client, published: list[StateChanged]
+) -> None:
+    """status lists each group after the targets (who is in, latencies); --json --groups prints GroupChanged."""
+    group = GroupChanged(
+        group="pg",
+        seq=3,
+        at=published[-1].at,
+        previous="healthy",
+        state="degraded",
+        policy="least-latency",
+        members=[
+            GroupMember(target="db", state="healthy", available=True, latency_ms=1.25),
+            GroupMember(target="cache", state="unavailable", available=False),
+        ],
+        available=1,
+        min_healthy=2,
+        primary="db",
+    )
+    await nc.jetstream().publish(Subjects(PREFIX).group("pg"), encode(group), headers={"Nats-Msg-Id": group.msg_id})
+    r = await run_cli("status", "--nats", nats_server.url, "--prefix", PREFIX)
+    assert r.code == 0, r.err
+    at = r.lines.index("")
+    assert r.lines[at + 1].split() == ["GROUP", "STATE", "IN", "POLICY", "SINCE", "MEMBERS"]
+    row = r.lines[at + 2]
+    assert row.split()[:4] == ["pg", "degraded", "1/2", "least-latency"]
+    assert row.endswith("+db 1.2ms (primary) -cache")
+    r = await run_cli("status", "--json", "--nats", nats_server.url, "--prefix", PREFIX)
+    assert {e.target for e in _decode_lines(r.out)} == {"cache", "db"}  # --json alone: StateChanged only
+    r = await run_cli("status", "--json", "--groups", "--nats", nats_server.url, "--prefix", PREFIX)
+    assert r.code == 0, r.err
+    assert [decode_group_changed(line.encode()) for line in r.lines] == [group]
+
+
 async def test_state_at_rebuilds_the_outage(nats_server: EmbeddedNats, published: list[StateChanged]) -> None:
     """state-at a time inside the outage says the target was unavailable then."""
     during = format_timestamp(published[2].at + timedelta(seconds=10))
@@ -218,12 +255,9 @@ async def test_tail_prints_live_changes_until_interrupted(
     )
     try:
         js = nc.jetstream()
-        stream = stream_name_for(PREFIX)
-
-        async def consumer_started() -> bool:
-            return (await js.stream_info(stream)).state.consumer_count >= 1
-
-        await wait_until(consumer_started, 15, "the tail's consumer on the stream")
+        assert proc.stderr is not None
+        note = await asyncio.wait_for(proc.stderr.readline(), 15)  # following: no change is missed from here
+        assert b"following" in note, note
         new = event("cache", 5, "degraded", published[-1].at + timedelta(seconds=5), previous="healthy")
         await publish_states(js, PREFIX, [new])
         assert proc.stdout is not None

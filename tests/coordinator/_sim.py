@@ -15,6 +15,7 @@ from healthbus.protocol import (
     FlapSettings,
     Outcome,
     ProbeResult,
+    RampSettings,
     StateChanged,
     TargetConfig,
 )
@@ -28,7 +29,8 @@ def at(t: float) -> Now:
 
 
 def target(name: str = "db", **overrides: Any) -> TargetConfig:
-    """A TargetConfig with test-friendly defaults (no jitter, no flap detection)."""
+    """A TargetConfig with test-friendly defaults (no jitter, no flap detection, trials
+    every 0.5 s, a 1 s ramp)."""
     backoff = overrides.pop("backoff", None) or BackoffSettings(
         base=Duration(1.0), multiplier=2.0, max=Duration(60.0), jitter="none"
     )
@@ -44,6 +46,9 @@ def target(name: str = "db", **overrides: Any) -> TargetConfig:
         "features": ["cache"],
         "backoff": backoff,
         "flap": flap,
+        # Fixed here (not the shipped defaults), so the tests' times stay readable.
+        "trial_interval": Duration(0.5),
+        "ramp": RampSettings(duration=Duration(1.0)),
     }
     fields.update(overrides)
     return TargetConfig(**fields)
@@ -113,6 +118,17 @@ class Sim:
         out = self.decider.control(action, name, reason, at(self.t), duration=duration)  # type: ignore[arg-type]
         self._keep(out)
         return out
+
+    def report(
+        self, instance: str, name: str = "db", kind: str = "refused", dt: float = 0.0, seen: float | None = None
+    ) -> list[StateChanged]:
+        """Advance ``dt``, run due timers, then take a failure report from ``instance``
+        (seen by it at ``seen``, default now)."""
+        ticked = self.advance(dt)
+        when = T0 + timedelta(seconds=self.t if seen is None else seen)
+        out = self.decider.on_report(name, instance, kind, when, at(self.t))
+        self._keep(out)
+        return ticked + out
 
     def reload(self, *targets: TargetConfig) -> list[StateChanged]:
         """Reconfigure the decider with ``targets`` now (a live reload)."""

@@ -11,9 +11,18 @@ from healthbus.coordinator import CoordinatorService
 from healthbus.coordinator._core import ConfirmPlanner, Decider
 from healthbus.coordinator._counters import Counters
 from healthbus.coordinator._reports import ReportIntake
-from healthbus.protocol import MAX_MESSAGE_BYTES, FailureReport, Subjects, encode, load_config_text
+from healthbus.protocol import (
+    MAX_MESSAGE_BYTES,
+    FailureReport,
+    Outcome,
+    StateChanged,
+    Subjects,
+    encode,
+    load_config_text,
+)
+from healthbus.protocol.testing import ManualClock
 
-from ._sim import at, target
+from ._sim import at, result, target
 
 
 def test_one_round_per_target_per_window_however_many_reports() -> None:
@@ -65,9 +74,9 @@ async def test_report_intake_drops_bad_input_and_holds_during_maintenance() -> N
     """
     clock = [100.0]
     decider = Decider([target("db")], rng=random.Random(0), now=at(clock[0]))
-    counters = Counters(lambda: clock[0])
+    counters = Counters(ManualClock())
     intake = ReportIntake(ConfirmPlanner(), counters, subjects=Subjects("hb"), now=lambda: at(clock[0]))
-    intake.bind(decider, None)  # type: ignore[arg-type]
+    intake.bind(decider, None, list)  # type: ignore[arg-type]
 
     def report(subject_target: str, body_target: str = "db", instance: str = "i1") -> None:
         intake.handle_report(
@@ -96,10 +105,46 @@ async def test_report_intake_drops_bad_input_and_holds_during_maintenance() -> N
     assert intake.planner.rounds == {"db": 1}
 
 
+def test_report_intake_reopens_a_ramp_from_reports() -> None:
+    """Reports of two instances during a re-admission ramp: the decider re-opens the breaker
+    and the intake hands the event on to be published; no round is sent for an open target."""
+    clock = [100.0]
+    decider = Decider([target("db")], rng=random.Random(0), now=at(clock[0]))
+    emitted: list[StateChanged] = []
+    intake = ReportIntake(ConfirmPlanner(), Counters(ManualClock()), subjects=Subjects("hb"), now=lambda: at(clock[0]))
+    intake.bind(decider, None, emitted.extend)  # type: ignore[arg-type]
+
+    def step(outcome: Outcome) -> None:
+        clock[0] += 0.2
+        emitted.extend(decider.tick(at(clock[0])))
+        emitted.extend(decider.on_result(result(clock[0], outcome), at(clock[0])))
+
+    def report(instance: str) -> None:
+        clock[0] += 0.01
+        body = FailureReport(target="db", instance=instance, kind="refused", at=at(clock[0]).wall)
+        intake.handle_report("hb.report.db", encode(body))
+
+    for outcome in ("pass", "pass", "fail", "fail", "fail"):
+        step(outcome)
+    assert emitted[-1].breaker == "open"
+    report("i1")
+    report("i2")
+    assert intake.planner.outcomes == {("db", "held"): 2}  # open: the trials look, reports add no round
+    for _ in range(5):
+        step("pass")
+    readmitted = emitted[-1]
+    assert readmitted.ramp is not None
+    report("i1")
+    assert emitted[-1] is readmitted  # one instance is not enough
+    report("i3")
+    assert (emitted[-1].breaker, emitted[-1].attempt) == ("open", 2)
+    assert "2 instances reported failures (refused)" in emitted[-1].reason
+
+
 def test_the_window_is_a_coordinator_setting() -> None:
     """``[coordinator] confirm_window`` (default 1 s) is the planner's window; 0 starts a round per report."""
     assert load_config_text("").coordinator.confirm_window == 1.0
-    config = load_config_text('[coordinator]\nlease = "0s"\nconfirm_window = "250ms"\n')
+    config = load_config_text('[coordinator]\nlease_ttl = "0s"\nconfirm_window = "250ms"\n')
     assert CoordinatorService(config, Client()).reports.planner.window == 0.25
     p = ConfirmPlanner(window=0.0, flood_gap=0.5)
     assert [p.on_report("redis", f"i{n}", 10.0, held=False) for n in range(3)] == ["round"] * 3

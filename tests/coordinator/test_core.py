@@ -8,8 +8,15 @@ from typing import Any
 
 import pytest
 
-from healthbus.coordinator._core import MAX_VANTAGE_POINTS, ControlError, Decider, Rejected, quorum_need
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, ProbeResult, StateChanged
+from healthbus.coordinator._core import (
+    MAX_VANTAGE_POINTS,
+    PROBATION_MIN_S,
+    ControlError,
+    Decider,
+    Rejected,
+    quorum_need,
+)
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, ProbeResult, RampSettings, StateChanged
 
 from ._sim import T0, Sim, at, result, target
 
@@ -55,7 +62,8 @@ def test_single_failure_changes_nothing() -> None:
 
 
 def test_failure_threshold_opens_breaker_with_retry_at() -> None:
-    """failure_threshold consecutive fails open the breaker: unavailable, attempt 1, retry_at = at + base."""
+    """failure_threshold consecutive fails open the breaker: unavailable, attempt 1, the
+    first trial trial_interval later (a fresh outage is not backed off)."""
     sim = Sim()
     sim.feed("pass")
     sim.feed("pass")
@@ -63,31 +71,31 @@ def test_failure_threshold_opens_breaker_with_retry_at() -> None:
     sim.feed("fail")
     (event,) = sim.feed("fail")
     assert (event.state, event.breaker, event.attempt, event.failures) == ("unavailable", "open", 1, 3)
-    assert event.retry_at == event.at + timedelta(seconds=1.0)
+    assert event.retry_at == event.at + timedelta(seconds=0.5)
     assert "1/1 probes failing (refused)" in event.reason
     assert "attempt 1" in event.reason
 
 
-def test_full_cycle_through_recovering_back_to_healthy() -> None:
-    """unknown → healthy → unavailable → recovering (timer, no traffic) → healthy."""
+def test_full_cycle_trials_while_open_then_readmitted_with_a_ramp() -> None:
+    """unknown → healthy → unavailable → (trials pass: no event before) → healthy, with a ramp."""
     sim = Sim()
     for outcome in ("pass", "pass", "fail", "fail", "fail"):
         sim.feed(outcome)
-    assert sim.decider.next_deadline() == pytest.approx(sim.t + 1.0)
-    (recovering,) = sim.advance(1.0)
-    assert (recovering.state, recovering.breaker, recovering.attempt) == ("recovering", "half_open", 1)
-    assert recovering.retry_at is None
-    assert sim.feed("pass", dt=0.1) == []
-    (healthy,) = sim.feed("pass", dt=0.1)
+    assert sim.decider.next_deadline() == pytest.approx(sim.t + 0.5)
+    assert sim.advance(0.5) == []  # retry_at: the trials may start, nothing to announce
+    (healthy,) = sim.feed("pass", dt=0.1)  # one passing trial re-admits
     assert (healthy.state, healthy.breaker, healthy.attempt) == ("healthy", "closed", 0)
     assert "trial passed" in healthy.reason
-    assert sim.states() == ["healthy", "unavailable", "recovering", "healthy"]
+    assert healthy.ramp is not None
+    assert (healthy.ramp.started_at, healthy.ramp.duration_s, healthy.ramp.from_share) == (healthy.at, 1.0, 0.1)
+    assert healthy.ramp.readmission == 1
+    assert sim.states() == ["healthy", "unavailable", "healthy"]
     assert_contiguous(sim.events)
 
 
 def test_results_before_retry_at_do_not_close() -> None:
     """Passing results for an open target before retry_at are evidence, not a trial."""
-    sim = Sim(target(backoff=BackoffSettings(base=Duration(10.0), max=Duration(60.0), jitter="none")))
+    sim = Sim(target(trial_interval=Duration(10.0)))
     for outcome in ("fail", "fail", "fail"):
         sim.feed(outcome)
     assert sim.states() == ["unavailable"]
@@ -97,44 +105,107 @@ def test_results_before_retry_at_do_not_close() -> None:
 
 
 def test_result_after_retry_at_is_a_trial_even_before_tick() -> None:
-    """A result arriving after retry_at first moves the breaker half-open, then counts as a trial."""
+    """A result arriving after retry_at counts as a trial whether or not a tick ran."""
     sim = Sim()
     for outcome in ("fail", "fail", "fail"):
         sim.feed(outcome)
     sim.t += 5.0  # no tick in between
     out = sim.decider.on_result(result(sim.t, "pass"), at(sim.t))
-    assert [e.state for e in out] == ["recovering"]
-    out = sim.decider.on_result(result(sim.t + 0.1, "pass"), at(sim.t + 0.1))
     assert [e.state for e in out] == ["healthy"]
 
 
-def test_failed_trial_reopens_with_next_attempt() -> None:
-    """One failing trial reopens the breaker with attempt + 1 and a doubled delay."""
+def test_failed_trials_leave_the_breaker_open_without_events() -> None:
+    """Trials failing at the cadence change nothing: no event, attempt 1, still open;
+    the first passing run re-admits."""
     sim = Sim()
     for outcome in ("fail", "fail", "fail"):
         sim.feed(outcome)
-    sim.advance(1.0)
-    (reopened,) = sim.feed("fail", dt=0.1)
-    assert (reopened.state, reopened.breaker, reopened.attempt) == ("unavailable", "open", 2)
-    assert reopened.retry_at == reopened.at + timedelta(seconds=2.0)
-    assert "trial failed on 1/1 probes" in reopened.reason
-    sim.advance(2.0)
-    (again,) = sim.feed("fail", dt=0.1)
-    assert again.attempt == 3
-    assert again.retry_at == again.at + timedelta(seconds=4.0)
+    for _ in range(20):
+        assert sim.feed("fail", dt=0.5) == []
+    assert (sim.last().breaker, sim.last().attempt) == ("open", 1)
+    (back,) = sim.feed("pass", dt=0.5)
+    assert (back.state, back.breaker) == ("healthy", "closed")
 
 
-def test_backoff_capped_at_max() -> None:
-    """However many attempts, the retry delay never exceeds backoff.max."""
+def readmit(sim: Sim) -> StateChanged:
+    """Let the open target's trials pass; the re-admission event."""
+    retry_at = sim.last().retry_at
+    assert retry_at is not None
+    sim.advance(max(0.0, (retry_at - sim.last().at).total_seconds()))
+    (back,) = sim.feed("pass", dt=0.01)
+    assert back.breaker == "closed"
+    assert back.ramp is not None
+    return back
+
+
+def test_reports_during_the_ramp_reopen_with_growing_backoff() -> None:
+    """reopen_reports instances reporting during the ramp re-open the breaker; each failed
+    re-admission waits longer (backoff of the failed ones), capped at backoff.max."""
     sim = Sim(target(backoff=BackoffSettings(base=Duration(1.0), max=Duration(5.0), jitter="none")))
     for outcome in ("fail", "fail", "fail"):
         sim.feed(outcome)
-    for _ in range(8):
-        delay = (sim.last().retry_at - sim.last().at).total_seconds()  # type: ignore[operator]
-        assert delay <= 5.0
-        sim.advance(delay)
-        sim.feed("fail", dt=0.0)
-    assert sim.last().attempt == 9
+    delays = []
+    for n in range(1, 6):
+        back = readmit(sim)
+        assert back.ramp is not None
+        assert back.ramp.readmission == n
+        assert sim.report("i1", dt=0.1) == []  # one instance is not enough (reopen_reports 2)
+        assert sim.report("i1", dt=0.1) == []  # nor the same one twice
+        (reopened,) = sim.report("i2", dt=0.1)
+        assert (reopened.state, reopened.breaker, reopened.attempt) == ("unavailable", "open", n + 1)
+        assert f"re-admission {n} failed: 2 instances reported failures (refused)" in reopened.reason
+        delays.append((reopened.retry_at - reopened.at).total_seconds())  # type: ignore[operator]
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_reports_outside_a_ramp_decide_nothing() -> None:
+    """Reports of a healthy target with no ramp in progress (or after its probation ended:
+    the ramp, and at least PROBATION_MIN_S), or seen by the instance before the
+    re-admission, change nothing."""
+    sim = Sim()
+    sim.feed("pass")
+    sim.feed("pass")
+    assert sim.report("i1") + sim.report("i2") + sim.report("i3") == []
+    for outcome in ("fail", "fail", "fail"):
+        sim.feed(outcome)
+    assert sim.report("i1") + sim.report("i2") == []  # open: the trials look, not reports
+    back = readmit(sim)
+    start = (back.at - T0).total_seconds()
+    assert sim.report("i1", seen=start - 0.2) + sim.report("i2", seen=start - 0.1) == []  # about the outage
+    sim.advance(PROBATION_MIN_S)  # the ramp (1 s) and its probation (at least 2 s) are over
+    assert sim.report("i1") + sim.report("i2") == []
+    assert sim.last().state == "healthy"
+
+
+def test_a_probe_failure_during_the_ramp_is_a_failed_readmission() -> None:
+    """The probes opening the breaker again during the ramp back the next re-admission off;
+    after the ramp, an opening is a fresh outage (attempt 1, trial_interval)."""
+    sim = Sim()
+    for outcome in ("fail", "fail", "fail"):
+        sim.feed(outcome)
+    readmit(sim)
+    sim.feed("fail", dt=0.1)
+    sim.feed("fail", dt=0.1)
+    (reopened,) = sim.feed("fail", dt=0.1)
+    assert (reopened.breaker, reopened.attempt) == ("open", 2)
+    assert reopened.retry_at == reopened.at + timedelta(seconds=1.0)
+    readmit(sim)
+    sim.advance(2.0)
+    for _ in range(3):
+        sim.feed("fail", dt=0.1)
+    assert (sim.last().breaker, sim.last().attempt) == ("open", 1)
+    assert sim.last().retry_at == sim.last().at + timedelta(seconds=0.5)
+
+
+def test_ramp_duration_zero_readmits_everyone_at_once() -> None:
+    """ramp.duration 0: no ramp in the event and no probation (reports decide nothing)."""
+    sim = Sim(target(ramp=RampSettings(duration=Duration(0.0))))
+    for outcome in ("fail", "fail", "fail"):
+        sim.feed(outcome)
+    sim.advance(0.5)
+    (back,) = sim.feed("pass", dt=0.01)
+    assert back.ramp is None
+    assert sim.report("i1") + sim.report("i2") == []
 
 
 # ---------------------------------------------------------------- quorum
@@ -238,7 +309,7 @@ def test_pending_points_give_no_opinion() -> None:
     ],
 )
 def test_trial_with_quorum_closes_despite_minority_failing(degraded_quorum: int, state: str, reason: str) -> None:
-    """Half-open with three points: one failing trial does not reopen; two passing close, and
+    """Open with three points, trials allowed: one failing trial does not reopen; two passing close, and
     the one failing point is judged by the closed-breaker rule: degraded by default, ignored
     (healthy) below a degraded_quorum of 2."""
     sim = three_healthy(degraded_quorum=degraded_quorum)
@@ -246,7 +317,7 @@ def test_trial_with_quorum_closes_despite_minority_failing(degraded_quorum: int,
         for p in ("p1", "p2", "p3"):
             sim.feed("fail", probe=p, dt=0.1)
     sim.advance(1.0)
-    assert sim.last().state == "recovering"
+    assert sim.last().state == "unavailable"  # open, trials allowed
     sim.feed("fail", probe="p1", dt=0.1)
     for _ in range(2):
         sim.feed("pass", probe="p2", dt=0.1)
@@ -302,15 +373,16 @@ def test_degraded_quorum_is_capped_at_the_live_points() -> None:
 
 
 def test_a_trial_that_closes_is_announced_even_when_verdicts_lapsed() -> None:
-    """A trial passes on two of three points while one of them has no verdict that still
-    counts (its passes are older than stale_after) and the third is pending: the breaker
-    closes with an event, healthy. (The closed rule used to keep the state, "recovering",
-    so the breaker closed without an event and the stream still said half-open.)"""
+    """A half-open trial (after a reset) passes on two of three points while one of them has
+    no verdict that still counts (its passes are older than stale_after) and the third is
+    pending: the breaker closes with an event, healthy. (The closed rule used to keep the
+    state, "recovering", so the breaker closed without an event and the stream still said
+    half-open.)"""
     sim = three_healthy()
     for _ in range(3):
         for p in ("p1", "p2", "p3"):
             sim.feed("fail", probe=p, dt=0.1)
-    sim.advance(1.0)
+    sim.control("reset")
     assert sim.last().state == "recovering"
     sim.feed("pass", probe="p1", dt=0.0)
     sim.feed("pass", probe="p1", dt=0.1)  # p1: trial passed, verdict passing
@@ -369,7 +441,7 @@ def test_unknown_in_half_open_keeps_breaker() -> None:
     sim = Sim()
     for outcome in ("fail", "fail", "fail"):
         sim.feed(outcome)
-    sim.advance(1.0)
+    sim.control("reset")  # half-open: a trial
     sim.advance(15.0)
     assert (sim.last().state, sim.last().breaker) == ("unknown", "half_open")
     sim.feed("pass")
@@ -380,11 +452,12 @@ def test_unknown_in_half_open_keeps_breaker() -> None:
 
 def test_open_breaker_is_not_unknown_while_waiting() -> None:
     """While open, silence is expected (workers hold off) and does not make the target unknown."""
-    sim = Sim(target(backoff=BackoffSettings(base=Duration(40.0), max=Duration(60.0), jitter="none")))
+    sim = Sim()
     for outcome in ("fail", "fail", "fail"):
         sim.feed(outcome)
     assert sim.advance(39.0) == []
-    assert sim.advance(1.0)[0].state == "recovering"
+    assert sim.advance(100.0) == []
+    assert (sim.last().state, sim.last().breaker) == ("unavailable", "open")
 
 
 # ---------------------------------------------------------------- rejected input
@@ -452,9 +525,10 @@ def test_restore_continues_seq_and_emits_nothing() -> None:
     second = Decider([target()], rng=random.Random(0), now=at(100.0))
     assert second.restore(last, at(100.0)) is True
     assert second.state("db") == ("unavailable", "open", 2)
-    # retry_at passed while it was down: the next tick does what is due, at seq 3.
-    (event,) = second.tick(at(100.0))
-    assert (event.seq, event.previous, event.state) == (3, "unavailable", "recovering")
+    # retry_at passed while it was down: results are trials at once; the next event is seq 3.
+    assert second.tick(at(100.0)) == []
+    (event,) = second.on_result(result(100.1), at(100.1))
+    assert (event.seq, event.previous, event.state) == (3, "unavailable", "healthy")
 
 
 def test_restore_is_silent_until_something_changes() -> None:
@@ -477,7 +551,7 @@ def test_restore_is_silent_until_something_changes() -> None:
 
 
 def test_restore_open_breaker_keeps_retry_at() -> None:
-    """A restored open breaker goes half-open at the restored retry_at, not before."""
+    """A restored open breaker takes trials from the restored retry_at on, not before."""
     ev = StateChanged(
         target="db",
         seq=7,
@@ -491,9 +565,12 @@ def test_restore_open_breaker_keeps_retry_at() -> None:
     )
     d = Decider([target()], rng=random.Random(0), now=at(105.0))
     d.restore(ev, at(105.0))
-    assert d.tick(at(109.0)) == []
-    (event,) = d.tick(at(110.0))
-    assert (event.seq, event.state, event.attempt) == (8, "recovering", 3)
+    assert d.on_result(result(106.0), at(106.0)) + d.on_result(result(107.0), at(107.0)) == []
+    assert d.tick(at(110.0)) == []
+    (event,) = d.on_result(result(110.1), at(110.1))
+    assert (event.seq, event.state, event.attempt) == (8, "healthy", 0)
+    assert event.ramp is not None
+    assert event.ramp.readmission == 3
 
 
 def test_restore_silence_grace_then_unknown() -> None:

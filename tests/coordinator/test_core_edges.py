@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
+import msgspec
+
 from healthbus.protocol import BackoffSettings, BreakerState, Duration, State, StateChanged, TargetConfig
 from tests.helpers import state_changed
 
@@ -32,11 +34,18 @@ def test_reset_during_half_open_announces_attempt_zero() -> None:
     """A reset while half-open zeroes attempt and says so in an event (else the stream keeps the old attempt)."""
     sim = Sim()
     open_breaker(sim)
-    (half,) = sim.advance(5)
-    assert (half.breaker, half.attempt) == ("half_open", 1)
+    (half,) = sim.control("reset")
+    assert (half.breaker, half.attempt) == ("half_open", 0)
+    sim.feed("fail")  # the trial fails: open again, attempt 1
+    assert (sim.last().breaker, sim.last().attempt) == ("open", 1)
+    (half,) = sim.control("reset")
+    sim.t += 0.1
+    # half-open with attempt 0 already: a second reset restarts the trial silently; one
+    # with an attempt to zero says so (the restored event may carry one).
+    sim.decider.restore(msgspec.structs.replace(half, seq=half.seq + 1, attempt=2), at(sim.t))
     (event,) = sim.control("reset")
     assert (event.seq, event.previous, event.state, event.breaker, event.attempt) == (
-        half.seq + 1,
+        half.seq + 2,
         "recovering",
         "recovering",
         "half_open",
@@ -48,13 +57,15 @@ def test_reset_during_half_open_announces_attempt_zero() -> None:
 
 
 def test_result_exactly_at_retry_at_is_a_trial() -> None:
-    """A result received exactly at retry_at half-opens first and counts as a (failing) trial."""
+    """A result received exactly at retry_at counts as a trial (a failing one: no event;
+    then passing ones re-admit)."""
     sim = Sim()
     opened = open_breaker(sim)
     assert opened.retry_at is not None
     sim.t = (opened.retry_at - T0).total_seconds()
-    out = sim.decider.on_result(result(sim.t, "fail"), at(sim.t))
-    assert [(e.breaker, e.attempt) for e in out] == [("half_open", 1), ("open", 2)]
+    assert sim.decider.on_result(result(sim.t, "fail"), at(sim.t)) == []
+    (back,) = sim.decider.on_result(result(sim.t, "pass"), at(sim.t))
+    assert (back.breaker, back.attempt) == ("closed", 0)
 
 
 def test_observed_at_slightly_in_the_future_is_taken() -> None:
@@ -76,7 +87,6 @@ def test_warn_trials_close_the_breaker_as_degraded() -> None:
     sim = Sim()
     open_breaker(sim)
     sim.advance(5)
-    sim.feed("warn")
     (event,) = sim.feed("warn")
     assert (event.state, event.breaker, event.attempt) == ("degraded", "closed", 0)
 
@@ -125,8 +135,8 @@ RESTORED: list[tuple[StateChanged, list[tuple[str, str]]]] = [
     (mk("unknown", "closed"), []),
     (mk("healthy", "closed"), [("unknown", "closed")]),
     (mk("degraded", "closed"), [("unknown", "closed")]),
-    (mk("unavailable", "open", 2, 1005.0), [("recovering", "half_open"), ("unknown", "half_open")]),
-    (mk("unavailable", "open", 2, 900.0), [("recovering", "half_open"), ("unknown", "half_open")]),
+    (mk("unavailable", "open", 2, 1005.0), []),
+    (mk("unavailable", "open", 2, 900.0), []),
     (mk("recovering", "half_open", 2), [("unknown", "half_open")]),
     (mk("unknown", "half_open", 2), []),
     (mk("unavailable", "forced_open"), []),
@@ -153,25 +163,29 @@ def test_restore_of_every_state_then_silence_then_results() -> None:
 
 
 def test_restored_decorrelated_backoff_grows_from_the_restored_delay() -> None:
-    """A restored open breaker with decorrelated jitter half-opens at retry_at and reopens with attempt + 1."""
+    """A restored open breaker (two failed re-admissions) with decorrelated jitter: re-admitted
+    after retry_at, a third failed re-admission reopens with attempt 4 and a bounded delay."""
     backoff = BackoffSettings(base=Duration(1.0), multiplier=2.0, max=Duration(60.0), jitter="decorrelated")
     sim = Sim(target(backoff=backoff), start=1000.0)
     assert sim.decider.restore(mk("unavailable", "open", 3, 1010.0), at(1000.0))
-    assert sim.advance(9.9) == []
-    assert sim.advance(0.1)[0].state == "recovering"
-    (event,) = sim.feed("fail", dt=0.1)
+    assert sim.feed("pass", dt=9.8) + sim.feed("pass", dt=0.1) == []  # before retry_at: evidence
+    (back,) = sim.feed("pass", dt=0.2)
+    assert back.ramp is not None
+    assert back.ramp.readmission == 3
+    sim.report("i1")
+    (event,) = sim.report("i2")
     assert (event.breaker, event.attempt) == ("open", 4)
     assert event.retry_at is not None
     assert 1.0 <= (event.retry_at - event.at).total_seconds() <= 60.0
 
 
 def test_restored_retry_at_beyond_backoff_max_is_capped() -> None:
-    """A retry_at an hour ahead (the deciding host's clock ran ahead) half-opens after backoff.max, not an hour."""
+    """A retry_at an hour ahead (the deciding host's clock ran ahead) allows trials after backoff.max, not an hour."""
     sim = Sim(start=1000.0)  # backoff.max is 60 s
     assert sim.decider.restore(mk("unavailable", "open", 2, 1000.0 + 3600.0), at(1000.0))
-    assert sim.advance(59.9) == []
-    (event,) = sim.advance(0.1)
-    assert (event.state, event.breaker, event.attempt) == ("recovering", "half_open", 2)
+    assert sim.feed("pass", dt=59.7) + sim.feed("pass", dt=0.1) == []  # still before the capped retry_at
+    (event,) = sim.feed("pass", dt=0.3)
+    assert (event.state, event.breaker, event.attempt) == ("healthy", "closed", 0)
 
 
 def test_restore_of_a_degraded_target_does_not_flip_through_healthy() -> None:

@@ -226,8 +226,8 @@ def _outage(sim: Sim, probes: int, fail_rounds: int, pass_rounds: int, dt: float
 
 
 def test_a_long_outage_comes_back_healthy_not_flapping() -> None:
-    """A dependency down through several failed trials, then back, is healthy: the breaker's
-    own trials (recovering, then unavailable again) are not changes in what it answers."""
+    """A dependency down through many failed trials, then back, is healthy: the breaker's
+    own trials (the breaker stays open through failed ones) are not changes in what it answers."""
     sim = Sim(
         target(
             interval=Duration(1.0),
@@ -237,8 +237,7 @@ def test_a_long_outage_comes_back_healthy_not_flapping() -> None:
         )
     )
     _outage(sim, probes=3, fail_rounds=40, pass_rounds=10, dt=1.0)
-    reopened = [e for e in sim.events if e.breaker == "open" and e.previous == "recovering"]
-    assert len(reopened) >= 4  # several trials failed
+    assert "recovering" not in [e.state for e in sim.events]  # trials failed silently, open throughout
     assert sim.last().state == "healthy"
     assert not any(e.flapping for e in sim.events)
 

@@ -9,7 +9,6 @@ import pytest
 
 from healthbus.coordinator._core import Decider
 from healthbus.protocol import BackoffSettings, Duration, StateChanged, is_refresh
-from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, target
 
@@ -77,9 +76,8 @@ def test_real_transition_resets_the_refresh_clock() -> None:
 
 
 def test_open_breaker_refresh_keeps_retry_at_and_attempt() -> None:
-    """An open breaker refreshed before retry_at keeps attempt, retry_at and failures; the trial comes at retry_at."""
-    backoff = BackoffSettings(base=Duration(500.0), multiplier=2.0, max=Duration(500.0), jitter="none")
-    sim = Sim(target(backoff=backoff), refresh_after=100.0)
+    """An open breaker refreshed before retry_at keeps attempt, retry_at and failures; the trials come from retry_at."""
+    sim = Sim(target(trial_interval=Duration(500.0)), refresh_after=100.0)
     for outcome in ("pass", "pass", "fail", "fail"):
         sim.feed(outcome)
     (opened,) = sim.feed("fail")  # t=5
@@ -90,9 +88,11 @@ def test_open_breaker_refresh_keeps_retry_at_and_attempt() -> None:
     assert sim.advance(100.0)[0].seq == 4  # t=205: refreshed again
     sim.advance(100.0)  # t=305
     sim.advance(100.0)  # t=405
-    (recovering,) = sim.advance(100.0)  # t=505
-    assert (recovering.state, recovering.breaker, recovering.previous) == ("recovering", "half_open", "unavailable")
-    assert recovering.seq == 7
+    assert sim.feed("pass", dt=99.0) == []  # t=504: before retry_at, evidence only
+    refresh, back = sim.feed("pass", dt=1.5)  # t=505.5: refreshed at 505, and this result is a passing trial
+    assert refresh.seq == 7
+    assert (back.state, back.breaker, back.previous) == ("healthy", "closed", "unavailable")
+    assert back.seq == 8
 
 
 def test_restored_old_event_is_refreshed_at_the_first_tick() -> None:
@@ -133,27 +133,6 @@ def test_restored_recent_event_counts_its_age() -> None:
     (again,) = d2.tick(at(3000.0))
     assert (again.seq, again.unchanged_since, again.reason) == (6, ev.at, refresh.reason)
     (trial,) = d2.control("reset", "db", "done", at(3001.0))
-    assert trial.breaker == "half_open"
-
-
-def test_restoring_a_refresh_of_the_old_reason_form_keeps_its_origin() -> None:
-    """A refresh published before ``unchanged_since`` existed (marked only in its reason) is still read on restore."""
-    why = "unchanged since 2026-01-01T00:00:12Z (re-announced so the state stream keeps it): forced open: x"
-    legacy = state_changed(
-        "db",
-        7,
-        "unavailable",
-        at=T0 + timedelta(seconds=900),
-        previous="unavailable",
-        breaker="forced_open",
-        reason=why,
-    )
-    assert is_refresh(legacy)
-    d = Decider([target()], rng=random.Random(0), now=at(2000.0), refresh_after=600.0)
-    d.restore(legacy, at(2000.0))
-    (refresh,) = d.tick(at(2000.0))
-    assert (refresh.seq, refresh.unchanged_since, refresh.reason) == (8, T0 + timedelta(seconds=12), "forced open: x")
-    (trial,) = d.control("reset", "db", "done", at(2001.0))
     assert trial.breaker == "half_open"
 
 

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 
 from healthbus.bus import StateStream
 from healthbus.bus.embedded import EmbeddedNats, free_port
+from healthbus.protocol import ControlRequest, decode_control_reply, encode
 from tests.coordinator._fuzz import Fuzzer
 from tests.e2e._stack import Stack
 from tests.helpers import wait_until
@@ -94,11 +95,17 @@ async def test_fuzzed_wire_leaves_both_processes_deciding(
         async def states() -> dict[str, str]:
             return {name: event.state for name, event in (await stream.current(timeout=5.0)).items()}
 
+        last_states: dict[str, str] = {}
+
         async def settled() -> bool:
             now = await states()
+            last_states.clear()
+            last_states.update(now)
             return now.get("alive") == "healthy" and now.get("down") == "unavailable"
 
-        await wait_until(settled, 30.0, "alive healthy and down unavailable before the fuzz")
+        await wait_until(
+            settled, 30.0, "alive healthy and down unavailable before the fuzz", seen=lambda: dict(last_states)
+        )
 
         fuzzer = Fuzzer("healthbus", ("alive", "down"), seed=20261130)
         expected: Counter[str] = Counter()
@@ -125,14 +132,11 @@ async def test_fuzzed_wire_leaves_both_processes_deciding(
             return True
 
         await send(WARMUP)
-        await wait_until(all_counted, 60.0, "the warm-up's drops counted")
+        await wait_until(all_counted, 60.0, "the warm-up's drops counted", seen=lambda: seen)
         rss_before = {name: _rss_kb(pid) for name, pid in pids.items()}
 
         await send(MESSAGES)
-        try:
-            await wait_until(all_counted, 60.0, "every drop counted")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: counted, expected: {seen}") from None
+        await wait_until(all_counted, 60.0, "every drop counted", seen=lambda: seen)  # (counted, expected)
         rss_after = {name: _rss_kb(pid) for name, pid in pids.items()}
 
         # Both alive; every drop counted under the reason expected, none unaccounted for.
@@ -152,10 +156,20 @@ async def test_fuzzed_wire_leaves_both_processes_deciding(
         assert set(re.findall(r'healthbus_target_state\{[^}]*target="([^"]*)"', text)) == {"alive", "down"}
 
         # Still deciding: the worker's real checks keep both verdicts, and the coordinator
-        # still answers: the down target's breaker keeps cycling with new events.
+        # still answers: a reset of the down target half-opens it and its trial re-opens it
+        # (an open breaker's failed trials alone announce nothing).
         before = (await stream.current(target="down"))["down"].seq
-        await wait_until(lambda: _seq_after(stream, before), 30.0, "a new verdict for the down target after the fuzz")
-        await wait_until(settled, 30.0, "alive healthy and down unavailable after the fuzz")
+        request = encode(ControlRequest(target="down", reason="still deciding after the fuzz"))
+        assert decode_control_reply((await nc.request("healthbus.ctl.reset", request, timeout=10)).data).ok
+        await wait_until(
+            lambda: _seq_after(stream, before),
+            30.0,
+            "a new verdict for the down target after the fuzz",
+            seen=lambda: stack.logs()[-2000:],
+        )
+        await wait_until(
+            settled, 30.0, "alive healthy and down unavailable after the fuzz", seen=lambda: dict(last_states)
+        )
 
         grown = {name: (rss_after[name] - rss_before[name]) / 1024 for name in pids}
         assert all(mb < 10.0 for mb in grown.values()), grown

@@ -21,16 +21,19 @@ pytestmark = pytest.mark.nats
 async def wait_expired(lease: Lease, timeout: float = 10.0) -> None:
     """Wait until the server has dropped the expired lease key: nobody holds it."""
 
-    async def nobody() -> bool:
-        return await lease.current_holder() is None
+    holders: list[object] = []
 
-    await wait_until(nobody, timeout, "the lease key to expire on the server")
+    async def nobody() -> bool:
+        holders.append(await lease.current_holder())
+        return holders[-1] is None
+
+    await wait_until(nobody, timeout, "the lease key to expire on the server", seen=lambda: holders[-1:])
 
 
 async def test_validity_ends_before_the_key_can_expire(nc: Client) -> None:
     """A holder may publish until ``VALID_SHARE × ttl`` after its last renewal, by its own clock."""
     clock = ManualClock()
-    a = Lease(nc.jetstream(), "VALIDITY_LEADER", holder="a", ttl=10.0, monotonic=clock.monotonic)
+    a = Lease(nc.jetstream(), "VALIDITY_LEADER", holder="a", ttl=10.0, clock=clock)
     await a.setup()
     assert not a.valid()
     assert await a.acquire()
@@ -50,7 +53,7 @@ async def test_lapsed_lease_retaken_after_another_leader_is_reported_lost(nc: Cl
     """A frozen leader whose key expired, then was taken and released by another, must step down, not renew."""
     js = nc.jetstream()
     clock = ManualClock()
-    a = Lease(js, "REVIEW_LEADER", holder="a", ttl=1.0, monotonic=clock.monotonic)
+    a = Lease(js, "REVIEW_LEADER", holder="a", ttl=1.0, clock=clock)
     b = Lease(js, "REVIEW_LEADER", holder="b", ttl=1.0)
     await a.setup()
     await b.setup()
@@ -70,7 +73,7 @@ async def test_lapsed_lease_nobody_else_took_is_renewed(nc: Client) -> None:
     """A leader whose key merely expired (NATS unreachable, nobody took over) renews and carries on."""
     js = nc.jetstream()
     clock = ManualClock()
-    a = Lease(js, "REVIEW_LEADER2", holder="a", ttl=1.0, monotonic=clock.monotonic)
+    a = Lease(js, "REVIEW_LEADER2", holder="a", ttl=1.0, clock=clock)
     await a.setup()
     assert await a.acquire()
     clock.skip(5.0)
@@ -98,7 +101,7 @@ async def test_start_rides_out_a_lease_bucket_without_a_leader_yet(nc: Client, m
 
     monkeypatch.setattr(Lease, "acquire", acquire_after_election)
     config = load_config_text(
-        '[coordinator]\nlease = "2s"\n[[targets]]\nname = "db"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
+        '[coordinator]\nlease_ttl = "2s"\n[[targets]]\nname = "db"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
     )
     service = CoordinatorService(config, nc, holder="a")
     try:

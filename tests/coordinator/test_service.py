@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from prometheus_client import generate_latest
 
 from healthbus.bus import StateStream, connect
@@ -23,8 +25,10 @@ from healthbus.protocol import (
     ControlRequest,
     Outcome,
     StateChanged,
+    StateDigest,
     Subjects,
     decode_control_reply,
+    decode_state_digest,
     encode,
     load_config_text,
     utcnow,
@@ -32,7 +36,7 @@ from healthbus.protocol import (
 from healthbus.protocol.testing import ManualClock
 from tests.cli._support import run_cli
 from tests.e2e._procs import Command
-from tests.helpers import probe_result, publish_probe, wait_until
+from tests.helpers import freeze, probe_result, publish_probe, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -45,11 +49,12 @@ failure_threshold = 2
 success_threshold = 2
 stale_after = "{stale}"
 backoff = {{ base = "300ms", multiplier = 2.0, max = "2s", jitter = "none" }}
+trial_interval = "300ms"
 flap = {{ enabled = false }}
 
 [coordinator]
 tick = "50ms"
-lease = "1s"
+lease_ttl = "1s"
 
 [[targets]]
 name = "db"
@@ -128,6 +133,14 @@ async def publish(nc: Client, target: str, outcome: Outcome = "pass", probe: str
     await publish_probe(nc, SUBJECTS.prefix, result)
 
 
+async def past_retry_at(event: StateChanged) -> None:
+    """Wait until ``event``'s retry_at has passed: results from then on are trials."""
+    retry_at = event.retry_at
+    assert retry_at is not None
+    # The coordinator runs on the real clock here (a process, or a lease with real round trips).
+    await wait_until(lambda: utcnow() > retry_at, 10.0, f"retry_at {retry_at} to pass", seen=utcnow)
+
+
 def assert_chain(events: list[StateChanged]) -> None:
     """seq 1, 2, 3, ... with previous equal to the state before."""
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
@@ -135,9 +148,10 @@ def assert_chain(events: list[StateChanged]) -> None:
         assert after.previous == before.state
 
 
-async def test_full_cycle_healthy_unavailable_recovering_healthy(nc: Client, events: Events) -> None:
-    """unknown → healthy → unavailable (retry_at per backoff) → recovering (timer) → healthy."""
-    async with CoordinatorService(load_config_text(config_text()), nc) as service:
+async def test_full_cycle_healthy_unavailable_trials_healthy(nc: Client, events: Events) -> None:
+    """unknown → healthy → unavailable (retry_at = trial_interval) → trials pass → healthy, with a ramp."""
+    clock = ManualClock()  # retry_at comes when the test says (no lease: see test_silence_becomes_unknown)
+    async with CoordinatorService(load_config_text(config_text()), nc, clock=clock, lease_ttl=0) as service:
         for _ in range(2):
             await publish(nc, "db", "pass")
         healthy = await events.state("db", "healthy")
@@ -149,19 +163,23 @@ async def test_full_cycle_healthy_unavailable_recovering_healthy(nc: Client, eve
         assert down.retry_at is not None
         assert (down.retry_at - down.at).total_seconds() == pytest.approx(0.3, abs=0.01)
         assert "refused" in down.reason
-        recovering = await events.state("db", "recovering")  # no traffic: the timer did it
-        assert (recovering.seq, recovering.breaker) == (3, "half_open")
-        # wall and monotonic clocks may drift by microseconds between the two readings
-        assert recovering.at >= down.retry_at - timedelta(milliseconds=5)
+        await clock.advance(0.29)  # before retry_at: passes are evidence only, no trial
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await service.wait_handled(6)
+        assert service.decider.state("db") == ("unavailable", "open", 2)  # still seq 2: no trial yet
+        await clock.advance(0.02)  # retry_at passed: results are trials now
         for _ in range(2):
             await publish(nc, "db", "pass")
         back = await events.state("db", "healthy")
-        assert (back.seq, back.breaker, back.attempt) == (4, "closed", 0)
+        assert (back.seq, back.breaker, back.attempt) == (3, "closed", 0)
+        assert back.ramp is not None
+        assert back.ramp.started_at == back.at
         assert_chain(events.of("db"))
         raw = await nc.jetstream().get_last_msg(service.stream.name, SUBJECTS.state("db"))
         assert raw.headers is not None
-        assert raw.headers["Nats-Msg-Id"] == "db:4"
-        assert service.results["pass"] == 4
+        assert raw.headers["Nats-Msg-Id"] == "db:3"
+        assert service.results["pass"] == 6
         assert service.results["fail"] == 2
 
 
@@ -307,6 +325,36 @@ async def test_control_request_reply(nc: Client, events: Events) -> None:
         assert_chain(events.of("db"))
 
 
+async def test_control_replies_carry_who_decided(nc: Client, events: Events) -> None:
+    """A control reply's event is the event as stored: with the deciding coordinator's id
+    and its lease term, as every StateChanged carries them (issue 25), also when the
+    command changed nothing and the reply is the current event."""
+    async with CoordinatorService(load_config_text(config_text()), nc, holder="coord-a") as service:
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        await events.state("db", "healthy")
+        assert service.lease is not None
+        term = service.lease.term
+        assert term > 0
+
+        async def ctl(command: str) -> StateChanged:
+            msg = await nc.request(SUBJECTS.ctl(command), encode(ControlRequest(target="db")), timeout=5.0)
+            reply = decode_control_reply(msg.data)
+            assert reply.ok, reply
+            assert reply.event is not None
+            return reply.event
+
+        opened = await ctl("force-open")
+        assert (opened.coordinator, opened.term) == ("coord-a", term)
+        assert opened == events.of("db")[-1]  # exactly what the stream stored
+        status = await ctl("status")
+        assert status == events.of("db")[-1]
+        reset = await ctl("reset")
+        await events.wait(lambda _: events.of("db")[-1].seq == reset.seq)
+        assert (reset.coordinator, reset.term) == ("coord-a", term)
+        assert reset == events.of("db")[-1]
+
+
 async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: Client, events: Events) -> None:
     """Events decided while NATS is down are published in order, without gaps, once it is back."""
     async with CoordinatorService(load_config_text(config_text()), nc) as service:
@@ -323,13 +371,13 @@ async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: 
         await asyncio.to_thread(nats_server.start)
         down = await events.state("db", "unavailable", timeout=20.0)
         assert down.seq == 2
-        await events.state("db", "recovering", timeout=20.0)
+        await past_retry_at(down)
         for _ in range(2):
             await publish(nc, "db", "pass")
         healthy = await events.state("db", "healthy", timeout=10.0)
-        assert healthy.seq == 4
+        assert healthy.seq == 3
         assert_chain(events.of("db"))
-        await service.wait_published("db", 4)
+        await service.wait_published("db", 3)
         assert service.pending == 0
         assert service.ready
 
@@ -343,15 +391,23 @@ async def _wait_ready(nc: Client, command: Command, target: str = "db") -> None:
     proc = command.proc
     assert proc is not None
 
+    errors: list[str] = []
+
     async def answers() -> bool:
         assert proc.returncode is None, command.log()
         try:
             await nc.request(SUBJECTS.ctl("status"), encode(ControlRequest(target=target)), timeout=0.5)
-        except Exception:
+        except Exception as exc:
+            errors.append(repr(exc))
             return False
         return True
 
-    await wait_until(answers, 30, "the coordinator to answer a status request")
+    await wait_until(
+        answers,
+        30,
+        "the coordinator to answer a status request",
+        seen=lambda: (errors[-3:], command.log()[-1000:]),
+    )
 
 
 @pytest.mark.slow
@@ -372,7 +428,7 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
         await events.state("cache", "healthy")
         for _ in range(2):
             await publish(nc, "db", "fail")
-        await events.state("db", "recovering")  # unavailable, then the retry timer
+        await events.state("db", "unavailable")
         await proc.signal(signal.SIGKILL, 10)
         before = list(events.items)
 
@@ -385,12 +441,13 @@ async def test_kill9_restart_never_repeats_or_skips_seq(
                 assert resp.status == 200
             async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
                 metrics = await resp.text()
-        assert 'healthbus_target_state{state="recovering",target="db"} 1.0' in metrics
+        assert 'healthbus_target_state{state="unavailable",target="db"} 1.0' in metrics
         assert "healthbus_ready 1.0" in metrics
+        await past_retry_at(events.of("db")[-1])
         for _ in range(2):
             await publish(nc, "db", "pass")
         healthy = await events.state("db", "healthy")
-        assert (healthy.seq, healthy.previous) == (4, "recovering")
+        assert (healthy.seq, healthy.previous) == (3, "unavailable")
         assert_chain(events.of("db"))
         assert [e.seq for e in events.of("cache")] == [1]
         assert await proc.signal(signal.SIGTERM, 15) == 0, proc.log()
@@ -421,7 +478,10 @@ async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
-        assert standby.handled == 0  # a standby does not even subscribe
+        # A standby decides what it hears (for a takeover) and publishes nothing.
+        await standby.wait_handled(2)
+        assert standby.published == 0
+        assert standby.pending == 0
         # The leader's process freezes (as a stopped process would): its clock moves past
         # the lease while none of its timers run, so it renews nothing; it keeps deciding
         # the results NATS hands it, but its lease is no longer valid for publishing.
@@ -435,7 +495,7 @@ async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats
             await publish(nc, "db", "fail")
         down = await events.state("db", "unavailable")
         assert down.seq == 2
-        await events.state("db", "recovering")
+        await past_retry_at(down)
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
@@ -443,6 +503,27 @@ async def test_standby_takes_over_from_a_frozen_leader(nats_server: EmbeddedNats
         # The frozen leader decided the same transitions but published none of them.
         assert leader.published == 1
         assert leader.pending > 0
+        # Who decided each, under which lease: the new leader's term is the higher one.
+        assert leader.lease is not None
+        assert standby.lease is not None
+        assert 0 < leader.lease.term < standby.lease.term
+        first, *rest = events.of("db")
+        assert (first.coordinator, first.term) == ("a", leader.lease.term)
+        assert {(e.coordinator, e.term) for e in rest} == {("b", standby.lease.term)}
+        # The frozen leader thaws: its lease loop finds the key taken and it steps down
+        # with its events unstored; the stream never gets one of them after b's first.
+        await frozen.advance(leader.lease_ttl)
+        await wait_until(
+            lambda: not leader.active,
+            10.0,
+            "the thawed leader stepped down",
+            seen=lambda: (leader.lease, leader.pending),
+        )
+        stored = [e async for e in StateStream(nc).history(target="db")]
+        assert_chain(stored)
+        assert [e.coordinator for e in stored] == ["a"] + ["b"] * (len(stored) - 1)
+        assert [e.term for e in stored] == sorted(e.term or 0 for e in stored)
+        assert leader.published == 1
     finally:
         await standby.stop()
         await leader.stop(flush_timeout=0.1)
@@ -463,7 +544,12 @@ async def test_kill9_leader_standby_process_takes_over(
         await _wait_ready(nc, first)
         second = await _spawn(config, nats_server.url, log_b)
         standby = second
-        await wait_until(lambda: "standing by" in standby.log(), 30, "the second coordinator to stand by")
+        await wait_until(
+            lambda: "standing by" in standby.log(),
+            30,
+            "the second coordinator to stand by",
+            seen=lambda: standby.log()[-1000:],
+        )
         for _ in range(2):
             await publish(nc, "db", "pass")
         await events.state("db", "healthy")
@@ -491,7 +577,7 @@ async def test_kill9_mid_burst_leaves_every_chain_intact(
         '[defaults]\nfailure_threshold = 1\nsuccess_threshold = 1\nstale_after = "30s"\n'
         'backoff = { base = "50ms", multiplier = 2.0, max = "200ms", jitter = "none" }\n'
         "flap = { enabled = false }\n"
-        '[coordinator]\ntick = "20ms"\nlease = "1s"\n'
+        '[coordinator]\ntick = "20ms"\nlease_ttl = "1s"\n'
     )
     text += "".join(f'[[targets]]\nname = "{n}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n' for n in names)
     config = tmp_path / "burst.toml"
@@ -520,26 +606,79 @@ async def test_kill9_mid_burst_leaves_every_chain_intact(
 
 
 async def test_a_takeover_tries_the_stream_read_again_after_a_bounded_wait(
-    nc: Client, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, nc: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each try to read the stream's last events at a takeover waits at most 1 s for JetStream.
 
     A stream electing its leader answers nothing; the takeover then tries again at once
     instead of waiting out JetStream's 5 s default (which added about 5 s to a node
-    loss's decision gap in `healthbus bench failover`).
+    loss's decision gap in `healthbus bench failover`). Here the real server is frozen
+    (SIGSTOP) during the first read and resumed when that read gives up: with
+    ``restore_timeout`` 4.5 s, a first try that waited out the 5 s default would leave no
+    time for a second one and the start would fail.
     """
-    import nats.errors
+    from healthbus.bus import DirectGetError
 
-    tries: list[float] = []
+    pid = nats_server.pid
+    assert pid is not None
+    reads: list[str] = []
     real = StateStream.current
 
-    async def no_answer_twice(self: StateStream, **kwargs: Any) -> dict[str, StateChanged]:
-        tries.append(self.js._timeout)
-        if len(tries) <= 2:
-            raise nats.errors.TimeoutError
-        return await real(self, **kwargs)
+    async def first_read_unanswered(self: StateStream, **kwargs: Any) -> dict[str, StateChanged]:
+        if reads:
+            states = await real(self, **kwargs)
+            reads.append("answered")
+            return states
+        reads.append("frozen")  # only the first read: whatever happens, the server is resumed
+        freeze(pid)
+        try:
+            return await real(self, **kwargs)
+        except DirectGetError as exc:  # the bounded wait gave up on the frozen server
+            if exc.kind == "timeout":
+                reads[-1] = "no answer"
+            raise
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
-    monkeypatch.setattr(StateStream, "current", no_answer_twice)
+    monkeypatch.setattr(StateStream, "current", first_read_unanswered)
+    config = load_config_text(config_text())
+    async with CoordinatorService(config, nc, restore_timeout=4.5, lease_ttl=0) as service:
+        assert service.active
+        assert service.ready
+    # The first read gave up on the frozen server and was tried again; every later read (a
+    # standby reads the stream at start, and the takeover reads it again) was answered.
+    assert reads[0] == "no answer"
+    assert set(reads[1:]) == {"answered"}
+
+
+async def test_state_digest_names_every_decided_target_and_follows_the_stream(nc: Client, events: Events) -> None:
+    """While active the coordinator publishes the StateDigest: each configured target's highest
+    sent seq (targets never decided are absent), again after every new event."""
+    digests: asyncio.Queue[StateDigest] = asyncio.Queue()
+
+    async def on_digest(msg: Msg) -> None:
+        digests.put_nowait(decode_state_digest(msg.data))
+
+    async def digest_reaching(seq: int) -> StateDigest:
+        seen: list[dict[str, int]] = []
+        try:
+            async with asyncio.timeout(10):
+                while (digest := await digests.get()).seqs.get("db", 0) < seq:
+                    seen.append(digest.seqs)
+        except TimeoutError:
+            raise AssertionError(f"no digest with db >= {seq} within 10 s; the last ones: {seen[-3:]}") from None
+        return digest
+
+    await nc.subscribe(SUBJECTS.digest, cb=on_digest)
     async with CoordinatorService(load_config_text(config_text()), nc) as service:
-        await wait_until(lambda: service.active, 10.0, "active after two unanswered reads")
-    assert tries == [1.0, 1.0, 1.0]
+        assert service.digest_interval == 0.5  # the default
+        for _ in range(2):
+            await publish(nc, "db", "pass")
+        healthy = await events.state("db", "healthy")
+        assert (await digest_reaching(healthy.seq)).seqs == {"db": healthy.seq}  # "cache": never decided
+        for _ in range(2):
+            await publish(nc, "db", "fail")
+        down = await events.state("db", "unavailable")
+        digest = await digest_reaching(down.seq)
+        assert set(digest.seqs) == {"db"}
+        assert digest.seqs["db"] <= max(e.seq for e in events.of("db"))  # never ahead of what was sent

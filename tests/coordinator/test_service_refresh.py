@@ -39,7 +39,7 @@ SUBJECTS = Subjects("healthbus")
 CONFIG = """
 [coordinator]
 tick = "50ms"
-lease = "0s"
+lease_ttl = "0s"
 stream_max_age = "4s"
 refresh_after = "1s"
 duplicate_window = "1s"
@@ -70,7 +70,7 @@ async def refresh_until(
         await refresh(service, clock)
         return await check()
 
-    await wait_until(refreshed_and_checked, 15.0, what)
+    await wait_until(refreshed_and_checked, 15.0, what, seen=lambda: service.decider.state("db"))
 
 
 async def test_state_outlives_stream_max_age_and_restart_continues_seq(nc: Client) -> None:

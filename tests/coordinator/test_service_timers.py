@@ -14,7 +14,7 @@ from healthbus.protocol import StateChanged, load_config_text, utcnow
 CONFIG = """
 [coordinator]
 tick = "250ms"
-lease = "0s"
+lease_ttl = "0s"
 
 [[targets]]
 name = "db"
@@ -24,7 +24,8 @@ url = "tcp://127.0.0.1:1"
 
 
 async def test_timer_loop_does_not_spin_on_a_due_deadline_while_disconnected() -> None:
-    """Disconnected, an overdue retry_at must not shorten the timer sleep below ``tick`` (no 1 kHz spin)."""
+    """Disconnected, an overdue deadline (a maintenance window's end) must not shorten the
+    timer sleep below ``tick`` (no 1 kHz spin)."""
     nc = Client()  # never connected: is_connected is False, as during an outage
     service = CoordinatorService(load_config_text(CONFIG, source="test"), nc, rng=random.Random(0))
     now = Now(service.clock.monotonic(), utcnow())
@@ -34,10 +35,10 @@ async def test_timer_loop_does_not_spin_on_a_due_deadline_while_disconnected() -
         at=now.wall - timedelta(seconds=10),
         previous="healthy",
         state="unavailable",
-        breaker="open",
-        reason="1/1 probes failing (refused); breaker open, trial in 1.0s (attempt 1)",
+        breaker="forced_open",
+        reason="maintenance until (9 s ago): upgrade",
         failures=3,
-        attempt=1,
+        attempt=0,
         retry_at=now.wall - timedelta(seconds=9),
         features=[],
         evidence={},

@@ -21,7 +21,7 @@ failure_threshold = 1
 success_threshold = 1
 
 [coordinator]
-lease = "{lease}"
+lease_ttl = "{lease}"
 
 [[targets]]
 name = "db"

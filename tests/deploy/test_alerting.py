@@ -122,11 +122,18 @@ async def test_every_metric_named_is_exported(nats_server: EmbeddedNats, tmp_pat
     try:
         await stack.start()
 
+        scraped: list[str] = [""]
+
         async def decided() -> bool:
-            text = await stack.metrics("coordinator")
+            scraped[0] = text = await stack.metrics("coordinator")
             return 'healthbus_target_state{state="unavailable",target="gone"} 1.0' in text
 
-        await wait_until(decided, 30, "the coordinator to decide both targets")
+        await wait_until(
+            decided,
+            30,
+            "the coordinator to decide both targets",
+            seen=lambda: [line for line in scraped[0].splitlines() if line.startswith("healthbus_target_state")],
+        )
         texts = await asyncio.gather(stack.metrics("coordinator"), stack.metrics("w1"))
     except BaseException:
         print(stack.logs())

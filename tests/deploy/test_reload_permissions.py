@@ -1,4 +1,4 @@
-"""`healthbus ctl reload` under deploy/nats/healthbus.conf: the operator may ask, the coordinator
+"""`healthbus reload` under deploy/nats/healthbus.conf: the operator may ask, the coordinator
 may tell the probe workers (ReloadNotice on healthbus.worker.reload), and no role needs more."""
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def assigned_is(http: str, expected: float) -> Callable[[], Awaitable[bool]]:
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 if s.name == "healthbus_probe_assigned_targets":
+                    check.seen = s.value  # type: ignore[attr-defined]
                     return float(s.value) == expected
         return False
 
+    check.seen = None  # type: ignore[attr-defined]
     return check
 
 
@@ -60,11 +62,11 @@ async def test_ctl_reload_under_the_shipped_permissions(secured_nats: EmbeddedNa
         await coordinator.wait_http_ready(f"http://{coord_http}")
         await probe.start()
         await probe.wait_http_ready(f"http://{probe_http}")
-        await wait_until(assigned_is(probe_http, 1.0), 15, "the worker to check one target")
+        one = assigned_is(probe_http, 1.0)
+        await wait_until(one, 15, "the worker to check one target", seen=lambda: one.seen)  # type: ignore[attr-defined]
 
         config.write_text(fast_config([("bus", "tcp", up), ("bus2", "tcp", up)]))
         done = await run_cli(
-            "ctl",
             "reload",
             "--nats",
             secured_nats.url,
@@ -73,7 +75,8 @@ async def test_ctl_reload_under_the_shipped_permissions(secured_nats: EmbeddedNa
             env={"HEALTHBUS_NATS_PASSWORD": _password("operator")},
         )
         assert done.code == 0, done.err
-        await wait_until(assigned_is(probe_http, 2.0), 15, "the worker to reload on the notice")
+        two = assigned_is(probe_http, 2.0)
+        await wait_until(two, 15, "the worker to reload on the notice", seen=lambda: two.seen)  # type: ignore[attr-defined]
         for proc in (coordinator, probe):
             assert "ermission" not in proc.log(), proc.log()[-2000:]
     except BaseException:

@@ -36,7 +36,7 @@ ROLES = ("coordinator", "probe-0", "subscriber", "operator")
 
 CONFIG = load_config_text(
     '[defaults]\ninterval = "200ms"\ntimeout = "100ms"\nfailure_threshold = 1\nsuccess_threshold = 1\n'
-    '[coordinator]\nlease = "0s"\n'
+    '[coordinator]\nlease_ttl = "0s"\n'
     '[[targets]]\nname = "closed-port"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
 )
 

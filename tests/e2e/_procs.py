@@ -46,6 +46,7 @@ class Command:
 
     async def wait_http_ready(self, base_url: str, timeout: float = 30.0) -> None:
         """Wait until ``base_url``/readyz answers 200 (fails early if the command exits)."""
+        answered: list[object] = [None]  # the last answer (a status or an error), for the failure message
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
 
             async def ready() -> bool:
@@ -54,11 +55,18 @@ class Command:
                     raise AssertionError(f"healthbus {self.args[0]} exited {self.proc.returncode}:\n{self.log()}")
                 try:
                     async with http.get(f"{base_url}/readyz") as resp:
+                        answered[0] = resp.status
                         return resp.status == 200
-                except (aiohttp.ClientError, TimeoutError):
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    answered[0] = repr(exc)
                     return False
 
-            await wait_until(ready, timeout, f"{base_url}/readyz of healthbus {self.args[0]}")
+            await wait_until(
+                ready,
+                timeout,
+                f"{base_url}/readyz of healthbus {self.args[0]}",
+                seen=lambda: (answered[0], self.log()[-1000:]),
+            )
 
     async def signal(self, sig: int, timeout: float = 20.0) -> int:
         """Send ``sig`` and wait for the exit code."""

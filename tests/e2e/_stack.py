@@ -14,12 +14,21 @@ from tests.e2e._procs import Command
 __all__ = ["Stack", "fast_config"]
 
 
-def fast_config(targets: Sequence[tuple[str, str, str]], *, backoff_base: str = "1s") -> str:
+def fast_config(
+    targets: Sequence[tuple[str, str, str]],
+    *,
+    backoff_base: str = "1s",
+    trial_interval: str = "500ms",
+    ramp: str = "0s",
+) -> str:
     """A config with short intervals (a flip takes well under a second) for (name, kind, url) targets.
 
-    The breaker's first retry waits ``backoff_base`` (no jitter), so an outage is held
-    ``unavailable`` long enough for every observer to see it; flap detection is off
-    because a test outage is deliberately short.
+    An open breaker is trialled every ``trial_interval`` (its first trial that long after
+    it opened), so an outage is held ``unavailable`` while the dependency is down; a
+    failed re-admission waits ``backoff_base`` and more (no jitter). The re-admission
+    ramp lasts ``ramp`` (none by default: instances are admitted with the event; the ramp
+    has its own tests in tests/e2e/test_recovery.py); flap detection is off because a
+    test outage is deliberately short.
     """
     lines = [
         "[defaults]",
@@ -28,6 +37,8 @@ def fast_config(targets: Sequence[tuple[str, str, str]], *, backoff_base: str = 
         "failure_threshold = 2",
         "success_threshold = 2",
         f'backoff = {{ base = "{backoff_base}", multiplier = 2.0, max = "4s", jitter = "none" }}',
+        f'trial_interval = "{trial_interval}"',
+        f'ramp = {{ duration = "{ramp}" }}',
         "flap = { enabled = false }",
         "",
         "[coordinator]",

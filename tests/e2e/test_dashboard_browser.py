@@ -14,7 +14,17 @@ import pytest
 from nats.aio.client import Client
 
 from healthbus.bus.embedded import EmbeddedNats, free_port
-from healthbus.protocol import Evidence, State, StateChanged, utcnow
+from healthbus.protocol import (
+    Evidence,
+    GroupChanged,
+    GroupMember,
+    Ramp,
+    State,
+    StateChanged,
+    Subjects,
+    encode,
+    utcnow,
+)
 from tests.cli._support import event, story
 from tests.e2e._browser import Chromium, find_chromium
 from tests.e2e._procs import Command
@@ -125,11 +135,23 @@ async def test_page_follows_the_stream_live(nats_server: EmbeddedNats, nc: Clien
         assert await browser.evaluate(detail(".querySelector('.evidence td.outcome-fail') !== null"))
         assert await browser.evaluate(detail(".querySelector('.breaker').textContent")) == "open"
 
+        # Re-admitted with a (long) ramp in progress: the row and the panel say how far along.
+        started = utcnow()
+        back = msgspec.structs.replace(
+            event("cache", 6, "healthy", started, previous="unavailable", features=["cache"]),
+            ramp=Ramp(started_at=started, duration_s=6000.0, from_share=0.25, readmission=2),
+        )
+        await publish_states(nc.jetstream(), PREFIX, [back])
+        await browser.wait_for(row("cache", ".dataset.state") + " === 'healthy'", 15, "the re-admission")
+        breaker = await browser.evaluate(row("cache", ".querySelector('.breaker').textContent"))
+        assert breaker.startswith("closed · ramp 25% admitted, re-admission 2"), breaker
+        assert "ramp 25% admitted" in await browser.evaluate(detail(".querySelector('.breaker').textContent"))
+
         # A target removed from the configuration (retired) leaves the page.
         gone = msgspec.structs.replace(event("db", 2, "unknown", utcnow(), previous="healthy"), retired=True)
         await publish_states(nc.jetstream(), PREFIX, [gone])
         await browser.wait_for(row("db", ".dataset.state") + " === undefined", 15, "db to leave the page")
-        assert await browser.evaluate("document.querySelector('.count.healthy').dataset.count") == "0"
+        assert await browser.evaluate("document.querySelector('.count.healthy').dataset.count") == "1"  # cache
 
         # No polling: one read of every timeline, one of the clicked target's history; every
         # change came over the event stream (an open EventSource is not listed until it ends).
@@ -141,9 +163,192 @@ async def test_page_follows_the_stream_live(nats_server: EmbeddedNats, nc: Clien
         await dash.stop()
 
 
+async def test_groups_panel_shows_members_in_and_out_live(
+    nats_server: EmbeddedNats, nc: Client, tmp_path: Path
+) -> None:
+    """A group shows its state, who is in and out with latencies; a change arrives live (a ``group`` event)."""
+    find_chromium()
+    await publish_states(nc.jetstream(), PREFIX, story())
+
+    def group(seq: int, available: bool) -> GroupChanged:
+        return GroupChanged(
+            group="pg",
+            seq=seq,
+            at=utcnow(),
+            previous="unknown",
+            state="healthy" if available else "degraded",
+            policy="round-robin",
+            members=[
+                GroupMember(target="cache", state="healthy", available=True, latency_ms=1.25),
+                GroupMember(target="db", state="healthy" if available else "unavailable", available=available),
+            ],
+            available=2 if available else 1,
+            min_healthy=2,
+            primary="cache",
+        )
+
+    js = nc.jetstream()
+    first = group(1, True)
+    await js.publish(Subjects(PREFIX).group("pg"), encode(first), headers={"Nats-Msg-Id": first.msg_id})
+    dash, browser = await open_dashboard(nats_server.url, tmp_path)
+    try:
+        panel = "document.querySelector('#groups .group')"
+        await browser.wait_for(f"{panel}?.dataset.state === 'healthy'", 20, "the group, healthy")
+        assert await browser.evaluate(f"{panel}.querySelector('.group-head').textContent") == (
+            "pg · healthy · 2/2 in · round-robin"
+        )
+        members = f"[...{panel}.querySelectorAll('.member')].map(m => m.textContent)"
+        assert await browser.evaluate(members) == ["+cache 1.3 ms (primary)", "+db"]
+        second = group(2, False)
+        await js.publish(Subjects(PREFIX).group("pg"), encode(second), headers={"Nats-Msg-Id": second.msg_id})
+        await browser.wait_for(f"{panel}.dataset.state === 'degraded'", 15, "the group, degraded")
+        assert await browser.evaluate(f"{panel}.querySelector('.member[data-in=\"no\"]').textContent") == "−db"
+    finally:
+        await browser.close()
+        await dash.stop()
+
+
+#: Injected before the page's own script: /api/timelines waits until the test calls
+#: window.releaseTimelines(), so the test sees the page before the timelines arrive.
+HOLD_TIMELINES = """(() => {
+  const real = window.fetch.bind(window);
+  let release;
+  const released = new Promise((r) => { release = r; });
+  window.releaseTimelines = () => { release(); return true; };
+  window.fetch = async (url, ...rest) => {
+    if (String(url).startsWith('/api/timelines')) await released;
+    return real(url, ...rest);
+  };
+})();"""
+
+
+async def test_since_is_the_availability_change_not_the_last_trial(
+    nats_server: EmbeddedNats, nc: Client, tmp_path: Path
+) -> None:
+    """A target down for ten minutes with a failed half-open trial 12 s ago shows "since 10m" and the
+    trial apart; bars are drawn before /api/timelines answers; the cards view has no header card;
+    editing only the URL's # applies the filter and the view."""
+    find_chromium()
+    now = utcnow()
+    web: list[StateChanged] = [
+        event("web", 1, "healthy", now - timedelta(hours=2), features=["homepage"]),
+        event("web", 2, "unavailable", now - timedelta(minutes=10), previous="healthy", breaker="open"),
+        msgspec.structs.replace(
+            event("web", 3, "recovering", now - timedelta(seconds=40), previous="unavailable", breaker="half_open"),
+            attempt=1,
+        ),
+        msgspec.structs.replace(
+            event(
+                "web",
+                4,
+                "unavailable",
+                now - timedelta(seconds=12),
+                previous="recovering",
+                breaker="open",
+                retry_at=now + timedelta(minutes=2),
+            ),
+            attempt=1,
+        ),
+        event("db", 1, "healthy", now - timedelta(hours=1)),
+    ]
+    await publish_states(nc.jetstream(), PREFIX, web)
+    dash, browser = await open_dashboard(nats_server.url, tmp_path)
+    try:
+        await browser.call("Page.enable")
+        await browser.call("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_TIMELINES})
+        await browser.call("Page.reload")
+        await browser.wait_for("window.releaseTimelines && document.body?.dataset.ready === 'true'", 20, "the page")
+        await browser.wait_for(row("web", ".dataset.state") + " === 'unavailable'", 20, "web, unavailable")
+        # Before the timelines: the bars show what the first read said, not grey placeholders.
+        assert await browser.evaluate("document.getElementById('targets').dataset.timelines") is None
+        for bar in ("tl-hour", "tl-day"):
+            assert await browser.evaluate(row("web", f".querySelector('.{bar} .seg.unavailable') !== null")), bar
+            assert await browser.evaluate(row("db", f".querySelector('.{bar} .seg.healthy') !== null")), bar
+        assert await browser.evaluate("window.releaseTimelines()")
+        await browser.wait_for("document.getElementById('targets').dataset.timelines === 'loaded'", 20, "the timelines")
+
+        since = await browser.wait_for(row("web", ".querySelector('.since').textContent"), 10, "web's since")
+        assert since.startswith("10m"), since  # not "12s": the trial did not change the availability
+        breaker = await browser.evaluate(row("web", ".querySelector('.breaker').textContent"))
+        assert breaker.startswith("open #1 · tried "), breaker
+        assert " ago · retry in " in breaker, breaker
+        assert (await browser.evaluate(row("db", ".querySelector('.since').textContent"))).startswith("1h")
+        await browser.evaluate(row("web", ".click()"))
+        await browser.wait_for(detail(".dataset.transitions === 'loaded'"), 10, "web's transitions")
+        assert "(10m" in await browser.evaluate(detail(".querySelector('.since').textContent"))
+        changed = await browser.evaluate(detail(".querySelector('.changed').textContent"))
+        assert changed.endswith("s ago)"), changed
+        assert "(10m" not in changed, changed
+
+        # Two targets: cards, and the table's header row is not drawn as a card.
+        assert await browser.evaluate("document.getElementById('targets').dataset.view") == "cards"
+        assert await browser.evaluate("getComputedStyle(document.querySelector('#targets .target.head')).display") == (
+            "none"
+        )
+        await screenshot(browser, "dashboard-cards.png")
+
+        # Only the URL's # changes on the open page: the filter and the view follow.
+        listed = "document.querySelectorAll('#rows .target').length"
+        await browser.evaluate("location.hash = 'state=unavailable&view=table'")
+        await browser.wait_for(f"{listed} === 1", 10, "only web listed after the hash changed")
+        assert await browser.evaluate("document.getElementById('targets').dataset.view") == "table"
+        assert await browser.evaluate("document.getElementById('f-state').value") == "unavailable"
+        await browser.evaluate("location.hash = 'view=cards'")
+        await browser.wait_for(f"{listed} === 2", 10, "both targets listed again")
+        assert await browser.evaluate("document.getElementById('targets').dataset.view") == "cards"
+    finally:
+        await browser.close()
+        await dash.stop()
+
+
 #: The fleet of the scale test: (state, how many), problems first as the page lists them.
 FLEET_PROBLEMS: list[tuple[State, int]] = [("unavailable", 5), ("recovering", 3), ("degraded", 10), ("unknown", 2)]
 FLEET_SIZE = 1000
+
+
+def fleet_groups() -> list[GroupChanged]:
+    """Two groups over fleet targets: a PostgreSQL primary with two replicas, one of them down
+    (t0007 is unavailable in the fleet), and three Redis servers by latency."""
+    now = utcnow()
+
+    def member(target: str, state: State, latency_ms: float | None) -> GroupMember:
+        return GroupMember(target=target, state=state, available=state == "healthy", latency_ms=latency_ms)
+
+    return [
+        GroupChanged(
+            group="orders-db",
+            seq=1,
+            at=now,
+            previous="unknown",
+            state="degraded",
+            policy="primary-first",
+            members=[
+                member("t0001", "healthy", 2.4),
+                member("t0007", "unavailable", None),
+                member("t0002", "healthy", 3.1),
+            ],
+            available=2,
+            min_healthy=3,
+            primary="t0001",
+            reason="2/3 members in (min_healthy 3); out: t0007",
+        ),
+        GroupChanged(
+            group="sessions",
+            seq=1,
+            at=now,
+            previous="unknown",
+            state="healthy",
+            policy="least-latency",
+            members=[
+                member("t0003", "healthy", 0.8),
+                member("t0004", "healthy", 0.9),
+                member("t0005", "healthy", 1.7),
+            ],
+            available=3,
+            min_healthy=2,
+            reason="3/3 members in (min_healthy 2)",
+        ),
+    ]
 
 
 def fleet_events() -> list[StateChanged]:
@@ -194,6 +399,11 @@ async def test_page_scales_to_a_fleet(nats_server: EmbeddedNats, nc: Client, tmp
     """
     find_chromium()
     await publish_states(nc.jetstream(), PREFIX, fleet_events())
+    js = nc.jetstream()
+    for grouped in fleet_groups():
+        await js.publish(
+            Subjects(PREFIX).group(grouped.group), encode(grouped), headers={"Nats-Msg-Id": grouped.msg_id}
+        )
     dash, browser = await open_dashboard(nats_server.url, tmp_path)
     try:
         await browser.wait_for(
@@ -201,6 +411,13 @@ async def test_page_scales_to_a_fleet(nats_server: EmbeddedNats, nc: Client, tmp
             60,
             "1,000 targets listed",
         )
+        # The groups above the targets (and in the screenshot): state, who is in and out.
+        await browser.wait_for("document.querySelectorAll('#groups .group').length === 2", 20, "both groups shown")
+        heads = await browser.evaluate("[...document.querySelectorAll('#groups .group-head')].map(h => h.textContent)")
+        assert sorted(heads) == [
+            "orders-db · degraded · 2/3 in · primary-first",
+            "sessions · healthy · 3/3 in · least-latency",
+        ]
         usable_ms = await browser.evaluate("performance.getEntriesByName('healthbus-ready')[0].startTime")
         await browser.wait_for("document.getElementById('targets').dataset.timelines === 'loaded'", 60, "the timelines")
         timelines_ms = await browser.evaluate("performance.getEntriesByName('healthbus-timelines')[0].startTime")
@@ -304,3 +521,35 @@ async def test_page_shows_a_real_outage(nats_server: EmbeddedNats, redis_server:
         await browser.close()
         await dash.stop()
         await stack.stop()
+
+
+async def test_header_shows_who_leads_each_partition(nats_server: EmbeddedNats, nc: Client, tmp_path: Path) -> None:
+    """The header names each partition's leader (the lease bucket, as `healthbus status`
+    reads it) and follows a takeover without a reload."""
+    find_chromium()
+    from healthbus.bus import connect
+    from healthbus.coordinator import PartitionedCoordinator
+    from healthbus.protocol import load_config_text
+    from tests.chaos._support import config_text
+
+    text = config_text([f"t{i}" for i in range(6)], prefix=PREFIX, lease="1s")
+    config = load_config_text(text.replace("[coordinator]\n", "[coordinator]\npartitions = 3\n"))
+    other = await connect(url=nats_server.url)
+    a = PartitionedCoordinator(config, nc, holder="coord-a", only=[0, 2])
+    b = PartitionedCoordinator(config, other, holder="coord-b")
+    await a.start()
+    await b.start()
+    dash, browser = await open_dashboard(nats_server.url, tmp_path)
+    leaders = "[...document.querySelectorAll('#leaders .leader')].map(l => l.textContent).join(', ')"
+    try:
+        await browser.wait_for(f"{leaders} === 'p0 coord-a, p1 coord-b, p2 coord-a'", 20, "the leaders in the header")
+        assert await browser.evaluate("document.getElementById('leaders').hidden") is False
+        await a.stop()  # releases partitions 0 and 2: b takes them over
+        await browser.wait_for(f"{leaders} === 'p0 coord-b, p1 coord-b, p2 coord-b'", 30, "the takeover in the header")
+        await screenshot(browser, "dashboard-leaders.png")
+    finally:
+        await browser.close()
+        await dash.stop()
+        await a.stop()
+        await b.stop()
+        await other.close()

@@ -115,10 +115,13 @@ async def test_ctl_overrides_through_the_real_coordinator(
     try:
         await stack.start()
 
-        async def healthy() -> bool:
-            return await current_state() == ("healthy", "closed")
+        last: list[object] = [None]
 
-        await wait_until(healthy, 30, "redis healthy")
+        async def healthy() -> bool:
+            last[0] = await current_state()
+            return last[0] == ("healthy", "closed")
+
+        await wait_until(healthy, 30, "redis healthy", seen=lambda: last[0])
         forced = await run_cli("ctl", "force-open", "redis", "--reason", "planned maintenance", *url)
         assert forced.code == 0, forced.err
         assert "now unavailable (breaker forced_open" in forced.out
@@ -130,7 +133,7 @@ async def test_ctl_overrides_through_the_real_coordinator(
         assert "nosuch" in refused.err
         reset = await run_cli("ctl", "reset", "redis", *url)
         assert reset.code == 0, reset.err
-        await wait_until(healthy, 30, "redis healthy after reset")
+        await wait_until(healthy, 30, "redis healthy after reset", seen=lambda: last[0])
     except BaseException:
         print(stack.logs())
         raise

@@ -48,13 +48,16 @@ async def test_maintenance_window_from_start_to_end(nats_server: EmbeddedNats, t
             assert state.retry_at is not None
 
             # The worker holds off: it counts skipped checks and runs none until the end.
+            counted: list[float] = [0.0]
+
             async def skipped(at_least: float) -> bool:
                 text = await stack.metrics("w1")
-                return sample(text, "healthbus_probe_skipped_total", target="bus", reason="breaker_open") >= at_least
+                counted[0] = sample(text, "healthbus_probe_skipped_total", target="bus", reason="breaker_open")
+                return counted[0] >= at_least
 
-            await wait_until(lambda: skipped(1), 10, "the worker to hold off")
+            await wait_until(lambda: skipped(1), 10, "the worker to hold off", seen=lambda: counted[0])
             checks = sample(await stack.metrics("w1"), "healthbus_probe_checks_total", target="bus")
-            await wait_until(lambda: skipped(4), 10, "more skipped checks")
+            await wait_until(lambda: skipped(4), 10, "more skipped checks", seen=lambda: counted[0])
             assert health.state("bus").state == "unavailable"  # type: ignore[union-attr]
             assert sample(await stack.metrics("w1"), "healthbus_probe_checks_total", target="bus") == checks
 
@@ -102,6 +105,7 @@ async def test_maintenance_can_end_early_with_reset(nats_server: EmbeddedNats, t
         (["ctl", "maintenance", "bus", "--for", "0s"], "--for: expected a duration above 0"),
         (["ctl", "reset", "bus", "--for", "1h"], "--for applies to maintenance only"),
         (["ctl", "reload", "bus"], "reload takes no target"),
+        (["reload", "bus"], "unrecognized arguments: bus"),
         (["ctl", "reset"], "reset needs a TARGET"),
     ],
 )

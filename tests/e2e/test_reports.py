@@ -65,12 +65,13 @@ prefix = "{PREFIX}"
 interval = "1h"
 timeout = "1s"
 retry_interval = "200ms"
+trial_interval = "10s"
 failure_threshold = 2
 success_threshold = 1
 backoff = {{ base = "10s", multiplier = 2.0, max = "30s", jitter = "none" }}
 flap = {{ enabled = false }}
 [probes]
-jitter = 0.0
+spread = 0.0
 [coordinator]
 tick = "50ms"
 [[targets]]
@@ -169,7 +170,12 @@ async def test_one_report_leads_to_a_confirmation_check_and_the_usual_rules_deci
         redis_server.stop()
         failed_at = time.monotonic()
         assert await cache.get("k") == b"v"  # failed here: served from the local cache, reported
-        await wait_until(lambda: _confirm_checks(stack) >= 2, 10, "a confirmation check by both workers")
+        await wait_until(
+            lambda: _confirm_checks(stack) >= 2,
+            10,
+            "a confirmation check by both workers",
+            seen=lambda: [w.confirm_checks for w in stack.workers],
+        )
 
         wire = stack.wire
         assert len(wire.reports) == 1
@@ -202,7 +208,12 @@ async def test_one_report_leads_to_a_confirmation_check_and_the_usual_rules_deci
         late = FailureReport(target="redis-main", instance="billing@web-2:7", kind="timeout", at=utcnow())
         await stack.nc.publish(SUBJECTS.report("redis-main"), encode(late))
         planner = stack.service.reports.planner
-        await wait_until(lambda: planner.outcomes.get(("redis-main", "held")) == 1, 5, "the held report")
+        await wait_until(
+            lambda: planner.outcomes.get(("redis-main", "held")) == 1,
+            5,
+            "the held report",
+            seen=lambda: dict(planner.outcomes),
+        )
         assert planner.rounds == {"redis-main": 1}
         # ... and a worker asked anyway does not check before retry_at.
         checks_before = _confirm_checks(stack)
@@ -218,6 +229,9 @@ async def test_one_report_leads_to_a_confirmation_check_and_the_usual_rules_deci
                 ),
                 5,
                 "the worker to hold the confirmation request",
+                seen=lambda w=worker: w.metrics.registry.get_sample_value(  # type: ignore[misc]
+                    "healthbus_probe_confirms_total", {"target": "redis-main", "result": "held"}
+                ),
             )
         assert _confirm_checks(stack) == checks_before
         assert health.state("postgres-main") is not None
@@ -267,8 +281,14 @@ async def test_reports_alone_never_make_a_target_unavailable_while_the_probes_pa
             lambda: dropped.get("report_flood", 0) == 19 and dropped.get("report_unknown_target", 0) == 1,
             5,
             "the flood and the unknown target to be dropped",
+            seen=lambda: dict(dropped),
         )
-        await wait_until(lambda: _confirm_checks(stack) >= 8, 10, "both workers answering every round")
+        await wait_until(
+            lambda: _confirm_checks(stack) >= 8,
+            10,
+            "both workers answering every round",
+            seen=lambda: [w.confirm_checks for w in stack.workers],
+        )
 
         for target in TARGETS:
             assert planner.instances(target) == 31  # 30 + "orders" (postgres-main) or "noisy" (redis-main)
@@ -284,5 +304,8 @@ async def test_reports_alone_never_make_a_target_unavailable_while_the_probes_pa
             assert rounds == planner.rounds[target]
             instances = stack.service.registry.get_sample_value("healthbus_report_instances", {"target": target})
             assert instances == planner.instances(target)
+        # One database failure a round, rounds a second apart: each went out, none was rate-limited.
         assert guard.connection_errors >= 2
-        assert health.reporter.suppressed >= 0
+        assert health.reporter.built == guard.connection_errors
+        assert health.reporter.suppressed == 0
+        assert health.reporter.unsent == 0

@@ -1,7 +1,7 @@
-"""A 3-node JetStream cluster of real nats-servers: :class:`healthbus.bus.embedded.NatsCluster`."""
+"""A 3-node JetStream cluster of real nats-servers: :class:`healthbus.bench.support.NatsCluster`."""
 
 from __future__ import annotations
 
-from healthbus.bus.embedded import NatsCluster
+from healthbus.bench.support import NatsCluster
 
 __all__ = ["NatsCluster"]

@@ -114,11 +114,17 @@ class PostgresServer(Restartable):
     """A PostgreSQL cluster on ``127.0.0.1:port`` with its own data dir, socket dir and log.
 
     With ``password`` the ``postgres`` user gets it and TCP connections must authenticate
-    with scram-sha-256 (the unix socket stays trust, for the harness itself).
+    with scram-sha-256 (the unix socket stays trust, for the harness itself). ``settings``
+    are server settings given at every start (``{"max_connections": "8"}``).
     """
 
     def __init__(
-        self, *, template: PostgresTemplate | None = None, password: str | None = None, port: int | None = None
+        self,
+        *,
+        template: PostgresTemplate | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.user = "postgres"
@@ -130,6 +136,7 @@ class PostgresServer(Restartable):
         self.data_dir = self.base / "data"
         self.log_path = self.base / "postgres.log"
         self._template = template
+        self.settings = dict(settings or {})
         self._initialized = False
         self._started_once = False
 
@@ -186,6 +193,7 @@ class PostgresServer(Restartable):
 
     def _pg_ctl_start(self) -> None:
         options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         _pg(
             ["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-w", "-t", "30", "start"],
             what=f"PostgreSQL on port {self.port}",
@@ -231,9 +239,47 @@ class PostgresServer(Restartable):
         with _RUNNING_LOCK:
             _RUNNING.discard(self.data_dir)
 
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's pid while it runs, else None."""
+        if not self.is_running:
+            return None
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         """Fast shutdown (disconnects clients, then stops); keeps the data. No-op when stopped."""
         self._stop("fast")
+
+    def stop_mode(self, mode: str, *, wait: bool = True) -> None:
+        """``pg_ctl stop -m smart|fast|immediate``; ``wait=False`` returns at once (a smart stop then
+        waits for every session to end, refusing new ones meanwhile). Keeps the data."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown stop mode {mode!r}")
+        if wait:
+            self._stop(mode)
+        else:
+            _pg(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-W", "stop"], what="pg_ctl stop")
+
+    def start_held_in_startup(self, hold_s: float) -> None:
+        """Start as a standby whose ``restore_command`` sleeps ``hold_s`` seconds, without waiting: for
+        that long new connections get ``FATAL: the database system is starting up`` (57P03).
+        ``stop_mode("immediate")`` then :meth:`leave_standby` before a normal :meth:`start`."""
+        (self.data_dir / "standby.signal").write_text("")
+        # pg_ctl runs postgres through /bin/sh: the quotes keep the command one argument.
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} -c fsync=off "
+            f"-c 'restore_command=sleep {hold_s:g}; exit 1'"
+        )
+        with _RUNNING_LOCK:
+            _RUNNING.add(self.data_dir)
+        _pg(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-W", "start"], what="start")
+
+    def leave_standby(self) -> None:
+        """Undo :meth:`start_held_in_startup` (the cluster must be stopped)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "standby.signal").unlink()
 
     def kill(self) -> None:
         """Immediate shutdown, as in a crash: the next start runs crash recovery."""

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
-from healthbus.bus.embedded import ChildProcess, ServerStartError, free_port, wait_for_tcp
+from healthbus.bench.support import wait_for_tcp
+from healthbus.bus.embedded import ChildProcess, ServerStartError, free_port
 
 __all__ = ["ChildServer", "start_with_port_retry"]
 

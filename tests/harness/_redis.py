@@ -21,6 +21,8 @@ class RedisServer(ChildServer):
     ) -> None:
         super().__init__(data_dir, host=host, port=port)
         self.password = password
+        self.extra_args: list[str] = []
+        """More ``--option value`` arguments for the next start."""
 
     @property
     def url(self) -> str:
@@ -37,4 +39,4 @@ class RedisServer(ChildServer):
         ]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password]
-        return argv
+        return argv + self.extra_args

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from healthbus.bus import connect
 from healthbus.bus.embedded import EmbeddedNats
-from healthbus.subscribers import connect
 
 from ._es import FakeElasticsearch
 from ._milvus import MilvusServer
@@ -107,14 +107,16 @@ def postgres_template() -> Iterator[PostgresTemplate]:
 
 @pytest.fixture
 def postgres_server_factory(postgres_template: PostgresTemplate) -> Iterator[PostgresFactory]:
-    """Start more PostgreSQL clusters: ``factory(password=None)``; all are removed at teardown.
+    """Start more PostgreSQL clusters: ``factory(password=None, settings=None)``; all are
+    removed at teardown.
 
-    With a password, TCP logins need it (scram-sha-256) and the DSN carries it.
+    With a password, TCP logins need it (scram-sha-256) and the DSN carries it; ``settings``
+    are server settings (``{"max_connections": "8"}``).
     """
     servers: list[PostgresServer] = []
 
-    def factory(password: str | None = None) -> PostgresServer:
-        server = PostgresServer(template=postgres_template, password=password)
+    def factory(password: str | None = None, settings: dict[str, str] | None = None) -> PostgresServer:
+        server = PostgresServer(template=postgres_template, password=password, settings=settings)
         servers.append(server)
         return server.start()
 

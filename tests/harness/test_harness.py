@@ -19,7 +19,8 @@ from nats.js.errors import NoStreamResponseError
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from healthbus.bus.embedded import EmbeddedNats, ServerStartError, listens_on
+from healthbus.bench.support import listens_on
+from healthbus.bus.embedded import EmbeddedNats, ServerStartError
 
 from . import FakeElasticsearch, MilvusServer, NatsCluster, PostgresServer, RedisServer, free_port, require
 
@@ -55,14 +56,19 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------- helpers
 
 
-def test_free_port_is_bindable() -> None:
-    """free_port() returns a port nobody listens on."""
-    import socket
+def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
+    """free_port() returns a port nobody listens on, below the range outgoing connections take theirs from.
 
-    port = free_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-    assert 0 < port < 65536
+    (A port from that range can be taken by any connection between the call and the server's bind: CI met
+    "address already in use" that way.)
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        assert 10000 <= port < low, port
+    assert len(ports) > 1, "drawn at random"
 
 
 def test_require_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:

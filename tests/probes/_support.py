@@ -77,11 +77,27 @@ class Collector:
         def found() -> ProbeResult | None:
             return next((r for r in self.results[after:] if predicate(r)), None)
 
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: found() is not None)
+        except TimeoutError:
+            seen = [(r.target, r.outcome, r.error_kind) for r in self.results[after:][-20:]]
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for a result ({len(self.results) - after} others); "
+                f"seen (the last 20): {seen!r}"
+            ) from None
         result = found()
         assert result is not None
         return result
+
+    async def wait(self, condition: Callable[[list[ProbeResult]], bool], timeout: float, what: str) -> None:
+        """Until ``condition(results)`` holds, woken by each result; AssertionError naming ``what`` and the results."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: condition(self.results))
+        except TimeoutError:
+            seen = [(r.target, r.probe, r.outcome) for r in self.results]
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; seen: {seen!r}") from None
 
     def of(self, target: str) -> list[ProbeResult]:
         """Every result of ``target`` so far."""

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sx
 
 from healthbus.probes._base import CheckResult, short, target_secrets
 from healthbus.probes._classify import (
+    admission_kind,
     classify_asyncpg,
     classify_elasticsearch,
     classify_generic,
@@ -22,8 +23,9 @@ from healthbus.probes._classify import (
     classify_sqlalchemy,
     classify_text,
     exception_chain,
+    login_rejected,
 )
-from healthbus.protocol import TargetConfig
+from healthbus.protocol import ErrorKind, TargetConfig
 from tests.harness._util import free_port
 
 PASSWORD = "Zq-p4ss-w0rd-xyz"
@@ -88,6 +90,8 @@ async def test_redis_real_connect_errors() -> None:
         (rx.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connect call failed."), "refused"),
         (rx.ConnectionError("Error -2 connecting to nohost:6379. Name or service not known."), "dns"),
         (rx.ConnectionError("Connection closed by server."), "refused"),
+        (rx.ResponseError("max number of clients reached"), "no_new_connections"),
+        (rx.ConnectionError("max number of clients reached"), "no_new_connections"),
     ],
 )
 def test_redis_kinds(exc: BaseException, kind: str) -> None:
@@ -100,7 +104,16 @@ def test_redis_kinds(exc: BaseException, kind: str) -> None:
     [
         (asyncpg.InvalidPasswordError('password authentication failed for user "postgres"'), "auth"),
         (asyncpg.CannotConnectNowError("the database system is starting up"), "unhealthy"),
-        (asyncpg.TooManyConnectionsError("sorry, too many clients already"), "unhealthy"),
+        (asyncpg.TooManyConnectionsError("sorry, too many clients already"), "no_new_connections"),
+        (
+            asyncpg.TooManyConnectionsError(
+                "remaining connection slots are reserved for roles with the SUPERUSER attribute"
+            ),
+            "no_new_connections",
+        ),
+        (asyncpg.CannotConnectNowError("the database system is shutting down"), "no_new_connections"),
+        (asyncpg.CannotConnectNowError("the database system is in recovery mode"), "unhealthy"),
+        (asyncpg.InvalidAuthorizationSpecificationError('no pg_hba.conf entry for host "127.0.0.1"'), "auth"),
         (asyncpg.InvalidCatalogNameError('database "nodb" does not exist'), "other"),
         (ConnectionError('PostgreSQL server at "127.0.0.1:5432" rejected SSL upgrade'), "tls"),
         (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), "refused"),
@@ -110,6 +123,40 @@ def test_redis_kinds(exc: BaseException, kind: str) -> None:
 def test_asyncpg_kinds(exc: BaseException, kind: str) -> None:
     """asyncpg errors (its own and the unwrapped builtins) map to the right kinds."""
     assert classify_asyncpg(exc)[0] == kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "admitted", "expected"),
+    [
+        ("auth", True, "no_new_connections"),
+        ("auth", False, "auth"),
+        ("refused", True, "refused"),
+        ("unhealthy", True, "unhealthy"),
+    ],
+)
+def test_admission_kind(kind: ErrorKind, admitted: bool, expected: str) -> None:
+    """Only an auth failure after earlier admission means "new sessions refused"."""
+    new_kind, text = admission_kind(kind, "authentication failed: no pg_hba.conf entry", admitted=admitted)
+    assert new_kind == expected
+    assert "no pg_hba.conf entry" in text
+
+
+@pytest.mark.parametrize(
+    ("exc", "rejected"),
+    [
+        (asyncpg.InvalidPasswordError('password authentication failed for user "app"'), True),
+        (asyncpg.InvalidAuthorizationSpecificationError('no pg_hba.conf entry for host "127.0.0.1"'), True),
+        (sx.DBAPIError("SELECT 1", None, asyncpg.InvalidPasswordError("password authentication failed")), True),
+        (asyncpg.InsufficientPrivilegeError("permission denied for table t"), False),
+        (rx.AuthenticationError("invalid username-password pair"), True),
+        (rx.ResponseError("WRONGPASS invalid username-password pair"), True),
+        (rx.NoPermissionError("this user has no permissions to run the 'ping' command"), False),
+        (ConnectionRefusedError(111, "Connect call failed"), False),
+    ],
+)
+def test_login_rejected(exc: BaseException, rejected: bool) -> None:
+    """Only a rejected login (which spares the open sessions) counts, not a missing permission."""
+    assert login_rejected(exc) is rejected
 
 
 def test_sqlalchemy_wrappers() -> None:

@@ -1,7 +1,9 @@
-"""End to end with the real coordinator: while its breaker is open, no worker checks before retry_at."""
+"""End to end with the real coordinator: while its breaker is open, no worker checks before
+retry_at, and from then on every worker trials it at the trial cadence."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +16,7 @@ from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import ProbeResult, StateChanged, Subjects, decode_state_changed
 from tests.e2e._stack import Stack, fast_config
 from tests.harness._redis import RedisServer
-from tests.probes._support import Collector, result_of, result_since
+from tests.probes._support import Collector, result_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.redis, pytest.mark.slow]
 
@@ -22,10 +24,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.redis, pytest.mark.
 GRACE = timedelta(seconds=0.5)
 
 
-async def test_workers_follow_the_breaker(nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path) -> None:
-    """Redis stops: the breaker opens; both workers stay silent until retry_at, trial at once, reopen
-    with a longer backoff, silent again; Redis back: healthy again."""
-    stack = Stack(nats_server.url, fast_config([("cache", "redis", redis_server.url)], backoff_base="2s"), tmp_path)
+async def test_workers_trial_an_open_target_at_the_cadence(
+    nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis stops: the breaker opens with its first trial trial_interval later; no worker
+    checks before it; from then on each worker trials it every trial_interval, failing or
+    not (P checks per cadence), and the breaker stays open without a new event; Redis back:
+    re-admitted (healthy) by the trials, the next event."""
+    trial_interval = 0.4
+    config = fast_config([("cache", "redis", redis_server.url)], trial_interval=f"{trial_interval * 1000:g}ms")
+    stack = Stack(nats_server.url, config, tmp_path)
     nc = await nats.connect(nats_server.url)
     results = Collector("healthbus")
     await results.subscribe(nc)
@@ -44,25 +52,34 @@ async def test_workers_follow_the_breaker(nats_server: EmbeddedNats, redis_serve
             await results.wait_for(_passed_from(worker, first.at + timedelta(seconds=1)), timeout=30)
         redis_server.stop()
         mark = results.mark()
-        opens: list[StateChanged] = []
-        for _ in range(2):
-            await results.wait_for(result_of("cache", "fail"), after=mark, timeout=30)
-            after_seq = opens[-1].seq if opens else 0
-            opened = await _wait_state(results, states, _opened_after(after_seq))
-            opens.append(opened)
-            assert opened.retry_at is not None
-            trial = await results.wait_for(result_since("cache", opened.retry_at), timeout=30)
-            assert trial.observed_at - opened.retry_at < timedelta(seconds=2)
-            held = [r for r in results.of("cache") if opened.at + GRACE < r.observed_at < opened.retry_at]
-            assert held == [], f"checked while open: {held}"
-            mark = results.mark()
-        assert opens[1].retry_at is not None
-        assert opens[0].retry_at is not None
-        assert opens[1].retry_at - opens[1].at > opens[0].retry_at - opens[0].at  # the backoff grew
+        await results.wait_for(result_of("cache", "fail"), after=mark, timeout=30)
+        opened = await _wait_state(results, states, _opened_after(0))
+        assert opened.retry_at is not None
+        assert (opened.retry_at - opened.at).total_seconds() == pytest.approx(trial_interval, abs=0.01)
+        assert opened.attempt == 1
+        # Six trials from each worker after retry_at.
+        for worker in ("w1", "w2"):
+            await results.wait_for(_nth_since(results, worker, opened.retry_at, 6), timeout=30)
+        held = [r for r in results.of("cache") if opened.at + GRACE < r.observed_at < opened.retry_at]
+        assert held == [], f"checked while held: {held}"
+        for worker in ("w1", "w2"):
+            trials = [r for r in results.of("cache") if r.probe == worker and r.observed_at >= opened.retry_at]
+            assert all(r.outcome == "fail" for r in trials)
+            gaps = [(b.observed_at - a.observed_at).total_seconds() for a, b in itertools.pairwise(trials)]
+            # Never faster than the cadence (a check's own length, up to the 150 ms timeout,
+            # can shift one observed_at against the next).
+            assert min(gaps) >= trial_interval - 0.16, gaps
+        assert [e.seq for e in states if e.seq > opened.seq] == []  # failed trials: still open, silent
         redis_server.start()
-        await _wait_state(results, states, lambda e: e.state == "healthy" and e.seq > opens[-1].seq)
+        back = await _wait_state(results, states, lambda e: e.seq > opened.seq)
+        assert (back.seq, back.previous, back.breaker) == (opened.seq + 1, "unavailable", "closed")
+        assert back.state in ("healthy", "degraded")  # degraded while one worker's verdict still says failing
+        assert "trial passed on" in back.reason
         metrics = await stack.metrics("w1")
-        assert 'healthbus_probe_skipped_total{reason="breaker_open",target="cache"}' in metrics
+        # Exported; its count is not asserted here: whether w1's cadence wanted a check inside the
+        # hold (at most trial_interval long) depends on where its last check fell (a CI rehearsal met
+        # none). `held == []` above is the rule; tests/probes/test_worker.py counts skips exactly.
+        assert "# TYPE healthbus_probe_skipped_total counter" in metrics
     except BaseException:
         print(stack.logs())
         raise
@@ -71,6 +88,15 @@ async def test_workers_follow_the_breaker(nats_server: EmbeddedNats, redis_serve
         await nc.close()
     assert codes["w1"] == 0
     assert codes["w2"] == 0
+
+
+def _nth_since(results: Collector, worker: str, since: datetime, n: int) -> Callable[[ProbeResult], bool]:
+    """Holds once ``worker`` has published ``n`` results of ``cache`` observed at ``since`` or later."""
+
+    def holds(_result: ProbeResult) -> bool:
+        return sum(1 for r in results.of("cache") if r.probe == worker and r.observed_at >= since) >= n
+
+    return holds
 
 
 def _opened_after(seq: int) -> Callable[[StateChanged], bool]:

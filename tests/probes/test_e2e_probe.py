@@ -13,9 +13,9 @@ import aiohttp
 import nats
 import pytest
 
+from healthbus.bus import ensure_stream
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import StreamSettings, utcnow
-from healthbus.subscribers import ensure_stream
 from tests.cli._support import run_cli
 from tests.e2e._procs import Command
 from tests.harness._es import FakeElasticsearch
@@ -62,12 +62,14 @@ async def test_probe_command_end_to_end(
     pg: PostgresServer = postgres_server_factory(password=PG_PASSWORD)  # type: ignore[operator]
     prefix = unique_prefix()
     http_port = free_port()
+    # Checks get 2 s: each opens a fresh connection (pymilvus's is the slowest), which took longer than the
+    # 400 ms this test used to allow on a loaded machine, and a check past its timeout fails, as it should.
     config = f"""
 [bus]
 prefix = "{prefix}"
 [defaults]
-interval = "500ms"
-timeout = "400ms"
+interval = "2s"
+timeout = "2s"
 [[targets]]
 name = "cache"
 kind = "redis"
@@ -80,7 +82,6 @@ url = "redis://:${{WRONG_PASSWORD}}@{redis.host}:{redis.port}/0"
 name = "db"
 kind = "postgres"
 url = "postgresql://postgres:${{PG_PASSWORD}}@127.0.0.1:{pg.port}/postgres"
-timeout = "500ms"
 [[targets]]
 name = "vectors"
 kind = "milvus"

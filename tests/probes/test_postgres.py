@@ -7,6 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -14,6 +15,7 @@ from healthbus.probes import build_checker
 from healthbus.probes._checkers._sqlalchemy import SqlAlchemyChecker
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness._postgres import PostgresServer
+from tests.helpers import wait_until
 from tests.probes._support import assert_refused_while_stopped
 
 pytestmark = pytest.mark.postgres
@@ -74,15 +76,20 @@ async def test_postgres_wrong_password(postgres_server_factory: object, caplog: 
             await c.close()
 
 
-async def test_sqlalchemy_postgres_pass_fail_pass(postgres_server: PostgresServer) -> None:
-    """Through SQLAlchemy + asyncpg: pass with pool status, refused when stopped, pass after restart."""
-    checker = build_checker(_target("sqlalchemy", postgres_server.sqlalchemy_url))
+@pytest.mark.parametrize("reuse", [False, True])
+async def test_sqlalchemy_postgres_pass_fail_pass(postgres_server: PostgresServer, reuse: bool) -> None:
+    """Through SQLAlchemy + asyncpg: pass (with pool status when reusing a pooled connection),
+    refused when stopped, pass after restart."""
+    checker = build_checker(_target("sqlalchemy", postgres_server.sqlalchemy_url, reuse_connection=reuse))
     try:
         up = await checker.check()
         assert up.outcome == "pass", up
         assert up.details["dialect"] == "postgresql"
-        assert up.details["pool_size"] == 1
-        assert up.details["pool_checked_out"] == 0
+        if reuse:
+            assert up.details["pool_size"] == 1
+            assert up.details["pool_checked_out"] == 0
+        else:  # a fresh connection per check: no pool to report
+            assert "pool_size" not in up.details
         await assert_refused_while_stopped(checker, postgres_server)
     finally:
         await checker.close()
@@ -150,17 +157,51 @@ def test_sqlite_checker_leaves_no_worker_thread_behind(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-async def test_postgres_connection_is_reused(postgres_server: PostgresServer) -> None:
-    """Many checks use one PostgreSQL connection (seen in pg_stat_activity)."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    checker = build_checker(_target("postgres", postgres_server.dsn))
+@pytest.mark.parametrize("kind", ["postgres", "sqlalchemy"])
+async def test_postgres_checks_hold_no_session(postgres_server: PostgresServer, kind: str) -> None:
+    """By default each check opens its own session and closes it before returning: between
+    checks the probe holds none (seen in pg_stat_activity by its application_name), and
+    every check is a new backend (pg_stat_database counts the sessions)."""
+    url = postgres_server.dsn if kind == "postgres" else postgres_server.sqlalchemy_url
+    checker = build_checker(_target(kind, url))
     admin = await asyncpg.connect(postgres_server.dsn)
-    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'healthbus-probe'"
+    held = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'healthbus-probe'"
+    sessions = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
     try:
+        before = await admin.fetchval(sessions)
         for _ in range(5):
             assert (await checker.check()).outcome == "pass"
-        assert await admin.fetchval(query) == 1
+            assert await admin.fetchval(held) == 0
+        # Session statistics reach pg_stat_database when each backend ends (pgstat flush).
+        counted: list[object] = [before]
+
+        async def five_more() -> bool:
+            counted[0] = await admin.fetchval(sessions)
+            return int(str(counted[0])) >= int(before) + 5
+
+        await wait_until(five_more, 10, "5 new sessions counted", seen=lambda: (before, counted[0]))
+    finally:
+        await checker.close()
+        await admin.close()
+
+
+async def test_postgres_reused_connection_is_renewed(postgres_server: PostgresServer) -> None:
+    """With reuse_connection the checks share one session, replaced by a fresh connect every
+    fresh_connect_every checks (a new backend pid); close() ends it."""
+    checker = build_checker(_target("postgres", postgres_server.dsn, reuse_connection=True, fresh_connect_every=3))
+    admin = await asyncpg.connect(postgres_server.dsn)
+    query = "SELECT pid FROM pg_stat_activity WHERE application_name = 'healthbus-probe'"
+    pids: list[list[int]] = []
+    try:
+        for _ in range(6):
+            assert (await checker.check()).outcome == "pass"
+            pids.append([row["pid"] for row in await admin.fetch(query)])
+        assert all(len(p) == 1 for p in pids), pids
+        assert pids[0] == pids[1] == pids[2], pids
+        assert pids[3] == pids[4] == pids[5], pids
+        assert pids[2] != pids[3], pids
+        await checker.close()
+        assert await admin.fetch(query) == []
     finally:
         await checker.close()
         await admin.close()

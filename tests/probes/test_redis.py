@@ -169,21 +169,30 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
         importlib.import_module("healthbus.probes._checkers._redis")
 
 
-async def test_connection_is_reused(redis_server: RedisServer) -> None:
-    """Many checks use one connection to Redis (seen by the server)."""
+async def test_checks_hold_no_connection(redis_server: RedisServer) -> None:
+    """By default each check connects afresh and closes its connection before returning; with
+    reuse_connection one connection serves the checks, renewed every fresh_connect_every."""
     from redis.asyncio import Redis
 
-    checker = build_checker(_target(redis_server.url))
+    fresh = build_checker(_target(redis_server.url))
+    reused = build_checker(_target(redis_server.url, reuse_connection=True, fresh_connect_every=3))
     admin = Redis.from_url(redis_server.url)
     try:
 
-        async def probe_connections() -> int:
+        async def probe_ids() -> list[str]:
             clients = await admin.client_list()
-            return sum(1 for c in clients if c.get("name") == "healthbus-probe")
+            return [str(c["id"]) for c in clients if c.get("name") == "healthbus-probe"]
 
-        for _ in range(5):
-            assert (await checker.check()).outcome == "pass"
-        assert await probe_connections() == 1
+        for _ in range(3):
+            assert (await fresh.check()).outcome == "pass"
+            assert await probe_ids() == []
+        seen: list[list[str]] = []
+        for _ in range(6):
+            assert (await reused.check()).outcome == "pass"
+            seen.append(await probe_ids())
+        assert all(len(ids) == 1 for ids in seen), seen
+        assert seen[0] == seen[1] == seen[2] != seen[3] == seen[4] == seen[5], seen
     finally:
-        await checker.close()
+        await fresh.close()
+        await reused.close()
         await admin.aclose()

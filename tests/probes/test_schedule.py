@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime
 
@@ -204,3 +205,32 @@ def test_confirm_during_a_check_checks_again_when_it_ends() -> None:
     s.record("pass", started, started + 0.3)
     assert s.next_check == started + 0.3
     assert s.take_confirm()
+
+
+def test_a_trialled_target_is_checked_every_trial_interval_whatever_the_outcome() -> None:
+    """Breaker open past retry_at (or half-open): checks every trial_interval, passing or
+    failing, unstretched; back to the usual cadence once the breaker closes."""
+    s = TargetSchedule(interval=5.0, retry_interval=1.0, jitter=0.5, rng=random.Random(3), now=0.0, trial_interval=0.25)
+    s.hold(2.0, 0.0)
+    s.trial(True, 0.0)
+    assert s.poll(1.9) in ("skip", "wait")
+    assert s.poll(2.0) == "check"  # the hold ended: at once
+    starts = [2.0]
+    for outcome in ("fail", "pass", "fail", "pass", "pass"):
+        s.record(outcome, starts[-1], starts[-1] + 0.01)
+        assert s.poll(starts[-1] + 0.2499) == "wait"
+        starts.append(s.next_check)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.25] * 5
+    s.trial(False, starts[-1])
+    s.record("pass", starts[-1], starts[-1] + 0.01)
+    assert s.next_check - starts[-1] >= 2.5  # the usual interval (5 s ± 50 %)
+
+
+def test_trialling_starts_within_one_trial_interval() -> None:
+    """A target that starts being trialled with its next check an interval away is due
+    within trial_interval."""
+    s = TargetSchedule(interval=5.0, retry_interval=1.0, jitter=0.0, rng=random.Random(0), now=0.0, trial_interval=0.5)
+    s.record("pass", 0.0, 0.01)
+    assert s.next_check == 5.0
+    s.trial(True, 1.0)
+    assert s.next_check == 1.5

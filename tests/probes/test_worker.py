@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
+from healthbus.bus import ensure_stream
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.probes import CheckResult, ProbeWorker, assigned
 from healthbus.protocol import (
@@ -23,7 +24,6 @@ from healthbus.protocol import (
     utcnow,
 )
 from healthbus.protocol.testing import ManualClock
-from healthbus.subscribers import ensure_stream
 from tests.harness._redis import RedisServer
 from tests.helpers import open_event, publish_states
 from tests.probes._support import Collector, config_for, result_of, unique_prefix
@@ -226,7 +226,7 @@ def _sharding_config(prefix: str, port: int) -> tuple[Config, set[str]]:
         prefix,
         targets,
         defaults='interval = "300ms"\ntimeout = "300ms"',
-        probes='sharding = true\nreplicas = 1\nheartbeat = "200ms"',
+        probes='sharding = true\nworkers_per_target = 1\nheartbeat = "200ms"',
     )
     return config, {f"t{i}" for i in range(12)}
 
@@ -285,7 +285,7 @@ async def test_stop_survives_a_swallowed_cancellation(nats_server: EmbeddedNats)
     config = config_for(
         prefix,
         '[[targets]]\nname = "stubborn"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\ninterval = "1h"\ntimeout = "1h"\n',
-        probes="jitter = 0.0",
+        probes="spread = 0.0",
     )
     nc = await nats.connect(nats_server.url)
     checkers: list[StubbornChecker] = []
@@ -337,7 +337,7 @@ async def test_sharding_a_dead_worker_is_replaced(nats_server: EmbeddedNats, red
 async def test_results_resume_after_a_nats_restart(nats_server: EmbeddedNats, redis_server: RedisServer) -> None:
     """The worker keeps checking through a NATS restart and its results flow again afterwards,
     and a verdict published after the restart is still honoured (the stream reader resumes)."""
-    from healthbus.subscribers import connect
+    from healthbus.bus import connect
 
     prefix = unique_prefix()
     config = config_for(
@@ -373,7 +373,7 @@ async def test_schedule_runs_on_the_worker_clock(nats_server: EmbeddedNats) -> N
         prefix,
         '[[targets]]\nname = "closed"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n'
         'interval = "1h"\nretry_interval = "10m"\ntimeout = "5s"\n',
-        probes="jitter = 0.0",
+        probes="spread = 0.0",
     )
     clock = ManualClock()
     async with collecting(nats_server.url, prefix) as (nc, collector):

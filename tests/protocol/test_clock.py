@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from healthbus.protocol.clock import Clock, SystemClock, as_clock, sleep_until_set
+from healthbus.protocol.clock import Clock, SystemClock, earliest, require_clock, sleep_until_set
 from healthbus.protocol.testing import ManualClock
 
 
 def test_both_clocks_are_clocks() -> None:
-    """The system and the manual clock satisfy the one protocol; a bare function is adapted."""
+    """The system and the manual clock satisfy the one protocol."""
     assert isinstance(SystemClock(), Clock)
     assert isinstance(ManualClock(), Clock)
-    adapted = as_clock(lambda: 42.0)
-    assert isinstance(adapted, Clock)
-    assert adapted.monotonic() == 42.0
-    assert isinstance(as_clock(None), SystemClock)
-    manual = ManualClock()
-    assert as_clock(manual) is manual
 
 
 async def test_manual_time_moves_only_when_told_and_wall_follows() -> None:
@@ -92,3 +87,22 @@ async def test_sleep_until_set_returns_on_the_event_or_on_the_clock() -> None:
     await clock.wait_sleepers(1)
     await clock.advance(10.0)
     assert await late is False
+
+
+def test_earliest_of_optional_moments() -> None:
+    """None means never: the other moment wins; two moments give the smaller."""
+    assert earliest(None, None) is None
+    assert earliest(3.0, None) == 3.0
+    assert earliest(None, 2.0) == 2.0
+    assert earliest(3.0, 2.0) == 2.0
+
+
+def test_require_clock_refuses_a_bare_function_with_the_way_out() -> None:
+    """A Clock passes, None is the system clock, a bare function is a TypeError naming the fix."""
+    manual = ManualClock()
+    assert require_clock(manual, "X(clock=...)") is manual
+    assert isinstance(require_clock(None, "X(clock=...)"), SystemClock)
+    with pytest.raises(TypeError, match=r"X\(clock=\.\.\.\) expects .*Clock.*bare function.*ManualClock"):
+        require_clock(time.monotonic, "X(clock=...)")
+    with pytest.raises(TypeError, match=r"got float$"):
+        require_clock(12.5, "X(clock=...)")

@@ -217,3 +217,28 @@ def test_inbox_prefix_defaults_to_the_user_and_is_validated() -> None:
         with pytest.raises(ConfigError) as info:
             load_config_text(text)
         assert info.value.path == path, info.value
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("jitter = 0.2", "spread = 0.2"), ("replicas = 3", "workers_per_target = 3")],
+)
+def test_renamed_probes_keys_name_their_new_name(old: str, new: str) -> None:
+    """`[probes] jitter` and `replicas` (clashing with backoff's jitter and stream_replicas)
+    are renamed: the old name is an error saying what to write; the new one works."""
+    key = old.split(" ")[0]
+    with pytest.raises(ConfigError, match=rf"\$\.probes\.{key}: renamed to {new.split(' ')[0]}"):
+        load_config_text(f"[probes]\n{old}\n")
+    probes = load_config_text(f"[probes]\n{new}\n").probes
+    assert (probes.spread, probes.workers_per_target) == ((0.2, 2) if key == "jitter" else (0.1, 3))
+
+
+def test_renamed_lease_names_lease_ttl() -> None:
+    """`[coordinator] lease` (CoordinatorService's lease_ttl= under another name) is renamed
+    lease_ttl: the old name is an error saying what to write, the new one works."""
+    with pytest.raises(ConfigError, match=r"\$\.coordinator\.lease: renamed to lease_ttl .*lease_ttl = <the same"):
+        load_config_text('[coordinator]\nlease = "2s"\n')
+    assert float(load_config_text('[coordinator]\nlease_ttl = "2s"\n').coordinator.lease_ttl) == 2.0
+    assert float(load_config_text("").coordinator.lease_ttl) == 5.0
+    with pytest.raises(ConfigError, match=r"\$\.coordinator\.lease_ttl: expected a duration"):
+        load_config_text('[coordinator]\nlease_ttl = "-1s"\n')

@@ -29,8 +29,8 @@ from healthbus.protocol import (
     refresh_origin,
 )
 
-#: Fields added to StateChanged after its first version (marked *(extension)*), each documented in docs/contract.md.
-EXTENSIONS = {"flapping", "unchanged_since", "retired"}
+#: Optional fields of StateChanged (with defaults: an older reader ignores them), each in docs/contract.md.
+EXTENSIONS = {"flapping", "unchanged_since", "retired", "ramp", "coordinator", "term"}
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -136,20 +136,14 @@ def test_refresh_is_an_explicit_field() -> None:
     assert decode_state_changed(msgspec.json.encode(older)) == change
 
 
-def test_refresh_of_the_old_reason_form_is_still_recognised() -> None:
-    """Events published before ``unchanged_since`` marked a refresh only in the reason; they are still read."""
-    legacy = _event(
+def test_only_unchanged_since_marks_a_refresh() -> None:
+    """A reason that reads like a refresh does not make an event one: ``unchanged_since`` alone does."""
+    lookalike = _event(
         previous="unavailable",
         reason="unchanged since 2026-11-25T12:00:00.123Z (re-announced so the state stream keeps it): 3/3 failed",
     )
-    assert is_refresh(legacy)
-    assert refresh_origin(legacy) == (T0, "3/3 failed")
-    # the same words on a real change (previous != state), or a mangled time, are no refresh origin
-    assert not is_refresh(msgspec.structs.replace(legacy, previous="healthy"))
-    mangled = _event(
-        previous="unavailable", reason="unchanged since soon (re-announced so the state stream keeps it): x"
-    )
-    assert refresh_origin(mangled) is None
+    assert not is_refresh(lookalike)
+    assert refresh_origin(lookalike) is None
 
 
 def test_msg_id_is_target_and_seq() -> None:
@@ -223,7 +217,17 @@ def test_unknown_fields_are_ignored() -> None:
 def test_enums_match_the_contract() -> None:
     """The enumerations are exactly the contract's."""
     assert OUTCOMES == ("pass", "warn", "fail")
-    assert ERROR_KINDS == ("timeout", "refused", "dns", "auth", "tls", "protocol", "unhealthy", "other")
+    assert ERROR_KINDS == (
+        "timeout",
+        "refused",
+        "dns",
+        "auth",
+        "tls",
+        "protocol",
+        "unhealthy",
+        "no_new_connections",
+        "other",
+    )
     assert STATES == ("unknown", "healthy", "degraded", "unavailable", "recovering")
     assert BREAKER_STATES == ("closed", "open", "half_open", "forced_open", "disabled")
 

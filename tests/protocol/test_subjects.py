@@ -27,29 +27,27 @@ def test_subject_builders_and_parsers() -> None:
     s = Subjects()
     assert s.probe("redis-main", "web-1") == "healthbus.probe.redis-main.web-1"
     assert s.probe("redis-main", "web.1 a") == "healthbus.probe.redis-main.web_1_a"
-    assert s.probe("redis-main") == "healthbus.probe.redis-main"  # legacy form
     assert s.state("redis-main") == "healthbus.state.redis-main"
     assert s.probe_all == "healthbus.probe.*.*"
-    assert s.probe_legacy_all == "healthbus.probe.*"
     assert s.state_all == "healthbus.state.*"
     assert s.ctl("force-open") == "healthbus.ctl.force-open"
     assert s.worker("heartbeat", "w1") == "healthbus.worker.heartbeat.w1"
-    assert s.probe_target("healthbus.probe.redis-main") == "redis-main"
+    assert s.probe_target("healthbus.probe.redis-main") is None  # names no probe
     assert s.probe_target("healthbus.probe.redis-main.web-1") == "redis-main"
     assert s.probe_target("healthbus.probe.redis-main.web-1.x") is None
     assert s.probe_target("healthbus.state.redis-main") is None
     assert s.probe_target("healthbus.probe.Bad") is None
     assert s.state_target("healthbus.state.pg") == "pg"
     with pytest.raises(ValueError, match="invalid target name"):
-        s.probe("a.b")
+        s.probe("a.b", "w1")
 
 
 def test_custom_prefix() -> None:
     """A dotted prefix works and gets its own stream name; a bad one is refused."""
     s = Subjects("acme.hb")
     assert s.state("pg") == "acme.hb.state.pg"
-    assert s.probe_target("acme.hb.probe.pg") == "pg"
-    assert s.probe_target("healthbus.probe.pg") is None
+    assert s.probe_target("acme.hb.probe.pg.w1") == "pg"
+    assert s.probe_target("healthbus.probe.pg.w1") is None
     assert stream_name_for("healthbus") == "HEALTHBUS_STATE"
     assert stream_name_for("acme.hb") == "ACME_HB_STATE"
     with pytest.raises(ValueError, match="invalid subject prefix"):
@@ -60,7 +58,7 @@ def test_stream_settings_defaults() -> None:
     """The state stream: file storage, 30 days of history, a 2-minute duplicate window."""
     st = StreamSettings.for_prefix()
     assert st.name == "HEALTHBUS_STATE"
-    assert st.subjects == ["healthbus.state.*"]
+    assert st.subjects == ["healthbus.state.*", "healthbus.group.*"]
     assert st.storage == "file"
     assert st.max_age_s == 30 * 24 * 3600
     assert st.duplicate_window_s == 120

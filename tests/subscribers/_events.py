@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from healthbus.bus import ensure_stream
 from healthbus.protocol import State, StateChanged, StreamSettings
-from healthbus.subscribers import ensure_stream
 from tests.helpers import publish_states, state_changed
 
 
@@ -27,9 +28,19 @@ class Publisher:
         """Publish the next event for ``target``."""
         seq = self.seqs.get(target, 0) + 1
         ev = state_changed(target, seq, state, previous=self.last.get(target, "unknown"), **kw)  # type: ignore[arg-type]
-        await self.publish_event(ev)
+        # Sent counts from before the ack, as the coordinator's digest counts it ("stored, or
+        # on its way"): a digest taken while the ack is awaited must not name the old seq.
         self.seqs[target] = seq
         self.last[target] = state
+        for attempt in range(3):
+            try:
+                await self.publish_event(ev)
+                break
+            except NatsTimeoutError:
+                # No ack in time (a server just restarted, on a busy machine): send it again,
+                # as the coordinator's outbox does; Nats-Msg-Id stores it once.
+                if attempt == 2:
+                    raise
         return ev
 
     async def publish_event(self, ev: StateChanged) -> None:

@@ -19,6 +19,7 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.downstream_budget: int | None = None
         """When set: forward this many more bytes server -> client, then :meth:`cut` (a reply cut short)."""
+        self._held: dict[asyncio.StreamWriter, bytearray] | None = None
 
     @property
     def url(self) -> str:
@@ -40,6 +41,21 @@ class Proxy:
         for task in list(self._tasks):
             task.cancel()
         self._writers.clear()
+
+    def hold(self) -> None:
+        """Keep what the server sends (to every client) until :meth:`release`."""
+        self._held = {}
+
+    @property
+    def held(self) -> bytes:
+        """Everything held so far, server -> client."""
+        return b"".join(bytes(data) for data in (self._held or {}).values())
+
+    def release(self) -> None:
+        """Send what was held, each connection's bytes in one write (one read for the client), and stop holding."""
+        held, self._held = self._held or {}, None
+        for dst, data in held.items():
+            dst.write(bytes(data))
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -65,6 +81,9 @@ class Proxy:
                         asyncio.get_running_loop().create_task(self.cut())
                         return
                     self.downstream_budget = budget - len(data)
+                if downstream and self._held is not None:
+                    self._held.setdefault(dst, bytearray()).extend(data)
+                    continue
                 dst.write(data)
                 await dst.drain()
         dst.close()

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from healthbus.bus import connect
 from healthbus.protocol import StateChanged
-from healthbus.subscribers import connect
 from tests.e2e._stack import fast_config
 from tests.helpers import healthbus_bin, publish_states
 
@@ -35,12 +35,16 @@ def publish(url: str, prefix: str, *events: StateChanged) -> None:
     asyncio.run(go())
 
 
-def wait_until_sync(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """``tests.helpers.wait_until`` for synchronous tests: re-check every 50 ms, AssertionError after ``timeout``."""
+def wait_until_sync(
+    condition: Callable[[], bool], timeout: float, what: str, seen: Callable[[], object] | None = None
+) -> None:
+    """``tests.helpers.wait_until`` for synchronous tests: re-check every 50 ms, AssertionError after ``timeout``
+    naming ``what`` and what ``seen()`` returns then (not when the wait began)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            tail = "" if seen is None else f"; seen: {seen()!r}"
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{tail}")
         time.sleep(0.05)
 
 
@@ -139,3 +143,21 @@ def live_stack(nats_url: str, targets: Sequence[tuple[str, str, str]], workdir: 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextlib.contextmanager
+def served(
+    argv: Sequence[str], log: Path, *, cwd: Path | None = None, env: dict[str, str] | None = None, grace: float = 20
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (output appended to ``log``) for the block; terminated after (killed past ``grace`` s)."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers._cache import LocalCache
-
-
-class Clock:
-    """A manual monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_get_set_hits_and_misses() -> None:
     """A stored value is a hit; a missing key is a miss returning None."""
-    cache = LocalCache(clock=Clock())
+    cache = LocalCache(clock=ManualClock())
     assert cache.set(b"k", b"v")
     assert cache.get(b"k") == b"v"
     assert cache.get(b"nope") is None
@@ -28,22 +19,22 @@ def test_get_set_hits_and_misses() -> None:
 
 def test_ttl_and_default_ttl_cap() -> None:
     """An entry expires at its TTL, and never later than default_ttl."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(default_ttl=100, clock=clock)
     cache.set(b"short", b"1", ttl=5)
     cache.set(b"long", b"2", ttl=1000)
     cache.set(b"none", b"3")
-    clock.now += 5
+    clock.skip(5)
     assert cache.get(b"short") is None
     assert cache.get(b"long") == b"2"
-    clock.now += 95
+    clock.skip(95)
     assert cache.get(b"long") is None
     assert cache.get(b"none") is None
 
 
 def test_lru_eviction_counts() -> None:
     """Past max_entries the least recently used key goes, and evictions count it."""
-    cache = LocalCache(max_entries=2, clock=Clock())
+    cache = LocalCache(max_entries=2, clock=ManualClock())
     cache.set(b"a", 1)
     cache.set(b"b", 2)
     cache.get(b"a")  # a is now most recently used
@@ -57,11 +48,11 @@ def test_lru_eviction_counts() -> None:
 
 def test_expired_entries_are_purged_before_evicting() -> None:
     """Expired entries make room before a live one is evicted."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(max_entries=2, clock=clock)
     cache.set(b"old", 1, ttl=1)
     cache.set(b"live", 2)
-    clock.now += 2
+    clock.skip(2)
     cache.set(b"new", 3)
     assert cache.evictions == 0
     assert cache.get(b"live") == 2
@@ -69,19 +60,19 @@ def test_expired_entries_are_purged_before_evicting() -> None:
 
 def test_nx_xx_keepttl() -> None:
     """NX only creates, XX only replaces, KEEPTTL keeps the expiry."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(clock=clock)
     assert not cache.set(b"k", 1, xx=True)
     assert cache.set(b"k", 1, nx=True, ttl=10)
     assert not cache.set(b"k", 2, nx=True)
     assert cache.set(b"k", 3, xx=True, keepttl=True)
-    clock.now += 10
+    clock.skip(10)
     assert cache.get(b"k") is None
 
 
 def test_delete_exists_expire() -> None:
     """DEL and EXISTS count like Redis; EXPIRE honours NX/XX/GT/LT and <= 0 deletes."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(default_ttl=None, clock=clock)
     cache.set(b"a", 1)
     cache.set(b"b", 2)
@@ -99,7 +90,7 @@ def test_delete_exists_expire() -> None:
 
 def test_hashes() -> None:
     """HSET counts new fields; HGET finds fields; a string key read as hash is a miss."""
-    cache = LocalCache(clock=Clock())
+    cache = LocalCache(clock=ManualClock())
     assert cache.hset(b"h", {b"f": b"1", b"g": b"2"}) == 2
     assert cache.hset(b"h", {b"f": b"3"}) == 0
     assert cache.hget(b"h", b"f") == b"3"
@@ -119,7 +110,7 @@ def test_invalid_settings() -> None:
 
 def test_expire_conditions_see_the_redis_ttl_not_the_age_cap() -> None:
     """With default_ttl set, a key written without a TTL has none for NX/XX/GT/LT (as in Redis)."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(default_ttl=100, clock=clock)
     cache.set(b"k", 1)
     assert not cache.expire(b"k", 10, xx=True)
@@ -127,27 +118,27 @@ def test_expire_conditions_see_the_redis_ttl_not_the_age_cap() -> None:
     assert cache.expire(b"k", 50, nx=True)
     assert cache.set(b"k", 2, keepttl=True)
     assert not cache.expire(b"k", 60, nx=True)  # KEEPTTL kept the TTL
-    clock.now += 50
+    clock.skip(50)
     assert cache.get(b"k") is None
 
 
 def test_expire_never_extends_the_age_cap() -> None:
     """A longer EXPIRE does not keep a value past default_ttl after it was written."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(default_ttl=100, clock=clock)
     cache.put(b"k", b"v")
-    clock.now += 90
+    clock.skip(90)
     assert cache.expire(b"k", 1000)
-    clock.now += 10
+    clock.skip(10)
     assert cache.get(b"k") is None
 
 
 def test_a_read_keeps_the_ttl_this_process_set() -> None:
     """GET after SET EX 10 refreshes the value but not past the 10 s TTL this process knows about."""
-    clock = Clock()
+    clock = ManualClock()
     cache = LocalCache(default_ttl=300, clock=clock)
     cache.set(b"k", b"v", ttl=10)
-    clock.now += 5
+    clock.skip(5)
     cache.put(b"k", b"v")  # read back from Redis: same key, same TTL there
-    clock.now += 6
+    clock.skip(6)
     assert cache.get(b"k") is None

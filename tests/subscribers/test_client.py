@@ -11,6 +11,7 @@ import pytest
 
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import StateChanged, encode
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers import BusStatus, HealthClient, HealthView
 from tests.helpers import state_changed
 
@@ -83,14 +84,24 @@ async def test_connect_loads_current_states_then_follows_live(nats_server: Embed
 
 
 async def test_awaitable_connect_and_close(nats_server: EmbeddedNats, publisher: Publisher) -> None:
-    """``health = await HealthClient.connect(...)`` works and close() is idempotent."""
+    """``health = await HealthClient.connect(...)`` works; close() closes the connection it opened, ends
+    ``changes()`` iterators, and is idempotent (a closed client stays closed)."""
     await publisher.publish("pg", "healthy")
     health = await HealthClient.connect(nats_server.url, prefix=PREFIX)
+    changes = health.changes()
     try:
         assert health.is_available("pg")
     finally:
         await health.close()
-        await health.close()
+    nc = health.nc
+    assert nc is not None
+    assert nc.is_closed
+    async with asyncio.timeout(5):
+        assert [event async for event in changes] == []  # ended by close(), not left waiting
+    await health.close()  # a second close is a no-op, not an error
+    assert await health.start() is health  # nor does start() connect a closed client again
+    assert health.nc is nc
+    assert nc.is_closed
 
 
 async def test_duplicate_and_older_events_are_ignored(nats_server: EmbeddedNats, publisher: Publisher) -> None:
@@ -217,6 +228,28 @@ async def test_keep_policy_keeps_answers_while_stale(nats_server: EmbeddedNats, 
         await wait_bus(health, connected=False, stale=True)
         assert health.is_available("pg")
         assert not health.is_available("redis-main")
+
+
+async def test_staleness_is_counted_on_the_clients_clock(nats_server: EmbeddedNats, publisher: Publisher) -> None:
+    """stale_after runs on the client's clock: with a manual one the states go stale when it
+    has moved on by exactly stale_after since the bus was lost, however long the test takes."""
+    await publisher.publish("pg", "healthy")
+    clock = ManualClock()
+    async with HealthClient.connect(
+        nats_server.url, prefix=PREFIX, stale_after=5.0, on_bus_loss="assume_unavailable", clock=clock
+    ) as health:
+        await nats_server.astop()
+        await wait_bus(health, connected=False)
+        # The supervisor parks on the clock until the states are due to go stale; its
+        # deadline counts from when it parks, so let it park before moving the clock.
+        await clock.wait_sleepers(1)
+        await clock.advance(4.999)
+        assert not health.bus.stale
+        assert health.is_available("pg")
+        await clock.advance(0.001)
+        await wait_bus(health, connected=False, stale=True, timeout=2)  # real seconds: far below 5
+        assert not health.is_available("pg")
+        assert health.bus.lost_for == pytest.approx(5.0)
 
 
 async def test_shared_connection_is_reused_and_left_open(nats_server: EmbeddedNats, publisher: Publisher) -> None:

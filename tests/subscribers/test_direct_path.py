@@ -20,7 +20,7 @@ from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import StreamSettings, load_config_text
 from healthbus.subscribers import BusStatus, HealthClient
-from tests.helpers import probe_result, publish_probe, state_changed, wait_until
+from tests.helpers import Recorder, probe_result, publish_probe, state_changed, wait_bus
 
 from ._events import Publisher
 from ._proxy import Proxy
@@ -54,11 +54,16 @@ async def consumers(admin: Client) -> int:
     return (await admin.jetstream().stream_info(STREAM)).state.consumer_count
 
 
-def record_bus(health: HealthClient) -> list[BusStatus]:
+def record_bus(health: HealthClient) -> Recorder[BusStatus]:
     """Every BusStatus on_bus_change reports, in order."""
-    seen: list[BusStatus] = []
+    seen: Recorder[BusStatus] = Recorder()
     health.on_bus_change(seen.append)
     return seen
+
+
+def back(told: list[BusStatus]) -> bool:
+    """The last status told says connected."""
+    return bool(told) and told[-1].connected
 
 
 async def test_loads_and_follows_with_no_consumer_paging_through_batches(
@@ -77,6 +82,25 @@ async def test_loads_and_follows_with_no_consumer_paging_through_batches(
         assert await consumers(admin) == 0
         await publisher.publish("t03", "healthy")
         await health.wait_for("t03", "healthy", timeout=10)
+        assert await consumers(admin) == 0
+
+
+async def test_more_targets_than_multi_last_answers_load_completely(
+    admin: Client, publisher: Publisher, nats_server: EmbeddedNats
+) -> None:
+    """1,100 targets (nats-server answers multi_last for at most 1,024 subjects, else 413):
+    every target's last event is read, in stream order, through the leader's mark too."""
+    await asyncio.gather(*(publisher.publish(f"t{i:04d}", "healthy") for i in range(1_100)))
+    await publisher.publish("t0003", "unavailable")
+    stream = StateStream(admin, PREFIX)
+    current = await stream.current()
+    assert len(current) == 1_100
+    assert (current["t0003"].seq, current["t0003"].state) == (2, "unavailable")
+    stored = await last_per_subject(admin, STREAM, f"{PREFIX}.state.>", at_least=1_101)
+    assert len(stored) == 1_100
+    assert [m.stream_seq for m in stored] == sorted(m.stream_seq for m in stored)
+    async with HealthClient.connect(nats_server.url, prefix=PREFIX) as health:
+        assert len(health.states()) == 1_100
         assert await consumers(admin) == 0
 
 
@@ -107,8 +131,8 @@ async def test_direct_get_refused_then_turned_on_by_the_coordinator(nats_server:
     ) as health:
         seen = record_bus(health)
         assert not health.bus.connected
-        assert "allow_direct" in (health.bus.reason or "")
-        await wait_until(lambda: health.bus.stale, 10, "the policy to apply")
+        assert f"stream {STREAM} has no allow_direct, so subscribers cannot read it" in (health.bus.reason or "")
+        await wait_bus(health, lambda bus: bus.stale, 10, "the policy to apply")
         assert not health.is_available("anything")
 
         pub = Publisher(js, PREFIX)
@@ -116,11 +140,10 @@ async def test_direct_get_refused_then_turned_on_by_the_coordinator(nats_server:
         assert (await js.stream_info(STREAM)).config.allow_direct
         await pub.publish("redis-main", "healthy")
         await health.wait_for("redis-main", "healthy", timeout=15)
-        await wait_until(lambda: health.bus.connected, 15, "following again")
-        await wait_until(lambda: any(s.connected for s in seen), 5, "a callback for the return")
-        assert seen[-1].connected
-        assert seen[-1].reason is None
-        assert not seen[-1].stale
+        await seen.wait(back, 15, "following again, told to on_bus_change")
+        assert health.bus.connected
+        assert seen.items[-1].reason is None
+        assert not seen.items[-1].stale
 
 
 async def test_the_coordinator_turns_allow_direct_on_for_an_existing_stream(
@@ -147,7 +170,7 @@ async def test_missing_stream_is_a_lost_bus_until_it_exists(nats_server: Embedde
         await pub.ensure()
         await pub.publish("pg", "degraded")
         await health.wait_for("pg", "degraded", timeout=15)
-        await wait_until(lambda: health.bus.connected, 15, "following")
+        await wait_bus(health, lambda bus: bus.connected, 15, "following")
 
 
 async def test_a_batch_cut_short_is_not_taken_for_the_whole_state(
@@ -167,9 +190,8 @@ async def test_a_batch_cut_short_is_not_taken_for_the_whole_state(
             assert "batch stopped" in (health.bus.reason or "") or "connection" in (health.bus.reason or "")
             seen = record_bus(health)
             await proxy.start()
-            await wait_until(lambda: health.bus.connected, 30, "reloaded after the reconnect")
+            await seen.wait(back, 30, "reloaded after the reconnect")
             assert len(health.states()) == 120
-            assert seen[-1].connected
     finally:
         await proxy.cut()
 
@@ -184,17 +206,16 @@ async def test_gap_while_disconnected_is_caught_up_and_reported_both_ways(
         events: list[int] = []
         health.on_change(lambda ev: events.append(ev.seq) if ev.target == "pg" else None)
         await nats_server.astop()
-        await wait_until(lambda: not health.bus.connected, 10, "the loss to be seen")
+        await wait_bus(health, lambda bus: not bus.connected, 10, "the loss to be seen")
         await nats_server.astart()
         # Published on the restarted server (same port and store) before the client is back.
         await publisher.publish("pg", "unavailable")
         await publisher.publish("pg", "recovering")
-        await wait_until(lambda: health.bus.connected, 30, "back")
+        await bus_seen.wait(back, 30, "back, told to on_bus_change")
         pg = health.state("pg")
         assert pg is not None
         assert (pg.seq, pg.state) == (3, "recovering")
-        await wait_until(lambda: bool(bus_seen) and bus_seen[-1].connected, 5, "the return reported")
-        assert any(not s.connected for s in bus_seen)
+        assert any(not s.connected for s in bus_seen.items)
         assert events == sorted(set(events))
         assert events[-1] == 3
 
@@ -213,7 +234,7 @@ flap = {{ enabled = false }}
 
 [coordinator]
 tick = "50ms"
-lease = "2s"
+lease_ttl = "2s"
 
 [[targets]]
 name = "redis-main"

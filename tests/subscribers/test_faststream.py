@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import nats
 import pytest
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 from sqlalchemy import Column, Integer, MetaData, Table, insert
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -20,7 +21,7 @@ from healthbus.subscribers.faststream import Gate, HealthMiddleware, requires
 from healthbus.subscribers.sqlalchemy import DatabaseGuard
 from healthbus.subscribers.testing import FakeHealthClient
 from tests.harness._postgres import PostgresServer
-from tests.helpers import wait_until
+from tests.helpers import Recorder, wait_until
 
 from ._events import Publisher
 
@@ -28,17 +29,59 @@ pytestmark = pytest.mark.nats
 
 
 class Done:
-    """Counts handled message ids and signals when ``expected`` distinct ones were handled."""
+    """The message ids handled, in order; waits until a number of distinct ones were handled."""
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
-        self.counts: Counter[int] = Counter()
-        self.event = asyncio.Event()
+        self.handled: Recorder[int] = Recorder()
+
+    @property
+    def counts(self) -> Counter[int]:
+        """How often each id was handled."""
+        return Counter(self.handled.items)
 
     def add(self, n: int) -> None:
-        self.counts[n] += 1
-        if len(self.counts) >= self.expected:
-            self.event.set()
+        self.handled.append(n)
+
+    async def wait(self, timeout: float, distinct: int | None = None) -> None:
+        """Until ``distinct`` (default: ``expected``) different ids were handled; fails naming those that were."""
+        n = self.expected if distinct is None else distinct
+        await self.handled.wait(
+            lambda items: len(set(items)) >= n, timeout, f"{n} distinct messages handled", lambda: dict(self.counts)
+        )
+
+
+class ServerAcks:
+    """The acks the server has applied to one consumer, from its ack metrics (``sample_freq="100%"``).
+
+    nats-server publishes ``$JS.EVENT.METRIC.CONSUMER.ACK.<stream>.<consumer>`` for a sampled
+    ack while holding the consumer's lock, before it drops the message from the pending set;
+    a ``consumer_info`` asked for after the metric arrived therefore counts that ack. A
+    handler having returned is not enough: FastStream acks after the handler, without waiting
+    for the server.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.stream_seqs: Recorder[int] = Recorder()
+
+    async def follow(self, nc: Client, stream: str, consumer: str) -> None:
+        """Subscribe to the consumer's ack metrics (create the consumer with ``sample_freq="100%"``)."""
+
+        async def on_metric(msg: Any) -> None:
+            self.stream_seqs.append(json.loads(msg.data)["stream_seq"])
+
+        await nc.subscribe(f"$JS.EVENT.METRIC.CONSUMER.ACK.{stream}.{consumer}", cb=on_metric)
+        await nc.jetstream().account_info()  # a reply from the server: it has the subscription
+
+    async def wait(self, timeout: float) -> None:
+        """Until the server applied ``expected`` distinct acks; fails naming the stream seqs it applied."""
+        await self.stream_seqs.wait(
+            lambda seqs: len(set(seqs)) >= self.expected,
+            timeout,
+            f"the server to apply {self.expected} acks",
+            lambda: sorted(set(self.stream_seqs.items)),
+        )
 
 
 @pytest.fixture
@@ -103,9 +146,9 @@ async def test_decorator_naks_while_unavailable_and_processes_after(
         for n in range(5, 10):
             await broker.publish({"n": n}, "dec.in", stream="DEC")
         gate: Gate = needs_pg.gate  # type: ignore[attr-defined]
-        await wait_until(lambda: gate.naks >= 3, 30, "the consumer to nak during the outage")
+        await wait_until(lambda: gate.naks >= 3, 30, "the consumer to nak during the outage", lambda: gate.naks)
         health.set_state("pg", "healthy")
-        await asyncio.wait_for(done.event.wait(), 30)
+        await done.wait(30)
     finally:
         await broker.stop()
     assert sorted(done.counts) == list(range(10))
@@ -137,7 +180,7 @@ async def test_hold_mode_pauses_the_consumer_without_naks(
         for n in range(5):
             await broker.publish({"n": n}, "hold.in", stream="HOLD")
         # Held well past ack_wait (1 s): in_progress keeps it ours, nothing else is fetched.
-        await wait_until(lambda: middleware.progress_sent >= 8, 30, "8 progress acks")
+        await wait_until(lambda: middleware.progress_sent >= 8, 30, "8 progress acks", lambda: middleware.progress_sent)
         nc = await nats.connect(nats_server.url)
         info = await nc.jetstream().consumer_info("HOLD", "w")
         await nc.close()
@@ -145,7 +188,7 @@ async def test_hold_mode_pauses_the_consumer_without_naks(
         assert info.num_redelivered == 0
         assert done.counts == {}
         health.set_state("pg", "healthy")
-        await asyncio.wait_for(done.event.wait(), 30)
+        await done.wait(30)
     finally:
         await broker.stop()
     assert set(done.counts.values()) == {1}
@@ -173,6 +216,8 @@ async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
 
     total = 40
     done = Done(total)
+    acked = ServerAcks(total)
+    await acked.follow(nc, "ORDERS", "workers")
     max_deliver = 3
     async with HealthClient.connect(nats_server.url, prefix=prefix) as health:
         guard = DatabaseGuard(engine, health, local_cooldown=0.5)
@@ -187,7 +232,7 @@ async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
             stream=JStream("ORDERS", subjects=["orders.*"]),
             durable="workers",
             pull_sub=PullSub(batch_size=1, timeout=0.2),
-            config=ConsumerConfig(max_deliver=max_deliver, ack_wait=5),
+            config=ConsumerConfig(max_deliver=max_deliver, ack_wait=5, sample_freq="100%"),
         )
         async def store(body: dict[str, int]) -> None:
             async with guard.async_session_scope() as session:
@@ -199,7 +244,7 @@ async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
         try:
             for n in range(15):
                 await broker.publish({"n": n}, "orders.new", stream="ORDERS")
-            await wait_until(lambda: len(done.counts) >= 5, 30, "5 messages handled (mid-stream)")
+            await done.wait(30, distinct=5)  # mid-stream
             postgres_server.stop()
             for n in range(15, 30):
                 await broker.publish({"n": n}, "orders.new", stream="ORDERS")
@@ -207,13 +252,19 @@ async def test_consumer_pauses_on_real_database_outage_and_loses_nothing(
             await health.wait_for("postgres-main", "unavailable", timeout=5)
             for n in range(30, total):
                 await broker.publish({"n": n}, "orders.new", stream="ORDERS")
-            await wait_until(lambda: middleware.gate.holds >= 1, 30, "a hold (naks used all but the last delivery)")
+            await wait_until(
+                lambda: middleware.gate.holds >= 1,
+                30,
+                "a hold (naks used all but the last delivery)",
+                seen=lambda: (middleware.gate.naks, middleware.gate.holds, sorted(done.counts)),
+            )
             stored_during_outage = len(done.counts)
 
             postgres_server.start()
             await pub.publish("postgres-main", "recovering")
             await pub.publish("postgres-main", "healthy")
-            await asyncio.wait_for(done.event.wait(), 60)
+            await done.wait(60)
+            await acked.wait(60)  # the last handler returned; its ack may still be on the way
             info = await nc.jetstream().consumer_info("ORDERS", "workers")
         finally:
             await broker.stop()

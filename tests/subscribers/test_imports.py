@@ -25,6 +25,8 @@ HEAVY = (
     "werkzeug",
     "django",
     "psycopg",
+    "celery",
+    "kombu",
 )
 
 
@@ -60,6 +62,7 @@ def test_import_pulls_in_no_adapter_library() -> None:
         ("fastapi", "starlette", "fastapi"),
         ("flask", "flask", "flask"),
         ("django", "django", "django"),
+        ("celery", "celery", "celery"),
     ],
 )
 def test_missing_library_gives_a_friendly_import_error(module: str, library: str, extra: str) -> None:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,49 @@ except ImportError as exc:
     assert "pip install 'healthbus-subscribers[redis]'" in out.stdout
     assert shutil.which("healthbus", path=str(env_dir / "bin")) is None  # the command is not part of it
     assert shutil.which("nats-server", path=str(env_dir / "bin")) is None
+
+
+#: Distributions a service or the `healthbus` command installs; the benchmarks and the
+#: test/bench support (healthbus-bench) are the `healthbus[bench]` extra.
+RUNTIME = tuple(d for d in DISTRIBUTIONS if d != "healthbus-bench")
+#: Text that marks a module as test, benchmark or build tooling.
+TOOLING_MARKS = ("class NatsCluster", "def listens_on", "/proc/net/tcp", "asyncapi")
+
+
+def tooling_in_wheel(wheel: Path) -> list[str]:
+    """Members of ``wheel`` that are test, benchmark or build modules (the package's own
+    ``testing`` module for users' tests, like ``healthbus.subscribers.testing``, is runtime)."""
+    found = []
+    with zipfile.ZipFile(wheel) as zf:
+        for member in zf.namelist():
+            parts = member.split("/")
+            name = parts[-1]
+            if (
+                "tests" in parts[:-1]
+                or "bench" in parts[:-1]
+                or name == "conftest.py"
+                or (name.startswith("test_") and name.endswith(".py"))
+            ):
+                found.append(member)
+            elif name.endswith(".py"):
+                text = zf.read(member).decode("utf-8")
+                found.extend(f"{member}: {mark!r}" for mark in TOOLING_MARKS if mark in text)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_runtime_wheels_carry_no_test_bench_or_build_module(dist_dir: Path) -> None:
+    """No runtime wheel holds a test, benchmark or build module; the command's wheel
+    depends on healthbus-bench only through its ``bench`` extra."""
+    for dist in RUNTIME:
+        (wheel,) = dist_dir.glob(f"{dist.replace('-', '_')}-*.whl")
+        assert tooling_in_wheel(wheel) == [], wheel.name
+    (bench,) = dist_dir.glob("healthbus_bench-*.whl")
+    assert "healthbus/bench/support.py" in tooling_in_wheel(bench)  # the check sees what it looks for
+    (command,) = dist_dir.glob("healthbus-*.whl")
+    with zipfile.ZipFile(command) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: healthbus-bench")]
+    assert requires, metadata
+    assert all("extra == 'bench'" in line for line in requires), requires

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client
@@ -14,6 +15,7 @@ from redis.backoff import NoBackoff
 
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import FailureReport, Subjects, decode_failure_report
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers import HealthClient, SyncHealthClient
 from healthbus.subscribers._report import FailureReporter, report_kind
 from healthbus.subscribers.redis import HealthyRedis
@@ -132,11 +134,14 @@ def test_reporter_rules() -> None:
         FailureReporter("x").build("pg", 3, None)  # type: ignore[arg-type]
     off = FailureReporter("x", enabled=False)
     assert off.build("pg", "refused", None) is None
-    clock = [0.0]
-    reporter = FailureReporter("x", monotonic=lambda: clock[0], secrets=["s3cret"])
+    clock = ManualClock(start=datetime(2026, 1, 1, tzinfo=UTC))
+    reporter = FailureReporter("x", clock=clock, secrets=["s3cret"])
     report = reporter.build("pg", "auth", "password s3cret rejected")
     assert report is not None
     assert report.error == "password *** rejected"
+    assert report.at == clock.now()  # the reporter's clock dates the report
     assert reporter.build("pg", "auth", None) is None
-    clock[0] = 1.0
+    clock.skip(0.999)
+    assert reporter.build("pg", "auth", None) is None  # one per target per second, by that clock
+    clock.skip(0.001)
     assert reporter.build("pg", "auth", "x" * 5000) is not None

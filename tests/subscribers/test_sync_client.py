@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -60,8 +61,11 @@ def test_follows_states_and_calls_back_on_one_thread_in_order(nats_server: Embed
         health.wait_for("orders-db", "healthy", timeout=1)
 
 
-def test_slow_or_failing_callback_never_delays_state_updates(nats_server: EmbeddedNats) -> None:
+def test_slow_or_failing_callback_never_delays_state_updates(
+    nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
     """A callback blocked on something does not stop is_available from moving on; a failing one is logged."""
+    caplog.set_level(logging.ERROR, logger="healthbus.subscribers")
     publish(nats_server.url, PREFIX, state_changed("cache", 1, "healthy"))
     with SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=10) as health:
         release = threading.Event()
@@ -83,6 +87,10 @@ def test_slow_or_failing_callback_never_delays_state_updates(nats_server: Embedd
         release.set()
         health.drain()
         assert calls == [2, 3]
+    # Each failure logged once, with its traceback, and the callback thread went on.
+    failures = [r for r in caplog.records if r.name == "healthbus.subscribers" and "callback" in r.getMessage()]
+    assert [r.getMessage() for r in failures] == [f"on_change callback {failing!r} failed"] * 2
+    assert all(r.exc_info is not None and str(r.exc_info[1]) == "callback bug" for r in failures)
 
 
 def test_is_available_from_many_threads(nats_server: EmbeddedNats) -> None:
@@ -115,7 +123,10 @@ def test_nats_down_at_start_then_up(nats_server: EmbeddedNats) -> None:
     publish(nats_server.url, PREFIX, state_changed("cache", 1, "healthy"))
     nats_server.stop()
     bus: list[BusStatus] = []
+    before = set(threading.enumerate())
     health = SyncHealthClient.connect(nats_server.url, prefix=PREFIX, connect_timeout=0.5)
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith("healthbus-sync-")]
+    assert sorted(t.name for t in started) == ["healthbus-sync-callbacks", "healthbus-sync-client"]
     try:
         assert not health.is_available("cache")
         assert not health.bus.connected
@@ -128,8 +139,11 @@ def test_nats_down_at_start_then_up(nats_server: EmbeddedNats) -> None:
         assert bus[-1].connected
     finally:
         health.close()
+    # close() returns once its event-loop thread and its callback thread have ended.
+    assert [t.name for t in started if t.is_alive()] == []
     health.close()  # idempotent
     assert "closed" in repr(health)
+    assert health.is_available("cache")  # still answers from the last known state
 
 
 def test_bad_arguments_fail_in_the_caller() -> None:

@@ -25,16 +25,6 @@ from ._sync_support import publish
 pytestmark = pytest.mark.redis
 
 
-class Clock:
-    """A manual monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 Step = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 #: Every wrapped command with good and refused arguments, through Redis and then locally.
@@ -83,7 +73,7 @@ def outcome(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
 async def run_async(server: RedisServer) -> tuple[list[Any], dict[str, int]]:
     client = redis.asyncio.Redis.from_url(server.url, socket_connect_timeout=0.5, socket_timeout=0.5)
     health = FakeHealthClient({"redis-main": "healthy"})
-    cache = HealthyRedis(client, health, clock=Clock())
+    cache = HealthyRedis(client, health)
     answers: list[Any] = []
     try:
         for kind, item in script(lambda s: health.set_state("redis-main", s), server):  # type: ignore[arg-type]
@@ -106,7 +96,7 @@ def run_sync(server: RedisServer) -> tuple[list[Any], dict[str, int]]:
         server.url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=SyncRetry(NoBackoff(), 0)
     )
     health = FakeHealthClient({"redis-main": "healthy"})
-    cache = SyncHealthyRedis(client, health, clock=Clock())
+    cache = SyncHealthyRedis(client, health)
     answers: list[Any] = []
     try:
         for kind, item in script(lambda s: health.set_state("redis-main", s), server):  # type: ignore[arg-type]

@@ -7,11 +7,10 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -24,12 +23,15 @@ from healthbus.subscribers import DependencyUnavailable
 from healthbus.subscribers._web import unavailable_answer
 from tests.harness._redis import RedisServer
 
-from ._sync_support import Worker, live_stack, wait_until_sync
+from ._sync_support import Worker, live_stack, served, wait_until_sync
 
 pytestmark = [pytest.mark.nats, pytest.mark.redis, pytest.mark.slow]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "subscribers.md"
 TARGET = "orders-cache"
+#: Bound of each wait (seconds). The first one includes cold starts (coordinator, probe worker, gunicorn's
+#: master importing the app): on a loaded 2-core machine these took over 30 s together (CI rehearsal).
+WAIT = 90.0
 
 #: (status, headers with lower-case names, JSON body) of one request.
 Answer = tuple[int, dict[str, str], Any]
@@ -69,18 +71,24 @@ def stack(nats_server: EmbeddedNats, redis_server: RedisServer, tmp_path: Path, 
         yield
 
 
-def outage(get: Callable[[], Answer], redis_server: RedisServer) -> None:
-    """200 while Redis is up; 503 + Retry-After + small JSON body once it stops; 200 again once it is back."""
+def outage(get: Callable[[], Answer], redis_server: RedisServer, logs: Sequence[Path] = ()) -> None:
+    """200 while Redis is up; 503 + Retry-After + small JSON body once it stops; 200 again once it is back.
+
+    A wait that times out says the last answer and the tail of each of ``logs``."""
     last: list[Answer] = []
 
     def status_is(code: int) -> bool:
         last[:] = [get()]
         return last[0][0] == code
 
-    wait_until_sync(lambda: status_is(200), 30, "200 while Redis is up")
+    def seen() -> object:
+        tails = {path.name: path.read_text()[-2000:] if path.exists() else "(none)" for path in logs}
+        return {"last": last, **tails}
+
+    wait_until_sync(lambda: status_is(200), WAIT, "200 while Redis is up", seen)
     assert last[0][2] == {"orders": "fresh"}
     redis_server.stop()
-    wait_until_sync(lambda: status_is(503), 30, f"503 once Redis stopped (last: {last})")
+    wait_until_sync(lambda: status_is(503), WAIT, "503 once Redis stopped", seen)
     _, headers, body = last[0]
     assert body["error"] == "dependency_unavailable"
     assert body["target"] == TARGET
@@ -90,7 +98,7 @@ def outage(get: Callable[[], Answer], redis_server: RedisServer) -> None:
         assert datetime.fromisoformat(body["retry_at"].replace("Z", "+00:00"))
     assert headers["content-type"].startswith("application/json")
     redis_server.start()
-    wait_until_sync(lambda: status_is(200), 30, f"200 once Redis is back (last: {last})")
+    wait_until_sync(lambda: status_is(200), WAIT, "200 once Redis is back", seen)
 
 
 def test_fastapi_example(stack: None, redis_server: RedisServer, tmp_path: Path) -> None:
@@ -158,17 +166,10 @@ def test_flask_example_under_real_gunicorn_preload(stack: None, redis_server: Re
     over real HTTP they answer 200, 503 + Retry-After while Redis is down, 200 again."""
     load_example("flask", tmp_path).health.close()  # writes the module file; gunicorn imports its own copy
     port = free_port()
-    log = (tmp_path / "gunicorn.log").open("ab")
-    args = ["--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "--graceful-timeout", "5"]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", *args, "hb_example_flask:app"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    log.close()
-    try:
+    # --no-control-socket: gunicorn 27's default control socket is one path per user, shared by every run.
+    args = ["--no-control-socket", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path)]
+    argv = [sys.executable, "-m", "gunicorn", *args, "--graceful-timeout", "5", "hb_example_flask:app"]
+    with served(argv, tmp_path / "gunicorn.log", env={**os.environ, "NO_COLOR": "1"}, grace=15) as server:
 
         def get() -> Answer:
             assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
@@ -179,17 +180,10 @@ def test_flask_example_under_real_gunicorn_preload(stack: None, redis_server: Re
             except urllib.error.HTTPError as error:
                 headers = {k.lower(): v for k, v in error.headers.items()}
                 return error.code, headers, json.loads(error.read())
-            except OSError:  # not listening yet
-                return 0, {}, None
+            except OSError as error:  # not listening yet, or no answer within the timeout
+                return 0, {}, repr(error)
 
-        outage(get, redis_server)
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        outage(get, redis_server, [tmp_path / "gunicorn.log", tmp_path / "stack" / "coordinator.log"])
     assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
 
 

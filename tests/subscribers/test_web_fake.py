@@ -155,3 +155,73 @@ def test_django_with_a_fake_client() -> None:
         assert worker.ask(path="/orders", state="healthy")[0] == 200
     finally:
         assert worker.stop() == 0
+
+
+def _refused_query() -> None:
+    """A psycopg query to a closed port, through SQLAlchemy: the driver's refused error as a request meets it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from healthbus.bus.embedded import free_port
+
+    engine = create_engine(f"postgresql+psycopg://app@127.0.0.1:{free_port()}/orders", poolclass=NullPool)
+    with engine.connect() as conn:
+        conn.execute(text("select 1"))
+
+
+def _duplicate_key(tmp: Any) -> None:
+    """A constraint violation (sqlite): an application error, never the dependency's."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp / 'db.sqlite'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("create table if not exists t (a int primary key)"))
+            conn.execute(text("insert into t values (1)"))
+            conn.execute(text("insert into t values (1)"))
+    finally:
+        engine.dispose()
+
+
+def test_driver_errors_in_a_request_answer_503_only_when_they_are_the_dependencys(tmp_path: Any) -> None:
+    """Flask and FastAPI: a refused PostgreSQL (no guard, no verdict yet) answers 503 naming the mapped target
+    and reports it; a constraint violation keeps its 500; an unmapped system is named by its kind."""
+    fake = FakeHealthClient({"orders-db": "healthy"})
+
+    flask_app = Flask(__name__)
+    init_app(flask_app, fake, error_targets={"postgresql": "orders-db"})
+
+    @flask_app.get("/refused")
+    def flask_refused() -> str:
+        _refused_query()
+        return "unreachable"
+
+    @flask_app.get("/duplicate")
+    def flask_duplicate() -> str:
+        _duplicate_key(tmp_path)
+        return "unreachable"
+
+    flask_client = flask_app.test_client()
+    answer = flask_client.get("/refused")
+    assert (answer.status_code, answer.get_json()["target"]) == (503, "orders-db")
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert [(r.target, r.kind) for r in fake.reports] == [("orders-db", "refused")]
+    flask_app.testing = False  # a 500 page instead of the exception raised into the test
+    assert flask_client.get("/duplicate").status_code == 500
+
+    fastapi_app = FastAPI()
+    install(fastapi_app)  # no error_targets: the body names the system
+
+    @fastapi_app.get("/refused")
+    def refused() -> None:
+        _refused_query()
+
+    @fastapi_app.get("/duplicate")
+    def duplicate() -> None:
+        _duplicate_key(tmp_path)
+
+    with TestClient(fastapi_app, raise_server_exceptions=False) as client:
+        response = client.get("/refused")
+        assert (response.status_code, response.json()["target"]) == (503, "postgresql")
+        assert response.headers["retry-after"] == "5"
+        assert client.get("/duplicate").status_code == 500

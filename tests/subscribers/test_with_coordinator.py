@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import Outcome, load_config_text
+from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers.redis import HealthyRedis
 from tests.harness._redis import RedisServer
@@ -32,6 +33,8 @@ failure_threshold = 2
 success_threshold = 2
 stale_after = "30s"
 backoff = {{ base = "300ms", multiplier = 2.0, max = "2s", jitter = "none" }}
+trial_interval = "300ms"
+ramp = {{ duration = "0s" }}
 flap = {{ enabled = false }}
 
 [coordinator]
@@ -57,8 +60,9 @@ async def test_real_coordinator_flips_redis_calls_to_cache_and_back(
     client = Redis.from_url(
         redis_server.url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 1)
     )
+    clock = ManualClock()  # the coordinator's: retry_at comes when the test says (no lease to renew)
     async with (
-        CoordinatorService(load_config_text(CONFIG), nc),
+        CoordinatorService(load_config_text(CONFIG), nc, clock=clock, lease_ttl=0),
         HealthClient.connect(nats_server.url, prefix=PREFIX) as health,
     ):
         cache = HealthyRedis(client, health)
@@ -81,7 +85,7 @@ async def test_real_coordinator_flips_redis_calls_to_cache_and_back(
         assert not health.feature_available("cache")
 
         redis_server.start()
-        await health.wait_for("redis-main", "recovering", timeout=10)  # the coordinator's timer at retry_at
+        await clock.advance((down.retry_at - down.at).total_seconds())  # results are trials from then on
         for _ in range(2):
             await probe(nc, "pass")
         await health.wait_for("redis-main", "healthy", timeout=10)

@@ -15,21 +15,30 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from healthbus.bench import SUITES, BenchOptions, SuiteUnavailable, load_suite
-from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError
+from healthbus.cli._common import EXIT_FAILURE, EXIT_OK, UsageError
 
-__all__ = ["cmd_bench"]
+if TYPE_CHECKING:
+    from healthbus.bench import BenchOptions
+
+__all__ = ["BENCH_MISSING", "cmd_bench"]
+
+#: What ``healthbus bench`` says when the benchmarks (an extra) are not installed.
+BENCH_MISSING = "the benchmarks are not installed: pip install 'healthbus[bench]'"
 
 
 def _options(args: argparse.Namespace, workdir: Path) -> BenchOptions:
-    for name in ("messages", "targets", "subscribers", "instances", "repeat", "calls"):
+    from healthbus.bench import BenchOptions
+
+    for name in ("messages", "targets", "subscribers", "instances", "repeat", "calls", "partitions"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be at least 1, got {value}")
-    duration = getattr(args, "duration", None)
-    if duration is not None and duration <= 0:
-        raise UsageError(f"--duration must be greater than 0, got {duration}")
+    for name in ("duration", "interval"):
+        seconds = getattr(args, name, None)
+        if seconds is not None and seconds <= 0:
+            raise UsageError(f"--{name} must be greater than 0, got {seconds}")
     return BenchOptions(
         size=args.size,
         workdir=workdir,
@@ -37,15 +46,24 @@ def _options(args: argparse.Namespace, workdir: Path) -> BenchOptions:
         targets=getattr(args, "targets", None),
         subscribers=getattr(args, "subscribers", None),
         instances=getattr(args, "instances", None),
-        duration=duration,
+        duration=getattr(args, "duration", None),
         repeat=getattr(args, "repeat", None),
         calls=getattr(args, "calls", None),
+        interval=getattr(args, "interval", None),
+        partitions=getattr(args, "partitions", None),
         seed=getattr(args, "seed", 1) or 1,
     )
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
     """Run the named suite (or all) and print the results."""
+    try:
+        from healthbus.bench import SUITES, SuiteUnavailable, load_suite
+    except ModuleNotFoundError as exc:
+        if exc.name != "healthbus.bench":
+            raise
+        print(f"healthbus bench: {BENCH_MISSING}", file=sys.stderr)
+        return EXIT_FAILURE
     suite = args.suite
     if suite != "all" and suite not in SUITES:
         raise UsageError(f"unknown suite {suite!r}: expected one of {', '.join([*SUITES, 'all'])}")

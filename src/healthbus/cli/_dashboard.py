@@ -6,7 +6,13 @@ Server-Sent Events, so the browser never polls and NATS sees one consumer howeve
 pages are open. The page itself (``dashboard/``: HTML, JS, CSS, no build step, no CDN)
 is served from the package, next to ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Routes: ``/`` the page; ``/static/<file>`` its assets; ``/api/states`` every target's
+Routes: ``/`` the page; ``/static/<file>`` its assets; ``/api/groups`` every group's last
+GroupChanged (JSON list; also in the SSE snapshot, and a ``group`` event per change);
+``/api/leaders`` which coordinator leads which partition now (JSON list of
+``{partition, leader, revision}``, read from the lease bucket as ``healthbus status``
+does; also in the SSE snapshot, and a ``leaders`` event, the whole list, when it changes:
+the dashboard re-reads it every few seconds while a page is open);
+``/api/states`` every target's
 current StateChanged (JSON list); ``/api/history?target=X[&since=T][&limit=N]`` the
 target's audit log from the stream, oldest first; ``/api/timelines[?since=T]`` every
 target's state changes since T (default the last day) in one compact read of the stream,
@@ -32,20 +38,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from aiohttp import web
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from healthbus.bus import DirectGetError, Follower, StateStream, connect
+from healthbus.cli._common import EXIT_OK, bus_settings, load_args_config, stop_on_signals
 from healthbus.cli._format import parse_when
 from healthbus.cli._http import OpsServer, Route, check_bind, serve_ops
-from healthbus.cli._main import EXIT_OK, bus_settings, load_args_config, stop_on_signals
-from healthbus.protocol import Config, StateChanged, TargetConfig, encode, is_valid_target, utcnow
-from healthbus.subscribers import Follower, StateStream, connect
+from healthbus.cli._query import PartitionLeader, read_leaders
+from healthbus.protocol import Config, GroupChanged, StateChanged, TargetConfig, encode, is_valid_target, utcnow
 
 __all__ = [
     "DEFAULT_BIND",
@@ -75,6 +83,8 @@ _HISTORY_LIMIT: Final = 2000
 #: Timelines cover the last day by default, and at most this many changes per target.
 _TIMELINE_SINCE: Final = "-24h"
 _TIMELINE_LIMIT: Final = 500
+#: How often the leaders (the lease bucket) are re-read while a page is open.
+_LEADERS_EVERY_S: Final = 5.0
 _SECURITY_HEADERS: Final = {
     # Everything the page needs comes from this server: no CDN, no inline script.
     "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
@@ -103,6 +113,10 @@ class Snapshot(msgspec.Struct, frozen=True):
     targets: list[StateChanged]
     configured: list[ConfiguredTarget]
     server_time: str
+    groups: list[GroupChanged] = []
+    """Every group's last GroupChanged (``[[groups]]``; extension)."""
+    leaders: list[PartitionLeader] = []
+    """Who leads each partition (``"all"`` without partitions); empty without election (extension)."""
 
 
 class TimelineChange(msgspec.Struct, frozen=True, array_like=True):
@@ -161,6 +175,10 @@ class Dashboard:
     def __init__(self, stream: StateStream, *, targets: Sequence[TargetConfig] = ()) -> None:
         self.stream = stream
         self.states: dict[str, StateChanged] = {}
+        self.groups: dict[str, GroupChanged] = {}
+        self.leaders: list[PartitionLeader] = []
+        self._leaders_task: asyncio.Task[None] | None = None
+        self._group_sub: Any = None
         self.configured = configured_targets(targets)
         self.registry = CollectorRegistry()
         self._pages: set[_Page] = set()
@@ -184,26 +202,73 @@ class Dashboard:
     async def start(self) -> None:
         """Start following the stream (retrying in the background until it exists)."""
         self._task = asyncio.create_task(self._follow(), name="dashboard-follow")
+        self._leaders_task = asyncio.create_task(self._watch_leaders(), name="dashboard-leaders")
+
+    async def refresh_leaders(self) -> list[PartitionLeader]:
+        """Re-read who leads each partition; pages get a ``leaders`` event when it changed."""
+        leaders = await read_leaders(self.stream.nc, self.stream.stream)
+        if leaders != self.leaders:
+            self.leaders = leaders
+            self._broadcast(_sse("leaders", encode_any(leaders)))
+        return leaders
+
+    async def _watch_leaders(self) -> None:
+        # The lease bucket offers no cheap change feed to a reader (a watch is a consumer):
+        # one read every few seconds per dashboard process, and only while a page is open.
+        first = True
+        while True:
+            if self._pages or first:
+                first = False
+                try:
+                    await self.refresh_leaders()
+                except Exception as exc:  # the states are shown without the leaders
+                    log.debug("cannot read the leaders of %s: %s", self.stream.stream, exc)
+            await asyncio.sleep(_LEADERS_EVERY_S)  # re-read period (see above)
 
     async def _follow(self) -> None:
         delay = 0.5
         while True:
             try:
                 self._follower = await self.stream.follow(self._on_event, start="last_per_subject")
-            except nats.js.errors.NotFoundError:
-                log.info("state stream %s does not exist yet; waiting for a coordinator", self.stream.stream)
-            except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
-                log.warning(
-                    "cannot follow %s yet: JetStream is not available (start nats-server with -js)", self.stream.stream
-                )
             except Exception as exc:
-                log.warning("cannot follow %s yet: %s", self.stream.stream, exc)
+                if isinstance(exc, DirectGetError) and exc.kind == "no_responders":
+                    # No stream answers direct gets: it does not exist yet (or JetStream is off).
+                    log.info(
+                        "state stream %s does not exist yet; waiting for a coordinator (nats-server needs -js)",
+                        self.stream.stream,
+                    )
+                else:
+                    log.warning("cannot follow %s yet: %s", self.stream.stream, exc)
             else:
                 await self._follower.caught_up.wait()
+                await self._follow_groups()
                 self.caught_up.set()
                 return
             await asyncio.sleep(delay)  # retry back-off while the stream is missing
             delay = min(delay * 2, 5.0)
+
+    async def _follow_groups(self) -> None:
+        """Groups (``GroupChanged``): live over a plain subscription, then each group's last one."""
+        stream = self.stream
+
+        async def on_msg(msg: Msg) -> None:
+            event = stream.decode_group(msg.subject, msg.data)
+            if event is not None:
+                self._on_group(event)
+
+        try:
+            self._group_sub = await stream.nc.subscribe(stream.subjects.group_all, cb=on_msg)
+            for event in await stream.groups():
+                self._on_group(event)
+        except Exception as exc:  # groups are an extension: the states are shown without them
+            log.warning("cannot read the groups of %s: %s", stream.stream, exc)
+
+    def _on_group(self, event: GroupChanged) -> None:
+        old = self.groups.get(event.group)
+        if old is not None and old.seq >= event.seq:
+            return
+        self.groups[event.group] = event
+        self._broadcast(_sse("group", encode(event)))
 
     def _on_event(self, event: StateChanged) -> None:
         old = self.states.get(event.target)
@@ -245,12 +310,16 @@ class Dashboard:
             self._pages.discard(page)
             with contextlib.suppress(asyncio.QueueFull):
                 page.queue.put_nowait(None)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._leaders_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._follower is not None:
             await self._follower.stop()
+        if self._group_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._group_sub.unsubscribe()
 
     # ---------------------------------------------------------------- HTTP side
 
@@ -260,6 +329,8 @@ class Dashboard:
             targets=[self.states[name] for name in sorted(self.states)],
             configured=self.configured,
             server_time=_iso(utcnow()),
+            groups=[self.groups[name] for name in sorted(self.groups)],
+            leaders=self.leaders,
         )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
@@ -278,6 +349,12 @@ class Dashboard:
     async def _api_states(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=encode_list(self.snapshot().targets), content_type="application/json")
 
+    async def _api_groups(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=encode_any(self.snapshot().groups), content_type="application/json")
+
+    async def _api_leaders(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=encode_any(await self.refresh_leaders()), content_type="application/json")
+
     async def _api_history(self, request: web.Request) -> web.StreamResponse:
         target = request.query.get("target", "")
         if not is_valid_target(target):
@@ -295,8 +372,10 @@ class Dashboard:
         try:
             async for event in self.stream.history(target=target, since=since):
                 events.append(event)
-        except nats.js.errors.NotFoundError:
-            return []
+        except DirectGetError as exc:
+            if exc.kind == "no_responders":  # no stream yet: no history
+                return []
+            raise web.HTTPServiceUnavailable(text=f"cannot read {self.stream.stream}: {exc}\n") from None
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             raise web.HTTPServiceUnavailable(text=f"cannot read {self.stream.stream}: {exc}\n") from None
         return events
@@ -345,6 +424,8 @@ class Dashboard:
             ("GET", "/", self._page),
             ("GET", "/static/{name}", self._static),
             ("GET", "/api/states", self._api_states),
+            ("GET", "/api/groups", self._api_groups),
+            ("GET", "/api/leaders", self._api_leaders),
             ("GET", "/api/history", self._api_history),
             ("GET", "/api/timelines", self._api_timelines),
             ("GET", "/api/events", self._api_events),

@@ -4,7 +4,9 @@ Starts, in this order: an embedded ``nats-server`` with JetStream (unless ``--na
 names an existing server; its data lives in ``--data-dir`` and survives restarts, so
 history is kept), the coordinator and one probe worker as child processes (the very
 commands a deployment runs, each with its own /metrics), and the dashboard in this
-process. Prints where each one is, then runs until Ctrl-C or SIGTERM.
+process. Prints where each one is, then runs until Ctrl-C or SIGTERM. With ``--demo N``
+the built-in demo gets N synthetic targets, answered by a small HTTP server in this
+process (``healthbus.cli._demo.DemoFleet``), some failing on purpose.
 
 Shutdown invariants: on SIGINT/SIGTERM every child is stopped in reverse order (probe
 worker, coordinator: SIGTERM, then SIGKILL after a grace period), then the dashboard,
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
+from healthbus.bus import connect
 from healthbus.bus.embedded import (
     EmbeddedNats,
     ServerStartError,
@@ -42,12 +45,11 @@ from healthbus.bus.embedded import (
     tcp_accepts,
     terminate,
 )
+from healthbus.cli._common import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
 from healthbus.cli._dashboard import DEFAULT_BIND, RunningDashboard, configured_targets, start_dashboard
-from healthbus.cli._demo import demo_config_text, milvus_available
+from healthbus.cli._demo import DemoFleet, demo_config_text, demo_fleet_config_text, milvus_available
 from healthbus.cli._http import parse_bind
-from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config
 from healthbus.protocol import BusSettings, Config, load_config, redact_url
-from healthbus.subscribers import connect
 
 __all__ = ["cmd_dev"]
 
@@ -148,6 +150,8 @@ async def cmd_dev(args: argparse.Namespace) -> int:
     config = load_args_config(args)  # validates --config before anything starts
     if given_config:
         _check_targets(config)
+        if getattr(args, "demo", 0):
+            raise UsageError("--demo adds to the built-in demo: leave out --config (and HEALTHBUS_CONFIG)")
     settings = bus_settings(args, config)
     try:
         host, port = parse_bind(args.http) if args.http else parse_bind(DEFAULT_BIND)
@@ -203,6 +207,7 @@ async def _run_dev(
 
     nats: EmbeddedNats | None = None
     dashboard: RunningDashboard | None = None
+    fleet: DemoFleet | None = None
     children: list[_Child] = []
     nc = None
     code = EXIT_OK
@@ -232,16 +237,17 @@ async def _run_dev(
         else:
             config_path = data_dir / "demo.toml"
             where = urlsplit(nats_url)
-            config_path.write_text(
-                demo_config_text(
-                    data_dir,
-                    nats_host=where.hostname or "127.0.0.1",
-                    nats_port=where.port or DEFAULT_NATS_PORT,
-                    dashboard_url=dashboard.url,
-                    milvus=milvus_available(),
-                ),
-                encoding="utf-8",
+            text = demo_config_text(
+                data_dir,
+                nats_host=where.hostname or "127.0.0.1",
+                nats_port=where.port or DEFAULT_NATS_PORT,
+                dashboard_url=dashboard.url,
+                milvus=milvus_available(),
             )
+            if getattr(args, "demo", 0):
+                fleet = DemoFleet(args.demo)
+                text += "\n" + demo_fleet_config_text(args.demo, await fleet.start())
+            config_path.write_text(text, encoding="utf-8")
             config = load_config(config_path)
             dashboard.dashboard.configured = configured_targets(config)
         bus_argv, env = _forwarded_options(args, nats_url)
@@ -268,13 +274,15 @@ async def _run_dev(
             return EXIT_OK
         stopping.cancel()
         ready = readiness.result()
-        _print_banner(nats_url, nats, dashboard, children, ready, config_path, given_config is None)
+        _print_banner(nats_url, nats, dashboard, children, ready, config_path, given_config is None, fleet)
         code = await _run_until_stopped(stop, children)
     finally:
         for child in reversed(children):
             await child.stop()
         if dashboard is not None:
             await dashboard.close()
+        if fleet is not None:
+            await fleet.close()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -319,6 +327,7 @@ def _print_banner(
     ready: list[bool],
     config_path: Path,
     demo: bool,
+    fleet: DemoFleet | None = None,
 ) -> None:
     where = f"embedded, data in {nats.data_dir}" if nats is not None else "existing server"
     lines = [
@@ -330,6 +339,10 @@ def _print_banner(
         state = "" if ok else "  (not ready yet: see its log)"
         lines.append(f"  {child.name:<12} http://{child.http}/metrics  log {child.log_path}{state}")
     lines.append(f"  config       {config_path}{'  (built-in demo)' if demo else ''}")
-    lines.append(f"Try: healthbus status --nats {redact_url(nats_url)}")
+    if fleet is not None:
+        lines.append(f"  demo fleet   {fleet.count} synthetic targets at {fleet.url}/t/<n> (some fail on purpose)")
+    # Every healthbus command and HealthClient.connect() read NATS_URL: one line to paste.
+    lines.append(f"Try: export NATS_URL={redact_url(nats_url)}")
+    lines.append("     healthbus status")
     lines.append("Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)

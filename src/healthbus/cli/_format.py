@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, TextIO
 
-from healthbus.protocol import StateChanged, format_duration, parse_duration, parse_timestamp
+from healthbus.protocol import GroupChanged, StateChanged, format_duration, parse_duration, parse_timestamp
 
 __all__ = [
     "STATE_STYLES",
@@ -183,7 +183,41 @@ def event_rows(events: Iterable[StateChanged], now: datetime) -> list[list[Cell 
     return rows
 
 
-HISTORY_HEADERS: Final = ("AT", "TARGET", "SEQ", "CHANGE", "BREAKER", "RETRY AT", "REASON")
+GROUP_HEADERS: Final = ("GROUP", "STATE", "IN", "POLICY", "SINCE", "MEMBERS")
+
+
+def group_rows(groups: Iterable[GroupChanged], now: datetime) -> list[list[Cell | str]]:
+    """Rows for the status table of groups: who is in (+) and out (-), with recent latencies."""
+    rows: list[list[Cell | str]] = []
+    for g in sorted(groups, key=lambda g: g.group):
+        members = " ".join(
+            ("+" if m.available else "-")
+            + m.target
+            + (f" {m.latency_ms:.1f}ms" if m.latency_ms is not None else "")
+            + (" (primary)" if m.target == g.primary else "")
+            for m in g.members
+        )
+        rows.append(
+            [
+                (g.group, "1"),
+                (g.state, STATE_STYLES.get(g.state)),
+                f"{g.available}/{len(g.members)}",
+                g.policy,
+                f"{format_time(g.at)} ({format_age(g.at, now)})",
+                members,
+            ]
+        )
+    return rows
+
+
+HISTORY_HEADERS: Final = ("AT", "TARGET", "SEQ", "CHANGE", "BREAKER", "RETRY AT", "DECIDED BY", "REASON")
+
+
+def decided_by(event: StateChanged) -> str:
+    """``<coordinator> term <n>``: who stored the event, under which lease (empty if older)."""
+    if event.coordinator is None:
+        return ""
+    return f"{event.coordinator} term {event.term}" if event.term is not None else event.coordinator
 
 
 def history_rows(events: Iterable[StateChanged]) -> list[list[Cell | str]]:
@@ -204,6 +238,7 @@ def history_row(e: StateChanged) -> list[Cell | str]:
         (f"{e.previous} → {state_text}", state_code),
         (e.breaker, BREAKER_STYLES.get(e.breaker)),
         format_time(e.retry_at) if e.retry_at else "",
+        decided_by(e),
         reason_text(e),
     ]
 

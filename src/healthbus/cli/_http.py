@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from healthbus.cli._common import UsageError
+
 Route = tuple[str, str, Callable[[web.Request], object]]
 
 
@@ -31,8 +33,6 @@ def check_bind(bind: str | None) -> str | None:
     usage error, instead of as a traceback after start-up.
     """
     if bind:
-        from healthbus.cli._main import UsageError
-
         try:
             parse_bind(bind)
         except ValueError as exc:

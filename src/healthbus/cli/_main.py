@@ -1,32 +1,26 @@
-"""Argument parsing, shared options and exit codes of the ``healthbus`` command.
+"""Argument parsing and dispatch of the ``healthbus`` command (what the commands share is
+in :mod:`healthbus.cli._common`; the command modules are imported only on use).
 
 Exit codes: 0 ok, 1 runtime failure (e.g. NATS unreachable), 2 usage or config error
-(the message names the bad field). Every subcommand takes ``--nats`` and the NATS
-credential options; the URL comes from ``--nats``, then the config's ``[bus] url``,
-then ``NATS_URL``, then ``nats://127.0.0.1:4222``.
+(the message names the bad field). Every subcommand that talks to the bus takes
+``--config``, ``--nats`` and the NATS credential options (``bench`` starts its own
+servers and ``nats-user`` is offline: they take none); the URL comes from ``--nats``,
+then the config's ``[bus] url``, then ``NATS_URL``, then ``nats://127.0.0.1:4222``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
 import re
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Final
 
-import msgspec
-
-from healthbus.protocol import BusSettings, Config, ConfigError, load_config
-from healthbus.subscribers import BusUnavailable
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from healthbus.bus import BusUnavailable
+from healthbus.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from healthbus.protocol import ConfigError
 
 # Any word starting with "-" and a digit is a value, never an option: negative numbers,
 # relative times like -1h, -30m, -1h30m, -250ms, and mistyped ones like -1x or -2w, which
@@ -37,11 +31,8 @@ _RELATIVE_OR_NEGATIVE = re.compile(r"^-\.?\d")
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-class UsageError(Exception):
-    """Bad arguments detected after parsing; exit code 2."""
-
-
 def _add_bus_options(p: argparse.ArgumentParser) -> None:
+    """``--config`` and the NATS connection options, for the commands that talk to the bus."""
     g = p.add_argument_group("NATS connection")
     g.add_argument("--nats", metavar="URL", help="NATS server URL (default: config, $NATS_URL, nats://127.0.0.1:4222)")
     g.add_argument("--prefix", help="subject prefix (default: config or 'healthbus')")
@@ -54,55 +45,6 @@ def _add_bus_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-key", metavar="FILE", help="client key for TLS")
     g.add_argument("--inbox-prefix", metavar="SUBJECT", help="reply inbox prefix (default: config, else _INBOX.<user>)")
     p.add_argument("--config", metavar="FILE", help="healthbus TOML configuration")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-
-
-def load_args_config(args: argparse.Namespace, *, required: bool = False) -> Config:
-    """The config named by ``--config`` (or $HEALTHBUS_CONFIG), else an empty one."""
-    path = getattr(args, "config", None) or os.environ.get("HEALTHBUS_CONFIG")
-    if path is None:
-        if required:
-            raise UsageError("--config FILE is required")
-        return Config()
-    return load_config(path)
-
-
-def bus_settings(args: argparse.Namespace, config: Config | None = None) -> BusSettings:
-    """The config's ``[bus]`` overlaid with command-line options and environment."""
-    base = (config or Config()).bus
-    changes: dict[str, Any] = {}
-    for field in ("user", "creds", "tls_ca", "tls_cert", "tls_key", "inbox_prefix", "prefix"):
-        value = getattr(args, field, None)
-        if value:
-            changes[field] = value
-    password = getattr(args, "password", None) or os.environ.get("HEALTHBUS_NATS_PASSWORD")
-    token = getattr(args, "token", None) or os.environ.get("HEALTHBUS_NATS_TOKEN")
-    if password:
-        changes["password"] = password
-    if token:
-        changes["token"] = token
-    if getattr(args, "nats", None):
-        changes["url"] = args.nats
-    return msgspec.structs.replace(base, **changes) if changes else base
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event | None = None) -> Iterator[asyncio.Event]:
-    """An event that SIGINT or SIGTERM (Ctrl-C, ``docker stop``, Kubernetes) sets while the block runs.
-
-    Pass ``stop`` when something else may end the command too. The handlers are removed on
-    leaving the block, so a second Ctrl-C during the shutdown interrupts as usual.
-    """
-    stop = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield stop
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
 
 
 def _not_built(name: str) -> Handler:
@@ -143,10 +85,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("live state changes", "healthbus.cli._query"),
     "replay": ("history from the audit stream", "healthbus.cli._query"),
     "state-at": ("every target's state as it was at time T", "healthbus.cli._query"),
-    "ctl": ("operator control: force-open, maintenance, disable, reset a target; reload", "healthbus.cli._query"),
+    "ctl": ("operator control of a target: force-open, maintenance, disable, reset", "healthbus.cli._query"),
+    "reload": ("every coordinator and probe worker re-reads its configuration file", "healthbus.cli._query"),
     "bench": ("benchmarks, each against a baseline in the same run", "healthbus.cli._bench"),
     "nats-user": ("print the nats-server user block of a new probe worker", "healthbus.cli._natsuser"),
 }
+
+#: Commands that talk to no NATS server of the user's: no ``--config`` or bus options.
+OFFLINE_COMMANDS: Final = frozenset({"bench", "nats-user"})
+
+
+#: The most synthetic targets ``dev --demo`` brings up (one probe worker on a laptop).
+DEMO_MAX: Final = 10_000
+
+
+def _demo_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected a whole number") from None
+    if not 0 <= count <= DEMO_MAX:
+        raise argparse.ArgumentTypeError(f"invalid count {count}: expected 0 to {DEMO_MAX}")
+    return count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,22 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
     parsers: dict[str, argparse.ArgumentParser] = {}
     for name, (help_text, _module) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_bus_options(p)
+        if name not in OFFLINE_COMMANDS:
+            _add_bus_options(p)
+        p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
         parsers[name] = p
     for name in ("dev", "coordinator", "probe", "dashboard"):
         parsers[name].add_argument(
             "--http", metavar="HOST:PORT", help="serve /metrics, /healthz, /readyz (and the dashboard) here"
         )
+    parsers["coordinator"].add_argument(
+        "--only-partitions",
+        metavar="P,Q,...",
+        help="with [coordinator] partitions > 1: lead or stand by for these partitions only (default: all)",
+    )
     parsers["probe"].add_argument(
         "--id", dest="worker_id", help="this worker's vantage-point id (default: host name + pid)"
     )
     parsers["dev"].add_argument(
         "--data-dir", default=".healthbus", help="where the embedded NATS keeps its data (default: .healthbus)"
     )
+    parsers["dev"].add_argument(
+        "--demo",
+        type=_demo_count,
+        default=0,
+        metavar="N",
+        help="add N synthetic targets to the built-in demo, some failing on purpose (to try the dashboard and alerts)",
+    )
     for name in ("status", "tail", "replay", "state-at"):
         parsers[name].add_argument(
             "--json", action="store_true", help="one StateChanged JSON object per line, nothing else"
         )
+    parsers["status"].add_argument(
+        "--groups", action="store_true", help="with --json: one GroupChanged JSON object per group instead"
+    )
     parsers["replay"].add_argument("--since", metavar="T", help="RFC 3339 time or relative like -1h")
     parsers["replay"].add_argument("--until", metavar="T", help="RFC 3339 time or relative like -5m")
     parsers["replay"].add_argument("--target", metavar="NAME", help="only this target")
@@ -186,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["ctl"].add_argument(
         "action",
         choices=["force-open", "maintenance", "disable", "reset", "reload"],
-        help="what to do (reload: every coordinator and probe worker re-reads its configuration)",
+        help="what to do to TARGET (reload: deprecated, use `healthbus reload`)",
     )
-    parsers["ctl"].add_argument("target", metavar="TARGET", nargs="?", help="target name (not for reload)")
+    parsers["ctl"].add_argument("target", metavar="TARGET", nargs="?", help="target name")
     parsers["ctl"].add_argument("--reason", default="", help="why (goes into the audit log)")
     parsers["ctl"].add_argument(
         "--for",
@@ -200,8 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["nats-user"].add_argument(
         "worker_id", metavar="ID", help="the worker's id (its --id, and its NATS user name): A-Z a-z 0-9 _ -"
     )
+    parsers["nats-user"].add_argument("--prefix", help="subject prefix the user may publish under (default: healthbus)")
+    parsers["nats-user"].add_argument("--password", help="the new worker's password (prefer $HEALTHBUS_NATS_PASSWORD)")
     parsers["bench"].add_argument(
-        "suite", nargs="?", default="all", help="coordinator, latency, scale, fanout, client, failover, fleet or all"
+        "suite",
+        nargs="?",
+        default="all",
+        help="coordinator, latency, scale, fanout, client, failover, fleet, outage, groups, partitions or all",
     )
     parsers["bench"].add_argument("--json", action="store_true", help="print one JSON object")
     parsers["bench"].add_argument(
@@ -221,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeat", type=int, metavar="N", help="coordinator: baseline/coordinator pairs (3); fleet: transitions (20)"
     )
     sizes.add_argument("--calls", type=int, metavar="N", help="client: calls to time per figure")
+    sizes.add_argument("--interval", type=float, metavar="S", help="scale: seconds between a target's checks (1)")
+    sizes.add_argument(
+        "--partitions", type=int, metavar="N", help="failover: the coordinators' [coordinator] partitions (1)"
+    )
     sizes.add_argument("--seed", type=int, default=1, help="seed of the synthetic traffic (default 1)")
     sizes.add_argument("--keep", action="store_true", help="keep the work directory (server logs) and name it")
     return parser

@@ -3,7 +3,8 @@
 Each probe worker gets its own NATS user, allowed to publish only its own subjects:
 ProbeResults on ``<prefix>.probe.*.<token>`` and heartbeats on
 ``<prefix>.worker.heartbeat.<token>`` (``<token>`` is the worker id as a subject token),
-plus the read-only JetStream API calls that following the state stream needs. The
+plus the direct gets that reading the state stream needs (it follows ``<prefix>.state.>``
+over a plain subscription; the consumer API is denied, as to every role but the coordinator). The
 coordinator drops a result whose ``probe`` does not match its subject, so the credential
 speaks only for its own vantage point. It may read confirmation requests
 (``<prefix>.confirm.*``: check a target now). The password is hashed with bcrypt (nats-server
@@ -17,28 +18,33 @@ import argparse
 import os
 import sys
 
-from healthbus.cli._main import EXIT_OK, EXIT_USAGE
+from healthbus.cli._common import EXIT_OK, EXIT_USAGE
 from healthbus.protocol import DEFAULT_PREFIX, StreamSettings, Subjects, probe_token
 
 #: bcrypt cost: nats-server checks a hash once per connection, not per message.
 BCRYPT_COST = 11
 
 
-def state_read_permissions(stream: str) -> list[str]:
-    """The JetStream API subjects a role needs to read and follow the state stream."""
+def state_read_permissions(stream: str, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The JetStream API subjects a role needs to read the state stream: direct gets, and
+    one message get to the leader per read.
+
+    No consumer API: a reader follows ``<prefix>.state.>`` over a plain subscription and
+    reads current states and history with batched direct gets (:func:`consumer_deny`).
+    """
     return [
         "$JS.API.INFO",
-        f"$JS.API.STREAM.INFO.{stream}",
+        # Answered by the stream's leader: where a complete read must reach (a direct get
+        # may come from a replica still behind it).
         f"$JS.API.STREAM.MSG.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}.>",
-        # Only the unnamed (ephemeral) create: creating by name could update another
-        # client's consumer, and no reader may delete one (the server removes an
-        # ephemeral consumer once its client is gone).
-        f"$JS.API.CONSUMER.CREATE.{stream}",
-        f"$JS.API.CONSUMER.INFO.{stream}.>",
-        f"$JS.FC.{stream}.>",
+        f"$JS.API.DIRECT.GET.{stream}.{prefix}.state.>",
     ]
+
+
+def consumer_deny() -> list[str]:
+    """What every role but the coordinator is denied: the consumer API and push flow control."""
+    return ["$JS.API.CONSUMER.>", "$JS.FC.>"]
 
 
 def probe_user_block(worker_id: str, password: str, *, prefix: str = DEFAULT_PREFIX, indent: str = "      ") -> str:
@@ -47,7 +53,11 @@ def probe_user_block(worker_id: str, password: str, *, prefix: str = DEFAULT_PRE
     subjects = Subjects(prefix)
     token = probe_token(worker_id)
     stream = StreamSettings.for_prefix(prefix).name
-    publish = [f"{prefix}.probe.*.{token}", subjects.worker("heartbeat", token), *state_read_permissions(stream)]
+    publish = [
+        f"{prefix}.probe.*.{token}",
+        subjects.worker("heartbeat", token),
+        *state_read_permissions(stream, prefix),
+    ]
     value = password if password.startswith("$") and not password.startswith("$2") else f'"{password}"'
     lines = [
         "{",
@@ -57,12 +67,14 @@ def probe_user_block(worker_id: str, password: str, *, prefix: str = DEFAULT_PRE
         "  permissions: {",
         "    publish: {",
         "      allow: [" + ", ".join(f'"{s}"' for s in publish) + "]",
+        "      deny: [" + ", ".join(f'"{s}"' for s in consumer_deny()) + "]",
         "    }",
         "    subscribe: {",
         "      allow: ["
         + ", ".join(
             f'"{s}"'
             for s in (
+                f"{prefix}.state.>",
                 subjects.worker("heartbeat", "*"),
                 subjects.worker("reload"),
                 f"_INBOX.{token}.>",

@@ -16,18 +16,18 @@ import sys
 
 import msgspec
 
+from healthbus.bus import connect
+from healthbus.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, bus_settings, load_args_config
 from healthbus.cli._http import check_bind
-from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, bus_settings, load_args_config
 from healthbus.cli._reload import Reloader
 from healthbus.probes import DriverMissing, ProbeWorker
 from healthbus.protocol import Config
-from healthbus.subscribers import connect
 
 log = logging.getLogger("healthbus.probes")
 
 
 async def _reload(worker: ProbeWorker, config: Config, prefix: str) -> str:
-    """SIGHUP or ``ctl reload``: check the re-read file's targets from now on."""
+    """SIGHUP or ``healthbus reload``: check the re-read file's targets from now on."""
     if config.bus.prefix != prefix:
         config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, prefix=prefix))
     try:

@@ -1,11 +1,11 @@
-"""``healthbus status | tail | replay | state-at | ctl``: reading the state stream as an operator.
+"""``healthbus status | tail | replay | state-at | ctl | reload``: the operator's commands.
 
 Contract (docs/contract.md): with ``--json`` each command prints exactly one StateChanged
 (``healthbus.protocol.encode``) per line on stdout and nothing else; every message for a
 person goes to stderr. Without ``--json`` a readable table, coloured only on a terminal.
 Exit codes: 0 ok, 1 NATS unreachable or the stream cannot be read, 2 bad arguments.
 
-All reading goes through :class:`healthbus.subscribers.StateStream`; this module only
+All reading goes through :class:`healthbus.bus.StateStream`; this module only
 chooses what to read and how to print it.
 """
 
@@ -19,22 +19,27 @@ import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
+from healthbus.bus import DirectGetError, StateStream, connect, resolve_url
+from healthbus.cli._common import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.cli._format import (
+    GROUP_HEADERS,
     HISTORY_HEADERS,
     STATUS_HEADERS,
     event_rows,
+    group_rows,
     history_rows,
     parse_when,
     render_table,
     tail_line,
     use_colour,
 )
-from healthbus.cli._main import EXIT_FAILURE, EXIT_OK, UsageError, bus_settings, load_args_config, stop_on_signals
 from healthbus.protocol import (
     MAX_MAINTENANCE_S,
     ControlReply,
@@ -50,9 +55,18 @@ from healthbus.protocol import (
     redact_url,
     utcnow,
 )
-from healthbus.subscribers import StateStream, connect, resolve_url
 
-__all__ = ["cmd_ctl", "cmd_replay", "cmd_state_at", "cmd_status", "cmd_tail", "fold_state_at", "state_at"]
+__all__ = [
+    "PartitionLeader",
+    "cmd_ctl",
+    "cmd_replay",
+    "cmd_state_at",
+    "cmd_status",
+    "cmd_tail",
+    "fold_state_at",
+    "read_leaders",
+    "state_at",
+]
 
 #: How long a reply to a control request may take before we say nobody answered.
 CTL_TIMEOUT_S = 5.0
@@ -79,13 +93,20 @@ async def _session(args: argparse.Namespace, command: str) -> AsyncIterator[_Ses
 
 def _explain(exc: BaseException, session: _Session) -> str:
     stream = session.stream.stream
-    if isinstance(exc, nats.js.errors.NotFoundError):
+    kind = exc.kind if isinstance(exc, DirectGetError) else None
+    # Direct gets are answered by the stream itself: none answers when it does not exist.
+    if isinstance(exc, nats.js.errors.NotFoundError) or kind == "no_responders":
         return (
             f"no state stream {stream} on NATS at {session.server}: nothing recorded yet "
             f"(is a coordinator running with prefix {session.stream.subjects.prefix!r}?)"
         )
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.errors.NoRespondersError):
+    if (
+        isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.errors.NoRespondersError)
+        or kind == "no_jetstream"
+    ):
         return f"JetStream is not available on NATS at {session.server} (start nats-server with -js)"
+    if isinstance(exc, DirectGetError):
+        return f"reading {stream} on NATS at {session.server} failed: {exc}"
     if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
         return f"reading {stream} on NATS at {session.server} timed out"
     if isinstance(exc, nats.js.errors.APIError):
@@ -158,14 +179,65 @@ async def cmd_status(args: argparse.Namespace) -> int:
     async with _session(args, "status") as s:
         try:
             states = await s.stream.current()
+            groups = await s.stream.groups() if not out.json or args.groups else []
         except _READ_ERRORS as exc:
             _note("status", _explain(exc, s))
             return EXIT_FAILURE
+        leads = {} if out.json else await _leaders(s)
+    if out.json and args.groups:
+        for g in sorted(groups, key=lambda g: g.group):
+            out.line(encode(g).decode())
+        return EXIT_OK
     if not any(not e.retired for e in states.values()) and not out.json:
         _note("status", f"no targets recorded yet in {s.stream.stream} on {s.server}")
         return EXIT_OK
     _print_states(out, states.values(), utcnow())
+    if groups and not out.json:
+        out.line("")
+        out.line(render_table(GROUP_HEADERS, group_rows(groups, utcnow()), colour=out.colour))
+    if leads:
+        out.line("")
+        out.line(render_table(LEADER_HEADERS, leads, colour=out.colour))
     return EXIT_OK
+
+
+LEADER_HEADERS = ("PARTITION", "LEADER", "REVISION")
+
+
+class PartitionLeader(msgspec.Struct, frozen=True):
+    """Who leads one partition now: ``partition`` is ``"all"`` without partitions (lease
+    key ``leader``), else the partition's number (``leader.<p>``); ``revision`` is the
+    lease key's revision now (it grows with every renewal: the ``term`` a leader stamps on
+    its events is the revision at which it took the lease)."""
+
+    partition: str
+    leader: str
+    revision: int
+
+
+async def read_leaders(nc: Client, stream: str) -> list[PartitionLeader]:
+    """Who holds each leader lease of ``stream`` now, by partition; none when there is no
+    election or the lease bucket cannot be read. ``status`` and the dashboard show this."""
+    from healthbus.coordinator import LEASE_KEY, bucket_for, leaders
+
+    try:
+        held = await leaders(nc, bucket_for(stream))
+    except _READ_ERRORS:
+        return []
+
+    def order(key: str) -> tuple[int, str]:
+        tail = key.removeprefix(f"{LEASE_KEY}.")
+        return (int(tail), "") if tail.isdigit() else (-1, key)
+
+    return [
+        PartitionLeader("all" if key == LEASE_KEY else key.removeprefix(f"{LEASE_KEY}."), holder, revision)
+        for key, (holder, revision) in sorted(held.items(), key=lambda kv: order(kv[0]))
+    ]
+
+
+async def _leaders(s: _Session) -> list[tuple[str, str, str]]:
+    """:func:`read_leaders` as ``status`` table rows."""
+    return [(p.partition, p.leader, str(p.revision)) for p in await read_leaders(s.nc, s.stream.stream)]
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
@@ -263,8 +335,8 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         except _READ_ERRORS as exc:
             _note("tail", _explain(exc, s))
             return EXIT_FAILURE
-        if not out.json:
-            _note("tail", f"following {s.stream.stream} on {s.server} (Ctrl-C to stop)")
+        # On stderr also with --json: the moment from which no change is missed.
+        _note("tail", f"following {s.stream.stream} on {s.server} (Ctrl-C to stop)")
         try:
             with stop_on_signals(stop):
                 await stop.wait()
@@ -290,44 +362,56 @@ def _maintenance_duration(action: str, text: str | None) -> float | None:
     return seconds
 
 
-async def _ctl_request(args: argparse.Namespace, action: str, payload: bytes) -> ControlReply | None:
+async def _ctl_request(
+    args: argparse.Namespace, action: str, payload: bytes, command: str = "ctl"
+) -> ControlReply | None:
     """Send one control request; the coordinator's reply, or None after saying why there is none."""
-    async with _session(args, "ctl") as s:
+    async with _session(args, command) as s:
         subject = Subjects(s.stream.subjects.prefix).ctl(action)
         try:
             msg = await s.nc.request(subject, payload, timeout=CTL_TIMEOUT_S)
         except nats.errors.NoRespondersError:
-            _note("ctl", f"no coordinator is listening on {subject} at {s.server}")
+            _note(command, f"no coordinator is listening on {subject} at {s.server}")
             return None
         except (nats.errors.TimeoutError, TimeoutError):
-            _note("ctl", f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
+            _note(command, f"no reply on {subject} within {CTL_TIMEOUT_S:g}s")
             return None
     try:
         return decode_control_reply(msg.data)
     except ProtocolError as exc:
-        _note("ctl", f"the coordinator's reply was not understood: {exc}")
+        _note(command, f"the coordinator's reply was not understood: {exc}")
         return None
 
 
-async def _ctl_reload(args: argparse.Namespace) -> int:
-    """``healthbus ctl reload``: the active coordinator re-reads its file, then tells the others."""
-    reply = await _ctl_request(args, "reload", b"{}")
+async def _reload(args: argparse.Namespace, command: str) -> int:
+    """The active coordinator re-reads its file, then tells the others (``<prefix>.ctl.reload``)."""
+    reply = await _ctl_request(args, "reload", b"{}", command)
     if reply is None:
         return EXIT_FAILURE
     if not reply.ok:
-        _note("ctl", f"reload refused, the running configuration is kept: {reply.error or 'no reason given'}")
+        _note(command, f"reload refused, the running configuration is kept: {reply.error or 'no reason given'}")
         return EXIT_FAILURE
     print("reload: ok (standby coordinators and probe workers were told to reload too)")
     return EXIT_OK
 
 
+async def cmd_reload(args: argparse.Namespace) -> int:
+    """``healthbus reload``: every coordinator and probe worker re-reads its configuration file."""
+    return await _reload(args, "reload")
+
+
+#: What ``healthbus ctl reload`` prints (to stderr) before it reloads, during the 0.x series.
+CTL_RELOAD_DEPRECATED: Final = "`ctl reload` is deprecated: use `healthbus reload` (ctl reload goes in 1.0)"
+
+
 async def cmd_ctl(args: argparse.Namespace) -> int:
     """``healthbus ctl ACTION TARGET [--reason R]``: ask the coordinator to force-open, disable or reset."""
     if args.action == "reload":
+        _note("ctl", CTL_RELOAD_DEPRECATED)
         if args.target is not None:
             raise UsageError("reload takes no target: every coordinator and probe worker re-reads its configuration")
         _maintenance_duration(args.action, getattr(args, "duration", None))
-        return await _ctl_reload(args)
+        return await _reload(args, "ctl")
     if args.target is None:
         raise UsageError(f"{args.action} needs a TARGET")
     if not is_valid_target(args.target):

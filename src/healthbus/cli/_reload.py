@@ -1,14 +1,17 @@
-"""Live reload of the coordinator and probe workers: SIGHUP, and ``healthbus ctl reload``.
+"""Live reload of the coordinator and probe workers: SIGHUP, and ``healthbus reload``.
 
 A :class:`Reloader` re-reads the process's configuration file and hands it to the
 component (``apply``). An invalid file is refused with the same error as at start-up
 (naming file and field) and the running configuration keeps working. Reloads run one at a
 time.
 
-``healthbus ctl reload`` asks the active coordinator (request/reply on
+``healthbus reload`` asks the active coordinator (request/reply on
 ``<prefix>.ctl.reload``); once it has reloaded, it publishes ``<prefix>.worker.reload``
 (core NATS, a ReloadNotice naming the sender) so that standby coordinators and every probe worker re-read
 their own files too. Only ``[[targets]]`` are reloaded: the other sections need a restart.
+Anything else on the reload subject (a malformed notice, a JetStream delivery) is dropped,
+counted in :attr:`Reloader.dropped` and logged once per reason per interval, never per
+message.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from healthbus.bus import RateLimitedLog
 from healthbus.protocol import (
     Config,
     ConfigError,
@@ -53,6 +57,10 @@ class Reloader:
         self.sender = sender
         self.reloads = 0
         """Reloads applied so far (for tests and logs)."""
+        self.dropped: dict[str, int] = {}
+        """Messages on the reload subject that were no reload notice, by reason (``malformed``,
+        ``jetstream_delivery``): dropped, counted here and logged once per reason per interval."""
+        self._drop_log = RateLimitedLog("ignoring a message on the reload subject (%s): %s%s", logger=log)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[str | None]] = set()
 
@@ -70,6 +78,10 @@ class Reloader:
             log.warning("reloaded %s (%s): %s", self.path, why, summary)
             return None
 
+    def _drop(self, reason: str, detail: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self._drop_log(reason, detail)
+
     def _spawn(self, why: str) -> None:
         task = asyncio.create_task(self.reload(why), name="healthbus-reload")
         self._tasks.add(task)
@@ -85,13 +97,17 @@ class Reloader:
         loop = asyncio.get_running_loop()
 
         async def on_broadcast(msg: Msg) -> None:
+            if msg.reply.startswith("$JS."):
+                # A push consumer pointed at the reload subject: stream data, not a notice.
+                self._drop("jetstream_delivery", f"a JetStream delivery on {msg.subject}")
+                return
             try:
                 notice = decode_reload_notice(msg.data)
             except ProtocolError as exc:
-                log.warning("ignoring a malformed reload notice on %s: %s", msg.subject, exc)
+                self._drop("malformed", f"on {msg.subject}: {exc}")
                 return
             if notice.sender != self.sender:
-                self._spawn(f"ctl reload via {notice.sender}")
+                self._spawn(f"healthbus reload via {notice.sender}")
 
         sub = await nc.subscribe(Subjects(prefix).worker(RELOAD_TOKEN), cb=on_broadcast)
         loop.add_signal_handler(signal.SIGHUP, self._spawn, "SIGHUP")

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal, NamedTuple, TypeAlias
 
 from healthbus.coordinator import ControlError, Rejected, backoff_delay  # the same errors as the real core
+from healthbus.coordinator._core import PROBATION_MIN_S
 from healthbus.protocol import (
     BreakerState,
     ErrorKind,
@@ -35,6 +36,7 @@ from healthbus.protocol import (
     Outcome,
     ProbeResult,
     Quorum,
+    Ramp,
     State,
     StateChanged,
     TargetConfig,
@@ -101,13 +103,13 @@ class _Vantage:
         self.trial_oks = 0
 
     def live(self, mono: float, stale: float) -> bool:
-        """Heard from within ``stale``."""
-        return mono - self.heard < stale
+        """Heard from within ``stale``: lapsed from the deadline ``heard + stale`` on."""
+        return mono < self.heard + stale
 
     def _young(self, outcomes: tuple[Outcome, ...], mono: float, stale: float) -> bool:
         """A result of one of ``outcomes`` was received within ``stale``."""
         times = [self.heard_outcome[o] for o in outcomes]
-        return any(when is not None and mono - when < stale for when in times)
+        return any(when is not None and mono < when + stale for when in times)
 
     def current_verdict(self, mono: float, stale: float) -> Verdict | None:
         """The verdict, while the latest result agreeing with it is younger than ``stale``
@@ -179,6 +181,9 @@ class _Target:
         self.expect_since = now_mono
         self.override_reason = ""
         self.vps: dict[str, _Vantage] = {}  # insertion order: the order of evidence
+        self.readmit = 0  # failed re-admissions of this outage
+        self.ramp: Ramp | None = None  # the ramp of the last re-admission
+        self.ramp_until: float | None = None  # and when it ends (monotonic)
 
     def configure(self, cfg: TargetConfig) -> None:
         self.settings = cfg
@@ -295,8 +300,6 @@ class Decider:
             # Silent for stale_after or more: what it said before is no evidence any more.
             vp.start_afresh()
         events: list[StateChanged] = []
-        if t.breaker == "open" and t.retry_at is not None and now.mono >= t.retry_at:
-            self._half_open(t, now, events)  # the timer is due: this result is a trial
         # A verdict whose agreeing results are all older than stale_after has lapsed.
         vp.verdict = vp.current_verdict(now.mono, stale)
         vp.record(result.outcome, now.mono, t.failure_threshold, t.success_threshold)
@@ -308,6 +311,15 @@ class Decider:
         elif t.breaker == "half_open":
             vp.record_trial(result.outcome, t.success_threshold)
             self._evaluate_half_open(t, now, events)
+        elif t.breaker == "open" and t.retry_at is not None and now.mono >= t.retry_at:
+            # Past retry_at every result is a trial; failed ones leave the breaker open; one
+            # reachable result passes it.
+            vp.record_trial(result.outcome, 1)
+            if vp.trial == "ok":  # a passed trial makes it reachable (passing, or warn)
+                vp.verdict = "pass" if result.outcome == "pass" else "warn"
+            c = self._counts(t, now.mono)
+            if c.live and c.trial_ok >= c.live - quorum_need(t.quorum, c.live) + 1:
+                self._close(t, now, events, c)
         # open (before retry_at), forced_open, disabled: recorded as evidence only.
         return events
 
@@ -318,10 +330,7 @@ class Decider:
         for t in self._targets.values():
             keep = t.stale_after * FORGET_AFTER_STALE
             t.vps = {probe: vp for probe, vp in t.vps.items() if not vp.heard + keep < now.mono}
-            if t.breaker == "open":
-                if t.retry_at is not None and now.mono >= t.retry_at:
-                    self._half_open(t, now, events)
-            elif t.breaker == "forced_open":
+            if t.breaker == "forced_open":
                 if t.retry_at is not None and now.mono >= t.retry_at:
                     # The maintenance window is over: as a reset, a trial.
                     self._clear_overrides(t)
@@ -340,10 +349,19 @@ class Decider:
         t = self._targets.get(target)
         if t is None:
             raise ControlError(f"no target {target!r} in the configuration")
+        # Checked before anything changes: a command that cannot be applied changes nothing.
+        if action not in ("force-open", "disable", "reset", "status", "maintenance"):
+            raise ControlError(f"unknown command {action!r}")
+        if action == "maintenance" and (duration is None or not duration > 0):
+            raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
         why = reason.strip() or "no reason given"
         events: list[StateChanged] = []
         if action == "status":
             return events
+        if action != "reset" or t.breaker != "closed":
+            t.ramp = t.ramp_until = None  # an override ends a ramp
+        if action == "reset":
+            t.readmit = 0
         if action == "maintenance":
             if duration is None or not duration > 0:
                 raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
@@ -466,7 +484,7 @@ class Decider:
             # Within stale_after of the moment results became expected (start, restore,
             # reset, close) silence proves nothing yet; after it, the target is unknown.
             # An operator reset (why) decides afresh: no live data is unknown at once.
-            grace = now.mono - t.expect_since < t.stale_after and not why
+            grace = now.mono < t.expect_since + t.stale_after and not why
             self._set_raw(t, now, events, t.raw if grace else "unknown", prefix + self._no_data_reason(t), record)
             return
         q = quorum_need(t.quorum, c.live)
@@ -543,10 +561,21 @@ class Decider:
             reason = f"stopped flapping: {reason}"
         self._emit(t, now, events, shown, "closed", reason)
 
+    def _in_ramp(self, t: _Target, mono: float) -> bool:
+        return t.ramp_until is not None and mono < t.ramp_until
+
     def _open(self, t: _Target, now: Now, events: list[StateChanged], why: str, failures: int) -> None:
-        t.attempt += 1
-        delay = backoff_delay(t.settings.backoff, t.attempt, self._rng, t.prev_delay)
-        t.prev_delay = delay
+        trial_interval = float(t.settings.trial_interval)
+        if self._in_ramp(t, now.mono):  # a failed re-admission: backed off
+            t.readmit += 1
+            delay = max(trial_interval, backoff_delay(t.settings.backoff, t.readmit, self._rng, t.prev_delay))
+            t.prev_delay = delay
+        else:  # a fresh outage: trials from trial_interval on
+            t.readmit = 0
+            t.prev_delay = None
+            delay = trial_interval
+        t.ramp = t.ramp_until = None
+        t.attempt = t.readmit + 1
         t.retry_at = now.mono + delay
         t.raw = "unavailable"
         for vp in t.vps.values():
@@ -570,7 +599,7 @@ class Decider:
     def _evaluate_half_open(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
         c = self._counts(t, now.mono)
         if c.live == 0:
-            if now.mono - t.half_open_since >= t.stale_after and t.state != "unknown":
+            if now.mono >= t.half_open_since + t.stale_after and t.state != "unknown":
                 self._emit(t, now, events, "unknown", "half_open", f"trial: {self._no_data_reason(t)}")
             return
         q = quorum_need(t.quorum, c.live)
@@ -579,15 +608,31 @@ class Decider:
             self._open(t, now, events, f"trial failed on {c.trial_fail}/{c.live} probes{kinds}", c.failures)
             return
         if c.trial_ok >= c.live - q + 1:
-            t.breaker = "closed"
-            t.attempt, t.retry_at, t.prev_delay = 0, None, None
-            t.expect_since = now.mono
-            self._evaluate_closed(
-                t, now, events, record=True, why=f"trial passed on {c.trial_ok}/{c.live} probes, breaker closed"
-            )
+            self._close(t, now, events, c)
             return
         if t.state == "unknown":
             self._emit(t, now, events, "recovering", "half_open", "trial: probes heard from again")
+
+    def _close(self, t: _Target, now: Now, events: list[StateChanged], c: _Counts) -> None:
+        t.breaker = "closed"
+        t.raw = "recovering"
+        t.attempt, t.retry_at = 0, None
+        t.expect_since = now.mono
+        ramp = t.settings.ramp
+        if ramp.duration > 0 and ramp.start < 1:
+            t.ramp = Ramp(
+                started_at=now.wall,
+                duration_s=float(ramp.duration),
+                from_share=ramp.start,
+                readmission=t.readmit + 1,
+            )
+            t.ramp_until = now.mono + max(float(ramp.duration), PROBATION_MIN_S)  # the probation
+        else:
+            t.ramp = t.ramp_until = None
+            t.readmit, t.prev_delay = 0, None
+        self._evaluate_closed(
+            t, now, events, record=True, why=f"trial passed on {c.trial_ok}/{c.live} probes, breaker closed"
+        )
 
     def _emit(
         self,
@@ -622,6 +667,7 @@ class Decider:
                 if vp.observed_at is not None
             },
             flapping=flapping,
+            ramp=t.ramp if breaker == "closed" and self._in_ramp(t, now.mono) else None,
         )
         t.state = state
         t.breaker = breaker

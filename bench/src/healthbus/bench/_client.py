@@ -15,6 +15,7 @@ healthy StateChanged for the target, published directly (no coordinator needed).
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -26,13 +27,23 @@ from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
 from healthbus.bench._measure import machine_description
 from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._servers import BenchRedis, embedded_nats
-from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode, utcnow
+from healthbus.protocol import (
+    GroupChanged,
+    GroupMember,
+    StateChanged,
+    StreamSettings,
+    Subjects,
+    encode,
+    utcnow,
+)
 
 __all__ = ["run"]
 
 PREFIX = "benchclient"
 TARGET = "redis-main"
 FEATURE = "cache"
+GROUP = "redis-group"
+MEMBERS = (TARGET, "redis-replica-1", "redis-replica-2")
 _REPEATS = 5
 _BATCH = 100
 
@@ -60,17 +71,24 @@ def per_call_ns(fn: Callable[[str], object], arg: str, calls: int) -> float:
 
 
 async def _seed_state(url: str) -> None:
-    from healthbus.subscribers import ensure_stream
+    from healthbus.bus import ensure_stream
 
     nc = await bench_connect(url, "bench-seed")
     try:
         js = nc.jetstream()
         await ensure_stream(js, StreamSettings.for_prefix(PREFIX))
-        event = StateChanged(
-            target=TARGET, seq=1, at=utcnow(), previous="unknown", state="healthy", breaker="closed",
-            reason="seeded by the benchmark", features=[FEATURE],
+        subjects = Subjects(PREFIX)
+        for target in MEMBERS:
+            event = StateChanged(
+                target=target, seq=1, at=utcnow(), previous="unknown", state="healthy", breaker="closed",
+                reason="seeded by the benchmark", features=[FEATURE] if target == TARGET else [],
+            )  # fmt: skip
+            await js.publish(subjects.state(target), encode(event), headers={"Nats-Msg-Id": event.msg_id})
+        group = GroupChanged(
+            group=GROUP, seq=1, at=utcnow(), previous="unknown", state="healthy", policy="round-robin",
+            members=[GroupMember(target=t, state="healthy", available=True) for t in MEMBERS], available=len(MEMBERS),
         )  # fmt: skip
-        await js.publish(Subjects(PREFIX).state(TARGET), encode(event), headers={"Nats-Msg-Id": event.msg_id})
+        await js.publish(subjects.group(GROUP), encode(group), headers={"Nats-Msg-Id": group.msg_id})
     finally:
         await nc.close()
 
@@ -107,7 +125,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
             async with open_health_client(server.url, PREFIX) as health:
                 if not health.is_available(TARGET):
                     raise RuntimeError(f"the seeded state of {TARGET} did not reach the HealthClient")
+                await _wait_group(health)
                 is_available_ns = per_call_ns(health.is_available, TARGET, calls)
+                pick_ns = per_call_ns(health.pick, GROUP, calls)
                 feature_ns = per_call_ns(health.feature_available, FEATURE, calls)
                 baseline_ns = per_call_ns(plain_lookup, TARGET, calls)
                 async with open_sync_health_client(server.url, PREFIX) as sync_health:
@@ -115,6 +135,8 @@ async def run(opts: BenchOptions) -> SuiteResult:
                         raise RuntimeError(f"the seeded state of {TARGET} did not reach the SyncHealthClient")
                     sync_is_available_ns = per_call_ns(sync_health.is_available, TARGET, calls)
                     sync_feature_ns = per_call_ns(sync_health.feature_available, FEATURE, calls)
+                    await _wait_group(sync_health)
+                    sync_pick_ns = per_call_ns(sync_health.pick, GROUP, calls)
                 plain = aioredis.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, socket_connect_timeout=5)
                 try:
                     await plain.set("bench-key", b"x" * 64)
@@ -146,6 +168,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "sync_is_available_ns": round(sync_is_available_ns, 1),
         "sync_feature_available_ns": round(sync_feature_ns, 1),
         "sync_vs_async_is_available": round(sync_is_available_ns / is_available_ns, 2) if is_available_ns else None,
+        "pick_ns": round(pick_ns, 1),
+        "pick_vs_is_available": round(pick_ns / is_available_ns, 2) if is_available_ns else None,
+        "sync_pick_ns": round(sync_pick_ns, 1),
         "gets_per_side": len(plain_batches) * _BATCH,
         "get_plain_us": round(get_plain, 2),
         "get_adapter_us": round(get_adapter, 2),
@@ -159,5 +184,18 @@ async def run(opts: BenchOptions) -> SuiteResult:
             sync_is_available_ns < 1000,
             f"{data['sync_is_available_ns']} ns",
         ),
+        Goal("pick(group) is O(1) and cheap (< 500 ns)", pick_ns < 500, f"{data['pick_ns']} ns"),
     ]
     return SuiteResult("client", opts.size, data, goals, [], machine)
+
+
+async def _wait_group(health: Any) -> None:
+    """Until every member of the seeded group is usable by ``health`` (it loads them on connect)."""
+    for _ in range(500):
+        try:
+            if len({health.pick(GROUP) for _ in MEMBERS}) == len(MEMBERS):
+                return
+        except ConnectionError:
+            pass
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"the seeded group {GROUP} did not reach the client with every member usable")

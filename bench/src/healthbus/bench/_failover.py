@@ -2,12 +2,16 @@
 
 The suite starts a 3-node JetStream cluster (the state stream on three replicas) and two
 coordinators in child processes, each connected to its own node, sharing a 3 s leader
-lease. Three vantage points, one per node, publish a result for each of five targets
-every 250 ms; each target alternates 8 s passing and 8 s failing (``--size smoke``:
-4 s), the targets staggered so that a phase changes somewhere every 1.6 s. While that
-traffic flows it SIGKILLs, one after the other, with a quiet spell between:
+lease (with ``--partitions N`` > 1: ``[coordinator] partitions = N``, a lease per
+partition, each process a :class:`~healthbus.coordinator.PartitionedCoordinator`; the
+first started leads every partition, the other stands by for each). Three vantage
+points, one per node, publish a result for each of five targets every 250 ms; each
+target alternates 8 s passing and 8 s failing (``--size smoke``: 4 s), the targets
+staggered so that a phase changes somewhere every 1.6 s. While that traffic flows it
+SIGKILLs, one after the other, with a quiet spell between:
 
-1. the leading coordinator (a new standby is started in its place once the other took over);
+1. the leading coordinator (with partitions: partition 0's leader; a new standby is
+   started in its place once every partition it led was taken over);
 2. the node leading the state stream (started again after the spell);
 3. the node the leading coordinator is connected to (started again after the spell).
 
@@ -91,8 +95,9 @@ QUORUM = 2
 ANNOUNCES: dict[str, str] = {"pass": "healthy", "fail": "unavailable"}
 
 
-def config_text() -> str:
-    """The coordinators' configuration: quick decisions, a 3 s lease, three replicas."""
+def config_text(partitions: int = 1) -> str:
+    """The coordinators' configuration: quick decisions, a 3 s lease, three replicas,
+    ``partitions`` partitions (1: the setting left out, as before partitions)."""
     text = (
         f'[bus]\nprefix = "{PREFIX}"\n\n'
         "[defaults]\n"
@@ -102,7 +107,9 @@ def config_text() -> str:
         'backoff = { base = "300ms", multiplier = 2.0, max = "1s", jitter = "none" }\n'
         "flap = { enabled = false }\n\n"
         "[coordinator]\n"
-        f'tick = "50ms"\nlease = "{LEASE_S:g}s"\nstream_replicas = 3\n\n'
+        f'tick = "50ms"\nlease_ttl = "{LEASE_S:g}s"\nstream_replicas = 3\n'
+        + (f"partitions = {partitions}\n" if partitions > 1 else "")
+        + "\n"
     )
     for name in TARGETS:
         text += f'[[targets]]\nname = "{name}"\nkind = "tcp"\nurl = "tcp://127.0.0.1:1"\n\n'
@@ -134,7 +141,7 @@ async def coordinator_role(link: Link, config: str, urls: str, holder: str, logd
     payload), so a phase the stream lacks can be checked against what each coordinator heard.
     """
     from healthbus.bus import connect
-    from healthbus.coordinator import CoordinatorService
+    from healthbus.coordinator import CoordinatorService, PartitionedCoordinator
     from healthbus.protocol import load_config_text
 
     nc = await connect(url=urls, name=f"bench-{holder}", dont_randomize=True)
@@ -149,9 +156,14 @@ async def coordinator_role(link: Link, config: str, urls: str, holder: str, logd
             log.write(f"{time.time():.3f} {msg.subject} {msg.data.decode(errors='replace')}\n")
 
         await nc.subscribe(Subjects(PREFIX).probe_all, cb=on_result)
-    service = CoordinatorService(load_config_text(config, source="bench"), nc, holder=holder)
+    parsed = load_config_text(config, source="bench")
+    service: CoordinatorService | PartitionedCoordinator = (
+        PartitionedCoordinator(parsed, nc, holder=holder)
+        if parsed.coordinator.partitions > 1
+        else CoordinatorService(parsed, nc, holder=holder)
+    )
     await service.start()
-    link.send("ready", service.active)
+    link.send("ready", bool(service.leading) if isinstance(service, PartitionedCoordinator) else service.active)
     try:
         while True:
             message = await link.recv(3600)
@@ -225,15 +237,23 @@ async def _vantage(url: str, probe: str, phases: _Phases, stop: asyncio.Event) -
             await nc.close()
 
 
-async def _leader_holder(nc: Client) -> str | None:
-    from healthbus.coordinator import LEASE_KEY, bucket_for
+async def _lease_holders(nc: Client) -> dict[str, str]:
+    """Lease key (``leader``, or ``leader.<p>`` per partition) → its holder now; empty when
+    the bucket cannot be read."""
+    from healthbus.coordinator import bucket_for, leaders
 
     try:
-        kv = await nc.jetstream().key_value(bucket_for(_stream_name()))
-        entry = await kv.get(LEASE_KEY)
+        held = await leaders(nc, bucket_for(_stream_name()))
     except Exception:
-        return None
-    return bytes(entry.value).decode() if entry.value else None
+        return {}
+    return {key: holder for key, (holder, _revision) in held.items()}
+
+
+async def _leader_holder(nc: Client, partitions: int) -> str | None:
+    """Who leads (with partitions: partition 0)."""
+    from healthbus.coordinator import lease_key
+
+    return (await _lease_holders(nc)).get(lease_key(0, partitions))
 
 
 def _stream_name() -> str:
@@ -407,12 +427,13 @@ async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 async def run(opts: BenchOptions) -> SuiteResult:
     """Run the three faults on a fresh 3-node cluster and report the figures."""
     require_coordinator()
+    from healthbus.bench.support import NatsCluster
     from healthbus.bus import connect
-    from healthbus.bus.embedded import NatsCluster
 
     phase_s = opts.pick("duration", smoke=4.0, full=8.0)
+    partitions: int = opts.pick("partitions", smoke=1, full=1)
     spell = 6.0 if opts.size == "smoke" else 16.0  # quiet seconds around each fault
-    config = config_text()
+    config = config_text(partitions)
     cluster = NatsCluster(Path(opts.workdir) / "cluster")
     await asyncio.to_thread(cluster.start)
     data: dict[str, Any] = {}
@@ -447,7 +468,8 @@ async def run(opts: BenchOptions) -> SuiteResult:
             await asyncio.sleep(spell)  # the quiet spell measured as the baseline
 
             # 1. the leading coordinator
-            leader = await _leader_holder(nc) or "c0"
+            leader = await _leader_holder(nc, partitions) or "c0"
+            led = sorted(key for key, holder in (await _lease_holders(nc)).items() if holder == leader)
             marks["coordinator_kill"] = time.time()
             victim = children.pop(leader)
             if victim.pid is not None:
@@ -455,8 +477,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
             await group.stop(victim)
 
             async def new_leader() -> bool:
-                holder = await _leader_holder(nc)
-                return holder is not None and holder != leader
+                # Every lease held, none by the dead process (with partitions: each taken over).
+                held = await _lease_holders(nc)
+                return len(held) == partitions and leader not in held.values()
 
             await _wait_for(new_leader, 30, "a takeover")
             await start_coordinator("c2", homes.pop(leader))
@@ -472,7 +495,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
             await _bring_back(watcher, doomed, cluster, spell)
 
             # 3. the node of the leading coordinator
-            leader = await _leader_holder(nc) or next(iter(children))
+            leader = await _leader_holder(nc, partitions) or next(iter(children))
             doomed = nodes[homes[leader]]
             bucket = f"KV_{stream}_LEADER"
             lease_leader = await _stream_leader(nc, bucket)
@@ -561,4 +584,6 @@ async def run(opts: BenchOptions) -> SuiteResult:
         Goal("no seq stored twice", data["duplicate_seqs"] == 0, f"{data['duplicate_seqs']} duplicates"),
     ]
     notes.append("gaps: worst time from a phase change to its event being stored, per fault (server storage time)")
+    if partitions > 1:
+        notes.append(f"[coordinator] partitions = {partitions}: the coordinator killed held {', '.join(led)}")
     return SuiteResult("failover", opts.size, data, goals, notes, machine_description())

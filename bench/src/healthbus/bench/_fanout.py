@@ -15,7 +15,8 @@
 
 For each, after every instance sees Redis healthy, the suite samples ``INFO all`` twice
 ``--duration`` seconds apart (PING calls → checks per second; all calls → commands per
-second; ``connected_clients``). Only then do the healthbus instances start their own
+second; ``connected_clients``; ``total_connections_received`` → connections opened per
+second). Only then do the healthbus instances start their own
 traffic (a GET every 50 ms each, as a service serving requests), so the steady-state
 figures count health checks alone. Then it stops redis-server and times how long until
 the last instance has flipped to degraded (by its health verdict: the baseline's manager,
@@ -33,11 +34,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from healthbus.bench._framework import BenchOptions, Goal, SuiteResult
+from healthbus.bench._framework import BenchOptions, Goal, SuiteResult, settings_not_default
 from healthbus.bench._manager import RedisHealthManager
 from healthbus.bench._measure import machine_description, now_ns
 from healthbus.bench._procs import Child, ChildError, ChildGroup, Link
-from healthbus.bench._servers import BenchRedis, embedded_nats
+from healthbus.bench._servers import BenchRedis, embedded_nats, restart_stamped
 
 __all__ = ["run"]
 
@@ -103,6 +104,16 @@ async def healthbus_instance_role(link: Link, url: str, prefix: str, redis_url: 
 
         health.on_change(report)
         report()
+
+        def poll_ramp() -> None:
+            # During a re-admission ramp this instance is admitted at its own moment, with no
+            # event: look again every 5 ms while its state is up but it is not admitted yet.
+            state = health.state(TARGET)
+            if state is not None and state.available and not health.is_available(TARGET):
+                asyncio.get_running_loop().call_later(0.005, poll_ramp)
+            report()
+
+        health.on_change(lambda _event: poll_ramp())
         async with redis_adapter(health, redis_url, TARGET, fast=True) as cache:
 
             async def traffic() -> None:
@@ -239,14 +250,21 @@ async def _measure(
     stopped = now_ns()
     await asyncio.to_thread(redis.stop)
     degraded = await _await_state(instances, False, _SETTLE_TIMEOUT_S)
-    await asyncio.to_thread(redis.start)
-    restarted = now_ns()
+    # When redis-server began to accept connections (its own readiness wait, and this loop
+    # getting control back, can come seconds later on a loaded machine).
+    restarted = await restart_stamped(redis.start, redis.host, redis.port)
     recovered = await _await_state(instances, True, _SETTLE_TIMEOUT_S)
     return {
         "checks_per_s": round((ping1 - ping0) / elapsed, 2),
         # our own INFO at t0 is counted in the delta; the one at t1 is not yet.
         "commands_per_s": round((all1 - all0 - 1) / elapsed, 2),
         "connections": int(after.get("connected_clients", 0)) - 1,
+        # Our sampling connection was opened before the first sample: not in the delta.
+        "connections_opened_per_s": round(
+            (int(after.get("total_connections_received", 0)) - int(before.get("total_connections_received", 0)))
+            / elapsed,
+            2,
+        ),
         "degrade_all_ms": round((max(degraded) - stopped) / 1e6, 1),
         "degrade_p50_ms": round(sorted(d - stopped for d in degraded)[len(degraded) // 2] / 1e6, 1),
         # From the first instance to notice to the last: how far apart their views were.
@@ -314,6 +332,7 @@ async def run(opts: BenchOptions) -> SuiteResult:
     hb = await _healthbus(opts, instances, duration, reports=True)
     quiet = await _healthbus(opts, instances, duration, reports=False)
     vs_baseline = round(hb["degrade_all_ms"] / base["degrade_all_ms"], 3) if base["degrade_all_ms"] > 0 else None
+    recover_vs = round(hb["recover_all_ms"] / base["recover_all_ms"], 3) if base["recover_all_ms"] > 0 else None
     data: dict[str, Any] = {
         "instances": instances,
         "duration_s": duration,
@@ -326,6 +345,8 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "commands_per_s_healthbus": hb["commands_per_s"],
         "connections_baseline": base["connections"],
         "connections_healthbus": hb["connections"],
+        "connections_opened_per_s_baseline": base["connections_opened_per_s"],
+        "connections_opened_per_s_healthbus": hb["connections_opened_per_s"],
         "degrade_all_ms_baseline": base["degrade_all_ms"],
         "degrade_all_ms_healthbus": hb["degrade_all_ms"],
         "degrade_p50_ms_baseline": base["degrade_p50_ms"],
@@ -335,9 +356,12 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "degrade_all_vs_baseline": vs_baseline,
         "recover_all_ms_baseline": base["recover_all_ms"],
         "recover_all_ms_healthbus": hb["recover_all_ms"],
+        "recover_all_vs_baseline": recover_vs,
         "degrade_all_ms_healthbus_no_reports": quiet["degrade_all_ms"],
         "degrade_p50_ms_healthbus_no_reports": quiet["degrade_p50_ms"],
         "checks_per_s_healthbus_no_reports": quiet["checks_per_s"],
+        # Every per-target setting of the healthbus run that is not the shipped default.
+        "settings_not_default": settings_not_default(_config_text("benchfanout", "redis://127.0.0.1:1/0")),
     }
     ratio = base["checks_per_s"] / hb["checks_per_s"] if hb["checks_per_s"] else float("inf")
     goals = [
@@ -353,19 +377,26 @@ async def run(opts: BenchOptions) -> SuiteResult:
             f"without reports {quiet['degrade_all_ms']} ms",
         ),
         Goal(
+            "every instance back in at most half the per-process time (shipped trial and ramp settings)",
+            recover_vs is not None and recover_vs <= 0.5,
+            f"{hb['recover_all_ms']} ms vs {base['recover_all_ms']} ms (ratio {recover_vs})",
+        ),
+        Goal(
             "no extra check while nothing fails",
             hb["checks_per_s"] <= STEADY_CHECKS_PER_S * 1.05,
             f"{hb['checks_per_s']}/s with reports on, {STEADY_CHECKS_PER_S:g}/s expected ({WORKERS} workers)",
         ),
     ]
     notes = [
-        "a healthbus check is PING + INFO (server version in details); the baseline's is one PING",
+        "a healthbus check is a fresh connection (HELLO, CLIENT SETNAME) with PING + INFO (server version in "
+        "details), closed after the check; the baseline's is one PING over a kept connection",
         "baseline degrades on its first failed check (after redis-py's 2 retries); healthbus on "
         f"failure_threshold=3 consecutive fails per worker, re-checked every {RETRY_INTERVAL_S * 1000:g} ms "
         "(retry_interval; the default, interval/5, is 200 ms), quorum of both workers",
         "healthbus instances call Redis (GET every 50 ms) through HealthyRedis; the first failing call "
         "reports it and the coordinator has both workers check at once (confirmation round)",
-        "recovery: healthbus waits for the breaker's retry_at (backoff base 1 s, full jitter) and "
-        "success_threshold=2 passes; the baseline for its next PING",
+        "recovery: the probe workers trial the open target every trial_interval; success_threshold=2 "
+        "passing trials re-admit it, through the fleet-wide ramp (ramp.from of the instances at once, "
+        "all by ramp.duration); the baseline comes back at its next PING",
     ]
     return SuiteResult("fanout", opts.size, data, goals, notes, machine)

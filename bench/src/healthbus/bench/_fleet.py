@@ -19,7 +19,30 @@ Measured for each design in the same run, on the same server:
   instance that saw it, for a design where some instances never follow.
 - ``reconnect_caught_up_s``: nats-server is stopped and started again on the same port
   and store; one transition is published as soon as it accepts connections again (while
-  the fleet is still reconnecting); the time until every instance has it.
+  the fleet is still reconnecting); the time until every instance has it. Like the
+  coordinator, the suite publishes a StateDigest every 0.5 s, at once when its own
+  connection comes back and every 0.1 s for 5 s after (``healthbus.bus.DigestPublisher``), so instances that reconnect
+  read only what they missed. Each worker process freezes its objects out of the garbage
+  collector once its instances are open (``gc.freeze()``, every design alike): a full
+  collection over hundreds of instances in one process is a pause no real instance has.
+- ``resync_requests`` / ``resync_timeouts`` / ``resync_reloads``: the requests the fleet
+  sent to the state stream to catch up after the restart (``HealthClient.resync``, summed
+  over every instance), how many of them nothing answered in time, and how many instances
+  reloaded every state instead of reading what the digest showed changed.
+- ``reconnect_cpu_ms_per_instance`` / ``reconnect_server_cpu_ms_per_instance``: the CPU
+  the fleet's worker processes (from just before the restart) and nats-server (from its
+  return) used until every instance had the transition, per instance. On a machine whose
+  cores play the whole fleet, these bound ``reconnect_caught_up_s`` from below
+  (instances × CPU per instance / cores), whatever the design's waits.
+- ``baseline_reconnect_s``: the same number of plain nats-py core subscribers of
+  ``<prefix>.state.*`` (each on its own connection, no catch-up at all), nats-server
+  restarted the same way: the time from its return (``astart`` done: the moment the
+  transition above is published) until the last of them is reconnected (its subscription
+  sent again; 0 when all were back before the server said it was ready). What
+  reconnecting alone costs on this machine, so ``reconnect_caught_up_s`` over it shows
+  what catching up adds.
+  ``baseline_reconnect_cpu_ms_per_instance`` / ``baseline_reconnect_server_cpu_ms_per_instance``:
+  their processes' and nats-server's CPU until then, per instance.
 - ``missed_transitions``: (instance, transition) pairs never seen within the time allowed.
 - ``client_rss_kb_per_instance``: worker RSS growth per instance.
 
@@ -32,14 +55,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
 import os
 import resource
 import statistics
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -50,7 +75,16 @@ from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import Child, ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import target_names
-from healthbus.protocol import StateChanged, StreamSettings, Subjects, decode_state_changed, encode, utcnow
+from healthbus.bus import DigestPublisher, connect
+from healthbus.protocol import (
+    BusSettings,
+    StateChanged,
+    StreamSettings,
+    Subjects,
+    decode_state_changed,
+    encode,
+    utcnow,
+)
 
 __all__ = ["run"]
 
@@ -60,6 +94,7 @@ PREFIX = "benchfleet"
 MAX_PROCESSES = 20
 CONNECT_CONCURRENCY = 20  # connections a worker opens at once
 TARGETS = 10
+DIGEST_INTERVAL = 0.5  # the coordinator's default [coordinator] digest_interval
 Key = tuple[str, int]  # (target, seq)
 
 
@@ -95,15 +130,62 @@ class Seen:
 # ---------------------------------------------------------------- child roles
 
 
-async def _open_health_client(url: str, seen: Seen) -> Callable[[], Any]:
+class Instances:
+    """One worker's instances: how to close them, their catch-up counts, their reconnect times."""
+
+    def __init__(self) -> None:
+        self.closers: list[Callable[[], Any]] = []
+        self.clients: list[Any] = []  # HealthClients (their ``resync`` counts)
+        self.reconnected_ns: list[int] = []  # plain subscribers: when each last reconnected
+
+    def stats(self) -> tuple[int, int, int, int, int, float]:
+        """``(requests, timeouts, reloads, reconnected, last reconnect ns, process CPU s)`` of this worker."""
+        requests = sum(c.resync.requests for c in self.clients)
+        timeouts = sum(c.resync.timeouts for c in self.clients)
+        reloads = sum(c.resync.reloads for c in self.clients)
+        done = [t for t in self.reconnected_ns if t]
+        return requests, timeouts, reloads, len(done), max(done, default=0), time.process_time()
+
+
+async def _open_health_client(url: str, seen: Seen, instances: Instances) -> None:
     from healthbus.bench._harness import connect_health_client
 
     health = await connect_health_client(url, PREFIX, connect_timeout=120.0, stale_after=600.0)
     health.on_change(lambda event: seen.note(event.target, event.seq))
-    return health.close
+    instances.closers.append(health.close)
+    instances.clients.append(health)
 
 
-async def _open_ordered_consumer(url: str, seen: Seen) -> Callable[[], Any]:
+async def _open_plain_subscriber(url: str, seen: Seen, instances: Instances) -> None:
+    """A plain nats-py core subscriber of the state subjects: no stream, no catch-up."""
+    index = len(instances.reconnected_ns)
+    instances.reconnected_ns.append(0)
+
+    async def reconnected() -> None:
+        instances.reconnected_ns[index] = now_ns()
+
+    nc = await bench_connect(
+        url,
+        "bench-fleet-plain",
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        reconnected_cb=reconnected,
+    )
+
+    async def on_msg(msg: Msg) -> None:
+        event = decode_state_changed(msg.data)
+        seen.note(event.target, event.seq)
+
+    try:
+        await nc.subscribe(Subjects(PREFIX).state_all, cb=on_msg)
+    except Exception:
+        await nc.close()
+        raise
+    instances.closers.append(nc.close)
+
+
+async def _open_ordered_consumer(url: str, seen: Seen, instances: Instances) -> None:
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     nc = await bench_connect(
@@ -129,15 +211,18 @@ async def _open_ordered_consumer(url: str, seen: Seen) -> Callable[[], Any]:
     except Exception:
         await nc.close()
         raise
-    return nc.close
+    instances.closers.append(nc.close)
+
+
+OPENERS = {"healthbus": _open_health_client, "baseline": _open_ordered_consumer, "plain": _open_plain_subscriber}
 
 
 async def worker_role(link: Link, url: str, count: int, design: str) -> None:
-    """``count`` instances of ``design`` (``healthbus`` or ``baseline``), each on its own connection."""
+    """``count`` instances of ``design`` (``healthbus``, ``baseline`` or ``plain``), each on its own connection."""
     raise_nofile()
     seen = Seen()
-    opener = _open_health_client if design == "healthbus" else _open_ordered_consumer
-    closers: list[Callable[[], Any]] = []
+    opener = OPENERS[design]
+    instances = Instances()
     failures: list[str] = []
     rss_before = rss_bytes()
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -145,17 +230,27 @@ async def worker_role(link: Link, url: str, count: int, design: str) -> None:
     async def open_one() -> None:
         async with gate:
             try:
-                closers.append(await opener(url, seen))
+                await opener(url, seen, instances)
             except Exception as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
 
     await asyncio.gather(*(open_one() for _ in range(count)))
+    # A worker plays hundreds of instances in one Python process: a full garbage
+    # collection there walks all their objects at once (about a second per 100
+    # HealthClients on this machine under load, seen right after a nats-server restart),
+    # a pause no real instance, alone in its process, has. Everything made so far lives
+    # as long as the worker: keep it out of the collector's walks.
+    gc.collect()
+    gc.freeze()
     link.send("ready", (rss_bytes() - rss_before) / max(1, count), failures[:3], len(failures))
     try:
         while (message := await link.recv(7200))[0] != "stop":
             if message[0] == "report":
                 link.send("seen", seen.report())
+            elif message[0] == "stats":
+                link.send("stats", *instances.stats())
     finally:
+        closers = instances.closers
         for i in range(0, len(closers), 50):
             await asyncio.gather(*(close() for close in closers[i : i + 50]), return_exceptions=True)
 
@@ -209,11 +304,13 @@ class Publisher:
             breaker="open" if state == "unavailable" else "closed", reason="bench fleet",
         )  # fmt: skip
         sent = now_ns()
+        # Sent counts from before the ack, as the coordinator's StateDigest counts it
+        # ("stored, or on its way"): a digest taken while the ack is awaited names this seq.
+        self.seqs[target] = seq
+        self.state[target] = state
         await nc.jetstream().publish(
             self.subjects.state(target), encode(event), headers={"Nats-Msg-Id": event.msg_id}, timeout=30
         )
-        self.seqs[target] = seq
-        self.state[target] = state
         return (target, seq), sent
 
 
@@ -234,6 +331,33 @@ async def _collect(
         if all(total.get(k, (0, 0))[0] >= instances for k in keys) or loop.time() > end:
             return total
         await asyncio.sleep(0.25)
+
+
+class Stats(NamedTuple):
+    """:meth:`Instances.stats` summed over every worker (``last``: the latest)."""
+
+    requests: int
+    timeouts: int
+    reloads: int
+    reconnected: int
+    last: int
+    cpu_s: float
+
+
+async def _stats(children: list[Child]) -> Stats:
+    """:meth:`Instances.stats` summed over every worker (the time: the latest)."""
+    requests = timeouts = reloads = reconnected = last = 0
+    cpu_s = 0.0
+    for child in children:
+        child.link.send("stats")
+        row = await child.link.expect("stats", 120)
+        requests += row[0]
+        timeouts += row[1]
+        reloads += row[2]
+        reconnected += row[3]
+        last = max(last, row[4])
+        cpu_s += row[5]
+    return Stats(requests, timeouts, reloads, reconnected, last, cpu_s)
 
 
 async def _phase(
@@ -262,6 +386,13 @@ async def _phase(
 
     sampler = asyncio.create_task(sample())
     children: list[Child] = []
+    digests: asyncio.Task[None] | None = None
+    coordinator: Client | None = None
+    if design == "healthbus":
+        # The coordinator's StateDigest, from a connection that reconnects as the coordinator's does.
+        coordinator = await connect(BusSettings(url=server.url), name="bench-fleet-coordinator")
+        digest = DigestPublisher(coordinator, Subjects(PREFIX), lambda: dict(publisher.seqs), interval=DIGEST_INTERVAL)
+        digests = asyncio.create_task(digest.run())
     try:
         children = [group.start(f"fleet-{design}-{i}", worker_role, server.url, n, design) for i, n in enumerate(per)]
         rss_per: list[float] = []
@@ -302,9 +433,11 @@ async def _phase(
 
         # nats-server restarts on the same port and store; a transition is published as
         # soon as it is back, while the fleet is still reconnecting.
+        before = await _stats(children)
         await admin.close()
         await server.astop()
         await server.astart()
+        server_cpu0 = ServerProbe(server.pid).cpu_s()
         admin = await bench_connect(server.url, "bench-fleet-admin")
         key, at = await publisher.publish(admin, publisher.names[0])
         log.info("fleet %s: nats-server restarted; waiting for the fleet to catch up", design)
@@ -312,7 +445,15 @@ async def _phase(
         got, last = after.get(key, (0, 0))
         caught_up_s = round((last - at) / 1e9, 3) if got >= instances else None
         missed += max(0, instances - got)
+        server_cpu_s = ServerProbe(server.pid).cpu_s() - server_cpu0
+        done = await _stats(children)
     finally:
+        if digests is not None:
+            digests.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await digests
+        if coordinator is not None:
+            await coordinator.close()
         sampling = False
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -334,9 +475,51 @@ async def _phase(
         # Over the instances that saw each transition (all of them, unless some never follow).
         "flip_seen_p99_ms": round(percentile(seen_ms, 99), 3) if seen_ms else None,
         "reconnect_caught_up_s": caught_up_s,
+        "resync_requests": done.requests - before.requests,
+        "resync_timeouts": done.timeouts - before.timeouts,
+        "resync_reloads": done.reloads - before.reloads,
+        # CPU of the fleet's processes and of nats-server from the restart until every
+        # instance had the transition (the workers' also includes the disconnect), per instance.
+        "reconnect_cpu_ms_per_instance": round(1000 * (done.cpu_s - before.cpu_s) / max(1, instances), 3),
+        "reconnect_server_cpu_ms_per_instance": round(1000 * server_cpu_s / max(1, instances), 3),
         "missed_transitions": missed,
         "client_rss_kb_per_instance": round(statistics.mean(rss_per) / 1024, 1) if rss_per else None,
     }
+
+
+async def _plain_reconnect(
+    server: Any, group: ChildGroup, instances: int, processes: int, timeout: float
+) -> tuple[float | None, float | None, float | None]:
+    """Seconds from nats-server's return until the last of ``instances`` plain core subscribers
+    reconnected, and the CPU milliseconds per instance their processes and nats-server used until then."""
+    per = [instances // processes + (1 if i < instances % processes else 0) for i in range(processes)]
+    children = [group.start(f"fleet-plain-{i}", worker_role, server.url, n, "plain") for i, n in enumerate(per)]
+    try:
+        failures = 0
+        for child in children:
+            _, _, failed = await child.link.expect("ready", 1800)
+            failures += failed
+        before = await _stats(children)
+        await server.astop()
+        await server.astart()
+        back = now_ns()
+        server_cpu0 = ServerProbe(server.pid).cpu_s()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            now = await _stats(children)
+            if now.reconnected >= instances - failures:
+                cpu_ms = round(1000 * (now.cpu_s - before.cpu_s) / max(1, instances), 3)
+                server_ms = round(1000 * (ServerProbe(server.pid).cpu_s() - server_cpu0) / max(1, instances), 3)
+                # 0: every one was back before the server even said it was ready.
+                back_s = max(0.0, round((now.last - back) / 1e9, 3)) if failures == 0 else None
+                return back_s, cpu_ms, server_ms
+            if loop.time() > end:
+                return None, None, None
+            await asyncio.sleep(0.25)
+    finally:
+        for child in children:
+            await group.stop(child)
 
 
 async def run(opts: BenchOptions) -> SuiteResult:
@@ -367,6 +550,9 @@ async def run(opts: BenchOptions) -> SuiteResult:
         args = (server, group, publisher, instances, processes, flips, gap, steady_s, catch_up_timeout)
         new = await _phase("healthbus", *args)
         old = await _phase("baseline", *args)
+        plain_s, plain_cpu_ms, plain_server_ms = await _plain_reconnect(
+            server, group, instances, processes, catch_up_timeout
+        )
     data: dict[str, Any] = {
         **new,
         "targets": TARGETS,
@@ -375,17 +561,30 @@ async def run(opts: BenchOptions) -> SuiteResult:
         "open_files_limit": nofile,
     }
     for key, value in old.items():
-        if key not in ("instances", "processes"):
+        if key not in (
+            "instances", "processes", "resync_requests", "resync_timeouts", "resync_reloads",
+            "reconnect_cpu_ms_per_instance", "reconnect_server_cpu_ms_per_instance",
+        ):  # fmt: skip
             data[f"baseline_{key}"] = value
+    data["baseline_reconnect_s"] = plain_s
+    data["baseline_reconnect_cpu_ms_per_instance"] = plain_cpu_ms
+    data["baseline_reconnect_server_cpu_ms_per_instance"] = plain_server_ms
     goals = [
         Goal("no JetStream consumer for subscribers", new["jetstream_consumers_peak"] == 0,
              f"peak {new['jetstream_consumers_peak']} (baseline {old['jetstream_consumers_peak']})"),
         Goal("no missed transition", new["missed_transitions"] == 0,
              f"{new['missed_transitions']} missed (baseline {old['missed_transitions']})"),
+        Goal("caught up within 5 s of a nats-server restart",
+             new["reconnect_caught_up_s"] is not None and new["reconnect_caught_up_s"] <= 5.0,
+             f"{new['reconnect_caught_up_s']} s (plain core subscribers reconnected in {plain_s} s)"),
+        Goal("no catch-up request timed out", new["resync_timeouts"] == 0,
+             f"{new['resync_timeouts']} of {new['resync_requests']} requests"),
     ]  # fmt: skip
     notes = [
         f"{instances} instances, each with its own NATS connection, in {processes} processes on "
         f"{machine['nproc']} cores; the suite publishes StateChanged itself (as the coordinator does)",
         "baseline: one plain nats-py JetStream ordered consumer per instance (last per subject, 1 s heartbeat)",
+        "baseline_reconnect_s: as many plain nats-py core subscribers (reconnect_time_wait 0.5 s), restarted "
+        "the same way: until the last one reconnected",
     ]
     return SuiteResult("fleet", opts.size, data, goals, notes, machine)

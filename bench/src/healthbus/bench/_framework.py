@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["SUITES", "BenchOptions", "Goal", "SuiteResult", "SuiteUnavailable", "load_suite"]
+__all__ = ["SUITES", "BenchOptions", "Goal", "SuiteResult", "SuiteUnavailable", "load_suite", "settings_not_default"]
 
 Size = Literal["smoke", "full"]
 
@@ -27,6 +27,9 @@ SUITES: dict[str, str] = {
     "client": "healthbus.bench._client",
     "failover": "healthbus.bench._failover",
     "fleet": "healthbus.bench._fleet",
+    "outage": "healthbus.bench._outage",
+    "groups": "healthbus.bench._groups",
+    "partitions": "healthbus.bench._partitions",
 }
 
 
@@ -47,6 +50,8 @@ class BenchOptions:
     duration: float | None = None
     repeat: int | None = None
     calls: int | None = None
+    interval: float | None = None
+    partitions: int | None = None
     seed: int = 1
 
     def pick(self, name: str, *, smoke: Any, full: Any) -> Any:
@@ -124,3 +129,27 @@ def load_suite(name: str) -> Callable[[BenchOptions], Awaitable[SuiteResult]]:
     module = importlib.import_module(SUITES[name])
     run: Callable[[BenchOptions], Awaitable[SuiteResult]] = module.run
     return run
+
+
+def settings_not_default(config_text: str) -> dict[str, Any]:
+    """The per-target settings of ``config_text`` (its first target) that differ from the
+    shipped defaults, as ``{key: value}`` (nested tables as ``"backoff.base"``): what a
+    suite's JSON says it changed."""
+    import msgspec
+
+    from healthbus.protocol import CheckSettings, load_config_text
+
+    target = load_config_text(config_text, source="<bench>", env={}).targets[0]
+    shipped = msgspec.structs.asdict(CheckSettings())
+    mine = msgspec.structs.asdict(target)
+    out: dict[str, Any] = {}
+    for key, default in shipped.items():
+        value = mine[key]
+        if isinstance(default, msgspec.Struct):
+            for sub, sub_default in msgspec.structs.asdict(default).items():
+                sub_value = getattr(value, sub)
+                if sub_value != sub_default:
+                    out[f"{key}.{sub}"] = sub_value
+        elif value != default:
+            out[key] = value
+    return out

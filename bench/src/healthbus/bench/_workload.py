@@ -4,7 +4,7 @@ The message set is deterministic for a given size and seed (only ``observed_at``
 the time of generation), so the baseline and the coordinator receive the same messages.
 Each target follows a cycle of rounds (one result per vantage point per round) chosen so
 the coordinator really decides: healthy → degraded (a minority fails) → healthy →
-degraded (a warn) → healthy → unavailable (all fail, breaker opens) → half-open trials.
+degraded (a warn) → healthy → unavailable (all fail, breaker opens) → trials (re-admitted).
 Targets start at different points of the cycle so transitions are spread out.
 """
 
@@ -25,7 +25,7 @@ CYCLE: tuple[tuple[str, ...], ...] = (
     *([("pass", "pass", "warn")] * 2),  # warn -> degraded
     *([("pass", "pass", "pass")] * 8),
     *([("fail", "fail", "fail")] * 3),  # quorum failing -> breaker opens -> unavailable
-    *([("pass", "pass", "pass")] * 3),  # half-open trials once retry_at has passed
+    *([("pass", "pass", "pass")] * 3),  # trials once retry_at has passed: re-admitted
 )
 
 
@@ -105,6 +105,8 @@ def bench_config_text(
         f"success_threshold = {success_threshold}",
         f'quorum = "{quorum}"' if not quorum.isdigit() else f"quorum = {quorum}",
         f'backoff = {{ base = "{backoff_base}", multiplier = 2.0, max = "{backoff_max}", jitter = "full" }}',
+        # An open breaker's trials start as soon as a failed re-admission's backoff would.
+        f'trial_interval = "{backoff_base}"',
         f"flap = {{ enabled = {'true' if flap else 'false'} }}",
     ]
     if stale_after is not None:

@@ -12,6 +12,19 @@ server that wants a client certificate) is permanent: it fails at once, with one
 saying what to fix, instead of being retried. Unreadable TLS files are a
 :class:`~healthbus.protocol.ConfigError`.
 
+Reconnects are spread: after a server restart every client of a fleet would otherwise
+try again at the same moments (nats-py waits a fixed ``reconnect_time_wait``), and the
+returning server meets them all at once. Here each try waits a random time (full jitter)
+up to a cap that doubles per failed try, from :data:`RECONNECT_FIRST_MAX` to
+:data:`RECONNECT_MAX` (:func:`reconnect_delay`).
+
+The connection is a :class:`PongSafeClient`, nats-py's client with two fixes: in nats-py 2.16 a ``flush()``
+or ``rtt()`` that times out (nats-py's own flush after every reconnect does, against a busy
+server) leaves its PONG waiter behind, and the late PONG then raises ``InvalidStateError``
+in the read loop, which stops reading for good while the connection still says it is
+connected (docs/upstream/nats-py-pong.md); and with one leak closed: a reconnect try whose
+handshake failed left its connection's stream writer open.
+
 Every client's reply inboxes live under its own prefix (``BusSettings.effective_inbox_prefix``,
 ``_INBOX.<user>`` by default), so a NATS user needs subscribe permission on that prefix only
 and cannot read other roles' replies (``deploy/nats/healthbus.conf``).
@@ -23,11 +36,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from nats.aio.client import Client
+from nats.aio.client import Client, Server, Srv
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -50,8 +65,95 @@ client's replies. A connection shared with a HealthClient under that role needs 
 """
 
 
+MIN_SERVER_VERSION: Final = (2, 11, 0)
+"""The oldest nats-server healthbus works with: subscribers load current states with
+batched direct gets (``multi_last``), which nats-server 2.11 added. An older server
+answers them ``408 Empty Request``."""
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+
+#: The most a first reconnect try waits (seconds); the cap doubles per failed try.
+RECONNECT_FIRST_MAX: Final = 0.1
+#: The most any reconnect try waits (seconds).
+RECONNECT_MAX: Final = 1.0
+
+
+class PongSafeClient(Client):
+    """nats-py's client, with a late PONG after a timed-out ``flush()`` ignored (see the module doc)."""
+
+    async def _process_pong(self) -> None:
+        # Each PONG answers the oldest PING. Its waiter may be gone (cancelled by a flush
+        # timeout): then this PONG is that PING's, and nobody else's.
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+
+    async def _connect_to_server(self, s: Srv) -> None:
+        # nats-py keeps one transport object and connects it anew on every reconnect try;
+        # a try whose handshake failed (the server or a proxy closed the connection right
+        # after accepting it: UnexpectedEOF) leaves that connection's stream writer open,
+        # and it leaks ("unclosed StreamWriter", a ResourceWarning). Close it first.
+        if self._transport is not None:
+            self._transport.close()  # type: ignore[no-untyped-call]
+        await super()._connect_to_server(s)
+
+
+def reconnect_delay(failed: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds to wait before a reconnect try after ``failed`` failed ones (full jitter)."""
+    cap = min(RECONNECT_MAX, RECONNECT_FIRST_MAX * 2 ** min(failed, 16))
+    return rng(0.0, cap)
+
+
+def _next_server(servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
+    """nats-py's ``reconnect_to_server_handler``: the least-failed server, after a jittered wait."""
+    server = min(servers, key=lambda s: s.reconnects)
+    return server, reconnect_delay(server.reconnects)
+
+
 class BusUnavailable(ConnectionError):
     """NATS could not be reached. The message names the server, never a credential."""
+
+
+class ServerUnsupported(BusUnavailable):
+    """NATS answered but cannot serve healthbus: too old, or without JetStream.
+
+    The message names the server (never a credential), what is missing and the minimum
+    version. A subclass of :class:`BusUnavailable`, so whatever handles an unreachable
+    bus handles this too.
+    """
+
+
+def server_problem(info: Mapping[str, Any]) -> str | None:
+    """What healthbus misses in a server that sent ``info`` (its INFO at connect), or None.
+
+    Reads only the INFO every client gets at connect, so it needs no permission: the
+    version (``MIN_SERVER_VERSION`` or newer) and the ``jetstream`` flag. A version that is
+    not ``X.Y.Z`` (a fork, a custom build) is given the benefit of the doubt.
+    """
+    wanted = ".".join(map(str, MIN_SERVER_VERSION))
+    version = str(info.get("version") or "")
+    match = _VERSION.match(version)
+    if match is not None and tuple(int(part) for part in match.groups()) < MIN_SERVER_VERSION:
+        return (
+            f"nats-server {version} is too old: healthbus needs nats-server {wanted} or newer "
+            "(subscribers read current states with batched direct gets)"
+        )
+    if not info.get("jetstream"):
+        return (
+            f"JetStream is not available (start nats-server with -js); healthbus needs "
+            f"nats-server {wanted} or newer with JetStream"
+        )
+    return None
+
+
+def check_server(nc: Client, shown: str) -> None:
+    """Raise :class:`ServerUnsupported` when the server ``nc`` is connected to cannot serve healthbus."""
+    problem = server_problem(nc._server_info)
+    if problem is not None:
+        raise ServerUnsupported(f"NATS at {shown}: {problem}")
 
 
 def resolve_url(settings: BusSettings | None = None, override: str | None = None) -> str:
@@ -129,11 +231,17 @@ async def connect(
     url: str | None = None,
     name: str = "healthbus",
     connect_attempts: int = 3,
+    require_server: bool = True,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
     **extra: Any,
 ) -> Client:
-    """Connect to NATS, failing fast when it is down and reconnecting forever once up."""
+    """Connect to NATS, failing fast when it is down and reconnecting forever once up.
+
+    With ``require_server`` (the default) a server that cannot serve healthbus (older than
+    ``MIN_SERVER_VERSION``, or without JetStream) is refused with :class:`ServerUnsupported`
+    right after the connect, instead of failing later in ways that say nothing.
+    """
     settings = settings or BusSettings()
     server = resolve_url(settings, url)
     shown = redact_url(server)
@@ -170,6 +278,7 @@ async def connect(
         "connect_timeout": float(settings.connect_timeout),
         "allow_reconnect": True,
         "reconnect_time_wait": 0.5,
+        "reconnect_to_server_handler": _next_server,
         "error_cb": error_cb,
     }
     if reconnected_cb is not None:
@@ -201,7 +310,7 @@ async def connect(
     # dead server fails fast, then switch to "forever" for the life of the connection.
     # nats-py reads 0 as "unlimited", so the smallest bound is 1 (two tries in all).
     options["max_reconnect_attempts"] = max(1, connect_attempts - 1)
-    nc = Client()
+    nc = PongSafeClient()
     attempt = asyncio.ensure_future(nc.connect(**options))
     tls_wait = asyncio.ensure_future(tls_event.wait())
     # nats-py bounds each try by connect_timeout, but can hang closing a socket whose TLS
@@ -245,6 +354,13 @@ async def connect(
         tls_wait.cancel()
         connecting = False
     nc.options["max_reconnect_attempts"] = -1
+    if require_server:
+        try:
+            check_server(nc, shown)
+        except ServerUnsupported:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(nc.close(), 1.0)
+            raise
     return nc
 
 

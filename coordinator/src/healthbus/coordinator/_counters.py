@@ -6,39 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Final
 
+from healthbus.bus import RateLimitedLog
 from healthbus.coordinator._metrics import DECISION_BUCKETS
+from healthbus.protocol.clock import Clock
 
 log = logging.getLogger("healthbus.coordinator")
 
-#: One log line per drop reason per this many seconds, with the count in between.
-DROP_LOG_INTERVAL: Final = 10.0
-
 _NEVER: Final = 2**62
-
-
-class RateLimitedLog:
-    """Logs at most once per key per interval, saying how many were suppressed."""
-
-    def __init__(self, template: str, monotonic: Callable[[], float], interval: float = DROP_LOG_INTERVAL) -> None:
-        self.template = template
-        self.interval = interval
-        self._monotonic = monotonic
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, reason: str, detail: str) -> None:
-        now = self._monotonic()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-        self._last[reason] = now
-        more = self._suppressed.pop(reason, 0)
-        extra = f" ({more} more since the last such message)" if more else ""
-        log.warning(self.template, reason, detail, extra)
 
 
 class Counters:
@@ -48,7 +24,7 @@ class Counters:
     messages has been handled; the hot path only compares one int to wake it.
     """
 
-    def __init__(self, monotonic: Callable[[], float]) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.results: dict[str, int] = {"pass": 0, "warn": 0, "fail": 0}
         self.dropped: dict[str, int] = {}
         self.transitions: dict[tuple[str, str, str], int] = {}
@@ -59,7 +35,7 @@ class Counters:
         self.next_wake = _NEVER
         """The smallest ``handled`` count a waiter waits for (compare, then :meth:`wake`)."""
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._drop_log = RateLimitedLog("dropped a message (%s): %s%s", monotonic=monotonic)
+        self._drop_log = RateLimitedLog("dropped a message (%s): %s%s", clock, logger=log)
 
     def drop(self, reason: str, detail: str) -> None:
         """Count a dropped message and log it (rate-limited)."""

@@ -18,14 +18,20 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js.errors import NoStreamResponseError
 
-from healthbus.coordinator._clock import Clock
-from healthbus.coordinator._leader import Lease
+from healthbus.bus import raise_if_cancelled
+from healthbus.coordinator._leader import LEASE_KEY, Lease
+from healthbus.protocol.clock import Clock
 
 log = logging.getLogger("healthbus.coordinator")
 
 #: Seconds between a standby's attempts to take the lease. An attempt is one small
 #: key-value write; trying often takes over soon after the key expired.
 TAKEOVER_POLL: Final = 0.25
+
+
+def _which(lease: Lease) -> str:
+    """`` (leader.<p>)`` for a partition's lease in log lines, nothing for the single one."""
+    return "" if lease.key == LEASE_KEY else f" ({lease.key})"
 
 
 class Election:
@@ -104,6 +110,7 @@ class Election:
             # often as a standby would: once the bucket answers again it must not lose
             # the race for an expired key to a standby and hand over for nothing.
             steady = self._is_active() and renewed is not None
+            raise_if_cancelled()  # a cancel racing the key-value write's reply is lost (bus._tasks)
             await self.clock.sleep(lease.ttl / 4 if steady else min(lease.ttl / 4, TAKEOVER_POLL))
             renewed = True
             try:
@@ -112,20 +119,27 @@ class Election:
                     renewed = await lease.renew()
                     if renewed is False:
                         if lease.interrupted:
-                            log.warning("the leader lease lapsed and another coordinator led meanwhile: restoring")
+                            log.warning(
+                                "the leader lease%s lapsed and another coordinator led meanwhile: restoring",
+                                _which(lease),
+                            )
                         else:
                             holder = await lease.current_holder()
-                            log.warning("lost the leader lease to %s: stepping down", holder or "another coordinator")
+                            log.warning(
+                                "lost the leader lease%s to %s: stepping down",
+                                _which(lease),
+                                holder or "another coordinator",
+                            )
                         await self._deactivate()
                 elif self.nc.is_connected:
                     if await lease.acquire():
                         if not self.activating:
-                            log.warning("took the leader lease: taking over")
+                            log.warning("took the leader lease%s: taking over", _which(lease))
                             self._activation = asyncio.create_task(
                                 self._activate(), name="healthbus-coordinator-takeover"
                             )
                     elif self.activating:
-                        log.warning("lost the leader lease while taking over: standing by")
+                        log.warning("lost the leader lease%s while taking over: standing by", _which(lease))
                         await self.stop()
                         await self._deactivate()
             except asyncio.CancelledError:

@@ -45,22 +45,22 @@ class Intake:
         counters: Counters,
         *,
         probe_base: str,
-        legacy: bool = False,
         now: Callable[[], Now],
         emit: Callable[[Iterable[StateChanged]], None],
         batcher: QueueBatcher | None = None,
-        record: Callable[[Now, ProbeResult], None] | None = None,
+        observe: Callable[[ProbeResult], None] | None = None,
+        foreign: Callable[[str], bool] | None = None,
     ) -> None:
         self.decider = decider
         self.counters = counters
         self._known = decider.names
         self._probe_base_len = len(probe_base)
-        self.legacy = legacy
-        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now = now
         self._emit = emit
         self._batcher = batcher
-        self._record = record
+        self._observe = observe
+        self._foreign = foreign
+        """With partitions: True for a name of another partition (ignored: not counted, not dropped)."""
         self._tokens: dict[str, str] = {}  # probe id -> its subject token
 
     def on_probe(self, msg: Msg) -> None:
@@ -72,10 +72,6 @@ class Intake:
         if batcher is not None:
             batcher.take(BATCH_LIMIT, self.handle_probe)
 
-    async def on_legacy_probe(self, msg: Msg) -> None:
-        """Subscription callback for the legacy subjects (``[coordinator] legacy_probe_subjects``)."""
-        self.handle_probe(msg.subject, msg.data)
-
     def handle_probe(self, subject: str, data: bytes) -> None:
         """Decode and decide one ProbeResult message (synchronous: the hot path).
 
@@ -86,15 +82,15 @@ class Intake:
         try:
             name, dot, token = subject[self._probe_base_len :].partition(".")
             if name not in self._known:
+                if self._foreign is not None and self._foreign(name):
+                    counters.handled -= 1  # another partition's leader handles it
+                    return
                 counters.drop(
                     "unknown_target", f"no target {name[:80]!r} in the configuration (subject {subject[:120]})"
                 )
                 return
-            if not dot and not self.legacy:
-                counters.drop(
-                    "legacy_subject",
-                    f"{subject[:120]} names no probe (accepted only with [coordinator] legacy_probe_subjects)",
-                )
+            if not dot:  # only the subscription's own subjects arrive: a caller passed another one
+                counters.drop("malformed", f"{subject[:120]} names no probe")
                 return
             if len(data) > MAX_MESSAGE_BYTES:
                 counters.drop("oversized", f"{len(data)} bytes on {subject}")
@@ -108,19 +104,18 @@ class Intake:
             if result.target != name:
                 counters.drop("subject_mismatch", f"target {result.target!r} published on {subject}")
                 return
-            if dot:
-                expected = self._tokens.get(result.probe)
-                if expected is None:
-                    if len(self._tokens) >= TOKEN_CACHE:
-                        self._tokens.clear()  # bounded whatever ids arrive
-                    expected = self._tokens[result.probe] = probe_token(result.probe)
-                if expected != token:
-                    counters.drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
-                    return
-                if result.probe != token:
-                    # One vantage point per subject token: ids that differ only in characters
-                    # a token cannot hold ("web.1", "web 1") are the same vantage point.
-                    result = msgspec.structs.replace(result, probe=token)
+            expected = self._tokens.get(result.probe)
+            if expected is None:
+                if len(self._tokens) >= TOKEN_CACHE:
+                    self._tokens.clear()  # bounded whatever ids arrive
+                expected = self._tokens[result.probe] = probe_token(result.probe)
+            if expected != token:
+                counters.drop("probe_mismatch", f"probe {result.probe[:80]!r} published on {subject[:160]}")
+                return
+            if result.probe != token:
+                # One vantage point per subject token: ids that differ only in characters
+                # a token cannot hold ("web.1", "web 1") are the same vantage point.
+                result = msgspec.structs.replace(result, probe=token)
             sample = (counters.handled & 63) == 0
             started = time.perf_counter() if sample else 0.0
             now = self._now()
@@ -129,8 +124,8 @@ class Intake:
             except Rejected as exc:
                 counters.drop(exc.reason, f"{name} from probe {result.probe[:80]!r}: {exc}")
                 return
-            if self._record is not None:
-                self._record(now, result)
+            if self._observe is not None:
+                self._observe(result)
             counters.results[result.outcome] += 1
             if events:
                 self._emit(events)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from healthbus.protocol import BREAKER_STATES, STATES
+from healthbus.protocol import BREAKER_STATES, GROUP_STATES, STATES
 
 if TYPE_CHECKING:
     from healthbus.coordinator._service import CoordinatorService
@@ -62,6 +62,7 @@ class ServiceCollector(Collector):
                 breaker.add_metric([target, mode], 1.0 if mode == current_breaker else 0.0)
         yield state
         yield breaker
+        yield from _group_metrics(s)
         yield CounterMetricFamily(
             "healthbus_published_events", "StateChanged events acked by JetStream", value=s.published
         )
@@ -83,3 +84,34 @@ class ServiceCollector(Collector):
         buckets.append(("+Inf", cumulative + s.decision_buckets[-1]))
         hist.add_metric([], buckets, sum_value=s.decision_sum)
         yield hist
+
+
+def _group_metrics(s: CoordinatorService) -> Iterator[Metric]:
+    """``[[groups]]``: each group's state, members in, and each member's in/out and recent latency."""
+    groups = s.groups
+    state = GaugeMetricFamily(
+        "healthbus_group_state", "1 for the current state of each group", labels=["group", "state"]
+    )
+    members_in = GaugeMetricFamily("healthbus_group_members_available", "Members of each group in", labels=["group"])
+    member = GaugeMetricFamily(
+        "healthbus_group_member_available", "1 while a member is in its group", labels=["group", "member"]
+    )
+    latency = GaugeMetricFamily(
+        "healthbus_group_member_latency_ms", "A member's recent check latency (ms)", labels=["group", "member"]
+    )
+    for name in sorted(groups.groups):
+        last = groups.last.get(name)
+        if last is None:
+            continue
+        for st in GROUP_STATES:
+            state.add_metric([name, st], 1.0 if st == last.state else 0.0)
+        members_in.add_metric([name], float(last.available))
+        for m in last.members:
+            member.add_metric([name, m.target], 1.0 if m.available else 0.0)
+            ms = groups.latencies.ms.get(m.target)
+            if ms is not None:
+                latency.add_metric([name, m.target], ms)
+    yield state
+    yield members_in
+    yield member
+    yield latency

@@ -14,6 +14,9 @@ Invariants:
   target's queue; sending resumes after a backoff (50 ms doubling to 0.5 s). Re-sending an
   event that did land is harmless: ``Nats-Msg-Id: <target>:<seq>`` makes JetStream drop
   the repeat within its duplicate window.
+* The backoff is on the injected :class:`~healthbus.protocol.clock.Clock` (a test moves it
+  with ``ManualClock.advance``); the ack deadline and the wait for a reconnect are I/O with
+  the server, timed by the event loop's clock like every other I/O timeout.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import msgspec
@@ -32,6 +34,7 @@ from nats.aio.msg import Msg
 
 from healthbus.bus import ensure_stream
 from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode
+from healthbus.protocol.clock import Clock, SystemClock, sleep_until_set
 
 log = logging.getLogger("healthbus.coordinator")
 
@@ -66,8 +69,10 @@ class Outbox:
         window: int = WINDOW,
         warn: Callable[[str, str], None] | None = None,
         may_send: Callable[[], bool] = lambda: True,
+        clock: Clock | None = None,
     ) -> None:
         self.nc = nc
+        self._clock = clock or SystemClock()
         self.subjects = subjects
         self.stream = stream
         self.timeout = timeout
@@ -78,17 +83,21 @@ class Outbox:
         """Acks that said the event was already in the stream."""
         self._may_send = may_send
         self._warn = warn or (lambda key, text: log.warning("%s: %s", key, text))
-        self._queues: dict[str, deque[StateChanged]] = {}
+        # A list per target, not a deque: a target rarely has more than one or two events
+        # waiting, and an empty deque allocates a 64-slot block (over 600 bytes): at start
+        # every target has one, and 50,000 of them left the heap fragmented (bench scale).
+        self._queues: dict[str, list[StateChanged]] = {}
         self._ready: deque[str] = deque()  # targets with events and nothing in flight
-        self._inflight: dict[str, tuple[int, float]] = {}  # target -> (seq, ack deadline)
+        self._inflight: dict[str, tuple[int, float]] = {}  # target -> (seq, ack deadline on the loop's time)
         self._pending = 0
         self._acked: dict[str, int] = {}
+        self._sent: dict[str, int] = {}  # the highest seq sent at least once, per target
         self._wake = asyncio.Event()
         self._acked_changed = asyncio.Event()
         self._inbox = ""
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._resume_at = 0.0
+        self._resume_at = 0.0  # the end of the backoff, on self._clock
         self._backoff = MIN_BACKOFF
         self._check_stream = False
         self._closed = False
@@ -104,6 +113,19 @@ class Outbox:
         """The highest seq of ``target`` known to be in the stream."""
         return self._acked.get(target, 0)
 
+    def unacked(self) -> list[StateChanged]:
+        """The events not acked, in seq order per target (what a step-down leaves unstored)."""
+        return [event for queue in self._queues.values() for event in queue]
+
+    def announced(self, targets: Iterable[str]) -> dict[str, int]:
+        """Per target of ``targets``: the highest seq stored or sent to the stream (0: none).
+
+        What the StateDigest says: an event with a higher seq has not reached NATS yet, so
+        a subscriber already listening gets it live.
+        """
+        acked, sent = self._acked, self._sent
+        return {t: max(acked.get(t, 0), sent.get(t, 0)) for t in targets}
+
     def mark_acked(self, target: str, seq: int) -> None:
         """Record that ``seq`` is already in the stream (restore)."""
         self._acked[target] = max(self._acked.get(target, 0), seq)
@@ -112,7 +134,7 @@ class Outbox:
         """Queue an event; events of one target must be put in seq order."""
         queue = self._queues.get(event.target)
         if queue is None:
-            queue = self._queues[event.target] = deque()
+            queue = self._queues[event.target] = []
             if event.target not in self._inflight:
                 self._ready.append(event.target)
         queue.append(event)
@@ -154,9 +176,10 @@ class Outbox:
     # ------------------------------------------------------------------ sending
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            now = time.monotonic()
-            self._expire(now)
+            self._expire(loop.time())
+            now = self._clock.monotonic()
             if now >= self._resume_at and self.nc.is_connected and self._may_send():
                 if self._check_stream:
                     self._check_stream = False
@@ -166,24 +189,26 @@ class Outbox:
                         # would wait out its 5 s default before the next publish is tried.
                         await ensure_stream(self.nc.jetstream(timeout=self.timeout), self.stream)
                     except Exception as exc:  # the server says why; try again after a backoff
-                        self._failed(now, f"cannot create the state stream: {exc}")
+                        self._failed(f"cannot create the state stream: {exc}")
                         continue
-                await self._send(now)
-            wait = self._next_wakeup(time.monotonic())
+                await self._send(loop.time())
+            io_wait, backoff = self._next_wakeup(loop.time(), self._clock.monotonic())
             self._wake.clear()
-            if wait is None:
-                await self._wake.wait()
-            elif wait > 0:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
-                # that races with the event, and stop() would then wait forever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
+            if io_wait == 0 or backoff == 0:
+                continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+            # that races with the event, and stop() would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(io_wait):  # None: no I/O deadline
+                    if backoff is None:
                         await self._wake.wait()
+                    else:
+                        await sleep_until_set(self._clock, self._wake, backoff)
 
-    async def _send(self, now: float) -> None:
+    async def _send(self, io_now: float) -> None:
         ready = self._ready
         inflight = self._inflight
-        deadline = now + self.timeout
+        deadline = io_now + self.timeout
         while ready and len(inflight) < self.window:
             target = ready.popleft()
             event = self._queues[target][0]
@@ -196,43 +221,46 @@ class Outbox:
                 )
             except Exception as exc:  # closed connection, full reconnect buffer, ...
                 ready.appendleft(target)
-                self._failed(now, str(exc) or type(exc).__name__)
+                self._failed(str(exc) or type(exc).__name__)
                 return
             inflight[target] = (event.seq, deadline)
+            if event.seq > self._sent.get(target, 0):
+                self._sent[event.target] = event.seq
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, io_now: float) -> None:
         # _inflight is in sending order, so deadlines ascend: stop at the first future one.
         late = []
         for target, (_, deadline) in self._inflight.items():
-            if deadline > now:
+            if deadline > io_now:
                 break
             late.append(target)
         for target in late:
             del self._inflight[target]
             self._ready.append(target)
         if late:
-            self._failed(now, f"no ack within {self.timeout:g}s for {len(late)} events")
+            self._failed(f"no ack within {self.timeout:g}s for {len(late)} events")
 
-    def _failed(self, now: float, why: str) -> None:
-        self._resume_at = now + self._backoff
+    def _failed(self, why: str) -> None:
+        self._resume_at = self._clock.monotonic() + self._backoff
         self._warn(
             "publish",
             f"cannot publish StateChanged ({why}); {self._pending} waiting, retrying in {self._backoff:.2f}s",
         )
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
-    def _next_wakeup(self, now: float) -> float | None:
-        times = []
+    def _next_wakeup(self, io_now: float, now: float) -> tuple[float | None, float | None]:
+        """(seconds until an I/O deadline on the loop's time, seconds of backoff left on the
+        clock); None: no such wait."""
+        io_times = []
+        backoff = None
         if self._inflight:
-            times.append(next(iter(self._inflight.values()))[1])  # the oldest: see _expire
+            io_times.append(next(iter(self._inflight.values()))[1])  # the oldest: see _expire
         if self._ready and len(self._inflight) < self.window:
             if self.nc.is_connected and self._may_send():
-                times.append(max(self._resume_at, now))
+                backoff = max(0.0, self._resume_at - now)
             else:
-                times.append(now + MIN_BACKOFF)  # poll for the reconnect (or a renewed lease)
-        if not times:
-            return None
-        return max(0.0, min(times) - now)
+                io_times.append(io_now + MIN_BACKOFF)  # poll for the reconnect (or a renewed lease)
+        return (max(0.0, min(io_times) - io_now) if io_times else None), backoff
 
     # ------------------------------------------------------------------ acks
 
@@ -248,11 +276,11 @@ class Outbox:
             self._ready.append(target)
             if "no responders" in problem:
                 self._check_stream = True
-            self._failed(time.monotonic(), problem)
+            self._failed(problem)
             self._wake.set()
             return
         queue = self._queues[target]
-        event = queue.popleft()
+        event = queue.pop(0)  # one or a few per target: cheap
         # The event's own target string, not the copy parsed from the ack subject: as a
         # new key of _acked the copy would be kept, one more string per target.
         target = event.target

@@ -1,11 +1,15 @@
-"""Failure reports in, confirmation rounds out: reports start checks, never verdicts.
+"""Failure reports in, confirmation rounds out: reports start checks, never verdicts, but
+one: a re-admission failing under the fleet's traffic.
 
 Services publish :class:`~healthbus.protocol.FailureReport` on ``<prefix>.report.<target>``
-when they see a dependency fail. The active coordinator never changes a state because of
-them: :class:`~._core.ConfirmPlanner` turns them into at most one confirmation round per
-target per window, published as a :class:`~healthbus.protocol.ConfirmRequest` on
-``<prefix>.confirm.<target>``; the probe workers that check the target check it at once
-and their ordinary ProbeResults are decided by the usual rules.
+when they see a dependency fail. :class:`~._core.ConfirmPlanner` turns them into at most
+one confirmation round per target per window, published as a
+:class:`~healthbus.protocol.ConfirmRequest` on ``<prefix>.confirm.<target>``; the probe
+workers that check the target check it at once and their ordinary ProbeResults are
+decided by the usual rules. The only state reports change is a re-admission ramp in
+progress: the decision core (:meth:`~._core.Decider.on_report`) re-opens the breaker when
+enough distinct instances report the target failing during it, and those events are
+published like any other.
 
 Checks, cheapest first (as for probe results): the subject names a configured target
 (before decoding), size, decoding, subject/target match; then the planner. Reports for
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from nats.aio.client import Client
@@ -32,6 +36,7 @@ from healthbus.protocol import (
     MAX_MESSAGE_BYTES,
     ConfirmRequest,
     ProtocolError,
+    StateChanged,
     Subjects,
     decode_failure_report,
     encode,
@@ -41,9 +46,6 @@ log = logging.getLogger("healthbus.coordinator")
 
 #: Pending-message limit of the report subscription: beyond it nats-py drops (counted).
 REPORT_PENDING_MSGS: Final = 50_000
-
-#: Breaker states in which a target must not be checked before ``retry_at`` (as workers hold).
-_HOLDING: Final = frozenset({"open", "forced_open"})
 
 
 class ReportIntake:
@@ -64,14 +66,16 @@ class ReportIntake:
         self._now = now
         self.decider: Decider | None = None
         self.nc: Client | None = None
+        self._emit: Callable[[Sequence[StateChanged]], None] | None = None
         self.publish_errors = 0
         """Confirmation requests that could not be published."""
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def bind(self, decider: Decider, nc: Client) -> None:
-        """Use ``decider`` (the current term's) and publish rounds on ``nc``."""
+    def bind(self, decider: Decider, nc: Client, emit: Callable[[Sequence[StateChanged]], None]) -> None:
+        """Use ``decider`` (the current term's), publish rounds on ``nc`` and events with ``emit``."""
         self.decider = decider
         self.nc = nc
+        self._emit = emit
 
     async def on_report(self, msg: Msg) -> None:
         """Subscription callback of ``<prefix>.report.*``."""
@@ -99,16 +103,22 @@ class ReportIntake:
         verdict = self.planner.on_report(name, report.instance, now.mono, held=self._held(decider, name, now))
         if verdict == "flood":
             counters.drop("report_flood", f"{name}: instance {report.instance[:80]!r} reports faster than 1/s")
-        elif verdict == "round":
+            return
+        if verdict == "round":
             self._send_round(name, now)
+        events = decider.on_report(name, report.instance, report.kind, report.at, now)
+        if events and self._emit is not None:
+            self._emit(events)
 
     @staticmethod
     def _held(decider: Decider, name: str, now: Now) -> bool:
-        """Whether ``name`` must not be checked now: disabled, or open until a future retry_at."""
+        """Whether a report must add no check of ``name`` now: disabled, open (before
+        retry_at the backoff holds it, after it the workers trial it at their cadence:
+        reports add nothing to that), or forced open until a future retry_at."""
         _, breaker, _ = decider.state(name)
-        if breaker == "disabled":
+        if breaker in ("disabled", "open"):
             return True
-        if breaker not in _HOLDING:
+        if breaker != "forced_open":
             return False
         event = decider.current(name)
         retry_at = event.retry_at if event is not None else None

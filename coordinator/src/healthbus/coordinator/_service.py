@@ -43,28 +43,32 @@ from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 from prometheus_client import CollectorRegistry
 
-from healthbus.bus import StateStream, ensure_stream, sync_subscriptions
-from healthbus.coordinator._clock import Clock, SystemClock
+from healthbus.bus import DigestPublisher, Follower, RateLimitedLog, StateStream, ensure_stream, sync_subscriptions
 from healthbus.coordinator._control import Control
-from healthbus.coordinator._core import ConfirmPlanner, Decider, Now, catch_up
-from healthbus.coordinator._counters import Counters, RateLimitedLog
+from healthbus.coordinator._core import ConfirmPlanner, Decider, Now, Standby
+from healthbus.coordinator._counters import Counters
 from healthbus.coordinator._election import Election
-from healthbus.coordinator._intake import BATCH_LIMIT, Intake
-from healthbus.coordinator._leader import Lease, bucket_for, default_holder_id
+from healthbus.coordinator._groups import Groups
+from healthbus.coordinator._intake import Intake
+from healthbus.coordinator._leader import Lease, bucket_for, default_holder_id, lease_key
 from healthbus.coordinator._metrics import ServiceCollector
 from healthbus.coordinator._natsinternals import QueueBatcher
 from healthbus.coordinator._outbox import Outbox
-from healthbus.coordinator._recent import RecentResults
 from healthbus.coordinator._reports import REPORT_PENDING_MSGS, ReportIntake, ReportsCollector
 from healthbus.coordinator._timers import Timers
 from healthbus.protocol import (
     Config,
     ControlReply,
+    ProtocolError,
     StateChanged,
     StreamSettings,
     Subjects,
+    TargetConfig,
+    decode_control_request,
+    partition_of,
     redact,
 )
+from healthbus.protocol.clock import Clock, SystemClock
 
 log = logging.getLogger("healthbus.coordinator")
 
@@ -87,7 +91,7 @@ class CoordinatorService:
 
     ``async with CoordinatorService(config, nc) as service:`` restores, subscribes and
     runs the timers; leaving the block stops it (publishing what it can). With a leader
-    lease (``[coordinator] lease``, default 5 s; ``lease_ttl=0`` turns it off) only the
+    lease (``[coordinator] lease_ttl``, default 5 s; ``lease_ttl=0`` turns it off) only the
     holder is ``active``; the others stand by and take over when it dies. Counters
     (``results``, ``dropped``, ``transitions``, ``published``, ``handled``) and
     :meth:`wait_handled` make it easy to drive from tests and benchmarks.
@@ -107,7 +111,19 @@ class CoordinatorService:
         secrets: Iterable[str] = (),
         lease_ttl: float | None = None,
         holder: str | None = None,
+        partition: int | None = None,
     ) -> None:
+        settings = config.coordinator
+        self.partitions = settings.partitions
+        """``[coordinator] partitions``: 1 decides every target; more, only ``partition``'s."""
+        if self.partitions > 1 and (partition is None or not 0 <= partition < self.partitions):
+            raise ValueError(
+                f"[coordinator] partitions = {self.partitions}: a service decides one partition,"
+                f" 0 to {self.partitions - 1} (got {partition!r}); see PartitionedCoordinator"
+            )
+        self.partition = partition if self.partitions > 1 and partition is not None else 0
+        """The partition this service decides (0 with one partition)."""
+        self._partition_cache: dict[str, int] = {}
         # The targets are not kept here: the core holds the compact part of them it needs
         # (settings shared by value), so the service does not pin every TargetConfig.
         self.config = msgspec.structs.replace(config, targets=[])
@@ -116,7 +132,6 @@ class CoordinatorService:
         self.js = nc.jetstream()
         self.prefix = prefix or config.bus.prefix
         self.subjects = Subjects(self.prefix)
-        settings = config.coordinator
         self.stream = StreamSettings.for_prefix(
             self.prefix,
             max_age_s=float(settings.stream_max_age),
@@ -125,18 +140,22 @@ class CoordinatorService:
         )
         self.clock: Clock = clock or SystemClock()
         self.tick_interval = float(settings.tick)
+        # A digest names every target of the prefix: one partition's leader knows only its
+        # own, and subscribers read a target a digest leaves out again; so none with partitions.
+        self.digest_interval = float(settings.digest_interval) if self.partitions == 1 else 0.0
+        """Seconds between StateDigests on ``<prefix>.digest`` while active (0: none; none with partitions)."""
         self.publish_timeout = publish_timeout
         self.restore_timeout = restore_timeout
         self._rng = rng or random.Random()
         self.decider = Decider(
-            config.targets,
+            self._mine(config.targets),
             rng=self._rng,
             now=Now(self.clock.monotonic(), self.clock.now()),
             refresh_after=settings.effective_refresh_after,
         )
         self.registry = registry or CollectorRegistry()
         self.registry.register(ServiceCollector(self))
-        self.counters = Counters(self.clock.monotonic)
+        self.counters = Counters(self.clock)
         self.reports = ReportIntake(
             ConfirmPlanner(window=float(settings.confirm_window)), self.counters, subjects=self.subjects, now=self._now
         )
@@ -144,14 +163,17 @@ class CoordinatorService:
         self.registry.register(ReportsCollector(lambda: self.reports))
         self.restored = 0
 
-        self.legacy_probe_subjects = settings.legacy_probe_subjects
-        """Also take results on ``<prefix>.probe.<target>`` (no probe token): rolling upgrades only."""
         self._now_cache: Now | None = None
-        self._probe_base = self.subjects.probe_legacy_all[:-1]  # "<prefix>.probe."
+        self._server_routing = self.partitions > 1 and settings.partition_routing == "server"
+        # "<prefix>.probe.", or with server routing "<prefix>.part.<p>.probe."
+        self._probe_all = (
+            self.subjects.partition_probe_all(self.partition) if self._server_routing else self.subjects.probe_all
+        )
+        self._probe_base = self._probe_all[:-3]
         self._ctl_base = self.subjects.ctl_all[:-1]  # "<prefix>.ctl."
-        self._publish_log = RateLimitedLog("%s: %s%s", self.clock.monotonic)
-        self._error_log = RateLimitedLog("NATS %s: %s%s", self.clock.monotonic)
-        self.lease_ttl = float(settings.lease) if lease_ttl is None else lease_ttl
+        self._publish_log = RateLimitedLog("%s: %s%s", self.clock, logger=log)
+        self._error_log = RateLimitedLog("NATS %s: %s%s", self.clock, logger=log)
+        self.lease_ttl = float(settings.lease_ttl) if lease_ttl is None else lease_ttl
         self.holder = holder or default_holder_id()
         self.lease: Lease | None = None
         self.active = False
@@ -161,15 +183,26 @@ class CoordinatorService:
         self._published_before = 0
         self._active_tasks: list[asyncio.Task[None]] = []
         self.outbox = self._new_outbox()
+        self.groups = Groups(
+            config.groups,
+            nc,
+            self.subjects,
+            self.stream.name,
+            self.clock,
+            timeout=publish_timeout,
+            may_send=self._may_publish,
+        )
+        """``[[groups]]``: member states and latencies in, GroupChanged out (:mod:`._groups`)."""
         self.reload_hook: Callable[[], Awaitable[str | None]] | None = None
         """Set by the command: re-reads the configuration for ``ctl reload`` (None: ok, else why not)."""
         self._secrets = list(secrets)
         self._subs: list[Any] = []  # subscriptions of one term as leader (control)
         self._probe_sub: Any = None
-        self._legacy_sub: Any = None
         self._batcher: QueueBatcher | None = None
-        self.recent: RecentResults | None = None
-        """The results heard lately (with election only): what a takeover catches up from."""
+        self.standby: Standby | None = None
+        """With election only: what this coordinator decided while not leading, and the
+        stored events it followed (:mod:`._core._standby`): what a takeover catches up from."""
+        self._following: Follower | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._election: Election | None = None
         self._restored = False
@@ -182,11 +215,13 @@ class CoordinatorService:
             self.decider,
             self.counters,
             probe_base=self._probe_base,
-            legacy=self.legacy_probe_subjects,
             now=self._now,
             emit=self._emit,
             batcher=self._batcher,
-            record=self.recent.add if self.recent is not None else None,
+            observe=self.groups.observe,
+            # With server routing only this partition's targets arrive: another's is the
+            # sign of a mapping with another N, counted (unknown_target), not ignored.
+            foreign=self._foreign if self.partitions > 1 and not self._server_routing else None,
         )
         self._timers = Timers(
             self.decider, self.nc, self.clock, tick=self.tick_interval, now=self._now, emit=self._emit
@@ -200,7 +235,7 @@ class CoordinatorService:
             wait_published=self.wait_published,
             reload=self._reload,
         )
-        self.reports.bind(self.decider, self.nc)
+        self.reports.bind(self.decider, self.nc, self._emit)
 
     # ------------------------------------------------------------------ counters
 
@@ -256,18 +291,22 @@ class CoordinatorService:
         restore every target, then subscribe and run the timers."""
         await ensure_stream(self.js, self.stream)
         if self.lease_ttl > 0:
-            self.recent = RecentResults()
-        # One probe subscription for the whole life of the service: while standing by it
-        # only keeps the results (see _recent), while leading they are decided.
+            self.standby = Standby()
+            # Every event stored from here on is followed; then the stream's last ones.
+            await self._follow()
+            now = self.clock_now()
+            for event in (await self._read_last_events()).values():
+                self.standby.stored(self.decider, event, now)
+            self._restored = True
+        # One probe subscription for the whole life of the service: every result is
+        # decided; while standing by the events are only kept (see _core._standby).
         self._probe_sub = await self.nc.subscribe(
-            self.subjects.probe_all,
+            self._probe_all,
             cb=self._on_probe,
             pending_msgs_limit=PENDING_MSGS_LIMIT,
             pending_bytes_limit=PENDING_BYTES_LIMIT,
         )
         self._batcher = QueueBatcher.attach(self._probe_sub)
-        if self.legacy_probe_subjects:
-            self._legacy_sub = await self.nc.subscribe(self.subjects.probe_legacy_all, cb=self._on_legacy_probe)
         if self.lease_ttl > 0:
             self.lease = Lease(
                 self.js,
@@ -275,7 +314,8 @@ class CoordinatorService:
                 holder=self.holder,
                 ttl=self.lease_ttl,
                 replicas=self.stream.replicas,
-                monotonic=self.clock.monotonic,
+                clock=self.clock,
+                key=lease_key(self.partition, self.partitions),
             )
             await self.lease.setup()
             election = Election(
@@ -291,13 +331,37 @@ class CoordinatorService:
             acquired = await election.first_acquire()
             if not acquired:
                 log.warning(
-                    "standing by: %s leads (lease %gs)", await self.lease.current_holder() or "another", self.lease_ttl
+                    "standing by: %s leads (lease %gs%s)",
+                    await self.lease.current_holder() or "another",
+                    self.lease_ttl,
+                    f", {self.lease.key}" if self.partitions > 1 else "",
                 )
+            self._start_timers()
             self._tasks.append(asyncio.create_task(election.run(), name="healthbus-coordinator-lease"))
             if acquired:
                 await election.take_over()
         else:
             await self._activate()
+            self._start_timers()
+
+    def _start_timers(self) -> None:
+        # One timer loop for the whole life of the service, leading or standing by.
+        self._tasks.append(asyncio.create_task(self._timers.run(), name="healthbus-coordinator-timers"))
+
+    async def _follow(self) -> None:
+        """Follow the events the stream stores from now on (while standing by)."""
+        reader = StateStream(self.nc, self.prefix, stream=self.stream.name, api_timeout=RESTORE_TRY_TIMEOUT)
+        self._following = await reader.follow(self._on_stored, start="new")
+
+    async def _unfollow(self) -> None:
+        following, self._following = self._following, None
+        if following is not None:
+            with contextlib.suppress(Exception):
+                await following.stop()
+
+    def _on_stored(self, event: StateChanged) -> None:
+        if not self.active and self.standby is not None:
+            self.standby.stored(self.decider, event, self._now())
 
     async def _activate(self) -> None:
         """Become the active coordinator: read the stream, catch up on what the results
@@ -305,16 +369,22 @@ class CoordinatorService:
         self._published_before += self.outbox.published
         self.outbox = self._new_outbox()
         current = await self._read_last_events()
+        await self.groups.restore(self.restore_timeout)
+        self.groups.restore_states(current.values())
         await self.outbox.start()
-        # From here to ``active`` nothing awaits: every result received before is in
-        # ``recent`` (the standby kept it), every one after goes to the new decider.
+        # From here to ``active`` nothing awaits: every event decided before is kept by
+        # ``standby``, every one after goes to the outbox.
         self._take_over(current.values())
-        self._active_tasks.append(asyncio.create_task(self._timers.run(), name="healthbus-coordinator-timers"))
+        self.groups.evaluate_all()
+        self.groups.start()
+        if self.digest_interval > 0:
+            self._active_tasks.append(asyncio.create_task(self._digest().run(), name="healthbus-coordinator-digest"))
         self.active = True
-        self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._control.on_ctl))
+        await self._unfollow()
+        self._subs.append(await self.nc.subscribe(self.subjects.ctl_all, cb=self._on_ctl))
         self._subs.append(
             await self.nc.subscribe(
-                self.subjects.report_all, cb=self.reports.on_report, pending_msgs_limit=REPORT_PENDING_MSGS
+                self.subjects.report_all, cb=self._on_report, pending_msgs_limit=REPORT_PENDING_MSGS
             )
         )
         # subscribe() only queues SUB: until nats-server has it, a result or a control
@@ -327,12 +397,13 @@ class CoordinatorService:
             self._error_log("subscribing", str(exc) or type(exc).__name__)
         self.activated.set()
         log.warning(
-            "coordinator active: %d targets, %d restored, prefix %s, stream %s%s",
+            "coordinator active: %d targets, %d restored, prefix %s, stream %s%s%s",
             len(self.decider.names),
             self.restored,
             self.prefix,
             self.stream.name,
             f", leader lease {self.lease_ttl:g}s as {self.holder}" if self.lease else "",
+            f", partition {self.partition} of {self.partitions}" if self.partitions > 1 else "",
         )
 
     async def _read_last_events(self) -> dict[str, StateChanged]:
@@ -354,26 +425,22 @@ class CoordinatorService:
                 await self.clock.sleep(0.1)
 
     def _take_over(self, last: Iterable[StateChanged]) -> None:
-        """A fresh core aligned to the stream's last events, caught up on the recent results."""
+        """Lead from the stream's last events: publish what was decided after them."""
         now = self.clock_now()
-        seen = self.recent.snapshot(now.mono) if self.recent is not None else []
-        start = seen[0][0] if seen and seen[0][0].mono <= now.mono else now
-        self.decider = self.decider.renew(start)
-        last = list(last)
-        self.restored, events = catch_up(self.decider, last, seen, now, start)
+        last = [event for event in last if event.target in self.decider]
+        standby = self.standby if self.standby is not None else Standby()
+        aligned, events = standby.take_over(self.decider, last, now)
+        self.restored = len(last)
         for event in last:
-            if event.target in self.decider:
-                self.outbox.mark_acked(event.target, event.seq)
-        ignored = len(last) - sum(1 for event in last if event.target in self.decider)
-        if ignored:
-            log.info("restore: %d targets in the stream are not configured; ignored", ignored)
+            self.outbox.mark_acked(event.target, event.seq)
         self._now_cache = None
-        self._bind()
         if events:
             log.warning(
-                "caught up: %d StateChanged decided from %d results heard before taking over", len(events), len(seen)
+                "caught up: %d StateChanged decided after the stream's last events (%d targets aligned on taking over)",
+                len(events),
+                aligned,
             )
-            self._emit(events)
+            self._publish(events)
         self._restored = True
 
     async def _deactivate(self, *, flush_timeout: float = 0.0) -> None:
@@ -390,20 +457,37 @@ class CoordinatorService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._active_tasks.clear()
+        await self.groups.stop()
         if flush_timeout > 0 and self.outbox.pending and self.nc.is_connected:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(flush_timeout):
                     await self.outbox.drained()
         if self.outbox.pending:
             log.warning(
-                "%d StateChanged not stored are dropped: the next leader records what the results it heard prove",
+                "%d StateChanged not stored: kept as decided after the last stored ones, for a takeover",
                 self.outbox.pending,
             )
         await self.outbox.stop()
+        if self.standby is not None:
+            self.standby.step_down(self.decider, self.outbox.unacked())
+            if not self._stopping:
+                try:
+                    await self._follow()
+                except Exception as exc:  # the next takeover aligns to the stream instead
+                    self._error_log("following the state stream", str(exc) or type(exc).__name__)
         # A new, empty outbox: a step-down holds nothing (and a later stop waits for nothing).
         self._published_before += self.outbox.published
         self.outbox = self._new_outbox()
-        self._restored = False
+
+    def _digest(self) -> DigestPublisher:
+        """The StateDigest of this term: every configured target's highest sent seq."""
+        return DigestPublisher(
+            self.nc,
+            self.subjects,
+            lambda: self.outbox.announced(self.decider.names),
+            interval=self.digest_interval,
+            clock=self.clock,
+        )
 
     def _may_publish(self) -> bool:
         return self.lease is None or self.lease.valid()
@@ -416,6 +500,7 @@ class CoordinatorService:
             timeout=self.publish_timeout,
             warn=self._publish_log,
             may_send=self._may_publish,
+            clock=self.clock,
         )
 
     async def stop(self, *, flush_timeout: float = 2.0) -> None:
@@ -431,11 +516,11 @@ class CoordinatorService:
         self._tasks.clear()
         if self._election is not None:
             await self._election.stop()
-        for sub in (self._probe_sub, self._legacy_sub):
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-        self._probe_sub = self._legacy_sub = None
+        if self._probe_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._probe_sub.unsubscribe()
+        self._probe_sub = None
+        await self._unfollow()
         await self._deactivate(flush_timeout=flush_timeout if self.active else 0.0)
         if self.lease is not None:
             await self.lease.release()
@@ -459,6 +544,47 @@ class CoordinatorService:
         async with asyncio.timeout(timeout):
             await self.outbox.wait_acked(target, seq)
 
+    # ------------------------------------------------------------------ partitions
+
+    def _mine(self, targets: Iterable[TargetConfig]) -> list[TargetConfig]:
+        """The targets of this service's partition (all of them with one partition)."""
+        if self.partitions == 1:
+            return list(targets)
+        return [t for t in targets if partition_of(t.name, self.partitions) == self.partition]
+
+    def _foreign(self, name: str) -> bool:
+        """True when ``name`` belongs to another partition: its leader decides (and counts) it."""
+        cache = self._partition_cache
+        p = cache.get(name)
+        if p is None:
+            p = partition_of(name, self.partitions)
+            if len(cache) < 2 * PENDING_MSGS_LIMIT:  # bounded whatever names arrive
+                cache[name] = p
+        return p != self.partition
+
+    async def _on_ctl(self, msg: Msg) -> None:
+        # With partitions every leader hears <prefix>.ctl.<command>: the target's answers;
+        # a request naming no (valid) target, and reload, are answered by partition 0's.
+        if self.partitions > 1 and self._not_mine_ctl(msg):
+            return
+        await self._control.on_ctl(msg)
+
+    def _not_mine_ctl(self, msg: Msg) -> bool:
+        if msg.subject.endswith(".reload"):
+            return self.partition != 0
+        try:
+            target = decode_control_request(msg.data).target
+        except ProtocolError:
+            return self.partition != 0
+        return self._foreign(target)
+
+    async def _on_report(self, msg: Msg) -> None:
+        if self.partitions > 1:
+            name = msg.subject[len(self.subjects.prefix) + len(".report.") :]
+            if self._foreign(name):
+                return
+        await self.reports.on_report(msg)
+
     # ------------------------------------------------------------------ deciding
 
     def clock_now(self) -> Now:
@@ -477,7 +603,23 @@ class CoordinatorService:
         return cached
 
     def _emit(self, events: Iterable[StateChanged]) -> None:
-        for event in events:
+        """Publish what was decided while leading; keep it for a takeover while standing by."""
+        if self.active:
+            self._publish(events)
+        elif self.standby is not None:
+            self.standby.keep(events)
+
+    def _publish(self, events: Iterable[StateChanged]) -> None:
+        events = list(events)
+        # Who decided, under which lease: stamped when it goes to the outbox, the one place
+        # every published event passes (the core's events do not know the lease).
+        holder = self.holder
+        term = self.lease.term if self.lease is not None else 0
+        replace = msgspec.structs.replace
+        published = self.decider.published
+        for decided in events:
+            event = replace(decided, coordinator=holder, term=term)
+            published(event)  # what control replies answer: the event as stored
             self.counters.transition(event.target, event.previous, event.state)
             log.info(
                 "%s #%d: %s → %s (%s): %s",
@@ -489,25 +631,13 @@ class CoordinatorService:
                 event.reason,
             )
             self.outbox.put(event)
+        if self.groups.of_member:
+            self.groups.on_events(events)
 
     async def _on_probe(self, msg: Msg) -> None:
-        if self.active:
+        # Decided leading or standing by: a standby's decisions are what a takeover publishes.
+        if self.active or self.standby is not None:
             self._intake.on_probe(msg)
-            return
-        recent = self.recent
-        if recent is None:
-            return
-        now = self._now()
-        base = len(self._probe_base)
-        recent.add_raw(now, base, msg.subject, msg.data)
-        if self._batcher is not None:
-            self._batcher.take(BATCH_LIMIT, lambda subject, data: recent.add_raw(now, base, subject, data))
-
-    async def _on_legacy_probe(self, msg: Msg) -> None:
-        if self.active:
-            await self._intake.on_legacy_probe(msg)
-        elif self.recent is not None:
-            self.recent.add_raw(self._now(), len(self._probe_base), msg.subject, msg.data)
 
     def handle_probe(self, subject: str, data: bytes) -> None:
         """Decode and decide one ProbeResult message (synchronous: the hot path)."""
@@ -533,12 +663,19 @@ class CoordinatorService:
         Only the active coordinator announces retirements; a standby takes the new targets
         silently (it restores from the stream when it takes over).
         """
-        events = self.decider.reconfigure(config.targets, self._now())
+        events = self.decider.reconfigure(self._mine(config.targets), self._now())
+        self.groups.configure(config.groups)
+        decider = self.decider
+        # Members newly in a group: their current states, as the core holds them.
+        self.groups.states.update(
+            {m: decider.state(m)[0] for m in self.groups.of_member if m in decider and m not in self.groups.states}
+        )
         for gone in [name for name in self.reports.planner.reports if name not in self.decider.names]:
             self.reports.planner.forget(gone)
         if not self.active:
             return []
         self._emit(events)
+        self.groups.evaluate_all()
         return events
 
     # ------------------------------------------------------------------ errors

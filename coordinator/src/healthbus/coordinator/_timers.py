@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 
 from nats.aio.client import Client
 
-from healthbus.coordinator._clock import Clock
 from healthbus.coordinator._core import Decider, Now
 from healthbus.protocol import StateChanged
+from healthbus.protocol.clock import Clock
 
 log = logging.getLogger("healthbus.coordinator")
 

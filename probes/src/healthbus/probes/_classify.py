@@ -10,7 +10,9 @@ unreachable: nothing is accepting connections), ``dns`` (name resolution failed)
 ``auth`` (credentials or permissions rejected), ``tls`` (TLS handshake or certificate),
 ``protocol`` (something answered, but not the expected protocol), ``unhealthy`` (the
 dependency answered and says it is not well: loading, starting up, ES red, HTTP 5xx),
-``other`` (anything else).
+``no_new_connections`` (the server answered a new connection and refused it while it
+serves the sessions it has: too many clients, a smart shutdown; checkers report it as a
+``warn``), ``other`` (anything else).
 
 Driver modules are imported inside the functions: a classifier is only called for a
 checker whose driver is installed.
@@ -35,6 +37,7 @@ SUMMARY: Final[dict[ErrorKind, str]] = {
     "tls": "TLS error",
     "protocol": "protocol error",
     "unhealthy": "unhealthy",
+    "no_new_connections": "new connections refused",
     "other": "error",
 }
 
@@ -137,7 +140,23 @@ def classify_generic(exc: BaseException) -> tuple[ErrorKind, str]:
     return _classify_with(exc, None)
 
 
+def admission_kind(kind: ErrorKind, text: str, *, admitted: bool) -> tuple[ErrorKind, str]:
+    """``(kind, text)`` of a failed check, with an ``auth`` failure after earlier
+    admission (``admitted``: this checker's connections were let in before, and the server
+    rejected the login itself, see :func:`login_rejected`) read as ``no_new_connections``:
+    pg_hba.conf or a password changed, so new sessions are refused while the open ones keep
+    working. An auth failure from the start stays ``auth`` (the probe's own configuration is
+    wrong)."""
+    if kind == "auth" and admitted:
+        return "no_new_connections", f"{SUMMARY['no_new_connections']} (was let in before): {text}"
+    return kind, text
+
+
 # --------------------------------------------------------------------------- redis
+
+
+#: What redis-server answers a new connection beyond ``maxclients`` (then it closes it).
+_REDIS_FULL: Final = "max number of clients reached"
 
 
 def _redis_kind(exc: BaseException) -> ErrorKind | None:
@@ -155,12 +174,16 @@ def _redis_kind(exc: BaseException) -> ErrorKind | None:
             return "auth"
         if text.startswith(("LOADING", "MASTERDOWN", "BUSY")):
             return "unhealthy"
+        if _REDIS_FULL in text:
+            return "no_new_connections"
         return "protocol"
     if isinstance(exc, rx.InvalidResponse | rx.DataError):
         return "protocol"
     if isinstance(exc, rx.ConnectionError):
         # redis-py puts the OS error only in the text: "Error 111 connecting to ...".
         text = str(exc)
+        if _REDIS_FULL in text:
+            return "no_new_connections"
         if re.search(r"Error -\d+ connecting", text):
             return "dns"
         return classify_text(text) or "refused"
@@ -180,8 +203,12 @@ def _asyncpg_kind(exc: BaseException) -> ErrorKind | None:
 
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InsufficientPrivilegeError):
         return "auth"
-    if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError):
-        return "unhealthy"  # starting up, shutting down, in recovery, or full
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        return "no_new_connections"  # 53300: "sorry, too many clients already", reserved slots
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        # 57P03: "the database system is shutting down" (a smart shutdown waits for the open
+        # sessions) refuses only new ones; starting up / in recovery serve nobody yet.
+        return "no_new_connections" if "shutting down" in str(exc) else "unhealthy"
     if isinstance(exc, asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.CrashShutdownError):
         return "unhealthy"
     if isinstance(exc, asyncpg.ConnectionDoesNotExistError):
@@ -201,6 +228,28 @@ def _asyncpg_kind(exc: BaseException) -> ErrorKind | None:
 def classify_asyncpg(exc: BaseException) -> tuple[ErrorKind, str]:
     """Kind and text for an asyncpg error (its connect errors are builtins, not wrapped)."""
     return _classify_with(exc, _asyncpg_kind)
+
+
+def login_rejected(exc: BaseException) -> bool:
+    """Whether ``exc`` (or one behind it) is a server rejecting a new session's login, which
+    leaves the sessions it has alone: PostgreSQL 28000/28P01 (pg_hba.conf, password), Redis
+    WRONGPASS/NOAUTH. Not a permission a running session lacks (42501, NOPERM): that holds
+    for every session."""
+    for e in exception_chain(exc):
+        module = type(e).__module__
+        if module.startswith("asyncpg"):
+            import asyncpg
+
+            if isinstance(e, asyncpg.InvalidAuthorizationSpecificationError):
+                return True
+        elif module.startswith("redis"):
+            from redis import exceptions as rx
+
+            if isinstance(e, rx.AuthenticationError) or (
+                isinstance(e, rx.ResponseError) and str(e).startswith(("WRONGPASS", "NOAUTH"))
+            ):
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------- sqlalchemy

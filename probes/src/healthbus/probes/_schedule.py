@@ -12,6 +12,11 @@ Rules (docs/probes.md says them for users):
   (a *hold*), the target is not checked; each check the cadence would have run is
   reported as a skip. As soon as the hold ends the target is checked at once (the
   half-open trial), whatever the cadence says.
+* While the coordinator's breaker is open or half-open and no hold is in force (the
+  target is being *trialled*), the next check is due ``trial_interval`` after the last
+  one began, whatever its outcome: P workers cost P checks per ``trial_interval``, and a
+  dependency that is back is seen within one ``trial_interval`` (and re-admitted after
+  ``success_threshold`` of them), instead of after a full ``interval``.
 * A hold lifted early (operator reset) makes the target due at once.
 * A confirmation request (the coordinator, after failure reports from services) makes the
   target due at once, outside the cadence, unless a hold is in force: a hold is never cut
@@ -27,15 +32,15 @@ import random
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from healthbus.protocol import Outcome, StateChanged
+from healthbus.protocol import HOLDING_BREAKERS, Outcome, StateChanged
 
 Action = Literal["check", "skip", "wait"]
 
 #: Largest jitter fraction honoured: beyond it a "5s" interval could become 0s.
 MAX_JITTER: Final = 0.5
 
-#: Breaker states during which the worker holds off until ``retry_at``.
-HOLDING_BREAKERS: Final = frozenset({"open", "forced_open"})
+#: Breaker states during which the worker trials the target every ``trial_interval``.
+TRIAL_BREAKERS: Final = frozenset({"open", "half_open"})
 
 
 class TargetSchedule:
@@ -49,11 +54,17 @@ class TargetSchedule:
         jitter: float,
         rng: random.Random,
         now: float,
+        trial_interval: float | None = None,
     ) -> None:
-        if interval <= 0 or retry_interval <= 0:
-            raise ValueError("interval and retry_interval must be greater than 0")
+        """``trial_interval``: the cadence while trialling (default: ``retry_interval``)."""
+        trial = retry_interval if trial_interval is None else trial_interval
+        if interval <= 0 or retry_interval <= 0 or trial <= 0:
+            raise ValueError("interval, retry_interval and trial_interval must be greater than 0")
         self.interval = interval
         self.retry_interval = retry_interval
+        self.trial_interval = trial
+        self.trialling = False
+        """The coordinator's breaker is open or half-open: check every ``trial_interval``."""
         self.jitter = min(max(jitter, 0.0), MAX_JITTER)
         self._rng = rng
         self.next_check = now + rng.uniform(0.0, interval)
@@ -89,8 +100,13 @@ class TargetSchedule:
     def record(self, outcome: Outcome, started: float, finished: float) -> None:
         """A check that began at ``started`` and ended at ``finished`` gave ``outcome``."""
         self.last_outcome = outcome
-        period = self.retry_interval if outcome == "fail" else self.interval
-        self.next_check = max(started + self._stretch(period), finished)
+        if self.trialling:
+            # Not stretched by jitter: the cadence is the bound on trial checks per second.
+            period = self.trial_interval
+            self.next_check = max(started + period, finished)
+        else:
+            period = self.retry_interval if outcome == "fail" else self.interval
+            self.next_check = max(started + self._stretch(period), finished)
         if self.confirming:  # requested while this check ran: check again at once
             self.next_check = finished
 
@@ -106,6 +122,13 @@ class TargetSchedule:
         """Whether the check starting now answers a confirmation request (and clear it)."""
         confirming, self.confirming = self.confirming, False
         return confirming
+
+    def trial(self, trialling: bool, now: float) -> None:
+        """Whether the target is being trialled (breaker open or half-open) from ``now`` on;
+        starting makes the next check due within ``trial_interval``."""
+        if trialling and not self.trialling:
+            self.next_check = min(self.next_check, now + self.trial_interval)
+        self.trialling = trialling
 
     def hold(self, until: float | None, now: float) -> None:
         """Hold off until ``until`` (None: no hold). Lifting a hold early makes the target due."""

@@ -7,7 +7,8 @@ Invariants:
 * Checks of one target never overlap; the cadence is :class:`TargetSchedule`'s.
 * A target whose last StateChanged has its breaker open (or forced open) with
   ``retry_at`` in the future is not checked before ``retry_at``, and is checked at once
-  when it passes (the half-open trial).
+  when it passes (the trial); while the breaker is open (past ``retry_at``) or
+  half-open it is trial-checked every ``trial_interval``, whatever the outcome.
 * Every published text went through redaction with the target's secrets; a log line
   names the target and the kind of failure, never a credential, and is written when a
   target's outcome changes, not on every check (no log spam while a dependency is down).
@@ -42,7 +43,7 @@ from healthbus.bus import sync_subscriptions
 from healthbus.probes._base import Checker, CheckResult, short, target_secrets
 from healthbus.probes._checkers import build_checker
 from healthbus.probes._classify import classify_generic
-from healthbus.probes._schedule import TargetSchedule, hold_until
+from healthbus.probes._schedule import TRIAL_BREAKERS, TargetSchedule, hold_until
 from healthbus.probes._sharding import Membership, assigned
 from healthbus.protocol import (
     Config,
@@ -191,7 +192,7 @@ class ProbeWorker:
         self.checkers: dict[str, Checker] = {name: checker_factory(t) for name, t in self.targets.items()}
         self._secrets = {name: target_secrets(t) for name, t in self.targets.items()}
         self.sharding = config.probes.sharding
-        self.replicas = config.probes.replicas
+        self.replicas = config.probes.workers_per_target
         self.heartbeat = float(config.probes.heartbeat)
         self.membership = Membership(self.worker_id, heartbeat=self.heartbeat)
         self.follow_state = follow_state
@@ -384,13 +385,15 @@ class ProbeWorker:
         schedule = TargetSchedule(
             interval=float(target.interval),
             retry_interval=target.effective_retry_interval,
-            jitter=self.config.probes.jitter,
+            jitter=self.config.probes.spread,
             rng=self.rng,
             now=now,
+            trial_interval=float(target.trial_interval),
         )
         event = self.last_state.get(name)
         if event is not None:
             schedule.hold(hold_until(event, wall_now=self.clock.now(), mono_now=now), now)
+            schedule.trial(event.breaker in TRIAL_BREAKERS, now)
         self.schedules[name] = schedule
         self._wake[name] = asyncio.Event()
         self._tasks[name] = asyncio.create_task(self._target_loop(name, schedule), name=f"healthbus-probe-{name}")
@@ -447,7 +450,7 @@ class ProbeWorker:
             outcome=result.outcome,
             latency_ms=round(elapsed * 1000, 3),
             observed_at=self.clock.now(),
-            error_kind=result.error_kind if result.outcome == "fail" else None,
+            error_kind=result.error_kind if result.outcome != "pass" else None,
             error=result.error,
             details=result.details,
         )
@@ -464,6 +467,8 @@ class ProbeWorker:
             return
         if probe.outcome == "fail":
             log.warning("target %s: fail (%s): %s", probe.target, probe.error_kind, probe.error)
+        elif probe.outcome == "warn" and probe.error_kind is not None:
+            log.warning("target %s: warn (%s): %s", probe.target, probe.error_kind, probe.error)
         elif probe.outcome == "warn":
             log.warning("target %s: warn: %s", probe.target, probe.error)
         elif previous is not None:
@@ -528,6 +533,7 @@ class ProbeWorker:
         now = self.clock.monotonic()
         until = hold_until(event, wall_now=self.clock.now(), mono_now=now)
         schedule.hold(until, now)
+        schedule.trial(event.breaker in TRIAL_BREAKERS, now)
         if until is not None:
             log.info("target %s: breaker %s, next check at retry_at %s", event.target, event.breaker, event.retry_at)
         wake = self._wake.get(event.target)

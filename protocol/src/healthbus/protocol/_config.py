@@ -27,7 +27,7 @@ import msgspec
 from healthbus.protocol._durations import format_duration, parse_duration
 from healthbus.protocol._redact import redact, redact_url
 from healthbus.protocol._stream import DEFAULT_DUPLICATE_WINDOW_S, DEFAULT_MAX_AGE_S
-from healthbus.protocol._subjects import DEFAULT_PREFIX, PREFIX_PATTERN, TARGET_PATTERN
+from healthbus.protocol._subjects import DEFAULT_PREFIX, MAX_PARTITIONS, PREFIX_PATTERN, TARGET_PATTERN
 
 Kind: TypeAlias = Literal["redis", "postgres", "sqlalchemy", "milvus", "elasticsearch", "tcp", "http"]
 KINDS: Final[tuple[Kind, ...]] = (
@@ -43,6 +43,8 @@ Jitter: TypeAlias = Literal["full", "equal", "decorrelated", "none"]
 QuorumName: TypeAlias = Literal["majority", "any", "all"]
 Quorum: TypeAlias = QuorumName | int
 OptionValue: TypeAlias = str | int | float | bool
+GroupPolicy: TypeAlias = Literal["primary-first", "round-robin", "least-latency", "weighted"]
+GROUP_POLICIES: Final[tuple[GroupPolicy, ...]] = ("primary-first", "round-robin", "least-latency", "weighted")
 
 
 class Duration(float):
@@ -96,6 +98,29 @@ class FlapSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
             raise ValueError("flap thresholds must satisfy 0 < low < high <= 1")
 
 
+class RampSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The fleet-wide re-admission ramp (docs/coordinator.md, rule 4b): when a breaker
+    closes, the share of instances for which ``is_available()`` answers True grows from
+    ``from`` to 1 over ``duration``; ``reopen_reports`` distinct instances reporting the
+    target failing during it re-open the breaker (a failed re-admission, backed off)."""
+
+    start: float = msgspec.field(default=0.1, name="from")
+    """Share of the fleet admitted at once (0 to 1; the TOML key is ``from``)."""
+    duration: Duration = Duration(0.2)
+    """How long the share takes to grow to 1; ``"0s"``: everyone at once, no probation."""
+    reopen_reports: int = 2
+    """Distinct instances whose failure reports during the probation (the ramp, and at least
+    2 s) re-open the breaker."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"ramp.from must be a share between 0 and 1, got {self.start!r}")
+        if self.duration < 0:
+            raise ValueError("ramp.duration must be 0 or more")
+        if isinstance(self.reopen_reports, bool) or self.reopen_reports < 1:
+            raise ValueError(f"ramp.reopen_reports must be a whole number >= 1, got {self.reopen_reports!r}")
+
+
 class CheckSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The keys of ``[defaults]``; each may be overridden per target."""
 
@@ -117,10 +142,16 @@ class CheckSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     warn_latency: Duration | None = None
     """A passing check slower than this is reported as ``warn``. Default: off."""
     flap: FlapSettings = FlapSettings()
+    trial_interval: Duration = Duration(0.1)
+    """While the breaker is open (after ``retry_at``), probe workers trial-check the
+    target this often, whatever the outcome: P checks per ``trial_interval``."""
+    ramp: RampSettings = RampSettings()
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
             raise ValueError("interval must be greater than 0")
+        if self.trial_interval <= 0:
+            raise ValueError("trial_interval must be greater than 0")
         if self.timeout <= 0:
             raise ValueError("timeout must be greater than 0")
         if self.failure_threshold < 1 or self.success_threshold < 1:
@@ -158,6 +189,29 @@ class TargetConfig(CheckSettings, kw_only=True, frozen=True, forbid_unknown_fiel
 
     def __repr__(self) -> str:  # the URL may hold a password: never print it
         return f"TargetConfig(name={self.name!r}, kind={self.kind!r}, url={redact_url(self.url)!r})"
+
+
+class GroupConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``[[groups]]``: several instances (targets) of one dependency, picked by a policy.
+
+    ``members`` are target names, in order (``primary-first`` uses that order: the first
+    usable one is picked). ``weights`` (``weighted``): a whole number >= 1 per member,
+    default 1. The group is ``healthy`` while at least ``min_healthy`` members are
+    available, ``degraded`` below, ``unavailable`` at none. ``panic_threshold`` (a share,
+    0 to 1; 0 turns it off): while fewer than this share of members are available,
+    ``pick()`` spreads over every member instead of crushing the few left (as Envoy's panic
+    threshold does). ``primary``: the member that takes writes (adapters route
+    read-only work away from it unless ``reads_on_primary``).
+    """
+
+    name: str
+    members: list[str]
+    policy: GroupPolicy = "round-robin"
+    weights: dict[str, int] = {}
+    min_healthy: int = 1
+    panic_threshold: float = 0.0
+    primary: str | None = None
+    reads_on_primary: bool = False
 
 
 DEFAULT_INBOX_PREFIX: Final = "_INBOX"
@@ -225,22 +279,34 @@ class CoordinatorSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     stream_replicas: int = 1
     tick: Duration = Duration(0.25)
     """How often timers (staleness, retry_at) are evaluated without probe traffic."""
-    lease: Duration = Duration(5.0)
+    lease_ttl: Duration = Duration(5.0)
     """Leader lease: a standby coordinator takes over this long after the leader died.
     ``"0s"`` turns leader election off (exactly one coordinator must run)."""
     http: str | None = None
-    legacy_probe_subjects: bool = False
-    """Also accept ProbeResults on the old ``<prefix>.probe.<target>`` subjects, which do not
-    name the probe (for a rolling upgrade from workers older than the probe-bound subjects;
-    turn it off once every worker is upgraded: on it, one probe credential can speak for
-    any vantage point)."""
     confirm_window: Duration = Duration(1.0)
     """Failure reports start at most one confirmation round per target per this window,
     however many arrive (``"0s"``: a round for every report that is not a flood)."""
+    digest_interval: Duration = Duration(0.5)
+    """How often the active coordinator publishes the StateDigest on ``<prefix>.digest``
+    (and at once when its connection comes back); subscribers catching up after a
+    reconnect compare it with what they know. ``"0s"``: never (subscribers then reload
+    every current state after a reconnect)."""
+    partitions: int = 1
+    """Split the targets into this many partitions by :func:`~._subjects.partition_of` of
+    their names, each with its own leader lease (``leader.<p>``): any coordinator process
+    may lead several, standbys take over each one separately. 1 (the default): one lease
+    (``leader``), one leader deciding every target — the behaviour before partitions.
+    More needs leader election (``lease_ttl`` > 0) and no ``[[groups]]`` yet."""
+    partition_routing: Literal["filter", "server"] = "filter"
+    """With partitions: ``"filter"`` (default) every partition service subscribes to every
+    probe subject and ignores other partitions' targets; ``"server"``: nats-server maps
+    ``<prefix>.probe.*.*`` to ``<prefix>.part.{{partition(N,1)}}.probe.…`` (a mapping the
+    operator installs, deploy/nats/partitions.example.conf) and each partition service
+    subscribes to its own ``<prefix>.part.<p>.probe.*.*`` only."""
 
     def __post_init__(self) -> None:
-        if self.lease < 0:
-            raise ValueError("lease must be 0 (no election) or a positive duration")
+        if self.lease_ttl < 0:
+            raise ValueError("lease_ttl must be 0 (no election) or a positive duration")
 
     @property
     def effective_refresh_after(self) -> float | None:
@@ -255,10 +321,10 @@ class ProbeWorkerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     """``[probes]``: probe-worker behaviour, including sharding for large fleets."""
 
     sharding: bool = False
-    replicas: int = 2
+    workers_per_target: int = 2
     """With sharding: how many workers check each target."""
     heartbeat: Duration = Duration(2.0)
-    jitter: float = 0.1
+    spread: float = 0.1
     """Random spread of each check's start, as a fraction of the interval."""
     http: str | None = None
 
@@ -271,6 +337,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     coordinator: CoordinatorSettings = CoordinatorSettings()
     probes: ProbeWorkerSettings = ProbeWorkerSettings()
     targets: list[TargetConfig] = []
+    groups: list[GroupConfig] = []
     source: str = "<config>"
     """Where this configuration came from (file path), for messages."""
 
@@ -281,6 +348,13 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
                 return t
         raise KeyError(name)
 
+    def group(self, name: str) -> GroupConfig:
+        """The group called ``name``; KeyError if there is none."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
     @property
     def target_names(self) -> list[str]:
         """Every configured target's name, in file order."""
@@ -288,6 +362,35 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
 
 
 # --------------------------------------------------------------------------- loading
+
+#: Keys removed or renamed during the 0.x series, (section, key) -> what to do instead: a
+#: file that still sets one gets this error rather than msgspec's bare "unknown field".
+REMOVED_KEYS: Final[Mapping[tuple[str, str], str]] = {
+    ("coordinator", "legacy_probe_subjects"): (
+        "removed: every ProbeResult goes on <prefix>.probe.<target>.<probe> (the probe worker's own "
+        "subject); delete the key (CHANGELOG: Unreleased)"
+    ),
+    ("probes", "jitter"): (
+        "renamed to spread (a fraction of the interval; `jitter` names the backoff strategy); "
+        "write spread = <the same number>"
+    ),
+    ("coordinator", "lease"): (
+        "renamed to lease_ttl (the name CoordinatorService(lease_ttl=...) has too); "
+        "write lease_ttl = <the same duration>"
+    ),
+    ("probes", "replicas"): (
+        "renamed to workers_per_target (not the stream's replicas, [coordinator] stream_replicas); "
+        "write workers_per_target = <the same number>"
+    ),
+}
+
+
+def _check_removed(raw: Mapping[str, Any], source: str) -> None:
+    for (section, key), problem in REMOVED_KEYS.items():
+        table = raw.get(section)
+        if isinstance(table, Mapping) and key in table:
+            raise ConfigError(source, f"$.{section}.{key}", problem)
+
 
 _ENV_RE: Final = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TARGET_RE: Final = re.compile(TARGET_PATTERN)
@@ -354,6 +457,7 @@ def _split_msgspec_error(exc: msgspec.ValidationError) -> tuple[str, str]:
 def _check_semantics(config: Config) -> None:
     src = config.source
     coordinator = config.coordinator
+    _check_partitions(config)
     refresh = coordinator.refresh_after
     # stream_max_age "0s" is JetStream's "keep forever": any positive refresh_after fits.
     if refresh is not None and not (
@@ -376,15 +480,7 @@ def _check_semantics(config: Config) -> None:
     seen: dict[str, int] = {}
     for i, t in enumerate(config.targets):
         where = f"$.targets[{i}]"
-        if _TARGET_RE.match(t.name) is None:
-            raise ConfigError(
-                src,
-                f"{where}.name",
-                f"expected 1-64 characters of a-z, 0-9, '_' or '-' starting with a letter or digit, got {t.name!r}",
-            )
-        if t.name in seen:
-            raise ConfigError(src, f"{where}.name", f"duplicate target name {t.name!r} (also targets[{seen[t.name]}])")
-        seen[t.name] = i
+        _check_name(src, where, t.name, "target", seen, i)
         schemes = _URL_SCHEMES[t.kind]
         scheme = t.url.split("://", 1)[0].lower() if "://" in t.url else ""
         if t.kind == "sqlalchemy":
@@ -395,6 +491,90 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(src, f"{where}.url", f"a {t.kind} target expects a URL starting with {expected}")
         if t.timeout > t.interval:
             raise ConfigError(src, f"{where}.timeout", "expected timeout <= interval")
+    _check_groups(config, seen)
+
+
+def _check_partitions(config: Config) -> None:
+    src = config.source
+    partitions = config.coordinator.partitions
+    if isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
+        raise ConfigError(
+            src,
+            "$.coordinator.partitions",
+            f"expected a whole number from 1 (one leader for every target) to {MAX_PARTITIONS}, got {partitions!r}",
+        )
+    if partitions > 1 and not config.coordinator.lease_ttl:
+        raise ConfigError(
+            src,
+            "$.coordinator.partitions",
+            "partitions > 1 needs leader election: lease_ttl must be positive (each partition has its own lease)",
+        )
+    if partitions == 1 and config.coordinator.partition_routing != "filter":
+        raise ConfigError(
+            src,
+            "$.coordinator.partition_routing",
+            'partition_routing = "server" needs partitions > 1 (with one partition nothing is mapped)',
+        )
+    if partitions > 1 and config.groups:
+        raise ConfigError(
+            src,
+            "$.coordinator.partitions",
+            "partitions > 1 with [[groups]] is not supported yet: a group's members may fall in different"
+            " partitions (use partitions = 1)",
+        )
+
+
+def _check_name(src: str, where: str, name: str, what: str, seen: dict[str, int], index: int) -> None:
+    """A target's or group's name: the target-name rule, and unique among its kind (recorded in ``seen``)."""
+    if _TARGET_RE.match(name) is None:
+        raise ConfigError(
+            src,
+            f"{where}.name",
+            f"expected 1-64 characters of a-z, 0-9, '_' or '-' starting with a letter or digit, got {name!r}",
+        )
+    if name in seen:
+        raise ConfigError(src, f"{where}.name", f"duplicate {what} name {name!r} (also {what}s[{seen[name]}])")
+    seen[name] = index
+
+
+def _check_groups(config: Config, targets: Mapping[str, int]) -> None:
+    src = config.source
+    names: dict[str, int] = {}
+    for i, g in enumerate(config.groups):
+        where = f"$.groups[{i}]"
+        if g.name in targets:
+            raise ConfigError(src, f"{where}.name", f"{g.name!r} is already a target's name")
+        _check_name(src, where, g.name, "group", names, i)
+        if not g.members:
+            raise ConfigError(src, f"{where}.members", "expected at least one member (a target name)")
+        for j, member in enumerate(g.members):
+            if member not in targets:
+                raise ConfigError(src, f"{where}.members[{j}]", f"no target is called {member!r}")
+            if member in g.members[:j]:
+                raise ConfigError(src, f"{where}.members[{j}]", f"{member!r} is listed twice")
+        for member, weight in g.weights.items():
+            if member not in g.members:
+                raise ConfigError(src, f"{where}.weights.{member}", f"{member!r} is not a member of {g.name!r}")
+            if isinstance(weight, bool) or weight < 1:
+                raise ConfigError(src, f"{where}.weights.{member}", f"expected a whole number >= 1, got {weight!r}")
+        if g.weights and g.policy != "weighted":
+            raise ConfigError(
+                src, f"{where}.weights", f"weights apply to policy 'weighted' only (policy is {g.policy!r})"
+            )
+        if isinstance(g.min_healthy, bool) or not 1 <= g.min_healthy <= len(g.members):
+            raise ConfigError(
+                src,
+                f"{where}.min_healthy",
+                f"expected a whole number from 1 to the number of members ({len(g.members)}), got {g.min_healthy!r}",
+            )
+        if not 0.0 <= g.panic_threshold <= 1.0:
+            raise ConfigError(
+                src, f"{where}.panic_threshold", f"expected a share from 0 to 1 (0: off), got {g.panic_threshold!r}"
+            )
+        if g.primary is not None and g.primary not in g.members:
+            raise ConfigError(src, f"{where}.primary", f"{g.primary!r} is not a member of {g.name!r}")
+        if g.reads_on_primary and g.primary is None:
+            raise ConfigError(src, f"{where}.reads_on_primary", "needs primary (the member that takes writes)")
 
 
 def load_config_text(text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
@@ -408,6 +588,7 @@ def load_config_text(text: str, *, source: str = "<config>", env: Mapping[str, s
     raw = _interpolate(raw, "$", environ, source, secrets)
     if "source" in raw:
         raise ConfigError(source, "$.source", "unknown key")
+    _check_removed(raw, source)
     defaults = raw.get("defaults", {})
     targets = raw.get("targets", [])
     if isinstance(defaults, dict) and isinstance(targets, list):

@@ -25,7 +25,9 @@ PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 
 Outcome: TypeAlias = Literal["pass", "warn", "fail"]
-ErrorKind: TypeAlias = Literal["timeout", "refused", "dns", "auth", "tls", "protocol", "unhealthy", "other"]
+ErrorKind: TypeAlias = Literal[
+    "timeout", "refused", "dns", "auth", "tls", "protocol", "unhealthy", "no_new_connections", "other"
+]
 State: TypeAlias = Literal["unknown", "healthy", "degraded", "unavailable", "recovering"]
 BreakerState: TypeAlias = Literal["closed", "open", "half_open", "forced_open", "disabled"]
 DetailValue: TypeAlias = str | int | float | bool
@@ -39,6 +41,7 @@ ERROR_KINDS: Final[tuple[ErrorKind, ...]] = (
     "tls",
     "protocol",
     "unhealthy",
+    "no_new_connections",
     "other",
 )
 STATES: Final[tuple[State, ...]] = ("unknown", "healthy", "degraded", "unavailable", "recovering")
@@ -49,6 +52,9 @@ BREAKER_STATES: Final[tuple[BreakerState, ...]] = (
     "forced_open",
     "disabled",
 )
+#: Breaker states that hold a target: nobody checks it before the event's ``retry_at``
+#: (probe workers wait, the coordinator sends no confirmation round).
+HOLDING_BREAKERS: Final[frozenset[BreakerState]] = frozenset({"open", "forced_open"})
 
 TargetName = Annotated[str, msgspec.Meta(pattern=TARGET_PATTERN)]
 # A probe id is free text chosen by the operator (default host name + pid); bound it.
@@ -62,7 +68,13 @@ class ProtocolError(ValueError):
     """A message that is not valid healthbus wire format. The text says why."""
 
 
-class ProbeResult(msgspec.Struct, kw_only=True, frozen=True):
+# gc=False on the wire structs: they hold strings, numbers, datetimes and containers of
+# those, so they are in no reference cycle; a coordinator decodes tens of thousands of
+# ProbeResults a second and keeps every target's last StateChanged with its Evidence, and
+# each object the garbage collector tracks costs 16 bytes and counts towards a collection.
+
+
+class ProbeResult(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """One check of one target from one vantage point (``<prefix>.probe.<target>``)."""
 
     target: TargetName
@@ -76,7 +88,7 @@ class ProbeResult(msgspec.Struct, kw_only=True, frozen=True):
     v: Version = PROTOCOL_VERSION
 
 
-class Evidence(msgspec.Struct, kw_only=True, frozen=True):
+class Evidence(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """The latest result of one vantage point that led to a decision."""
 
     outcome: Outcome
@@ -84,7 +96,25 @@ class Evidence(msgspec.Struct, kw_only=True, frozen=True):
     at: Timestamp
 
 
-class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
+class Ramp(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A re-admission in progress (extension): what every subscriber needs to compute its
+    own place in it (docs/contract.md, "The re-admission ramp").
+
+    The admitted share of the fleet grows linearly from ``from_share`` at ``started_at``
+    to 1 at ``started_at + duration_s``; an instance whose place (a hash of its instance
+    id and the target, :func:`healthbus.protocol.ramp_place`) is below the share is
+    admitted, and stays admitted.
+    """
+
+    started_at: Timestamp
+    """When the breaker closed (the coordinator's clock)."""
+    duration_s: Annotated[float, msgspec.Meta(gt=0)]
+    from_share: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    readmission: Annotated[int, msgspec.Meta(ge=1)] = 1
+    """Which re-admission of this outage this is (1: the first; more after failed ones)."""
+
+
+class StateChanged(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A coordinator verdict for one target (``<prefix>.state.<target>``, JetStream).
 
     ``seq`` is per target, starts at 1 and grows by exactly one per event, across
@@ -108,9 +138,19 @@ class StateChanged(msgspec.Struct, kw_only=True, frozen=True):
     unchanged_since: Timestamp | None = None
     """Set on a refresh: the unchanged state, decided at this time, is re-announced so the
     stream keeps it (``reason`` repeats why it was decided). None on a real change."""
+    ramp: Ramp | None = None
+    """Set while a re-admission ramp is in progress (breaker ``closed``, extension): see
+    :class:`Ramp`. None otherwise: every instance is admitted."""
     retired: bool = False
     """True on the one event announcing that the target left the configuration (extension):
     readers drop it from their current states; a coordinator never decides it again."""
+    coordinator: str | None = None
+    """Who stored it (extension): the id of the coordinator that published it (its lease
+    holder id, ``<host>-<pid>`` by default). None from coordinators before this field."""
+    term: NonNegative | None = None
+    """Under which lease (extension): the revision of the leader lease key when that
+    coordinator took it, which grows with every takeover; 0 without election. None from
+    coordinators before this field."""
     v: Version = PROTOCOL_VERSION
 
     @property
@@ -187,36 +227,15 @@ def parse_timestamp(text: str) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
-# Before ``unchanged_since``, a refresh was marked only in its reason, as
-# "unchanged since <time> (re-announced so the state stream keeps it): <why>". Streams may
-# still hold such events (they are kept up to ``stream_max_age``), so they are still read.
-_LEGACY_REFRESH_HEAD: Final = "unchanged since "
-_LEGACY_REFRESH_TAIL: Final = " (re-announced so the state stream keeps it): "
-
-
 def is_refresh(event: StateChanged) -> bool:
-    """Whether ``event`` re-announces an unchanged state (a refresh) rather than a change."""
-    if event.unchanged_since is not None:
-        return True
-    return (
-        event.previous == event.state
-        and event.reason.startswith(_LEGACY_REFRESH_HEAD)
-        and _LEGACY_REFRESH_TAIL in event.reason
-    )
+    """Whether ``event`` re-announces an unchanged state (a refresh: ``unchanged_since``
+    set) rather than a change."""
+    return event.unchanged_since is not None
 
 
 def refresh_origin(event: StateChanged) -> tuple[datetime, str] | None:
-    """For a refresh, when its state was really decided and why; None for a real change.
-
-    Reads ``unchanged_since`` and ``reason``, or the reason of a refresh published before
-    that field existed.
-    """
-    if event.unchanged_since is not None:
-        return event.unchanged_since, event.reason
-    if not is_refresh(event):
+    """For a refresh, when its state was really decided (``unchanged_since``) and why
+    (``reason``); None for a real change."""
+    if event.unchanged_since is None:
         return None
-    head, _, why = event.reason[len(_LEGACY_REFRESH_HEAD) :].partition(_LEGACY_REFRESH_TAIL)
-    try:
-        return parse_timestamp(head), why
-    except ValueError:
-        return None
+    return event.unchanged_since, event.reason

@@ -30,7 +30,7 @@ def stream_name_for(prefix: str) -> str:
 class StreamSettings(msgspec.Struct, kw_only=True, frozen=True):
     """What the ``HEALTHBUS_STATE`` stream must look like.
 
-    File storage, one subject per target, history kept ``max_age_s`` (the audit log),
+    File storage, one subject per target (and one per group: GroupChanged), history kept ``max_age_s`` (the audit log),
     a ``duplicate_window_s`` long enough to drop a re-publish after a coordinator crash
     (``Nats-Msg-Id: <target>:<seq>``).
     """
@@ -55,7 +55,7 @@ class StreamSettings(msgspec.Struct, kw_only=True, frozen=True):
         """The settings for the state stream of ``prefix``."""
         return cls(
             name=name or stream_name_for(prefix),
-            subjects=[Subjects(prefix).state_all],
+            subjects=[Subjects(prefix).state_all, Subjects(prefix).group_all],
             max_age_s=max_age_s,
             duplicate_window_s=duplicate_window_s,
             replicas=replicas,

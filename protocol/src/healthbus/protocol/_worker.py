@@ -7,7 +7,7 @@ over the live members (rendezvous hashing), so membership alone decides who chec
 ``<worker-token>`` is the worker id with every character outside ``A-Za-z0-9_-``
 replaced by ``_`` (a single NATS token); the message carries the real id.
 
-After ``healthbus ctl reload`` the active coordinator publishes a :class:`ReloadNotice`
+After ``healthbus reload`` the active coordinator publishes a :class:`ReloadNotice`
 on ``<prefix>.worker.reload``: every probe worker and standby coordinator re-reads its
 configuration file (the sender ignores its own notice).
 """
@@ -50,7 +50,7 @@ class WorkerHeartbeat(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ReloadNotice(msgspec.Struct, kw_only=True, frozen=True):
-    """Re-read your configuration file (``<prefix>.worker.reload``, after ``ctl reload``)."""
+    """Re-read your configuration file (``<prefix>.worker.reload``, after ``healthbus reload``)."""
 
     sender: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     """Who reloaded and sends this (a coordinator's holder id): it ignores its own notice."""

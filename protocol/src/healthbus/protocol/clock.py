@@ -16,14 +16,14 @@ request's reply, a checker's hard timeout). Those measure the server, not the ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from healthbus.protocol._messages import utcnow
 
-__all__ = ["Clock", "SystemClock", "as_clock", "sleep_until_set"]
+__all__ = ["Clock", "SystemClock", "earliest", "require_clock", "sleep_until_set"]
 
 
 @runtime_checkable
@@ -54,37 +54,48 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
-class _MonotonicOnly:
-    """A bare monotonic function given where a Clock is expected (the older form)."""
+def require_clock(clock: object, where: str) -> Clock:
+    """``clock`` itself if it is a :class:`Clock`, :class:`SystemClock` for None; else a TypeError.
 
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self._monotonic = monotonic
-
-    def monotonic(self) -> float:
-        """The function's reading."""
-        return self._monotonic()
-
-    now = staticmethod(utcnow)
-
-    async def sleep(self, seconds: float) -> None:
-        """:func:`asyncio.sleep`."""
-        await asyncio.sleep(max(0.0, seconds))
-
-
-def as_clock(clock: Clock | Callable[[], float] | None) -> Clock:
-    """``clock`` as a :class:`Clock`: None is the system clock; a bare monotonic function
-    (the form the subscriber library took before) tells time with it and sleeps for real."""
+    A bare function (``time.monotonic``, ``lambda: t[0]``) is refused with the way out, not
+    adapted: it cannot ``sleep`` or tell the wall time, so half of a component would run on
+    another clock. ``where`` names the parameter in the message (``"LocalCache(clock=...)"``).
+    """
     if clock is None:
         return SystemClock()
     if isinstance(clock, Clock):
         return clock
-    return _MonotonicOnly(clock)
+    hint = (
+        ": a bare function is no longer accepted; pass SystemClock() (the default) or, in tests, "
+        "healthbus.protocol.testing.ManualClock"
+        if callable(clock)
+        else ""
+    )
+    raise TypeError(
+        f"{where} expects a healthbus.protocol.clock.Clock (monotonic(), now(), sleep()), "
+        f"got {type(clock).__name__}{hint}"
+    )
+
+
+def earliest(a: float | None, b: float | None) -> float | None:
+    """The earlier of two optional moments on one clock (None: never)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 async def sleep_until_set(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
     """Wait until ``event`` is set or ``seconds`` passed on ``clock``; True if the event was set."""
     if event.is_set():
         return True
+    if type(clock) is SystemClock:
+        # The real clock is the event loop's: a timeout around the wait, no extra tasks (a
+        # process holding hundreds of clients wakes their supervisors thousands of times
+        # while they reconnect; two tasks per wait were a good part of its CPU).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds)):
+                await event.wait()
+        return event.is_set()
     waiter = asyncio.ensure_future(event.wait())
     sleeper = asyncio.ensure_future(clock.sleep(seconds))
     try:

@@ -90,14 +90,18 @@ class ManualClock:
             self._drop_cancelled()
             if not self._sleepers or self._sleepers[0][0] > target + _ROUNDING:
                 break
-            due = self._sleepers[0][0]
-            self._mono = min(max(self._mono, due), target)
-            while self._sleepers and self._sleepers[0][0] <= self._mono + _ROUNDING:
-                _, _, fut = heapq.heappop(self._sleepers)
+            # A sleeper woken is past its deadline, as on a real clock: one due a rounding
+            # error past ``target`` moves the clock that far, or it would find its deadline
+            # still ahead, sleep the remainder and be woken again, for ever.
+            self._mono = max(self._mono, self._sleepers[0][0])
+            limit = self._mono + _ROUNDING
+            while self._sleepers and self._sleepers[0][0] <= limit:
+                when, _, fut = heapq.heappop(self._sleepers)
                 if not fut.done():
+                    self._mono = max(self._mono, when)
                     fut.set_result(None)
             await _settle()
-        self._mono = target
+        self._mono = max(self._mono, target)
         await _settle()
 
     def _drop_cancelled(self) -> None:

@@ -36,6 +36,11 @@ const filterName = $('f-name');
 const filterState = $('f-state');
 const filterFeature = $('f-feature');
 
+const groupsEl = $('groups');
+const leadersEl = $('leaders');
+/** group name -> its last GroupChanged ([[groups]]: who is in and out, recent latencies) */
+const groups = new Map();
+
 const filters = { q: '', state: '', feature: '' };
 let view = '';          // '' until chosen (by the user, the URL or the fleet's size)
 let selected = null;    // the target whose transitions are open
@@ -88,6 +93,35 @@ function stateOf(t) {
   return t.event ? t.event.state : 'unknown';
 }
 
+/** healthy and degraded are available (what a service's is_available() answers). */
+function isUp(state) {
+  return state === 'healthy' || state === 'degraded';
+}
+
+/**
+ * When the target's availability last changed (ms), from the changes the page knows (the
+ * timelines' last day plus live events): a half-open trial (unavailable -> recovering ->
+ * unavailable) or a refresh does not restart it. NaN when no such change is known; then
+ * ``before`` (the state a day ago) says it has held for over a day.
+ */
+function availableSince(t) {
+  let since = NaN;
+  let previous = t.before;
+  for (const [, c] of [...t.changes.entries()].sort((a, b) => a[0] - b[0])) {
+    const from = c.previous || previous;
+    if (!from || from === 'unknown' || isUp(from) !== isUp(c.state)) since = c.at;
+    previous = c.state;
+  }
+  return since;
+}
+
+function sinceText(t, now) {
+  if (!t.event) return '—';
+  const since = availableSince(t);
+  if (!Number.isNaN(since)) return age(new Date(since).toISOString(), now);
+  return t.before ? 'over 1d' : '…';
+}
+
 // ------------------------------------------------------------------ the model
 
 function ensureTarget(name) {
@@ -137,7 +171,53 @@ function apply(ev) {
   schedule();
 }
 
+function applyGroup(g) {
+  const old = groups.get(g.group);
+  if (old && old.seq >= g.seq) return;
+  groups.set(g.group, g);
+  renderGroups();
+}
+
+function renderGroups() {
+  groupsEl.hidden = groups.size === 0;
+  groupsEl.replaceChildren();
+  for (const name of [...groups.keys()].sort()) {
+    const g = groups.get(name);
+    const el = document.createElement('div');
+    el.className = 'group';
+    el.dataset.state = g.state;
+    const head = document.createElement('span');
+    head.className = 'group-head';
+    head.textContent = `${g.group} · ${g.state} · ${g.available}/${g.members.length} in · ${g.policy}`;
+    el.append(head);
+    for (const m of g.members) {
+      const member = document.createElement('span');
+      member.className = 'member';
+      member.dataset.in = m.available ? 'yes' : 'no';
+      const latency = m.latency_ms == null ? '' : ` ${m.latency_ms.toFixed(1)} ms`;
+      member.textContent = `${m.available ? '+' : '−'}${m.target}${latency}${m.target === g.primary ? ' (primary)' : ''}`;
+      el.append(member);
+    }
+    groupsEl.append(el);
+  }
+}
+
+/** Who leads each partition (the lease bucket, as `healthbus status` shows it). */
+function renderLeaders(list) {
+  leadersEl.hidden = list.length === 0;
+  leadersEl.replaceChildren();
+  for (const l of list) {
+    const el = document.createElement('span');
+    el.className = 'leader';
+    el.title = `lease revision ${l.revision} (it grows with every renewal)`;
+    el.textContent = l.partition === 'all' ? `leader ${l.leader}` : `p${l.partition} ${l.leader}`;
+    leadersEl.append(el);
+  }
+}
+
 function onSnapshot(snap) {
+  renderLeaders(snap.leaders || []);
+  for (const g of snap.groups || []) applyGroup(g);
   for (const c of snap.configured || []) {
     const t = ensureTarget(c.name);
     if (!t.features.length) setFeatures(t, c.features);
@@ -218,24 +298,40 @@ function renderRow(t, now) {
   el.querySelector('.reason').textContent = ev ? ev.reason : 'no verdict yet';
   el.querySelector('.reason').title = ev ? ev.reason : '';
   renderTimes(t, now);
-  if (timelinesLoaded) {
-    drawBar(el.querySelector('.tl-hour'), t, now, HOUR_MS);
-    drawBar(el.querySelector('.tl-day'), t, now, DAY_MS);
-  }
+  // Drawn from the first read (what the snapshot says: the state and the one before it),
+  // and again with the whole day once /api/timelines has answered.
+  drawBar(el.querySelector('.tl-hour'), t, now, HOUR_MS);
+  drawBar(el.querySelector('.tl-day'), t, now, DAY_MS);
 }
 
 function renderTimes(t, now) {
   const ev = t.event;
   const el = t.el;
-  setText(el.querySelector('.since'), ev ? age(ev.at, now) : '—');
+  const since = el.querySelector('.since');
+  setText(since, sinceText(t, now));
+  since.title = 'since the availability last changed';
   let breaker = '—';
   if (ev && ev.breaker === 'forced_open' && ev.retry_at) {
     breaker = `maintenance · ends ${countdown(ev.retry_at, now)}`;  // ctl maintenance: ends by itself
   } else if (ev) {
     breaker = ev.breaker + (ev.attempt ? ` #${ev.attempt}` : '');
+    // The last half-open trial (or other change within the same availability), apart from "since".
+    if (ev.attempt) breaker += ` · tried ${age(ev.at, now)}`;
     if (ev.retry_at) breaker += ` · retry ${countdown(ev.retry_at, now)}`;
+    const ramp = rampText(ev.ramp, now);
+    if (ramp) breaker += ` · ${ramp}`;
   }
   setText(el.querySelector('.breaker'), breaker);
+}
+
+/** "ramp 55% admitted" while a re-admission ramp is in progress (contract §4), else ''. */
+function rampText(ramp, now) {
+  if (!ramp) return '';
+  const elapsed = (now - ms(ramp.started_at)) / 1000;
+  if (Number.isNaN(elapsed) || elapsed >= ramp.duration_s) return '';
+  const share = ramp.from_share + (1 - ramp.from_share) * Math.max(0, elapsed) / ramp.duration_s;
+  const again = ramp.readmission > 1 ? `, re-admission ${ramp.readmission}` : '';
+  return `ramp ${Math.round(share * 100)}% admitted${again}`;
 }
 
 function setText(el, text) {
@@ -403,6 +499,13 @@ function addTransition(ev, newestFirst) {
   reason.className = 'why';
   reason.textContent = ev.reason;
   li.append(head, reason);
+  if (ev.coordinator) {
+    // Who stored it, under which lease (a takeover's catch-up keeps the deciding result's time).
+    const by = document.createElement('div');
+    by.className = 'by';
+    by.textContent = `decided by ${ev.coordinator}` + (ev.term != null ? `, lease term ${ev.term}` : '');
+    li.append(by);
+  }
   const probes = Object.keys(ev.evidence || {}).sort();
   if (probes.length) {
     const ul = document.createElement('ul');
@@ -429,9 +532,14 @@ function renderDetail(now) {
   const badge = detailEl.querySelector('.state');
   badge.className = `badge state ${state}`;
   badge.textContent = ev && ev.flapping ? `${state} (flapping)` : state;
-  detailEl.querySelector('.breaker').textContent = ev ? ev.breaker + (ev.attempt ? ` (attempt ${ev.attempt})` : '') : '—';
+  const ramp = ev ? rampText(ev.ramp, now) : '';
+  detailEl.querySelector('.breaker').textContent = ev
+    ? ev.breaker + (ev.attempt ? ` (attempt ${ev.attempt})` : '') + (ramp ? ` · ${ramp}` : '')
+    : '—';
   detailEl.querySelector('.retry').textContent = ev ? countdown(ev.retry_at, now) : '—';
-  detailEl.querySelector('.since').textContent = ev ? `${dateTime(ms(ev.at))} (${age(ev.at, now)})` : '—';
+  const since = availableSince(t);
+  detailEl.querySelector('.since').textContent = Number.isNaN(since) ? sinceText(t, now) : `${dateTime(since)} (${age(new Date(since).toISOString(), now)})`;
+  detailEl.querySelector('.changed').textContent = ev ? `${dateTime(ms(ev.at))} (${age(ev.at, now)})` : '—';
   detailEl.querySelector('.seq').textContent = ev ? String(ev.seq) : '—';
   detailEl.querySelector('.features').textContent = t.features.join(', ') || '—';
   detailEl.querySelector('.reason').textContent = ev ? ev.reason : 'no verdict yet';
@@ -495,6 +603,12 @@ function loadHash() {
   if (v === 'table' || v === 'cards') setView(v);
 }
 
+// Editing only the URL's # on an open page (or back/forward) applies it.
+window.addEventListener('hashchange', () => {
+  loadHash();
+  needLayout = true;
+  schedule();
+});
 filterName.addEventListener('input', () => setFilter('q', filterName.value));
 filterState.addEventListener('change', () => setFilter('state', filterState.value));
 filterFeature.addEventListener('change', () => setFilter('feature', filterFeature.value));
@@ -530,6 +644,8 @@ function connect() {
     onSnapshot(JSON.parse(m.data));
   });
   source.addEventListener('state', (m) => apply(JSON.parse(m.data)));
+  source.addEventListener('group', (m) => applyGroup(JSON.parse(m.data)));
+  source.addEventListener('leaders', (m) => renderLeaders(JSON.parse(m.data)));
   source.addEventListener('open', () => setConn('live', 'live'));
   // EventSource retries on its own; say so instead of showing stale data as live.
   source.addEventListener('error', () => setConn('reconnecting', 'reconnecting…'));

@@ -12,12 +12,11 @@ faststream or web framework):
 - ``healthbus.subscribers.faststream`` — ``requires`` / ``HealthMiddleware`` (``[faststream]``)
 - ``healthbus.subscribers.fastapi`` — ``requires`` / ``install`` / ``lifespan`` (``[fastapi]``, Starlette too)
 - ``healthbus.subscribers.flask`` — ``init_app`` / ``requires`` (``[flask]``)
-- ``healthbus.subscribers.django`` — ``HealthMiddleware`` / ``requires`` (``[django]``)
+- ``healthbus.subscribers.django`` — ``HealthMiddleware`` / ``requires`` / the ORM guard (``[django]``)
+- ``healthbus.subscribers.celery`` — ``HealthTask`` / ``install`` (``[celery]``)
 - ``healthbus.subscribers.testing`` — ``FakeHealthClient`` for your unit tests
 """
 
-# The NATS layer lives in healthbus.bus; these names stay here for code written against them.
-from healthbus.bus import BusUnavailable, Follower, StateStream, connect, ensure_stream, resolve_url
 from healthbus.subscribers._client import ClientOptions, HealthClient
 from healthbus.subscribers._state import AVAILABLE_STATES, BUS_LOSS_POLICIES, BusLossPolicy, BusStatus, TargetState
 from healthbus.subscribers._sync import ForkedClientError, SyncHealthClient
@@ -28,17 +27,11 @@ __all__ = [
     "BUS_LOSS_POLICIES",
     "BusLossPolicy",
     "BusStatus",
-    "BusUnavailable",
     "ClientOptions",
     "DependencyUnavailable",
-    "Follower",
     "ForkedClientError",
     "HealthClient",
     "HealthView",
-    "StateStream",
     "SyncHealthClient",
     "TargetState",
-    "connect",
-    "ensure_stream",
-    "resolve_url",
 ]

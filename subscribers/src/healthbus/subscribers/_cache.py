@@ -1,6 +1,6 @@
 """A bounded in-memory key/value cache with TTL and LRU eviction (the Redis adapter's fallback).
 
-Pure: no I/O, no redis import, time comes from an injected monotonic clock.
+Pure: no I/O, no redis import, time comes from an injected :class:`~healthbus.protocol.clock.Clock`.
 
 Invariants:
 
@@ -20,10 +20,11 @@ Invariants:
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from healthbus.protocol.clock import Clock, earliest, require_clock
 
 _MISSING: Any = object()
 
@@ -35,19 +36,11 @@ class _Entry:
         self.value = value
         self.ttl_at = ttl_at  # the key's TTL as Redis would see it (None: no TTL)
         self.cap_at = cap_at  # written + default_ttl: the age cap (None: no cap)
-        self.expires_at = _earliest(ttl_at, cap_at)
+        self.expires_at = earliest(ttl_at, cap_at)
 
     def set_ttl(self, ttl_at: float | None) -> None:
         self.ttl_at = ttl_at
-        self.expires_at = _earliest(ttl_at, self.cap_at)
-
-
-def _earliest(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+        self.expires_at = earliest(ttl_at, self.cap_at)
 
 
 class LocalCache:
@@ -58,7 +51,7 @@ class LocalCache:
         max_entries: int = 10_000,
         default_ttl: float | None = 300.0,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"invalid max_entries {max_entries!r}: expected at least 1")
@@ -66,7 +59,7 @@ class LocalCache:
             raise ValueError(f"invalid default_ttl {default_ttl!r}: expected seconds > 0 or None")
         self.max_entries = max_entries
         self.default_ttl = default_ttl
-        self._clock = clock
+        self._clock = require_clock(clock, "LocalCache(clock=...)")
         self._data: OrderedDict[bytes, _Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -81,7 +74,7 @@ class LocalCache:
         entry = self._data.get(key)
         if entry is None:
             return None
-        if entry.expires_at is not None and entry.expires_at <= self._clock():
+        if entry.expires_at is not None and entry.expires_at <= self._clock.monotonic():
             del self._data[key]
             return None
         self._data.move_to_end(key)
@@ -89,7 +82,7 @@ class LocalCache:
 
     def _store(self, key: bytes, value: Any, ttl: float | None, *, ttl_at: Any = _MISSING) -> None:
         """Write ``key``: its TTL is ``ttl`` seconds from now (or ``ttl_at``, kept); the age cap restarts."""
-        now = self._clock()
+        now = self._clock.monotonic()
         if ttl_at is _MISSING:
             ttl_at = None if ttl is None else now + ttl
         entry = _Entry(value, ttl_at, None if self.default_ttl is None else now + self.default_ttl)
@@ -105,7 +98,7 @@ class LocalCache:
         self._data[key] = entry
 
     def _purge_expired(self) -> None:
-        now = self._clock()
+        now = self._clock.monotonic()
         for key in [k for k, e in self._data.items() if e.expires_at is not None and e.expires_at <= now]:
             del self._data[key]
 
@@ -185,7 +178,7 @@ class LocalCache:
         entry = self._live(key)
         if entry is None:
             return False
-        new_expiry = self._clock() + ttl
+        new_expiry = self._clock.monotonic() + ttl
         current = entry.ttl_at
         if nx and current is not None:
             return False

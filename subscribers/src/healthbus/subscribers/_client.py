@@ -13,15 +13,26 @@ Invariants:
   nothing falls between the two. When ``connect`` returns after a successful connect,
   every target's current state is loaded (or the load failed or took longer than the
   timeout, which is logged and reported in ``bus.reason``, and is retried).
+- Groups (``pick()``): ``<prefix>.group.*`` is subscribed next to the states and every
+  group's last GroupChanged is loaded after each snapshot (batched direct gets); each
+  message is a whole group, so the newest ``seq`` wins and nothing needs repairing. A
+  credential that may not subscribe to them still follows the states (a warning is logged).
 - A target's ``seq`` is contiguous: a live event more than one past the known one means
   something was missed, and that target's last message is read again by a direct get.
 - Bus loss is tracked by a supervisor task (nats-py's disconnected/reconnected callbacks
   wake it; it also polls ``nc.is_connected`` and the reconnect count, so a shared
   connection passed in as ``nc`` works too). After ``stale_after`` seconds without the
-  bus the states are stale and the policy applies. After a reconnect the snapshot is
-  loaded again after a random delay of up to ``resync_jitter`` seconds (so a fleet whose
-  NATS restarted does not ask all at once); duplicates are dropped by seq, and only then
-  are the states fresh again.
+  bus the states are stale and the policy applies. After a reconnect the client first
+  listens for the coordinator's StateDigest on ``<prefix>.digest`` (every configured
+  target's latest seq, sent every ``[coordinator] digest_interval`` and at once when the
+  coordinator's own connection comes back) and reads only the targets it shows changed
+  (see ``_catchup``): a fleet whose NATS restarted sends almost no requests. Without a
+  digest within ``_DIGEST_WAIT`` seconds (an older coordinator), after a slow-consumer
+  drop, or when the server refused something, every current state is loaded again. Any
+  read waits a random delay of up to ``resync_jitter`` seconds first (so a fleet does not
+  ask all at once), each request is bounded by ``_REQUEST_TIMEOUT`` and a failed one is
+  retried with capped exponential backoff and jitter; duplicates are dropped by seq, and
+  only once caught up are the states fresh again. ``resync`` counts what it cost.
 - Anything that stops the client from following the state (NATS unreachable, the stream
   missing or without ``allow_direct``, a permission refused, a server limit) counts as
   losing the bus: ``bus.connected`` is False with a ``bus.reason``, the bus-loss policy
@@ -40,20 +51,34 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import Any, Final, Self, TypedDict, Unpack
 
 import msgspec
 from nats import errors as nats_errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
 from healthbus import bus
 from healthbus.bus import DEFAULT_BATCH, DirectGetError, StateStream
-from healthbus.protocol import BusSettings, FailureReport, StateChanged, Subjects, encode, redact, redact_url
+from healthbus.protocol import (
+    BusSettings,
+    DigestParts,
+    FailureReport,
+    ProtocolError,
+    StateChanged,
+    StateDigest,
+    Subjects,
+    decode_state_digest,
+    encode,
+    redact,
+    redact_url,
+)
 from healthbus.protocol.clock import Clock, sleep_until_set
+from healthbus.subscribers._catchup import ResyncStats, behind, pages
 from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
 from healthbus.subscribers._view import HealthViewBase
@@ -63,9 +88,24 @@ log = logging.getLogger("healthbus.subscribers")
 _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 10.0
 _ERROR_LOG_INTERVAL = 60.0
-_RESYNC_JITTER = 1.0
+_RESYNC_JITTER = 0.5
 _REPAIR_DELAY = 0.05
 _IDLE_WAIT = 5.0
+_DIGEST_WAIT = 5.0  # seconds to wait for a StateDigest after a reconnect before reloading everything
+_REQUEST_TIMEOUT = 5.0  # the most a catch-up request waits for its answer
+_FEW_TARGETS = 8  # up to this many changed targets are read one by one, more with one batched load
+
+
+#: What a client that has never loaded the states answers, by bus-loss policy (logged once
+#: at start when the first load failed; docs/subscribers.md, "Before the first load").
+_BEFORE_FIRST_LOAD: Final[dict[BusLossPolicy, str]] = {
+    "keep": (
+        "no state loaded yet: until it is, is_available() answers False for every target and "
+        "feature_available() True for every feature (on_bus_loss='keep' has nothing to keep)"
+    ),
+    "assume_available": "no state loaded yet: until it is, every target and feature answers available",
+    "assume_unavailable": "no state loaded yet: until it is, every target and feature answers not available",
+}
 
 
 class ClientOptions(TypedDict, total=False):
@@ -79,7 +119,7 @@ class ClientOptions(TypedDict, total=False):
     nc: Client | None
     name: str
     tls: ssl.SSLContext | None
-    clock: Clock | Callable[[], float] | None
+    clock: Clock | None
     resync_jitter: float
     batch: int
     report_failures: bool
@@ -109,7 +149,7 @@ class HealthClient(HealthViewBase):
         nc: Client | None = None,
         name: str = "healthbus-subscriber",
         tls: ssl.SSLContext | None = None,
-        clock: Clock | Callable[[], float] | None = None,
+        clock: Clock | None = None,
         resync_jitter: float = _RESYNC_JITTER,
         batch: int = DEFAULT_BATCH,
         report_failures: bool = True,
@@ -133,6 +173,7 @@ class HealthClient(HealthViewBase):
         self.batch = int(batch)
         self._stream: StateStream | None = None
         self._sub: Subscription | None = None
+        self._group_sub: Subscription | None = None
         self._live = False  # following: subscribed and the snapshot loaded since the last reconnect
         self._resync = True
         self._resync_at: float | None = None
@@ -149,9 +190,24 @@ class HealthClient(HealthViewBase):
         self._tick = max(0.01, min(0.5, stale_after / 4 if stale_after > 0 else 0.5))
         self._notified: tuple[bool, bool, str | None] = (True, False, None)  # what on_bus_change last said
         self._subjects = Subjects(self.prefix)
-        self.reporter = FailureReporter(name, enabled=report_failures, instance=instance)
+        self.reporter = FailureReporter(name, enabled=report_failures, instance=instance, clock=self._time)
+        self._table.instance = self.reporter.instance  # its place in re-admission ramps
         """Failure reports: the switch (``reporter.enabled``) and the counters."""
         self._report_tasks: set[asyncio.Task[None]] = set()
+        self.resync = ResyncStats()
+        """What catching up with the state stream cost so far (requests, timeouts, digests)."""
+        self._request_timeout = min(_REQUEST_TIMEOUT, max(1.0, self.connect_timeout))
+        self._full_resync = False  # the next catch-up reloads every state (no digest shortcut)
+        self._digest_refused = False  # the server refused the digest subscription: never ask again
+        self._digest_sub: Subscription | None = None
+        self._digest: StateDigest | None = None  # the digest of the current catch-up round
+        self._catchup_since: float | None = None  # when the current catch-up round began
+        self._catchup_lag = 0.0  # how late this process woke the supervisor meanwhile (not counted)
+        self._catchup_reconnects = -1  # the reconnect count that round began at
+        self._catchup_round = 0  # rounds begun: a digest counts only for its own round
+        self._digest_parts = DigestParts()  # a split digest's parts, merged as they come
+        self._digest_budget = 0  # digest messages the current round's subscription may still get
+        self._digest_resubscribe = False  # the subscription ran out before a split digest was whole
 
     @classmethod
     def connect(cls, url: str | None = None, **options: Unpack[ClientOptions]) -> _Connecting:
@@ -164,8 +220,8 @@ class HealthClient(HealthViewBase):
         bounds how long connecting may take (default ``settings.connect_timeout``);
         ``nc``: an existing nats-py connection to share (not closed by the client; under
         ``deploy/``'s subscriber role it needs ``inbox_prefix=healthbus.bus.SUBSCRIBER_INBOX_PREFIX``);
-        ``resync_jitter``: the most seconds to wait before reloading current states after
-        a reconnect (spreads a fleet); ``batch``: targets per direct-get request;
+        ``resync_jitter``: the most seconds to wait before reading what changed (or reloading
+        every current state) after a reconnect (spreads a fleet); ``batch``: targets per direct-get request;
         ``tls``: an ``ssl.SSLContext`` for TLS to NATS, instead of ``settings``' ``tls_ca`` /
         ``tls_cert`` / ``tls_key`` files. A TLS failure (an untrusted server, a missing or
         rejected client certificate) is logged as one line and retried in the background;
@@ -204,6 +260,8 @@ class HealthClient(HealthViewBase):
             # Not live yet: lost since now; with nothing known at all the policy applies at once.
             reason = self._table.reason or "not connected to NATS"
             self._table.mark_lost(self._clock(), immediately=not self._table.states, reason=reason)
+            if not self._table.states:
+                log.warning("healthbus: %s; %s", reason, _BEFORE_FIRST_LOAD[self._table.policy])
         self._notify_bus()
         self._supervisor = loop.create_task(self._supervise(), name="healthbus-subscriber-supervisor")
         return self
@@ -218,10 +276,12 @@ class HealthClient(HealthViewBase):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        sub, self._sub = self._sub, None
-        if sub is not None and not self._own_nc:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        subs = (self._sub, self._group_sub, self._digest_sub)
+        self._sub = self._group_sub = self._digest_sub = None
+        for sub in subs:
+            if sub is not None and not self._own_nc:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         if self._own_nc and self._nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.close(), 5.0)
@@ -283,10 +343,32 @@ class HealthClient(HealthViewBase):
             # Live messages were dropped in this process: reload rather than miss a change.
             if self._sub is not None and exc.sid == self._sub._id:
                 self._resync = True
+                self._full_resync = True  # what was dropped is in no digest's past: read everything
                 self._wake.set()
             return
+        now = self._clock()
+        # A failed reconnect try (several a second per client while NATS is away; a process
+        # may hold hundreds): nothing to look at until it is logged again.
+        logged = self._error_logged_at
+        if isinstance(exc, OSError) and logged is not None and now - logged < _ERROR_LOG_INTERVAL:
+            return
         text = redact(str(exc) or type(exc).__name__, bus.bus_secrets(self._settings))
-        if "ermissions violation" in text or "maximum subscriptions" in text:
+        if "ermissions violation" in text and bus.STREAM_INFO_API in text:
+            # Our own question why the stream gives no answers (_go_live), refused to a
+            # role that may not read stream info: expected, not a lost bus.
+            log.debug("healthbus: %s", text)
+            return
+        if "ermissions violation" in text and self._subjects.group_all in text:
+            # Groups are an extension: a credential from before them may not follow them live.
+            # They are still loaded at connect (direct gets); the states are followed as ever.
+            log.warning("healthbus: this credential may not follow groups live (%s): loaded at connect only", text)
+            return
+        if "ermissions violation" in text and self._subjects.digest in text:
+            # A deployment older than the digest: catch up by reloading, as before it.
+            self._digest_refused = True
+            self._full_resync = True
+            self._wake.set()
+        elif "ermissions violation" in text or "maximum subscriptions" in text:
             # The server refused what following needs (a permission, a limit): that is a
             # lost bus, not just a log line, until a reload succeeds.
             self._refused = text
@@ -294,7 +376,6 @@ class HealthClient(HealthViewBase):
             self._wake.set()
         # nats-py reports every failed reconnect attempt (several a second): a service's
         # log must not fill up during a bus outage, so log the first and then every minute.
-        now = self._clock()
         if self._error_logged_at is not None and now - self._error_logged_at < _ERROR_LOG_INTERVAL:
             return
         self._error_logged_at = now
@@ -308,6 +389,7 @@ class HealthClient(HealthViewBase):
                 url=self._url,
                 name=self._name,
                 connect_attempts=1,
+                require_server=False,  # checked in _go_live, for a shared connection too
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
@@ -346,10 +428,15 @@ class HealthClient(HealthViewBase):
         assert nc is not None
         if self._stream is None or self._stream.nc is not nc:
             self._stream = StateStream(nc, self.prefix)
-            self._sub = None
+            self._sub = self._group_sub = None
         self._resync = False
         self._resync_at = None
         self._reconnects_seen = nc.stats["reconnects"]
+        url = nc.connected_url
+        problem = bus.server_problem(nc._server_info)
+        if problem is not None:  # a server too old or without JetStream: nothing below would work
+            self._fail(f"NATS at {redact_url(url.geturl()) if url else '?'}: {problem}", level=logging.ERROR)
+            return
         refused, self._refused = self._refused, None
         try:
             if self._sub is None or refused is not None:
@@ -358,34 +445,219 @@ class HealthClient(HealthViewBase):
                     with contextlib.suppress(Exception):
                         await old.unsubscribe()
                 self._sub = await self._stream.live(self._handle_live)
+            if self._group_sub is None:
+                self._group_sub = await nc.subscribe(self._subjects.group_all, cb=self._on_group)
             # The snapshot request is queued behind the SUB, so the server has the
             # subscription before it answers: every later change arrives live.
+            self.resync.requests += 1
             events = await self._stream.snapshot(batch=self.batch, timeout=max(0.1, timeout))
+            self.resync.requests += pages(len(events), self.batch) - 1
         except (DirectGetError, OSError, TimeoutError, nats_errors.Error) as exc:
+            self._count_failure(exc)
             if self._refused is not None:  # the server said why there was no answer
                 self._fail(f"refused by the server: {self._refused}")
-            else:
-                self._fail(f"cannot read the state stream: {exc}")
+                return
+            # No answer from the stream: say which of its two causes it is, where the
+            # credential may read stream info (the subscriber role of deploy/ may not).
+            problem = None
+            if isinstance(exc, DirectGetError) and exc.kind == "no_responders":
+                problem = await bus.direct_get_problem(nc, self._stream.stream)
+            self._fail(f"cannot read the state stream: {problem or exc}")
             return
         for event in events:
             self._handle(event)
+        await self._load_groups(nc, max(0.1, timeout))
         if self._refused is not None:  # refused while loading (the SUB, a direct get)
             self._fail(f"refused by the server: {self._refused}")
             return
         if self._resync:  # reconnected while loading: load again
             return
+        self._caught_up()
+
+    def _caught_up(self) -> None:
+        """Following live again: subscribed, and every state missed meanwhile read."""
+        self._resync = False
+        self._resync_at = None
+        self._full_resync = False
+        self._catchup_since = None
+        self._digest = None
+        if self._digest_sub is not None:
+            sub, self._digest_sub = self._digest_sub, None
+            asyncio.get_running_loop().create_task(self._unsubscribe(sub))
         self._live = True
         self._backoff_attempt = 0
         if self._table.lost_since is not None or self._table.stale:
             log.info("healthbus: following the state stream live (%d targets)", len(self._table.states))
         self._table.mark_restored()
 
-    def _fail(self, reason: str) -> None:
+    async def _load_groups(self, nc: Client, timeout: float) -> None:
+        """Every group's last GroupChanged (after the group subscription is in place).
+
+        Groups are an extension: a stream or a credential without them leaves ``pick()``
+        without groups (it says so when asked), never the states unfollowed.
+        """
+        assert self._stream is not None
+        try:
+            groups = await self._stream.groups(batch=self.batch, timeout=timeout)
+        except (DirectGetError, OSError, TimeoutError, nats_errors.Error) as exc:
+            log.warning("healthbus: cannot load the groups (pick() knows none yet): %s", exc)
+            return
+        for event in groups:
+            self._handle_group(event)
+
+    async def _on_group(self, msg: Msg) -> None:
+        stream = self._stream
+        event = stream.decode_group(msg.subject, msg.data) if stream is not None else None
+        if event is not None:
+            self._handle_group(event)
+
+    @staticmethod
+    async def _unsubscribe(sub: Subscription) -> None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+    def _count_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError | nats_errors.TimeoutError) or (
+            isinstance(exc, DirectGetError) and exc.kind == "timeout"
+        ):
+            self.resync.timeouts += 1
+
+    # ------------------------------------------------------------ catching up by digest
+
+    def _by_digest(self, nc: Client) -> bool:
+        """Whether this catch-up may trust a StateDigest (else: reload every state)."""
+        return (
+            not self._full_resync
+            and not self._digest_refused
+            and self._refused is None
+            and self._sub is not None
+            and self._stream is not None
+            and self._stream.nc is nc
+            and bool(self._table.states)
+        )
+
+    async def _on_digest(self, msg: Msg, round_: int) -> None:
+        if round_ != self._catchup_round:
+            return  # delivered late to the subscription of an earlier round
+        self._digest_budget -= 1
+        try:
+            part = decode_state_digest(msg.data)
+        except ProtocolError as exc:
+            log.debug("healthbus: skipping a malformed state digest: %s", exc)
+            part = None
+        digest = self._digest_parts.add(part) if part is not None else None
+        if digest is not None:
+            self.resync.digests += 1
+            if self._digest is None:
+                self._digest = digest
+                self._wake.set()
+        if digest is not None or self._digest_budget <= 0:
+            # One digest is all a round needs; or the subscription's max_msgs ran out before a
+            # split digest was whole (it has more parts than the last one): a new round
+            # subscribes again for as many as the parts it now knows of.
+            sub, self._digest_sub = self._digest_sub, None
+            if digest is None:
+                self._digest_resubscribe = True
+                self._wake.set()
+            if sub is not None and self._digest_budget > 0:
+                asyncio.get_running_loop().create_task(self._unsubscribe(sub))
+
+    async def _catch_up(self, nc: Client, now: float) -> float:
+        """One step of a catch-up by digest; returns how long until the next step is due."""
+        if self._catchup_since is None or nc.stats["reconnects"] != self._catchup_reconnects:
+            # A new round (or a reconnect during one): only a digest that arrives on a
+            # subscription made now counts; its SUB follows the state SUB on this connection.
+            self._catchup_since = now
+            self._catchup_lag = 0.0
+            self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"]
+            self._digest = None
+            self._resync_at = None
+            old, self._digest_sub = self._digest_sub, None
+            if old is not None:
+                await self._unsubscribe(old)
+            await self._subscribe_digest(nc)
+        elif self._digest_resubscribe and self._digest is None:
+            await self._subscribe_digest(nc)  # same round, same deadline: for all of a split digest
+        digest = self._digest
+        if digest is None:
+            left = self._catchup_since + _DIGEST_WAIT + self._catchup_lag - now
+            sub = self._digest_sub
+            if left > 0 or (sub is not None and sub.pending_msgs > 0):
+                # Still due, or it came and this busy process has not handled it yet.
+                return min(self._tick, max(left, 0.01))
+            log.info("healthbus: no state digest within %gs after reconnecting; reloading every state", _DIGEST_WAIT)
+            self._full_resync = True
+            return 0.0
+        known = {name: state.seq for name, state in self._table.states.items()}
+        missing = behind(known, digest.seqs)
+        if not missing:
+            self.resync.skipped += 1
+            self._caught_up()
+            return self._tick
+        if self._resync_at is None:
+            # Spread those that must read over resync_jitter seconds.
+            self._resync_at = now + random.uniform(0, self.resync_jitter)
+        due = max(self._resync_at, self._retry_after)
+        if now < due:
+            return due - now
+        if not await self._read(missing):
+            return self._tick
+        known = {name: state.seq for name, state in self._table.states.items()}
+        if behind(known, digest.seqs, absent=False):
+            # Read less than the digest names (on its way, or a replica behind): a new
+            # round reads again after the next digest, listening live meanwhile.
+            self._catchup_since = None
+            return self._tick
+        self._caught_up()
+        return self._tick
+
+    async def _subscribe_digest(self, nc: Client) -> None:
+        """Listen on ``<prefix>.digest`` for one whole digest; only its messages count from now on."""
+        self._digest_resubscribe = False
+        self._catchup_round += 1
+        round_ = self._catchup_round
+
+        async def on_digest(msg: Msg) -> None:
+            await self._on_digest(msg, round_)
+
+        # max_msgs: the server itself stops after one whole digest (an UNSUB sent right after
+        # the SUB), however late this busy process gets round to it: 1 message, or for a
+        # digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
+        # subscription starts at). N is the last digest's; a digest with more parts runs
+        # the subscription out and a new one is made for them.
+        self._digest_budget = 2 * self._digest_parts.expected - 1
+        self._digest_sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+
+    async def _read(self, targets: list[str]) -> bool:
+        """Read ``targets``' last events (one by one if few, else one batched load); False on failure."""
+        stream = self._stream
+        assert stream is not None
+        try:
+            if len(targets) > _FEW_TARGETS:
+                self.resync.requests += 1
+                events = await stream.snapshot(batch=self.batch, timeout=self._request_timeout)
+                self.resync.requests += pages(len(events), self.batch) - 1
+            else:
+                events = []
+                for target in targets:
+                    self.resync.requests += 1
+                    event = await stream.last(target, timeout=self._request_timeout)
+                    if event is not None:
+                        events.append(event)
+        except (DirectGetError, OSError, TimeoutError, nats_errors.Error) as exc:
+            self._count_failure(exc)
+            self._fail(f"cannot read the state stream: {exc}")
+            return False
+        for event in events:
+            self._handle(event)
+        return True
+
+    def _fail(self, reason: str, level: int = logging.WARNING) -> None:
         """Following failed: lost (with ``reason``) until a retry after backoff succeeds."""
         self._live = False
         self._resync = True
         if self._table.reason != reason:
-            log.warning("healthbus: %s; retrying", reason)
+            log.log(level, "healthbus: %s; retrying", reason)
         self._table.mark_lost(self._clock(), reason=reason)
         self._note_failure()
 
@@ -405,10 +677,13 @@ class HealthClient(HealthViewBase):
         while self._repairs and self._stream is not None:
             target = self._repairs.pop()
             try:
-                event = await self._stream.last(target)
+                self.resync.requests += 1
+                event = await self._stream.last(target, timeout=self._request_timeout)
             except (DirectGetError, OSError, TimeoutError, nats_errors.Error) as exc:
+                self._count_failure(exc)
                 log.warning("healthbus: cannot repair a gap in %s (%s); reloading", target, exc)
                 self._resync = True
+                self._full_resync = True
                 self._wake.set()
                 return
             if event is not None:
@@ -433,7 +708,11 @@ class HealthClient(HealthViewBase):
             except Exception:  # never let the supervisor die
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
-            await sleep_until_set(self._time, self._wake, max(0.001, wait))
+            due = self._clock() + max(0.001, wait)
+            if not await sleep_until_set(self._time, self._wake, max(0.001, wait)) and self._catchup_since is not None:
+                # Woken late by its own timer: this process ran late (busy, or frozen). The
+                # wait for a digest is about the bus, not this process: it does not count.
+                self._catchup_lag += max(0.0, self._clock() - due)
 
     async def _supervise_once(self) -> float:
         """One round; returns how long until the next one is due at the latest."""
@@ -458,6 +737,14 @@ class HealthClient(HealthViewBase):
             self._table.mark_lost(now, reason=reason)
             if nc is None and now >= self._retry_after and await self._try_connect():
                 self._wake.set()  # go live without waiting for the next tick
+            elif nc is not None and self._own_nc and nc.is_reconnecting:
+                # nats-py reconnects on its own and its callback wakes us: until then only
+                # staleness is due (hundreds of clients in one process need not poll).
+                lost_since = self._table.lost_since
+                if not self._table.stale and lost_since is not None:
+                    wait = max(wait, min(_IDLE_WAIT, lost_since + self._table.stale_after - now))
+                else:
+                    wait = _IDLE_WAIT
         else:
             if nc.stats["reconnects"] != self._reconnects_seen:
                 self._resync = True  # reconnected between two rounds: changes may be missed
@@ -465,14 +752,18 @@ class HealthClient(HealthViewBase):
                 if self._live:
                     self._live = False
                     self._table.mark_lost(now, reason="reloading current states after a reconnect")
-                if self._resync_at is None:
-                    # Spread a fleet reconnecting together over resync_jitter seconds.
-                    self._resync_at = now + random.uniform(0, self.resync_jitter)
-                due = max(self._resync_at, self._retry_after)
-                if now >= due:
-                    await self._go_live(max(1.0, self.connect_timeout))
+                if self._by_digest(nc):
+                    wait = min(wait, await self._catch_up(nc, now))
                 else:
-                    wait = min(wait, due - now)
+                    if self._resync_at is None:
+                        # Spread a fleet reconnecting together over resync_jitter seconds.
+                        self._resync_at = now + random.uniform(0, self.resync_jitter)
+                        self.resync.reloads += 1
+                    due = max(self._resync_at, self._retry_after)
+                    if now >= due:
+                        await self._go_live(self._request_timeout)
+                    else:
+                        wait = min(wait, due - now)
         self._table.tick(self._clock())
         self._notify_bus()
         if self._live and self._own_nc and self._table.lost_since is None:

@@ -7,13 +7,18 @@ Shared by the FastStream middleware (nak delays) and the web-framework helpers (
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import ParamSpec, TypeVar
 
 from healthbus.protocol import utcnow
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "view_decorator"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Gate:
@@ -86,3 +91,24 @@ class Gate:
             return self.default_delay
         seconds = (retry_at - self._now()).total_seconds()
         return min(max(seconds, self.min_delay), self.max_delay)
+
+
+def view_decorator(
+    health_of: Callable[[], HealthView], targets: Iterable[str], features: Iterable[str]
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The ``requires(...)`` of the synchronous web frameworks (Django, Flask): a view
+    decorator that raises DependencyUnavailable (their 503) while a required target or
+    feature is not available. ``health_of()`` finds the framework's client at call time."""
+    targets, features = tuple(targets), tuple(features)
+    if not targets and not features:
+        raise ValueError("name at least one required target or feature")
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            Gate(health_of(), targets, features=features).check()
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

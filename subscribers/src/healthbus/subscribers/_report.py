@@ -24,8 +24,7 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
 
 from healthbus.protocol import (
@@ -35,9 +34,9 @@ from healthbus.protocol import (
     FailureReport,
     is_valid_target,
     redact,
-    utcnow,
     validate_target,
 )
+from healthbus.protocol.clock import Clock, require_clock
 
 log = logging.getLogger("healthbus.subscribers")
 
@@ -54,7 +53,14 @@ _KIND_ALIASES: Final[dict[str, ErrorKind]] = {
     "connection": "other",
     "disconnected": "other",
     "shutdown": "unhealthy",
+    "starting_up": "unhealthy",
     "too_many_connections": "unhealthy",
+    "loading": "unhealthy",
+    "master_down": "unhealthy",
+    "read_only": "unhealthy",
+    "out_of_memory": "unhealthy",
+    "unavailable": "unhealthy",
+    "no_database": "other",
 }
 
 
@@ -93,7 +99,7 @@ class FailureReporter:
         instance: str | None = None,
         interval: float = REPORT_INTERVAL,
         secrets: Iterable[str] = (),
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         if instance is not None and not 1 <= len(instance) <= 128:
             raise ValueError(f"invalid report instance id: expected 1-128 characters, got {len(instance)}")
@@ -103,7 +109,7 @@ class FailureReporter:
         self._instance = instance
         self.interval = interval
         self._secrets = list(secrets)
-        self._monotonic = monotonic
+        self._clock = require_clock(clock, "FailureReporter(clock=...)")
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
         self.built = 0
@@ -128,7 +134,7 @@ class FailureReporter:
             raise TypeError(f"report kind must be a str, got {type(kind).__name__}")
         if not self.enabled:
             return None
-        now = self._monotonic()
+        now = self._clock.monotonic()
         with self._lock:
             last = self._last.get(target)
             if last is not None and now - last < self.interval:
@@ -142,7 +148,7 @@ class FailureReporter:
             target=target,
             instance=self.instance,
             kind=report_kind(kind),
-            at=utcnow(),
+            at=self._clock.now(),
             error=error_text(error, self._secrets),
         )
 

@@ -16,6 +16,18 @@ Invariants:
 - Availability: ``healthy`` and ``degraded`` are available (degraded means reachable but
   impaired: callers should still use it, perhaps more gently); ``unknown``,
   ``unavailable`` and ``recovering`` are not. A target never heard of is not available.
+- Re-admission ramp: an event carrying a ``ramp`` admits this instance only from its own
+  moment in it (:func:`healthbus.protocol.ramp_wait` of its place,
+  :func:`healthbus.protocol.ramp_place` of ``instance`` and the target). That moment is
+  computed once per ramp, on this instance's monotonic clock, from when the event was
+  taken in, less how far into the ramp the event's ``started_at`` says it already is by
+  the wall clock (0 to the ramp's duration: a late joiner is not held for a ramp already
+  over; clock skew moves the moment by at most the ramp's duration). Until then the
+  target is answered unavailable (``waiting``); from then on available for the rest of
+  that ramp, whatever later events of the same ramp say: never back and forth. Only the
+  thread that applies events writes the table: it admits a waiting target at its moment
+  (:meth:`StateTable.admit_due`, from a timer); a reader in any thread asking after the
+  moment but before the timer ran gets True from :meth:`StateTable.admitted` (read-only).
 - Bus loss: once the bus has been lost for ``stale_after`` seconds (at once when nothing
   was ever loaded), every state is marked ``stale`` and the policy decides availability:
   ``keep`` answers from the last known states, ``assume_available`` says True for every
@@ -31,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, TypeAlias
 
-from healthbus.protocol import BreakerState, State, StateChanged
+from healthbus.protocol import BreakerState, Ramp, State, StateChanged, ramp_place, ramp_wait
 
 BusLossPolicy: TypeAlias = Literal["keep", "assume_available", "assume_unavailable"]
 BUS_LOSS_POLICIES: Final[tuple[BusLossPolicy, ...]] = ("keep", "assume_available", "assume_unavailable")
@@ -61,6 +73,8 @@ class TargetState:
     attempt: int = 0
     flapping: bool = False
     stale: bool = False
+    ramp: Ramp | None = None
+    """The re-admission ramp in progress, as the event announced it (None: none)."""
 
     @property
     def available(self) -> bool:
@@ -83,6 +97,7 @@ class TargetState:
             attempt=event.attempt,
             flapping=event.flapping,
             stale=stale,
+            ramp=event.ramp,
         )
 
 
@@ -115,10 +130,12 @@ class StateTable:
     """Current states plus the precomputed answers; see the module docstring for the rules."""
 
     __slots__ = (
+        "_admitted",
         "available",
         "default_available",
         "default_feature",
         "features_ok",
+        "instance",
         "lost_since",
         "policy",
         "providers",
@@ -126,9 +143,11 @@ class StateTable:
         "stale",
         "stale_after",
         "states",
+        "waiting",
     )
 
-    def __init__(self, *, stale_after: float = 30.0, policy: BusLossPolicy = "keep") -> None:
+    def __init__(self, *, stale_after: float = 30.0, policy: BusLossPolicy = "keep", instance: str = "") -> None:
+        """``instance``: this instance's id, its place in re-admission ramps."""
         if stale_after < 0:
             raise ValueError(f"invalid stale_after {stale_after!r}: expected seconds >= 0")
         self.stale_after = float(stale_after)
@@ -142,14 +161,26 @@ class StateTable:
         self.lost_since: float | None = None
         self.reason: str | None = None
         self.stale = False
+        self.instance = instance
+        self.waiting: dict[str, tuple[datetime, float]] = {}
+        """Targets in a ramp that has not reached this instance yet: the ramp's start and
+        the monotonic moment this instance is admitted (kept per ramp once computed)."""
+        self._admitted: dict[str, datetime] = {}
 
     # ------------------------------------------------------------ events
 
-    def apply(self, event: StateChanged) -> TargetState | None:
-        """Take ``event`` in; the new state, or None when it was old or a duplicate."""
+    def apply(
+        self, event: StateChanged, *, mono: float | None = None, wall: datetime | None = None
+    ) -> TargetState | None:
+        """Take ``event`` in; the new state, or None when it was old or a duplicate.
+
+        ``mono`` and ``wall`` are the current monotonic and wall-clock times (needed for
+        an event with a ramp; without them this instance is admitted at once).
+        """
         old = self.states.get(event.target)
         if old is not None and event.seq <= old.seq:
             return None
+        self._place(event, mono, wall)
         if event.retired:
             # Removed from the configuration: forgotten (is_available answers as for a target
             # never heard of); the state returned tells callbacks once.
@@ -157,6 +188,8 @@ class StateTable:
                 return None
             del self.states[event.target]
             self.available.pop(event.target, None)
+            self.waiting.pop(event.target, None)
+            self._admitted.pop(event.target, None)
             for feature in old.features:
                 self.providers.get(feature, set()).discard(event.target)
                 self._update_feature(feature)
@@ -177,6 +210,59 @@ class StateTable:
         for feature in touched:
             self._update_feature(feature)
         return new
+
+    def _place(self, event: StateChanged, mono: float | None, wall: datetime | None) -> None:
+        """Where this instance stands in ``event``'s ramp (see the module rules)."""
+        target, ramp = event.target, event.ramp
+        if ramp is None or event.breaker != "closed" or mono is None or wall is None:
+            self.waiting.pop(target, None)
+            self._admitted.pop(target, None)
+            return
+        started = ramp.started_at
+        if self._admitted.get(target) == started:
+            return  # admitted in this ramp already: stays so
+        known = self.waiting.get(target)
+        if known is not None and known[0] == started:
+            return  # its moment in this ramp is computed once
+        late = min(ramp.duration_s, max(0.0, (wall - started).total_seconds()))
+        remaining = ramp_wait(ramp, ramp_place(self.instance, target)) - late
+        if remaining > 0:
+            self.waiting[target] = (started, mono + remaining)
+            self._admitted.pop(target, None)
+        else:
+            self.waiting.pop(target, None)
+            self._admitted[target] = started
+
+    def admitted(self, target: str, mono: float) -> bool:
+        """Read-only: ``target`` is waiting in a ramp, its moment has come by ``mono`` and its
+        state is one to use (what ``available`` will say once :meth:`admit_due` ran)."""
+        entry = self.waiting.get(target)
+        if entry is None:
+            # Admitted meanwhile (or the ramp replaced): ``available`` was written first.
+            return self.available.get(target, False)
+        state = self.states.get(target)
+        return entry[1] <= mono and state is not None and self._answer(state, waiting=False)
+
+    def next_admission(self) -> float | None:
+        """The earliest monotonic moment a waiting target is admitted (None: none waits)."""
+        return min((at for _, at in self.waiting.values()), default=None)
+
+    def admit_due(self, mono: float) -> bool:
+        """Admit every waiting target whose moment came by ``mono``; True if any was.
+        Called only by the thread that applies events."""
+        due = [(target, started) for target, (started, at) in self.waiting.items() if at <= mono]
+        for target, started in due:
+            self._admitted[target] = started
+            state = self.states.get(target)
+            if state is not None:
+                # Written before the target leaves ``waiting`` (its features too): a reader
+                # in another thread that finds it gone re-reads these answers (admitted),
+                # never a stale False.
+                self.available[target] = self._answer(state, waiting=False)
+                for feature in state.features:
+                    self._update_feature(feature)
+            del self.waiting[target]
+        return bool(due)
 
     # ------------------------------------------------------------ the bus
 
@@ -223,10 +309,11 @@ class StateTable:
 
     # ------------------------------------------------------------ internals
 
-    def _answer(self, state: TargetState) -> bool:
+    def _answer(self, state: TargetState, *, waiting: bool = True) -> bool:
+        """Whether to use ``state``'s target now (``waiting=False``: as if its moment in a ramp came)."""
         if self.stale and self.policy != "keep":
             return self.policy == "assume_available"
-        return state.state in AVAILABLE_STATES
+        return state.state in AVAILABLE_STATES and not (waiting and state.target in self.waiting)
 
     def _update_feature(self, feature: str) -> None:
         targets = self.providers.get(feature)

@@ -9,6 +9,11 @@ Invariants:
 - ``is_available`` and ``feature_available`` *are* the inner client's methods (bound on
   the instance), so a call costs exactly what it costs on the async client: one dict
   lookup. Any thread may call them: the table is updated key by key in place.
+- ``changes()`` is a blocking iterator of every state change from the call on (its own
+  bounded queue, fed from the event-loop thread; the oldest dropped, logged, when it
+  falls ``CHANGES_QUEUE_SIZE`` behind); it ends when the client closes. ``on_change`` and
+  ``changes`` take ``refreshes=`` like the async client's: the coordinator's
+  re-announcements of an unchanged state reach only those that ask for them.
 - Callbacks (``on_change``, ``on_bus_change``) run on one callback thread of the client,
   one after another in the order the events arrived, never on the event-loop thread: a
   slow callback delays other callbacks, never the state updates. An exception in a
@@ -37,12 +42,13 @@ import queue
 import selectors
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias, Unpack
 
-from healthbus.protocol import StateChanged, validate_target
+from healthbus.protocol import GroupChanged, StateChanged, is_refresh, validate_target
 from healthbus.subscribers._client import ClientOptions, HealthClient
+from healthbus.subscribers._queues import put_dropping_oldest
 from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusStatus, TargetState
 from healthbus.subscribers._view import CHANGES_QUEUE_SIZE
@@ -141,14 +147,8 @@ class _Dispatcher:
         self.thread.start()
 
     def put(self, item: tuple[list[Callable[[Any], object]], Any, str]) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except queue.Full:
-            with contextlib.suppress(queue.Empty):
-                self.queue.get_nowait()
-                self.queue.task_done()
+        if put_dropping_oldest(self.queue, item):
             log.warning("SyncHealthClient callbacks are %d events behind: dropped the oldest", CHANGES_QUEUE_SIZE)
-            self.queue.put_nowait(item)
 
     def _run(self) -> None:
         while True:
@@ -179,6 +179,46 @@ class _Dispatcher:
             self.thread.join(10.0)
 
 
+class SyncChanges(Iterator[StateChanged]):
+    """What ``SyncHealthClient.changes()`` returns: a blocking iterator whose queue is registered at creation."""
+
+    def __init__(self, client: SyncHealthClient, refreshes: bool) -> None:
+        self._client = client
+        self._queue: queue.Queue[Any] | None = queue.Queue(CHANGES_QUEUE_SIZE)
+        with client._changes_lock:
+            client._change_queues[self._queue] = refreshes
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> StateChanged:
+        pending = self._queue
+        if pending is None:
+            raise StopIteration
+        event = pending.get()
+        if event is _STOP:
+            self.close()
+            raise StopIteration
+        assert isinstance(event, StateChanged)
+        return event
+
+    def close(self) -> None:
+        """Stop receiving events (idempotent)."""
+        pending, self._queue = self._queue, None
+        if pending is not None:
+            with self._client._changes_lock:
+                self._client._change_queues.pop(pending, None)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _put_dropping_oldest(pending: queue.Queue[Any], item: object) -> None:
+    if put_dropping_oldest(pending, item):
+        log.warning("a SyncHealthClient changes() iterator is %d events behind: dropped the oldest", CHANGES_QUEUE_SIZE)
+
+
 class SyncHealthClient:
     """Live health of every target, for synchronous code (see the module docstring).
 
@@ -206,8 +246,13 @@ class SyncHealthClient:
         self.connect_timeout = probe.connect_timeout
         self.prefix = probe.prefix
         self.after_fork: AfterFork = after_fork
-        self._listeners: list[SyncChangeCallback] = []
-        self._bus_listeners: list[SyncBusCallback] = []
+        # (callback, wants refreshes) pairs; the bus listeners' flag is unused.
+        self._listeners: list[tuple[SyncChangeCallback, bool]] = []
+        self._bus_listeners: list[tuple[SyncBusCallback, bool]] = []
+        # Each changes() iterator's queue, and whether it wants refreshes. A lock of its own: the
+        # event-loop thread takes it, and _lock is held by threads waiting for that loop.
+        self._change_queues: dict[queue.Queue[Any], bool] = {}
+        self._changes_lock = threading.Lock()
         self._lock = threading.Lock()
         self._runner: _Runner | None = None
         self._dispatcher: _Dispatcher | None = None
@@ -267,7 +312,7 @@ class SyncHealthClient:
 
     async def _open(self) -> HealthClient:
         client = await HealthClient.connect(**self._options)
-        client.on_change(self._deliver_change)
+        client.on_change(self._deliver_change, refreshes=True)  # filtered per listener
         client.on_bus_change(self._deliver_bus)
         return client
 
@@ -275,11 +320,13 @@ class SyncHealthClient:
         # Bound on the instance: the hot path is the async client's own one dict lookup.
         self.__dict__["is_available"] = client.is_available
         self.__dict__["feature_available"] = client.feature_available
+        self.__dict__["pick"] = client.pick
 
     def _install_lazy(self) -> None:
         """Until connected (in a forked child: until first used), the first query connects."""
         self.__dict__.pop("is_available", None)
         self.__dict__.pop("feature_available", None)
+        self.__dict__.pop("pick", None)
 
     def close(self) -> None:
         """Close the connection and stop both threads (idempotent)."""
@@ -291,6 +338,10 @@ class SyncHealthClient:
             # The closed client keeps answering from the last known states, like HealthClient.
             self._runner = self._dispatcher = None
         _CLIENTS.discard(self)
+        with self._changes_lock:
+            queues = list(self._change_queues)
+        for pending in queues:
+            _put_dropping_oldest(pending, _STOP)
         if runner is not None:
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -310,6 +361,7 @@ class SyncHealthClient:
     def _after_fork_in_child(self) -> None:
         """Runs in a forked child (os.register_at_fork): drop the parent's threads, never use its connection."""
         self._lock = threading.Lock()  # the parent's may have been held by a thread the child does not have
+        self._changes_lock = threading.Lock()
         if self._closed:
             return
         runner, dispatcher, client = self._runner, self._dispatcher, self._client
@@ -343,6 +395,21 @@ class SyncHealthClient:
     def states(self) -> dict[str, TargetState]:
         """A copy of every known target's current state."""
         return self._ensure_started().states()
+
+    def pick(self, group: str, *, read_only: bool = False) -> str:
+        """A usable member of ``group`` by its policy (see :meth:`HealthClient.pick`).
+
+        Once connected this is the async client's own method.
+        """
+        return self._ensure_started().pick(group, read_only=read_only)
+
+    def group(self, name: str) -> GroupChanged | None:
+        """The last GroupChanged of group ``name`` (None: never heard of)."""
+        return self._ensure_started().group(name)
+
+    def groups(self) -> dict[str, GroupChanged]:
+        """A copy of every known group's last GroupChanged."""
+        return self._ensure_started().groups()
 
     @property
     def bus(self) -> BusStatus:
@@ -400,40 +467,62 @@ class SyncHealthClient:
 
     # ------------------------------------------------------------ callbacks
 
-    def on_change(self, callback: SyncChangeCallback) -> Callable[[], None]:
-        """Call ``callback(event)`` on the callback thread after every state change; returns unsubscribe()."""
-        return self._subscribe(self._listeners, callback)
+    def on_change(self, callback: SyncChangeCallback, *, refreshes: bool = False) -> Callable[[], None]:
+        """Call ``callback(event)`` on the callback thread after every state change; returns unsubscribe().
+
+        With ``refreshes=True`` it also gets the coordinator's re-announcements of an
+        unchanged state (``healthbus.protocol.is_refresh(event)``).
+        """
+        return self._subscribe(self._listeners, callback, refreshes)
 
     def on_bus_change(self, callback: SyncBusCallback) -> Callable[[], None]:
         """Call ``callback(BusStatus)`` on the callback thread when the bus link is lost, stale or back."""
-        return self._subscribe(self._bus_listeners, callback)
+        return self._subscribe(self._bus_listeners, callback, True)
 
-    def _subscribe(self, listeners: list[Any], callback: Callable[[Any], object]) -> Callable[[], None]:
+    def changes(self, *, refreshes: bool = False) -> SyncChanges:
+        """Every state change from this call on, as a blocking iterator (``for event in health.changes()``).
+
+        Registered by the call itself (nothing delivered after it is missed); it ends when
+        the client is closed, or stops early on its ``close()``. With ``refreshes=True``
+        it also yields the coordinator's re-announcements of an unchanged state.
+        """
+        self._ensure_started()
+        return SyncChanges(self, refreshes)
+
+    def _subscribe(
+        self, listeners: list[Any], callback: Callable[[Any], object], refreshes: bool
+    ) -> Callable[[], None]:
         call = getattr(callback, "__call__", None)  # noqa: B004 - async callable objects count too
         if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call):
             raise TypeError(
                 f"SyncHealthClient callbacks are plain functions, run on its callback thread; {callback!r} is async "
                 "(use HealthClient in asyncio code)"
             )
+        entry = (callback, refreshes)
         with self._lock:
-            listeners.append(callback)
+            listeners.append(entry)
 
         def unsubscribe() -> None:
             with self._lock, contextlib.suppress(ValueError):
-                listeners.remove(callback)
+                listeners.remove(entry)
 
         return unsubscribe
 
     def _deliver_change(self, event: StateChanged) -> None:  # on the loop thread
-        self._deliver(self._listeners, event, "on_change")
+        refresh = is_refresh(event)
+        with self._changes_lock:
+            queues = [q for q, wants in self._change_queues.items() if wants or not refresh]
+        for pending in queues:
+            _put_dropping_oldest(pending, event)
+        self._deliver([cb for cb, wants in self._listeners if wants or not refresh], event, "on_change")
 
     def _deliver_bus(self, status: BusStatus) -> None:  # on the loop thread
-        self._deliver(self._bus_listeners, status, "on_bus_change")
+        self._deliver([cb for cb, _ in self._bus_listeners], status, "on_bus_change")
 
-    def _deliver(self, listeners: list[Any], value: Any, what: str) -> None:
+    def _deliver(self, callbacks: list[Any], value: Any, what: str) -> None:
         dispatcher = self._dispatcher
-        if listeners and dispatcher is not None:
-            dispatcher.put((list(listeners), value, what))
+        if callbacks and dispatcher is not None:
+            dispatcher.put((callbacks, value, what))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._client is not None else "not connected"

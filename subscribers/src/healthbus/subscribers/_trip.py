@@ -12,11 +12,9 @@ instead of at their next scheduled check. Reporting never fails or blocks the ca
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
+from healthbus.protocol.clock import Clock
 from healthbus.subscribers._report import report_quietly
-from healthbus.subscribers._view import HealthView
+from healthbus.subscribers._view import HealthView, clock_of
 
 
 class LocalTrip:
@@ -24,15 +22,13 @@ class LocalTrip:
 
     __slots__ = ("_clock", "_health", "_seq", "_until", "cooldown", "target", "trips")
 
-    def __init__(
-        self, health: HealthView, target: str, cooldown: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, health: HealthView, target: str, cooldown: float, clock: Clock | None = None) -> None:
         if cooldown < 0:
             raise ValueError(f"invalid local cool-down {cooldown!r}: expected seconds >= 0")
         self._health = health
         self.target = target
         self.cooldown = cooldown
-        self._clock = clock
+        self._clock = clock_of(health, clock, "LocalTrip(clock=...)")
         self._until = 0.0
         self._seq = 0
         self.trips = 0
@@ -44,7 +40,7 @@ class LocalTrip:
         if self._until:
             state = self._health.state(self.target)
             newer_verdict = state is not None and state.seq > self._seq
-            if self._clock() < self._until and not newer_verdict:
+            if self._clock.monotonic() < self._until and not newer_verdict:
                 return False
             self._until = 0.0
         return True
@@ -52,14 +48,16 @@ class LocalTrip:
     @property
     def active(self) -> bool:
         """True while a local trip is in force (whatever the bus says)."""
-        return bool(self._until) and self._clock() < self._until
+        return bool(self._until) and self._clock.monotonic() < self._until
 
-    def trip(self, kind: str = "other", error: BaseException | str | None = None) -> None:
-        """A connection-level failure (of ``kind``) just happened here: report it, stay away for the cool-down."""
-        report_quietly(self._health, self.target, kind, error)
+    def trip(self, kind: str = "other", error: BaseException | str | None = None, *, report: bool = True) -> None:
+        """A connection-level failure (of ``kind``) just happened here: report it (unless ``report`` is False:
+        a local limit such as a full pool), stay away for the cool-down."""
+        if report:
+            report_quietly(self._health, self.target, kind, error)
         if self.cooldown <= 0:
             return
         self.trips += 1
         state = self._health.state(self.target)
         self._seq = state.seq if state is not None else 0
-        self._until = self._clock() + self.cooldown
+        self._until = self._clock.monotonic() + self.cooldown

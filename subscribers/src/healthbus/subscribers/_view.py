@@ -29,8 +29,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, Self, TypeVar, runtime_checkable
 
-from healthbus.protocol import STATES, StateChanged, is_refresh
-from healthbus.protocol.clock import Clock, as_clock
+from healthbus.protocol import STATES, GroupChanged, StateChanged, is_refresh
+from healthbus.protocol.clock import Clock, SystemClock, require_clock
+from healthbus.subscribers._groups import GroupTable, Plan
+from healthbus.subscribers._queues import put_dropping_oldest
 from healthbus.subscribers._state import BusStatus, StateTable, TargetState
 
 log = logging.getLogger("healthbus.subscribers")
@@ -86,6 +88,19 @@ class HealthView(Protocol):
         ...
 
 
+@runtime_checkable
+class GroupHealthView(HealthView, Protocol):
+    """A health view that also knows groups (HealthClient, SyncHealthClient and FakeHealthClient are)."""
+
+    def pick(self, group: str, *, read_only: bool = False) -> str:
+        """A usable member of ``group`` by its policy; DependencyUnavailable when none is."""
+        ...
+
+    def group(self, name: str) -> GroupChanged | None:
+        """The last GroupChanged of group ``name``."""
+        ...
+
+
 class _Listener(Generic[T]):
     """One registered callback; async ones get an ordered queue and a worker task."""
 
@@ -115,16 +130,14 @@ class _Listener(Generic[T]):
 
     def _put(self, item: T) -> None:
         assert self.queue is not None
-        if self.queue.full():  # a stuck callback must not make the client grow without bound
-            with contextlib.suppress(asyncio.QueueEmpty):
-                dropped = self.queue.get_nowait()
-                self.queue.task_done()
-                if isinstance(dropped, _AwaitableItem) and inspect.iscoroutine(dropped.awaitable):
-                    dropped.awaitable.close()  # never awaited: close it quietly
+        dropped = put_dropping_oldest(self.queue, item)  # a stuck callback must not make the client grow
+        for old in dropped:
+            if isinstance(old, _AwaitableItem) and inspect.iscoroutine(old.awaitable):
+                old.awaitable.close()  # never awaited: close it quietly
+        if dropped:
             log.warning(
                 "%s callback %r is %d events behind: dropped the oldest", self.what, self.callback, CHANGES_QUEUE_SIZE
             )
-        self.queue.put_nowait(item)
 
     def _ensure_worker(self) -> None:
         if self.queue is None:
@@ -215,22 +228,45 @@ class _AwaitableItem:
         self.awaitable = awaitable
 
 
+def clock_of(health: object, clock: Clock | None, where: str) -> Clock:
+    """The clock an adapter of ``health`` runs on: ``clock`` when given (a :class:`Clock`,
+    else TypeError), else the health view's own (``HealthClient(clock=...)``, a
+    ``FakeHealthClient``'s manual clock), else :class:`SystemClock`."""
+    if clock is not None:
+        return require_clock(clock, where)
+    own = getattr(health, "clock", None)
+    return own if isinstance(own, Clock) else SystemClock()
+
+
 class HealthViewBase:
     """State queries, callbacks, ``changes()`` and ``wait_for`` over a :class:`StateTable`."""
 
-    def __init__(self, table: StateTable, clock: Clock | Callable[[], float] | None = None) -> None:
+    def __init__(self, table: StateTable, clock: Clock | None = None) -> None:
         self._table = table
-        self._time: Clock = as_clock(clock)
+        self._time: Clock = require_clock(clock, f"{type(self).__name__}(clock=...)")
         self._clock = self._time.monotonic
         # The same dict objects as the table's (updated in place): one attribute lookup less.
         self._available = table.available
         self._features_ok = table.features_ok
+        self._waiting = table.waiting
+        self._groups = GroupTable()
+        self._plans = self._groups.plans
+        self._read_plans = self._groups.read_plans
+        self._admission: asyncio.TimerHandle | None = None
+        self._admission_at = 0.0
         self._listeners: list[_Listener[StateChanged]] = []
         self._bus_listeners: list[_Listener[BusStatus]] = []
         # Each changes() queue, and whether it wants refreshes; None in a queue: the client closed.
         self._queues: dict[asyncio.Queue[StateChanged | None], bool] = {}
         self._view_closed = False
         self._waiters: dict[str, list[tuple[Collection[str], asyncio.Future[TargetState]]]] = {}
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this view runs on (``clock=``, default :class:`SystemClock`); the
+        adapters built on the view (``HealthyRedis``, ``DatabaseGuard``, the Django guard)
+        use it too unless given their own."""
+        return self._time
 
     # ------------------------------------------------------------ queries (hot path)
 
@@ -239,13 +275,71 @@ class HealthViewBase:
 
         ``healthy`` and ``degraded`` are available; ``unknown``, ``unavailable``,
         ``recovering`` and targets never heard of are not. While the bus is lost and the
-        states are stale, the bus-loss policy decides.
+        states are stale, the bus-loss policy decides. During a re-admission ramp, a target
+        is available here from this instance's own moment in the ramp on (docs/contract.md).
         """
-        return self._available.get(target, self._table.default_available)
+        answer = self._available.get(target)
+        if answer is None:
+            return self._table.default_available
+        if answer:
+            return True
+        if not self._waiting:
+            # Re-read: the loop's timer may have admitted it since the first read (it writes
+            # the answer before the target leaves ``waiting``), and this thread may already
+            # have answered True for it by the clock.
+            return self._available.get(target, self._table.default_available)
+        # A ramp is waiting somewhere (rare, and for a moment): has this one's moment come?
+        # Read-only: the loop's timer writes the answer (any thread may be asking).
+        return self._table.admitted(target, self._clock())
 
     def feature_available(self, feature: str) -> bool:
         """False while any target providing ``feature`` is not available (see :meth:`is_available`)."""
-        return self._features_ok.get(feature, self._table.default_feature)
+        answer = self._features_ok.get(feature, self._table.default_feature)
+        if answer:
+            return True
+        if not self._waiting:
+            return self._features_ok.get(feature, self._table.default_feature)  # re-read, as above
+        providers = self._table.providers.get(feature)
+        if not providers:
+            return answer
+        return all(self.is_available(t) for t in tuple(providers))
+
+    def pick(self, group: str, *, read_only: bool = False) -> str:
+        """A usable member (target name) of ``group``, spreading load by its policy.
+
+        A dict lookup and an index into a plan precomputed when anything it depends on
+        changed (docs/subscribers.md, "Groups"). Usable means :meth:`is_available` here.
+        While fewer than the group's ``panic_threshold`` share of members are usable, it
+        spreads over every member. ``read_only``: never the group's ``primary`` (unless
+        ``reads_on_primary``). Raises :class:`DependencyUnavailable` (``target`` is the
+        group) when no member is usable or the group is not known.
+        """
+        plan = (self._read_plans if read_only else self._plans).get(group)
+        if plan is None or plan.ramp:
+            plan = self._replan(group, read_only)
+        return plan.next()
+
+    def _replan(self, group: str, read_only: bool) -> Plan:
+        """The plan of ``group`` with ramp members whose moment came; raises if none.
+
+        Read-only (any thread may ask): members are judged by :meth:`is_available`, and the
+        loop's admission timer alone writes the table."""
+        self._groups.rebuild((group,), self.is_available, self._waiting)
+        plan = (self._read_plans if read_only else self._plans).get(group)
+        if plan is None:
+            raise DependencyUnavailable(group, reason=self._groups.why_not(group, reads=read_only))
+        return plan
+
+    def group(self, name: str) -> GroupChanged | None:
+        """The last :class:`~healthbus.protocol.GroupChanged` of group ``name`` (None: never heard of)."""
+        return self._groups.groups.get(name)
+
+    def groups(self) -> dict[str, GroupChanged]:
+        """A copy of every known group's last GroupChanged."""
+        return dict(self._groups.groups)
+
+    def _usable(self, target: str) -> bool:
+        return self._available.get(target, self._table.default_available)
 
     def state(self, target: str) -> TargetState | None:
         """The current :class:`TargetState` of ``target``, or None if it was never heard of."""
@@ -326,12 +420,12 @@ class HealthViewBase:
     async def close(self) -> None:
         """Stop the async callback workers and end ``changes()`` iterators (a subclass closes its connection too)."""
         self._view_closed = True
+        if self._admission is not None:
+            self._admission.cancel()
+            self._admission = None
         self._stop_listeners()
         for queue in list(self._queues):
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(None)
+            put_dropping_oldest(queue, None)
 
     async def __aenter__(self) -> Self:
         return self
@@ -345,9 +439,13 @@ class HealthViewBase:
 
     def _handle(self, event: StateChanged) -> TargetState | None:
         """Apply ``event`` to the table, then tell everyone; None if it was ignored."""
-        new = self._table.apply(event)
+        new = self._table.apply(event, mono=self._clock(), wall=self._time.now())
         if new is None:
             return None
+        if event.target in self._groups.of_member:
+            self._groups.member_changed(event.target, self._usable, self._waiting)
+        if self._waiting:
+            self._arm_admission()
         # Every subscriber of a fleet runs this for every event: nothing it need not do.
         listeners, queues = self._listeners, self._queues
         refresh = (listeners or queues) and is_refresh(event)
@@ -357,11 +455,8 @@ class HealthViewBase:
         for queue, refreshes in tuple(queues.items()) if queues else ():
             if refresh and not refreshes:
                 continue
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
+            if put_dropping_oldest(queue, event):
                 log.warning("changes() consumer is %d events behind: dropped the oldest", CHANGES_QUEUE_SIZE)
-            queue.put_nowait(event)
         waiters = self._waiters.get(event.target)
         if waiters:
             for wanted, future in list(waiters):
@@ -369,7 +464,36 @@ class HealthViewBase:
                     future.set_result(new)
         return new
 
+    def _handle_group(self, event: GroupChanged) -> bool:
+        """Take a GroupChanged in (newer ``seq`` only); True if it was."""
+        return self._groups.apply(event, self._usable, self._waiting)
+
+    def _arm_admission(self) -> None:
+        """A timer on this loop that admits waiting targets at their moment (none without a
+        running loop: then the read-only answer of :meth:`is_available` is all there is)."""
+        when = self._table.next_admission()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if when is None:
+            return
+        handle = self._admission
+        if handle is not None and not handle.cancelled() and self._admission_at <= when:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._admission_at = when
+        self._admission = loop.call_later(max(0.0, when - self._clock()), self._admit)
+
+    def _admit(self) -> None:
+        self._admission = None
+        self._table.admit_due(self._clock())
+        if self._waiting:
+            self._arm_admission()
+
     def _bus_changed(self) -> None:
+        self._groups.rebuild(tuple(self._groups.groups), self._usable, self._waiting)
         status = self.bus
         for listener in list(self._bus_listeners):
             listener.deliver(status)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 try:
@@ -39,9 +39,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from healthbus.subscribers._client import HealthClient
+from healthbus.subscribers._errors import driver_error_types
 from healthbus.subscribers._gate import Gate
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
-from healthbus.subscribers._web import DEFAULT_RETRY_AFTER, unavailable_answer
+from healthbus.subscribers._web import DEFAULT_RETRY_AFTER, dependency_error, unavailable_answer
 
 __all__ = ["DependencyUnavailable", "install", "lifespan", "requires", "unavailable_response"]
 
@@ -82,15 +83,23 @@ def unavailable_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def install(app: Any, *, default_retry_after: int | None = DEFAULT_RETRY_AFTER) -> None:
-    """Answer every DependencyUnavailable the app raises with 503 + Retry-After (FastAPI or Starlette app)."""
+def install(
+    app: Any, *, default_retry_after: int | None = DEFAULT_RETRY_AFTER, error_targets: Mapping[str, str] | None = None
+) -> None:
+    """Answer every DependencyUnavailable the app raises, and a driver's error that is the dependency's
+    (``error_targets``: driver or system name -> target), with 503 + Retry-After (FastAPI or Starlette app)."""
+    targets = dict(error_targets or {})
 
     async def handler(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DependencyUnavailable)
+        unavailable = dependency_error(exc, getattr(request.app.state, "health", None), targets)
+        if unavailable is None:
+            raise exc  # not the dependency's: the usual 500
         log.debug("%s %s: %s", request.method, request.url.path, exc)  # an outage must not flood the log
-        return unavailable_response(exc, default_retry_after=default_retry_after)
+        return unavailable_response(unavailable, default_retry_after=default_retry_after)
 
     app.add_exception_handler(DependencyUnavailable, handler)
+    for error_type in driver_error_types():
+        app.add_exception_handler(error_type, handler)
 
 
 def lifespan(url: str | None = None, **connect: Any) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:

@@ -26,19 +26,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import ParamSpec, TypeVar
 
 try:
     from flask import Flask, Response, current_app, jsonify
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("healthbus.subscribers.flask needs Flask: pip install 'healthbus-subscribers[flask]'") from exc
 
-from healthbus.subscribers._gate import Gate
+from healthbus.subscribers._errors import driver_error_types
+from healthbus.subscribers._gate import view_decorator
 from healthbus.subscribers._view import DependencyUnavailable, HealthView
-from healthbus.subscribers._web import DEFAULT_RETRY_AFTER, unavailable_answer
+from healthbus.subscribers._web import DEFAULT_RETRY_AFTER, dependency_error, unavailable_answer
 
 __all__ = ["DependencyUnavailable", "init_app", "requires", "unavailable_response"]
 
@@ -61,32 +61,40 @@ def unavailable_response(
     return response
 
 
-def init_app(app: Flask, health: HealthView, *, default_retry_after: int | None = DEFAULT_RETRY_AFTER) -> None:
-    """Keep ``health`` for :func:`requires` and answer DependencyUnavailable with 503 + Retry-After."""
+def init_app(
+    app: Flask,
+    health: HealthView,
+    *,
+    default_retry_after: int | None = DEFAULT_RETRY_AFTER,
+    error_targets: Mapping[str, str] | None = None,
+) -> None:
+    """Keep ``health`` for :func:`requires`; answer DependencyUnavailable, and a driver's error that is the
+    dependency's (``error_targets``: driver or system name -> target), with 503 + Retry-After."""
     app.extensions[EXTENSION] = health
+    targets = dict(error_targets or {})
 
     def handler(exc: DependencyUnavailable) -> Response:
         log.debug("%s", exc)  # an outage must not flood the log
         return unavailable_response(exc, default_retry_after=default_retry_after)
 
+    def driver_handler(exc: BaseException) -> Response:
+        unavailable = dependency_error(exc, health, targets)
+        if unavailable is None:
+            raise exc  # not the dependency's: Flask's usual 500
+        return handler(unavailable)
+
     app.register_error_handler(DependencyUnavailable, handler)
+    for error_type in driver_error_types():
+        app.register_error_handler(error_type, driver_handler)
 
 
 def requires(*targets: str, features: Iterable[str] = ()) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """A view decorator: raise DependencyUnavailable (answered 503) while a required target is down."""
-    features = tuple(features)
-    if not targets and not features:
-        raise ValueError("name at least one required target or feature")
+    return view_decorator(_app_health, targets, features)
 
-    def decorate(view: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            health: Any = current_app.extensions.get(EXTENSION)
-            if health is None:
-                raise RuntimeError("no health client: call healthbus.subscribers.flask.init_app(app, health) first")
-            Gate(health, targets, features=features).check()
-            return view(*args, **kwargs)
 
-        return wrapper
-
-    return decorate
+def _app_health() -> HealthView:
+    health: HealthView | None = current_app.extensions.get(EXTENSION)
+    if health is None:
+        raise RuntimeError("no health client: call healthbus.subscribers.flask.init_app(app, health) first")
+    return health

@@ -22,8 +22,9 @@ read-through on reads), so a fallback has recent data. The local cache is used i
 
 - while the health client says the target is not available (unavailable, recovering,
   unknown, or the bus-loss policy says so), and
-- after a call fails here with a connection error or timeout (``redis.exceptions.ConnectionError``
-  / ``TimeoutError``, ``OSError``), before the bus verdict arrives: that call is served
+- after a call fails here with an error redis-py's table in ``healthbus.subscribers._errors``
+  says trips (connection refused or lost, timeout, ``LOADING``, ``MASTERDOWN``, ``READONLY``,
+  auth errors; not ``OOM``, a wrong type or bad arguments), before the bus verdict arrives: that call is served
   from the cache and the adapter stays local for ``local_cooldown`` seconds, or until
   the bus publishes a *newer* verdict saying the target is available.
 
@@ -47,13 +48,21 @@ served locally), ``local_trips`` (connection errors that sent us local; each als
 failure report through the health client, see docs/subscribers.md), ``redis_calls``;
 ``metrics()`` returns them as a dict, ``register_metrics(registry)`` exports them to a
 prometheus_client registry.
+
+``HealthyRedisGroup`` does this for a group of Redis servers (``[[groups]]``: replicas or
+several servers holding the same data): one ``HealthyRedis`` per member (its own local
+trip and counters; one shared local cache). Reads (GET, HGET, EXISTS) go to the member
+``health.pick(group, read_only=True)`` gives; a read that fails there with a connection
+error trips that member and is tried at once on the next usable one (fail-over), and only
+with no member usable is it answered from the local cache. Writes go to the group's
+primary (a group without one: ``pick(group)``, so with no member usable a write raises
+``DependencyUnavailable``). ``SyncHealthyRedisGroup`` is the same for ``redis.Redis``
+(one routing, ``_HealthyRedisGroupBase``; each member a ``SyncHealthyRedis``).
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -61,41 +70,31 @@ from typing import Any, Generic, TypeVar
 try:
     from redis import Redis as SyncRedis
     from redis.asyncio import Redis
-    from redis.exceptions import AuthenticationError, DataError, ResponseError
-    from redis.exceptions import ConnectionError as _RedisConnectionError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
+    from redis.exceptions import DataError, ResponseError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("healthbus.subscribers.redis needs redis-py: pip install 'healthbus-subscribers[redis]'") from exc
 
+from healthbus.protocol.clock import Clock
 from healthbus.subscribers._cache import LocalCache
+from healthbus.subscribers._errors import ErrorClass, classify
+from healthbus.subscribers._route import check_members, choose
 from healthbus.subscribers._trip import LocalTrip
-from healthbus.subscribers._view import HealthView
+from healthbus.subscribers._view import DependencyUnavailable, GroupHealthView, HealthView, clock_of
 
-__all__ = ["HealthyRedis", "LocalCache", "SyncHealthyRedis"]
+__all__ = ["HealthyRedis", "HealthyRedisGroup", "LocalCache", "SyncHealthyRedis", "SyncHealthyRedisGroup"]
 
 log = logging.getLogger("healthbus.subscribers.redis")
-
-#: Errors that mean "Redis is not reachable from here", as opposed to a bad command.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_RedisConnectionError, _RedisTimeoutError, OSError)
 
 R = TypeVar("R")
 C = TypeVar("C")
 
 
-def _failure_kind(exc: BaseException) -> str:
-    """The error kind of a connection-level Redis failure, for the failure report."""
-    if isinstance(exc, _RedisTimeoutError | TimeoutError):
-        return "timeout"
-    if isinstance(exc, AuthenticationError):
-        return "auth"
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError) or "connection refused" in str(seen).lower():
-            return "refused"
-        if isinstance(seen, socket.gaierror) or "name or service not known" in str(seen).lower():
-            return "dns"
-        seen = seen.__cause__ or seen.__context__
-    return "other"
+def _trips(exc: BaseException) -> ErrorClass | None:
+    """The table row (``healthbus.subscribers._errors``, redis-py's) when ``exc`` sends the adapter local."""
+    found = classify(exc, attribute=False)  # everything inside a call is Redis's
+    if found is None or not found.trips or found.driver not in ("redis", "builtin"):
+        return None
+    return found
 
 
 Expiry = int | timedelta  # as redis-py types them
@@ -158,15 +157,16 @@ class _HealthyRedisBase(Generic[C]):
         cache: LocalCache | None = None,
         *,
         local_cooldown: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self.redis = redis
         self.health = health
         self.target = target
-        self.cache = cache if cache is not None else LocalCache()
-        self._clock = clock
+        self.clock = clock_of(health, clock, f"{type(self).__name__}(clock=...)")
+        """The clock of the local trip and of the default cache: ``clock=``, else ``health``'s own."""
+        self.cache = cache if cache is not None else LocalCache(clock=self.clock)
         self._encoder = redis.get_encoder()  # type: ignore[attr-defined]
-        self._trip = LocalTrip(health, target, local_cooldown, clock)
+        self._trip = LocalTrip(health, target, local_cooldown, self.clock)
         self._local_writes: set[bytes] = set()
         self._was_local = False
         self.fallback_calls = 0
@@ -236,7 +236,11 @@ class _HealthyRedisBase(Generic[C]):
         return self._trip.usable()
 
     def _trip_on(self, exc: BaseException) -> None:
-        self._trip.trip(_failure_kind(exc), exc)
+        """Go local after ``exc`` if the table says it trips; else raise it (a wrong type, OOM, bad arguments)."""
+        found = _trips(exc)
+        if found is None:
+            raise exc
+        self._trip.trip(found.kind, exc, report=found.reports)
         log.warning(
             "%s: %s; serving from the local cache for %.1fs or until healthbus says it is back",
             self.target,
@@ -406,7 +410,7 @@ class HealthyRedis(_HealthyRedisBase[Redis]):
                 await self._back_to_redis()
             try:
                 raw = await op.send()
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
                 self._trip_on(exc)
             else:
                 return self._answered(op, raw)
@@ -476,7 +480,7 @@ class SyncHealthyRedis(_HealthyRedisBase[SyncRedis]):
                 self._back_to_redis()
             try:
                 raw = op.send()
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
                 self._trip_on(exc)
             else:
                 return self._answered(op, raw)
@@ -535,3 +539,192 @@ class SyncHealthyRedis(_HealthyRedisBase[SyncRedis]):
     ) -> int:
         """HSET ``name`` with ``key``/``value``, ``mapping`` and/or ``items``: how many fields were added."""
         return self._call(self._hset(name, key, value, mapping, items))
+
+
+A = TypeVar("A", HealthyRedis, SyncHealthyRedis)
+
+
+class _HealthyRedisGroupBase(Generic[A]):
+    """The routing of both group adapters (class docstrings); a subclass only calls its members."""
+
+    _adapter: type[A]
+
+    def __init__(
+        self,
+        clients: Mapping[str, Any],
+        health: GroupHealthView,
+        group: str,
+        *,
+        primary: str | None = None,
+        cache: LocalCache | None = None,
+        local_cooldown: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        check_members(group, clients, primary, "a Redis client")
+        self.health = health
+        self.group = group
+        self.primary = primary
+        clock = clock_of(health, clock, f"{type(self).__name__}(clock=...)")
+        self.cache = cache if cache is not None else LocalCache(clock=clock)
+        self.members: dict[str, A] = {
+            member: self._adapter(client, health, member, self.cache, local_cooldown=local_cooldown, clock=clock)
+            for member, client in clients.items()
+        }
+        self.reads: dict[str, int] = dict.fromkeys(self.members, 0)
+        """Reads answered by each member."""
+        self.failovers = 0
+        """Reads tried again on another member after a connection error."""
+
+    def _usable(self, member: str) -> bool:
+        adapter = self.members.get(member)
+        return adapter is not None and not adapter.local
+
+    def _route_read(self, failed: list[str]) -> tuple[str | None, A]:
+        """The member the next try of a read goes to; None with the adapter that answers locally."""
+        try:
+            member = choose(
+                self.health,
+                self.group,
+                list(self.members),
+                self._usable,
+                primary=self.primary,
+                read_only=True,
+                skip=failed,
+            )
+        except DependencyUnavailable:
+            # No member usable: the local cache answers, through a member whose adapter
+            # is local now (never a read on the primary the group keeps reads off).
+            local = [m for m, a in self.members.items() if a.local and m != self.primary]
+            return None, self.members[failed[-1] if failed else (local or list(self.members))[0]]
+        return member, self.members[member]
+
+    def _settle_read(self, member: str | None, adapter: A, trips: int, failed: list[str]) -> bool:
+        """True when the try answered the read; False when it tripped its member (try the next)."""
+        if member is None:
+            return True
+        if adapter.local_trips == trips:
+            self.reads[member] += 1
+            return True
+        failed.append(member)
+        self.failovers += 1
+        return False
+
+    def _writer(self) -> A:
+        if self.primary is not None:
+            return self.members[self.primary]
+        member = choose(self.health, self.group, list(self.members), self._usable, primary=None, read_only=False)
+        return self.members[member]
+
+    def metrics(self) -> dict[str, dict[str, int]]:
+        """Per member: its adapter's counters and the reads it answered."""
+        return {m: {**a.metrics(), "reads": self.reads[m]} for m, a in self.members.items()}
+
+
+class HealthyRedisGroup(_HealthyRedisGroupBase[HealthyRedis]):
+    """Reads spread over a group's usable members, fail-over on a connection error, writes to the primary.
+
+    ``clients`` maps each member (target name) to its ``redis.asyncio.Redis``; each is
+    wrapped in a :class:`HealthyRedis` (``members[member]``) sharing one :class:`LocalCache`.
+    """
+
+    _adapter = HealthyRedis
+
+    def __init__(
+        self,
+        clients: Mapping[str, Redis],
+        health: GroupHealthView,
+        group: str,
+        *,
+        primary: str | None = None,
+        cache: LocalCache | None = None,
+        local_cooldown: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            clients, health, group, primary=primary, cache=cache, local_cooldown=local_cooldown, clock=clock
+        )
+
+    async def _read(self, command: str, *args: Any) -> Any:
+        failed: list[str] = []
+        while True:
+            member, adapter = self._route_read(failed)
+            trips = adapter.local_trips
+            result = await getattr(adapter, command)(*args)
+            if self._settle_read(member, adapter, trips, failed):
+                return result
+
+    async def get(self, name: Any) -> Any:
+        """GET ``name`` from a usable member (see the class docstring)."""
+        return await self._read("get", name)
+
+    async def hget(self, name: Any, key: Any) -> Any:
+        """HGET from a usable member."""
+        return await self._read("hget", name, key)
+
+    async def exists(self, *names: Any) -> int:
+        """EXISTS on a usable member."""
+        result: int = await self._read("exists", *names)
+        return result
+
+    async def set(self, name: Any, value: Any, **options: Any) -> bool | None:
+        """SET on the primary (see :meth:`HealthyRedis.set` for the options and the outage rules)."""
+        return await self._writer().set(name, value, **options)
+
+    async def delete(self, *names: Any) -> int:
+        """DELETE on the primary."""
+        return await self._writer().delete(*names)
+
+
+class SyncHealthyRedisGroup(_HealthyRedisGroupBase[SyncHealthyRedis]):
+    """:class:`HealthyRedisGroup` for redis-py's synchronous ``redis.Redis``: the same rules and answers.
+
+    ``clients`` maps each member (target name) to its ``redis.Redis``; each is wrapped in a
+    :class:`SyncHealthyRedis` (``members[member]``) sharing one :class:`LocalCache`.
+    """
+
+    _adapter = SyncHealthyRedis
+
+    def __init__(
+        self,
+        clients: Mapping[str, SyncRedis],
+        health: GroupHealthView,
+        group: str,
+        *,
+        primary: str | None = None,
+        cache: LocalCache | None = None,
+        local_cooldown: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            clients, health, group, primary=primary, cache=cache, local_cooldown=local_cooldown, clock=clock
+        )
+
+    def _read(self, command: str, *args: Any) -> Any:
+        failed: list[str] = []
+        while True:
+            member, adapter = self._route_read(failed)
+            trips = adapter.local_trips
+            result = getattr(adapter, command)(*args)
+            if self._settle_read(member, adapter, trips, failed):
+                return result
+
+    def get(self, name: Any) -> Any:
+        """GET ``name`` from a usable member (see :class:`HealthyRedisGroup`)."""
+        return self._read("get", name)
+
+    def hget(self, name: Any, key: Any) -> Any:
+        """HGET from a usable member."""
+        return self._read("hget", name, key)
+
+    def exists(self, *names: Any) -> int:
+        """EXISTS on a usable member."""
+        result: int = self._read("exists", *names)
+        return result
+
+    def set(self, name: Any, value: Any, **options: Any) -> bool | None:
+        """SET on the primary (see :meth:`SyncHealthyRedis.set` for the options and the outage rules)."""
+        return self._writer().set(name, value, **options)
+
+    def delete(self, *names: Any) -> int:
+        """DELETE on the primary."""
+        return self._writer().delete(*names)

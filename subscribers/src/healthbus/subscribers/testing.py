@@ -20,6 +20,10 @@ No NATS is involved. ``set_state`` builds a proper StateChanged (next seq, previ
 a breaker matching the state unless given) and delivers it like one from the bus:
 the state is updated first, then callbacks run. Async callbacks need a running event
 loop; ``await health.drain()`` waits until they have run.
+
+Re-admission ramps follow the real rules too: ``set_state(..., ramp=Ramp(...))`` (or a
+delivered event with a ramp) admits this fake's ``instance`` from its own moment in the
+ramp, on the fake's manual clock (``health.clock.skip(seconds)`` moves it on).
 """
 
 from __future__ import annotations
@@ -28,7 +32,20 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
-from healthbus.protocol import BreakerState, Evidence, FailureReport, State, StateChanged, utcnow, validate_target
+from healthbus.protocol import (
+    BreakerState,
+    Evidence,
+    FailureReport,
+    GroupChanged,
+    GroupMember,
+    GroupPolicy,
+    Ramp,
+    State,
+    StateChanged,
+    group_state,
+    utcnow,
+    validate_target,
+)
 from healthbus.protocol.testing import ManualClock
 from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
@@ -62,6 +79,7 @@ def state_changed(
     evidence: Mapping[str, Evidence] | None = None,
     flapping: bool = False,
     unchanged_since: datetime | None = None,
+    ramp: Ramp | None = None,
 ) -> StateChanged:
     """A StateChanged as the coordinator would emit it.
 
@@ -88,6 +106,7 @@ def state_changed(
         evidence=dict(evidence or {}),
         flapping=flapping,
         unchanged_since=unchanged_since,
+        ramp=ramp,
     )
 
 
@@ -105,18 +124,26 @@ class FakeHealthClient(HealthViewBase):
         *,
         features: Mapping[str, Iterable[str]] | None = None,
         on_bus_loss: BusLossPolicy = "keep",
+        instance: str = "fake",
     ) -> None:
+        """``instance``: the id this fake reports under and places itself in ramps by."""
         self._manual_clock = ManualClock()
-        super().__init__(StateTable(stale_after=0.0, policy=validate_policy(on_bus_loss)), self._manual_clock)
+        table = StateTable(stale_after=0.0, policy=validate_policy(on_bus_loss), instance=instance)
+        super().__init__(table, self._manual_clock)
         self._features: dict[str, list[str]] = {k: list(v) for k, v in (features or {}).items()}
         self.events: list[StateChanged] = []
         """Every StateChanged this fake has produced, in order."""
-        self.reporter = FailureReporter("fake", instance="fake")
+        self.reporter = FailureReporter("fake", instance=instance, clock=self._manual_clock)
         """HealthClient's rules: one report per target per second (``reporter.interval = 0`` records all)."""
         self.reports: list[FailureReport] = []
         """Every failure report this fake would have sent, in order (nothing goes anywhere)."""
         for target, state in (states or {}).items():
             self.set_state(target, state)  # nobody listens yet: no callback runs
+
+    @property
+    def clock(self) -> ManualClock:
+        """The fake's clock: ``skip(seconds)`` moves it on (a ramp's moments come with it)."""
+        return self._manual_clock
 
     def report_failure(self, target: str, kind: str = "other", error: BaseException | str | None = None) -> bool:
         """Record a failure report as :meth:`HealthClient.report_failure` would send it (same rules)."""
@@ -138,8 +165,12 @@ class FakeHealthClient(HealthViewBase):
         failures: int | None = None,
         attempt: int = 0,
         flapping: bool = False,
+        ramp: Ramp | None = None,
     ) -> StateChanged:
-        """Move ``target`` to ``state`` and deliver the StateChanged to everyone listening; returns it."""
+        """Move ``target`` to ``state`` and deliver the StateChanged to everyone listening; returns it.
+
+        ``ramp``: a re-admission ramp in progress (give ``started_at`` on :attr:`clock`'s time).
+        """
         old = self._table.states.get(validate_target(target))
         if features is not None:
             self._features[target] = list(features)
@@ -158,6 +189,7 @@ class FakeHealthClient(HealthViewBase):
             retry_at=retry_at,
             features=feature_list,
             flapping=flapping,
+            ramp=ramp,
         )
         self.events.append(event)
         self._handle(event)
@@ -166,6 +198,60 @@ class FakeHealthClient(HealthViewBase):
     def deliver(self, event: StateChanged) -> bool:
         """Deliver a ready-made StateChanged (as if from the bus); False if ignored by seq."""
         return self._handle(event) is not None
+
+    def set_group(
+        self,
+        name: str,
+        members: Iterable[str],
+        *,
+        policy: GroupPolicy = "round-robin",
+        weights: Mapping[str, int] | None = None,
+        latency_ms: Mapping[str, float] | None = None,
+        min_healthy: int = 1,
+        panic_threshold: float = 0.0,
+        primary: str | None = None,
+        reads_on_primary: bool = False,
+    ) -> GroupChanged:
+        """Define (or redefine) group ``name`` as the coordinator would announce it; returns the GroupChanged.
+
+        Which members ``pick()`` uses follows their states here (``set_state``), as in
+        HealthClient; ``latency_ms`` is each member's recent latency (``least-latency``).
+        """
+        names = [validate_target(m) for m in members]
+        old = self._groups.groups.get(validate_target(name))
+        states = {m: (s.state if (s := self._table.states.get(m)) is not None else "unknown") for m in names}
+        listed = [
+            GroupMember(
+                target=m,
+                state=states[m],
+                available=states[m] in ("healthy", "degraded"),
+                latency_ms=(latency_ms or {}).get(m),
+                weight=(weights or {}).get(m, 1),
+            )
+            for m in names
+        ]
+        count = sum(1 for m in listed if m.available)
+        event = GroupChanged(
+            group=name,
+            seq=(old.seq + 1) if old is not None else 1,
+            at=self._manual_clock.now(),
+            previous=old.state if old is not None else "unknown",
+            state=group_state(count, min_healthy),
+            policy=policy,
+            members=listed,
+            available=count,
+            min_healthy=min_healthy,
+            panic_threshold=panic_threshold,
+            primary=primary,
+            reads_on_primary=reads_on_primary,
+            reason="set by test",
+        )
+        self._handle_group(event)
+        return event
+
+    def deliver_group(self, event: GroupChanged) -> bool:
+        """Deliver a ready-made GroupChanged (as if from the bus); False if ignored by seq."""
+        return self._handle_group(event)
 
     def set_bus_lost(self, lost: bool = True) -> None:
         """Simulate losing the bus (states go stale at once, the policy applies) or getting it back."""

@@ -4,15 +4,15 @@ See :mod:`._decider` for the rules it enforces and the invariants of the events 
 """
 
 # Lives in healthbus.protocol (subscribers need it too); kept here for existing imports.
-from healthbus.protocol import is_refresh
+from healthbus.protocol import group_state, is_refresh
 
 from ._backoff import backoff_delay, exponential_cap
-from ._catchup import catch_up
 from ._confirm import CONFIRM_WINDOW, ConfirmPlanner, ReportVerdict
 from ._decider import (
     FORGET_AFTER_STALE,
     MAINTENANCE_MARK,
     MAX_VANTAGE_POINTS,
+    PROBATION_MIN_S,
     RETIRED_REASON,
     ControlAction,
     ControlError,
@@ -24,12 +24,15 @@ from ._decider import (
     quorum_need,
 )
 from ._flap import FlapDetector
+from ._groups import Latencies, group_event, supersede
+from ._standby import Standby
 
 __all__ = [
     "CONFIRM_WINDOW",
     "FORGET_AFTER_STALE",
     "MAINTENANCE_MARK",
     "MAX_VANTAGE_POINTS",
+    "PROBATION_MIN_S",
     "RETIRED_REASON",
     "ConfirmPlanner",
     "ControlAction",
@@ -37,13 +40,17 @@ __all__ = [
     "Decider",
     "DropReason",
     "FlapDetector",
+    "Latencies",
     "Now",
     "Rejected",
     "ReportVerdict",
+    "Standby",
     "backoff_delay",
-    "catch_up",
     "degraded_need",
     "exponential_cap",
+    "group_event",
+    "group_state",
     "is_refresh",
     "quorum_need",
+    "supersede",
 ]

@@ -1,4 +1,4 @@
-"""Backoff of an open breaker: one clamped, overflow-safe function for four jitter modes.
+"""Backoff of a failed re-admission: one clamped, overflow-safe function for four jitter modes.
 
 Invariants (tested in tests/coordinator/test_backoff.py):
 
@@ -40,7 +40,7 @@ def backoff_delay(
     rng: random.Random,
     previous: float | None = None,
 ) -> float:
-    """Seconds to wait before the half-open trial of backoff attempt ``attempt`` (>= 1)."""
+    """Seconds to wait before the next re-admission after ``attempt`` (>= 1) failed ones."""
     base = float(settings.base)
     maximum = float(settings.max)
     jitter = settings.jitter

@@ -16,6 +16,11 @@ Rules (docs/coordinator.md explains them for users):
   trial mark forgotten); a verdict, and a failed trial, count only while the latest
   result agreeing with them is younger than ``stale_after``. So a ``pass`` never opens
   the breaker, and after such a silence only new results decide.
+* "Within ``stale_after``" is one expression everywhere, the deadline the timers are
+  scheduled at: what was heard (or supported, or begun) at ``x`` counts while ``now < x +
+  stale_after`` and has lapsed from ``now >= x + stale_after`` on. (Computed as ``now - x``
+  against ``stale_after`` instead, float rounding can disagree with the sum at the
+  boundary: a timer run exactly at its deadline would find nothing lapsed yet.)
 * Live vantage points: heard from within ``stale_after`` (by the coordinator's clock).
   With ``n`` live, the quorum ``q`` is ``n//2+1`` (majority), 1 (any), ``n`` (all) or
   ``min(k, n)`` (a number): ``q`` failing open the breaker. ``n - q + 1`` reachable
@@ -31,14 +36,23 @@ Rules (docs/coordinator.md explains them for users):
   the state (some lapsed or pending) there is no closed state to keep: ``healthy``.
 * No live vantage point for ``stale_after`` while results are expected → ``unknown``.
   Results are expected from start/restore/reset/close on, and from the half-open moment
-  on; not while the breaker is open (workers hold off until ``retry_at``).
-* Open breaker: ``attempt`` grows by one per opening, ``retry_at = opened_at +
-  backoff(attempt)``. Results before ``retry_at`` are recorded as evidence but decide
-  nothing. At ``retry_at`` (a timer: no traffic needed) the breaker goes half-open
-  (``recovering``). Only results received from then on are trials: a vantage point's
-  trial fails on one ``fail``, passes after ``success_threshold`` reachable results.
-  ``q`` failed trials reopen the breaker with ``attempt + 1``; ``n - q + 1`` passed
-  trials close it (``attempt`` back to 0). Nothing else closes an open breaker.
+  on; not while the breaker is open (it announces nothing but its re-admission).
+* Open breaker, fresh outage: ``attempt`` 1, ``retry_at = opened_at + trial_interval``.
+  Results before ``retry_at`` are evidence only; from ``retry_at`` on every result is a
+  trial (the workers check every ``trial_interval``): a vantage point's trial fails on a
+  ``fail`` and passes on one reachable result (which makes the point passing or warn).
+  ``q`` failed trials change nothing and emit nothing; ``n - q + 1`` passed trials close
+  the breaker: a *re-admission*, decided by the closed-breaker rule, with a ramp
+  (``ramp.duration`` > 0) announced in the event and in every event while it lasts.
+* During the probation (the ramp, and at least ``PROBATION_MIN_S``),
+  ``ramp.reopen_reports`` distinct instances' failure reports seen at or after its start
+  (:meth:`Decider.on_report`), or a failing quorum, re-open the breaker: a failed
+  re-admission, ``attempt = failed + 1`` and ``retry_at = now + max(trial_interval,
+  backoff(failed))``. A probation that ends without that ends the outage: a later
+  opening is fresh again. Nothing else closes an open breaker.
+* Half-open (after an operator reset or a maintenance window's end): trials as before,
+  a vantage point's trial passes after ``success_threshold`` reachable results; ``q``
+  failed trials open the breaker (fresh), ``n - q + 1`` passed ones close it (with a ramp).
 * Operator: ``force-open`` → ``forced_open``/``unavailable`` until reset; ``maintenance``
   for a duration → ``forced_open``/``unavailable`` with ``retry_at`` at the window's end
   (probe workers hold off until then), ending by itself at ``retry_at`` like a reset
@@ -78,11 +92,14 @@ announced healthy. A rejected input raises and leaves every state unchanged.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import sys
 from collections.abc import Callable, Iterable, KeysView
-from datetime import datetime, timedelta
-from typing import Final, Literal, NamedTuple, TypeAlias
+from datetime import UTC, datetime, timedelta
+from typing import Final, Literal, NamedTuple, TypeAlias, get_args
+
+import msgspec
 
 from healthbus.protocol import (
     BackoffSettings,
@@ -93,12 +110,15 @@ from healthbus.protocol import (
     Outcome,
     ProbeResult,
     Quorum,
+    Ramp,
+    RampSettings,
     State,
     StateChanged,
     TargetConfig,
     format_timestamp,
     refresh_origin,
 )
+from healthbus.protocol.clock import earliest
 
 from ._backoff import backoff_delay
 from ._flap import FlapDetector
@@ -112,10 +132,14 @@ FORGET_AFTER_STALE: Final = 10.0
 DropReason: TypeAlias = Literal["unknown_target", "stale_timestamp", "out_of_order", "too_many_probes"]
 Verdict: TypeAlias = Literal["pass", "warn", "fail"]
 ControlAction: TypeAlias = Literal["force-open", "disable", "reset", "status", "maintenance"]
+_CONTROL_ACTIONS: Final[frozenset[str]] = frozenset(get_args(ControlAction))
 #: Reason of the event announcing a target removed from the configuration.
 RETIRED_REASON: Final = "retired: removed from the configuration"
 #: Reason prefix of a maintenance window's first event.
 MAINTENANCE_MARK: Final = "maintenance until "
+#: A re-admission is on probation for its ramp and at least this long (seconds): the
+#: fleet's failure reports take a moment to come in, longer than a short ramp lasts.
+PROBATION_MIN_S: Final = 2.0
 
 
 class Now(NamedTuple):
@@ -132,13 +156,6 @@ class Now(NamedTuple):
 def _refresh_origin(event: StateChanged) -> tuple[datetime, str]:
     """When the state of ``event`` was last really decided, and why (looks through refreshes)."""
     return refresh_origin(event) or (event.at, event.reason)
-
-
-def _earliest(a: float | None, b: float | None) -> float | None:
-    """The earlier of two optional moments (None: never)."""
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
 
 
 class Rejected(ValueError):
@@ -169,41 +186,40 @@ def degraded_need(degraded_quorum: int, live: int) -> int:
     return max(1, min(degraded_quorum, live))
 
 
-class _Vantage:
+def _lapsed_since(mono: float, stale: float) -> float:
+    """An instant ``x`` whose evidence has just lapsed at ``mono`` (``mono >= x + stale``):
+    ``mono - stale``, or the float below it where rounding would put the sum after ``mono``."""
+    since = mono - stale
+    while since + stale > mono:
+        since = math.nextafter(since, -math.inf)
+    return since
+
+
+class _Vantage(msgspec.Struct, gc=False, eq=False):
     """What one vantage point said about one target lately.
 
     Memory (several per target): the streaks of ``fail``, ``pass`` and ``warn`` results
-    are one ``run`` of the latest ``outcome`` (the other two are 0 by definition).
+    are one ``run`` of the latest ``outcome`` (the other two are 0 by definition). A
+    struct not tracked by the garbage collector (it refers to strings, numbers and a
+    datetime only: no cycle), compared by identity.
     """
 
-    __slots__ = (
-        "error_kind",
-        "fail_heard",
-        "heard",
-        "observed_at",
-        "oks",
-        "outcome",
-        "probe",
-        "run",
-        "support",
-        "trial",
-        "trial_oks",
-        "verdict",
-    )
-
-    def __init__(self, probe: str) -> None:
-        self.probe = probe
-        self.outcome: Outcome = "pass"
-        self.error_kind: ErrorKind | None = None
-        self.observed_at: datetime | None = None
-        self.heard = 0.0
-        self.fail_heard = 0.0  # when the latest ``fail`` result was received
-        self.support = 0.0  # when the latest result agreeing with ``verdict`` was received
-        self.run = 0  # consecutive results equal to ``outcome`` (0: none yet)
-        self.oks = 0  # consecutive pass or warn results
-        self.verdict: Verdict | None = None
-        self.trial: Literal["ok", "fail"] | None = None
-        self.trial_oks = 0
+    probe: str
+    outcome: Outcome = "pass"
+    error_kind: ErrorKind | None = None
+    #: When the latest result was observed (its ``observed_at``): POSIX seconds when it
+    #: was in UTC (every healthbus worker's), a float of 24 bytes instead of a datetime
+    #: of 48 (one per vantage point per target); the datetime itself for another offset,
+    #: so the evidence repeats it as sent. See :func:`_stamp`.
+    observed_at: float | datetime | None = None
+    heard: float = 0.0
+    fail_heard: float = 0.0  # when the latest ``fail`` result was received
+    support: float = 0.0  # when the latest result agreeing with ``verdict`` was received
+    run: int = 0  # consecutive results equal to ``outcome`` (0: none yet)
+    oks: int = 0  # consecutive pass or warn results
+    verdict: Verdict | None = None
+    trial: Literal["ok", "fail"] | None = None
+    trial_oks: int = 0
 
     def restart(self) -> None:
         """Forget the streaks, verdict and trial: heard again after a silence, the vantage
@@ -231,7 +247,7 @@ class _Vantage:
 
     def counts(self, mono: float, stale: float) -> Verdict | None:
         """The verdict, while a result agreeing with it is younger than ``stale``."""
-        return self.verdict if mono - self.support < stale else None
+        return self.verdict if mono < self.support + stale else None
 
     @property
     def fails(self) -> int:
@@ -249,6 +265,25 @@ class _Vantage:
                 self.trial = "ok"
 
 
+def _stamp(at: datetime) -> float | datetime:
+    """How a vantage point keeps ``at``: POSIX seconds if in UTC, else ``at`` itself.
+
+    Exact both ways: a float near today's POSIX time resolves 2**-22 s (0.24 µs), so
+    :func:`_wall` rounds it back to the same microsecond, and distinct microseconds stay
+    distinct and in order."""
+    return at.timestamp() if at.tzinfo is UTC else at
+
+
+def _instant(kept: float | datetime) -> float:
+    """POSIX seconds of a kept ``observed_at`` (for comparisons)."""
+    return kept if kept.__class__ is float else kept.timestamp()  # type: ignore[union-attr]
+
+
+def _wall(kept: float | datetime) -> datetime:
+    """The datetime of a kept ``observed_at``, as it was received (for the evidence)."""
+    return kept if isinstance(kept, datetime) else datetime.fromtimestamp(kept, UTC)
+
+
 class _Spec:
     """What the rules need of a target's settings (immutable once built).
 
@@ -261,10 +296,13 @@ class _Spec:
         "degraded_quorum",
         "failure_threshold",
         "features",
+        "features_list",
         "flap",
         "quorum",
+        "ramp",
         "stale_after",
         "success_threshold",
+        "trial_interval",
     )
 
     def __init__(self, cfg: TargetConfig) -> None:
@@ -276,6 +314,11 @@ class _Spec:
         self.backoff: BackoffSettings = cfg.backoff
         self.flap: FlapSettings | None = cfg.flap if cfg.flap.enabled else None
         self.features = tuple(cfg.features)
+        # One list shared by every event of every target with this spec (events are
+        # frozen and nothing mutates their features): not a new list per event.
+        self.features_list: list[str] = list(self.features)
+        self.trial_interval = float(cfg.trial_interval)
+        self.ramp: RampSettings = cfg.ramp
 
 
 def _intern_specs(targets: Iterable[TargetConfig]) -> list[tuple[str, _Spec]]:
@@ -294,6 +337,8 @@ def _intern_specs(targets: Iterable[TargetConfig]) -> list[tuple[str, _Spec]]:
             cfg.backoff,
             cfg.flap if cfg.flap.enabled else None,
             tuple(cfg.features),
+            float(cfg.trial_interval),
+            cfg.ramp,
         )
         spec = specs.get(key)
         if spec is None:
@@ -302,59 +347,46 @@ def _intern_specs(targets: Iterable[TargetConfig]) -> list[tuple[str, _Spec]]:
     return out
 
 
-class _Target:
+class _Target(msgspec.Struct, gc=False, eq=False):
     """The decision state of one target (mutable; owned by the Decider).
 
     Memory (one per target): settings live in the shared :class:`_Spec`; vantage points
-    are a small tuple (a handful, looked up by a linear scan) rather than a dict.
+    are a small tuple (a handful, looked up by a linear scan) rather than a dict. A
+    struct not tracked by the garbage collector: nothing it refers to refers back to it.
+    Built by :meth:`new`.
     """
 
-    __slots__ = (
-        "announced",
-        "attempt",
-        "breaker",
-        "changed_at",
-        "changed_reason",
-        "expect_since",
-        "flap",
-        "flapping",
-        "half_open_since",
-        "last",
-        "name",
-        "override_reason",
-        "prev_delay",
-        "raw",
-        "resettle",
-        "retry_at",
-        "scheduled",
-        "seq",
-        "spec",
-        "state",
-        "vps",
-    )
+    name: str
+    spec: _Spec
+    flap: FlapDetector | None
+    half_open_since: float
+    expect_since: float
+    announced: float  # monotonic time of the last event (announced or restored)
+    seq: int = 0
+    state: State = "unknown"  # as last announced
+    raw: State = "unknown"  # as the rules give it, before the flapping hold
+    resettle: bool = False  # settings changed: the next result or timer decides in full
+    breaker: BreakerState = "closed"
+    flapping: bool = False  # as last announced
+    attempt: int = 0
+    retry_at: float | None = None
+    prev_delay: float | None = None
+    override_reason: str = ""
+    vps: tuple[_Vantage, ...] = ()  # insertion order: the order of evidence
+    last: StateChanged | None = None
+    scheduled: float | None = None
+    changed_at: datetime | None = None  # wall time of the last real change
+    changed_reason: str = ""  # and its reason (what a refresh repeats)
+    readmit: int = 0  # re-admissions of this outage that failed (the backoff's attempt)
+    ramp: Ramp | None = None  # the re-admission ramp announced, while in probation
+    ramp_until: float | None = None  # monotonic end of that ramp (its probation)
+    ramp_reports: dict[str, str] | None = None  # instance → error kind, reported during it
 
-    def __init__(self, name: str, spec: _Spec, now_mono: float) -> None:
-        self.name = name
-        self.spec = spec
-        self.flap: FlapDetector | None = FlapDetector(spec.flap) if spec.flap is not None else None
-        self.seq = 0
-        self.state: State = "unknown"  # as last announced
-        self.raw: State = "unknown"  # as the rules give it, before the flapping hold
-        self.resettle = False  # settings changed: the next result or timer decides in full
-        self.breaker: BreakerState = "closed"
-        self.flapping = False  # as last announced
-        self.attempt = 0
-        self.retry_at: float | None = None
-        self.prev_delay: float | None = None
-        self.half_open_since = now_mono
-        self.expect_since = now_mono
-        self.override_reason = ""
-        self.vps: tuple[_Vantage, ...] = ()  # insertion order: the order of evidence
-        self.last: StateChanged | None = None
-        self.scheduled: float | None = None
-        self.announced = now_mono  # monotonic time of the last event (announced or restored)
-        self.changed_at: datetime | None = None  # wall time of the last real change
-        self.changed_reason = ""  # and its reason (what a refresh repeats)
+    @classmethod
+    def new(cls, name: str, spec: _Spec, now_mono: float) -> _Target:
+        """A target not heard of yet: unknown, results expected from ``now_mono`` on."""
+        flap = FlapDetector(spec.flap) if spec.flap is not None else None
+        return cls(name, spec, flap, now_mono, now_mono, now_mono)
 
 
 class _Counts(NamedTuple):
@@ -407,7 +439,7 @@ class Decider:
         self._targets: dict[str, _Target] = {}
         self._heap: list[tuple[float, str]] = []
         for name, spec in specs:
-            t = _Target(name, spec, now.mono)
+            t = _Target.new(name, spec, now.mono)
             self._targets[name] = t
             self._schedule(t, self._deadline(t, now.mono))
 
@@ -428,7 +460,7 @@ class Decider:
         for name, spec in specs.items():
             found = self._targets.get(name)
             if found is None:
-                t = self._targets[name] = _Target(name, spec, now.mono)
+                t = self._targets[name] = _Target.new(name, spec, now.mono)
                 # Back after a retirement in this run: its seq goes on (the stream de-duplicates by it).
                 t.seq = self._retired_seq.pop(name, 0)
                 self._schedule(t, self._deadline(t, now.mono))
@@ -452,19 +484,10 @@ class Decider:
                 state="unknown",
                 breaker="closed",
                 reason=RETIRED_REASON,
-                features=list(t.spec.features),
+                features=t.spec.features_list,
                 retired=True,
             )
         )
-
-    def renew(self, now: Now) -> Decider:
-        """A fresh Decider for the same targets and settings, with no state (a new term).
-
-        It shares this one's ``rng``, so it needs no TargetConfig kept around.
-        """
-        fresh = Decider((), rng=self._rng, now=now, max_vantage_points=self._max_vps, refresh_after=self._refresh_after)
-        fresh._build([(t.name, t.spec) for t in self._targets.values()], now)
-        return fresh
 
     # ------------------------------------------------------------------ queries
 
@@ -479,6 +502,13 @@ class Decider:
     def current(self, target: str) -> StateChanged | None:
         """The last event announced (or restored) for ``target``; KeyError if unknown."""
         return self._targets[target].last
+
+    def published(self, event: StateChanged) -> None:
+        """``event`` went out as given (stamped with who decided it, under which lease):
+        :meth:`current` answers it from now on, while it is the target's last event."""
+        t = self._targets.get(event.target)
+        if t is not None and t.last is not None and t.last.seq == event.seq:
+            t.last = event
 
     def state(self, target: str) -> tuple[State, BreakerState, int]:
         """``(state, breaker, seq)`` of ``target`` as last announced."""
@@ -522,6 +552,16 @@ class Decider:
             t.flap.flapping = event.flapping
         t.retry_at = None
         t.prev_delay = None
+        t.readmit = max(0, event.attempt - 1) if event.breaker == "open" else 0
+        t.ramp = t.ramp_until = t.ramp_reports = None
+        ramp = event.ramp
+        if ramp is not None and event.breaker == "closed":
+            # A ramp in progress goes on until it was announced to end (capped at its length).
+            probation = max(ramp.duration_s, PROBATION_MIN_S)
+            remaining = probation - (now.wall - ramp.started_at).total_seconds()
+            if remaining > 0:
+                t.ramp, t.ramp_until, t.ramp_reports = ramp, now.mono + min(remaining, probation), {}
+                t.readmit = ramp.readmission - 1
         if event.retry_at is not None and event.breaker == "open":
             # Capped at backoff.max: a coordinator whose wall clock is behind the one that
             # decided (a standby on another host) must not hold the breaker open longer
@@ -549,9 +589,9 @@ class Decider:
     def align(self, event: StateChanged, now: Now) -> bool:
         """Make ``event`` (the last one stored for its target) what this target announced
         last, whatever this decider announced before, keeping the evidence it gathered
-        (vantage points and their streaks); emits nothing. For a takeover that rebuilt
-        the evidence from results it heard (see :mod:`._catchup`). False for a target
-        not configured.
+        (vantage points and their streaks); emits nothing. For a standby, whose decider
+        built the evidence from the results it heard (see :mod:`._standby`). False for a
+        target not configured.
 
         If that evidence has caught up with ``event``'s (every vantage point it names as
         live has been heard up to the result it names, or later), it may already prove
@@ -562,11 +602,15 @@ class Decider:
         (deciding now, on less than the old leader had, could announce a state it
         never had). Trial marks are kept only if this decider's breaker was half-open
         too (the same trial); otherwise they are from an earlier trial and are cleared.
+        Likewise the moment results became expected (for ``unknown`` on silence) is this
+        decider's own if its breaker was closed, as the stored event's, else ``now``.
         """
         t = self._targets.get(event.target)
         if t is None:
             return False
         in_trial = t.breaker == "half_open"
+        still_closed = t.breaker == event.breaker == "closed"
+        expect_since = t.expect_since
         t.seq = 0
         t.scheduled = None  # this decider's own timers for it are void: restore sets them anew
         if not self.restore(event, now):
@@ -574,6 +618,13 @@ class Decider:
         if not in_trial:
             for vp in t.vps:
                 vp.trial, vp.trial_oks = None, 0
+        if still_closed:
+            # Results have been expected since this decider's closed phase began, as they
+            # were by the old leader: a silence before the stored event is one the old
+            # leader heard too, not a fresh start's grace. (A half-open trial's wait is
+            # counted from the stored event: the replay's trial may have begun earlier.)
+            t.expect_since = expect_since
+            self._schedule(t, self._deadline(t, now.mono))
         if self._caught_up(t, event):
             t.resettle = True
             self._schedule(t, now.mono)
@@ -587,7 +638,7 @@ class Decider:
             if (event.at - evidence.at).total_seconds() >= stale:
                 continue  # stale when the event was decided: not part of its evidence
             vp = next((v for v in t.vps if v.probe == probe), None)
-            if vp is None or vp.observed_at is None or vp.observed_at < evidence.at:
+            if vp is None or vp.observed_at is None or _instant(vp.observed_at) < evidence.at.timestamp():
                 return False
         return True
 
@@ -612,8 +663,8 @@ class Decider:
             vp.verdict = "warn"
             vp.support = mono  # the seed lapses like any verdict, stale_after from now
             vp.error_kind = evidence.error_kind
-            vp.observed_at = evidence.at
-            vp.heard = mono - t.spec.stale_after
+            vp.observed_at = _stamp(evidence.at)
+            vp.heard = _lapsed_since(mono, t.spec.stale_after)
             seeded.append(vp)
         t.vps = tuple(seeded)
 
@@ -632,6 +683,7 @@ class Decider:
         if skew > stale or -skew > stale:
             when = "in the future" if skew > 0 else "old"
             raise Rejected("stale_timestamp", f"observed_at is {abs(skew):.1f}s {when} (stale_after {stale:g}s)")
+        instant = observed_at.timestamp()
         probe = result.probe
         found: _Vantage | None = None
         for v in t.vps:
@@ -643,10 +695,11 @@ class Decider:
             was_live = False
         else:
             vp = found
-            was_live = mono - vp.heard < stale
+            was_live = mono < vp.heard + stale
             # A replayed or reordered result must not undo a newer one; once the point
             # went silent, a restarted worker whose clock stepped back starts afresh.
-            if was_live and vp.observed_at is not None and observed_at < vp.observed_at:
+            prev = vp.observed_at
+            if was_live and prev is not None and instant < _instant(prev):
                 raise Rejected("out_of_order", f"older than the last result of probe {probe!r}")
             if not was_live and vp.run:
                 # Silent for stale_after or more: what it said before is not evidence any
@@ -654,9 +707,6 @@ class Decider:
                 vp.restart()
         events: list[StateChanged] = []
         breaker = t.breaker
-        if breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
-            self._half_open(t, now, events)  # the timer is due: this result is a trial
-            breaker = t.breaker
         # The verdict as it counted until now (None once lapsed), so that a lapsed verdict
         # the result brings back is a change and gets evaluated.
         old_verdict = vp.counts(mono, stale)
@@ -677,7 +727,7 @@ class Decider:
         vp.error_kind = result.error_kind
         if outcome == "fail":
             vp.fail_heard = mono
-        vp.observed_at = observed_at
+        vp.observed_at = instant if observed_at.tzinfo is UTC else observed_at  # as _stamp()
         vp.heard = mono
         scheduled = t.scheduled
         if scheduled is None or scheduled > mono + stale:
@@ -695,7 +745,43 @@ class Decider:
         elif breaker == "half_open":
             vp.record_trial(outcome, spec.success_threshold)
             self._evaluate_half_open(t, now, events)
+        elif breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
+            # Open, and the next trial was due: every result from then on is a trial (the
+            # breaker stays open through failed ones, no event). One reachable result is a
+            # passed trial: re-admitting is made careful by the ramp and the fleet's
+            # reports during it, not by waiting for more looks.
+            vp.record_trial(outcome, 1)
+            if vp.trial == "ok":
+                # The passed trial is the proof: the vantage point says reachable from now.
+                vp.verdict = "pass" if outcome == "pass" else "warn"
+                vp.support = mono
+            self._evaluate_open_trial(t, now, events)
         # open (before retry_at), forced_open, disabled: recorded as evidence only.
+        return events
+
+    def on_report(self, target: str, instance: str, kind: str, at: datetime, now: Now) -> list[StateChanged]:
+        """Take one failure report from a service instance (already counted and not a flood).
+
+        Reports decide nothing, except during a re-admission ramp: ``ramp.reopen_reports``
+        distinct instances reporting ``target`` failing (at or after the ramp's start, by
+        their clocks) show that it fails under real traffic, and the breaker re-opens with
+        the next re-admission backed off. Unknown targets and reports outside a ramp: no
+        events.
+        """
+        t = self._targets.get(target)
+        events: list[StateChanged] = []
+        if t is None or t.breaker != "closed" or not self._in_ramp(t, now.mono):
+            return events
+        ramp, reports = t.ramp, t.ramp_reports
+        if ramp is None or reports is None or at < ramp.started_at:
+            return events  # seen before the re-admission: about the outage, not the ramp
+        reports[instance] = kind
+        if len(reports) < t.spec.ramp.reopen_reports:
+            return events
+        kinds = ", ".join(sorted(set(reports.values())))
+        c = self._counts(t, now.mono)
+        why = f"re-admission {ramp.readmission} failed: {len(reports)} instances reported failures ({kinds})"
+        self._open(t, now, events, why, c.failures)
         return events
 
     def tick(self, now: Now) -> list[StateChanged]:
@@ -718,18 +804,27 @@ class Decider:
     def control(
         self, action: ControlAction, target: str, reason: str, now: Now, *, duration: float | None = None
     ) -> list[StateChanged]:
-        """Apply an operator command; raises :class:`ControlError` for an unknown target
-        (or a ``maintenance`` without a positive ``duration`` in seconds)."""
+        """Apply an operator command; raises :class:`ControlError` (changing nothing) for an
+        unknown target or command, or a ``maintenance`` without a positive ``duration`` in
+        seconds."""
         t = self._targets.get(target)
         if t is None:
             raise ControlError(f"no target {target!r} in the configuration")
+        if action not in _CONTROL_ACTIONS:
+            raise ControlError(f"unknown command {action!r}")
+        if action == "maintenance" and (duration is None or not duration > 0):
+            raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
         why = reason.strip() or "no reason given"
         events: list[StateChanged] = []
         if action == "status":
             return events
-        if action == "maintenance":
-            if duration is None or not duration > 0:
-                raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
+        if action != "reset" or t.breaker != "closed":
+            # An override ends a ramp in progress (a reset of a closed target leaves it be);
+            # a reset also forgets the failed re-admissions (the backoff).
+            t.ramp = t.ramp_until = t.ramp_reports = None
+        if action == "reset":
+            t.readmit = 0
+        if action == "maintenance" and duration is not None:
             end = now.wall + timedelta(seconds=duration)
             t.override_reason = f"{MAINTENANCE_MARK}{format_timestamp(end)}: {why}"
             t.attempt, t.prev_delay = 0, None
@@ -767,8 +862,6 @@ class Decider:
             else:
                 t.expect_since = now.mono
                 self._evaluate_closed(t, now, events, record=False, why=f"reset by operator: {why}")
-        else:
-            raise ControlError(f"unknown command {action!r}")
         self._schedule(t, self._deadline(t, now.mono))
         return events
 
@@ -791,7 +884,7 @@ class Decider:
             # Make room only by forgetting a silent vantage point: evicting a live one
             # would let a flood of spoofed probe ids push the real workers out.
             stalest = min(t.vps, key=lambda v: v.heard)
-            if mono - stalest.heard < t.spec.stale_after:
+            if mono < stalest.heard + t.spec.stale_after:
                 raise Rejected("too_many_probes", f"target {t.name!r} already has {len(t.vps)} live probes")
             t.vps = tuple(v for v in t.vps if v is not stalest)
         # Interned: every target's vantage point of one worker shares its id string.
@@ -825,9 +918,13 @@ class Decider:
         oldest = min((vp.heard for vp in t.vps), default=None)
         forget = None if oldest is None else oldest + stale * FORGET_AFTER_STALE
         breaker = t.breaker
-        if breaker in ("open", "forced_open"):
-            # forced open: retry_at is the end of a maintenance window, or None
-            return _earliest(forget, t.retry_at)
+        if breaker == "forced_open":
+            # retry_at is the end of a maintenance window, or None
+            return earliest(forget, t.retry_at)
+        if breaker == "open":
+            # Past retry_at results are trials, and nothing happens without one.
+            retry = t.retry_at if t.retry_at is not None and t.retry_at > mono else None
+            return earliest(forget, retry)
         if breaker not in ("closed", "half_open"):
             return forget
         live_end: float | None = None
@@ -841,10 +938,10 @@ class Decider:
                 if end > mono and (live_end is None or end < live_end):
                     live_end = end
         if live_end is not None:
-            return _earliest(forget, live_end)
+            return earliest(forget, live_end)
         if t.state != "unknown":
             since = t.half_open_since if breaker == "half_open" else t.expect_since
-            return _earliest(forget, since + stale)
+            return earliest(forget, since + stale)
         return forget
 
     def _due(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
@@ -852,10 +949,7 @@ class Decider:
         keep = t.spec.stale_after * FORGET_AFTER_STALE
         if any(vp.heard + keep < now.mono for vp in t.vps):
             t.vps = tuple(vp for vp in t.vps if not vp.heard + keep < now.mono)
-        if t.breaker == "open":
-            if t.retry_at is not None and now.mono >= t.retry_at:
-                self._half_open(t, now, events)
-        elif t.breaker == "forced_open":
+        if t.breaker == "forced_open":
             if t.retry_at is not None and now.mono >= t.retry_at:
                 # The maintenance window is over: as a reset, a trial (never straight to closed).
                 t.override_reason = ""
@@ -893,10 +987,11 @@ class Decider:
             # Repeated as announced: recomputing it from the monotonic deadline could move
             # it by a rounding microsecond, and a refresh changes nothing but seq and at.
             retry_at=last.retry_at if t.breaker in ("open", "forced_open") else None,
-            features=list(t.spec.features),
+            features=t.spec.features_list,
             evidence=self._evidence(t) or dict(last.evidence),
             flapping=t.flapping,
             unchanged_since=since,
+            ramp=self._current_ramp(t, now.mono) if t.breaker == "closed" else None,
         )
         t.last = event
         events.append(event)
@@ -904,7 +999,7 @@ class Decider:
 
     def _evidence(self, t: _Target) -> dict[str, Evidence]:
         return {
-            vp.probe: Evidence(outcome=vp.outcome, error_kind=vp.error_kind, at=vp.observed_at)
+            vp.probe: Evidence(outcome=vp.outcome, error_kind=vp.error_kind, at=_wall(vp.observed_at))
             for vp in t.vps
             if vp.observed_at is not None
         }
@@ -913,17 +1008,17 @@ class Decider:
         stale = t.spec.stale_after
         live = failing = warn = passing = trial_fail = trial_ok = failures = 0
         for vp in t.vps:
-            if mono - vp.heard >= stale:
+            if mono >= vp.heard + stale:
                 continue
             live += 1
-            verdict = vp.verdict if mono - vp.support < stale else None
+            verdict = vp.verdict if mono < vp.support + stale else None
             if verdict == "fail":
                 failing += 1
             elif verdict == "warn":
                 warn += 1
             elif verdict == "pass":
                 passing += 1
-            if vp.trial == "fail" and mono - vp.fail_heard < stale:
+            if vp.trial == "fail" and mono < vp.fail_heard + stale:
                 trial_fail += 1
             elif vp.trial == "ok":
                 trial_ok += 1
@@ -939,10 +1034,10 @@ class Decider:
         kinds: set[str] = set()
         missing = again = 0
         for vp in t.vps:
-            if mono - vp.heard >= stale:
+            if mono >= vp.heard + stale:
                 continue
             if which == "trial":
-                if vp.trial != "fail" or mono - vp.fail_heard >= stale:
+                if vp.trial != "fail" or mono >= vp.fail_heard + stale:
                     continue
             elif vp.counts(mono, stale) != which:
                 continue
@@ -977,7 +1072,7 @@ class Decider:
             # Within stale_after of the moment results became expected (start, restore,
             # reset, close) silence proves nothing yet; after it, the target is unknown.
             # An operator reset (why) decides afresh: no live data is unknown at once.
-            grace = now.mono - t.expect_since < t.spec.stale_after and not why
+            grace = now.mono < t.expect_since + t.spec.stale_after and not why
             self._set_raw(
                 t, now, events, t.raw if grace else "unknown", lambda: prefix + self._no_data_reason(t), record
             )
@@ -1060,9 +1155,21 @@ class Decider:
         self._emit(t, now, events, shown, "closed", reason)
 
     def _open(self, t: _Target, now: Now, events: list[StateChanged], why: str, failures: int) -> None:
-        t.attempt += 1
-        delay = backoff_delay(t.spec.backoff, t.attempt, self._rng, t.prev_delay)
-        t.prev_delay = delay
+        """Open the breaker. A re-admission that fails during its ramp (by reports or by
+        the probes) is backed off: attempt ``k + 1`` after ``k`` failed ones waits
+        ``max(trial_interval, backoff(k))``. Any other opening is a fresh outage: attempt
+        1, trial checks from ``trial_interval`` on."""
+        spec = t.spec
+        if self._in_ramp(t, now.mono):
+            t.readmit += 1
+            delay = max(spec.trial_interval, backoff_delay(spec.backoff, t.readmit, self._rng, t.prev_delay))
+            t.prev_delay = delay
+        else:
+            t.readmit = 0
+            t.prev_delay = None
+            delay = spec.trial_interval
+        t.ramp = t.ramp_until = t.ramp_reports = None
+        t.attempt = t.readmit + 1
         t.retry_at = now.mono + delay
         t.raw = "unavailable"
         for vp in t.vps:
@@ -1088,7 +1195,7 @@ class Decider:
     def _evaluate_half_open(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
         c = self._counts(t, now.mono)
         if c.live == 0:
-            if now.mono - t.half_open_since >= t.spec.stale_after and t.state != "unknown":
+            if now.mono >= t.half_open_since + t.spec.stale_after and t.state != "unknown":
                 self._emit(t, now, events, "unknown", "half_open", f"trial: {self._no_data_reason(t)}")
             return
         q = quorum_need(t.spec.quorum, c.live)
@@ -1102,15 +1209,49 @@ class Decider:
             )
             return
         if c.trial_ok >= c.live - q + 1:
-            t.breaker = "closed"
-            t.attempt, t.retry_at, t.prev_delay = 0, None, None
-            t.expect_since = now.mono
-            self._evaluate_closed(
-                t, now, events, record=True, why=f"trial passed on {c.trial_ok}/{c.live} probes, breaker closed"
-            )
+            self._close(t, now, events, c)
             return
         if t.state == "unknown":
             self._emit(t, now, events, "recovering", "half_open", "trial: probes heard from again")
+
+    def _evaluate_open_trial(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        """An open breaker past ``retry_at``: ``n - q + 1`` passed trials re-admit the
+        target; failed ones leave it open (no event: the workers keep trialling)."""
+        c = self._counts(t, now.mono)
+        if c.live and c.trial_ok >= c.live - quorum_need(t.spec.quorum, c.live) + 1:
+            self._close(t, now, events, c)
+
+    def _close(self, t: _Target, now: Now, events: list[StateChanged], c: _Counts) -> None:
+        """A passed trial closes the breaker: a re-admission, with its ramp (``ramp.duration``
+        0: everyone at once, no probation). ``attempt`` goes back to 0 in the event; the
+        failed re-admissions so far are remembered until the ramp ends."""
+        t.breaker = "closed"
+        t.raw = "recovering"  # just closed by a passed trial: no closed state to keep
+        t.attempt, t.retry_at = 0, None
+        t.expect_since = now.mono
+        r = t.spec.ramp
+        if r.duration > 0 and r.start < 1.0:
+            duration = float(r.duration)
+            t.ramp = Ramp(started_at=now.wall, duration_s=duration, from_share=r.start, readmission=t.readmit + 1)
+            t.ramp_until = now.mono + max(duration, PROBATION_MIN_S)
+            t.ramp_reports = {}
+        else:
+            t.ramp = t.ramp_until = t.ramp_reports = None
+            t.readmit, t.prev_delay = 0, None
+        self._evaluate_closed(
+            t, now, events, record=True, why=f"trial passed on {c.trial_ok}/{c.live} probes, breaker closed"
+        )
+        # Closed now: its vantage points' staleness and lapses are deadlines again (an open
+        # breaker scheduled none).
+        self._schedule(t, self._deadline(t, now.mono))
+
+    def _in_ramp(self, t: _Target, mono: float) -> bool:
+        """``t``'s breaker was closed by a re-admission whose ramp has not ended yet."""
+        return t.ramp_until is not None and mono < t.ramp_until
+
+    def _current_ramp(self, t: _Target, mono: float) -> Ramp | None:
+        """The ramp in progress (for the events), or None once it ended."""
+        return t.ramp if self._in_ramp(t, mono) else None
 
     def _emit(
         self,
@@ -1125,7 +1266,7 @@ class Decider:
     ) -> None:
         flapping = t.flap is not None and t.flap.flapping and breaker == "closed"
         if failures is None:
-            failures = max((vp.fails for vp in t.vps if now.mono - vp.heard < t.spec.stale_after), default=0)
+            failures = max((vp.fails for vp in t.vps if now.mono < vp.heard + t.spec.stale_after), default=0)
         t.seq += 1
         event = StateChanged(
             target=t.name,
@@ -1139,9 +1280,10 @@ class Decider:
             failures=failures,
             attempt=t.attempt,
             retry_at=now.wall_at(t.retry_at) if t.retry_at is not None and breaker in ("open", "forced_open") else None,
-            features=list(t.spec.features),
+            features=t.spec.features_list,
             evidence=self._evidence(t),
             flapping=flapping,
+            ramp=self._current_ramp(t, now.mono) if breaker == "closed" else None,
         )
         t.state = state
         t.breaker = breaker

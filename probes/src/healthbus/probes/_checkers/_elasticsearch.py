@@ -1,8 +1,12 @@
-"""``elasticsearch``: ``GET /_cluster/health`` over one async client kept between checks.
+"""``elasticsearch``: ``GET /_cluster/health`` over a fresh async client per check (or a kept one).
 
 URL form: ``http(s)://[user:password@]host:9200`` (option ``api_key`` for an API key,
 ``tls_ca`` for a CA bundle, ``tls_verify = false`` to skip verification). The client
-never retries: the worker's schedule is the retry policy.
+never retries: the worker's schedule is the retry policy. Each check opens its own client
+(a new HTTP connection) and closes it before returning, so a node that stops accepting
+connections is seen at once rather than hidden behind a kept-alive one; option
+``reuse_connection`` keeps the client, with a fresh one at least every
+``fresh_connect_every`` checks.
 
 Outcome: green → pass; yellow → warn (replicas unassigned: reachable but impaired);
 red → fail with ``unhealthy``. Details: ``cluster_name``, ``status``,
@@ -11,11 +15,10 @@ red → fail with ``unhealthy``. Details: ``cluster_name``, ``status``,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
-from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
+from healthbus.probes._base import BaseChecker, CheckResult, Closer, closing_quietly, driver_missing
 from healthbus.probes._classify import classify_elasticsearch
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
@@ -42,6 +45,7 @@ class ElasticsearchChecker(BaseChecker):
     """Cluster health of an Elasticsearch (or compatible) cluster."""
 
     kind = "elasticsearch"
+    holds_connections = True
 
     def __init__(self, target: TargetConfig) -> None:
         super().__init__(target)
@@ -86,8 +90,9 @@ class ElasticsearchChecker(BaseChecker):
     def _classify(self, exc: BaseException) -> tuple[ErrorKind, str]:
         return classify_elasticsearch(exc)
 
-    async def close(self) -> None:
+    def _detach(self) -> Closer | None:
         client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        return None if client is None else closing_quietly(client.close)
+
+    async def close(self) -> None:
+        await self._release()

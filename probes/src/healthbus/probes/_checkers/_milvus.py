@@ -1,4 +1,4 @@
-"""``milvus``: ``get_server_version()`` over one pymilvus async client kept between checks.
+"""``milvus``: ``get_server_version()`` over a fresh pymilvus async client per check (or a kept one).
 
 URL forms: ``http://host:19530`` (or ``https://``, ``tcp://``, ``grpc://``) for a server
 (Milvus, or ``milvus-lite server``), ``http://user:password@host:19530`` for
@@ -7,18 +7,20 @@ Milvus Lite file, ``file:///var/lib/app/vectors.db`` or a plain path ``./vectors
 which runs Milvus Lite inside the worker (only one process can open such a file).
 
 Outcome: pass when the server answers; fail otherwise. Details: ``server_version``,
-``mode`` (``server`` or ``lite``). After a failure the client is dropped and the next
-check connects afresh.
+``mode`` (``server`` or ``lite``). Each check opens its own client (a gRPC channel)
+and closes it before returning, so a server that stops accepting connections is seen
+at once rather than hidden behind a kept channel; option ``reuse_connection`` keeps the
+client, with a fresh one at least every ``fresh_connect_every`` checks and after every
+failure. A local Milvus Lite file keeps its client (it runs inside the worker).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
+from healthbus.probes._base import BaseChecker, CheckResult, Closer, closing_quietly, driver_missing
 from healthbus.probes._classify import classify_milvus
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
@@ -52,10 +54,14 @@ class MilvusChecker(BaseChecker):
     """Server version of a Milvus server or a local Milvus Lite file."""
 
     kind = "milvus"
+    holds_connections = True
 
     def __init__(self, target: TargetConfig) -> None:
         super().__init__(target)
         self._uri, self._user, self._password, self._local = split_milvus_url(target.url)
+        # A local Milvus Lite file runs inside the worker: no server to refuse anyone, and
+        # starting it per check would be all cost. It keeps its client.
+        self.holds_connections = not self._local
         self._client: Any = None
 
     def _make_client(self) -> Any:
@@ -83,7 +89,7 @@ class MilvusChecker(BaseChecker):
         try:
             version = await self._client.get_server_version(timeout=float(self.target.timeout))
         except asyncio.CancelledError:
-            await self._drop()
+            await self._release()
             raise
         details: dict[str, DetailValue] = {
             "server_version": str(version),
@@ -95,13 +101,11 @@ class MilvusChecker(BaseChecker):
         return classify_milvus(exc)
 
     async def _after_error(self, exc: BaseException) -> None:
-        await self._drop()
+        await self._release()
 
-    async def _drop(self) -> None:
+    def _detach(self) -> Closer | None:
         client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        return None if client is None else closing_quietly(client.close)
 
     async def close(self) -> None:
-        await self._drop()
+        await self._release()

@@ -1,13 +1,22 @@
-"""``postgres``: ``SELECT 1`` over one asyncpg connection kept between checks.
+"""``postgres``: ``SELECT 1`` over a fresh asyncpg connection per check (or a kept one).
 
 URL form: ``postgresql://[user[:password]@]host[:port]/db[?sslmode=...]`` (``postgres://``
 too). asyncpg's connect errors are builtins (ConnectionRefusedError, TimeoutError,
 socket.gaierror) or its own (InvalidPasswordError, CannotConnectNowError): see
-:func:`healthbus.probes._classify.classify_asyncpg`. When the kept connection turns out
-dead (server restarted), the check reconnects once at once, so a restarted server passes
-at the next check.
+:func:`healthbus.probes._classify.classify_asyncpg`.
 
-Outcome: pass when the query answers; fail otherwise. Details: ``server_version``,
+Each check connects the way a new client does and closes its session before returning
+(:class:`~healthbus.probes._base.BaseChecker`): a server out of connection slots or in a
+smart shutdown is seen at once, and the probe never holds a shutdown up. With option
+``reuse_connection`` the connection is kept, with a fresh connect at least every
+``fresh_connect_every`` checks; when the kept connection turns out dead (server
+restarted), the check reconnects once at once, so a restarted server passes at the next
+check. The session's ``application_name`` is ``healthbus-probe`` (option), so an operator
+sees the probes in ``pg_stat_activity``.
+
+Outcome: pass when the query answers; warn with ``no_new_connections`` when the server
+refuses the new connection but serves its sessions (too many clients, shutting down, or
+an auth failure after earlier logins); fail otherwise. Details: ``server_version``,
 ``in_recovery`` (True on a replica), ``role`` (``primary``/``replica``).
 Option ``expect_role`` (``primary``/``replica``): fail with ``unhealthy`` on the other.
 """
@@ -18,7 +27,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
+from healthbus.probes._base import BaseChecker, CheckResult, Closer, driver_missing
 from healthbus.probes._classify import classify_asyncpg
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
@@ -34,6 +43,7 @@ class PostgresChecker(BaseChecker):
     """``SELECT 1`` (plus version and recovery state) against one PostgreSQL server."""
 
     kind = "postgres"
+    holds_connections = True
 
     def __init__(self, target: TargetConfig) -> None:
         super().__init__(target)
@@ -77,7 +87,7 @@ class PostgresChecker(BaseChecker):
     async def _check_once(self) -> CheckResult:
         fresh = False
         if self._conn is None or self._conn.is_closed():
-            await self._drop()
+            await self._release()
             self._conn = await self._connect()
             fresh = True
         try:
@@ -86,7 +96,7 @@ class PostgresChecker(BaseChecker):
             if fresh:
                 raise
             # The kept connection died (server restart): one new connection, at once.
-            await self._drop()
+            await self._release()
             self._conn = await self._connect()
             row = await self._conn.fetchrow(_QUERY)
         in_recovery = bool(row["in_recovery"])
@@ -104,15 +114,20 @@ class PostgresChecker(BaseChecker):
         return classify_asyncpg(exc)
 
     async def _after_error(self, exc: BaseException) -> None:
-        await self._drop()
+        await self._release()
 
-    async def _drop(self) -> None:
+    def _detach(self) -> Closer | None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return None
+
+        async def closer() -> None:
             try:
                 await conn.close(timeout=1)
             except Exception:
                 conn.terminate()
 
+        return closer
+
     async def close(self) -> None:
-        await self._drop()
+        await self._release()

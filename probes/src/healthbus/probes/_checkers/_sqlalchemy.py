@@ -1,15 +1,25 @@
-"""``sqlalchemy``: ``SELECT 1`` through an async SQLAlchemy engine kept between checks.
+"""``sqlalchemy``: ``SELECT 1`` through an async SQLAlchemy engine kept between checks
+(a fresh connection per check, or a kept pool).
 
 URL form: any async SQLAlchemy URL, e.g. ``postgresql+asyncpg://user:pw@host/db`` or
-``sqlite+aiosqlite:///path/to/file.db``. The engine's pool is small (options
-``pool_size`` 1, ``max_overflow`` 0) and pre-pings, so a restarted server is reconnected
-to at the next check. A caller embedding the checker may pass its own application
-engine: then the pool status in the details is the application's.
+``sqlite+aiosqlite:///path/to/file.db``. For a database server each check connects the
+way a new client does (SQLAlchemy's ``NullPool``: the connection is closed when the check
+returns; see :class:`~healthbus.probes._base.BaseChecker`), so a server refusing new
+connections is seen at once and the probe holds no idle session. With option
+``reuse_connection`` the engine keeps a small pre-pinging pool instead (options
+``pool_size`` 1, ``max_overflow`` 0), disposed at least every ``fresh_connect_every``
+checks, so a restarted server is reconnected to at the next check. SQLite files keep their
+pool (no server to refuse anyone). A caller embedding the checker may pass its own
+application engine: then the pool status in the details is the application's, and the
+checker never disposes it. With asyncpg the session's ``application_name`` is
+``healthbus-probe`` (option).
 
 Outcome: pass when the query answers; warn when the pool is exhausted (no connection
-within ``pool_timeout``: the database may be fine but this client cannot reach it);
-fail otherwise. Details: ``dialect``, ``driver``, ``server_version`` (when known), and
-``pool_size``, ``pool_checked_out``, ``pool_overflow`` for queue pools.
+within ``pool_timeout``: the database may be fine but this client cannot reach it), or
+with ``no_new_connections`` when the server refuses a new connection but serves its
+sessions (as for ``postgres``); fail otherwise. Details: ``dialect``, ``driver``,
+``server_version`` (when known), and ``pool_size``, ``pool_checked_out``,
+``pool_overflow`` for queue pools.
 
 SQLite through aiosqlite: every connection has a worker thread that hands its last answer
 to the event loop. A connection that fails to open (or is cancelled by the worker's hard
@@ -25,7 +35,7 @@ import asyncio
 import threading
 from typing import Any
 
-from healthbus.probes._base import BaseChecker, CheckResult, driver_missing
+from healthbus.probes._base import BaseChecker, CheckResult, Closer, driver_missing
 from healthbus.probes._classify import classify_sqlalchemy
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
@@ -34,6 +44,7 @@ try:
     from sqlalchemy import exc as sa_exc
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+    from sqlalchemy.pool import NullPool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise driver_missing("sqlalchemy", "SQLAlchemy", "sqlalchemy", exc) from None
 
@@ -62,6 +73,7 @@ class SqlAlchemyChecker(BaseChecker):
     """``SELECT 1`` through an async SQLAlchemy engine (its own, or one passed in)."""
 
     kind = "sqlalchemy"
+    holds_connections = True
 
     def __init__(self, target: TargetConfig, *, engine: AsyncEngine | None = None) -> None:
         super().__init__(target)
@@ -74,12 +86,19 @@ class SqlAlchemyChecker(BaseChecker):
         timeout = float(self.target.timeout)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         backend = url.get_backend_name()
-        if not (backend == "sqlite" and (url.database in (None, "", ":memory:"))):
+        if backend != "sqlite" and not self.reuse:
+            kwargs = {"poolclass": NullPool}  # a fresh connection per check, closed after it
+        elif not (backend == "sqlite" and (url.database in (None, "", ":memory:"))):
             kwargs["pool_size"] = self.opt_int("pool_size", 1)
             kwargs["max_overflow"] = self.opt_int("max_overflow", 0)
             kwargs["pool_timeout"] = self.opt_float("pool_timeout", timeout)
         if url.get_driver_name() == "asyncpg":
-            kwargs["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
+            application_name = self.opt_str("application_name", "healthbus-probe") or ""
+            kwargs["connect_args"] = {
+                "timeout": timeout,
+                "command_timeout": timeout,
+                "server_settings": {"application_name": application_name},
+            }
         engine = create_async_engine(url, **kwargs)
         if url.get_driver_name() == "aiosqlite":
             event.listen(engine.sync_engine, "do_connect", self._do_connect_sqlite)
@@ -131,6 +150,16 @@ class SqlAlchemyChecker(BaseChecker):
 
     def _classify(self, exc: BaseException) -> tuple[ErrorKind, str]:
         return classify_sqlalchemy(exc)
+
+    def _detach(self) -> Closer | None:
+        # Only a pooled engine of our own keeps a connection (NullPool closes each at the
+        # end of the check; an SQLite file has no server; the application's engine is not
+        # ours to dispose): the next check makes a new engine, the old one is disposed.
+        engine = self._engine
+        if engine is None or not self._owns_engine or not self.reuse or engine.dialect.name == "sqlite":
+            return None
+        self._engine = None
+        return engine.dispose
 
     async def close(self) -> None:
         engine = self._engine

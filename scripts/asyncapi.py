@@ -6,7 +6,9 @@ is the JSON Schema msgspec derives from the protocol Struct itself
 ``tests/cli/test_asyncapi.py`` fails when the committed ``docs/asyncapi.json`` is
 stale. Regenerate it with::
 
-    python -m healthbus.cli._asyncapi -o docs/asyncapi.json
+    python scripts/asyncapi.py -o docs/asyncapi.json
+
+A development script, not part of any wheel: only the repository needs it.
 
 Why not ``faststream docs gen``: FastStream 0.7.8 builds payload schemas through pydantic,
 which cannot follow the ``$ref`` of one msgspec Struct to another (StateChanged ->
@@ -42,9 +44,12 @@ from healthbus.protocol import (
     ControlRequest,
     Evidence,
     FailureReport,
+    GroupChanged,
+    GroupMember,
     ProbeResult,
     ReloadNotice,
     StateChanged,
+    StateDigest,
     StreamSettings,
     Subjects,
     WorkerHeartbeat,
@@ -64,6 +69,8 @@ MESSAGE_TYPES: Final[tuple[type[msgspec.Struct], ...]] = (
     ReloadNotice,
     FailureReport,
     ConfirmRequest,
+    GroupChanged,
+    StateDigest,
 )
 
 _SCHEMA_REF: Final = "#/components/schemas/{name}"
@@ -87,6 +94,8 @@ _STATE_EXAMPLE: Final = StateChanged(
         "probe-a": Evidence(outcome="fail", error_kind="refused", at=_T0),
         "probe-b": Evidence(outcome="fail", error_kind="refused", at=_T0),
     },
+    coordinator="coord-1-4242",
+    term=118,
 )
 _EXAMPLES: Final[dict[str, msgspec.Struct]] = {
     "ProbeResult": ProbeResult(
@@ -111,6 +120,24 @@ _EXAMPLES: Final[dict[str, msgspec.Struct]] = {
         error="ConnectionError: Error 111 connecting to 10.0.0.5:6379. Connection refused.",
     ),
     "ConfirmRequest": ConfirmRequest(target="redis-main", round=3, at=_T0, reports=12, instances=9),
+    "GroupChanged": GroupChanged(
+        group="pg",
+        seq=4,
+        at=_T1,
+        previous="healthy",
+        state="degraded",
+        policy="least-latency",
+        members=[
+            GroupMember(target="pg-a", state="healthy", available=True, latency_ms=1.2),
+            GroupMember(target="pg-b", state="healthy", available=True, latency_ms=3.4),
+            GroupMember(target="pg-c", state="unavailable", available=False, latency_ms=1.9),
+        ],
+        available=2,
+        min_healthy=3,
+        primary="pg-a",
+        reason="2/3 members in (min_healthy 3); out: pg-c",
+    ),
+    "StateDigest": StateDigest(at=_T1, seqs={"redis-main": 7, "postgres-main": 12}),
 }
 
 _SUMMARIES: Final[dict[str, str]] = {
@@ -119,9 +146,11 @@ _SUMMARIES: Final[dict[str, str]] = {
     "ControlRequest": "An operator command for one target (the reason goes into the audit log).",
     "ControlReply": "Whether the command was applied, with the StateChanged it produced or the current one.",
     "WorkerHeartbeat": "A probe worker announcing itself; live while heard within 3 heartbeat periods.",
-    "ReloadNotice": "Re-read your configuration file: sent by the coordinator after `healthbus ctl reload`.",
+    "ReloadNotice": "Re-read your configuration file: sent by the coordinator after `healthbus reload`.",
     "FailureReport": "A service instance saw a dependency fail at the connection level: a hint, never a verdict.",
     "ConfirmRequest": "Check this target now, outside the schedule: the coordinator's answer to failure reports.",
+    "GroupChanged": "A group of targets: its state, who is in and out, each member's recent latency.",
+    "StateDigest": "Every configured target's latest seq: what a reconnecting subscriber compares with.",
 }
 
 
@@ -158,6 +187,24 @@ def _ref(*parts: str) -> dict[str, str]:
     return {"$ref": "#/" + "/".join(parts)}
 
 
+def _channel(
+    address: str | None,
+    title: str,
+    description: str,
+    message: str,
+    *,
+    params: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One AsyncAPI channel: its address, title and description, the parameters named in its
+    address and the one message it carries (all defined under ``components``)."""
+    channel: dict[str, Any] = {"address": address, "title": title, "description": description}
+    if params:
+        channel["parameters"] = {name: _ref("components", "parameters", name) for name in params}
+    channel["messages"] = {message: _ref("components", "messages", message)}
+    return channel | (extra or {})
+
+
 def _message(name: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {
         "name": name,
@@ -171,6 +218,8 @@ def _message(name: str, *, headers: dict[str, Any] | None = None) -> dict[str, A
     example: dict[str, Any] = {"payload": json.loads(encode(_EXAMPLES[name]))}
     if name == "StateChanged":
         example["headers"] = {"Nats-Msg-Id": _STATE_EXAMPLE.msg_id}
+    if name == "GroupChanged":
+        example["headers"] = {"Nats-Msg-Id": _EXAMPLES[name].msg_id}  # type: ignore[attr-defined]
     message["examples"] = [example]
     return message
 
@@ -194,107 +243,141 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
         },
         "required": ["Nats-Msg-Id"],
     }
+    group_id_headers = {
+        "type": "object",
+        "properties": {
+            "Nats-Msg-Id": {
+                "type": "string",
+                "description": "`group:<group>:<seq>`: a re-publish inside the duplicate window is dropped.",
+                "examples": ["group:pg:4"],
+            }
+        },
+        "required": ["Nats-Msg-Id"],
+    }
     channels: dict[str, Any] = {
-        "probe": {
-            "address": f"{subjects.prefix}.probe.{{target}}.{{probe}}",
-            "title": "Probe results",
-            "description": (
+        "probe": _channel(
+            f"{subjects.prefix}.probe.{{target}}.{{probe}}",
+            "Probe results",
+            (
                 "Core NATS. Probe workers publish one ProbeResult per check on the subject of their "
                 f"own probe id; the coordinator subscribes to `{subjects.probe_all}`. A result whose "
                 "`target` differs from the target token is dropped (`subject_mismatch`), one whose "
                 "`probe` does not map to the probe token is dropped (`probe_mismatch`): NATS "
-                "permissions on this subject bind a credential to its own vantage point. The older "
-                f"`{subjects.probe_legacy_all}` form (no probe token) is taken only with "
-                "`[coordinator] legacy_probe_subjects = true`, for a rolling upgrade."
+                "permissions on this subject bind a credential to its own vantage point."
             ),
-            "parameters": {
-                "target": _ref("components", "parameters", "target"),
-                "probe": _ref("components", "parameters", "probe"),
-            },
-            "messages": {"ProbeResult": _ref("components", "messages", "ProbeResult")},
-        },
-        "state": {
-            "address": f"{subjects.prefix}.state.{{target}}",
-            "title": "State changes (audit log)",
-            "description": (
+            "ProbeResult",
+            params=("target", "probe"),
+        ),
+        "state": _channel(
+            f"{subjects.prefix}.state.{{target}}",
+            "State changes (audit log)",
+            (
                 f"JetStream stream `{stream.name}` (subjects `{subjects.state_all}`, file storage, "
                 "limits retention by age). Only the coordinator publishes. The last message per "
                 "subject is each target's current state (read with `deliver_policy=last_per_subject`, "
                 "then stay live); the history is the audit log. `seq` is per target, from 1, +1 per "
                 "event, never repeated or skipped."
             ),
-            "parameters": {"target": _ref("components", "parameters", "target")},
-            "messages": {"StateChanged": _ref("components", "messages", "StateChanged")},
-            "x-nats-jetstream": {
-                "stream": stream.name,
-                "subjects": list(stream.subjects),
-                "storage": stream.storage,
-                "retention": "limits",
-                "max_age_s": stream.max_age_s,
-                "duplicate_window_s": stream.duplicate_window_s,
+            "StateChanged",
+            params=("target",),
+            extra={
+                "x-nats-jetstream": {
+                    "stream": stream.name,
+                    "subjects": list(stream.subjects),
+                    "storage": stream.storage,
+                    "retention": "limits",
+                    "max_age_s": stream.max_age_s,
+                    "duplicate_window_s": stream.duplicate_window_s,
+                }
             },
-        },
-        "control": {
-            "address": f"{subjects.prefix}.ctl.{{command}}",
-            "title": "Operator control",
-            "description": (
+        ),
+        "control": _channel(
+            f"{subjects.prefix}.ctl.{{command}}",
+            "Operator control",
+            (
                 "Core NATS request/reply. The coordinator subscribes to "
                 f"`{subjects.ctl_all}` and answers every request with a ControlReply."
             ),
-            "parameters": {"command": _ref("components", "parameters", "command")},
-            "messages": {"ControlRequest": _ref("components", "messages", "ControlRequest")},
-        },
-        "controlReply": {
-            "address": None,
-            "title": "Control replies",
-            "description": "The requester's NATS reply inbox (the request's reply subject).",
-            "messages": {"ControlReply": _ref("components", "messages", "ControlReply")},
-        },
-        "workerHeartbeat": {
-            "address": f"{subjects.prefix}.worker.heartbeat.{{worker}}",
-            "title": "Probe-worker membership",
-            "description": (
+            "ControlRequest",
+            params=("command",),
+        ),
+        "controlReply": _channel(
+            None,
+            "Control replies",
+            "The requester's NATS reply inbox (the request's reply subject).",
+            "ControlReply",
+        ),
+        "workerHeartbeat": _channel(
+            f"{subjects.prefix}.worker.heartbeat.{{worker}}",
+            "Probe-worker membership",
+            (
                 "Core NATS. Every probe worker publishes a WorkerHeartbeat each `[probes] heartbeat` "
                 "and one with `stopping: true` on shutdown; workers subscribe to "
                 f"`{subjects.worker('heartbeat', '*')}` (sharding hashes targets over the live members)."
             ),
-            "parameters": {"worker": _ref("components", "parameters", "worker")},
-            "messages": {"WorkerHeartbeat": _ref("components", "messages", "WorkerHeartbeat")},
-        },
-        "workerReload": {
-            "address": subjects.worker("reload"),
-            "title": "Live reload",
-            "description": (
-                "Core NATS. After `healthbus ctl reload` the active coordinator publishes a ReloadNotice; "
+            "WorkerHeartbeat",
+            params=("worker",),
+        ),
+        "workerReload": _channel(
+            subjects.worker("reload"),
+            "Live reload",
+            (
+                "Core NATS. After `healthbus reload` the active coordinator publishes a ReloadNotice; "
                 "every probe worker and standby coordinator re-reads its configuration file."
             ),
-            "messages": {"ReloadNotice": _ref("components", "messages", "ReloadNotice")},
-        },
-        "report": {
-            "address": f"{subjects.prefix}.report.{{target}}",
-            "title": "Failure reports",
-            "description": (
+            "ReloadNotice",
+        ),
+        "report": _channel(
+            f"{subjects.prefix}.report.{{target}}",
+            "Failure reports",
+            (
                 "Core NATS. A service instance (HealthClient.report_failure, or the Redis and SQLAlchemy "
                 "adapters on a connection-level error) publishes a FailureReport, at most one per target per "
                 f"instance per second; the active coordinator subscribes to `{subjects.report_all}`. Reports "
                 "never decide a state: they only start a confirmation round. Reports for unknown targets and "
                 "floods from one instance are dropped and counted."
             ),
-            "parameters": {"target": _ref("components", "parameters", "target")},
-            "messages": {"FailureReport": _ref("components", "messages", "FailureReport")},
-        },
-        "confirm": {
-            "address": f"{subjects.prefix}.confirm.{{target}}",
-            "title": "Confirmation requests",
-            "description": (
+            "FailureReport",
+            params=("target",),
+        ),
+        "confirm": _channel(
+            f"{subjects.prefix}.confirm.{{target}}",
+            "Confirmation requests",
+            (
                 "Core NATS. After failure reports the active coordinator publishes one ConfirmRequest per "
                 "target per confirmation window; every probe worker that checks the target (subscribed to "
                 f"`{subjects.confirm_all}`) checks it at once, unless an open breaker holds it until "
                 "`retry_at`, and publishes an ordinary ProbeResult. Nobody replies to the request."
             ),
-            "parameters": {"target": _ref("components", "parameters", "target")},
-            "messages": {"ConfirmRequest": _ref("components", "messages", "ConfirmRequest")},
-        },
+            "ConfirmRequest",
+            params=("target",),
+        ),
+        "group": _channel(
+            f"{subjects.prefix}.group.{{group}}",
+            "Group changes",
+            (
+                f"JetStream stream `{stream.name}` (subjects `{subjects.group_all}`), with "
+                "`Nats-Msg-Id: group:<group>:<seq>`. Only the coordinator publishes, when a `[[groups]]` "
+                "entry's state changes, a member comes in or goes out or changes state, or a member's "
+                "recent latency moved markedly. Each message is the whole group: a reader needs the last "
+                "one per subject only (HealthClient.pick() reads them)."
+            ),
+            "GroupChanged",
+            params=("group",),
+        ),
+        "digest": _channel(
+            subjects.digest,
+            "State digest",
+            (
+                "Core NATS. The active coordinator publishes a StateDigest (every configured target's highest "
+                "sent seq) every `[coordinator] digest_interval` and at once when its connection comes back. "
+                "A subscriber that reconnected listens here until it has one, then reads from the state "
+                "stream only the targets whose seq it lacks; nobody listens while the fleet follows live. "
+                "A digest over 64 KiB goes out as `parts` messages back to back (same `at`, `part` 1..`parts`), "
+                "which a reader merges before it compares."
+            ),
+            "StateDigest",
+        ),
     }
 
     def op(action: str, channel: str, message: str, summary: str, **extra: Any) -> dict[str, Any]:
@@ -370,6 +453,18 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
         "receiveConfirmRequest": op(
             "receive", "confirm", "ConfirmRequest", "Probe workers that check the target run one check at once."
         ),
+        "publishGroupChanged": op(
+            "send", "group", "GroupChanged", "The coordinator (the lease holder) publishes each group change."
+        ),
+        "receiveGroupChanged": op(
+            "receive", "group", "GroupChanged", "Services (HealthClient.pick), the CLI and the dashboard read them."
+        ),
+        "publishStateDigest": op(
+            "send", "digest", "StateDigest", "The active coordinator announces every target's latest seq."
+        ),
+        "receiveStateDigest": op(
+            "receive", "digest", "StateDigest", "A reconnected subscriber learns what it missed before it reads."
+        ),
     }
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -406,6 +501,8 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
                 "ReloadNotice": _message("ReloadNotice"),
                 "FailureReport": _message("FailureReport"),
                 "ConfirmRequest": _message("ConfirmRequest"),
+                "GroupChanged": _message("GroupChanged", headers=group_id_headers),
+                "StateDigest": _message("StateDigest"),
             },
             "parameters": {
                 "target": {"description": target_rule, "examples": ["redis-main"]},
@@ -415,6 +512,10 @@ def build_document(prefix: str = DEFAULT_PREFIX, *, server: str = DEFAULT_SERVER
                         "A-Za-z0-9_- replaced by `_`; the vantage point is known by this token"
                     ),
                     "examples": ["probe-a"],
+                },
+                "group": {
+                    "description": "group name (`[[groups]]`), the same rule as a target name",
+                    "examples": ["pg"],
                 },
                 "command": {"description": "the control command", "enum": list(CONTROL_COMMANDS)},
                 "worker": {
@@ -435,9 +536,9 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m healthbus.cli._asyncapi [-o FILE] [--prefix P] [--server HOST:PORT] [--check]``."""
+    """``python scripts/asyncapi.py [-o FILE] [--prefix P] [--server HOST:PORT] [--check]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m healthbus.cli._asyncapi", description="Write the AsyncAPI 3.0 document of the healthbus bus."
+        prog="python scripts/asyncapi.py", description="Write the AsyncAPI 3.0 document of the healthbus bus."
     )
     parser.add_argument("-o", "--out", help="output file (default: stdout)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix (default: %(default)s)")
@@ -458,9 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = out.read_text(encoding="utf-8") if out.exists() else None
         if current != text:
-            print(
-                f"{out} is out of date: regenerate it with python -m healthbus.cli._asyncapi -o {out}", file=sys.stderr
-            )
+            print(f"{out} is out of date: regenerate it with python scripts/asyncapi.py -o {out}", file=sys.stderr)
             return 1
         return 0
     out.write_text(text, encoding="utf-8")
