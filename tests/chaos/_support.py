@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import nats.errors
 from nats.aio.client import Client
@@ -20,11 +20,7 @@ from nats.aio.client import Client
 from healthbus.bus import DirectGetError, StateStream
 from healthbus.coordinator import is_refresh
 from healthbus.protocol import Outcome, ProbeResult, StateChanged, Subjects, encode, utcnow
-
-#: What the coordinator announces for a target fed only ``outcome`` by one vantage point
-#: with thresholds of 1 (flap detection off): pass/warn alternate healthy/degraded with
-#: the breaker closed, so the final state follows the last input with no timer involved.
-EXPECTED: dict[str, str] = {"pass": "healthy", "warn": "degraded"}
+from healthbus.subscribers import HealthClient
 
 
 def config_text(
@@ -94,6 +90,38 @@ async def read_history(nc: Client, prefix: str = "healthbus", timeout: float = 2
                 return [event async for event in reader.history(timeout=timeout)]
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, DirectGetError):
                 await asyncio.sleep(0.2)
+
+
+async def final_rounds(
+    nc: Client, subjects: Subjects, targets: list[str], health: HealthClient, timeout: float = 20.0
+) -> list[StateChanged]:
+    """A last warn round then a last pass round; the history once it and ``health`` end on the final pass.
+
+    With thresholds of 1 and flap detection off (:func:`config_text`), warn and pass alternate
+    degraded and healthy with the breaker closed, no timer involved: the pass is the last event.
+
+    A driver's last rounds may still be on their way when it stops: waiting for each target to
+    be healthy could be answered by one of those, with the final rounds' events still to come.
+    The event the final pass decided is known by its evidence (observed after the final warn
+    round was flushed); every target's chain must end on it and the client must have seen it.
+    """
+    await publish_round(nc, subjects, targets, "warn")
+    final_at = utcnow() - timedelta(microseconds=10)  # the kept observed_at is a float: sub-µs error
+    await publish_round(nc, subjects, targets, "pass")
+
+    def settled(name: str, chains: dict[str, list[StateChanged]]) -> bool:
+        chain, seen = chains.get(name), health.state(name)
+        if not chain or seen is None or seen.seq != chain[-1].seq or chain[-1].state != "healthy":
+            return False
+        evidence = chain[-1].evidence.get("p1")
+        return evidence is not None and evidence.outcome == "pass" and evidence.at >= final_at
+
+    async with asyncio.timeout(timeout):
+        while True:
+            events = await read_history(nc)
+            if all(settled(name, by_target(events)) for name in targets):
+                return events
+            await asyncio.sleep(0.1)
 
 
 def by_target(events: Iterable[StateChanged]) -> dict[str, list[StateChanged]]:

@@ -18,7 +18,7 @@ from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import Outcome, Subjects, load_config_text
 from healthbus.subscribers import HealthClient
-from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
+from tests.chaos._support import audit, by_target, config_text, final_rounds, publish_round
 from tests.harness import NatsCluster
 from tests.helpers import holds_within, wait_until
 
@@ -100,14 +100,8 @@ async def test_losing_one_node_keeps_every_chain(nats_cluster: NatsCluster, vict
             finally:
                 driving = False
                 await driver
-            # A last warn round then a last pass round, each until the client sees it.
-            final: list[Outcome] = ["warn", "pass"]
-            for outcome in final:
-                await publish_round(driver_nc, SUBJECTS, TARGETS, outcome)
-                for name in TARGETS:
-                    await health.wait_for(name, EXPECTED[outcome], timeout=20)
+            history = by_target(await final_rounds(driver_nc, SUBJECTS, TARGETS, health))
             await wait_until(lambda: service.pending == 0, 20, "the outbox to drain", seen=lambda: service.pending)
-            history = by_target(await read_history(driver_nc))
             assert set(history) == set(TARGETS)
             for name in TARGETS:
                 chain = history[name]

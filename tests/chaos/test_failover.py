@@ -18,7 +18,7 @@ from healthbus.bus import StateStream, connect
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import Outcome, StateChanged, Subjects, utcnow
 from healthbus.subscribers import HealthClient
-from tests.chaos._support import EXPECTED, audit, by_target, config_text, publish_round, read_history
+from tests.chaos._support import audit, by_target, config_text, final_rounds, publish_round
 from tests.e2e._procs import Command
 from tests.harness import NatsCluster
 from tests.helpers import Recorder, wait_until
@@ -124,27 +124,9 @@ async def failover(
             finally:
                 driving = False
                 await driver
-            final: list[Outcome] = ["warn", "pass"]
-            for outcome in final:
-                await publish_round(nc, SUBJECTS, TARGETS, outcome)
-                for name in TARGETS:
-                    await health.wait_for(name, EXPECTED[outcome], timeout=10)
+            events = await final_rounds(nc, SUBJECTS, TARGETS, health)
+            chains = by_target(events)
             await follower.stop()
-
-            # A core subscriber (the HealthClient) gets a state message as it is published,
-            # which can be before the stream has stored it: read the history until it holds
-            # every event the client saw (the stream's own ack is what the outbox waits for).
-            def seen_seq(name: str) -> int:
-                state = health.state(name)
-                return state.seq if state is not None else 0
-
-            async with asyncio.timeout(20):
-                while True:
-                    events = await read_history(nc)
-                    chains = by_target(events)
-                    if all(chains.get(name) and chains[name][-1].seq >= seen_seq(name) for name in TARGETS):
-                        break
-                    await asyncio.sleep(0.1)
             for name in TARGETS:
                 assert audit(chains[name]) is None, f"{name}: {audit(chains[name])}"
                 seen = health.state(name)

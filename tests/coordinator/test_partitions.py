@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from healthbus.bus import StateStream, connect
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import ConfigError, Outcome, StateChanged, Subjects, load_config_text, partition_of, utcnow
 from healthbus.subscribers import HealthClient
-from tests.chaos._support import audit, by_target, config_text, publish_round, read_history
+from tests.chaos._support import audit, by_target, config_text, final_rounds, publish_round, read_history
 from tests.e2e._procs import Command
 from tests.harness import NatsCluster, require
 from tests.helpers import Recorder, wait_until
@@ -267,31 +267,9 @@ async def two_processes(tmp_path: Path, *, urls: tuple[str, str], client_url: st
             finally:
                 driving = False
                 await driver
-            # The driver's last rounds may still be on their way (it waits 0.2 s for each): a final
-            # warn then pass make every target's last event the one the final pass decided, known
-            # by its evidence's time. Waiting for the state alone could be answered by the driver's
-            # rounds, with the final ones still to come (a CI run caught that).
-            await publish_round(nc, SUBJECTS, TARGETS, "warn")
-            final_at = utcnow()
-            await publish_round(nc, SUBJECTS, TARGETS, "pass")
+            events = await final_rounds(nc, SUBJECTS, TARGETS, health)
+            chains = by_target(events)
             await follower.stop()
-
-            def settled(name: str, chains: dict[str, list[StateChanged]]) -> bool:
-                chain, seen = chains.get(name), health.state(name)
-                if not chain or seen is None or seen.seq != chain[-1].seq or chain[-1].state != "healthy":
-                    return False
-                # The kept observed_at is a float (sub-microsecond error); the final warn round's
-                # flush lies between the driver's last result and final_at.
-                evidence = chain[-1].evidence.get("p1")
-                return evidence is not None and evidence.at >= final_at - timedelta(microseconds=10)
-
-            async with asyncio.timeout(20):
-                while True:
-                    events = await read_history(nc)
-                    chains = by_target(events)
-                    if all(settled(name, chains) for name in TARGETS):
-                        break
-                    await asyncio.sleep(0.1)
     finally:
         await nc.close()
         for command in (a, b):
