@@ -18,12 +18,16 @@ returning server meets them all at once. Here each try waits a random time (full
 up to a cap that doubles per failed try, from :data:`RECONNECT_FIRST_MAX` to
 :data:`RECONNECT_MAX` (:func:`reconnect_delay`).
 
-The connection is a :class:`PongSafeClient`, nats-py's client with two fixes: in nats-py 2.16 a ``flush()``
+The connection is a :class:`PongSafeClient`, nats-py's client with three fixes: in nats-py 2.16 a ``flush()``
 or ``rtt()`` that times out (nats-py's own flush after every reconnect does, against a busy
 server) leaves its PONG waiter behind, and the late PONG then raises ``InvalidStateError``
 in the read loop, which stops reading for good while the connection still says it is
-connected (docs/upstream/nats-py-pong.md); and with one leak closed: a reconnect try whose
-handshake failed left its connection's stream writer open.
+connected (docs/upstream/nats-py-pong.md); ``flush()`` writes its PING straight to the
+socket, ahead of the SUBs and PUBs still queued for nats-py's flusher task, so its PONG
+could come back before the server had them (docs/upstream/nats-py-flush.md): here they go
+first, and a returned ``flush()`` means the server has read everything sent before it; and
+with one leak closed: a reconnect try whose handshake failed left its connection's stream
+writer open.
 
 Every client's reply inboxes live under its own prefix (``BusSettings.effective_inbox_prefix``,
 ``_INBOX.<user>`` by default), so a NATS user needs subscribe permission on that prefix only
@@ -79,7 +83,8 @@ RECONNECT_MAX: Final = 1.0
 
 
 class PongSafeClient(Client):
-    """nats-py's client, with a late PONG after a timed-out ``flush()`` ignored (see the module doc)."""
+    """nats-py's client, with a late PONG after a timed-out ``flush()`` ignored and ``flush()`` a
+    barrier for what was sent before it (see the module doc)."""
 
     async def _process_pong(self) -> None:
         # Each PONG answers the oldest PING. Its waiter may be gone (cancelled by a flush
@@ -90,6 +95,19 @@ class PongSafeClient(Client):
                 future.set_result(True)
             self._pongs_received += 1
             self._pings_outstanding = 0
+
+    async def flush(self, timeout: int = 10) -> None:  # nats-py's default; it takes float seconds too
+        """nats-py's ``flush()``, made a barrier: the commands queued before it are written first."""
+        self._write_pending()
+        await super().flush(timeout)
+
+    def _write_pending(self) -> None:
+        # What nats-py's flusher task does with its queue (the same three fields), done now, so
+        # the PING that flush() writes straight to the socket comes after them.
+        if self._pending and self._transport is not None and self.is_connected:
+            self._transport.writelines(self._pending[:])
+            self._pending = []
+            self._pending_data_size = 0
 
     async def _connect_to_server(self, s: Srv) -> None:
         # nats-py keeps one transport object and connects it anew on every reconnect try;
