@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from healthbus.bus import DigestPublisher
+from healthbus.bus import DigestPublisher, sync_subscriptions
 from healthbus.protocol import Subjects, decode_state_digest
 from healthbus.protocol.testing import ManualClock
 
@@ -22,7 +22,7 @@ async def test_the_digest_is_dated_by_the_publishers_clock(nc: Client) -> None:
     subjects = Subjects("hb")
     got: asyncio.Queue[Msg] = asyncio.Queue()
     await nc.subscribe(subjects.digest, cb=got.put)
-    await nc.flush()
+    await sync_subscriptions(nc)
     publisher = DigestPublisher(nc, subjects, lambda: {"db": 4, "cache": 0}, interval=1.0, clock=clock)
     assert await publisher.publish()
     digest = decode_state_digest((await asyncio.wait_for(got.get(), 10)).data)

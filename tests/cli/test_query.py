@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from healthbus.bus import connect
+from healthbus.bus import connect, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import (
     ControlReply,
@@ -288,7 +288,7 @@ async def test_ctl_sends_the_control_request(nats_server: EmbeddedNats, nc: Clie
         await msg.respond(encode(ControlReply(ok=True, event=reply_event)))  # type: ignore[attr-defined]
 
     await nc.subscribe("qt.ctl.>", cb=respond)
-    await nc.flush()
+    await sync_subscriptions(nc)
     r = await run_cli(
         "ctl", "force-open", "cache", "--reason", "maintenance", "--nats", nats_server.url, "--prefix", PREFIX
     )

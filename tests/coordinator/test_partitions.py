@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import generate_latest
 
-from healthbus.bus import StateStream, connect
+from healthbus.bus import StateStream, connect, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import ConfigError, Outcome, StateChanged, Subjects, load_config_text, partition_of, utcnow
 from healthbus.subscribers import HealthClient
@@ -67,7 +67,7 @@ async def test_partition_of_matches_the_servers_partition_mapping(tmp_path: Path
 
             await nc.subscribe("out3.*.*", cb=on_msg)
             await nc.subscribe("out7.*.*", cb=on_msg)
-            await nc.flush()
+            await sync_subscriptions(nc)
             for name in names:
                 await nc.publish(f"pm3.{name}", b"")
                 await nc.publish(f"pm7.{name}", b"")
@@ -92,7 +92,7 @@ async def test_the_example_mapping_in_deploy_routes_as_the_coordinators_split(tm
                 got.append(msg.subject)
 
             await nc.subscribe("healthbus.part.>", cb=on_msg)
-            await nc.flush()
+            await sync_subscriptions(nc)
             for name in TARGETS:
                 await nc.publish(SUBJECTS.probe(name, "p1"), b"")
             await wait_until(lambda: len(got) >= want, 10, "the mapped messages")

@@ -207,8 +207,8 @@ async def test_subscriber_may_publish_failure_reports_and_nothing_else(sessions:
 
     await sessions["coordinator"].nc.subscribe("healthbus.report.>", cb=on_report)
     await sessions["probe-0"].nc.subscribe("healthbus.confirm.*", cb=on_confirm)
-    await sessions["coordinator"].nc.flush()
-    await sessions["probe-0"].nc.flush()
+    await sync_subscriptions(sessions["coordinator"].nc)
+    await sync_subscriptions(sessions["probe-0"].nc)
     report = FailureReport(target="redis-main", instance="svc@host:1", kind="refused", at=utcnow())
     await sessions["subscriber"].nc.publish("healthbus.report.redis-main", encode(report))
     assert await asyncio.wait_for(reports.get(), 5) == encode(report)

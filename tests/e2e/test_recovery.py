@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
@@ -95,7 +96,7 @@ class Events:
             self.told.append(decode_state_changed(msg.data))
 
         await nc.subscribe(SUBJECTS.state_all, cb=on_state)
-        await nc.flush()
+        await sync_subscriptions(nc)
 
     def first(self, after: int, *, ramp: bool | None = None, breaker: str | None = None) -> StateChanged | None:
         """The first event with seq > ``after`` matching the filters."""

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
@@ -108,7 +109,7 @@ class Wire:
         await nc.subscribe(SUBJECTS.report_all, cb=on_report)
         await nc.subscribe(SUBJECTS.confirm_all, cb=on_confirm)
         await nc.subscribe(SUBJECTS.probe_all, cb=on_result)
-        await nc.flush()
+        await sync_subscriptions(nc)
 
 
 @dataclass

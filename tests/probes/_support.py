@@ -10,6 +10,7 @@ from datetime import datetime
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import Restartable
 from healthbus.probes import Checker
 from healthbus.protocol import Config, ProbeResult, Subjects, decode_probe_result, load_config_text
@@ -56,7 +57,7 @@ class Collector:
     async def subscribe(self, nc: Client) -> None:
         """Start collecting from ``nc``."""
         await nc.subscribe(self.subjects.probe_all, cb=self._on_msg)
-        await nc.flush()
+        await sync_subscriptions(nc)
 
     async def _on_msg(self, msg: Msg) -> None:
         result = decode_probe_result(msg.data, subject_target=self.subjects.probe_target(msg.subject))

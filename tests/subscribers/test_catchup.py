@@ -17,7 +17,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from healthbus.bus import DigestPublisher, PongSafeClient, connect
+from healthbus.bus import DigestPublisher, PongSafeClient, connect, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import BusSettings, StateChanged, Subjects
 from healthbus.subscribers import HealthClient
@@ -361,7 +361,7 @@ async def test_fifty_thousand_targets_reach_a_listener_as_one_merged_digest(nats
                 merged.set_result(whole.seqs)
 
         await listener.subscribe(Subjects(PREFIX).digest, cb=on_msg)
-        await listener.flush()
+        await sync_subscriptions(listener)
         publisher = DigestPublisher(nc, Subjects(PREFIX), lambda: seqs, interval=60)
         assert await publisher.publish()
         assert await asyncio.wait_for(merged, 30) == seqs
@@ -388,7 +388,7 @@ async def test_after_its_reconnect_the_publisher_sends_digests_in_a_burst(nats_s
 
     try:
         await listener.subscribe(Subjects(PREFIX).digest, cb=on_msg)
-        await listener.flush()
+        await sync_subscriptions(listener)
         publisher = DigestPublisher(nc, Subjects(PREFIX), lambda: {"a": 1}, interval=60)
         task = asyncio.create_task(publisher.run())
 

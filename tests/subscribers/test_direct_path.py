@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from healthbus.bus import DirectGetError, StateStream, last_per_subject, stream_config
+from healthbus.bus import DirectGetError, StateStream, last_per_subject, stream_config, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.protocol import StreamSettings, load_config_text
@@ -286,7 +286,7 @@ async def test_a_live_gap_is_repaired_by_a_direct_get_of_that_subject(
 
     # Watch the direct-get requests for pg's subject (a second subscriber on the API subject).
     await admin.subscribe(f"$JS.API.DIRECT.GET.{STREAM}.{PREFIX}.state.pg", cb=on_request)
-    await admin.flush()
+    await sync_subscriptions(admin)
     async with HealthClient.connect(nats_server.url, prefix=PREFIX, resync_jitter=0) as health:
         seqs: list[int] = []
         health.on_change(lambda ev: seqs.append(ev.seq))

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from healthbus.bus import sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats, free_port
 from healthbus.protocol import FailureReport, Subjects, decode_failure_report
 from healthbus.protocol.testing import ManualClock
@@ -33,7 +34,7 @@ async def _collect(nc: Client) -> asyncio.Queue[tuple[str, FailureReport]]:
         got.put_nowait((msg.subject, decode_failure_report(msg.data)))
 
     await nc.subscribe(Subjects(PREFIX).report_all, cb=on_report)
-    await nc.flush()
+    await sync_subscriptions(nc)
     return got
 
 
@@ -89,7 +90,7 @@ def test_sync_client_reports_from_any_thread(nats_server: EmbeddedNats) -> None:
                     seen.append(decode_failure_report(msg.data))
 
                 await nc.subscribe(Subjects(PREFIX).report_all, cb=on_report)
-                await nc.flush()
+                await sync_subscriptions(nc)
 
             assert listener._runner is not None
             listener._runner.call(subscribe(), 10)
