@@ -33,6 +33,7 @@ from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import Child, ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import bench_config_text, target_names
+from healthbus.bus import sync_subscriptions
 from healthbus.protocol import ProbeResult, Subjects, decode_state_changed, encode, utcnow
 
 __all__ = ["run"]
@@ -127,7 +128,7 @@ async def raw_subscriber_role(link: Link, url: str, prefix: str) -> None:
 
     try:
         await nc.subscribe(f"{prefix}.state.*", cb=on_msg)
-        await nc.flush()
+        await sync_subscriptions(nc)
         link.send("ready")
         while (message := await link.recv(3600))[0] != "stop":
             if message[0] == "report":

@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from healthbus.bench._measure import now_ns
+from healthbus.bus import sync_subscriptions
 
 __all__ = ["CountingSubscriber", "bench_connect"]
 
@@ -64,4 +65,4 @@ class CountingSubscriber:
             pending_msgs_limit=max(self.expected * 2, 1024),
             pending_bytes_limit=1024 * 1024 * 1024,
         )
-        await nc.flush()
+        await sync_subscriptions(nc)

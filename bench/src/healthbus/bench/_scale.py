@@ -39,6 +39,7 @@ from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._procs import ChildGroup, Link
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import probe_ids, target_names
+from healthbus.bus import sync_subscriptions
 from healthbus.protocol import ProbeResult, Subjects, decode_state_changed, encode, format_timestamp, utcnow
 
 __all__ = ["run"]
@@ -113,7 +114,7 @@ async def generator_role(link: Link, url: str, targets: int, canaries: int, inte
             del pending[event.target]
 
     await nc.subscribe(f"{PREFIX}.state.*", cb=on_state)
-    await nc.flush()
+    await sync_subscriptions(nc)
     link.send("ready")
     await link.expect("go", 600)
     loop = asyncio.get_running_loop()
