@@ -101,8 +101,14 @@ url = "sqlite+aiosqlite:///{tmp_path / "app.db"}"
     await results.subscribe(nc)
     try:
         async with probe_process(tmp_path, config, nats_server.url, "--http", f"127.0.0.1:{http_port}", env=env) as p:
+            # A cold start (the checkers' client libraries, pymilvus's above all) took over 30 s at
+            # load 9: first the worker is ready, then its first results have 30 s.
+            await p.wait_http_ready(f"http://127.0.0.1:{http_port}", timeout=90)
             for name in ("cache", "db", "vectors", "search", "local"):
-                await results.wait_for(result_of(name, "pass"), timeout=30)
+                try:
+                    await results.wait_for(result_of(name, "pass"), timeout=30)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\nthe probe's log ends:\n{p.log()[-2000:]}") from None
             wrong = await results.wait_for(lambda r: r.target == "cache-wrong")
             assert wrong.error_kind == "auth"
 
