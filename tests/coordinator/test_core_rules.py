@@ -840,6 +840,22 @@ def test_align_to_a_half_open_event_starts_the_trial_from_nothing() -> None:
     assert [(e.state, e.breaker) for e in out] == [("healthy", "closed")]
 
 
+def test_a_reset_right_after_aligning_to_an_unknown_trial_announces_the_points_heard() -> None:
+    """A standby that hears p1 takes over from a stored ``unknown`` half-open event (the
+    old leader heard nothing in its trial): an operator reset before the next timer
+    restarts the trial with attempt 0 and announces what this coordinator hears, the
+    target ``recovering`` (heard from again), not the stored ``unknown``."""
+    decider = heard_p1_passing()
+    stored = state_changed(
+        "db", 7, "unknown", at=T0 + timedelta(seconds=20), previous="recovering", breaker="half_open", attempt=1
+    )
+    assert decider.align(stored, at(20.0))
+    out = decider.control("reset", "db", "after the takeover", at(20.0))
+    assert [(e.seq, e.previous, e.state, e.breaker, e.attempt) for e in out] == [
+        (8, "unknown", "recovering", "half_open", 0)
+    ]
+
+
 def test_a_target_configured_again_after_its_retirement_announces_nothing_until_decided() -> None:
     """Restored from its retired event it is a new target (unknown) that continues the
     seq: no refresh of a state it never announced, the first event is seq + 1."""
