@@ -268,3 +268,16 @@ def test_publishing_a_retired_targets_events_is_harmless() -> None:
     sim.decider.published(stored(healthy))
     assert sim.decider.current("db") is None
     assert sim.decider.current("cache") is None
+
+
+def test_a_point_gone_stale_at_its_deadline_counts_no_failures() -> None:
+    """A vantage point is evidence only within stale_after: when its silence makes the
+    target unknown, at the very deadline its timer runs, the event counts none of its
+    failures (it is not live any more)."""
+    sim = Sim()
+    feed_all(sim, "pass", ("p1",), 2)
+    sim.feed("fail", dt=0.1)  # one failure, below failure_threshold: no event
+    heard = sim.t
+    assert sim.decider.tick(at(heard + 14.9)) == []  # its earlier pass verdict lapsed: no opinion, no event
+    (unknown,) = sim.decider.tick(at(heard + 15.0))  # stale_after after it was heard
+    assert (unknown.state, unknown.failures) == ("unknown", 0)
