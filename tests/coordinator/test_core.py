@@ -450,6 +450,34 @@ def test_unknown_in_half_open_keeps_breaker() -> None:
     assert (sim.last().state, sim.last().breaker) == ("healthy", "closed")
 
 
+def test_a_silent_half_open_target_is_announced_unknown_once() -> None:
+    """A half-open target that hears nothing is announced unknown once: the timers that
+    run later (its silent vantage point forgotten after 10 × stale_after) announce nothing
+    more, no ``unknown → unknown`` event."""
+    sim = Sim()
+    for outcome in ("fail", "fail", "fail"):
+        sim.feed(outcome)
+    sim.control("reset")  # half-open: a trial
+    quiet: list[StateChanged] = []
+    for _ in range(40):  # 200 s of silence
+        quiet += sim.advance(5.0)
+    assert [(e.previous, e.state, e.breaker) for e in quiet] == [("recovering", "unknown", "half_open")]
+    assert sim.decider.vantage_points("db") == 0  # the timer that forgot p1 ran in between
+
+
+def test_a_silent_trial_heard_from_again_says_so() -> None:
+    """A half-open target announced unknown for silence is announced recovering again
+    when a probe is heard, with the reason saying why: the trial hears probes again."""
+    sim = Sim()
+    for outcome in ("fail", "fail", "fail"):
+        sim.feed(outcome)
+    sim.control("reset")  # half-open: a trial
+    sim.advance(15.0)
+    assert (sim.last().state, sim.last().breaker) == ("unknown", "half_open")
+    (heard,) = sim.feed("pass")
+    assert (heard.state, heard.breaker, heard.reason) == ("recovering", "half_open", "trial: probes heard from again")
+
+
 def test_open_breaker_is_not_unknown_while_waiting() -> None:
     """While open, silence is expected (workers hold off) and does not make the target unknown."""
     sim = Sim()

@@ -208,3 +208,76 @@ def test_restore_of_a_degraded_target_does_not_flip_through_healthy() -> None:
     assert second.feed("pass", probe="p1") == []
     (event,) = second.feed("pass", probe="p1")
     assert (event.seq, event.previous, event.state) == (last.seq + 1, "degraded", "healthy")
+
+
+def stored(event: StateChanged, term: int = 3) -> StateChanged:
+    """``event`` as the service publishes and the stream stores it: stamped with who
+    decided it, under which lease."""
+    return msgspec.structs.replace(event, coordinator="coord-a", term=term)
+
+
+def test_control_replies_carry_the_event_as_stored() -> None:
+    """Once an event went out stamped (coordinator, term), ``current`` — what a control
+    reply carries, for the command's own event and for ``status`` — is that stamped event,
+    not the core's unstamped copy; a later event replaces it only when it too is published."""
+    sim = Sim()
+    feed_all(sim, "pass", ("p1",), 2)
+    (forced,) = sim.control("force-open")
+    sent = stored(forced)
+    sim.decider.published(sent)
+    assert sim.decider.current("db") == sent
+    assert (sim.decider.current("db").coordinator, sim.decider.current("db").term) == ("coord-a", 3)  # type: ignore[union-attr]
+    assert sim.control("status") == []
+    assert sim.decider.current("db") == sent  # status answers the stored event too
+    (reset,) = sim.control("reset")
+    assert sim.decider.current("db") == reset  # decided, not yet published: the core's own
+    sim.decider.published(stored(reset, term=4))
+    assert sim.decider.current("db") == stored(reset, term=4)
+
+
+def test_publishing_an_older_event_leaves_the_newer_one_current() -> None:
+    """A takeover publishes the events decided since the stream's last one, several per
+    target, oldest first: each older one published while a newer one is the target's last
+    must not become what ``current`` answers (a reply would go back in time)."""
+    sim = Sim()
+    feed_all(sim, "pass", ("p1",), 2)
+    healthy = sim.last()
+    (forced,) = sim.control("force-open")
+    assert forced.seq == healthy.seq + 1
+    sim.decider.published(stored(healthy))
+    assert sim.decider.current("db") == forced
+    sim.decider.published(stored(forced))
+    assert sim.decider.current("db") == stored(forced)
+
+
+def test_publishing_a_retired_targets_events_is_harmless() -> None:
+    """A reload that removes a target publishes its ``retired`` event after the core has
+    forgotten it: publishing it raises nothing. Configured again, the target has announced
+    nothing yet (``current`` None) and an event of its earlier life published late does
+    not become its current one."""
+    sim = Sim(target("db"), target("cache"))
+    feed_all(sim, "pass", ("p1",), 2)
+    healthy = sim.last()
+    (retired,) = sim.reload(target("cache"))
+    assert retired.retired
+    sim.decider.published(stored(retired))  # db is gone: nothing to update
+    assert "db" not in sim.decider
+    sim.reload(target("cache"), target("db"))
+    assert sim.decider.current("db") is None
+    sim.decider.published(stored(retired))
+    sim.decider.published(stored(healthy))
+    assert sim.decider.current("db") is None
+    assert sim.decider.current("cache") is None
+
+
+def test_a_point_gone_stale_at_its_deadline_counts_no_failures() -> None:
+    """A vantage point is evidence only within stale_after: when its silence makes the
+    target unknown, at the very deadline its timer runs, the event counts none of its
+    failures (it is not live any more)."""
+    sim = Sim()
+    feed_all(sim, "pass", ("p1",), 2)
+    sim.feed("fail", dt=0.1)  # one failure, below failure_threshold: no event
+    heard = sim.t
+    assert sim.decider.tick(at(heard + 14.9)) == []  # its earlier pass verdict lapsed: no opinion, no event
+    (unknown,) = sim.decider.tick(at(heard + 15.0))  # stale_after after it was heard
+    assert (unknown.state, unknown.failures) == ("unknown", 0)

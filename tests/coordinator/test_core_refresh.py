@@ -183,3 +183,20 @@ def test_open_breaker_refresh_repeats_retry_at_exactly(seed: int) -> None:
     refreshes = [e for e in sim.advance(7.0 + seed / 997) if is_refresh(e)]
     assert refreshes, "a refresh was due"
     assert refreshes[0].retry_at == opened.retry_at
+
+
+@pytest.mark.parametrize("refresh_after", [None, 60.0])
+def test_a_later_refresh_does_not_delay_the_rules_timers(refresh_after: float | None) -> None:
+    """With a refresh due later than a rule's deadline, the rule's timer still runs at its
+    own deadline: a target restored healthy and then silent turns unknown stale_after (15 s)
+    after the restore, not at the refresh 60 s on."""
+    decider = Decider(
+        [target(stale_after=Duration(15.0))], rng=random.Random(0), now=at(0.0), refresh_after=refresh_after
+    )
+    restored = StateChanged(
+        target="db", seq=3, at=T0, previous="unknown", state="healthy", breaker="closed", reason="r"
+    )
+    assert decider.restore(restored, at(0.0))
+    assert decider.next_deadline() == 15.0
+    assert decider.tick(at(14.9)) == []
+    assert [(e.seq, e.state) for e in decider.tick(at(15.0))] == [(4, "unknown")]

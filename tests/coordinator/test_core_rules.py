@@ -671,6 +671,69 @@ def test_a_command_that_cannot_be_applied_changes_nothing(action: str, duration:
     assert (reopened.state, reopened.attempt) == ("unavailable", 2)
 
 
+def test_status_is_read_only_a_ramp_in_progress_goes_on() -> None:
+    """``status`` only reads: no event, and a ramp in progress goes on (the fleet's reports
+    during it still re-open the breaker as a failed re-admission)."""
+    sim = in_ramp()
+    assert sim.control("status") == []
+    sim.report("i1", dt=0.01)
+    (reopened,) = sim.report("i2", dt=0.01)
+    assert (reopened.state, reopened.attempt) == ("unavailable", 2)
+
+
+@pytest.mark.parametrize(
+    ("action", "state", "breaker", "reason"),
+    [
+        ("force-open", "unavailable", "forced_open", "forced open by operator: why"),
+        ("disable", "unknown", "disabled", "disabled by operator: why"),
+    ],
+)
+def test_a_duration_makes_only_maintenance_a_window(action: str, state: str, breaker: str, reason: str) -> None:
+    """``duration_s`` is ``maintenance``'s only: a ``force-open`` or ``disable`` request
+    that carries one (the wire accepts it on every command) is the open-ended override it
+    names, with no ``retry_at``: nothing ends it but a reset."""
+    sim = Sim()
+    sim.feed("pass")
+    sim.feed("pass")
+    (event,) = sim.decider.control(action, "db", "why", at(sim.t), duration=5.0)  # type: ignore[arg-type]
+    assert (event.state, event.breaker, event.retry_at, event.reason) == (state, breaker, None, reason)
+    assert sim.advance(100.0) == []  # no window to end
+
+
+def test_a_reset_with_a_duration_is_a_reset() -> None:
+    """A ``reset`` that carries a ``duration_s`` resets: a healthy closed target stays as
+    it is (silent), an open one goes half-open; neither becomes a maintenance window."""
+    sim = Sim()
+    sim.feed("pass")
+    sim.feed("pass")
+    assert sim.decider.control("reset", "db", "why", at(sim.t), duration=5.0) == []
+    for _ in range(3):
+        sim.feed("fail")
+    (half_open,) = sim.decider.control("reset", "db", "why", at(sim.t), duration=5.0)
+    assert (half_open.state, half_open.breaker, half_open.retry_at) == ("recovering", "half_open", None)
+
+
+def test_a_reset_is_no_verdict_for_flap_detection() -> None:
+    """A reset clears the flap history, and deciding the closed target afresh is no
+    verdict of the dependency: flapping is then judged on the verdicts after the reset
+    alone, exactly as a fresh history would judge them."""
+    flap = FlapSettings(enabled=True, window=5, low=0.25, high=0.5)
+    sim = Sim(target(failure_threshold=1, success_threshold=1, flap=flap))
+    for probe in ("p1", "p2", "p3"):
+        sim.feed("pass", probe=probe, dt=0.1)
+    outcomes = itertools.cycle(["fail", "pass"])  # p1 alone: degraded, healthy, degraded, ...
+    while not sim.last().flapping:
+        sim.feed(next(outcomes), probe="p1", dt=0.1)  # type: ignore[arg-type]
+    (reset,) = sim.control("reset")
+    assert not reset.flapping
+    fresh = FlapDetector(flap)
+    for outcome in ["fail", "pass", "fail", "pass", "fail"]:
+        sim.feed(outcome, probe="p1", dt=0.1)  # type: ignore[arg-type]
+        fresh.record("degraded" if outcome == "fail" else "healthy")
+        assert sim.last().flapping == fresh.flapping, outcome
+    assert fresh.flapping  # the verdicts after the reset flap again, in their own time
+
+
 # ------------------------------------------------------------ silence, restarts of a point, align
 
 
@@ -775,6 +838,22 @@ def test_align_to_a_half_open_event_starts_the_trial_from_nothing() -> None:
     assert decider.on_result(result(20.5, "pass"), at(20.5)) == []
     out = decider.on_result(result(21.0, "pass"), at(21.0))
     assert [(e.state, e.breaker) for e in out] == [("healthy", "closed")]
+
+
+def test_a_reset_right_after_aligning_to_an_unknown_trial_announces_the_points_heard() -> None:
+    """A standby that hears p1 takes over from a stored ``unknown`` half-open event (the
+    old leader heard nothing in its trial): an operator reset before the next timer
+    restarts the trial with attempt 0 and announces what this coordinator hears, the
+    target ``recovering`` (heard from again), not the stored ``unknown``."""
+    decider = heard_p1_passing()
+    stored = state_changed(
+        "db", 7, "unknown", at=T0 + timedelta(seconds=20), previous="recovering", breaker="half_open", attempt=1
+    )
+    assert decider.align(stored, at(20.0))
+    out = decider.control("reset", "db", "after the takeover", at(20.0))
+    assert [(e.seq, e.previous, e.state, e.breaker, e.attempt) for e in out] == [
+        (8, "unknown", "recovering", "half_open", 0)
+    ]
 
 
 def test_a_target_configured_again_after_its_retirement_announces_nothing_until_decided() -> None:

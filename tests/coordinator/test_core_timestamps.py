@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from healthbus.coordinator._core import Rejected
-from healthbus.protocol import ProbeResult, encode
+from healthbus.protocol import Evidence, ProbeResult, StateChanged, encode
 
 from ._sim import T0, Sim, at
 
@@ -57,3 +57,39 @@ def test_one_microsecond_older_is_out_of_order(tz: timezone) -> None:
     assert caught.value.reason == "out_of_order"
     sim.decider.on_result(_result(first), at(1.2))  # the same instant is not older
     sim.decider.on_result(_result(first + timedelta(microseconds=1)), at(1.3))
+
+
+def test_a_restored_degraded_targets_evidence_keeps_its_timestamps_and_offsets() -> None:
+    """After a restart, a restored ``degraded`` target's impaired vantage points (seeded
+    from the stored event) are evidence of its next event: it repeats their timestamps as
+    the stored event had them, a ``+02:00`` one with its offset, a UTC one in UTC."""
+    offset = (T0 + timedelta(seconds=90, microseconds=123_457)).astimezone(PLUS_TWO)
+    utc = T0 + timedelta(seconds=91, microseconds=654_321)
+    stored = StateChanged(
+        target="db",
+        seq=7,
+        at=T0 + timedelta(seconds=95),
+        previous="healthy",
+        state="degraded",
+        breaker="closed",
+        reason="1/3 probes failing (refused); 1/3 probes warn",
+        features=["cache"],
+        evidence={
+            "p1": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=92)),
+            "p2": Evidence(outcome="fail", error_kind="refused", at=offset),
+            "p3": Evidence(outcome="warn", error_kind=None, at=utc),
+        },
+    )
+    sim = Sim(start=100.0)
+    assert sim.decider.restore(stored, at(100.0))
+    (event,) = sim.control("force-open")  # the next event, before any worker is heard again
+    ev = event.evidence
+    assert set(ev) == {"p2", "p3"}  # the impaired points the restore seeded
+    assert ev["p2"].at == offset
+    assert ev["p2"].at.utcoffset() == timedelta(hours=2)
+    assert ev["p3"].at == utc
+    assert ev["p3"].at.tzinfo is UTC
+    # The same bytes on the wire as the stored event's.
+    wire = msgspec.json.decode(encode(event))["evidence"]
+    was = msgspec.json.decode(encode(stored))["evidence"]
+    assert {p: wire[p]["at"] for p in ("p2", "p3")} == {p: was[p]["at"] for p in ("p2", "p3")}
