@@ -74,8 +74,8 @@ async def test_a_jetstream_delivery_on_a_control_subject_is_dropped(
                 ack_policy=AckPolicy.EXPLICIT,
             ),
         )
-        await wait_until(
-            lambda: service.dropped.get("unexpected_control", 0) >= FLOOD,
+        await wait_until(  # the test's own subscription has its own task: wait for both
+            lambda: service.dropped.get("unexpected_control", 0) >= FLOOD and len(seen) >= FLOOD,
             30,
             f"{FLOOD} JetStream deliveries dropped",
             seen=lambda: (dict(service.dropped), len(seen)),

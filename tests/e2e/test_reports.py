@@ -179,6 +179,14 @@ async def test_one_report_leads_to_a_confirmation_check_and_the_usual_rules_deci
         )
 
         wire = stack.wire
+        # The wire's subscriptions are its own (each with its own task): the report and the
+        # request reached it before the workers' answers left, but it may not have taken them yet.
+        await wait_until(
+            lambda: bool(wire.reports and wire.confirms),
+            10,
+            "the report and the request on the wire",
+            seen=lambda: (len(wire.reports), len(wire.confirms)),
+        )
         assert len(wire.reports) == 1
         _, report = wire.reports[0]
         assert (report.target, report.kind) == ("redis-main", "refused")
