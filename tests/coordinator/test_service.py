@@ -360,7 +360,11 @@ async def test_nats_restart_keeps_every_decision(nats_server: EmbeddedNats, nc: 
     async with CoordinatorService(load_config_text(config_text()), nc) as service:
         for _ in range(2):
             await publish(nc, "db", "pass")
-        await events.state("db", "healthy")
+        healthy = await events.state("db", "healthy")
+        # A core subscriber gets the event as it is published, before the stream's ack reaches
+        # the outbox: stop NATS only once it is stored (a loaded rehearsal found 2 pending, not 1).
+        await service.wait_published("db", healthy.seq)
+        assert service.pending == 0
         await asyncio.to_thread(nats_server.stop)
         # Results already received (e.g. still queued in the client) are decided meanwhile.
         now = utcnow()
