@@ -66,8 +66,18 @@ async def test_reload_adds_changes_and_retires_targets(nats_server: EmbeddedNats
                 return assigned[0] == 2.0
 
             await wait_until(worker_reloaded, 10, "the probe worker to reload", seen=lambda: assigned[0])
-            before = samples(await stack.metrics("w1"), "healthbus_probe_checks_total", target="old")
-            await health.wait_for("new", "healthy", timeout=5)
+            # Then two more checks of `new` (200 ms apart): a round that would have checked
+            # `old` too, had the worker kept it.
+            page = await stack.metrics("w1")
+            before = samples(page, "healthbus_probe_checks_total", target="old")
+            new_checks = samples(page, "healthbus_probe_checks_total", target="new")
+            counted = [new_checks]
+
+            async def new_checked_twice() -> bool:
+                counted[0] = samples(await stack.metrics("w1"), "healthbus_probe_checks_total", target="new")
+                return counted[0] >= new_checks + 2
+
+            await wait_until(new_checked_twice, 10, "two more checks of the new target", seen=lambda: counted[0])
             assert samples(await stack.metrics("w1"), "healthbus_probe_checks_total", target="old") == before
 
             status = await run_cli("status", "--json", *nats)
