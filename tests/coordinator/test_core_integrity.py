@@ -82,6 +82,54 @@ def test_a_reason_names_only_the_error_kinds_results_carried() -> None:
     assert opened.reason.startswith("2/3 probes failing (timeout; 1 passing again); breaker open"), opened.reason
 
 
+def test_a_reason_counts_every_failing_point_that_passes_again() -> None:
+    """ "N passing again" counts them all: two failing points whose latest result passed
+    (fewer than success_threshold passes: still failing) are two, not one."""
+    sim = Sim(target(failure_threshold=1))  # majority; success_threshold 2
+    for probe in ("p3", "p4"):
+        sim.decider.on_result(result(1.0, "pass", probe=probe), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1", kind="dns"), at(1.0))
+    sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0))
+    assert sim.decider.on_result(result(2.0, "fail", probe="p2", kind="dns"), at(2.0)) == []  # 2/4: below 3
+    assert sim.decider.on_result(result(2.0, "pass", probe="p2"), at(2.0)) == []
+    (opened,) = sim.decider.on_result(result(2.0, "fail", probe="p3", kind="timeout"), at(2.0))
+    assert opened.reason.startswith("3/4 probes failing (timeout; 2 passing again); breaker open"), opened.reason
+
+
+def test_a_failed_trials_reason_names_only_the_failed_trials() -> None:
+    """A half-open trial that fails is said with the kinds of the points whose trial
+    failed, not of points that failed before the trial began (their failures are not
+    trial results) nor of a failed trial that lapsed (stale_after) at that very instant."""
+    sim = Sim(target(failure_threshold=1, quorum="any"))
+    (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p1", kind="timeout"), at(1.0))
+    assert opened.breaker == "open"
+    sim.decider.on_result(result(1.0, "fail", probe="p2", kind="refused"), at(1.0))  # evidence only
+    sim.t = 2.0
+    (half_open,) = sim.control("reset")
+    assert half_open.breaker == "half_open"
+    (failed,) = sim.decider.on_result(result(3.0, "fail", probe="p2", kind="refused"), at(3.0))
+    assert failed.breaker == "open"
+    assert failed.reason.startswith("trial failed on 1/2 probes (refused); breaker open"), failed.reason
+
+    # Three points, two failed trials needed (majority); p1's failed trial (at 3) lapses
+    # at 3 + stale_after = 18, the instant p2's and p3's trials fail.
+    sim = Sim(target(failure_threshold=1))
+    sim.decider.on_result(result(1.0, "pass", probe="p3"), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1"), at(1.0))
+    (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p2"), at(1.0))
+    assert opened.breaker == "open"
+    sim.t = 2.0
+    sim.control("reset")
+    assert sim.decider.on_result(result(3.0, "fail", probe="p1", kind="timeout"), at(3.0)) == []  # 1 of 2
+    assert sim.decider.on_result(result(4.0, "pass", probe="p1"), at(4.0)) == []  # one pass: still failed
+    for probe in ("p2", "p3"):  # heard from (one pass each: no trial passed yet), so they stay live
+        assert sim.decider.on_result(result(10.0, "pass", probe=probe), at(10.0)) == []
+    assert sim.decider.tick(at(17.0)) == []
+    assert sim.decider.on_result(result(18.0, "fail", probe="p2", kind="refused"), at(18.0)) == []
+    (failed,) = sim.decider.on_result(result(18.0, "fail", probe="p3", kind="refused"), at(18.0))
+    assert failed.reason.startswith("trial failed on 2/3 probes (refused); breaker open"), failed.reason
+
+
 # ---------------------------------------------------------------- properties
 
 # Times on a quarter-second grid: wall-clock instants are then exact, so a restored
