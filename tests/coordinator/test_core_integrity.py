@@ -130,6 +130,21 @@ def test_a_failed_trials_reason_names_only_the_failed_trials() -> None:
     assert failed.reason.startswith("trial failed on 2/3 probes (refused); breaker open"), failed.reason
 
 
+def test_a_warn_reason_names_the_kinds_of_latest_warn_results_only() -> None:
+    """The warn part of a reason names the error kinds the warn points' latest results
+    carried; a warn point whose latest result failed (fewer than failure_threshold: its
+    verdict is still warn) carries no warn kind, and the points after it are named."""
+    sim = Sim(target(degraded_quorum=2))  # failure_threshold 3, success_threshold 2
+    for t in (1.0, 2.0):
+        sim.decider.on_result(result(t, "pass", probe="p3"), at(t))
+        sim.decider.on_result(result(t, "warn", probe="p1", kind="unhealthy"), at(t))
+    assert sim.decider.on_result(result(3.0, "fail", probe="p1", kind="refused"), at(3.0)) == []
+    assert sim.decider.state("db")[0] == "healthy"  # one warn point of three: below degraded_quorum
+    assert sim.decider.on_result(result(3.0, "warn", probe="p2", kind="timeout"), at(3.0)) == []
+    (degraded,) = sim.decider.on_result(result(4.0, "warn", probe="p2", kind="timeout"), at(4.0))
+    assert (degraded.state, degraded.reason) == ("degraded", "2/3 probes warn (timeout)")
+
+
 # ---------------------------------------------------------------- properties
 
 # Times on a quarter-second grid: wall-clock instants are then exact, so a restored
