@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthbus.coordinator._core import quorum_need
+from healthbus.coordinator._core import MAX_VANTAGE_POINTS, Rejected, quorum_need
 from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, StateChanged
+from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, result, target
 
@@ -143,6 +145,64 @@ def test_a_warn_reason_names_the_kinds_of_latest_warn_results_only() -> None:
     assert sim.decider.on_result(result(3.0, "warn", probe="p2", kind="timeout"), at(3.0)) == []
     (degraded,) = sim.decider.on_result(result(4.0, "warn", probe="p2", kind="timeout"), at(4.0))
     assert (degraded.state, degraded.reason) == ("degraded", "2/3 probes warn (timeout)")
+
+
+def test_stopped_flapping_while_waiting_for_verdicts_says_how_many_have_none() -> None:
+    """A closed target whose points have no verdict yet stays as it was, and a reason
+    given then says "waiting for results: N/M probes have no verdict yet", N counting
+    only the points without one. Here flapping ends (window 3, restored flapping and
+    unknown) while one of two points has its verdict and quorum "any" needs both."""
+    sim = Sim(target(quorum="any", flap=FlapSettings(window=3)))  # success_threshold 2
+    assert sim.decider.restore(state_changed("db", 5, "unknown", at=T0, flapping=True), at(0.0))
+    assert sim.decider.on_result(result(1.0, "pass", probe="p2"), at(1.0)) == []  # verdicts recorded: 1
+    assert sim.decider.on_result(result(1.0, "pass", probe="p1"), at(1.0)) == []  # 2
+    (settled,) = sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0))  # 3: p1 passing, p2 pending
+    assert (settled.state, settled.flapping) == ("unknown", False)
+    assert settled.reason == "stopped flapping: waiting for results: 1/2 probes have no verdict yet"
+
+
+def test_a_mixed_run_of_pass_and_warn_after_failing_counts_as_warn() -> None:
+    """docs/coordinator.md, hysteresis: a mixed run of pass and warn success_threshold long,
+    coming from failing, counts as warn: the point is no longer failing, so a second
+    failing point is one of two (below the majority), not two."""
+    sim = Sim(target(failure_threshold=1))  # majority; success_threshold 2
+    for t in (0.0, 1.0):
+        sim.decider.on_result(result(t, "pass", probe="p2"), at(t))
+    (degraded,) = sim.decider.on_result(result(1.0, "fail", probe="p1"), at(1.0))
+    assert degraded.reason == "1/2 probes failing (refused)"
+    assert sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0)) == []
+    assert sim.decider.on_result(result(3.0, "warn", probe="p1"), at(3.0)) == []  # p1: warn now
+    assert sim.decider.on_result(result(4.0, "fail", probe="p2"), at(4.0)) == []  # 1/2 failing: stays closed
+    assert sim.decider.state("db")[:2] == ("degraded", "closed")
+
+
+def test_a_silent_vantage_point_makes_room_from_the_instant_it_is_silent() -> None:
+    """At the cap of vantage points a new probe id replaces the stalest point only once
+    that one is silent (not heard for stale_after, 15 s): refused (naming the target and
+    the count) a moment before, accepted at that very instant."""
+    sim = Sim()
+    d = sim.decider
+    for i in range(MAX_VANTAGE_POINTS):
+        d.on_result(result(1.0 if i == 0 else 2.0, probe=f"p{i}"), at(1.0 if i == 0 else 2.0))
+    with pytest.raises(Rejected, match=f"^target 'db' already has {MAX_VANTAGE_POINTS} live probes$") as info:
+        d.on_result(result(15.5, probe="new"), at(15.5))
+    assert info.value.reason == "too_many_probes"
+    d.on_result(result(16.0, probe="new"), at(16.0))  # p0 heard at 1: silent from 16
+    assert d.vantage_points("db") == MAX_VANTAGE_POINTS
+
+
+def test_a_reason_lists_every_error_kind_and_counts_every_point_without_one() -> None:
+    """Kinds are listed sorted, comma-separated; points whose failing result carried no
+    kind are counted, all of them."""
+    sim = Sim(target(failure_threshold=1, quorum="all", degraded_quorum=5))
+    for i in range(1, 6):  # five live points (pending: one pass each), so opening needs all five failing
+        sim.decider.on_result(result(0.0, "pass", probe=f"p{i}"), at(0.0))
+    for probe, kind in (("p1", "timeout"), ("p2", "dns")):
+        sim.decider.on_result(result(1.0, "fail", probe=probe, kind=kind), at(1.0))
+    for probe in ("p3", "p4"):
+        sim.decider.on_result(_bare_fail(1.0, probe), at(1.0))
+    (opened,) = sim.decider.on_result(_bare_fail(1.0, "p5"), at(1.0))
+    assert opened.reason.startswith("5/5 probes failing (dns, timeout; 3 without error kind); breaker open")
 
 
 # ---------------------------------------------------------------- properties
