@@ -197,8 +197,8 @@ def test_a_reason_lists_every_error_kind_and_counts_every_point_without_one() ->
     sim = Sim(target(failure_threshold=1, quorum="all", degraded_quorum=5))
     for i in range(1, 6):  # five live points (pending: one pass each), so opening needs all five failing
         sim.decider.on_result(result(0.0, "pass", probe=f"p{i}"), at(0.0))
-    for probe, kind in (("p1", "timeout"), ("p2", "dns")):
-        sim.decider.on_result(result(1.0, "fail", probe=probe, kind=kind), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1", kind="timeout"), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p2", kind="dns"), at(1.0))
     for probe in ("p3", "p4"):
         sim.decider.on_result(_bare_fail(1.0, probe), at(1.0))
     (opened,) = sim.decider.on_result(_bare_fail(1.0, "p5"), at(1.0))
