@@ -307,6 +307,20 @@ def test_a_failing_verdict_that_lapses_at_that_instant_is_not_named() -> None:
     assert opened.reason.startswith("2/3 probes failing (refused); breaker open"), opened.reason
 
 
+def test_flapping_that_stops_on_a_steady_result_says_what_the_probes_say() -> None:
+    """Flapping ends on the result that fills the window with steady verdicts (here the
+    fourth pass, one that changes nothing else), and the event's reason gives the current
+    counts after "stopped flapping: "."""
+    sim = Sim(target(quorum="any", flap=FlapSettings(window=3)))  # success_threshold 2
+    # Restored flapping: held degraded.
+    assert sim.decider.restore(state_changed("db", 5, "degraded", at=T0, flapping=True), at(0.0))
+    for t in (1.0, 2.0, 3.0):  # verdicts recorded: degraded (pending), healthy, healthy
+        assert sim.decider.on_result(result(t, "pass"), at(t)) == []
+    (settled,) = sim.decider.on_result(result(4.0, "pass"), at(4.0))  # healthy, healthy, healthy
+    assert (settled.state, settled.flapping) == ("healthy", False)
+    assert settled.reason == "stopped flapping: 1/1 probes passing"
+
+
 # ---------------------------------------------------------------- properties
 
 # Times on a quarter-second grid: wall-clock instants are then exact, so a restored
