@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healthbus.coordinator._core import MAX_VANTAGE_POINTS, Rejected, quorum_need
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, StateChanged
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, State, StateChanged
 from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, result, target
@@ -319,6 +319,26 @@ def test_flapping_that_stops_on_a_steady_result_says_what_the_probes_say() -> No
     (settled,) = sim.decider.on_result(result(4.0, "pass"), at(4.0))  # healthy, healthy, healthy
     assert (settled.state, settled.flapping) == ("healthy", False)
     assert settled.reason == "stopped flapping: 1/1 probes passing"
+
+
+@pytest.mark.parametrize(
+    ("restored", "outcome", "success_threshold", "reason"),
+    [
+        ("unknown", "pass", 5, "stopped flapping: waiting for results: 1/1 probes have no verdict yet"),
+        ("degraded", "warn", 2, "stopped flapping: 1/1 probes warn"),
+    ],
+)
+def test_flapping_that_stops_while_unknown_or_degraded_says_so(
+    restored: State, outcome: Outcome, success_threshold: int, reason: str
+) -> None:
+    """The same on a steady run that leaves the state as restored: pending points
+    (waiting for verdicts) or a warn point."""
+    sim = Sim(target(quorum="any", success_threshold=success_threshold, flap=FlapSettings(window=3)))
+    assert sim.decider.restore(state_changed("db", 5, restored, at=T0, flapping=True), at(0.0))
+    for t in (1.0, 2.0):
+        assert sim.decider.on_result(result(t, outcome), at(t)) == []
+    (settled,) = sim.decider.on_result(result(3.0, outcome), at(3.0))
+    assert (settled.state, settled.flapping, settled.reason) == (restored, False, reason)
 
 
 # ---------------------------------------------------------------- properties
