@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthbus.coordinator._core import quorum_need
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, StateChanged
+from healthbus.coordinator._core import MAX_VANTAGE_POINTS, Rejected, quorum_need
+from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, State, StateChanged
+from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, result, target
 
@@ -80,6 +82,263 @@ def test_a_reason_names_only_the_error_kinds_results_carried() -> None:
     assert sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0)) == []
     (opened,) = sim.decider.on_result(result(2.0, "fail", probe="p2", kind="timeout"), at(2.0))
     assert opened.reason.startswith("2/3 probes failing (timeout; 1 passing again); breaker open"), opened.reason
+
+
+def test_a_reason_counts_every_failing_point_that_passes_again() -> None:
+    """ "N passing again" counts them all: two failing points whose latest result passed
+    (fewer than success_threshold passes: still failing) are two, not one."""
+    sim = Sim(target(failure_threshold=1))  # majority; success_threshold 2
+    for probe in ("p3", "p4"):
+        sim.decider.on_result(result(1.0, "pass", probe=probe), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1", kind="dns"), at(1.0))
+    sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0))
+    assert sim.decider.on_result(result(2.0, "fail", probe="p2", kind="dns"), at(2.0)) == []  # 2/4: below 3
+    assert sim.decider.on_result(result(2.0, "pass", probe="p2"), at(2.0)) == []
+    (opened,) = sim.decider.on_result(result(2.0, "fail", probe="p3", kind="timeout"), at(2.0))
+    assert opened.reason.startswith("3/4 probes failing (timeout; 2 passing again); breaker open"), opened.reason
+
+
+def test_a_failed_trials_reason_names_only_the_failed_trials() -> None:
+    """A half-open trial that fails is said with the kinds of the points whose trial
+    failed, not of points that failed before the trial began (their failures are not
+    trial results) nor of a failed trial that lapsed (stale_after) at that very instant."""
+    sim = Sim(target(failure_threshold=1, quorum="any"))
+    (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p1", kind="timeout"), at(1.0))
+    assert opened.breaker == "open"
+    sim.decider.on_result(result(1.0, "fail", probe="p2", kind="refused"), at(1.0))  # evidence only
+    sim.t = 2.0
+    (half_open,) = sim.control("reset")
+    assert half_open.breaker == "half_open"
+    (failed,) = sim.decider.on_result(result(3.0, "fail", probe="p2", kind="refused"), at(3.0))
+    assert failed.breaker == "open"
+    assert failed.reason.startswith("trial failed on 1/2 probes (refused); breaker open"), failed.reason
+
+    # Three points, two failed trials needed (majority); p1's failed trial (at 3) lapses
+    # at 3 + stale_after = 18, the instant p2's and p3's trials fail.
+    sim = Sim(target(failure_threshold=1))
+    sim.decider.on_result(result(1.0, "pass", probe="p3"), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1"), at(1.0))
+    (opened,) = sim.decider.on_result(result(1.0, "fail", probe="p2"), at(1.0))
+    assert opened.breaker == "open"
+    sim.t = 2.0
+    sim.control("reset")
+    assert sim.decider.on_result(result(3.0, "fail", probe="p1", kind="timeout"), at(3.0)) == []  # 1 of 2
+    assert sim.decider.on_result(result(4.0, "pass", probe="p1"), at(4.0)) == []  # one pass: still failed
+    for probe in ("p2", "p3"):  # heard from (one pass each: no trial passed yet), so they stay live
+        assert sim.decider.on_result(result(10.0, "pass", probe=probe), at(10.0)) == []
+    assert sim.decider.tick(at(17.0)) == []
+    assert sim.decider.on_result(result(18.0, "fail", probe="p2", kind="refused"), at(18.0)) == []
+    (failed,) = sim.decider.on_result(result(18.0, "fail", probe="p3", kind="refused"), at(18.0))
+    assert failed.reason.startswith("trial failed on 2/3 probes (refused); breaker open"), failed.reason
+
+
+def test_a_warn_reason_names_the_kinds_of_latest_warn_results_only() -> None:
+    """The warn part of a reason names the error kinds the warn points' latest results
+    carried; a warn point whose latest result failed (fewer than failure_threshold: its
+    verdict is still warn) carries no warn kind, and the points after it are named."""
+    sim = Sim(target(degraded_quorum=2))  # failure_threshold 3, success_threshold 2
+    for t in (1.0, 2.0):
+        sim.decider.on_result(result(t, "pass", probe="p3"), at(t))
+        sim.decider.on_result(result(t, "warn", probe="p1", kind="unhealthy"), at(t))
+    assert sim.decider.on_result(result(3.0, "fail", probe="p1", kind="refused"), at(3.0)) == []
+    assert sim.decider.state("db")[0] == "healthy"  # one warn point of three: below degraded_quorum
+    assert sim.decider.on_result(result(3.0, "warn", probe="p2", kind="timeout"), at(3.0)) == []
+    (degraded,) = sim.decider.on_result(result(4.0, "warn", probe="p2", kind="timeout"), at(4.0))
+    assert (degraded.state, degraded.reason) == ("degraded", "2/3 probes warn (timeout)")
+
+
+def test_stopped_flapping_while_waiting_for_verdicts_says_how_many_have_none() -> None:
+    """A closed target whose points have no verdict yet stays as it was, and a reason
+    given then says "waiting for results: N/M probes have no verdict yet", N counting
+    only the points without one. Here flapping ends (window 3, restored flapping and
+    unknown) while one of two points has its verdict and quorum "any" needs both."""
+    sim = Sim(target(quorum="any", flap=FlapSettings(window=3)))  # success_threshold 2
+    assert sim.decider.restore(state_changed("db", 5, "unknown", at=T0, flapping=True), at(0.0))
+    assert sim.decider.on_result(result(1.0, "pass", probe="p2"), at(1.0)) == []  # verdicts recorded: 1
+    assert sim.decider.on_result(result(1.0, "pass", probe="p1"), at(1.0)) == []  # 2
+    (settled,) = sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0))  # 3: p1 passing, p2 pending
+    assert (settled.state, settled.flapping) == ("unknown", False)
+    assert settled.reason == "stopped flapping: waiting for results: 1/2 probes have no verdict yet"
+
+
+def test_a_mixed_run_of_pass_and_warn_after_failing_counts_as_warn() -> None:
+    """docs/coordinator.md, hysteresis: a mixed run of pass and warn success_threshold long,
+    coming from failing, counts as warn: the point is no longer failing, so a second
+    failing point is one of two (below the majority), not two."""
+    sim = Sim(target(failure_threshold=1))  # majority; success_threshold 2
+    for t in (0.0, 1.0):
+        sim.decider.on_result(result(t, "pass", probe="p2"), at(t))
+    (degraded,) = sim.decider.on_result(result(1.0, "fail", probe="p1"), at(1.0))
+    assert degraded.reason == "1/2 probes failing (refused)"
+    assert sim.decider.on_result(result(2.0, "pass", probe="p1"), at(2.0)) == []
+    assert sim.decider.on_result(result(3.0, "warn", probe="p1"), at(3.0)) == []  # p1: warn now
+    assert sim.decider.on_result(result(4.0, "fail", probe="p2"), at(4.0)) == []  # 1/2 failing: stays closed
+    assert sim.decider.state("db")[:2] == ("degraded", "closed")
+
+
+def test_a_silent_vantage_point_makes_room_from_the_instant_it_is_silent() -> None:
+    """At the cap of vantage points a new probe id replaces the stalest point only once
+    that one is silent (not heard for stale_after, 15 s): refused (naming the target and
+    the count) a moment before, accepted at that very instant."""
+    sim = Sim()
+    d = sim.decider
+    for i in range(MAX_VANTAGE_POINTS):
+        d.on_result(result(1.0 if i == 0 else 2.0, probe=f"p{i}"), at(1.0 if i == 0 else 2.0))
+    with pytest.raises(Rejected) as info:
+        d.on_result(result(15.5, probe="new"), at(15.5))
+    assert (info.value.reason, str(info.value)) == (
+        "too_many_probes",
+        f"target 'db' already has {MAX_VANTAGE_POINTS} live probes",
+    )
+    d.on_result(result(16.0, probe="new"), at(16.0))  # p0 heard at 1: silent from 16
+    assert d.vantage_points("db") == MAX_VANTAGE_POINTS
+
+
+def test_a_reason_lists_every_error_kind_and_counts_every_point_without_one() -> None:
+    """Kinds are listed sorted, comma-separated; points whose failing result carried no
+    kind are counted, all of them."""
+    sim = Sim(target(failure_threshold=1, quorum="all", degraded_quorum=5))
+    for i in range(1, 6):  # five live points (pending: one pass each), so opening needs all five failing
+        sim.decider.on_result(result(0.0, "pass", probe=f"p{i}"), at(0.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p1", kind="timeout"), at(1.0))
+    sim.decider.on_result(result(1.0, "fail", probe="p2", kind="dns"), at(1.0))
+    for probe in ("p3", "p4"):
+        sim.decider.on_result(_bare_fail(1.0, probe), at(1.0))
+    (opened,) = sim.decider.on_result(_bare_fail(1.0, "p5"), at(1.0))
+    assert opened.reason.startswith("5/5 probes failing (dns, timeout; 3 without error kind); breaker open")
+
+
+def _observed(t: float, skew: float, probe: str = "p1") -> ProbeResult:
+    """A pass observed ``skew`` seconds after the coordinator's time ``t``."""
+    return ProbeResult(
+        target="db", probe=probe, outcome="pass", latency_ms=1.0, observed_at=T0 + timedelta(seconds=t + skew)
+    )
+
+
+@pytest.mark.parametrize(
+    ("stale", "skew", "message"),
+    [
+        (15.0, 15.5, "observed_at is 15.5s in the future (stale_after 15s)"),
+        (15.0, -15.5, "observed_at is 15.5s old (stale_after 15s)"),
+        (0.5, 0.7, "observed_at is 0.7s in the future (stale_after 0.5s)"),
+        (0.5, -0.7, "observed_at is 0.7s old (stale_after 0.5s)"),
+    ],
+)
+def test_a_result_off_by_more_than_stale_after_is_dropped_and_says_why(stale: float, skew: float, message: str) -> None:
+    """Results observed more than stale_after away from the coordinator's clock are
+    dropped (`stale_timestamp`), the message saying by how much and which way; exactly
+    stale_after away is still accepted."""
+    sim = Sim(target(stale_after=Duration(stale)))
+    with pytest.raises(Rejected) as info:
+        sim.decider.on_result(_observed(100.0, skew), at(100.0))
+    assert (info.value.reason, str(info.value)) == ("stale_timestamp", message)
+    sim.decider.on_result(_observed(100.0, stale, probe="ahead"), at(100.0))
+    sim.decider.on_result(_observed(100.0, -stale, probe="behind"), at(100.0))
+    assert sim.decider.vantage_points("db") == 2
+
+
+def test_an_older_result_of_a_live_point_is_dropped_and_says_why() -> None:
+    sim = Sim()
+    sim.decider.on_result(result(5.0, probe="p1"), at(5.0))
+    with pytest.raises(Rejected) as info:
+        sim.decider.on_result(result(4.0, probe="p1"), at(5.0))
+    assert (info.value.reason, str(info.value)) == ("out_of_order", "older than the last result of probe 'p1'")
+
+
+def test_one_pass_after_a_long_fail_streak_is_still_failing() -> None:
+    """A failing point needs success_threshold passes: one pass after many fails (the
+    streak long past failure_threshold) leaves it failing, so a second failing point
+    makes two of two and opens the breaker."""
+    sim = Sim(target(failure_threshold=1))  # majority; success_threshold 2
+    for t in (0.0, 0.5):
+        sim.decider.on_result(result(t, "pass", probe="p2"), at(t))
+    for t in (1.0, 2.0, 3.0, 4.0):
+        sim.decider.on_result(result(t, "fail", probe="p1"), at(t))
+    assert sim.decider.on_result(result(5.0, "pass", probe="p1"), at(5.0)) == []
+    sim.decider.on_result(result(5.0, "pass", probe="p2"), at(5.0))
+    (opened,) = sim.decider.on_result(result(6.0, "fail", probe="p2"), at(6.0))
+    assert opened.reason.startswith("2/2 probes failing (refused; 1 passing again); breaker open"), opened.reason
+
+
+def test_a_long_pass_streak_then_warns_after_its_verdict_lapsed_is_warn() -> None:
+    """The passes of a long streak all count toward a mixed pass-and-warn run: once the
+    passing verdict lapsed (no pass for stale_after), two warns after eight passes are a
+    run of ten, past success_threshold (4): warn."""
+    sim = Sim(target(quorum="any", success_threshold=4))
+    for t in range(1, 9):
+        sim.decider.on_result(result(float(t), "pass"), at(float(t)))
+    assert sim.decider.state("db")[0] == "healthy"
+    assert sim.decider.on_result(result(15.0, "warn"), at(15.0)) == []
+    assert sim.decider.tick(at(23.0)) == []  # the pass verdict lapsed: pending, no opinion
+    (warn,) = sim.decider.on_result(result(24.0, "warn"), at(24.0))
+    assert (warn.state, warn.reason) == ("degraded", "1/1 probes warn")
+
+
+def test_a_warn_verdict_lapses_through_fails_below_the_failure_threshold() -> None:
+    """A warn verdict lasts while its latest pass or warn is younger than stale_after:
+    fails (fewer than failure_threshold) do not keep it; once it lapsed the other point's
+    pass makes the target healthy."""
+    sim = Sim(target(failure_threshold=5))  # majority; success_threshold 2
+    for t in (0.0, 1.0):
+        sim.decider.on_result(result(t, "pass", probe="p2"), at(t))
+    sim.decider.on_result(result(1.0, "warn", probe="p1"), at(1.0))
+    (degraded,) = sim.decider.on_result(result(2.0, "warn", probe="p1"), at(2.0))
+    assert degraded.state == "degraded"
+    for t in (5.0, 10.0, 15.0):
+        assert sim.decider.on_result(result(t, "fail", probe="p1"), at(t)) == []
+        assert sim.decider.on_result(result(t, "pass", probe="p2"), at(t)) == []
+    (healthy,) = sim.decider.tick(at(17.0))  # p1's warn (at 2) lapsed
+    assert (healthy.state, healthy.reason) == ("healthy", "1/2 probes passing")
+
+
+def test_a_failing_verdict_that_lapses_at_that_instant_is_not_named() -> None:
+    """A verdict counts while its latest agreeing result is younger than stale_after: at
+    exactly stale_after it no longer does, in the count and in the reason alike."""
+    sim = Sim(target(failure_threshold=1, success_threshold=3))  # majority
+    for p in ("p2", "p3"):
+        sim.decider.on_result(result(1.0, "pass", probe=p), at(1.0))
+    sim.decider.on_result(result(3.0, "fail", probe="p1", kind="timeout"), at(3.0))
+    sim.decider.on_result(result(4.0, "pass", probe="p1"), at(4.0))  # still failing
+    for p in ("p2", "p3"):
+        sim.decider.on_result(result(10.0, "pass", probe=p), at(10.0))
+    sim.decider.tick(at(18.0))  # p1's fail (at 3) lapses now
+    assert sim.decider.on_result(result(18.0, "fail", probe="p2"), at(18.0)) == []
+    (opened,) = sim.decider.on_result(result(18.0, "fail", probe="p3"), at(18.0))
+    assert opened.reason.startswith("2/3 probes failing (refused); breaker open"), opened.reason
+
+
+def test_flapping_that_stops_on_a_steady_result_says_what_the_probes_say() -> None:
+    """Flapping ends on the result that fills the window with steady verdicts (here the
+    fourth pass, one that changes nothing else), and the event's reason gives the current
+    counts after "stopped flapping: "."""
+    sim = Sim(target(quorum="any", flap=FlapSettings(window=3)))  # success_threshold 2
+    # Restored flapping: held degraded.
+    assert sim.decider.restore(state_changed("db", 5, "degraded", at=T0, flapping=True), at(0.0))
+    for t in (1.0, 2.0, 3.0):  # verdicts recorded: degraded (pending), healthy, healthy
+        assert sim.decider.on_result(result(t, "pass"), at(t)) == []
+    (settled,) = sim.decider.on_result(result(4.0, "pass"), at(4.0))  # healthy, healthy, healthy
+    assert (settled.state, settled.flapping) == ("healthy", False)
+    assert settled.reason == "stopped flapping: 1/1 probes passing"
+
+
+@pytest.mark.parametrize(
+    ("restored", "outcome", "success_threshold", "reason"),
+    [
+        ("unknown", "pass", 5, "stopped flapping: waiting for results: 1/1 probes have no verdict yet"),
+        ("degraded", "warn", 2, "stopped flapping: 1/1 probes warn"),
+    ],
+)
+def test_flapping_that_stops_while_unknown_or_degraded_says_so(
+    restored: State, outcome: Outcome, success_threshold: int, reason: str
+) -> None:
+    """The same on a steady run that leaves the state as restored: pending points
+    (waiting for verdicts) or a warn point."""
+    sim = Sim(target(quorum="any", success_threshold=success_threshold, flap=FlapSettings(window=3)))
+    assert sim.decider.restore(state_changed("db", 5, restored, at=T0, flapping=True), at(0.0))
+    for t in (1.0, 2.0):
+        assert sim.decider.on_result(result(t, outcome), at(t)) == []
+    (settled,) = sim.decider.on_result(result(3.0, outcome), at(3.0))
+    assert (settled.state, settled.flapping, settled.reason) == (restored, False, reason)
 
 
 # ---------------------------------------------------------------- properties
