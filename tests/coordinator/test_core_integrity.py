@@ -571,6 +571,28 @@ def test_a_disabled_target_forgets_long_silent_vantage_points() -> None:
     assert (trial.breaker, trial.evidence) == ("half_open", {})
 
 
+def test_a_forced_open_target_forgets_long_silent_vantage_points() -> None:
+    """The same while forced open without an end: its evidence drops the silent point."""
+    sim = Sim(target())
+    sim.control("force-open")
+    sim.feed("pass", probe="p1", dt=1.0)  # recorded while forced open
+    assert sim.decider.vantage_points("db") == 1
+    sim.advance(20.0)
+    sim.advance(200.0)
+    assert sim.decider.vantage_points("db") == 0
+
+
+def test_the_next_timer_of_a_silent_target_is_the_moment_its_point_is_forgotten() -> None:
+    """With nothing else due, the core's next deadline is when the last silent vantage
+    point is forgotten (heard + 10 x stale_after), not earlier: a service sleeps until it."""
+    sim = Sim(target())  # stale_after 15
+    sim.feed("pass", probe="p1", dt=1.0)  # heard at 1
+    sim.advance(15.0)  # t=16: silent; the grace of the start is over too
+    sim.advance(20.0)  # t=36: unknown since 31 (no live point, grace over)
+    assert sim.decider.state("db")[0] == "unknown"
+    assert sim.decider.next_deadline() == 1.0 + 150.0
+
+
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
     """A failing point whose fail lapsed (only slow passes since) is re-decided when a
     fresh fail makes it failing again: the target goes back to degraded at once."""
