@@ -593,6 +593,30 @@ def test_the_next_timer_of_a_silent_target_is_the_moment_its_point_is_forgotten(
     assert sim.decider.next_deadline() == 1.0 + 150.0
 
 
+def test_an_open_target_forgets_long_silent_vantage_points() -> None:
+    """The same while open (past retry_at nothing else is due: results are trials)."""
+    sim = Sim(target(failure_threshold=1, quorum="any"))
+    (opened,) = sim.feed("fail", probe="p1", dt=1.0)
+    assert opened.breaker == "open"
+    sim.advance(20.0)
+    sim.advance(200.0)
+    assert sim.decider.vantage_points("db") == 0
+
+
+def test_after_a_verdict_lapses_the_next_deadline_is_when_its_point_goes_stale() -> None:
+    """A passing point heard since only with a warn: its verdict lapses stale_after after
+    its last pass (17), and the point goes stale stale_after after the warn (20); the
+    timer at the lapse asks to be woken at 20, not at once."""
+    sim = Sim(target(quorum="any"))  # stale_after 15, success_threshold 2
+    for t in (1.0, 2.0):
+        sim.decider.on_result(result(t, "pass"), at(t))
+    sim.decider.on_result(result(5.0, "warn"), at(5.0))
+    sim.decider.tick(at(16.0))
+    assert sim.decider.next_deadline() == 17.0
+    sim.decider.tick(at(17.0))
+    assert sim.decider.next_deadline() == 20.0
+
+
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
     """A failing point whose fail lapsed (only slow passes since) is re-decided when a
     fresh fail makes it failing again: the target goes back to degraded at once."""
