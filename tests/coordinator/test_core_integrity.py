@@ -593,6 +593,77 @@ def test_the_next_timer_of_a_silent_target_is_the_moment_its_point_is_forgotten(
     assert sim.decider.next_deadline() == 1.0 + 150.0
 
 
+def test_an_open_target_forgets_long_silent_vantage_points() -> None:
+    """The same while open (past retry_at nothing else is due: results are trials)."""
+    sim = Sim(target(failure_threshold=1, quorum="any"))
+    (opened,) = sim.feed("fail", probe="p1", dt=1.0)
+    assert opened.breaker == "open"
+    sim.advance(20.0)
+    sim.advance(200.0)
+    assert sim.decider.vantage_points("db") == 0
+
+
+def test_after_a_verdict_lapses_the_next_deadline_is_when_its_point_goes_stale() -> None:
+    """A passing point heard since only with a warn: its verdict lapses stale_after after
+    its last pass (17), and the point goes stale stale_after after the warn (20); the
+    timer at the lapse asks to be woken at 20, not at once."""
+    sim = Sim(target(quorum="any"))  # stale_after 15, success_threshold 2
+    for t in (1.0, 2.0):
+        sim.decider.on_result(result(t, "pass"), at(t))
+    sim.decider.on_result(result(5.0, "warn"), at(5.0))
+    sim.decider.tick(at(16.0))
+    assert sim.decider.next_deadline() == 17.0
+    sim.decider.tick(at(17.0))
+    assert sim.decider.next_deadline() == 20.0
+
+
+def test_a_failed_trials_lapse_is_a_deadline() -> None:
+    """Half-open: a point's failed trial lapses stale_after after its fail (18), before
+    the point goes stale (19); the timer asks to be woken then."""
+    sim = Sim(target(failure_threshold=3))  # majority; success_threshold 2
+    for t in (1.0, 2.0):
+        for p in ("p1", "p2"):
+            sim.decider.on_result(result(t, "pass", probe=p), at(t))
+    sim.t = 2.0
+    sim.control("force-open")
+    (half_open,) = sim.control("reset")
+    assert half_open.breaker == "half_open"
+    assert sim.decider.on_result(result(3.0, "fail", probe="p1"), at(3.0)) == []  # failed trial: 1 of 2
+    for p in ("p1", "p2"):  # one pass each: no trial passed yet
+        assert sim.decider.on_result(result(4.0, "pass", probe=p), at(4.0)) == []
+    assert sim.decider.tick(at(17.0)) == []  # the half-open state's own timer
+    assert sim.decider.next_deadline() == 18.0
+
+
+def test_a_silent_point_is_forgotten_at_its_moment_while_others_are_live() -> None:
+    """The forget moment (heard + 10 x stale_after) is a deadline even while another point
+    is live and its own deadlines are later."""
+    sim = Sim(target())
+    sim.decider.on_result(result(1.0, probe="p1"), at(1.0))  # then silent: forgotten at 151
+    for t in range(10, 141, 10):
+        sim.decider.tick(at(float(t)))
+        sim.decider.on_result(result(float(t), probe="p2"), at(float(t)))
+    sim.decider.tick(at(145.0))
+    assert sim.decider.next_deadline() == 151.0
+    sim.decider.tick(at(152.0))
+    assert sim.decider.vantage_points("db") == 1
+
+
+def test_a_half_open_target_without_live_points_waits_stale_after_from_going_half_open() -> None:
+    """Half-open with no live point: unknown only stale_after after it went half-open (10 +
+    15), not after the target's start; the timer is set to that moment."""
+    sim = Sim(target(failure_threshold=1, quorum="any"))
+    (opened,) = sim.feed("fail", probe="p1", dt=1.0)
+    assert opened.breaker == "open"
+    sim.t = 10.0
+    (half_open,) = sim.control("reset")
+    assert half_open.breaker == "half_open"
+    assert sim.decider.tick(at(16.0)) == []  # p1 goes stale
+    assert sim.decider.next_deadline() == 25.0
+    (unknown,) = sim.decider.tick(at(25.0))
+    assert (unknown.state, unknown.breaker) == ("unknown", "half_open")
+
+
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
     """A failing point whose fail lapsed (only slow passes since) is re-decided when a
     fresh fail makes it failing again: the target goes back to degraded at once."""
