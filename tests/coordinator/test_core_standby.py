@@ -226,3 +226,36 @@ def test_a_leader_that_steps_down_keeps_its_unacked_events_for_a_later_takeover(
     assert standby.unstored("db") == events[1:]
     _, caught_up = standby.take_over(a, events[:1], end)
     assert caught_up == events[1:]
+
+
+def _stepped_down() -> tuple[Decider, Standby, list[StateChanged], Now]:
+    """A leader that decided a few events and stepped down with all but the first unacked."""
+    seen = rounds([("pass", 10), ("fail", 10)])
+    end = at(seen[-1][0].mono + 0.5)
+    a = decider(["db"])
+    events: list[StateChanged] = []
+    for when, res in seen:
+        events += a.tick(when) + a.on_result(res, when)
+    events += a.tick(end)
+    assert len(events) >= 2
+    standby = Standby()
+    standby.step_down(a, events[1:])
+    return a, standby, events, end
+
+
+def test_after_stepping_down_an_event_up_to_the_last_acked_one_is_not_news() -> None:
+    """Stored is everything up to the first unacked event: hearing the last acked one
+    again (e.g. read back from the stream) changes nothing."""
+    a, standby, events, end = _stepped_down()
+    assert not standby.stored(a, events[0], end)
+    assert standby.unstored("db") == events[1:]
+    assert Standby().unstored("db") == []  # nothing kept for a target never heard of
+
+
+def test_a_takeover_aligns_to_a_stream_that_stored_an_unacked_event() -> None:
+    """The stream stored the first unacked event after all (its ack was lost): the target
+    is aligned to the stream and decided afresh, and the rest is published after it."""
+    a, standby, events, end = _stepped_down()
+    aligned, caught_up = standby.take_over(a, events[1:2], end)
+    assert aligned == 1
+    assert [e.seq for e in caught_up if not is_refresh(e)] == [e.seq for e in events[2:]]
