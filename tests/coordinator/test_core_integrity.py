@@ -664,6 +664,45 @@ def test_a_half_open_target_without_live_points_waits_stale_after_from_going_hal
     assert (unknown.state, unknown.breaker) == ("unknown", "half_open")
 
 
+def test_a_half_open_targets_silent_point_is_forgotten_at_its_moment() -> None:
+    """Half-open after a reset with no live point: its timer is the earlier of the moment
+    it becomes unknown (stale_after after the reset) and the moment its silent point is
+    forgotten (heard + 10 x stale_after)."""
+    sim = Sim(target())
+    sim.control("disable")
+    sim.feed("pass", probe="p1", dt=1.0)  # heard at 1 while disabled: forgotten at 151
+    sim.decider.tick(at(100.0))
+    sim.t = 140.0
+    (trial,) = sim.control("reset")
+    assert trial.breaker == "half_open"
+    assert sim.decider.tick(at(151.0)) == []
+    assert sim.decider.tick(at(152.0)) == []
+    assert sim.decider.vantage_points("db") == 0  # forgotten, not only once unknown at 155
+
+
+def test_targets_with_different_settings_each_keep_their_own() -> None:
+    """Targets share their settings in memory only when they are equal: of two targets
+    alike but for flap detection (on for b only), fed the same results, b flaps and a
+    never does."""
+    sim = Sim(
+        target("a", failure_threshold=1, quorum="any"),
+        target("b", failure_threshold=1, quorum="any", flap=FlapSettings(window=3)),
+    )
+    for t in (1.0, 2.0, 3.0):
+        for name in ("a", "b"):
+            sim.events += sim.decider.on_result(result(t, "fail" if t == 3.0 else "pass", name=name), at(t))
+    assert [(e.target, e.breaker) for e in sim.events if e.breaker == "open"] == [("a", "open"), ("b", "open")]
+    sim.t = 3.0
+    for name in ("a", "b"):
+        sim.control("reset", name=name)
+    for t in (4.0, 5.0, 6.0, 7.0, 8.0):  # trials pass, then back and forth
+        sim.events += sim.decider.tick(at(t))
+        for name in ("a", "b"):
+            sim.events += sim.decider.on_result(result(t, "pass" if t % 2 else "fail", name=name), at(t))
+    assert any(e.flapping for e in sim.events if e.target == "b"), [(e.state, e.flapping) for e in sim.events]
+    assert not any(e.flapping for e in sim.events if e.target == "a")
+
+
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
     """A failing point whose fail lapsed (only slow passes since) is re-decided when a
     fresh fail makes it failing again: the target goes back to degraded at once."""
