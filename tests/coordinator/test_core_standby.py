@@ -15,14 +15,16 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
+from datetime import timedelta
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from healthbus.coordinator._core import Decider, Now, Standby, is_refresh
 from healthbus.protocol import Outcome, ProbeResult, StateChanged
+from tests.helpers import state_changed
 
-from ._sim import at, result, target
+from ._sim import T0, at, result, target
 
 PROBES = ("p0", "p1", "p2")
 ROUND = 0.27
@@ -259,3 +261,41 @@ def test_a_takeover_aligns_to_a_stream_that_stored_an_unacked_event() -> None:
     aligned, caught_up = standby.take_over(a, events[1:2], end)
     assert aligned == 1
     assert [e.seq for e in caught_up if not is_refresh(e)] == [e.seq for e in events[2:]]
+
+
+def test_a_leader_that_steps_down_with_everything_acked_takes_over_without_aligning() -> None:
+    """Everything it announced is stored: the stream's last event is its own last, so a
+    later takeover has nothing to align and nothing to publish."""
+    seen = rounds([("pass", 10), ("fail", 10)])
+    end = at(seen[-1][0].mono + 0.5)
+    a = decider(["db"])
+    events: list[StateChanged] = []
+    for when, res in seen:
+        events += a.tick(when) + a.on_result(res, when)
+    standby = Standby()
+    standby.step_down(a, [])
+    aligned, caught_up = standby.take_over(a, events[-1:], end)
+    assert aligned == 0
+    assert [e for e in caught_up if not is_refresh(e)] == []
+
+
+def test_a_standby_that_followed_nothing_aligns_to_the_streams_first_event() -> None:
+    """A standby started after the leader's only event (seq 1) was stored aligns to it;
+    an event of a target no longer configured is skipped, not the end of the list."""
+    b = decider(["db"])
+    first = state_changed("db", 1, "healthy", at=T0)
+    gone = state_changed("gone", 3, "healthy", at=T0)
+    aligned, _ = Standby().take_over(b, [gone, first], at(1.0))
+    assert aligned == 1
+    assert b.state("db") == ("healthy", "closed", 1)
+
+
+def test_a_stream_event_with_the_followed_seq_but_another_time_is_not_the_one_followed() -> None:
+    """The stream holds an event with the seq of the one followed but decided at another
+    time (another leader's): the target is aligned to the stream's, not published after it."""
+    b = decider(["db"])
+    standby = Standby()
+    assert standby.stored(b, state_changed("db", 5, "degraded", at=T0 + timedelta(seconds=10)), at(10.0))
+    other = state_changed("db", 5, "degraded", at=T0 + timedelta(seconds=11))
+    aligned, _ = standby.take_over(b, [other], at(12.0))
+    assert aligned == 1
