@@ -15,7 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healthbus.coordinator._core import MAX_VANTAGE_POINTS, Rejected, quorum_need
-from healthbus.protocol import BackoffSettings, Duration, FlapSettings, Outcome, ProbeResult, State, StateChanged
+from healthbus.protocol import (
+    BackoffSettings,
+    Duration,
+    FlapSettings,
+    Outcome,
+    ProbeResult,
+    Ramp,
+    RampSettings,
+    State,
+    StateChanged,
+)
 from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, result, target
@@ -701,6 +711,17 @@ def test_targets_with_different_settings_each_keep_their_own() -> None:
             sim.events += sim.decider.on_result(result(t, "pass" if t % 2 else "fail", name=name), at(t))
     assert any(e.flapping for e in sim.events if e.target == "b"), [(e.state, e.flapping) for e in sim.events]
     assert not any(e.flapping for e in sim.events if e.target == "a")
+
+
+def test_a_ramp_with_under_a_second_left_is_restored_too() -> None:
+    """A restored ramp goes on until it was announced to end, however little is left: a
+    failure in its last half second is a failed re-admission (attempt 3 after the second
+    re-admission), not a fresh outage (attempt 1)."""
+    sim = Sim(target(failure_threshold=1, quorum="any", ramp=RampSettings(duration=Duration(10.0))))
+    ramp = Ramp(started_at=T0, duration_s=10.0, from_share=0.1, readmission=2)
+    assert sim.decider.restore(state_changed("db", 7, "healthy", at=T0, ramp=ramp), at(9.5))
+    (opened,) = sim.decider.on_result(result(9.6, "fail"), at(9.6))
+    assert (opened.breaker, opened.attempt) == ("open", 3)
 
 
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:

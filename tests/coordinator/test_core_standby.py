@@ -282,12 +282,14 @@ def test_a_leader_that_steps_down_with_everything_acked_takes_over_without_align
 def test_a_standby_that_followed_nothing_aligns_to_the_streams_first_event() -> None:
     """A standby started after the leader's only event (seq 1) was stored aligns to it;
     an event of a target no longer configured is skipped, not the end of the list."""
-    b = decider(["db"])
+    b = decider(["db", "cache"])
     first = state_changed("db", 1, "healthy", at=T0)
     gone = state_changed("gone", 3, "healthy", at=T0)
-    aligned, _ = Standby().take_over(b, [gone, first], at(1.0))
-    assert aligned == 1
+    cache = state_changed("cache", 2, "degraded", at=T0)
+    aligned, _ = Standby().take_over(b, [gone, first, cache], at(1.0))
+    assert aligned == 2
     assert b.state("db") == ("healthy", "closed", 1)
+    assert b.state("cache") == ("degraded", "closed", 2)
 
 
 def test_a_stream_event_with_the_followed_seq_but_another_time_is_not_the_one_followed() -> None:
