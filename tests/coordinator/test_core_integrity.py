@@ -686,6 +686,7 @@ def test_a_half_open_targets_silent_point_is_forgotten_at_its_moment() -> None:
     (trial,) = sim.control("reset")
     assert trial.breaker == "half_open"
     assert sim.decider.tick(at(151.0)) == []
+    assert sim.decider.vantage_points("db") == 1  # silent for exactly 150 s: not yet (more than)
     assert sim.decider.tick(at(152.0)) == []
     assert sim.decider.vantage_points("db") == 0  # forgotten, not only once unknown at 155
 
@@ -722,6 +723,33 @@ def test_a_ramp_with_under_a_second_left_is_restored_too() -> None:
     assert sim.decider.restore(state_changed("db", 7, "healthy", at=T0, ramp=ramp), at(9.5))
     (opened,) = sim.decider.on_result(result(9.6, "fail"), at(9.6))
     assert (opened.breaker, opened.attempt) == ("open", 3)
+
+
+def test_a_timer_that_changes_nothing_is_no_flap_verdict() -> None:
+    """Flap detection counts a timer's evaluation only when it changes the verdict: two
+    points going stale while a third keeps the target degraded leave a restored flapping
+    target flapping (window 5: four verdicts recorded, not six)."""
+    sim = Sim(target(quorum="any", flap=FlapSettings(window=5)))
+    assert sim.decider.restore(state_changed("db", 5, "degraded", at=T0, flapping=True), at(0.0))
+    heard: list[tuple[float, Outcome, str]] = [(1.0, "pass", "p2"), (1.0, "warn", "p1"), (1.5, "pass", "p3")]
+    for t, outcome, probe in [*heard, (2.0, "warn", "p1")]:  # four verdicts; p2 and p3 pending
+        assert sim.decider.on_result(result(t, outcome, probe=probe), at(t)) == []
+    assert sim.decider.tick(at(16.0)) == []  # p2 goes stale: still degraded (p1 warn)
+    assert sim.decider.tick(at(16.5)) == []  # p3 too
+    current = sim.decider.current("db")
+    assert current is not None
+    assert current.flapping
+
+
+def test_a_point_is_forgotten_only_when_silent_for_more_than_ten_stale_afters() -> None:
+    """At the instant p2 has been silent for exactly 10 x stale_after (150 s) it stays,
+    while p1, silent longer, goes."""
+    sim = Sim(target())
+    sim.control("disable")
+    sim.decider.on_result(result(1.0, probe="p1"), at(1.0))
+    sim.decider.on_result(result(1.5, probe="p2"), at(1.5))
+    sim.decider.tick(at(151.5))
+    assert sim.decider.vantage_points("db") == 1
 
 
 def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
