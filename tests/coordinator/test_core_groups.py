@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from healthbus.coordinator._core import group_event
+from healthbus.coordinator._core import group_event, supersede
 from healthbus.coordinator._core._groups import (
     LATENCY_ALPHA,
     LATENCY_EVERY_S,
@@ -181,3 +181,18 @@ def test_event_times_are_the_ones_passed_in() -> None:
     event = group_event(PG, UP, {}, None, at, mono=0.0, last_mono=None)
     assert event is not None
     assert event.at == at
+
+
+def test_a_picture_replacing_one_never_sent_keeps_its_seq_and_previous() -> None:
+    """supersede(): the wire counts one per message even when a picture is replaced before it was sent."""
+    states: dict[str, State] = {"a": "healthy", "b": "healthy", "c": "unavailable"}
+    sent = group_event(PG, states, {}, None, T0, mono=0.0, last_mono=None)
+    assert sent is not None
+    unsent = group_event(PG, {**states, "b": "unavailable"}, {}, sent, T0, mono=1.0, last_mono=0.0)
+    assert unsent is not None
+    newer = group_event(PG, {**states, "b": "unavailable", "a": "unavailable"}, {}, unsent, T0, mono=1.0, last_mono=1.0)
+    assert newer is not None
+    assert (newer.seq, newer.previous, newer.state) == (3, "degraded", "unavailable")
+    merged = supersede(newer, unsent)
+    assert (merged.seq, merged.previous, merged.state, merged.available) == (2, "healthy", "unavailable", 0)
+    assert supersede(newer, None) is newer

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from healthbus.bus import ensure_stream, sync_subscriptions
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
-from healthbus.coordinator._core import group_event, group_state, supersede
+from healthbus.coordinator._core import group_event, group_state
 from healthbus.coordinator._core._groups import LATENCY_EVERY_S, Latencies
 from healthbus.coordinator._groups import Groups as GroupPublisher
 from healthbus.protocol import (
@@ -72,21 +72,6 @@ def test_latency_alone_is_news_when_it_moved_and_not_too_often() -> None:
     assert (moved.seq, moved.state, moved.members[0].latency_ms) == (2, "healthy", 20.0)
     # a new latency for a member without one is news
     assert group_event(PG, states, {"a": 10.0, "b": 3.0}, first, T0, mono=LATENCY_EVERY_S, last_mono=0.0)
-
-
-def test_a_picture_replacing_one_never_sent_keeps_its_seq_and_previous() -> None:
-    """supersede(): the wire counts one per message even when a picture is replaced before it was sent."""
-    states: dict[str, State] = {"a": "healthy", "b": "healthy", "c": "unavailable"}
-    sent = group_event(PG, states, {}, None, T0, mono=0.0, last_mono=None)
-    assert sent is not None
-    unsent = group_event(PG, {**states, "b": "unavailable"}, {}, sent, T0, mono=1.0, last_mono=0.0)
-    assert unsent is not None
-    newer = group_event(PG, {**states, "b": "unavailable", "a": "unavailable"}, {}, unsent, T0, mono=1.0, last_mono=1.0)
-    assert newer is not None
-    assert (newer.seq, newer.previous, newer.state) == (3, "degraded", "unavailable")
-    merged = supersede(newer, unsent)
-    assert (merged.seq, merged.previous, merged.state, merged.available) == (2, "healthy", "unavailable", 0)
-    assert supersede(newer, None) is newer
 
 
 @pytest.mark.nats
