@@ -200,3 +200,12 @@ def test_a_later_refresh_does_not_delay_the_rules_timers(refresh_after: float | 
     assert decider.next_deadline() == 15.0
     assert decider.tick(at(14.9)) == []
     assert [(e.seq, e.state) for e in decider.tick(at(15.0))] == [(4, "unknown")]
+
+
+def test_a_refresh_interval_under_a_second_is_accepted() -> None:
+    """Any refresh_after above 0 is valid (the core has no minimum of its own)."""
+    sim = Sim(refresh_after=0.5)
+    sim.feed("pass", dt=1.0)
+    sim.feed("pass", dt=1.0)  # healthy at 2
+    (refresh,) = sim.advance(0.5)
+    assert is_refresh(refresh)
