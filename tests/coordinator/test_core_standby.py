@@ -214,7 +214,9 @@ def test_a_stream_event_the_standby_missed_is_aligned_on_taking_over() -> None:
     assert b.state("db")[2] == leader[-1].seq
 
 
-def test_a_leader_that_steps_down_keeps_its_unacked_events_for_a_later_takeover() -> None:
+def _leader() -> tuple[Decider, list[StateChanged], Now]:
+    """A leader that decided a few events (at least two) from a pass then fail phase, and
+    the moment after its last round."""
     seen = rounds([("pass", 10), ("fail", 10)])
     end = at(seen[-1][0].mono + 0.5)
     a = decider(["db"])
@@ -223,26 +225,22 @@ def test_a_leader_that_steps_down_keeps_its_unacked_events_for_a_later_takeover(
         events += a.tick(when) + a.on_result(res, when)
     events += a.tick(end)
     assert len(events) >= 2
-    standby = Standby()
-    standby.step_down(a, events[1:])  # only the first was acked
-    assert standby.unstored("db") == events[1:]
-    _, caught_up = standby.take_over(a, events[:1], end)
-    assert caught_up == events[1:]
+    return a, events, end
 
 
 def _stepped_down() -> tuple[Decider, Standby, list[StateChanged], Now]:
-    """A leader that decided a few events and stepped down with all but the first unacked."""
-    seen = rounds([("pass", 10), ("fail", 10)])
-    end = at(seen[-1][0].mono + 0.5)
-    a = decider(["db"])
-    events: list[StateChanged] = []
-    for when, res in seen:
-        events += a.tick(when) + a.on_result(res, when)
-    events += a.tick(end)
-    assert len(events) >= 2
+    """That leader stepped down with all but its first event unacked."""
+    a, events, end = _leader()
     standby = Standby()
     standby.step_down(a, events[1:])
     return a, standby, events, end
+
+
+def test_a_leader_that_steps_down_keeps_its_unacked_events_for_a_later_takeover() -> None:
+    a, standby, events, end = _stepped_down()
+    assert standby.unstored("db") == events[1:]
+    _, caught_up = standby.take_over(a, events[:1], end)
+    assert caught_up == events[1:]
 
 
 def test_after_stepping_down_an_event_up_to_the_last_acked_one_is_not_news() -> None:
@@ -266,12 +264,7 @@ def test_a_takeover_aligns_to_a_stream_that_stored_an_unacked_event() -> None:
 def test_a_leader_that_steps_down_with_everything_acked_takes_over_without_aligning() -> None:
     """Everything it announced is stored: the stream's last event is its own last, so a
     later takeover has nothing to align and nothing to publish."""
-    seen = rounds([("pass", 10), ("fail", 10)])
-    end = at(seen[-1][0].mono + 0.5)
-    a = decider(["db"])
-    events: list[StateChanged] = []
-    for when, res in seen:
-        events += a.tick(when) + a.on_result(res, when)
+    a, events, end = _leader()
     standby = Standby()
     standby.step_down(a, [])
     aligned, caught_up = standby.take_over(a, events[-1:], end)
