@@ -5,7 +5,11 @@ current time explicitly (:class:`Now`: monotonic seconds for deadlines and liven
 wall-clock datetime for what goes on the wire) and return the StateChanged events to
 publish, as data. The async service around it only receives, calls, and publishes.
 
-Rules (docs/coordinator.md explains them for users):
+The rules are data in :mod:`._rules`, split by breaker phase: the step each input takes,
+the decision table each evaluation applies (first matching row), the timers each phase
+runs. This module keeps the evidence, resolves those tables to its handlers once
+(:meth:`Decider._drive_tables`) and carries the decisions out (events, reasons, backoff,
+ramp). The same rules in words (docs/coordinator.md explains them for users):
 
 * Vantage point (probe id) hysteresis: ``failure_threshold`` consecutive ``fail``
   results make it *failing*; ``success_threshold`` consecutive ``pass`` make it
@@ -442,11 +446,6 @@ def _liveness_deadline(t: _Target, mono: float) -> float | None:
     return None
 
 
-def _retry_deadline(t: _Target, mono: float) -> float | None:
-    """``retry_at``, while it is ahead (past it results are trials; nothing happens without one)."""
-    return t.retry_at if t.retry_at is not None and t.retry_at > mono else None
-
-
 def _window_end_deadline(t: _Target, mono: float) -> float | None:
     """The end of a maintenance window (``retry_at`` of a forced-open breaker), or None."""
     return t.retry_at
@@ -455,7 +454,6 @@ def _window_end_deadline(t: _Target, mono: float) -> float | None:
 _DEADLINE_OF: Final[dict[Deadline, Callable[[_Target, float], float | None]]] = {
     "forget": _forget_deadline,
     "liveness": _liveness_deadline,
-    "retry": _retry_deadline,
     "window end": _window_end_deadline,
 }
 

@@ -208,16 +208,16 @@ def decide(phase: Phase, facts: Facts) -> Decision:
 #: A kind of timer: ``forget`` (the longest-silent vantage point is forgotten,
 #: ``FORGET_AFTER_STALE`` × ``stale_after`` after it was last heard); ``liveness`` (the next
 #: live point goes stale, its verdict or failed trial lapses; with none live, the end of the
-#: silence's grace unless already unknown); ``retry`` (``retry_at`` while it is ahead: its
-#: moment changes nothing, past it results are trials); ``window end`` (``retry_at`` of a
-#: maintenance window).
-Deadline: TypeAlias = Literal["forget", "liveness", "retry", "window end"]
+#: silence's grace unless already unknown); ``window end`` (``retry_at`` of a maintenance
+#: window).
+Deadline: TypeAlias = Literal["forget", "liveness", "window end"]
 
-#: The timers each phase runs (plus the refresh, in every phase).
+#: The timers each phase runs (plus the refresh, in every phase). An open breaker runs none
+#: at ``retry_at``: from then on its results are trials, and nothing happens without one.
 DEADLINES: Final[Mapping[Phase, tuple[Deadline, ...]]] = {
     "closed": ("forget", "liveness"),
     "half_open": ("forget", "liveness"),
-    "open": ("forget", "retry"),
+    "open": ("forget",),
     "forced_open": ("forget", "window end"),
     "disabled": ("forget",),
 }
