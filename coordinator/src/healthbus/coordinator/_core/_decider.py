@@ -456,6 +456,7 @@ _DEADLINE_OF: Final[dict[Deadline, Callable[[_Target, float], float | None]]] = 
     "liveness": _liveness_deadline,
     "window end": _window_end_deadline,
 }
+_DEADLINES_IN: Final = {phase: tuple(_DEADLINE_OF[kind] for kind in kinds) for phase, kinds in DEADLINES.items()}
 
 
 class Decider:
@@ -508,6 +509,8 @@ class Decider:
             "decide afresh": self._decide_afresh,
         }
         self._on_result_in = {phase: on_result[steps["result"]] for phase, steps in STEPS.items()}
+        # on_result inlines the fast path of this step for a closed breaker.
+        assert STEPS["closed"]["result"] == "decide", "on_result's fast path is the closed decide step's"
         self._on_timer_in = {phase: on_timer[steps["timer"]] for phase, steps in STEPS.items()}
         self._on_report_in = {phase: on_report[steps["report"]] for phase, steps in STEPS.items()}
         # A command whose step is "nothing" has no handler: control() returns at once.
@@ -835,33 +838,28 @@ class Decider:
             # This vantage point goes stale then; the pending entry may be later (e.g.
             # the moment long-silent points are forgotten).
             self._schedule(t, mono + stale)
-        # The step a result takes in this phase (STEPS[phase]["result"]).
-        self._on_result_in[breaker](t, vp, outcome, was_live and vp.verdict == old_verdict, now, events)
-        return events
-
-    # The steps a result takes (see STEPS), after it was recorded as evidence. ``same``: the
-    # vantage point was live and its verdict is what it was.
-
-    def _result_decide(
-        self, t: _Target, vp: _Vantage, outcome: Outcome, same: bool, now: Now, events: list[StateChanged]
-    ) -> None:
-        if same and not t.resettle:
-            # Fast path: same live set, same verdicts, same settings: the same raw state
-            # (a closed breaker's table reads nothing else).
+        if breaker == "closed" and was_live and vp.verdict == old_verdict and not t.resettle:
+            # The closed "decide" step's fast path, inlined (the hot path): same live set,
+            # same verdicts, same settings: the same raw state (its table reads nothing else).
             flap = t.flap
             if flap is not None and flap.record(t.raw):
                 self._announce_closed(t, now, events)
-            return
+            return events
+        # The step a result takes in this phase (STEPS[phase]["result"]).
+        self._on_result_in[breaker](t, vp, outcome, now, events)
+        return events
+
+    # The steps a result takes (see STEPS), after it was recorded as evidence.
+
+    def _result_decide(self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]) -> None:
         self._evaluate(t, now, events, record=True)
 
-    def _result_trial(
-        self, t: _Target, vp: _Vantage, outcome: Outcome, same: bool, now: Now, events: list[StateChanged]
-    ) -> None:
+    def _result_trial(self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]) -> None:
         vp.record_trial(outcome, t.spec.success_threshold)
         self._evaluate(t, now, events)
 
     def _result_readmission_trial(
-        self, t: _Target, vp: _Vantage, outcome: Outcome, same: bool, now: Now, events: list[StateChanged]
+        self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]
     ) -> None:
         if t.retry_at is None or now.mono < t.retry_at:
             return  # before retry_at: evidence only
@@ -876,7 +874,7 @@ class Decider:
         self._evaluate(t, now, events)
 
     def _result_evidence(
-        self, t: _Target, vp: _Vantage, outcome: Outcome, same: bool, now: Now, events: list[StateChanged]
+        self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]
     ) -> None:
         """Recorded as evidence only (an operator's override holds the state)."""
 
@@ -1070,8 +1068,8 @@ class Decider:
     def _rule_deadline(self, t: _Target, mono: float) -> float | None:
         """The earliest of the timers ``t``'s phase runs (DEADLINES)."""
         when: float | None = None
-        for kind in DEADLINES[t.breaker]:
-            when = earliest(when, _DEADLINE_OF[kind](t, mono))
+        for deadline in _DEADLINES_IN[t.breaker]:
+            when = earliest(when, deadline(t, mono))
         return when
 
     def _due(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
