@@ -544,14 +544,15 @@ class SyncHealthyRedis(_HealthyRedisBase[SyncRedis]):
 A = TypeVar("A", HealthyRedis, SyncHealthyRedis)
 
 
-class _HealthyRedisGroupBase(Generic[A]):
-    """The routing of both group adapters (class docstrings); a subclass only calls its members."""
+class _HealthyRedisGroupBase(Generic[A, C]):
+    """The routing of both group adapters (class docstrings); a subclass only calls its
+    members. ``A``: the member adapter; ``C``: the redis-py client it wraps."""
 
-    _adapter: type[A]
+    _adapter: Callable[..., A]  # the adapter class: built from a client of type C
 
     def __init__(
         self,
-        clients: Mapping[str, Any],
+        clients: Mapping[str, C],
         health: GroupHealthView,
         group: str,
         *,
@@ -620,7 +621,7 @@ class _HealthyRedisGroupBase(Generic[A]):
         return {m: {**a.metrics(), "reads": self.reads[m]} for m, a in self.members.items()}
 
 
-class HealthyRedisGroup(_HealthyRedisGroupBase[HealthyRedis]):
+class HealthyRedisGroup(_HealthyRedisGroupBase[HealthyRedis, Redis]):
     """Reads spread over a group's usable members, fail-over on a connection error, writes to the primary.
 
     ``clients`` maps each member (target name) to its ``redis.asyncio.Redis``; each is
@@ -628,21 +629,6 @@ class HealthyRedisGroup(_HealthyRedisGroupBase[HealthyRedis]):
     """
 
     _adapter = HealthyRedis
-
-    def __init__(
-        self,
-        clients: Mapping[str, Redis],
-        health: GroupHealthView,
-        group: str,
-        *,
-        primary: str | None = None,
-        cache: LocalCache | None = None,
-        local_cooldown: float = 5.0,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(
-            clients, health, group, primary=primary, cache=cache, local_cooldown=local_cooldown, clock=clock
-        )
 
     async def _read(self, command: str, *args: Any) -> Any:
         failed: list[str] = []
@@ -675,7 +661,7 @@ class HealthyRedisGroup(_HealthyRedisGroupBase[HealthyRedis]):
         return await self._writer().delete(*names)
 
 
-class SyncHealthyRedisGroup(_HealthyRedisGroupBase[SyncHealthyRedis]):
+class SyncHealthyRedisGroup(_HealthyRedisGroupBase[SyncHealthyRedis, SyncRedis]):
     """:class:`HealthyRedisGroup` for redis-py's synchronous ``redis.Redis``: the same rules and answers.
 
     ``clients`` maps each member (target name) to its ``redis.Redis``; each is wrapped in a
@@ -683,21 +669,6 @@ class SyncHealthyRedisGroup(_HealthyRedisGroupBase[SyncHealthyRedis]):
     """
 
     _adapter = SyncHealthyRedis
-
-    def __init__(
-        self,
-        clients: Mapping[str, SyncRedis],
-        health: GroupHealthView,
-        group: str,
-        *,
-        primary: str | None = None,
-        cache: LocalCache | None = None,
-        local_cooldown: float = 5.0,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(
-            clients, health, group, primary=primary, cache=cache, local_cooldown=local_cooldown, clock=clock
-        )
 
     def _read(self, command: str, *args: Any) -> Any:
         failed: list[str] = []

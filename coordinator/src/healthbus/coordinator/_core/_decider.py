@@ -5,7 +5,11 @@ current time explicitly (:class:`Now`: monotonic seconds for deadlines and liven
 wall-clock datetime for what goes on the wire) and return the StateChanged events to
 publish, as data. The async service around it only receives, calls, and publishes.
 
-Rules (docs/coordinator.md explains them for users):
+The rules are data in :mod:`._rules`, split by breaker phase: the step each input takes,
+the decision table each evaluation applies (first matching row), the timers each phase
+runs. This module keeps the evidence, resolves those tables to its handlers once
+(:meth:`Decider._drive_tables`) and carries the decisions out (events, reasons, backoff,
+ramp). The same rules in words (docs/coordinator.md explains them for users):
 
 * Vantage point (probe id) hysteresis: ``failure_threshold`` consecutive ``fail``
   results make it *failing*; ``success_threshold`` consecutive ``pass`` make it
@@ -122,6 +126,7 @@ from healthbus.protocol.clock import earliest
 
 from ._backoff import backoff_delay
 from ._flap import FlapDetector
+from ._rules import DEADLINES, DECISIONS, STEPS, Deadline, Decision, Facts, decide
 
 #: Vantage points remembered per target; the stalest is forgotten beyond this, so a flood
 #: of spoofed probe ids cannot grow memory.
@@ -409,6 +414,51 @@ def _ignored(c: _Counts, need: int) -> str:
     return f"{together}, below degraded_quorum {need}: ignored"
 
 
+#: The state a closed breaker's decision settles on (``keep``: the one it has).
+_SETTLED: Final[dict[Decision, State]] = {"unknown": "unknown", "degraded": "degraded", "healthy": "healthy"}
+
+
+def _forget_deadline(t: _Target, mono: float) -> float | None:
+    """The moment the longest-silent vantage point is forgotten."""
+    oldest = min((vp.heard for vp in t.vps), default=None)
+    return None if oldest is None else oldest + t.spec.stale_after * FORGET_AFTER_STALE
+
+
+def _liveness_deadline(t: _Target, mono: float) -> float | None:
+    """The moment the next live vantage point goes stale (or its verdict or failed trial
+    lapses); with none live, the end of the grace period (unless already unknown)."""
+    stale = t.spec.stale_after
+    live_end: float | None = None
+    for vp in t.vps:
+        # It goes stale, its verdict lapses, or its failed trial lapses.
+        for end in (
+            vp.heard + stale,
+            vp.support + stale if vp.verdict is not None else 0.0,
+            vp.fail_heard + stale if vp.trial == "fail" else 0.0,
+        ):
+            if end > mono and (live_end is None or end < live_end):
+                live_end = end
+    if live_end is not None:
+        return live_end
+    if t.state != "unknown":
+        since = t.half_open_since if t.breaker == "half_open" else t.expect_since
+        return since + stale
+    return None
+
+
+def _window_end_deadline(t: _Target, mono: float) -> float | None:
+    """The end of a maintenance window (``retry_at`` of a forced-open breaker), or None."""
+    return t.retry_at
+
+
+_DEADLINE_OF: Final[dict[Deadline, Callable[[_Target, float], float | None]]] = {
+    "forget": _forget_deadline,
+    "liveness": _liveness_deadline,
+    "window end": _window_end_deadline,
+}
+_DEADLINES_IN: Final = {phase: tuple(_DEADLINE_OF[kind] for kind in kinds) for phase, kinds in DEADLINES.items()}
+
+
 class Decider:
     """Per-target breaker, quorum, hysteresis, staleness and flap state of a whole fleet.
 
@@ -433,7 +483,61 @@ class Decider:
         self._max_vps = max(1, max_vantage_points)
         self._refresh_after = refresh_after
         self._retired_seq: dict[str, int] = {}
+        self._drive_tables()
         self._build(_intern_specs(targets), now)
+
+    def _drive_tables(self) -> None:
+        """Resolve the rules tables (:mod:`._rules`) to this decider's handlers, once: per
+        phase, the handler of the step each input takes, and per phase and decision, how
+        it is carried out. A step or decision without a handler fails here (KeyError), at
+        construction."""
+        on_result = {
+            "decide": self._result_decide,
+            "trial": self._result_trial,
+            "readmission trial": self._result_readmission_trial,
+            "evidence": self._result_evidence,
+        }
+        on_timer = {"decide": self._timer_decide, "window end": self._window_end, "nothing": self._timer_nothing}
+        on_report = {"ramp report": self._ramp_report, "nothing": None}
+        on_control = {
+            "force open": self._force_open,
+            "open-ended": self._open_ended,
+            "maintenance": self._maintenance,
+            "disable": self._disable,
+            "half-open": self._reset_half_open,
+            "restart trial": self._restart_trial,
+            "decide afresh": self._decide_afresh,
+        }
+        self._on_result_in = {phase: on_result[steps["result"]] for phase, steps in STEPS.items()}
+        # on_result inlines the fast path of this step for a closed breaker.
+        assert STEPS["closed"]["result"] == "decide", "on_result's fast path is the closed decide step's"
+        self._on_timer_in = {phase: on_timer[steps["timer"]] for phase, steps in STEPS.items()}
+        self._on_report_in = {phase: on_report[steps["report"]] for phase, steps in STEPS.items()}
+        # A command whose step is "nothing" has no handler: control() returns at once.
+        self._on_control_in = {
+            phase: {a: on_control[steps[a]] for a in get_args(ControlAction) if steps[a] != "nothing"}
+            for phase, steps in STEPS.items()
+        }
+        outcomes = {
+            "closed": {
+                "keep": self._settle,
+                "unknown": self._settle,
+                "degraded": self._settle,
+                "healthy": self._settle,
+                "open": self._open_on_quorum,
+            },
+            "half_open": {
+                "keep": self._keep,
+                "unknown": self._trial_silent,
+                "open": self._open_on_trial,
+                "close": self._close_on_trial,
+                "recovering": self._trial_heard_again,
+            },
+            "open": {"keep": self._keep, "close": self._close_on_trial},
+        }
+        self._carry_out = {
+            (phase, row.then): outcomes[phase][row.then] for phase, rows in DECISIONS.items() for row in rows
+        }
 
     def _build(self, specs: Iterable[tuple[str, _Spec]], now: Now) -> None:
         self._targets: dict[str, _Target] = {}
@@ -734,30 +838,45 @@ class Decider:
             # This vantage point goes stale then; the pending entry may be later (e.g.
             # the moment long-silent points are forgotten).
             self._schedule(t, mono + stale)
-        if breaker == "closed":
-            if was_live and vp.verdict == old_verdict and not t.resettle:
-                # Fast path: same live set, same verdicts, same settings: the same raw state.
-                flap = t.flap
-                if flap is not None and flap.record(t.raw):
-                    self._announce_closed(t, now, events)
-                return events
-            self._evaluate_closed(t, now, events, record=True)
-        elif breaker == "half_open":
-            vp.record_trial(outcome, spec.success_threshold)
-            self._evaluate_half_open(t, now, events)
-        elif breaker == "open" and t.retry_at is not None and mono >= t.retry_at:
-            # Open, and the next trial was due: every result from then on is a trial (the
-            # breaker stays open through failed ones, no event). One reachable result is a
-            # passed trial: re-admitting is made careful by the ramp and the fleet's
-            # reports during it, not by waiting for more looks.
-            vp.record_trial(outcome, 1)
-            if vp.trial == "ok":
-                # The passed trial is the proof: the vantage point says reachable from now.
-                vp.verdict = "pass" if outcome == "pass" else "warn"
-                vp.support = mono
-            self._evaluate_open_trial(t, now, events)
-        # open (before retry_at), forced_open, disabled: recorded as evidence only.
+        if breaker == "closed" and was_live and vp.verdict == old_verdict and not t.resettle:
+            # The closed "decide" step's fast path, inlined (the hot path): same live set,
+            # same verdicts, same settings: the same raw state (its table reads nothing else).
+            flap = t.flap
+            if flap is not None and flap.record(t.raw):
+                self._announce_closed(t, now, events)
+            return events
+        # The step a result takes in this phase (STEPS[phase]["result"]).
+        self._on_result_in[breaker](t, vp, outcome, now, events)
         return events
+
+    # The steps a result takes (see STEPS), after it was recorded as evidence.
+
+    def _result_decide(self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]) -> None:
+        self._evaluate(t, now, events, record=True)
+
+    def _result_trial(self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]) -> None:
+        vp.record_trial(outcome, t.spec.success_threshold)
+        self._evaluate(t, now, events)
+
+    def _result_readmission_trial(
+        self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]
+    ) -> None:
+        if t.retry_at is None or now.mono < t.retry_at:
+            return  # before retry_at: evidence only
+        # Every result from retry_at on is a trial (the breaker stays open through failed
+        # ones, no event). One reachable result is a passed trial: re-admitting is made
+        # careful by the ramp and the fleet's reports during it, not by waiting for more looks.
+        vp.record_trial(outcome, 1)
+        if vp.trial == "ok":
+            # The passed trial is the proof: the vantage point says reachable from now.
+            vp.verdict = "pass" if outcome == "pass" else "warn"
+            vp.support = now.mono
+        self._evaluate(t, now, events)
+
+    def _result_evidence(
+        self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]
+    ) -> None:
+        """Recorded as evidence only (an operator's override holds the state)."""
 
     def on_report(self, target: str, instance: str, kind: str, at: datetime, now: Now) -> list[StateChanged]:
         """Take one failure report from a service instance (already counted and not a flood).
@@ -770,19 +889,28 @@ class Decider:
         """
         t = self._targets.get(target)
         events: list[StateChanged] = []
-        if t is None or t.breaker != "closed" or not self._in_ramp(t, now.mono):
-            return events
+        step = None if t is None else self._on_report_in[t.breaker]
+        if t is not None and step is not None:
+            step(t, instance, kind, at, now, events)
+        return events
+
+    def _ramp_report(
+        self, t: _Target, instance: str, kind: str, at: datetime, now: Now, events: list[StateChanged]
+    ) -> None:
+        """The report step: counted during a re-admission's probation; ``reopen_reports``
+        distinct instances re-open the breaker, backed off."""
+        if not self._in_ramp(t, now.mono):
+            return
         ramp, reports = t.ramp, t.ramp_reports
         if ramp is None or reports is None or at < ramp.started_at:
-            return events  # seen before the re-admission: about the outage, not the ramp
+            return  # seen before the re-admission: about the outage, not the ramp
         reports[instance] = kind
         if len(reports) < t.spec.ramp.reopen_reports:
-            return events
+            return
         kinds = ", ".join(sorted(set(reports.values())))
         c = self._counts(t, now.mono)
         why = f"re-admission {ramp.readmission} failed: {len(reports)} instances reported failures ({kinds})"
         self._open(t, now, events, why, c.failures)
-        return events
 
     def tick(self, now: Now) -> list[StateChanged]:
         """Run the timers due by ``now``: retry_at (→ half-open), staleness and refresh."""
@@ -816,54 +944,83 @@ class Decider:
             raise ControlError(f"maintenance needs a duration greater than 0 seconds, got {duration!r}")
         why = reason.strip() or "no reason given"
         events: list[StateChanged] = []
-        if action == "status":
+        step = self._on_control_in[t.breaker].get(action)
+        if step is None:  # STEPS: "nothing" (a status request, or the override in force)
             return events
-        if action != "reset" or t.breaker != "closed":
-            # An override ends a ramp in progress (a reset of a closed target leaves it be);
-            # a reset also forgets the failed re-admissions (the backoff).
-            t.ramp = t.ramp_until = t.ramp_reports = None
-        if action == "reset":
-            t.readmit = 0
-        if action == "maintenance" and duration is not None:
-            end = now.wall + timedelta(seconds=duration)
-            t.override_reason = f"{MAINTENANCE_MARK}{format_timestamp(end)}: {why}"
-            t.attempt, t.prev_delay = 0, None
-            t.retry_at = now.mono + duration
-            self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
-        elif action == "force-open":
-            if t.breaker != "forced_open" or t.retry_at is not None:  # (a maintenance window becomes open-ended)
-                t.override_reason = f"forced open by operator: {why}"
-                t.attempt, t.retry_at, t.prev_delay = 0, None, None
-                self._emit(t, now, events, "unavailable", "forced_open", t.override_reason)
-        elif action == "disable":
-            if t.breaker != "disabled":
-                t.override_reason = f"disabled by operator: {why}"
-                t.attempt, t.retry_at, t.prev_delay = 0, None, None
-                self._emit(t, now, events, "unknown", "disabled", t.override_reason)
-        elif action == "reset":
-            attempt_before = t.attempt
-            t.override_reason = ""
-            t.attempt, t.retry_at, t.prev_delay = 0, None, None
-            if t.flap is not None:
-                t.flap.clear()
-            if t.breaker in ("open", "forced_open", "disabled"):
-                # Never straight to closed: the breaker proves itself with a trial. (A
-                # disabled target may have been open when it was disabled.)
-                self._half_open(t, now, events, why=f"reset by operator: {why}; trial checks allowed now")
-            elif t.breaker == "half_open":
-                t.half_open_since = now.mono
-                for vp in t.vps:
-                    vp.trial, vp.trial_oks = None, 0
-                self._evaluate_half_open(t, now, events)
-                if not events and attempt_before:
-                    # attempt went back to 0: announce it, or the stream (and a restore
-                    # from it) would keep the old attempt.
-                    self._emit(t, now, events, t.state, "half_open", f"reset by operator: {why}; trial restarted")
-            else:
-                t.expect_since = now.mono
-                self._evaluate_closed(t, now, events, record=False, why=f"reset by operator: {why}")
+        step(t, now, events, why, duration)
         self._schedule(t, self._deadline(t, now.mono))
         return events
+
+    # The steps an operator command takes (see STEPS). Every override ends a ramp in
+    # progress; a reset forgets the override, the backoff and the flap history.
+
+    def _override(
+        self,
+        t: _Target,
+        now: Now,
+        events: list[StateChanged],
+        breaker: Literal["forced_open", "disabled"],
+        reason: str,
+        retry_at: float | None = None,
+    ) -> None:
+        t.ramp = t.ramp_until = t.ramp_reports = None
+        t.override_reason = reason
+        t.attempt, t.retry_at, t.prev_delay = 0, retry_at, None
+        self._emit(t, now, events, "unavailable" if breaker == "forced_open" else "unknown", breaker, reason)
+
+    def _force_open(self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None) -> None:
+        self._override(t, now, events, "forced_open", f"forced open by operator: {why}")
+
+    def _open_ended(self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None) -> None:
+        if t.retry_at is not None:  # a maintenance window becomes open-ended
+            self._force_open(t, now, events, why, duration)
+
+    def _maintenance(self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None) -> None:
+        assert duration is not None  # checked by control()
+        end = now.wall + timedelta(seconds=duration)
+        reason = f"{MAINTENANCE_MARK}{format_timestamp(end)}: {why}"
+        self._override(t, now, events, "forced_open", reason, now.mono + duration)
+
+    def _disable(self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None) -> None:
+        self._override(t, now, events, "disabled", f"disabled by operator: {why}")
+
+    def _reset(self, t: _Target) -> None:
+        """What every reset forgets (a ramp is left be: only a closed breaker has one, and
+        a reset of a closed breaker keeps it)."""
+        t.readmit = 0
+        t.override_reason = ""
+        t.attempt, t.retry_at, t.prev_delay = 0, None, None
+        if t.flap is not None:
+            t.flap.clear()
+
+    def _reset_half_open(
+        self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None
+    ) -> None:
+        # Never straight to closed: the breaker proves itself with a trial. (A disabled
+        # target may have been open when it was disabled.)
+        self._reset(t)
+        self._half_open(t, now, events, why=f"reset by operator: {why}; trial checks allowed now")
+
+    def _restart_trial(
+        self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None
+    ) -> None:
+        attempt_before = t.attempt
+        self._reset(t)
+        t.half_open_since = now.mono
+        for vp in t.vps:
+            vp.trial, vp.trial_oks = None, 0
+        self._evaluate(t, now, events)
+        if not events and attempt_before:
+            # attempt went back to 0: announce it, or the stream (and a restore from it)
+            # would keep the old attempt.
+            self._emit(t, now, events, t.state, "half_open", f"reset by operator: {why}; trial restarted")
+
+    def _decide_afresh(
+        self, t: _Target, now: Now, events: list[StateChanged], why: str, duration: float | None
+    ) -> None:
+        self._reset(t)
+        t.expect_since = now.mono
+        self._evaluate(t, now, events, why=f"reset by operator: {why}")
 
     def restart_grace(self, now: Now) -> None:
         """Results could not arrive until ``now`` (bus outage): silence so far proves nothing.
@@ -909,58 +1066,18 @@ class Decider:
         return when
 
     def _rule_deadline(self, t: _Target, mono: float) -> float | None:
-        """Whatever the breaker: the moment the longest-silent vantage point is forgotten.
-        Open: ``retry_at``. Closed or half-open: the moment the next live vantage point
-        goes stale (or its verdict or failed trial lapses); with none live, the end of the
-        grace period (unless already unknown).
-        """
-        stale = t.spec.stale_after
-        oldest = min((vp.heard for vp in t.vps), default=None)
-        forget = None if oldest is None else oldest + stale * FORGET_AFTER_STALE
-        breaker = t.breaker
-        if breaker == "forced_open":
-            # retry_at is the end of a maintenance window, or None
-            return earliest(forget, t.retry_at)
-        if breaker == "open":
-            # Past retry_at results are trials, and nothing happens without one.
-            retry = t.retry_at if t.retry_at is not None and t.retry_at > mono else None
-            return earliest(forget, retry)
-        if breaker not in ("closed", "half_open"):
-            return forget
-        live_end: float | None = None
-        for vp in t.vps:
-            # It goes stale, its verdict lapses, or its failed trial lapses.
-            for end in (
-                vp.heard + stale,
-                vp.support + stale if vp.verdict is not None else 0.0,
-                vp.fail_heard + stale if vp.trial == "fail" else 0.0,
-            ):
-                if end > mono and (live_end is None or end < live_end):
-                    live_end = end
-        if live_end is not None:
-            return earliest(forget, live_end)
-        if t.state != "unknown":
-            since = t.half_open_since if breaker == "half_open" else t.expect_since
-            return earliest(forget, since + stale)
-        return forget
+        """The earliest of the timers ``t``'s phase runs (DEADLINES)."""
+        when: float | None = None
+        for deadline in _DEADLINES_IN[t.breaker]:
+            when = earliest(when, deadline(t, mono))
+        return when
 
     def _due(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
         # Compared as scheduled (heard + the forget period), so rounding never skips it.
         keep = t.spec.stale_after * FORGET_AFTER_STALE
         if any(vp.heard + keep < now.mono for vp in t.vps):
             t.vps = tuple(vp for vp in t.vps if not vp.heard + keep < now.mono)
-        if t.breaker == "forced_open":
-            if t.retry_at is not None and now.mono >= t.retry_at:
-                # The maintenance window is over: as a reset, a trial (never straight to closed).
-                t.override_reason = ""
-                t.attempt, t.retry_at, t.prev_delay = 0, None, None
-                if t.flap is not None:
-                    t.flap.clear()
-                self._half_open(t, now, events, why="maintenance ended: trial checks allowed now")
-        elif t.breaker == "half_open":
-            self._evaluate_half_open(t, now, events)
-        elif t.breaker == "closed":
-            self._evaluate_closed(t, now, events, record=False)
+        self._on_timer_in[t.breaker](t, now, events)
         refresh_after = self._refresh_after
         # Compared as it was scheduled (announced + refresh_after), so float rounding can
         # never make a due refresh look a hair early and skip it.
@@ -1056,50 +1173,107 @@ class Decider:
             parts.append(f"{again} passing again")
         return f" ({'; '.join(parts)})" if parts else ""
 
-    def _evaluate_closed(
-        self,
-        t: _Target,
-        now: Now,
-        events: list[StateChanged],
-        *,
-        record: bool,
-        why: str = "",
+    # The steps a timer takes (see STEPS).
+
+    def _timer_decide(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        self._evaluate(t, now, events)
+
+    def _window_end(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        if t.retry_at is not None and now.mono >= t.retry_at:
+            # The maintenance window is over: as a reset, a trial (never straight to closed).
+            t.override_reason = ""
+            t.attempt, t.retry_at, t.prev_delay = 0, None, None
+            if t.flap is not None:
+                t.flap.clear()
+            self._half_open(t, now, events, why="maintenance ended: trial checks allowed now")
+
+    def _timer_nothing(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
+        """Nothing is due in this phase but the common timers (forgetting, refresh)."""
+
+    # ------------------------------------------------------------------ decisions
+
+    def _evaluate(
+        self, t: _Target, now: Now, events: list[StateChanged], *, record: bool = False, why: str = ""
     ) -> None:
-        t.resettle = False
-        c = self._counts(t, now.mono)
-        prefix = f"{why}; " if why else ""
-        if c.live == 0:
-            # Within stale_after of the moment results became expected (start, restore,
-            # reset, close) silence proves nothing yet; after it, the target is unknown.
-            # An operator reset (why) decides afresh: no live data is unknown at once.
-            grace = now.mono < t.expect_since + t.spec.stale_after and not why
-            self._set_raw(
-                t, now, events, t.raw if grace else "unknown", lambda: prefix + self._no_data_reason(t), record
-            )
-            return
-        q = quorum_need(t.spec.quorum, c.live)
-        if c.failing >= q:
-            self._open(
-                t,
-                now,
-                events,
-                f"{prefix}{c.failing}/{c.live} probes failing{self._kinds(t, now.mono, 'fail')}",
-                c.failures,
-            )
-            return
-        raw: State
-        if c.failing + c.warn >= degraded_need(t.spec.degraded_quorum, c.live):
-            raw = "degraded"
-        elif c.passing + c.warn >= c.live - q + 1:
-            raw = "healthy"  # any failing or warn point is below degraded_quorum: ignored
-        elif t.raw == "recovering":
-            # Just closed by a passed trial (enough reachable points by itself): there is
-            # no closed state to keep, and never a closed breaker announced as recovering.
-            raw = "healthy"
+        """Count ``t``'s evidence, decide by its phase's table (DECISIONS), and carry the
+        decision out. ``record``: a result's evaluation (a verdict for flap detection);
+        ``why``: an operator's reset (no grace for silence; named in the reason)."""
+        phase = t.breaker
+        spec = t.spec
+        mono = now.mono
+        c = self._counts(t, mono)
+        if phase == "closed":
+            t.resettle = False
+            # Silence proves nothing within stale_after of the moment results became
+            # expected (start, restore, reset, close); an operator's reset decides afresh.
+            waiting = mono < t.expect_since + spec.stale_after and not why
         else:
-            raw = t.raw  # pending vantage points give no opinion yet
-        # The reason is built only if an event is emitted (most evaluations change nothing).
-        self._set_raw(t, now, events, raw, lambda: prefix + self._closed_reason(t, now, c, raw), record)
+            waiting = mono < t.half_open_since + spec.stale_after
+        live = c.live
+        facts = Facts(
+            live,
+            c.failing,
+            c.warn,
+            c.passing,
+            c.trial_fail,
+            c.trial_ok,
+            quorum_need(spec.quorum, live) if live else 0,
+            degraded_need(spec.degraded_quorum, live) if live else 0,
+            waiting,
+            t.raw == "recovering",
+            t.state == "unknown",
+        )
+        decision = decide(phase, facts)
+        self._carry_out[phase, decision](t, now, events, c, decision, record, why)
+
+    # How a decision is carried out, per phase and decision. The same arguments for all:
+    # the target, now, the events, the counts, the decision, record and why (as _evaluate).
+
+    def _settle(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        """A closed breaker's state: ``keep`` the one decided before (pending points give
+        no opinion; silence within the grace), or the one decided."""
+        prefix = f"{why}; " if why else ""
+        raw = _SETTLED.get(d, t.raw)
+        if c.live:
+            # The reason is built only if an event is emitted (most evaluations change nothing).
+            self._set_raw(t, now, events, raw, lambda: prefix + self._closed_reason(t, now, c, raw), record)
+        else:
+            self._set_raw(t, now, events, raw, lambda: prefix + self._no_data_reason(t), record)
+
+    def _open_on_quorum(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        prefix = f"{why}; " if why else ""
+        kinds = self._kinds(t, now.mono, "fail")
+        self._open(t, now, events, f"{prefix}{c.failing}/{c.live} probes failing{kinds}", c.failures)
+
+    def _open_on_trial(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        kinds = self._kinds(t, now.mono, "trial")
+        self._open(t, now, events, f"trial failed on {c.trial_fail}/{c.live} probes{kinds}", c.failures)
+
+    def _close_on_trial(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        self._close(t, now, events, c)
+
+    def _trial_silent(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        self._emit(t, now, events, "unknown", "half_open", f"trial: {self._no_data_reason(t)}")
+
+    def _trial_heard_again(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        self._emit(t, now, events, "recovering", "half_open", "trial: probes heard from again")
+
+    def _keep(
+        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+    ) -> None:
+        """Nothing changes (a half-open or open breaker's trial goes on)."""
 
     def _closed_reason(self, t: _Target, now: Now, c: _Counts, raw: State) -> str:
         parts: list[str] = []
@@ -1192,35 +1366,6 @@ class Decider:
         self._emit(t, now, events, "recovering", "half_open", reason)
         self._schedule(t, now.mono + t.spec.stale_after)
 
-    def _evaluate_half_open(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
-        c = self._counts(t, now.mono)
-        if c.live == 0:
-            if now.mono >= t.half_open_since + t.spec.stale_after and t.state != "unknown":
-                self._emit(t, now, events, "unknown", "half_open", f"trial: {self._no_data_reason(t)}")
-            return
-        q = quorum_need(t.spec.quorum, c.live)
-        if c.trial_fail >= q:
-            self._open(
-                t,
-                now,
-                events,
-                f"trial failed on {c.trial_fail}/{c.live} probes{self._kinds(t, now.mono, 'trial')}",
-                c.failures,
-            )
-            return
-        if c.trial_ok >= c.live - q + 1:
-            self._close(t, now, events, c)
-            return
-        if t.state == "unknown":
-            self._emit(t, now, events, "recovering", "half_open", "trial: probes heard from again")
-
-    def _evaluate_open_trial(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
-        """An open breaker past ``retry_at``: ``n - q + 1`` passed trials re-admit the
-        target; failed ones leave it open (no event: the workers keep trialling)."""
-        c = self._counts(t, now.mono)
-        if c.live and c.trial_ok >= c.live - quorum_need(t.spec.quorum, c.live) + 1:
-            self._close(t, now, events, c)
-
     def _close(self, t: _Target, now: Now, events: list[StateChanged], c: _Counts) -> None:
         """A passed trial closes the breaker: a re-admission, with its ramp (``ramp.duration``
         0: everyone at once, no probation). ``attempt`` goes back to 0 in the event; the
@@ -1238,9 +1383,7 @@ class Decider:
         else:
             t.ramp = t.ramp_until = t.ramp_reports = None
             t.readmit, t.prev_delay = 0, None
-        self._evaluate_closed(
-            t, now, events, record=True, why=f"trial passed on {c.trial_ok}/{c.live} probes, breaker closed"
-        )
+        self._evaluate(t, now, events, record=True, why=f"trial passed on {c.trial_ok}/{c.live} probes, breaker closed")
         # Closed now: its vantage points' staleness and lapses are deadlines again (an open
         # breaker scheduled none).
         self._schedule(t, self._deadline(t, now.mono))
