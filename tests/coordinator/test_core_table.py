@@ -55,8 +55,8 @@ def test_every_phase_takes_a_step_for_every_input() -> None:
 @pytest.mark.parametrize("phase", sorted(DECISIONS))
 def test_every_decision_table_ends_with_a_row_that_always_holds(phase: str) -> None:
     last = DECISIONS[phase][-1]  # type: ignore[index]
-    nothing = Facts(0, 0, 0, 0, 0, 0, 0, 0, False, False, False)
-    busy = Facts(5, 1, 1, 1, 1, 1, 3, 1, True, True, True)
+    nothing = Facts(0, 0, 0, 0, 0, 0, 0, 0, 0, False, False, False)
+    busy = Facts(5, 1, 1, 1, 1, 1, 2, 3, 1, True, True, True)
     assert last.holds(nothing)
     assert last.holds(busy)
     assert decide(phase, nothing) in {row.then for row in DECISIONS[phase]}  # type: ignore[arg-type,index]

@@ -394,17 +394,7 @@ class _Target(msgspec.Struct, gc=False, eq=False):
         return cls(name, spec, flap, now_mono, now_mono, now_mono)
 
 
-class _Counts(NamedTuple):
-    live: int
-    failing: int
-    warn: int
-    passing: int
-    trial_fail: int
-    trial_ok: int
-    failures: int
-
-
-def _ignored(c: _Counts, need: int) -> str:
+def _ignored(c: Facts, need: int) -> str:
     """``, below degraded_quorum d: ignored`` when the failing and warn points of ``c``
     are fewer than ``need`` (naming their sum when there are both), else ""."""
     impaired = c.failing + c.warn
@@ -1121,8 +1111,11 @@ class Decider:
             if vp.observed_at is not None
         }
 
-    def _counts(self, t: _Target, mono: float) -> _Counts:
-        stale = t.spec.stale_after
+    def _counts(self, t: _Target, mono: float, waiting: bool = False) -> Facts:
+        """What the decision tables read of ``t``'s evidence at ``mono`` (``waiting``: as
+        the caller judged the silence's grace)."""
+        spec = t.spec
+        stale = spec.stale_after
         live = failing = warn = passing = trial_fail = trial_ok = failures = 0
         for vp in t.vps:
             if mono >= vp.heard + stale:
@@ -1141,7 +1134,20 @@ class Decider:
                 trial_ok += 1
             if vp.outcome == "fail" and vp.run > failures:
                 failures = vp.run
-        return _Counts(live, failing, warn, passing, trial_fail, trial_ok, failures)
+        return Facts(
+            live,
+            failing,
+            warn,
+            passing,
+            trial_fail,
+            trial_ok,
+            failures,
+            quorum_need(spec.quorum, live) if live else 0,
+            degraded_need(spec.degraded_quorum, live) if live else 0,
+            waiting,
+            t.raw == "recovering",
+            t.state == "unknown",
+        )
 
     def _kinds(self, t: _Target, mono: float, which: Literal["fail", "warn", "trial"]) -> str:
         """`` (kind, ...)`` naming the error kinds of the counted vantage points' latest
@@ -1201,7 +1207,6 @@ class Decider:
         phase = t.breaker
         spec = t.spec
         mono = now.mono
-        c = self._counts(t, mono)
         if phase == "closed":
             t.resettle = False
             # Silence proves nothing within stale_after of the moment results became
@@ -1209,28 +1214,15 @@ class Decider:
             waiting = mono < t.expect_since + spec.stale_after and not why
         else:
             waiting = mono < t.half_open_since + spec.stale_after
-        live = c.live
-        facts = Facts(
-            live,
-            c.failing,
-            c.warn,
-            c.passing,
-            c.trial_fail,
-            c.trial_ok,
-            quorum_need(spec.quorum, live) if live else 0,
-            degraded_need(spec.degraded_quorum, live) if live else 0,
-            waiting,
-            t.raw == "recovering",
-            t.state == "unknown",
-        )
-        decision = decide(phase, facts)
+        c = self._counts(t, mono, waiting)
+        decision = decide(phase, c)
         self._carry_out[phase, decision](t, now, events, c, decision, record, why)
 
     # How a decision is carried out, per phase and decision. The same arguments for all:
     # the target, now, the events, the counts, the decision, record and why (as _evaluate).
 
     def _settle(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         """A closed breaker's state: ``keep`` the one decided before (pending points give
         no opinion; silence within the grace), or the one decided."""
@@ -1243,39 +1235,39 @@ class Decider:
             self._set_raw(t, now, events, raw, lambda: prefix + self._no_data_reason(t), record)
 
     def _open_on_quorum(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         prefix = f"{why}; " if why else ""
         kinds = self._kinds(t, now.mono, "fail")
         self._open(t, now, events, f"{prefix}{c.failing}/{c.live} probes failing{kinds}", c.failures)
 
     def _open_on_trial(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         kinds = self._kinds(t, now.mono, "trial")
         self._open(t, now, events, f"trial failed on {c.trial_fail}/{c.live} probes{kinds}", c.failures)
 
     def _close_on_trial(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         self._close(t, now, events, c)
 
     def _trial_silent(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         self._emit(t, now, events, "unknown", "half_open", f"trial: {self._no_data_reason(t)}")
 
     def _trial_heard_again(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         self._emit(t, now, events, "recovering", "half_open", "trial: probes heard from again")
 
     def _keep(
-        self, t: _Target, now: Now, events: list[StateChanged], c: _Counts, d: Decision, record: bool, why: str
+        self, t: _Target, now: Now, events: list[StateChanged], c: Facts, d: Decision, record: bool, why: str
     ) -> None:
         """Nothing changes (a half-open or open breaker's trial goes on)."""
 
-    def _closed_reason(self, t: _Target, now: Now, c: _Counts, raw: State) -> str:
+    def _closed_reason(self, t: _Target, now: Now, c: Facts, raw: State) -> str:
         parts: list[str] = []
         if c.failing:
             parts.append(f"{c.failing}/{c.live} probes failing{self._kinds(t, now.mono, 'fail')}")
@@ -1366,7 +1358,7 @@ class Decider:
         self._emit(t, now, events, "recovering", "half_open", reason)
         self._schedule(t, now.mono + t.spec.stale_after)
 
-    def _close(self, t: _Target, now: Now, events: list[StateChanged], c: _Counts) -> None:
+    def _close(self, t: _Target, now: Now, events: list[StateChanged], c: Facts) -> None:
         """A passed trial closes the breaker: a re-admission, with its ramp (``ramp.duration``
         0: everyone at once, no probation). ``attempt`` goes back to 0 in the event; the
         failed re-admissions so far are remembered until the ramp ends."""

@@ -118,7 +118,8 @@ class Facts(NamedTuple):
     ``live`` vantage points were heard within ``stale_after``; of them ``failing``,
     ``warn`` and ``passing`` have that verdict while it counts; ``trial_fail`` and
     ``trial_ok`` have that trial mark (a failed one while its ``fail`` is younger than
-    ``stale_after``). ``quorum`` (``q``) failing open the breaker and ``degraded``
+    ``stale_after``); ``failures`` is the longest live ``fail`` streak (for the events,
+    not the decision). ``quorum`` (``q``) failing open the breaker and ``degraded``
     (``d``) failing or warn degrade it, for ``live``. ``waiting``: no point is live and
     silence proves nothing yet (within ``stale_after`` of the moment results became
     expected, or of the trial's start; never for an operator's reset). ``just_closed``: a
@@ -132,6 +133,7 @@ class Facts(NamedTuple):
     passing: int
     trial_fail: int
     trial_ok: int
+    failures: int
     quorum: int
     degraded: int
     waiting: bool
