@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass
 from typing import Final
 
 from nats.aio.msg import Msg
@@ -36,27 +37,18 @@ log = logging.getLogger("healthbus.coordinator")
 CONTROL_ACK_TIMEOUT: Final = 5.0
 
 
+@dataclass(eq=False)
 class Control:
     """Answers control requests for one term as active coordinator."""
 
-    def __init__(
-        self,
-        decider: Decider,
-        counters: Counters,
-        *,
-        ctl_base: str,
-        now: Callable[[], Now],
-        emit: Callable[[Iterable[StateChanged]], None],
-        wait_published: Callable[[str, int, float], Awaitable[None]],
-        reload: Callable[[], Awaitable[str | None]] | None = None,
-    ) -> None:
-        self.decider = decider
-        self.counters = counters
-        self._ctl_base = ctl_base
-        self._now = now
-        self._emit = emit
-        self._wait_published = wait_published
-        self._reload = reload
+    decider: Decider
+    counters: Counters
+    _: KW_ONLY
+    ctl_base: str
+    now: Callable[[], Now]
+    emit: Callable[[Iterable[StateChanged]], None]
+    wait_published: Callable[[str, int, float], Awaitable[None]]
+    reload: Callable[[], Awaitable[str | None]] | None = None
 
     async def on_ctl(self, msg: Msg) -> None:
         """Subscription callback: apply, then reply if asked."""
@@ -77,10 +69,10 @@ class Control:
         if reply.startswith("$JS."):
             self.counters.drop("unexpected_control", f"a JetStream delivery on {subject[:120]!r}")
             return None
-        if not subject.startswith(self._ctl_base) or len(subject) == len(self._ctl_base):
+        if not subject.startswith(self.ctl_base) or len(subject) == len(self.ctl_base):
             self.counters.drop("unexpected_control", f"not <prefix>.ctl.<command>: {subject[:120]!r}")
             return None
-        return subject[len(self._ctl_base) :]
+        return subject[len(self.ctl_base) :]
 
     async def handle_control(self, command: str, data: bytes) -> ControlReply:
         """Apply one control request; the reply carries the resulting (or current) event."""
@@ -88,7 +80,7 @@ class Control:
             self.counters.drop("bad_control", f"unknown command {command[:40]!r}")
             return ControlReply(ok=False, error=f"unknown command {command!r}; expected one of {CONTROL_COMMANDS}")
         if command == "reload":  # no target: the command re-reads the configuration file
-            error = "reload is not available here" if self._reload is None else await self._reload()
+            error = "reload is not available here" if self.reload is None else await self.reload()
             return ControlReply(ok=error is None, error=error)
         try:
             request = decode_control_request(data)
@@ -97,15 +89,15 @@ class Control:
             return ControlReply(ok=False, error=str(exc))
         try:
             events = self.decider.control(
-                command, request.target, request.reason, self._now(), duration=request.duration_s
+                command, request.target, request.reason, self.now(), duration=request.duration_s
             )
         except ControlError as exc:
             return ControlReply(ok=False, error=str(exc))
         log.warning("operator %s on %s: %s", command, request.target, request.reason or "no reason given")
         if events:
-            self._emit(events)
+            self.emit(events)
             try:
-                await self._wait_published(events[-1].target, events[-1].seq, CONTROL_ACK_TIMEOUT)
+                await self.wait_published(events[-1].target, events[-1].seq, CONTROL_ACK_TIMEOUT)
             except TimeoutError:
                 return ControlReply(
                     ok=True,
