@@ -6,11 +6,22 @@ import signal
 import sys
 from pathlib import Path
 
-from healthbus.bus.embedded import find_binary
-
 from ._process import ChildServer
 
 __all__ = ["MilvusServer"]
+
+# The server is a Python program that shuts down gracefully only through KeyboardInterrupt,
+# and Python raises that on SIGINT only when SIGINT was not ignored at its start. A suite
+# started as a background job of a non-interactive shell (`bash -c 'pytest ... &'`, as CI
+# runners and nohup-style scripts do) runs with SIGINT ignored, every child inherits that,
+# and the server then ignored our stop signal until stop_timeout's SIGKILL (10 s a stop).
+# So the server starts with Python's own SIGINT handler, whatever we inherited.
+_SERVE = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "from milvus_lite.cmdline import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 class MilvusServer(ChildServer):
@@ -21,7 +32,8 @@ class MilvusServer(ChildServer):
 
     name = "milvus-lite"
     ready_timeout = 30.0
-    # SIGINT lets the Python server shut down through KeyboardInterrupt (it dies on SIGTERM).
+    # SIGINT lets the Python server shut down through KeyboardInterrupt (it dies on SIGTERM);
+    # argv() makes sure the server handles it even when this process ignores SIGINT.
     stop_signal: int = signal.SIGINT
 
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
@@ -34,7 +46,6 @@ class MilvusServer(ChildServer):
         return f"http://{self.host}:{self.port}"
 
     def argv(self) -> list[str]:
-        """The milvus-lite command line (the console script, else ``python -m milvus_lite``)."""
-        binary = find_binary("milvus-lite")
-        head = [binary] if binary else [sys.executable, "-m", "milvus_lite"]
-        return [*head, "server", "--data-dir", str(self.store_dir), "--host", self.host, "--port", str(self.port)]
+        """The ``milvus-lite server`` command line, run by this interpreter with SIGINT handled."""
+        args = ["server", "--data-dir", str(self.store_dir), "--host", self.host, "--port", str(self.port)]
+        return [sys.executable, "-c", _SERVE, *args]

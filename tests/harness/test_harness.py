@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -476,3 +477,33 @@ def test_milvus_server_version_stop_restart(milvus_server: MilvusServer) -> None
     client = MilvusClient(uri=milvus_server.uri, timeout=5, dedicated=True)
     assert "kept" in client.list_collections()
     client.close()
+
+
+def _catches(pid: int, sig: int) -> bool | None:
+    """Whether process ``pid`` has a handler for ``sig`` (its ``SigCgt`` mask); None without ``/proc``."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.milvus
+def test_milvus_server_shuts_down_on_sigint_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A suite started as a background job (``bash -c 'pytest ... &'``) runs with SIGINT ignored,
+    and children inherit that: the server still handles the SIGINT it is stopped with and shuts
+    down through its own "Shutting down..." path, not the SIGKILL after stop_timeout."""
+    require("milvus_lite", "install the milvus extra (pip install 'healthbus-probes[milvus]')")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what such a background job inherits
+    try:
+        server = MilvusServer(tmp_path / "milvus").start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        pid = server.pid
+        assert pid is not None
+        assert _catches(pid, signal.SIGINT) in (True, None)
+    finally:
+        server.stop()
+    assert "Shutting down" in server.log_path.read_text()
