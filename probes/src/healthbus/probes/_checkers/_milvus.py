@@ -17,6 +17,8 @@ failure. A local Milvus Lite file keeps its client (it runs inside the worker).
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -25,11 +27,36 @@ from healthbus.probes._classify import classify_milvus
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
 try:
+    import pymilvus
     from pymilvus import AsyncMilvusClient
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise driver_missing("milvus", "pymilvus", "milvus", exc) from None
 
 _SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``(major, minor, patch)`` of a version string such as ``3.0.2`` or ``2.6.10rc1``."""
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def own_connection_kwargs(version: str) -> dict[str, Any]:
+    """What makes an ``AsyncMilvusClient`` of pymilvus ``version`` connect a gRPC channel of
+    its own that its ``close()`` tears down.
+
+    * 2.6.10 and later (3.x too) share one channel per address and token among every client
+      and keep it after the last one closed; ``dedicated=True`` opts out.
+    * 2.5.12 to 2.6.9 share one connection alias per URI and user, which ``close()``
+      removes under any other client using it; a unique ``alias`` is the client's own.
+    * Older releases give every client a unique alias themselves (and ``alias`` there
+      would clash with ``connections.connect``'s own argument).
+    """
+    current = _version(version)
+    if current >= (2, 6, 10):
+        return {"dedicated": True}
+    if current >= (2, 5, 12):
+        return {"alias": f"healthbus-probe-{uuid.uuid4().hex}"}
+    return {}
 
 
 def split_milvus_url(url: str) -> tuple[str, str, str, bool]:
@@ -71,6 +98,9 @@ class MilvusChecker(BaseChecker):
             # gRPC shares subchannels process-wide: after a server restart a new client
             # would inherit the old one's reconnect backoff and fail for a second more.
             "grpc_options": {"grpc.use_local_subchannel_pool": 1},
+            # A channel of this client's own, closed by its close(): pymilvus would otherwise
+            # share one per address and keep it open after every client closed.
+            **own_connection_kwargs(pymilvus.__version__),
         }
         if self._user:
             kwargs["user"] = self._user
