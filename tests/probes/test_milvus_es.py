@@ -104,25 +104,6 @@ async def test_milvus_checks_hold_no_connection_between_checks(milvus_server: Mi
 
 
 @pytest.mark.milvus
-@pytest.mark.parametrize(
-    ("version", "expected"),
-    [("3.0.2", "dedicated"), ("2.6.10", "dedicated"), ("2.6.9", "alias"), ("2.5.12", "alias"), ("2.5.11", None)],
-)
-def test_milvus_own_connection_per_pymilvus_version(version: str, expected: str | None) -> None:
-    """The client arguments that give a check its own channel, per pymilvus release."""
-    from healthbus.probes._checkers._milvus import own_connection_kwargs
-
-    kwargs = own_connection_kwargs(version)
-    if expected is None:
-        assert kwargs == {}
-    elif expected == "dedicated":
-        assert kwargs == {"dedicated": True}
-    else:
-        assert list(kwargs) == ["alias"]
-        assert kwargs["alias"] != own_connection_kwargs(version)["alias"]  # unique per client
-
-
-@pytest.mark.milvus
 async def test_milvus_local_file(tmp_path: Path) -> None:
     """A local Milvus Lite file (plain path or file:// URL) runs in-process and passes."""
     for url in (str(tmp_path / "vectors.db"), f"file://{tmp_path / 'other.db'}"):

@@ -7,18 +7,19 @@ Milvus Lite file, ``file:///var/lib/app/vectors.db`` or a plain path ``./vectors
 which runs Milvus Lite inside the worker (only one process can open such a file).
 
 Outcome: pass when the server answers; fail otherwise. Details: ``server_version``,
-``mode`` (``server`` or ``lite``). Each check opens its own client (a gRPC channel)
-and closes it before returning, so a server that stops accepting connections is seen
-at once rather than hidden behind a kept channel; option ``reuse_connection`` keeps the
-client, with a fresh one at least every ``fresh_connect_every`` checks and after every
-failure. A local Milvus Lite file keeps its client (it runs inside the worker).
+``mode`` (``server`` or ``lite``). Each check opens its own client with a gRPC channel
+of its own (``dedicated=True``: pymilvus otherwise shares one channel per address and
+token among all clients and keeps it open after the last one closed) and closes it
+before returning, so the probe holds no connection between checks and a server that
+stops accepting connections is seen at once rather than hidden behind a kept channel;
+option ``reuse_connection`` keeps the client, with a fresh one (a new channel) at least
+every ``fresh_connect_every`` checks and after every failure. A local Milvus Lite file
+keeps its client (it runs inside the worker).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -27,36 +28,11 @@ from healthbus.probes._classify import classify_milvus
 from healthbus.protocol import DetailValue, ErrorKind, TargetConfig
 
 try:
-    import pymilvus
     from pymilvus import AsyncMilvusClient
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise driver_missing("milvus", "pymilvus", "milvus", exc) from None
 
 _SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
-
-
-def _version(text: str) -> tuple[int, ...]:
-    """``(major, minor, patch)`` of a version string such as ``3.0.2`` or ``2.6.10rc1``."""
-    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
-
-
-def own_connection_kwargs(version: str) -> dict[str, Any]:
-    """What makes an ``AsyncMilvusClient`` of pymilvus ``version`` connect a gRPC channel of
-    its own that its ``close()`` tears down.
-
-    * 2.6.10 and later (3.x too) share one channel per address and token among every client
-      and keep it after the last one closed; ``dedicated=True`` opts out.
-    * 2.5.12 to 2.6.9 share one connection alias per URI and user, which ``close()``
-      removes under any other client using it; a unique ``alias`` is the client's own.
-    * Older releases give every client a unique alias themselves (and ``alias`` there
-      would clash with ``connections.connect``'s own argument).
-    """
-    current = _version(version)
-    if current >= (2, 6, 10):
-        return {"dedicated": True}
-    if current >= (2, 5, 12):
-        return {"alias": f"healthbus-probe-{uuid.uuid4().hex}"}
-    return {}
 
 
 def split_milvus_url(url: str) -> tuple[str, str, str, bool]:
@@ -98,9 +74,10 @@ class MilvusChecker(BaseChecker):
             # gRPC shares subchannels process-wide: after a server restart a new client
             # would inherit the old one's reconnect backoff and fail for a second more.
             "grpc_options": {"grpc.use_local_subchannel_pool": 1},
-            # A channel of this client's own, closed by its close(): pymilvus would otherwise
-            # share one per address and keep it open after every client closed.
-            **own_connection_kwargs(pymilvus.__version__),
+            # A channel of this client's own, closed by its close(): pymilvus otherwise shares
+            # one per address and token among all clients and keeps it open after the last
+            # one closed (a check would reuse it, and the server would see it held for good).
+            "dedicated": True,
         }
         if self._user:
             kwargs["user"] = self._user
