@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,32 @@ from healthbus.protocol import Duration, TargetConfig
 from tests.harness import free_port
 from tests.harness._es import FakeElasticsearch
 from tests.harness._milvus import MilvusServer
+from tests.helpers import wait_until
 from tests.probes._support import assert_refused_while_stopped
+
+_ESTABLISHED = "01"  # the st column of /proc/net/tcp
+
+
+def _connections_to(port: int) -> list[int]:
+    """Local ports of this process's ESTABLISHED TCP connections to ``port`` (Linux
+    ``/proc``): the sockets among our own file descriptors, not the server's ends."""
+    ours: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            ours.add(link.removeprefix("socket:[").removesuffix("]"))
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == _ESTABLISHED and int(remote.rsplit(":", 1)[1], 16) == port and inode in ours:
+                ports.append(int(local.rsplit(":", 1)[1], 16))
+    return ports
 
 
 def _target(kind: str, url: str, timeout: float = 3.0, **options: str | int | bool) -> TargetConfig:
@@ -37,6 +64,43 @@ async def test_milvus_server_pass_fail_pass(milvus_server: MilvusServer) -> None
         await assert_refused_while_stopped(checker, milvus_server)
     finally:
         await checker.close()
+
+
+@pytest.mark.milvus
+async def test_milvus_checks_hold_no_connection_between_checks(milvus_server: MilvusServer) -> None:
+    """Each check opens a gRPC channel of its own and closes it before returning, so no
+    connection to the server outlives a check (pymilvus would otherwise share one channel
+    per address and keep it after the client closed). With reuse_connection: one kept
+    connection, a new one every fresh_connect_every checks, none after close()."""
+    port = milvus_server.port
+
+    def count(n: int) -> Callable[[], bool]:
+        return lambda: len(_connections_to(port)) == n
+
+    # gRPC closes a channel's socket in its own thread, just after close() returns: polled.
+    assert _connections_to(port) == []
+    fresh = build_checker(_target("milvus", milvus_server.uri))
+    try:
+        for i in range(4):
+            result = await fresh.check()
+            assert result.outcome == "pass", result
+            await wait_until(count(0), 10, f"no connection after check {i + 1}", seen=lambda: _connections_to(port))
+    finally:
+        await fresh.close()
+    reused = build_checker(_target("milvus", milvus_server.uri, reuse_connection=True, fresh_connect_every=3))
+    try:
+        used: list[int] = []
+        for i in range(7):
+            result = await reused.check()
+            assert result.outcome == "pass", result
+            await wait_until(count(1), 10, f"one connection after check {i + 1}", seen=lambda: _connections_to(port))
+            used += _connections_to(port)
+        # Checks 1-3 over one connection, 4-6 over a fresh one, 7 over a third.
+        assert used == [used[0]] * 3 + [used[3]] * 3 + [used[6]], used
+        assert len(set(used)) == 3, used
+    finally:
+        await reused.close()
+    await wait_until(count(0), 10, "no connection after close()", seen=lambda: _connections_to(port))
 
 
 @pytest.mark.milvus

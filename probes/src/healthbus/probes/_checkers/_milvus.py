@@ -7,11 +7,14 @@ Milvus Lite file, ``file:///var/lib/app/vectors.db`` or a plain path ``./vectors
 which runs Milvus Lite inside the worker (only one process can open such a file).
 
 Outcome: pass when the server answers; fail otherwise. Details: ``server_version``,
-``mode`` (``server`` or ``lite``). Each check opens its own client (a gRPC channel)
-and closes it before returning, so a server that stops accepting connections is seen
-at once rather than hidden behind a kept channel; option ``reuse_connection`` keeps the
-client, with a fresh one at least every ``fresh_connect_every`` checks and after every
-failure. A local Milvus Lite file keeps its client (it runs inside the worker).
+``mode`` (``server`` or ``lite``). Each check opens its own client with a gRPC channel
+of its own (``dedicated=True``: pymilvus otherwise shares one channel per address and
+token among all clients and keeps it open after the last one closed) and closes it
+before returning, so the probe holds no connection between checks and a server that
+stops accepting connections is seen at once rather than hidden behind a kept channel;
+option ``reuse_connection`` keeps the client, with a fresh one (a new channel) at least
+every ``fresh_connect_every`` checks and after every failure. A local Milvus Lite file
+keeps its client (it runs inside the worker).
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class MilvusChecker(BaseChecker):
             # gRPC shares subchannels process-wide: after a server restart a new client
             # would inherit the old one's reconnect backoff and fail for a second more.
             "grpc_options": {"grpc.use_local_subchannel_pool": 1},
+            # A channel of this client's own, closed by its close(): pymilvus otherwise shares
+            # one per address and token among all clients and keeps it open after the last
+            # one closed (a check would reuse it, and the server would see it held for good).
+            "dedicated": True,
         }
         if self._user:
             kwargs["user"] = self._user
