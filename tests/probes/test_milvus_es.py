@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from healthbus.probes import build_checker
+from healthbus.probes._checkers._milvus import split_milvus_url
 from healthbus.protocol import Duration, TargetConfig
 from tests.harness import free_port
 from tests.harness._es import FakeElasticsearch
@@ -62,6 +63,26 @@ async def test_milvus_server_pass_fail_pass(milvus_server: MilvusServer) -> None
         assert up.details["mode"] == "server"
         assert str(up.details["server_version"])
         await assert_refused_while_stopped(checker, milvus_server)
+    finally:
+        await checker.close()
+
+
+def test_milvus_url_forms() -> None:
+    """Credentials come out of the URI; ``grpc://`` is pymilvus's ``tcp://`` (it refuses the former)."""
+    assert split_milvus_url("grpc://u:p%40ss@db.example:19530") == ("tcp://db.example:19530", "u", "p@ss", False)
+    assert split_milvus_url("http://db.example:19530/") == ("http://db.example:19530/", "", "", False)
+    assert split_milvus_url("file:///var/lib/v.db") == ("/var/lib/v.db", "", "", True)
+    assert split_milvus_url("./v.db") == ("./v.db", "", "", True)
+
+
+@pytest.mark.milvus
+async def test_milvus_server_answers_on_a_grpc_url(milvus_server: MilvusServer) -> None:
+    """A ``grpc://`` URL (docs/probes.md lists it) checks the server like ``http://``."""
+    url = "grpc://" + milvus_server.uri.split("://", 1)[1]
+    checker = build_checker(_target("milvus", url))
+    try:
+        result = await checker.check()
+        assert result.outcome == "pass", result
     finally:
         await checker.close()
 

@@ -50,7 +50,9 @@ def split_milvus_url(url: str) -> tuple[str, str, str, bool]:
     password = unquote(parts.password or "")
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), user, password, False
+    # Milvus speaks gRPC over plain TCP: pymilvus names that tcp:// (it refuses grpc://).
+    scheme = "tcp" if scheme == "grpc" else parts.scheme
+    return urlunsplit((scheme, netloc, parts.path, parts.query, "")), user, password, False
 
 
 class MilvusChecker(BaseChecker):
