@@ -46,6 +46,11 @@ PROBATION_AT_LEAST = 2.0
 #: A vantage point not heard from for this many ``stale_after`` is forgotten (docs, "Fixed limits").
 FORGOTTEN_AFTER = 10
 
+#: Known divergence of the code from the docs (tests/coordinator/test_core_model.py):
+#: the failed re-admissions of an outage survive a maintenance window (and the end of
+#: their probation) when the window's end closes the breaker.
+MAINTENANCE_KEEPS_BACKOFF = "maintenance keeps backoff"
+
 Verdict = Literal["failing", "passing", "warn", "pending"]
 Mark = Literal["passed", "failed", "none"]
 
@@ -76,13 +81,14 @@ class Phase:
     # open (and a maintenance window): when trials start / the window ends
     retry_at: float | None = None
     retry_at_wall: datetime | None = None
-    # open: failed re-admissions of this outage so far, and the last backoff delay
+    # open, closed: failed re-admissions of this outage so far; open: the last backoff delay
     failed: int = 0
     last_delay: float | None = None
     # closed after a re-admission: which one it is (the ramp is announced from `since`)
     readmission: int = 0
     ramp_at: float = 0.0
-    ramp_at_wall: datetime | None = None
+    ramp: Ramp | None = None  # closed: the ramp announced with the re-admission (its settings then)
+    origin: str = ""  # why it began, where that matters: "reset", "maintenance ended"
 
 
 @dataclass
@@ -200,7 +206,8 @@ class TargetModel:
     phases: list[Phase] = field(default_factory=list)
     flap_log: list[tuple[State | None, bool]] = field(default_factory=list)  # (verdict, flapping after); None: cleared
     events: list[Announced] = field(default_factory=list)
-    reports: list[tuple[str, datetime, float]] = field(default_factory=list)  # (instance, seen at, received)
+    # failure reports received during a probation: (instance, seen at, the ramp then announced)
+    reports: list[tuple[str, datetime, Ramp]] = field(default_factory=list)
     seq_base: int = 0  # the seq of the last event of an earlier life (retired and configured again)
     looked: float = float("-inf")  # the last instant it was decided (time moves in steps)
     log: list[str] = field(default_factory=list)  # "looked" (decided), "reloaded" (new settings)
@@ -318,22 +325,22 @@ class TargetModel:
         out.append(ph.since + self.stale)
         if ph.retry_at is not None:
             out.append(ph.retry_at)
-        if ph.breaker == "closed" and ph.readmission:
-            out.append(ph.ramp_at + max(float(self.cfg.ramp.duration), PROBATION_AT_LEAST))
+        if ph.breaker == "closed" and ph.ramp is not None:
+            out.append(ph.ramp_at + max(ph.ramp.duration_s, PROBATION_AT_LEAST))
         return out
 
     def on_probation(self, now: float) -> bool:
         ph = self.phase
-        if ph.breaker != "closed" or not ph.readmission or self.cfg.ramp.duration <= 0:
+        if ph.breaker != "closed" or ph.ramp is None:
             return False
-        return now < ph.ramp_at + max(float(self.cfg.ramp.duration), PROBATION_AT_LEAST)
+        return now < ph.ramp_at + max(ph.ramp.duration_s, PROBATION_AT_LEAST)
 
     def facts(self, now: float) -> Facts:
         live = [p for p in self.probes(now) if self.is_live(p, now)]
         verdicts = [self.verdict(p, now) for p in live]
         marks = [self.trial_mark(p, now) for p in live]
         ph = self.phase
-        reporters = {i for i, seen, recv in self.reports if recv >= ph.ramp_at and seen >= (ph.ramp_at_wall or seen)}
+        reporters = {i for i, seen, ramp in self.reports if ramp is ph.ramp and seen >= ramp.started_at}
         return Facts(
             live=len(live),
             failing=verdicts.count("failing"),
@@ -424,7 +431,11 @@ class Model:
         rng: random.Random,
         now: Now,
         refresh_after: float | None = None,
+        as_built: frozenset[str] = frozenset(),
     ) -> None:
+        """``as_built`` names the known divergences (module constants) where the model
+        follows the code instead of docs/coordinator.md."""
+        self.as_built = as_built
         self.rng = rng
         self.refresh_after = refresh_after
         self.targets: dict[str, TargetModel] = {}
@@ -478,9 +489,12 @@ class Model:
         t = self.targets.get(target)
         if t is None:
             return []
-        t.reports.append((instance, at, now.mono))
-        if not t.on_probation(now.mono):
-            return []
+        ramp = t.phase.ramp
+        if ramp is None or not t.on_probation(now.mono):
+            return []  # outside a probation a report decides nothing
+        t.reports.append((instance, at, ramp))
+        if t.facts(now.mono).reports < t.cfg.ramp.reopen_reports:
+            return []  # a report is no result: it decides (and records) only a re-open
         return self._evaluate(t, now, timer=False)
 
     def tick(self, now: Now) -> list[StateChanged]:
@@ -492,7 +506,7 @@ class Model:
             if ph.breaker == "forced_open" and ph.retry_at is not None and now.mono >= ph.retry_at:
                 # a maintenance window ends like a reset: half-open
                 t.clear_flaps()
-                t.phases.append(Phase("half_open", now.mono, now.wall))
+                t.phases.append(Phase("half_open", now.mono, now.wall, origin="maintenance ended"))
                 out += self._announce(t, now, "recovering", "maintenance ended")
             due = [d for d in t.deadlines() if t.looked < d <= now.mono]
             # new settings are taken at the next timer (or result) after a reload
@@ -536,19 +550,19 @@ class Model:
         if action == "reset":
             t.clear_flaps()
             if t.phase.breaker == "closed":
-                # decided afresh; a re-admission's ramp (and probation) goes on
                 ph = t.phase
+                # decided afresh; the ramp goes on, its failed re-admissions are forgotten
                 t.phases.append(
-                    Phase("closed", m, w, readmission=ph.readmission, ramp_at=ph.ramp_at, ramp_at_wall=ph.ramp_at_wall)
+                    Phase("closed", m, w, readmission=ph.readmission, ramp_at=ph.ramp_at, ramp=ph.ramp, origin="reset")
                 )
                 out = self._evaluate(t, now, timer=False, record=False)
                 if not out:
                     out = self._announce(t, now, self.state(target)[0], "reset")
                 return out
             if t.phase.breaker == "half_open":  # the trial restarts; the state stays as it is
-                t.phases.append(Phase("half_open", m, w))
+                t.phases.append(Phase("half_open", m, w, origin="reset"))
                 return self._announce(t, now, self.state(target)[0], "reset")
-            t.phases.append(Phase("half_open", m, w))
+            t.phases.append(Phase("half_open", m, w, origin="reset"))
             return self._announce(t, now, "recovering", "reset")
         raise ControlError(f"unknown command {action!r}")
 
@@ -583,15 +597,14 @@ class Model:
         facts = t.facts(now.mono)
         d = decide(t.phase, t.cfg, facts, timer=timer)
         announced = self.state(t.cfg.name)[0]
-        if timer and d.phase == "same":
-            # a timer records a verdict only when it changes one
-            window = t.flap_window()
-            last_verdict = window[-1] if window else announced
-            if (d.state or announced) == last_verdict:
-                return self._announce(t, now, d.state or announced, d.label)
+        # the last verdict the rules gave (flap history cleared or not)
+        given = [v for v, _ in t.flap_log if v is not None]
+        last_verdict = given[-1] if given else announced
         if d.label == "no opinion":  # the verdict is kept: recorded again
-            window = t.flap_window()
-            d.record = d.state = window[-1] if window else announced
+            d.record = d.state = last_verdict
+        if timer and d.phase == "same" and (d.state or announced) == last_verdict:
+            # a timer records a verdict only when it changes one
+            return self._announce(t, now, last_verdict, d.label)
         if record and d.record is not None and not (d.phase == "same" and t.phase.breaker == "open"):
             t.record(d.record)
         m, w = now.mono, now.wall
@@ -599,23 +612,46 @@ class Model:
         if d.phase == "open":
             t.phases.append(Phase("open", m, w, m + float(t.cfg.trial_interval), _plus(w, t.cfg.trial_interval)))
         elif d.phase == "reopen":
-            failed = ph.readmission
+            failed = ph.failed + 1
             prev = self._previous_delay(t)
             delay = backoff_delay(t.cfg.backoff, failed, self.rng, prev)
             wait = max(float(t.cfg.trial_interval), delay)
             t.phases.append(Phase("open", m, w, m + wait, _plus(w, wait), failed=failed, last_delay=delay))
         elif d.phase == "close":
-            readmission = (ph.failed + 1) if ph.breaker == "open" else 1
-            t.phases.append(Phase("closed", m, w, readmission=readmission, ramp_at=m, ramp_at_wall=w))
+            readmission = (ph.failed + 1) if ph.breaker == "open" else 1 + self._failures_kept(t)
+            ramp = None
+            if t.cfg.ramp.duration > 0:
+                ramp = Ramp(
+                    started_at=w,
+                    duration_s=float(t.cfg.ramp.duration),
+                    from_share=t.cfg.ramp.start,
+                    readmission=readmission,
+                )
+            t.phases.append(
+                Phase("closed", m, w, readmission=readmission, ramp_at=m, ramp=ramp, failed=readmission - 1)
+            )
         state = d.state if d.state is not None else announced
         return self._announce(t, now, state, d.label)
+
+    def _failures_kept(self, t: TargetModel) -> int:
+        """As built (MAINTENANCE_KEEPS_BACKOFF): a half-open breaker after a maintenance
+        window closes as the next re-admission of the last outage, as if neither the
+        window nor the end of that outage's probation had forgotten its failures."""
+        if MAINTENANCE_KEEPS_BACKOFF not in self.as_built or t.phase.origin != "maintenance ended":
+            return 0
+        for ph in reversed(t.phases[:-1]):
+            if ph.breaker == "open":
+                return ph.failed
+            if ph.origin == "reset" or (ph.breaker == "closed" and not ph.readmission):
+                return 0
+        return 0
 
     def _previous_delay(self, t: TargetModel) -> float | None:
         """The backoff delay of the re-open before this re-admission (decorrelated jitter)."""
         for ph in reversed(t.phases):
             if ph.breaker == "open":
                 return ph.last_delay
-            if ph.breaker != "closed" or not ph.readmission:
+            if ph.breaker != "closed" or not ph.readmission or ph.origin == "reset":
                 return None
         return None
 
@@ -649,14 +685,7 @@ class Model:
         changed = prev.changed_wall if (refresh and prev) else now.wall
         # a refresh repeats what was announced (failures too); a retired event names nothing
         failures = 0 if retired else prev.failures if (refresh and prev) else t.failures(now.mono)
-        ramp = None
-        if t.on_probation(now.mono) and not retired:
-            ramp = Ramp(
-                started_at=ph.ramp_at_wall or ph.since_wall,
-                duration_s=float(t.cfg.ramp.duration),
-                from_share=t.cfg.ramp.start,
-                readmission=ph.readmission,
-            )
+        ramp = ph.ramp if t.on_probation(now.mono) and not retired else None
         event = StateChanged(
             target=t.cfg.name,
             seq=seq,
