@@ -117,7 +117,7 @@ def compare(config: dict[str, Any], steps: list[tuple[Any, ...]], seed: int, ref
 
 
 @settings(
-    max_examples=max(300, settings().max_examples),
+    max_examples=max(1200, settings().max_examples),
     deadline=None,
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow],

@@ -495,7 +495,7 @@ class Model:
         t.reports.append((instance, at, ramp))
         if t.facts(now.mono).reports < t.cfg.ramp.reopen_reports:
             return []  # a report is no result: it decides (and records) only a re-open
-        return self._evaluate(t, now, timer=False)
+        return self._evaluate(t, now, timer=False, report=True)
 
     def tick(self, now: Now) -> list[StateChanged]:
         out: list[StateChanged] = []
@@ -593,8 +593,12 @@ class Model:
 
     # ------------------------------------------------------------------ deciding
 
-    def _evaluate(self, t: TargetModel, now: Now, *, timer: bool, record: bool = True) -> list[StateChanged]:
+    def _evaluate(
+        self, t: TargetModel, now: Now, *, timer: bool, record: bool = True, report: bool = False
+    ) -> list[StateChanged]:
         facts = t.facts(now.mono)
+        if not report:  # the reports are counted when one arrives, not again later
+            facts.reports = 0
         d = decide(t.phase, t.cfg, facts, timer=timer)
         announced = self.state(t.cfg.name)[0]
         # the last verdict the rules gave (flap history cleared or not)
