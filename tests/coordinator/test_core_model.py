@@ -17,15 +17,19 @@ wording. The exact reasons are pinned by the pure example tests
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from healthbus.coordinator._core import Decider
 from healthbus.protocol import Duration, RampSettings, StateChanged
 
 from ._model import MAINTENANCE_KEEPS_BACKOFF, Model
+from ._sim import Sim, target
 from .test_core_properties import run, steps_among
 from .test_core_reference import maintenance, reloads, settings_
 
@@ -133,3 +137,65 @@ def test_core_decides_like_the_model(
 ) -> None:
     """Same inputs, times and seed: the same events from the core and the model."""
     compare(config, steps, seed, refresh_after)
+
+
+# ------------------------------------------------------ where the code differs from the docs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="code keeps an outage's failed re-admissions through a maintenance window (AS_BUILT)",
+)
+def test_a_maintenance_window_ends_like_a_reset_forgetting_failed_readmissions() -> None:
+    """docs/coordinator.md, rule 6: a maintenance window ends "as a reset would", and a
+    reset clears the backoff; besides, rule 4 step 4: a probation that ends without a
+    re-open ends the outage and its failed re-admissions are forgotten. So the trial after
+    the window closes the breaker as the first re-admission (``ramp.readmission`` 1).
+    The core announces 2: it still counts the failed re-admission of the earlier outage."""
+    assert _readmission_after_a_window(Decider) == 1
+
+
+def test_the_model_ends_a_maintenance_window_like_a_reset() -> None:
+    """The model without AS_BUILT states the documented rule of the test above."""
+    assert _readmission_after_a_window(Model) == 1
+    assert _readmission_after_a_window(partial(Model, as_built=AS_BUILT)) == 2
+
+
+def _readmission_after_a_window(decider: Callable[..., Any]) -> int:
+    """Two re-admissions (the first failed under the fleet's reports), a probation that
+    ends, a maintenance window, a passed trial: which re-admission that trial announces."""
+    ramp = RampSettings(duration=Duration(1.0), reopen_reports=1)
+    sim = Sim(target(failure_threshold=1, success_threshold=1, ramp=ramp), decider=decider)
+    sim.feed("fail", "p0", dt=0.0)  # open, attempt 1, trials from 0.5
+    (first,) = sim.feed("pass", "p0", dt=1.0)  # re-admission 1
+    (failed,) = sim.report("i0", dt=0.1)  # the fleet fails it: attempt 2
+    assert (first.ramp and first.ramp.readmission, failed.attempt) == (1, 2)
+    (second,) = sim.feed("pass", "p0", dt=1.0)  # re-admission 2 ...
+    assert second.ramp is not None
+    assert second.ramp.readmission == 2
+    sim.advance(3.0)  # ... whose probation (2 s) ends without a re-open: the outage is over
+    sim.control_for("maintenance", 0.5)
+    (half_open,) = sim.advance(1.0)
+    assert half_open.breaker == "half_open"
+    (closed,) = sim.feed("pass", "p0", dt=0.0)
+    assert closed.ramp is not None
+    return closed.ramp.readmission
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="a refresh run in a late tick names a point past its forget moment"
+)
+def test_a_late_refresh_names_no_forgotten_point() -> None:
+    """docs/coordinator.md: a vantage point not heard from for more than 10 x stale_after
+    is forgotten, and a refresh carries the current evidence. A timer tick that comes late
+    (here at 41 s: the refresh was due at 18, p0's forget moment at 40) refreshes with p0
+    still in the evidence, and forgets it only afterwards. A running service wakes at each
+    deadline, so this needs a tick delayed past both (a suspended process)."""
+    sim = Sim(target(stale_after=Duration(4.0), success_threshold=1), refresh_after=7.0)
+    sim.feed("pass", "p0", dt=0.0)
+    (unknown,) = sim.advance(11.0)
+    assert unknown.state == "unknown"
+    (refresh,) = sim.advance(30.0)
+    assert refresh.unchanged_since is not None
+    assert refresh.evidence == {}
