@@ -4,7 +4,8 @@
 the core's structure: it keeps every result, phase and verdict as a list and derives
 verdicts, liveness, trial marks, the probation and the flap share by scanning them.
 For random configurations and random streams of results, silences, replayed old
-results, operator commands, maintenance windows, live reloads and refreshes, the real
+results, operator commands, maintenance windows, live reloads, failure reports, whole
+outages with re-admissions, and refreshes, the real
 :class:`~healthbus.coordinator.Decider` and the model must announce the same events,
 field by field: target, seq, previous, state, breaker, attempt, failures, flapping,
 retry_at, ramp, retired, evidence, unchanged_since and at.

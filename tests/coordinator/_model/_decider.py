@@ -1,7 +1,7 @@
 """A plain, slow model of the coordinator's rules (docs/coordinator.md, rules 1-6).
 
-It is a second statement of the rules, not a copy of the core: nothing here is counted
-or cached. Each target keeps what happened, as lists:
+It is a second statement of the rules, not a copy of the core: no streak counters, no
+cached verdicts, no timer heap. Each target keeps what happened, as lists:
 
 * every accepted result, with the time it was received and the breaker phase it met;
 * the breaker's phases (closed, open, half-open, forced open, disabled), each with the
@@ -15,8 +15,16 @@ verdicts that lapse), liveness, trial marks, the probation, whether results have
 expected long enough for ``unknown``, the flap share. Deciding a target is one plain
 function of its phase and those facts (:func:`decide`).
 
+Time moves in the steps the driver takes: a timer tick decides a target only when one of
+the instants derived from its history (a point going stale, a verdict lapsing, results
+expected for ``stale_after``, ``retry_at``, the probation's end) or a reload fell in the
+step. Where the docs were silent the model does what the core does, and the docs now say
+so; where the core differs from the docs, the model follows the docs unless the
+divergence is named in ``as_built`` (see :data:`MAINTENANCE_KEEPS_BACKOFF`).
+
 Reasons are not modelled (a short label says which rule decided instead): the exact
-reason texts are pinned by the pure example tests.
+reason texts are pinned by the pure example tests. Not modelled either: ``restore``,
+``align`` (the standby's takeover), the cap of 64 vantage points.
 """
 
 from __future__ import annotations
