@@ -94,6 +94,9 @@ def run(
             note(sim.advance(step[1]))
         elif kind == "control":
             note(sim.control(step[1]))
+        elif kind == "report":  # a failure report from instance i<k>, seen by it `back` s ago
+            _, k, dt, back = step
+            note(sim.report(f"i{k}", dt=dt, seen=sim.t + dt - back))
         elif kind == "maintenance":
             note(sim.control_for("maintenance", step[1]))
         elif kind == "reload":  # new settings, or (None) retired and configured again
