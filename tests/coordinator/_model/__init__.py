@@ -4,6 +4,6 @@ Written from docs/coordinator.md and the prose of the decider's module docstring
 (not from the code): see :mod:`._decider` and tests/coordinator/test_core_model.py.
 """
 
-from ._decider import MAINTENANCE_KEEPS_BACKOFF, Model
+from ._decider import Model
 
-__all__ = ["MAINTENANCE_KEEPS_BACKOFF", "Model"]
+__all__ = ["Model"]

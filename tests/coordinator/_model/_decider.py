@@ -19,8 +19,8 @@ Time moves in the steps the driver takes: a timer tick decides a target only whe
 the instants derived from its history (a point going stale, a verdict lapsing, results
 expected for ``stale_after``, ``retry_at``, the probation's end) or a reload fell in the
 step. Where the docs were silent the model does what the core does, and the docs now say
-so; where the core differs from the docs, the model follows the docs unless the
-divergence is named in ``as_built`` (see :data:`MAINTENANCE_KEEPS_BACKOFF`).
+so; where the core differed from the docs (a maintenance window's end kept an outage's
+failed re-admissions; a late refresh named a forgotten point), the core was fixed.
 
 Reasons are not modelled (a short label says which rule decided instead): the exact
 reason texts are pinned by the pure example tests. Not modelled either: ``restore``,
@@ -53,11 +53,6 @@ from healthbus.protocol import (
 PROBATION_AT_LEAST = 2.0
 #: A vantage point not heard from for this many ``stale_after`` is forgotten (docs, "Fixed limits").
 FORGOTTEN_AFTER = 10
-
-#: Known divergence of the code from the docs (tests/coordinator/test_core_model.py):
-#: the failed re-admissions of an outage survive a maintenance window (and the end of
-#: their probation) when the window's end closes the breaker.
-MAINTENANCE_KEEPS_BACKOFF = "maintenance keeps backoff"
 
 Verdict = Literal["failing", "passing", "warn", "pending"]
 Mark = Literal["passed", "failed", "none"]
@@ -439,11 +434,7 @@ class Model:
         rng: random.Random,
         now: Now,
         refresh_after: float | None = None,
-        as_built: frozenset[str] = frozenset(),
     ) -> None:
-        """``as_built`` names the known divergences (module constants) where the model
-        follows the code instead of docs/coordinator.md."""
-        self.as_built = as_built
         self.rng = rng
         self.refresh_after = refresh_after
         self.targets: dict[str, TargetModel] = {}
@@ -630,7 +621,7 @@ class Model:
             wait = max(float(t.cfg.trial_interval), delay)
             t.phases.append(Phase("open", m, w, m + wait, _plus(w, wait), failed=failed, last_delay=delay))
         elif d.phase == "close":
-            readmission = (ph.failed + 1) if ph.breaker == "open" else 1 + self._failures_kept(t)
+            readmission = (ph.failed + 1) if ph.breaker == "open" else 1
             ramp = None
             if t.cfg.ramp.duration > 0:
                 ramp = Ramp(
@@ -644,19 +635,6 @@ class Model:
             )
         state = d.state if d.state is not None else announced
         return self._announce(t, now, state, d.label)
-
-    def _failures_kept(self, t: TargetModel) -> int:
-        """As built (MAINTENANCE_KEEPS_BACKOFF): a half-open breaker after a maintenance
-        window closes as the next re-admission of the last outage, as if neither the
-        window nor the end of that outage's probation had forgotten its failures."""
-        if MAINTENANCE_KEEPS_BACKOFF not in self.as_built or t.phase.origin != "maintenance ended":
-            return 0
-        for ph in reversed(t.phases[:-1]):
-            if ph.breaker == "open":
-                return ph.failed
-            if ph.origin == "reset" or (ph.breaker == "closed" and not ph.readmission):
-                return 0
-        return 0
 
     def _previous_delay(self, t: TargetModel) -> float | None:
         """The backoff delay of the re-open before this re-admission (decorrelated jitter)."""

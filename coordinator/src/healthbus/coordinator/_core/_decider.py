@@ -1095,7 +1095,7 @@ class Decider:
             # it by a rounding microsecond, and a refresh changes nothing but seq and at.
             retry_at=last.retry_at if t.breaker in ("open", "forced_open") else None,
             features=t.spec.features_list,
-            evidence=self._evidence(t) or dict(last.evidence),
+            evidence=self._evidence(t) or self._remembered(last, now.wall),
             flapping=t.flapping,
             unchanged_since=since,
             ramp=self._current_ramp(t, now.mono) if t.breaker == "closed" else None,
@@ -1103,6 +1103,14 @@ class Decider:
         t.last = event
         events.append(event)
         self._announced(t, now.mono)
+
+    def _remembered(self, last: StateChanged, wall: datetime) -> dict[str, Evidence]:
+        """The evidence of ``last`` (a target remembering no vantage point: restored, or
+        silent) without the points older than the forget horizon (``FORGET_AFTER_STALE``
+        × ``stale_after``) at ``wall``: a refresh never names a forgotten point."""
+        t = self._targets[last.target]
+        horizon = timedelta(seconds=t.spec.stale_after * FORGET_AFTER_STALE)
+        return {probe: e for probe, e in last.evidence.items() if wall - e.at <= horizon}
 
     def _evidence(self, t: _Target) -> dict[str, Evidence]:
         return {
@@ -1186,11 +1194,9 @@ class Decider:
 
     def _window_end(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
         if t.retry_at is not None and now.mono >= t.retry_at:
-            # The maintenance window is over: as a reset, a trial (never straight to closed).
-            t.override_reason = ""
-            t.attempt, t.retry_at, t.prev_delay = 0, None, None
-            if t.flap is not None:
-                t.flap.clear()
+            # The maintenance window is over: as a reset (the backoff and the failed
+            # re-admissions forgotten too), a trial (never straight to closed).
+            self._reset(t)
             self._half_open(t, now, events, why="maintenance ended: trial checks allowed now")
 
     def _timer_nothing(self, t: _Target, now: Now, events: list[StateChanged]) -> None:
