@@ -149,6 +149,39 @@ async def test_digest_shortcut_reads_only_what_changed(
 
 
 @pytest.mark.nats
+async def test_once_caught_up_the_server_sends_the_client_no_more_digests(
+    nats_server: EmbeddedNats, publisher: Publisher, digests: DigestPublisher
+) -> None:
+    """The digest subscription ends on the server, not only in nats-py: after its catch-up a
+    client's connection receives none of the digests sent later (nats-py's ``max_msgs``
+    alone only dropped them on arrival, each parsed, on every connection, until the next
+    reconnect)."""
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
+            await proxy.cut()
+            await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+            await proxy.start()
+            await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
+            assert health.resync.digests == 1
+            nc = health.nc
+            assert nc is not None
+            await nc.flush()
+            before = nc.stats["in_msgs"]
+            for _ in range(3):
+                assert await digests.publish()
+            await digests.nc.flush()  # the server has routed them (to nobody, now)
+            await nc.flush()  # and any routed to this connection came before this PONG
+            assert nc.stats["in_msgs"] == before
+    finally:
+        await proxy.cut()
+
+
+@pytest.mark.nats
 async def test_without_a_digest_the_client_reloads_as_before(nats_server: EmbeddedNats, publisher: Publisher) -> None:
     """An older coordinator sends no digest: after a reconnect the client reloads every state."""
     from ._proxy import Proxy

@@ -620,13 +620,19 @@ class HealthClient(HealthViewBase):
         async def on_digest(msg: Msg) -> None:
             await self._on_digest(msg, round_)
 
-        # max_msgs: the server itself stops after one whole digest (an UNSUB sent right after
-        # the SUB), however late this busy process gets round to it: 1 message, or for a
-        # digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
+        # The server itself stops after one whole digest (``UNSUB <sid> <max>`` sent right
+        # after the SUB), however late this busy process gets round to it: 1 message, or for
+        # a digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
         # subscription starts at). N is the last digest's; a digest with more parts runs
-        # the subscription out and a new one is made for them.
+        # the subscription out and a new one is made for them. nats-py's ``max_msgs`` alone
+        # would not do: it only drops the extra messages locally (nats-py 2.16 sends no
+        # UNSUB for it), so the server would go on sending this connection every digest,
+        # each parsed and dropped, until the next reconnect.
         self._digest_budget = 2 * self._digest_parts.expected - 1
-        self._digest_sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+        sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+        self._digest_sub = sub
+        with contextlib.suppress(nats_errors.BadSubscriptionError):  # already done: the digest came
+            await sub.unsubscribe(limit=self._digest_budget)
 
     async def _read(self, targets: list[str]) -> bool:
         """Read ``targets``' last events (one by one if few, else one batched load); False on failure."""
