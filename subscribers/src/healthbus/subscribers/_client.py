@@ -26,7 +26,8 @@ Invariants:
   listens for the coordinator's StateDigest on ``<prefix>.digest`` (every configured
   target's latest seq, sent every ``[coordinator] digest_interval`` and at once when the
   coordinator's own connection comes back) and reads only the targets it shows changed
-  (see ``_catchup``): a fleet whose NATS restarted sends almost no requests. Without a
+  (see ``_catchup``), except those whose last event the digest itself carries: a fleet
+  whose NATS restarted sends almost no requests. Without a
   digest within ``_DIGEST_WAIT`` seconds (an older coordinator), after a slow-consumer
   drop, or when the server refused something, every current state is loaded again. Any
   read waits a random delay of up to ``resync_jitter`` seconds first (so a fleet does not
@@ -588,6 +589,8 @@ class HealthClient(HealthViewBase):
             log.info("healthbus: no state digest within %gs after reconnecting; reloading every state", _DIGEST_WAIT)
             self._full_resync = True
             return 0.0
+        if digest.events:
+            self._apply_digest_events(digest)
         known = {name: state.seq for name, state in self._table.states.items()}
         missing = behind(known, digest.seqs)
         if not missing:
@@ -610,6 +613,15 @@ class HealthClient(HealthViewBase):
             return self._tick
         self._caught_up()
         return self._tick
+
+    def _apply_digest_events(self, digest: StateDigest) -> None:
+        """Take the digest's events this client lacks (each stored in the stream): no read for them."""
+        states = self._table.states
+        for event in digest.events:
+            known = states.get(event.target)
+            if (known is None or known.seq < event.seq) and event.seq <= digest.seqs.get(event.target, 0):
+                self.resync.applied += 1
+                self._handle(event)
 
     async def _subscribe_digest(self, nc: Client) -> None:
         """Listen on ``<prefix>.digest`` for one whole digest; only its messages count from now on."""
