@@ -337,6 +337,20 @@ class HealthClient(HealthViewBase):
 
     async def _on_reconnected(self) -> None:
         self._error_logged_at = None  # the next outage gets its first error logged again
+        nc = self._nc
+        if (
+            nc is not None
+            and self._resync
+            and not self._live
+            and not self._closed
+            and nc.is_connected
+            and self._by_digest(nc)
+        ):
+            # Begin the catch-up here, in nats-py's reconnect task: the digest SUB goes out
+            # right behind the replayed subscriptions, without waiting for the supervisor's
+            # turn on a busy event loop (the supervisor, woken below, continues the round).
+            with contextlib.suppress(Exception):  # e.g. lost again: the supervisor starts over
+                await self._begin_round(nc, self._clock())
         self._wake.set()
 
     async def _on_error(self, exc: Exception) -> None:
@@ -547,11 +561,6 @@ class HealthClient(HealthViewBase):
             log.debug("healthbus: skipping a malformed state digest: %s", exc)
             part = None
         digest = self._digest_parts.add(part) if part is not None else None
-        if digest is not None:
-            self.resync.digests += 1
-            if self._digest is None:
-                self._digest = digest
-                self._wake.set()
         if digest is not None or self._digest_budget <= 0:
             # One digest is all a round needs; or the subscription's max_msgs ran out before a
             # split digest was whole (it has more parts than the last one): a new round
@@ -562,26 +571,38 @@ class HealthClient(HealthViewBase):
                 self._wake.set()
             if sub is not None and self._digest_budget > 0:
                 asyncio.get_running_loop().create_task(self._unsubscribe(sub))
+        if digest is not None:
+            self.resync.digests += 1
+            if self._digest is None:
+                self._digest = digest
+                self._finish_by_digest(digest)
+                self._wake.set()
+
+    async def _begin_round(self, nc: Client, now: float) -> None:
+        """A new catch-up round: only a digest that arrives on a subscription made now counts;
+        its SUB follows the state SUB on this connection."""
+        self._catchup_since = now
+        self._catchup_lag = 0.0
+        self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"]
+        self._digest = None
+        self._resync_at = None
+        old, self._digest_sub = self._digest_sub, None
+        if old is not None:
+            await self._unsubscribe(old)
+        await self._subscribe_digest(nc)
 
     async def _catch_up(self, nc: Client, now: float) -> float:
         """One step of a catch-up by digest; returns how long until the next step is due."""
         if self._catchup_since is None or nc.stats["reconnects"] != self._catchup_reconnects:
-            # A new round (or a reconnect during one): only a digest that arrives on a
-            # subscription made now counts; its SUB follows the state SUB on this connection.
-            self._catchup_since = now
-            self._catchup_lag = 0.0
-            self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"]
-            self._digest = None
-            self._resync_at = None
-            old, self._digest_sub = self._digest_sub, None
-            if old is not None:
-                await self._unsubscribe(old)
-            await self._subscribe_digest(nc)
+            await self._begin_round(nc, now)  # a new round (or a reconnect during one)
         elif self._digest_resubscribe and self._digest is None:
             await self._subscribe_digest(nc)  # same round, same deadline: for all of a split digest
+        since = self._catchup_since
+        if not self._resync or since is None:
+            return self._tick  # caught up meanwhile (by the digest's callback)
         digest = self._digest
         if digest is None:
-            left = self._catchup_since + _DIGEST_WAIT + self._catchup_lag - now
+            left = since + _DIGEST_WAIT + self._catchup_lag - now
             sub = self._digest_sub
             if left > 0 or (sub is not None and sub.pending_msgs > 0):
                 # Still due, or it came and this busy process has not handled it yet.
@@ -613,6 +634,29 @@ class HealthClient(HealthViewBase):
             return self._tick
         self._caught_up()
         return self._tick
+
+    def _finish_by_digest(self, digest: StateDigest) -> None:
+        """Catch up right as the round's digest comes, when it leaves nothing to read (one
+        turn of a busy event loop sooner than the supervisor); else the supervisor reads."""
+        nc = self._nc
+        if (
+            nc is None
+            or not self._resync
+            or self._catchup_since is None
+            or not nc.is_connected
+            or nc.stats["reconnects"] != self._catchup_reconnects
+            or not self._by_digest(nc)
+        ):
+            return
+        if digest.events:
+            self._apply_digest_events(digest)
+        known = {name: state.seq for name, state in self._table.states.items()}
+        if behind(known, digest.seqs):
+            return
+        self.resync.skipped += 1
+        self._caught_up()
+        self._table.tick(self._clock())
+        self._notify_bus()
 
     def _apply_digest_events(self, digest: StateDigest) -> None:
         """Take the digest's events this client lacks (each stored in the stream): no read for them."""
@@ -708,8 +752,8 @@ class HealthClient(HealthViewBase):
                 self._handle(event)
 
     def _notify_bus(self) -> None:
-        status = self.bus
-        key = (status.connected, status.stale, status.reason)
+        table = self._table  # what self.bus would say, without building a BusStatus each round
+        key = (table.lost_since is None, table.stale, table.reason)
         if key != self._notified:
             self._notified = key
             self._bus_changed()
