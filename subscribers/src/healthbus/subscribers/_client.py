@@ -349,8 +349,10 @@ class HealthClient(HealthViewBase):
             # Begin the catch-up here, in nats-py's reconnect task: the digest SUB goes out
             # right behind the replayed subscriptions, without waiting for the supervisor's
             # turn on a busy event loop (the supervisor, woken below, continues the round).
-            with contextlib.suppress(Exception):  # e.g. lost again: the supervisor starts over
+            try:
                 await self._begin_round(nc, self._clock())
+            except Exception:  # e.g. lost again: the supervisor begins the round anew
+                self._catchup_since = None
         self._wake.set()
 
     async def _on_error(self, exc: Exception) -> None:
