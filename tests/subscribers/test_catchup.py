@@ -497,3 +497,30 @@ async def test_a_process_running_late_does_not_count_its_own_lag_against_the_dig
             await wait_until(lambda: health.bus.connected, 30, "the client to follow live again", lambda: health.bus)
     finally:
         await proxy.cut()
+
+
+@pytest.mark.nats
+async def test_a_dropped_connection_is_logged_once_with_its_reason(
+    nats_server: EmbeddedNats, publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning per outage, not two: "lost the bus" carries nats-py's error (a fleet's
+    processes log it for every instance at once)."""
+    import logging
+
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=600, resync_jitter=0.1) as health:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="healthbus.subscribers"):
+                await proxy.cut()
+                await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+            lines = [r.getMessage() for r in caplog.records if r.name == "healthbus.subscribers"]
+            assert len(lines) == 1, lines
+            assert lines[0].startswith("healthbus: lost the bus (NATS nats://127.0.0.1:")
+            assert lines[0].endswith("); keeping the last known states")
+    finally:
+        await proxy.cut()

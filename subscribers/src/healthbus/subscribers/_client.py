@@ -209,6 +209,7 @@ class HealthClient(HealthViewBase):
         self._digest_parts = DigestParts()  # a split digest's parts, merged as they come
         self._digest_budget = 0  # digest messages the current round's subscription may still get
         self._digest_resubscribe = False  # the subscription ran out before a split digest was whole
+        self._loss_error: str | None = None  # the error that dropped the connection, for "lost the bus"
 
     @classmethod
     def connect(cls, url: str | None = None, **options: Unpack[ClientOptions]) -> _Connecting:
@@ -337,6 +338,9 @@ class HealthClient(HealthViewBase):
 
     async def _on_reconnected(self) -> None:
         self._error_logged_at = None  # the next outage gets its first error logged again
+        dropped, self._loss_error = self._loss_error, None
+        if dropped is not None:  # back before the supervisor said it was lost: say why now
+            log.warning("healthbus: NATS %s: %s", redact_url(bus.resolve_url(self._settings, self._url)), dropped)
         nc = self._nc
         if (
             nc is not None
@@ -396,6 +400,11 @@ class HealthClient(HealthViewBase):
         if self._error_logged_at is not None and now - self._error_logged_at < _ERROR_LOG_INTERVAL:
             return
         self._error_logged_at = now
+        if self._live and isinstance(exc, nats_errors.StaleConnectionError | OSError):
+            # The connection just dropped: the supervisor's "lost the bus" line says so, with
+            # this reason (one line per outage, not two; a fleet's processes log it at once).
+            self._loss_error = text
+            return
         log.warning("healthbus: NATS %s: %s", redact_url(bus.resolve_url(self._settings, self._url)), text)
 
     async def _try_connect(self) -> bool:
@@ -794,7 +803,12 @@ class HealthClient(HealthViewBase):
             self._note_failure()
         if nc is None or not nc.is_connected:
             if self._live or self._table.lost_since is None:
-                log.warning("healthbus: lost the bus; keeping the last known states")
+                dropped, self._loss_error = self._loss_error, None
+                if dropped is not None:
+                    shown = redact_url(bus.resolve_url(self._settings, self._url))
+                    log.warning("healthbus: lost the bus (NATS %s: %s); keeping the last known states", shown, dropped)
+                else:
+                    log.warning("healthbus: lost the bus; keeping the last known states")
             self._live = False
             self._resync = True
             reason = "disconnected from NATS" if nc is not None else (self._table.reason or "not connected to NATS")
