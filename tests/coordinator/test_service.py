@@ -657,7 +657,8 @@ async def test_a_takeover_tries_the_stream_read_again_after_a_bounded_wait(
 
 async def test_state_digest_names_every_decided_target_and_follows_the_stream(nc: Client, events: Events) -> None:
     """While active the coordinator publishes the StateDigest: each configured target's highest
-    sent seq (targets never decided are absent), again after every new event."""
+    sent seq (targets never decided are absent), again after every new event, and the last
+    stored event of the targets that changed last."""
     digests: asyncio.Queue[StateDigest] = asyncio.Queue()
 
     async def on_digest(msg: Msg) -> None:
@@ -686,3 +687,8 @@ async def test_state_digest_names_every_decided_target_and_follows_the_stream(nc
         digest = await digest_reaching(down.seq)
         assert set(digest.seqs) == {"db"}
         assert digest.seqs["db"] <= max(e.seq for e in events.of("db"))  # never ahead of what was sent
+        # Once stored, db's last event comes with the digest (a subscriber that missed it reads nothing).
+        async with asyncio.timeout(10):
+            while (digest := await digests.get()).events[-1:] == [] or digest.events[-1].seq != down.seq:
+                pass
+        assert digest.events == [down]

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from healthbus.protocol import (
+    MAX_DIGEST_EVENTS,
     MAX_MESSAGE_BYTES,
     DigestParts,
     ProtocolError,
+    StateChanged,
     StateDigest,
     decode_state_digest,
     encode,
@@ -80,3 +82,41 @@ def test_a_part_beyond_parts_is_refused() -> None:
         decode_state_digest(b'{"v":1,"at":"2026-12-06T05:00:00Z","seqs":{},"part":0,"parts":2}')
     with pytest.raises(ValueError, match="expected part <= parts"):
         StateDigest(at=AT, seqs={}, part=2, parts=1)
+
+
+def _event(target: str, seq: int, reason: str = "probe failed") -> StateChanged:
+    return StateChanged(
+        target=target, seq=seq, at=AT, previous="healthy", state="unavailable", breaker="open", reason=reason
+    )
+
+
+def test_a_digest_carries_the_newest_stored_events_of_its_targets() -> None:
+    """``events``: the newest MAX_DIGEST_EVENTS, oldest first, of targets the digest names with
+    a seq no lower; in part 1 only; every part still fits; an older reader ignores them."""
+    seqs = {f"t{i:02d}": 5 for i in range(40)}
+    events = [_event(f"t{i:02d}", 5) for i in range(40)]
+    events += [_event("retired", 3), _event("t00", 6)]  # not configured; newer than the digest says
+    (part,) = split_digest(AT, seqs, events=events)
+    assert [e.target for e in part.events] == [f"t{i:02d}" for i in range(40 - MAX_DIGEST_EVENTS, 40)]
+    assert decode_state_digest(encode(part)) == part
+    big = long_names(3_000)
+    parts = split_digest(AT, big, events=[_event(name, seq) for name, seq in list(big.items())[-20:]])
+    assert len(parts[0].events) == MAX_DIGEST_EVENTS
+    assert all(p.events == [] for p in parts[1:])
+    assert all(len(encode(p)) <= MAX_MESSAGE_BYTES for p in parts)
+    merger = DigestParts()
+    for p in parts:
+        whole = merger.add(p)
+    assert whole is not None
+    assert (whole.seqs, whole.events) == (big, parts[0].events)
+
+
+def test_the_events_a_digest_carries_are_bounded_in_bytes() -> None:
+    """Long events: the oldest are left out, so they never take more than a quarter of a message."""
+    seqs = {f"t{i}": 1 for i in range(MAX_DIGEST_EVENTS)}
+    events = [_event(f"t{i}", 1, reason="r" * 3_000) for i in range(MAX_DIGEST_EVENTS)]
+    (part,) = split_digest(AT, seqs, events=events)
+    assert 0 < len(part.events) < MAX_DIGEST_EVENTS
+    assert part.events == events[-len(part.events) :]
+    assert sum(len(encode(e)) + 1 for e in part.events) <= MAX_MESSAGE_BYTES // 4
+    assert split_digest(AT, seqs, events=events, limit=1_000)[0].events == []  # none fits a tiny part

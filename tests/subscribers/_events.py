@@ -19,6 +19,11 @@ class Publisher:
         self.settings = StreamSettings.for_prefix(prefix)
         self.seqs: dict[str, int] = {}
         self.last: dict[str, State] = {}
+        self.stored: dict[str, StateChanged] = {}  # the last acked event per target, in ack order
+
+    def recent(self) -> list[StateChanged]:
+        """The last stored event of every target, oldest first (a digest's ``events``, as the coordinator's outbox)."""
+        return list(self.stored.values())
 
     async def ensure(self) -> None:
         """Create the state stream."""
@@ -35,6 +40,8 @@ class Publisher:
         for attempt in range(3):
             try:
                 await self.publish_event(ev)
+                self.stored.pop(target, None)
+                self.stored[target] = ev
                 break
             except NatsTimeoutError:
                 # No ack in time (a server just restarted, on a busy machine): send it again,

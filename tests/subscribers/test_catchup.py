@@ -62,11 +62,16 @@ async def publisher(nats_server: EmbeddedNats) -> AsyncIterator[Publisher]:
         await nc.close()
 
 
-@pytest.fixture
-async def digests(nats_server: EmbeddedNats, publisher: Publisher) -> AsyncIterator[DigestPublisher]:
-    """The coordinator's StateDigest of ``publisher``'s seqs, on a connection that reconnects like the coordinator's."""
+@pytest.fixture(params=["seqs", "events"])
+async def digests(
+    request: pytest.FixtureRequest, nats_server: EmbeddedNats, publisher: Publisher
+) -> AsyncIterator[DigestPublisher]:
+    """The coordinator's StateDigest of ``publisher``'s seqs, on a connection that reconnects like the coordinator's:
+    with the stored events of the targets that changed last (``events``, as the coordinator
+    sends it), or with the seqs only (``seqs``, as a coordinator before ``events`` did)."""
     nc = await connect(BusSettings(url=nats_server.url), name="test-digest")
-    digest = DigestPublisher(nc, Subjects(PREFIX), lambda: dict(publisher.seqs), interval=0.2)
+    events = publisher.recent if request.param == "events" else None
+    digest = DigestPublisher(nc, Subjects(PREFIX), lambda: dict(publisher.seqs), interval=0.2, events=events)
     task = asyncio.create_task(digest.run())
     try:
         yield digest
@@ -141,9 +146,46 @@ async def test_digest_shortcut_reads_only_what_changed(
             pg = health.state("pg")
             assert pg is not None
             assert (pg.seq, pg.state) == (3, "recovering")
-            assert (health.resync.requests, health.resync.reloads, health.resync.timeouts) == (loaded + 1, 0, 0)
+            # The digest carries pg's last event (the coordinator's): applied, nothing read.
+            # Without events, one direct get for pg.
+            carried = digests.events is not None
+            assert (health.resync.requests, health.resync.applied) == ((loaded, 1) if carried else (loaded + 1, 0))
+            assert (health.resync.reloads, health.resync.timeouts) == (0, 0)
             assert ("pg", 3) in seen
             assert seen.count(("pg", 3)) == 1
+    finally:
+        await proxy.cut()
+
+
+@pytest.mark.nats
+async def test_once_caught_up_the_server_sends_the_client_no_more_digests(
+    nats_server: EmbeddedNats, publisher: Publisher, digests: DigestPublisher
+) -> None:
+    """The digest subscription ends on the server, not only in nats-py: after its catch-up a
+    client's connection receives none of the digests sent later (nats-py's ``max_msgs``
+    alone only dropped them on arrival, each parsed, on every connection, until the next
+    reconnect)."""
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
+            await proxy.cut()
+            await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+            await proxy.start()
+            await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
+            assert health.resync.digests == 1
+            nc = health.nc
+            assert nc is not None
+            await nc.flush()
+            before = nc.stats["in_msgs"]
+            for _ in range(3):
+                assert await digests.publish()
+            await digests.nc.flush()  # the server has routed them (to nobody, now)
+            await nc.flush()  # and any routed to this connection came before this PONG
+            assert nc.stats["in_msgs"] == before
     finally:
         await proxy.cut()
 
@@ -239,8 +281,8 @@ async def test_fleet_held_off_during_a_nats_restart_reads_exactly_what_changed(
     nats_server: EmbeddedNats, publisher: Publisher, digests: DigestPublisher
 ) -> None:
     """A few hundred clients cut off while NATS restarts and two targets change: back, every
-    client reads exactly those two (one direct get each, after one digest), none times out or
-    reloads, and every client sees each change exactly once."""
+    client takes exactly those two from one digest (its events; with a seqs-only digest, one
+    direct get each), none times out or reloads, and every client sees each change exactly once."""
     from ._proxy import Proxy
 
     targets = [f"t{i}" for i in range(5)]
@@ -291,7 +333,9 @@ async def test_fleet_held_off_during_a_nats_restart_reads_exactly_what_changed(
             (c.resync.requests - r, c.resync.digests - d, c.resync.timeouts, c.resync.reloads)
             for c, (r, d) in zip(clients, before, strict=True)
         ]
-        assert [x for x in cost if x != (2, 1, 0, 0)] == []
+        # Both changes come with the digest (its events), else one direct get each.
+        expected = (0, 1, 0, 0) if digests.events is not None else (2, 1, 0, 0)
+        assert [x for x in cost if x != expected] == []
     finally:
         for i in range(0, len(clients), 50):
             await asyncio.gather(*(c.close() for c in clients[i : i + 50]), return_exceptions=True)
@@ -334,7 +378,8 @@ async def test_a_digest_split_into_parts_is_merged_and_only_what_changed_is_read
                 state = health.state(event.target)
                 assert state is not None
                 assert (state.seq, state.state) == (event.seq, event.state)
-            assert (health.resync.requests - loaded, health.resync.digests) == (2, 1)
+            reads = 0 if digests.events is not None else 2  # the newest events come with part 1
+            assert (health.resync.requests - loaded, health.resync.digests) == (reads, 1)
             assert (health.resync.reloads, health.resync.timeouts) == (0, 0)
     finally:
         await proxy.cut()
@@ -450,5 +495,32 @@ async def test_a_process_running_late_does_not_count_its_own_lag_against_the_dig
                 await clock.advance(0.5)
             assert health.resync.reloads == 1
             await wait_until(lambda: health.bus.connected, 30, "the client to follow live again", lambda: health.bus)
+    finally:
+        await proxy.cut()
+
+
+@pytest.mark.nats
+async def test_a_dropped_connection_is_logged_once_with_its_reason(
+    nats_server: EmbeddedNats, publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning per outage, not two: "lost the bus" carries nats-py's error (a fleet's
+    processes log it for every instance at once)."""
+    import logging
+
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=600, resync_jitter=0.1) as health:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="healthbus.subscribers"):
+                await proxy.cut()
+                await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+            lines = [r.getMessage() for r in caplog.records if r.name == "healthbus.subscribers"]
+            assert len(lines) == 1, lines
+            assert lines[0].startswith("healthbus: lost the bus (NATS nats://127.0.0.1:")
+            assert lines[0].endswith("); keeping the last known states")
     finally:
         await proxy.cut()

@@ -21,10 +21,12 @@ Measured for each design in the same run, on the same server:
   and store; one transition is published as soon as it accepts connections again (while
   the fleet is still reconnecting); the time until every instance has it. Like the
   coordinator, the suite publishes a StateDigest every 0.5 s, at once when its own
-  connection comes back and every 0.1 s for 5 s after (``healthbus.bus.DigestPublisher``), so instances that reconnect
-  read only what they missed. Each worker process freezes its objects out of the garbage
-  collector once its instances are open (``gc.freeze()``, every design alike): a full
-  collection over hundreds of instances in one process is a pause no real instance has.
+  connection comes back and every 0.1 s for 5 s after (``healthbus.bus.DigestPublisher``),
+  with the last stored event of the targets that changed last, so instances that reconnect
+  apply what they missed from it and read only what it does not carry. Each worker
+  process freezes its objects out of the garbage collector once its instances are open
+  (``gc.freeze()``, every design alike): a full collection over hundreds of instances in
+  one process is a pause no real instance has.
 - ``resync_requests`` / ``resync_timeouts`` / ``resync_reloads``: the requests the fleet
   sent to the state stream to catch up after the restart (``HealthClient.resync``, summed
   over every instance), how many of them nothing answered in time, and how many instances
@@ -77,6 +79,7 @@ from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import target_names
 from healthbus.bus import DigestPublisher, connect
 from healthbus.protocol import (
+    MAX_DIGEST_EVENTS,
     BusSettings,
     StateChanged,
     StreamSettings,
@@ -293,6 +296,12 @@ class Publisher:
         self.seqs: dict[str, int] = {}
         self.state: dict[str, str] = {}
         self.subjects = Subjects(PREFIX)
+        self.stored: dict[str, StateChanged] = {}  # the last acked event per target, in ack order
+
+    def recent(self) -> list[StateChanged]:
+        """The last stored event of the targets stored most recently, oldest first (the
+        digest's ``events``, as the coordinator's ``Outbox.recent``)."""
+        return list(self.stored.values())[-MAX_DIGEST_EVENTS:]
 
     async def publish(self, nc: Client, target: str) -> tuple[Key, int]:
         """The next transition of ``target`` (healthy ↔ unavailable); its key and publish time."""
@@ -308,9 +317,12 @@ class Publisher:
         # ("stored, or on its way"): a digest taken while the ack is awaited names this seq.
         self.seqs[target] = seq
         self.state[target] = state
-        await nc.jetstream().publish(
+        ack = await nc.jetstream().publish(
             self.subjects.state(target), encode(event), headers={"Nats-Msg-Id": event.msg_id}, timeout=30
         )
+        self.stored.pop(target, None)
+        if not ack.duplicate:
+            self.stored[target] = event
         return (target, seq), sent
 
 
@@ -391,7 +403,13 @@ async def _phase(
     if design == "healthbus":
         # The coordinator's StateDigest, from a connection that reconnects as the coordinator's does.
         coordinator = await connect(BusSettings(url=server.url), name="bench-fleet-coordinator")
-        digest = DigestPublisher(coordinator, Subjects(PREFIX), lambda: dict(publisher.seqs), interval=DIGEST_INTERVAL)
+        digest = DigestPublisher(
+            coordinator,
+            Subjects(PREFIX),
+            lambda: dict(publisher.seqs),
+            interval=DIGEST_INTERVAL,
+            events=publisher.recent,
+        )
         digests = asyncio.create_task(digest.run())
     try:
         children = [group.start(f"fleet-{design}-{i}", worker_role, server.url, n, design) for i, n in enumerate(per)]

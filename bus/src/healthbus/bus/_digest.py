@@ -10,6 +10,8 @@ was waiting anyway).
 
 Nobody listens on the subject while the fleet follows live (a subscriber subscribes only
 while it catches up), so a digest nobody waits for costs the server one subject match.
+With ``events``, a digest also carries the last StateChanged of the targets that changed
+most recently (stored ones only), so a subscriber that missed just those reads nothing.
 A digest larger than ``MAX_MESSAGE_BYTES`` (tens of thousands of targets) is sent as
 several parts (``split_digest``: the same ``at``, ``part`` 1..``parts``), published back to
 back; subscribers merge them.
@@ -18,12 +20,12 @@ back; subscribers merge them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from nats.aio.client import Client
 
-from healthbus.protocol import MAX_MESSAGE_BYTES, Subjects, encode, split_digest
+from healthbus.protocol import MAX_MESSAGE_BYTES, StateChanged, Subjects, encode, split_digest
 from healthbus.protocol.clock import Clock, SystemClock
 
 log = logging.getLogger("healthbus.bus")
@@ -40,7 +42,10 @@ class DigestPublisher:
     """Sends ``seqs()`` as a StateDigest every ``interval`` and right after each reconnect.
 
     ``seqs`` returns every configured target's highest sent ``seq``; it is called for
-    each digest. ``await run()`` until cancelled; :meth:`publish` sends one now.
+    each digest. ``events`` (optional) returns the last StateChanged of the targets that
+    changed most recently, oldest first, each already stored in the stream (acked): the
+    newest of them go into the digest (``split_digest``). ``await run()`` until
+    cancelled; :meth:`publish` sends one now.
     """
 
     def __init__(
@@ -51,12 +56,14 @@ class DigestPublisher:
         *,
         interval: float,
         clock: Clock | None = None,
+        events: Callable[[], Sequence[StateChanged]] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"invalid digest interval {interval!r}: expected seconds > 0")
         self.nc = nc
         self.subject = subjects.digest
         self.seqs = seqs
+        self.events = events
         self.interval = float(interval)
         self.clock: Clock = clock or SystemClock()
         self.sent = 0
@@ -66,7 +73,8 @@ class DigestPublisher:
 
     async def publish(self) -> bool:
         """Publish one digest now (all its parts); False when it was not sent (the connection refused it)."""
-        parts = split_digest(self.clock.now(), self.seqs(), limit=MAX_MESSAGE_BYTES)
+        events = self.events() if self.events is not None else ()
+        parts = split_digest(self.clock.now(), self.seqs(), limit=MAX_MESSAGE_BYTES, events=events)
         try:
             for part in parts:
                 await self.nc.publish(self.subject, encode(part))

@@ -33,7 +33,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from healthbus.bus import ensure_stream
-from healthbus.protocol import StateChanged, StreamSettings, Subjects, encode
+from healthbus.protocol import MAX_DIGEST_EVENTS, StateChanged, StreamSettings, Subjects, encode
 from healthbus.protocol.clock import Clock, SystemClock, sleep_until_set
 
 log = logging.getLogger("healthbus.coordinator")
@@ -92,6 +92,8 @@ class Outbox:
         self._pending = 0
         self._acked: dict[str, int] = {}
         self._sent: dict[str, int] = {}  # the highest seq sent at least once, per target
+        # The last acked event of the targets acked most recently, in ack order (the digest's events).
+        self._recent: dict[str, StateChanged] = {}
         self._wake = asyncio.Event()
         self._acked_changed = asyncio.Event()
         self._inbox = ""
@@ -125,6 +127,11 @@ class Outbox:
         """
         acked, sent = self._acked, self._sent
         return {t: max(acked.get(t, 0), sent.get(t, 0)) for t in targets}
+
+    def recent(self) -> list[StateChanged]:
+        """The last stored event of each of the targets stored most recently, oldest first
+        (at most ``MAX_DIGEST_EVENTS``): what the StateDigest carries besides the seqs."""
+        return list(self._recent.values())
 
     def mark_acked(self, target: str, seq: int) -> None:
         """Record that ``seq`` is already in the stream (restore)."""
@@ -271,6 +278,7 @@ class Outbox:
         if flight is None or str(flight[0]) != seq_text:
             return  # a late ack of an earlier attempt, already settled
         del self._inflight[target]
+        duplicates = self.duplicates
         problem = self._problem(msg)
         if problem is not None:
             self._ready.append(target)
@@ -287,6 +295,14 @@ class Outbox:
         self._pending -= 1
         self.published += 1
         self._acked[target] = max(self._acked.get(target, 0), event.seq)
+        recent = self._recent
+        recent.pop(target, None)
+        if self.duplicates == duplicates:
+            # Stored as sent. A duplicate's stored copy may be an earlier leader's event
+            # with this seq: readers read that one from the stream instead.
+            recent[target] = event
+            if len(recent) > MAX_DIGEST_EVENTS:
+                del recent[next(iter(recent))]
         if queue:
             self._ready.append(target)
         else:

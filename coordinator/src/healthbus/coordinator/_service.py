@@ -480,13 +480,15 @@ class CoordinatorService:
         self.outbox = self._new_outbox()
 
     def _digest(self) -> DigestPublisher:
-        """The StateDigest of this term: every configured target's highest sent seq."""
+        """The StateDigest of this term: every configured target's highest sent seq, and the
+        last stored events of the targets that changed last."""
         return DigestPublisher(
             self.nc,
             self.subjects,
             lambda: self.outbox.announced(self.decider.names),
             interval=self.digest_interval,
             clock=self.clock,
+            events=lambda: self.outbox.recent(),
         )
 
     def _may_publish(self) -> bool:

@@ -35,7 +35,13 @@ from healthbus.protocol._control import (
     decode_control_reply,
     decode_control_request,
 )
-from healthbus.protocol._digest import DigestParts, StateDigest, decode_state_digest, split_digest
+from healthbus.protocol._digest import (
+    MAX_DIGEST_EVENTS,
+    DigestParts,
+    StateDigest,
+    decode_state_digest,
+    split_digest,
+)
 from healthbus.protocol._durations import format_duration, parse_duration
 from healthbus.protocol._groups import (
     GROUP_STATES,
@@ -111,6 +117,7 @@ __all__ = [
     "HOLDING_BREAKERS",
     "KINDS",
     "MASK",
+    "MAX_DIGEST_EVENTS",
     "MAX_MAINTENANCE_S",
     "MAX_MESSAGE_BYTES",
     "MAX_PARTITIONS",

@@ -7,6 +7,10 @@ targets that changed meanwhile: one fan-out message instead of a request per ins
 A subscriber listens on the subject only while it catches up, so the digest costs the
 server nothing while the fleet follows live.
 
+A digest may also carry ``events``: the last StateChanged of the targets that changed most
+recently (at most :data:`MAX_DIGEST_EVENTS`, each stored in the stream), so a subscriber
+that missed only those applies them from the digest and reads nothing at all.
+
 A digest that would not fit in one message (``MAX_MESSAGE_BYTES``: tens of thousands of
 targets) is sent as ``parts`` messages, published one after the other, each with the same
 ``at`` and its ``part`` number and a disjoint share of the targets (:func:`split_digest`);
@@ -15,7 +19,7 @@ a reader merges them (:class:`DigestParts`) before it compares.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -24,6 +28,7 @@ import msgspec
 from healthbus.protocol._messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    StateChanged,
     TargetName,
     Timestamp,
     Version,
@@ -32,6 +37,11 @@ from healthbus.protocol._messages import (
 
 Seq = Annotated[int, msgspec.Meta(ge=1)]
 PartNumber = Annotated[int, msgspec.Meta(ge=1)]
+
+#: The most ``events`` one digest carries (the targets that changed last).
+MAX_DIGEST_EVENTS = 16
+#: The most bytes a digest's ``events`` take (the oldest are left out beyond it).
+MAX_DIGEST_EVENT_BYTES = MAX_MESSAGE_BYTES // 4
 
 
 class StateDigest(msgspec.Struct, kw_only=True, frozen=True):
@@ -52,6 +62,11 @@ class StateDigest(msgspec.Struct, kw_only=True, frozen=True):
     """This message's number among the digest's parts (1 when it is not split)."""
     parts: PartNumber = 1
     """How many messages the digest was split into (1: this message is all of it)."""
+    events: list[StateChanged] = msgspec.field(default_factory=list)
+    """The last StateChanged of some targets (those that changed most recently, oldest
+    first), each already stored in the state stream: a reader that lacks one applies it
+    instead of reading it. Its ``seq`` may be below the target's in ``seqs`` (a newer one
+    is on its way); targets not in ``seqs`` are left out. In part 1 of a split digest."""
 
     def __post_init__(self) -> None:
         if self.part > self.parts:
@@ -70,17 +85,26 @@ def decode_state_digest(data: bytes | memoryview) -> StateDigest:
     return decode_with(_digest_decoder, data, "StateDigest")
 
 
-def split_digest(at: datetime, seqs: Mapping[str, int], *, limit: int = MAX_MESSAGE_BYTES) -> list[StateDigest]:
+def split_digest(
+    at: datetime,
+    seqs: Mapping[str, int],
+    *,
+    limit: int = MAX_MESSAGE_BYTES,
+    events: Sequence[StateChanged] = (),
+) -> list[StateDigest]:
     """``seqs`` as the StateDigest parts to publish, in order; each encodes to at most ``limit`` bytes.
 
     One part when it fits (the common case); else as few parts as the greedy packing of the
     targets in name order gives, all with the same ``at``. Targets whose seq is below 1
-    (never decided) are left out, as in an unsplit digest.
+    (never decided) are left out, as in an unsplit digest. ``events`` (oldest first) go into
+    part 1: the last :data:`MAX_DIGEST_EVENTS` of them whose target is in ``seqs``, within
+    ``limit // 4`` bytes (the oldest left out first).
     """
     if limit < 2 * _ENVELOPE_BYTES:
         raise ValueError(f"invalid digest part limit {limit!r}: expected at least {2 * _ENVELOPE_BYTES} bytes")
+    carried, carried_bytes = digest_events(seqs, events, limit=min(MAX_DIGEST_EVENT_BYTES, limit // 4))
     chunks: list[dict[str, int]] = [{}]
-    size = _ENVELOPE_BYTES
+    size = _ENVELOPE_BYTES + carried_bytes
     for target in sorted(seqs):
         seq = seqs[target]
         if seq < 1:
@@ -92,7 +116,34 @@ def split_digest(at: datetime, seqs: Mapping[str, int], *, limit: int = MAX_MESS
         chunks[-1][target] = seq
         size += entry
     parts = len(chunks)
-    return [StateDigest(at=at, seqs=chunk, part=i + 1, parts=parts) for i, chunk in enumerate(chunks)]
+    return [
+        StateDigest(at=at, seqs=chunk, part=i + 1, parts=parts, events=carried if i == 0 else [])
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def digest_events(
+    seqs: Mapping[str, int], events: Sequence[StateChanged], *, limit: int = MAX_DIGEST_EVENT_BYTES
+) -> tuple[list[StateChanged], int]:
+    """The ``events`` a digest of ``seqs`` carries, oldest first, and the bytes they add.
+
+    The newest :data:`MAX_DIGEST_EVENTS` whose target is in ``seqs`` (with a seq no higher
+    than the digest names), as many as fit in ``limit`` bytes.
+    """
+    out: list[StateChanged] = []
+    size = 0
+    for event in reversed(events):
+        if len(out) >= MAX_DIGEST_EVENTS:
+            break
+        if not 1 <= event.seq <= seqs.get(event.target, 0):
+            continue
+        entry = len(msgspec.json.encode(event)) + 1
+        if size + entry > limit:
+            break
+        out.append(event)
+        size += entry
+    out.reverse()
+    return out, (size + len(b',"events":[]') if out else 0)
 
 
 def encode_entry(target: str, seq: int) -> bytes:
@@ -113,21 +164,24 @@ class DigestParts:
         self.expected = max(1, expected)
         self._key: tuple[datetime, int] | None = None
         self._got: dict[int, dict[str, int]] = {}
+        self._events: list[StateChanged] = []
 
     def add(self, part: StateDigest) -> StateDigest | None:
         """Take one part; the merged digest once complete, else None."""
         self.expected = part.parts
         if part.parts == 1:
-            self._key, self._got = None, {}
+            self._key, self._got, self._events = None, {}, []
             return part
         key = (part.at, part.parts)
         if key != self._key:
-            self._key, self._got = key, {}
+            self._key, self._got, self._events = key, {}, []
         self._got[part.part] = part.seqs
+        self._events.extend(part.events)
         if len(self._got) < part.parts:
             return None
         merged: dict[str, int] = {}
         for number in sorted(self._got):
             merged.update(self._got[number])
+        events, self._events = self._events, []
         self._key, self._got = None, {}
-        return StateDigest(at=part.at, seqs=merged, v=part.v)
+        return StateDigest(at=part.at, seqs=merged, v=part.v, events=events)

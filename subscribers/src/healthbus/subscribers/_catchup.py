@@ -11,6 +11,10 @@ target, the highest seq the coordinator had sent by then; a target whose known s
 lower missed something and is read again. A read may find less than the digest names (the
 event is on its way, or a replica is behind): then the subscriber waits for the next
 digest and reads again, still listening live.
+
+A digest may carry the last events of the targets that changed most recently (each stored
+in the stream): those a subscriber lacks it applies from the digest, so a subscriber that
+missed only recent changes sends no request at all.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class ResyncStats:
     """Catch-ups after a reconnect that needed no read at all (the digest said nothing changed)."""
     reloads: int = 0
     """Catch-ups that read every current state (no digest came, or messages were lost locally)."""
+    applied: int = 0
+    """Events taken from a digest's ``events`` instead of read from the state stream."""
 
 
 def behind(known: Mapping[str, int], digest: Mapping[str, int], *, absent: bool = True) -> list[str]:

@@ -26,7 +26,8 @@ Invariants:
   listens for the coordinator's StateDigest on ``<prefix>.digest`` (every configured
   target's latest seq, sent every ``[coordinator] digest_interval`` and at once when the
   coordinator's own connection comes back) and reads only the targets it shows changed
-  (see ``_catchup``): a fleet whose NATS restarted sends almost no requests. Without a
+  (see ``_catchup``), except those whose last event the digest itself carries: a fleet
+  whose NATS restarted sends almost no requests. Without a
   digest within ``_DIGEST_WAIT`` seconds (an older coordinator), after a slow-consumer
   drop, or when the server refused something, every current state is loaded again. Any
   read waits a random delay of up to ``resync_jitter`` seconds first (so a fleet does not
@@ -208,6 +209,7 @@ class HealthClient(HealthViewBase):
         self._digest_parts = DigestParts()  # a split digest's parts, merged as they come
         self._digest_budget = 0  # digest messages the current round's subscription may still get
         self._digest_resubscribe = False  # the subscription ran out before a split digest was whole
+        self._loss_error: str | None = None  # the error that dropped the connection, for "lost the bus"
 
     @classmethod
     def connect(cls, url: str | None = None, **options: Unpack[ClientOptions]) -> _Connecting:
@@ -336,6 +338,25 @@ class HealthClient(HealthViewBase):
 
     async def _on_reconnected(self) -> None:
         self._error_logged_at = None  # the next outage gets its first error logged again
+        dropped, self._loss_error = self._loss_error, None
+        if dropped is not None:  # back before the supervisor said it was lost: say why now
+            log.warning("healthbus: NATS %s: %s", redact_url(bus.resolve_url(self._settings, self._url)), dropped)
+        nc = self._nc
+        if (
+            nc is not None
+            and self._resync
+            and not self._live
+            and not self._closed
+            and nc.is_connected
+            and self._by_digest(nc)
+        ):
+            # Begin the catch-up here, in nats-py's reconnect task: the digest SUB goes out
+            # right behind the replayed subscriptions, without waiting for the supervisor's
+            # turn on a busy event loop (the supervisor, woken below, continues the round).
+            try:
+                await self._begin_round(nc, self._clock())
+            except Exception:  # e.g. lost again: the supervisor begins the round anew
+                self._catchup_since = None
         self._wake.set()
 
     async def _on_error(self, exc: Exception) -> None:
@@ -379,6 +400,11 @@ class HealthClient(HealthViewBase):
         if self._error_logged_at is not None and now - self._error_logged_at < _ERROR_LOG_INTERVAL:
             return
         self._error_logged_at = now
+        if self._live and isinstance(exc, nats_errors.StaleConnectionError | OSError):
+            # The connection just dropped: the supervisor's "lost the bus" line says so, with
+            # this reason (one line per outage, not two; a fleet's processes log it at once).
+            self._loss_error = text
+            return
         log.warning("healthbus: NATS %s: %s", redact_url(bus.resolve_url(self._settings, self._url)), text)
 
     async def _try_connect(self) -> bool:
@@ -546,11 +572,6 @@ class HealthClient(HealthViewBase):
             log.debug("healthbus: skipping a malformed state digest: %s", exc)
             part = None
         digest = self._digest_parts.add(part) if part is not None else None
-        if digest is not None:
-            self.resync.digests += 1
-            if self._digest is None:
-                self._digest = digest
-                self._wake.set()
         if digest is not None or self._digest_budget <= 0:
             # One digest is all a round needs; or the subscription's max_msgs ran out before a
             # split digest was whole (it has more parts than the last one): a new round
@@ -561,26 +582,38 @@ class HealthClient(HealthViewBase):
                 self._wake.set()
             if sub is not None and self._digest_budget > 0:
                 asyncio.get_running_loop().create_task(self._unsubscribe(sub))
+        if digest is not None:
+            self.resync.digests += 1
+            if self._digest is None:
+                self._digest = digest
+                self._finish_by_digest(digest)
+                self._wake.set()
+
+    async def _begin_round(self, nc: Client, now: float) -> None:
+        """A new catch-up round: only a digest that arrives on a subscription made now counts;
+        its SUB follows the state SUB on this connection."""
+        self._catchup_since = now
+        self._catchup_lag = 0.0
+        self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"]
+        self._digest = None
+        self._resync_at = None
+        old, self._digest_sub = self._digest_sub, None
+        if old is not None:
+            await self._unsubscribe(old)
+        await self._subscribe_digest(nc)
 
     async def _catch_up(self, nc: Client, now: float) -> float:
         """One step of a catch-up by digest; returns how long until the next step is due."""
         if self._catchup_since is None or nc.stats["reconnects"] != self._catchup_reconnects:
-            # A new round (or a reconnect during one): only a digest that arrives on a
-            # subscription made now counts; its SUB follows the state SUB on this connection.
-            self._catchup_since = now
-            self._catchup_lag = 0.0
-            self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"]
-            self._digest = None
-            self._resync_at = None
-            old, self._digest_sub = self._digest_sub, None
-            if old is not None:
-                await self._unsubscribe(old)
-            await self._subscribe_digest(nc)
+            await self._begin_round(nc, now)  # a new round (or a reconnect during one)
         elif self._digest_resubscribe and self._digest is None:
             await self._subscribe_digest(nc)  # same round, same deadline: for all of a split digest
+        since = self._catchup_since
+        if not self._resync or since is None:
+            return self._tick  # caught up meanwhile (by the digest's callback)
         digest = self._digest
         if digest is None:
-            left = self._catchup_since + _DIGEST_WAIT + self._catchup_lag - now
+            left = since + _DIGEST_WAIT + self._catchup_lag - now
             sub = self._digest_sub
             if left > 0 or (sub is not None and sub.pending_msgs > 0):
                 # Still due, or it came and this busy process has not handled it yet.
@@ -588,6 +621,8 @@ class HealthClient(HealthViewBase):
             log.info("healthbus: no state digest within %gs after reconnecting; reloading every state", _DIGEST_WAIT)
             self._full_resync = True
             return 0.0
+        if digest.events:
+            self._apply_digest_events(digest)
         known = {name: state.seq for name, state in self._table.states.items()}
         missing = behind(known, digest.seqs)
         if not missing:
@@ -611,6 +646,38 @@ class HealthClient(HealthViewBase):
         self._caught_up()
         return self._tick
 
+    def _finish_by_digest(self, digest: StateDigest) -> None:
+        """Catch up right as the round's digest comes, when it leaves nothing to read (one
+        turn of a busy event loop sooner than the supervisor); else the supervisor reads."""
+        nc = self._nc
+        if (
+            nc is None
+            or not self._resync
+            or self._catchup_since is None
+            or not nc.is_connected
+            or nc.stats["reconnects"] != self._catchup_reconnects
+            or not self._by_digest(nc)
+        ):
+            return
+        if digest.events:
+            self._apply_digest_events(digest)
+        known = {name: state.seq for name, state in self._table.states.items()}
+        if behind(known, digest.seqs):
+            return
+        self.resync.skipped += 1
+        self._caught_up()
+        self._table.tick(self._clock())
+        self._notify_bus()
+
+    def _apply_digest_events(self, digest: StateDigest) -> None:
+        """Take the digest's events this client lacks (each stored in the stream): no read for them."""
+        states = self._table.states
+        for event in digest.events:
+            known = states.get(event.target)
+            if (known is None or known.seq < event.seq) and event.seq <= digest.seqs.get(event.target, 0):
+                self.resync.applied += 1
+                self._handle(event)
+
     async def _subscribe_digest(self, nc: Client) -> None:
         """Listen on ``<prefix>.digest`` for one whole digest; only its messages count from now on."""
         self._digest_resubscribe = False
@@ -620,13 +687,19 @@ class HealthClient(HealthViewBase):
         async def on_digest(msg: Msg) -> None:
             await self._on_digest(msg, round_)
 
-        # max_msgs: the server itself stops after one whole digest (an UNSUB sent right after
-        # the SUB), however late this busy process gets round to it: 1 message, or for a
-        # digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
+        # The server itself stops after one whole digest (``UNSUB <sid> <max>`` sent right
+        # after the SUB), however late this busy process gets round to it: 1 message, or for
+        # a digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
         # subscription starts at). N is the last digest's; a digest with more parts runs
-        # the subscription out and a new one is made for them.
+        # the subscription out and a new one is made for them. nats-py's ``max_msgs`` alone
+        # would not do: it only drops the extra messages locally (nats-py 2.16 sends no
+        # UNSUB for it), so the server would go on sending this connection every digest,
+        # each parsed and dropped, until the next reconnect.
         self._digest_budget = 2 * self._digest_parts.expected - 1
-        self._digest_sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+        sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+        self._digest_sub = sub
+        with contextlib.suppress(nats_errors.BadSubscriptionError):  # already done: the digest came
+            await sub.unsubscribe(limit=self._digest_budget)
 
     async def _read(self, targets: list[str]) -> bool:
         """Read ``targets``' last events (one by one if few, else one batched load); False on failure."""
@@ -690,8 +763,8 @@ class HealthClient(HealthViewBase):
                 self._handle(event)
 
     def _notify_bus(self) -> None:
-        status = self.bus
-        key = (status.connected, status.stale, status.reason)
+        table = self._table  # what self.bus would say, without building a BusStatus each round
+        key = (table.lost_since is None, table.stale, table.reason)
         if key != self._notified:
             self._notified = key
             self._bus_changed()
@@ -730,7 +803,12 @@ class HealthClient(HealthViewBase):
             self._note_failure()
         if nc is None or not nc.is_connected:
             if self._live or self._table.lost_since is None:
-                log.warning("healthbus: lost the bus; keeping the last known states")
+                dropped, self._loss_error = self._loss_error, None
+                if dropped is not None:
+                    shown = redact_url(bus.resolve_url(self._settings, self._url))
+                    log.warning("healthbus: lost the bus (NATS %s: %s); keeping the last known states", shown, dropped)
+                else:
+                    log.warning("healthbus: lost the bus; keeping the last known states")
             self._live = False
             self._resync = True
             reason = "disconnected from NATS" if nc is not None else (self._table.reason or "not connected to NATS")
