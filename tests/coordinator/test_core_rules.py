@@ -153,6 +153,21 @@ def test_resetting_a_closed_target_decides_it_afresh_with_the_operators_reason()
     assert out[0].reason.startswith("reset by operator: after the upgrade; ")
 
 
+def test_a_reset_that_finds_a_failing_quorum_opens_with_the_operators_reason() -> None:
+    """A reset decides a closed target afresh: when that finds a failing quorum (a reload
+    made the quorum stricter, its own re-decision not yet run), the breaker opens, and the
+    reason names the reset first."""
+    sim = Sim(target(failure_threshold=1, success_threshold=1))
+    sim.feed("pass", "p2", dt=0.0)
+    sim.feed("pass", "p3", dt=0.0)
+    sim.feed("fail", "p1", dt=0.0)
+    assert sim.last().state == "degraded"
+    assert sim.reload(target(failure_threshold=1, success_threshold=1, quorum="any")) == []
+    (opened,) = sim.control("reset", reason="after the upgrade")
+    assert (opened.state, opened.breaker) == ("unavailable", "open")
+    assert opened.reason.startswith("reset by operator: after the upgrade; 1/3 probes failing")
+
+
 def test_a_restored_degraded_target_seeds_only_its_impaired_points_and_not_as_live() -> None:
     """The vantage points a restored ``degraded`` event names as fail or warn are kept as
     warn (never the passing ones), and they are not live until heard again."""

@@ -376,7 +376,6 @@ class _Target(msgspec.Struct, gc=False, eq=False):
     attempt: int = 0
     retry_at: float | None = None
     prev_delay: float | None = None
-    override_reason: str = ""
     vps: tuple[_Vantage, ...] = ()  # insertion order: the order of evidence
     last: StateChanged | None = None
     scheduled: float | None = None
@@ -670,7 +669,6 @@ class Decider:
             t.retry_at = now.mono + max(0.0, (event.retry_at - now.wall).total_seconds())
         t.half_open_since = t.expect_since = now.mono
         t.changed_at, t.changed_reason = _refresh_origin(event)
-        t.override_reason = t.changed_reason if event.breaker in ("forced_open", "disabled") else ""
         t.last = event
         # Its age by the wall clock (a clock ahead of ours counts as new): an event older
         # than refresh_after is re-announced at the first tick, before retention drops it.
@@ -954,7 +952,6 @@ class Decider:
         retry_at: float | None = None,
     ) -> None:
         t.ramp = t.ramp_until = t.ramp_reports = None
-        t.override_reason = reason
         t.attempt, t.retry_at, t.prev_delay = 0, retry_at, None
         self._emit(t, now, events, "unavailable" if breaker == "forced_open" else "unknown", breaker, reason)
 
@@ -978,7 +975,6 @@ class Decider:
         """What every reset forgets (a ramp is left be: only a closed breaker has one, and
         a reset of a closed breaker keeps it)."""
         t.readmit = 0
-        t.override_reason = ""
         t.attempt, t.retry_at, t.prev_delay = 0, None, None
         if t.flap is not None:
             t.flap.clear()

@@ -200,11 +200,9 @@ DECISIONS: Final[Mapping[Phase, tuple[Row, ...]]] = {
 
 
 def decide(phase: Phase, facts: Facts) -> Decision:
-    """The first row of ``phase``'s table that holds for ``facts``."""
-    for row in DECISIONS[phase]:
-        if row.holds(facts):
-            return row.then
-    raise AssertionError(f"no row of {phase!r} holds")  # every table ends with _always
+    """The first row of ``phase``'s table that holds for ``facts`` (every table ends with
+    a row that always holds)."""
+    return next(row.then for row in DECISIONS[phase] if row.holds(facts))
 
 
 #: A kind of timer: ``forget`` (the longest-silent vantage point is forgotten,
