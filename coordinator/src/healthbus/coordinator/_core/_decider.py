@@ -499,7 +499,7 @@ class Decider:
         }
         self._on_result_in = {phase: on_result[steps["result"]] for phase, steps in STEPS.items()}
         # on_result inlines the fast path of this step for a closed breaker.
-        assert STEPS["closed"]["result"] == "decide", "on_result's fast path is the closed decide step's"
+        assert STEPS["closed"]["result"] == "decide"
         self._on_timer_in = {phase: on_timer[steps["timer"]] for phase, steps in STEPS.items()}
         self._on_report_in = {phase: on_report[steps["report"]] for phase, steps in STEPS.items()}
         # A command whose step is "nothing" has no handler: control() returns at once.
@@ -1146,8 +1146,8 @@ class Decider:
             trial_fail,
             trial_ok,
             failures,
-            quorum_need(spec.quorum, live) if live else 0,
-            degraded_need(spec.degraded_quorum, live) if live else 0,
+            quorum_need(spec.quorum, live),
+            degraded_need(spec.degraded_quorum, live),
             waiting,
             t.raw == "recovering",
             t.state == "unknown",

@@ -120,7 +120,8 @@ class Facts(NamedTuple):
     ``trial_ok`` have that trial mark (a failed one while its ``fail`` is younger than
     ``stale_after``); ``failures`` is the longest live ``fail`` streak (for the events,
     not the decision). ``quorum`` (``q``) failing open the breaker and ``degraded``
-    (``d``) failing or warn degrade it, for ``live``. ``waiting``: no point is live and
+    (``d``) failing or warn degrade it, for ``live`` (with none live they mean nothing:
+    every table asks ``live`` first). ``waiting``: no point is live and
     silence proves nothing yet (within ``stale_after`` of the moment results became
     expected, or of the trial's start; never for an operator's reset). ``just_closed``: a
     passed trial closed the breaker, and no closed state was decided since.
