@@ -276,3 +276,26 @@ def test_a_takeover_counts_a_half_open_trials_wait_from_the_stored_event() -> No
     machine.stream_lost()
     machine.silence(silence=1)
     machine.takeover(later=0)
+
+
+def test_a_deposed_leader_standing_by_keeps_the_trials_of_the_opening_it_decided() -> None:
+    """Found by the machine (a mutation run's clean pass): the deposed leader, aligned
+    through its own unstored events as the new leader published them (healthy, then the
+    opening), lost the trial a point had passed from retry_at on (aligning from closed
+    cleared it), so when it led again it skipped the re-admission (``healthy``) and
+    announced only the ``degraded`` after it. An open event's trials are now derived from
+    the results heard from its retry_at on."""
+    machine = Takeovers()
+    machine.configure(
+        probes=2, failure_threshold=1, success_threshold=1, stale_after=1.0003, quorum="any",
+        degraded_quorum=1, base=0.1003, multiplier=1.0,
+    )  # fmt: skip
+    machine.stream_lost()
+    machine.silence(silence=1)
+    machine.round(delay=0, gap=1, said=["pass", "fail", "pass"], spread=0)
+    machine.round(delay=0, gap=495, said=["pass", "pass", "pass"], spread=5)  # p1's pass: a trial
+    machine.takeover(later=0)
+    machine.stream_lost()
+    machine.round(delay=0, gap=1, said=["pass", "warn", "pass"], spread=0)  # p0's trial passes too
+    assert changes(machine.events[machine.stored :]) == [("healthy", "closed", 0), ("degraded", "closed", 0)]
+    machine.takeover(later=0)
