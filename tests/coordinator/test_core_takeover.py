@@ -283,8 +283,8 @@ def test_a_deposed_leader_standing_by_keeps_the_trials_of_the_opening_it_decided
     through its own unstored events as the new leader published them (healthy, then the
     opening), lost the trial a point had passed from retry_at on (aligning from closed
     cleared it), so when it led again it skipped the re-admission (``healthy``) and
-    announced only the ``degraded`` after it. An open event's trials are now derived from
-    the results heard from its retry_at on."""
+    announced only the ``degraded`` after it. A standby no longer aligns its decider to a
+    transition that decider decided itself (``Standby.stored``)."""
     machine = Takeovers()
     machine.configure(
         probes=2, failure_threshold=1, success_threshold=1, stale_after=1.0003, quorum="any",
@@ -299,3 +299,22 @@ def test_a_deposed_leader_standing_by_keeps_the_trials_of_the_opening_it_decided
     machine.round(delay=0, gap=1, said=["pass", "warn", "pass"], spread=0)  # p0's trial passes too
     assert changes(machine.events[machine.stored :]) == [("healthy", "closed", 0), ("degraded", "closed", 0)]
     machine.takeover(later=0)
+
+
+def test_a_deposed_leader_takes_results_after_a_re_admission_as_evidence_not_trials() -> None:
+    """Found by the nightly profile against a first fix that re-derived an open event's
+    trials from every result heard after its retry_at: results that came after the breaker
+    had closed again (same millisecond) were taken as passed trials and their verdicts, so
+    the deposed leader, leading again, announced a ``degraded`` nobody decided."""
+    machine = Takeovers()
+    machine.configure(
+        probes=3, failure_threshold=1, success_threshold=2, stale_after=1.0003, quorum="majority",
+        degraded_quorum=1, base=0.1003, multiplier=1.0,
+    )  # fmt: skip
+    machine.stream_lost()
+    machine.round(delay=0, gap=1, said=["fail", "pass", "pass"], spread=0)
+    machine.silence(silence=1)
+    machine.round(delay=0, gap=1, said=["pass", "pass", "warn"], spread=0)
+    machine.takeover(later=0)
+    machine.takeover(later=0)
+    assert changes(machine.events)[-1] == ("healthy", "closed", 0)

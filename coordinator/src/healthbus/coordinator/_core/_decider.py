@@ -693,9 +693,7 @@ class Decider:
         left as it is: the results still to come change verdicts and are decided then
         (deciding now, on less than the old leader had, could announce a state it
         never had). Trial marks are kept only if this decider's breaker was half-open
-        too (the same trial); otherwise they are from an earlier trial and are cleared, but
-        for an open ``event``: its trials are the latest results heard from its
-        ``retry_at`` on, derived from the evidence.
+        too (the same trial); otherwise they are from an earlier trial and are cleared.
         Likewise the moment results became expected (for ``unknown`` on silence) is this
         decider's own if its breaker was closed, as the stored event's, else ``now``.
         """
@@ -709,17 +707,7 @@ class Decider:
         t.scheduled = None  # this decider's own timers for it are void: restore sets them anew
         if not self.restore(event, now):
             return False
-        if event.breaker == "open" and t.retry_at is not None:
-            # An open breaker's trials are the results heard from its retry_at on, the
-            # latest of each point deciding (one reachable result passes): derived from the
-            # evidence, whatever this decider's own breaker was (a deposed leader is aligned
-            # through the events it decided itself, from closed to open again).
-            for vp in t.vps:
-                if vp.run and vp.heard >= t.retry_at:
-                    self._readmission_trial(vp, vp.outcome, vp.heard)
-                else:
-                    vp.trial, vp.trial_oks = None, 0
-        elif not in_trial:
+        if not in_trial:
             for vp in t.vps:
                 vp.trial, vp.trial_oks = None, 0
         if still_closed:
@@ -863,20 +851,15 @@ class Decider:
     ) -> None:
         if t.retry_at is None or now.mono < t.retry_at:
             return  # before retry_at: evidence only
-        self._readmission_trial(vp, outcome, now.mono)
-        self._evaluate(t, now, events)
-
-    @staticmethod
-    def _readmission_trial(vp: _Vantage, outcome: Outcome, mono: float) -> None:
-        """``outcome``, received at ``mono`` from retry_at on, is a trial of an open breaker
-        (which stays open through failed ones, no event). One reachable result is a passed
-        trial: re-admitting is made careful by the ramp and the fleet's reports during it,
-        not by waiting for more looks."""
+        # Every result from retry_at on is a trial (the breaker stays open through failed
+        # ones, no event). One reachable result is a passed trial: re-admitting is made
+        # careful by the ramp and the fleet's reports during it, not by waiting for more looks.
         vp.record_trial(outcome, 1)
         if vp.trial == "ok":
             # The passed trial is the proof: the vantage point says reachable from now.
             vp.verdict = "pass" if outcome == "pass" else "warn"
-            vp.support = mono
+            vp.support = now.mono
+        self._evaluate(t, now, events)
 
     def _result_evidence(
         self, t: _Target, vp: _Vantage, outcome: Outcome, now: Now, events: list[StateChanged]

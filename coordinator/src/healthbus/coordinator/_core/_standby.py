@@ -73,13 +73,25 @@ class Standby:
         stream at start): align its target to it, keep it (it may not be stored) and what
         the evidence already proves beyond it.
 
-        An event not newer than the last one aligned to is ignored. False if ignored or
-        the target is not configured.
+        An event the decider decided itself (kept here as its own: the same seq, state,
+        breaker and attempt) is followed without aligning the decider back to it. An event
+        not newer than the last one aligned to is ignored. False if ignored or the target
+        is not configured.
         """
         name = event.target
         if name not in decider or event.seq <= self._stored.get(name, 0):
             return False
         self._stored[name] = event.seq
+        kept = self._unstored.get(name, [])
+        mine = next((i for i, own in enumerate(kept) if _decided(own, event)), None)
+        if mine is not None:
+            # This decider decided that very transition itself (a deposed leader hearing
+            # its unstored events published by the new leader): it is already past it.
+            # Aligning it back would forget what it learnt since (an open breaker's
+            # passed trials, for one). Follow the published one, and keep what was decided
+            # after it.
+            self._unstored[name] = [event, *kept[mine + 1 :]]
+            return True
         # Kept until the stream is known to hold it (take_over drops it then): heard
         # on the wire, it may be an event the stream could not store.
         self._unstored[name] = [event]
@@ -135,3 +147,14 @@ class Standby:
 def _same(kept: StateChanged, stored: StateChanged) -> bool:
     """The stream's event is the one followed (the same seq, state and decision time)."""
     return kept.seq == stored.seq and kept.state == stored.state and kept.at == stored.at
+
+
+def _decided(own: StateChanged, published: StateChanged) -> bool:
+    """``published`` is the transition this decider decided as ``own``: the same seq, state,
+    breaker and attempt (its time and reason are the publisher's)."""
+    return (own.seq, own.state, own.breaker, own.attempt) == (
+        published.seq,
+        published.state,
+        published.breaker,
+        published.attempt,
+    )
