@@ -68,22 +68,26 @@ class Standby:
             else:
                 kept.append(event)
 
-    def stored(self, decider: Decider, event: StateChanged, now: Now) -> bool:
+    def stored(self, decider: Decider, event: StateChanged, now: Now, *, realign: bool = False) -> bool:
         """The leader published ``event`` (heard on the stream's subject, or read from the
         stream at start): align its target to it, keep it (it may not be stored) and what
         the evidence already proves beyond it.
 
-        An event the decider decided itself (kept here as its own: the same seq, state,
-        breaker and attempt) is followed without aligning the decider back to it. An event
-        not newer than the last one aligned to is ignored. False if ignored or the target
-        is not configured.
+        An event the decider decided itself after the one followed before (kept here as
+        its own: the same seq, state, breaker and attempt) is followed without aligning the
+        decider back to it, unless ``realign`` (a takeover aligning to the stream's last
+        event). An event not newer than the last one aligned to is ignored. False if
+        ignored or the target is not configured.
         """
         name = event.target
-        if name not in decider or event.seq <= self._stored.get(name, 0):
+        before = self._stored.get(name, 0)
+        if name not in decider or event.seq <= before:
             return False
         self._stored[name] = event.seq
         kept = self._unstored.get(name, [])
-        mine = next((i for i, own in enumerate(kept) if _decided(own, event)), None)
+        mine = None
+        if not realign:
+            mine = next((i for i, own in enumerate(kept) if own.seq > before and _decided(own, event)), None)
         if mine is not None:
             # This decider decided that very transition itself (a deposed leader hearing
             # its unstored events published by the new leader): it is already past it.
@@ -134,7 +138,7 @@ class Standby:
                 self._unstored[name] = kept[ahead:]
                 continue
             self._stored[name] = 0  # the stream is the truth, even if it went back
-            if self.stored(decider, event, now):
+            if self.stored(decider, event, now, realign=True):
                 self._unstored[name] = self._unstored[name][1:]  # that one is stored
                 aligned += 1
         self.keep(decider.tick(now))
