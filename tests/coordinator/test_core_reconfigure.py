@@ -42,6 +42,8 @@ def test_removed_target_is_retired_once_and_forgotten() -> None:
         "closed",
     )
     assert retired.reason == RETIRED_REASON
+    assert retired.features == ["cache"]  # the features it served (the instances drop their degraded mode)
+    assert (retired.evidence, retired.failures) == ({}, 0)
     assert "cache" not in sim.decider
     assert sim.decider.reconfigure([target("db")], at(sim.t)) == []  # once
     assert [e.target for e in sim.advance(10_000.0)] == ["db"]  # db goes unknown; cache stays silent

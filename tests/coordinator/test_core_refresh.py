@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from healthbus.coordinator._core import Decider
-from healthbus.protocol import BackoffSettings, Duration, StateChanged, is_refresh
+from healthbus.protocol import BackoffSettings, Duration, Evidence, StateChanged, is_refresh
+from tests.helpers import state_changed
 
 from ._sim import T0, Sim, at, target
 
@@ -209,3 +210,26 @@ def test_a_refresh_interval_under_a_second_is_accepted() -> None:
     sim.feed("pass", dt=1.0)  # healthy at 2
     (refresh,) = sim.advance(0.5)
     assert is_refresh(refresh)
+
+
+def test_a_restored_target_refreshes_the_evidence_it_restored_up_to_the_forget_horizon() -> None:
+    """A target that remembers no vantage point (restored, none heard since) repeats the
+    restored event's evidence in a refresh, but for the points older than 10 x stale_after
+    (forgotten): one exactly at that horizon is still remembered, as a point heard exactly
+    that long ago is not forgotten yet."""
+    event = state_changed(
+        "db",
+        4,
+        "healthy",
+        at=T0 + timedelta(seconds=999),
+        evidence={
+            "p1": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=1000 - 150)),  # at the horizon then
+            "p2": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=1000 - 150 - 1)),  # beyond it
+            "p3": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=1000 - 10)),
+        },
+    )
+    d = Decider([target(stale_after=Duration(15.0))], rng=random.Random(0), now=at(1000.0), refresh_after=1.0)
+    assert d.restore(event, at(1000.0))
+    (refresh,) = d.tick(at(1000.0))  # the restored event is older than refresh_after: refreshed at once
+    assert refresh.unchanged_since is not None
+    assert sorted(refresh.evidence) == ["p1", "p3"]

@@ -1029,3 +1029,23 @@ def test_flapping_stops_as_soon_as_the_share_is_below_low_with_one_old_change_le
     stopped = [i for i, v in enumerate(verdicts) if detector.record(v) and not detector.flapping]
     assert float(plain_share(verdicts, 12)) < 0.075
     assert stopped == [len(verdicts) - 1]
+
+
+def test_force_open_during_a_maintenance_window_names_the_operators_reason() -> None:
+    """force-open turns a maintenance window into an open-ended force-open, announced with
+    the force-open's own reason."""
+    sim = Sim(target())
+    sim.control_for("maintenance", 600.0)
+    (forced,) = sim.control("force-open", reason="hardware fault")
+    assert (forced.breaker, forced.retry_at) == ("forced_open", None)
+    assert forced.reason == "forced open by operator: hardware fault"
+
+
+def test_a_reset_of_an_open_breaker_names_the_operators_reason() -> None:
+    """reset: an open breaker goes half-open at once, the reason naming the reset."""
+    sim = Sim(target(failure_threshold=1))
+    sim.feed("fail", "p1", dt=0.0)
+    assert sim.last().breaker == "open"
+    (half_open,) = sim.control("reset", reason="after the fix")
+    assert half_open.breaker == "half_open"
+    assert half_open.reason == "reset by operator: after the fix; trial checks allowed now"
