@@ -223,9 +223,9 @@ def test_a_restored_target_refreshes_the_evidence_it_restored_up_to_the_forget_h
         "healthy",
         at=T0 + timedelta(seconds=999),
         evidence={
-            "p1": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=1000 - 150)),  # at the horizon then
-            "p2": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=1000 - 150 - 1)),  # beyond it
-            "p3": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=1000 - 10)),
+            "p1": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=850)),  # at the horizon
+            "p2": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=849)),  # beyond it
+            "p3": Evidence(outcome="pass", error_kind=None, at=T0 + timedelta(seconds=990)),
         },
     )
     d = Decider([target(stale_after=Duration(15.0))], rng=random.Random(0), now=at(1000.0), refresh_after=1.0)
