@@ -7,6 +7,7 @@ behind it are older than ``stale_after``.
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthbus.coordinator._core import MAX_VANTAGE_POINTS, Rejected, quorum_need
+from healthbus.coordinator._core import MAX_VANTAGE_POINTS, Decider, Rejected, quorum_need
 from healthbus.protocol import (
     BackoffSettings,
     Duration,
@@ -774,3 +775,37 @@ def test_a_lapsed_failing_verdict_brought_back_is_decided() -> None:
     assert "probes passing" in sim.last().reason
     sim.feed("fail", probe="p1", dt=0.1)
     assert sim.last().state == "degraded", [(e.state, e.reason) for e in sim.events[-3:]]
+
+
+def test_a_point_going_stale_at_the_timer_is_not_named_among_the_kinds() -> None:
+    """At the very moment a vantage point goes stale (its timer, heard + stale_after), it
+    is no longer counted, and the reason names the kinds of the live points only (all of
+    them, whatever order the points were first heard in)."""
+    d = Decider(
+        [target(failure_threshold=1, success_threshold=1, quorum="all", degraded_quorum=2)],
+        rng=random.Random(0),
+        now=at(0.0),
+    )
+    for probe in ("p1", "p2", "p3"):
+        d.on_result(result(0.0, "pass", probe), at(0.0))
+    d.on_result(result(0.0, "fail", "p1", kind="refused"), at(0.0))  # p1: first heard, failing
+    out = d.on_result(result(5.0, "fail", "p2", kind="timeout"), at(5.0))
+    assert [e.state for e in out] == ["degraded"]
+    for t in (10.0, 14.0):
+        d.on_result(result(t, "fail", "p2", kind="timeout"), at(t))
+        d.on_result(result(t, "pass", "p3"), at(t))
+    assert d.next_deadline() == 15.0  # p1, heard at 0, goes stale
+    (healthy,) = d.tick(at(15.0))
+    assert healthy.state == "healthy"
+    assert healthy.reason == "1/2 probes failing (timeout), below degraded_quorum 2: ignored"
+
+
+def test_a_restored_target_turns_unknown_after_stale_after_without_results() -> None:
+    """A restored state is kept for stale_after (results may be on their way), then, with no
+    result from any probe, the target is unknown: the restore arms that timer."""
+    d = Decider([target(stale_after=Duration(15.0))], rng=random.Random(0), now=at(100.0))
+    assert d.restore(state_changed("db", 3, "healthy", at=T0 + timedelta(seconds=99)), at(100.0))
+    assert d.next_deadline() == 115.0
+    assert d.tick(at(114.0)) == []
+    (unknown,) = d.tick(at(115.0))
+    assert (unknown.seq, unknown.previous, unknown.state) == (4, "healthy", "unknown")
