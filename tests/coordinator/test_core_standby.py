@@ -294,3 +294,33 @@ def test_a_stream_event_with_the_followed_seq_but_another_time_is_not_the_one_fo
     other = state_changed("db", 5, "degraded", at=T0 + timedelta(seconds=11))
     aligned, _ = standby.take_over(b, [other], at(12.0))
     assert aligned == 1
+    assert b.current("db") == other  # the stream's event, not the one followed
+
+
+def test_a_stored_event_unlike_what_the_standby_decided_is_aligned_to() -> None:
+    """The standby's core decided the next transition itself, but the leader's stored event
+    with that seq says otherwise: the core is aligned to the stored one (only a transition it
+    decided the same way is followed without aligning)."""
+    b = decider(["db"])
+    standby = Standby()
+    assert standby.stored(b, state_changed("db", 1, "healthy", at=T0 + timedelta(seconds=1)), at(1.0))
+    for t in (2.0, 3.0):
+        standby.keep(b.on_result(result(t, "warn", "p1"), at(t)))
+    assert [e.state for e in standby.unstored("db")] == ["healthy", "degraded"]  # its own seq 2
+    leaders = state_changed("db", 2, "unavailable", at=T0 + timedelta(seconds=3), previous="healthy")
+    assert standby.stored(b, leaders, at(3.5))
+    assert b.state("db") == ("unavailable", "open", 2)
+
+
+def test_a_deposed_leader_follows_its_own_transition_as_published_without_aligning() -> None:
+    """A leader steps down with an unacked event; the new leader publishes that transition
+    (its own ``at``): the deposed leader's standby follows it (True), keeps the published
+    one as followed, and its core is not aligned back (its last event stays its own)."""
+    b = decider(["db"])
+    (own,) = [e for t in (1.0, 2.0) for e in b.on_result(result(t, "pass", "p1"), at(t))]
+    standby = Standby()
+    standby.step_down(b, [own])
+    published = state_changed("db", own.seq, own.state, at=T0 + timedelta(seconds=2.5), breaker=own.breaker)
+    assert standby.stored(b, published, at(3.0))
+    assert standby.unstored("db") == [published]
+    assert b.current("db") == own
