@@ -435,6 +435,14 @@ def _liveness_deadline(t: _Target, mono: float) -> float | None:
     return None
 
 
+def _remembered(t: _Target, last: StateChanged, wall: datetime) -> dict[str, Evidence]:
+    """The evidence of ``last`` (``t`` remembering no vantage point: restored, or silent)
+    without the points older than the forget horizon (``FORGET_AFTER_STALE`` ×
+    ``stale_after``) at ``wall``: a refresh never names a forgotten point."""
+    horizon = timedelta(seconds=t.spec.stale_after * FORGET_AFTER_STALE)
+    return {probe: e for probe, e in last.evidence.items() if wall - e.at <= horizon}
+
+
 def _window_end_deadline(t: _Target, mono: float) -> float | None:
     """The end of a maintenance window (``retry_at`` of a forced-open breaker), or None."""
     return t.retry_at
@@ -877,8 +885,7 @@ class Decider:
         """
         t = self._targets.get(target)
         events: list[StateChanged] = []
-        step = None if t is None else self._on_report_in[t.breaker]
-        if t is not None and step is not None:
+        if t is not None and (step := self._on_report_in[t.breaker]) is not None:
             step(t, instance, kind, at, now, events)
         return events
 
@@ -1091,7 +1098,7 @@ class Decider:
             # it by a rounding microsecond, and a refresh changes nothing but seq and at.
             retry_at=last.retry_at if t.breaker in ("open", "forced_open") else None,
             features=t.spec.features_list,
-            evidence=self._evidence(t) or self._remembered(last, now.wall),
+            evidence=self._evidence(t) or _remembered(t, last, now.wall),
             flapping=t.flapping,
             unchanged_since=since,
             ramp=self._current_ramp(t, now.mono) if t.breaker == "closed" else None,
@@ -1099,14 +1106,6 @@ class Decider:
         t.last = event
         events.append(event)
         self._announced(t, now.mono)
-
-    def _remembered(self, last: StateChanged, wall: datetime) -> dict[str, Evidence]:
-        """The evidence of ``last`` (a target remembering no vantage point: restored, or
-        silent) without the points older than the forget horizon (``FORGET_AFTER_STALE``
-        × ``stale_after``) at ``wall``: a refresh never names a forgotten point."""
-        t = self._targets[last.target]
-        horizon = timedelta(seconds=t.spec.stale_after * FORGET_AFTER_STALE)
-        return {probe: e for probe, e in last.evidence.items() if wall - e.at <= horizon}
 
     def _evidence(self, t: _Target) -> dict[str, Evidence]:
         return {
