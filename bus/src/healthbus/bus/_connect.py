@@ -213,10 +213,15 @@ class PongSafeClient(Client):
             if info.get("auth_required", False):
                 self._auth_configured = True
             await self._process_info(info, initial_connection=True)
-            server.server_version = info.get("version", server.server_version)
-            self._max_payload = info.get("max_payload", self._max_payload)
-            self._client_id = info.get("client_id", self._client_id)
-            self._client_ip = info.get("client_ip", self._client_ip)
+            # What nats-py's own handshake keeps of INFO (client_ip: 2.15 and later).
+            if "version" in info:
+                server.server_version = info["version"]
+            if "max_payload" in info:
+                self._max_payload = info["max_payload"]
+            if "client_id" in info:
+                self._client_id = info["client_id"]
+            if "client_ip" in info:
+                self._client_ip = info["client_ip"]
             if info.get("tls_required") and not self.options["tls_handshake_first"]:
                 await transport.drain()  # type: ignore[no-untyped-call]
                 await transport.connect_tls(hostname, self.ssl_context, DEFAULT_BUFFER_SIZE, timeout)
