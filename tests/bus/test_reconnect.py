@@ -1,8 +1,17 @@
-"""bus.connect's reconnects: each try after a jittered wait whose cap doubles per failed try."""
+"""bus.connect's reconnects: each try after a jittered wait whose cap doubles per failed try, and
+the handshake in one write (CONNECT, PING, the replayed subscriptions, what was buffered)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+
+import pytest
+from nats.aio.msg import Msg
+
+from healthbus.bus import connect
 from healthbus.bus._connect import RECONNECT_FIRST_MAX, RECONNECT_MAX, reconnect_delay
+from healthbus.bus.embedded import EmbeddedNats
 
 
 def test_reconnect_delay_is_full_jitter_with_a_doubling_cap() -> None:
@@ -12,3 +21,70 @@ def test_reconnect_delay_is_full_jitter_with_a_doubling_cap() -> None:
     assert top == sorted(top)
     assert max(top) == RECONNECT_MAX
     assert reconnect_delay(50, lambda low, high: low) == 0.0
+
+
+@pytest.mark.nats
+async def test_a_reconnect_is_one_write_and_replays_every_subscription(nats_server: EmbeddedNats) -> None:
+    """After a server restart the client sends CONNECT, PING, each subscription (a limited one with
+    what is left of its limit) and what was published while away in one write, and follows again."""
+    back = asyncio.Event()
+
+    async def reconnected() -> None:
+        back.set()
+
+    nc = await connect(url=nats_server.url, reconnected_cb=reconnected)
+    other = None
+    got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait((msg.subject, msg.data))
+
+    try:
+        await nc.subscribe("all.>", cb=on_msg)
+        limited = await nc.subscribe("limited", cb=on_msg, max_msgs=3)
+        await nc.publish("limited", b"1")
+        assert await asyncio.wait_for(got.get(), 10) == ("limited", b"1")
+
+        transport = nc._transport
+        assert transport is not None
+        writes: list[list[bytes]] = []
+        write, writelines = transport.write, transport.writelines
+
+        def record(data: bytes) -> None:
+            writes.append([bytes(data)])
+            write(data)
+
+        def record_lines(lines: Iterable[bytes]) -> None:
+            lines = list(lines)
+            writes.append([bytes(line) for line in lines])
+            writelines(lines)
+
+        transport.write, transport.writelines = record, record_lines  # type: ignore[method-assign,assignment]
+        await nats_server.astop()
+        await nc.publish("all.queued", b"sent while away")  # buffered by nats-py until it is back
+        await nats_server.astart()
+        await asyncio.wait_for(back.wait(), 30)
+
+        assert nc.stats["reconnects"] == 1
+        handshake = [w for w in writes if w and w[0].startswith(b"CONNECT ")]
+        assert len(handshake) == 1, writes
+        commands = [line.split(b" ", 1)[0].strip() for line in handshake[0]]
+        assert commands == [b"CONNECT", b"PING", b"SUB", b"SUB", b"UNSUB", b"PUB"], handshake[0]
+        assert handshake[0][4] == f"UNSUB {limited._id} 2\r\n".encode()
+        later = writes[writes.index(handshake[0]) + 1 :]
+        assert not [line for w in later for line in w if line.startswith(b"SUB")], "subscriptions sent twice"
+
+        assert await asyncio.wait_for(got.get(), 10) == ("all.queued", b"sent while away")
+        other = await connect(url=nats_server.url, name="other")
+        for data in (b"2", b"3", b"4"):
+            await other.publish("limited", data)
+        await other.publish("all.after", b"after")
+        await other.flush()
+        received = [await asyncio.wait_for(got.get(), 10) for _ in range(3)]
+        assert sorted(received) == [("all.after", b"after"), ("limited", b"2"), ("limited", b"3")]
+        await asyncio.sleep(0.2)
+        assert got.empty(), "a message past the subscription's limit was delivered"
+    finally:
+        if other is not None:
+            await other.close()
+        await nc.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 
 from healthbus.bus import BusUnavailable, connect
 from healthbus.bus.embedded import EmbeddedNats
@@ -221,3 +222,56 @@ async def test_a_tls_client_sends_nothing_in_plaintext_to_an_impostor(ca: CertAu
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_tls_client_reconnects_and_a_refused_reconnect_is_retried(
+    tls_nats: EmbeddedNats, ca: CertAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS restarts twice under a TLS client: first with the client's password changed (each
+    reconnect try is refused, said through error_cb, and retried), then as before: the client is
+    back over TLS, its subscription in place."""
+    errors: list[str] = []
+    refused = asyncio.Event()
+    back = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+        if "uthorization" in errors[-1]:
+            refused.set()
+
+    async def reconnected() -> None:
+        back.set()
+
+    subscriber = await connect(
+        _settings(tls_nats, "subscriber", ca, cert=ca), error_cb=on_error, reconnected_cb=reconnected
+    )
+    coordinator = None
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg.data)
+
+    try:
+        await subscriber.subscribe("healthbus.state.*", cb=on_msg)
+        await subscriber.flush()
+        monkeypatch.setenv("HEALTHBUS_SUBSCRIBER_PASSWORD", "changed-meanwhile")
+        await tls_nats.astop()
+        await tls_nats.astart()
+        await asyncio.wait_for(refused.wait(), 30)
+        assert not back.is_set()
+        assert not subscriber.is_connected
+        assert _password("subscriber") not in " ".join(errors)
+
+        monkeypatch.setenv("HEALTHBUS_SUBSCRIBER_PASSWORD", _password("subscriber"))
+        await tls_nats.astop()
+        await tls_nats.astart()
+        await asyncio.wait_for(back.wait(), 30)
+        assert subscriber.is_connected
+        assert subscriber.stats["reconnects"] == 1
+        coordinator = await connect(_settings(tls_nats, "coordinator", ca, cert=ca))
+        await coordinator.publish("healthbus.state.x", b"after")
+        assert await asyncio.wait_for(got.get(), 10) == b"after"
+    finally:
+        if coordinator is not None:
+            await coordinator.close()
+        await subscriber.close()
