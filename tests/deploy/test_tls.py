@@ -20,11 +20,19 @@ import msgspec
 import pytest
 from nats.aio.msg import Msg
 
-from healthbus.bus import BusUnavailable, connect
+from healthbus.bus import BusUnavailable, StateStream, connect, ensure_stream
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
-from healthbus.protocol import BusSettings, Duration, load_config_text
+from healthbus.protocol import (
+    BusSettings,
+    Duration,
+    StateChanged,
+    StreamSettings,
+    encode,
+    load_config_text,
+    utcnow,
+)
 from healthbus.subscribers import HealthClient
 from tests.cli._support import run_cli
 from tests.harness._tls import CertAuthority, make_ca
@@ -275,3 +283,46 @@ async def test_a_tls_client_reconnects_and_a_refused_reconnect_is_retried(
         if coordinator is not None:
             await coordinator.close()
         await subscriber.close()
+
+
+async def test_what_was_published_while_away_survives_a_refused_reconnect_try(
+    tls_nats: EmbeddedNats, ca: CertAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verdict the coordinator published while NATS was down is sent with its first accepted
+    reconnect, not lost with a refused one: it ends up in the state stream."""
+    refused = asyncio.Event()
+    back = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        if "uthorization" in str(exc):
+            refused.set()
+
+    async def reconnected() -> None:
+        back.set()
+
+    coordinator = await connect(
+        _settings(tls_nats, "coordinator", ca, cert=ca), error_cb=on_error, reconnected_cb=reconnected
+    )
+    reader = None
+    try:
+        await ensure_stream(coordinator.jetstream(), StreamSettings.for_prefix("healthbus"))
+        await tls_nats.astop()
+        event = StateChanged(
+            target="x", seq=1, at=utcnow(), previous="unknown", state="unavailable", breaker="open", reason="test"
+        )
+        await coordinator.publish("healthbus.state.x", encode(event))  # buffered: NATS is away
+        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", "changed-meanwhile")
+        await tls_nats.astart()
+        await asyncio.wait_for(refused.wait(), 30)
+
+        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", _password("coordinator"))
+        await tls_nats.astop()
+        await tls_nats.astart()
+        await asyncio.wait_for(back.wait(), 30)
+        reader = await connect(_settings(tls_nats, "subscriber", ca, cert=ca))
+        stored = await StateStream(reader, "healthbus").last("x", timeout=5)
+        assert stored == event
+    finally:
+        if reader is not None:
+            await reader.close()
+        await coordinator.close()
