@@ -38,7 +38,8 @@ PONG (or ``-ERR``) that answers it ends the handshake: the server handles a conn
 commands in order, so whatever is sent after ``reconnected_cb`` reaches it after the replay.
 The buffered commands stay buffered until a try is answered with that PONG: a refused try
 sends them again with the next.
-(docs/performance.md, "A leaner reconnect"; about 20 % less CPU per reconnect on both sides.)
+(docs/performance.md, "A leaner reconnect": per reconnect about 10 % less CPU in the client and
+17 % less in the server in one process, 18 % and 23 % with 10,000 connections on two cores.)
 
 Every client's reply inboxes live under its own prefix (``BusSettings.effective_inbox_prefix``,
 ``_INBOX.<user>`` by default), so a NATS user needs subscribe permission on that prefix only
