@@ -298,6 +298,11 @@ class Publisher:
         self.subjects = Subjects(PREFIX)
         self.stored: dict[str, StateChanged] = {}  # the last acked event per target, in ack order
 
+    def digests(self, nc: Client) -> DigestPublisher:
+        """The coordinator's StateDigest of what this publisher sent, published on ``nc``
+        (a connection that reconnects as the coordinator's does): ``await .run()``."""
+        return DigestPublisher(nc, self.subjects, lambda: dict(self.seqs), interval=DIGEST_INTERVAL, events=self.recent)
+
     def recent(self) -> list[StateChanged]:
         """The last stored event of the targets stored most recently, oldest first (the
         digest's ``events``, as the coordinator's ``Outbox.recent``)."""
@@ -403,14 +408,7 @@ async def _phase(
     if design == "healthbus":
         # The coordinator's StateDigest, from a connection that reconnects as the coordinator's does.
         coordinator = await connect(BusSettings(url=server.url), name="bench-fleet-coordinator")
-        digest = DigestPublisher(
-            coordinator,
-            Subjects(PREFIX),
-            lambda: dict(publisher.seqs),
-            interval=DIGEST_INTERVAL,
-            events=publisher.recent,
-        )
-        digests = asyncio.create_task(digest.run())
+        digests = asyncio.create_task(publisher.digests(coordinator).run())
     try:
         children = [group.start(f"fleet-{design}-{i}", worker_role, server.url, n, design) for i, n in enumerate(per)]
         rss_per: list[float] = []

@@ -30,14 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from healthbus.bench._fleet import DIGEST_INTERVAL, OPENERS, PREFIX, Instances, Publisher, Seen, ServerProbe
+from healthbus.bench._fleet import OPENERS, PREFIX, Instances, Publisher, Seen, ServerProbe
 from healthbus.bench._fleet import raise_nofile as _raise_nofile
 from healthbus.bench._measure import machine_description, now_ns
 from healthbus.bench._natsutil import bench_connect
 from healthbus.bench._servers import embedded_nats
 from healthbus.bench._workload import target_names
-from healthbus.bus import DigestPublisher, connect, ensure_stream
-from healthbus.protocol import BusSettings, StreamSettings, Subjects
+from healthbus.bus import connect, ensure_stream
+from healthbus.protocol import BusSettings, StreamSettings
 
 TARGETS = 10
 CONNECT_CONCURRENCY = 20
@@ -57,14 +57,7 @@ async def measure(design: str, instances: int, restarts: int) -> dict[str, Any]:
             for name in names:
                 await publisher.publish(admin, name)
             coordinator = await connect(BusSettings(url=server.url), name="bench-reconnect-coordinator")
-            digests = DigestPublisher(
-                coordinator,
-                Subjects(PREFIX),
-                lambda: dict(publisher.seqs),
-                interval=DIGEST_INTERVAL,
-                events=publisher.recent,
-            )
-            digest_task = asyncio.create_task(digests.run())
+            digest_task = asyncio.create_task(publisher.digests(coordinator).run())
             seen, opened = Seen(), Instances()
             gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
