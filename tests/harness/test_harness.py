@@ -16,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import NoStreamResponseError
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -213,7 +215,9 @@ async def test_nats_cluster_survives_losing_one_node(nats_cluster: NatsCluster) 
     try:
         js = nc.jetstream()
         await js.add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
-        assert (await js.publish("r3.a", b"1")).seq == 1
+        # add_stream returns once the stream is assigned, before its three replicas have
+        # elected a leader: until then nobody answers a publish (a CI run saw "no responders").
+        assert (await _publish_until_accepted(js, "r3.a", b"1")).seq == 1
 
         # Kill the stream leader (unless we are connected to it): a new one must be elected.
         info = await js.stream_info("R3")
@@ -225,20 +229,24 @@ async def test_nats_cluster_survives_losing_one_node(nats_cluster: NatsCluster) 
             next(s for s in nats_cluster.servers if s.port != connected_port),
         )
         victim.kill()
-        async with asyncio.timeout(20):
-            while True:  # publishes fail until the survivors elect a leader; clients retry
-                try:
-                    ack = await js.publish("r3.a", b"2", timeout=1)
-                    break
-                except (NoStreamResponseError, nats.errors.TimeoutError):
-                    await asyncio.sleep(0.05)  # retry backoff, as a real publisher would
-        assert ack.seq == 2
+        # Publishes fail until the survivors elect a leader.
+        assert (await _publish_until_accepted(js, "r3.a", b"2")).seq == 2
 
         victim.start()
         nats_cluster.wait_healthy()
         assert (await js.stream_info("R3")).state.messages == 2
     finally:
         await nc.close()
+
+
+async def _publish_until_accepted(js: JetStreamContext, subject: str, data: bytes) -> PubAck:
+    """Publish, retrying (as a real publisher would) while the stream has no leader; at most 20 s."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                return await js.publish(subject, data, timeout=1)
+            except (NoStreamResponseError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------- Redis
