@@ -102,6 +102,13 @@ class PongSafeClient(Client):
     """nats-py's client, with a late PONG after a timed-out ``flush()`` ignored and ``flush()`` a
     barrier for what was sent before it (see the module doc)."""
 
+    #: Awaited during each reconnect try, once the replayed subscriptions are listed and before
+    #: the one write: what it subscribes (or publishes) on this client goes out in that same
+    #: write, behind the replay (``connect(handshake_cb=...)``). A subscription it makes is
+    #: replayed, not made again, if the try is refused and another follows; it is called again
+    #: for that try too. Not called by nats-py's own reconnect (a WebSocket server, ``verbose``).
+    handshake_cb: Callable[[], Awaitable[None]] | None = None
+
     async def _process_pong(self) -> None:
         # Each PONG answers the oldest PING. Its waiter may be gone (cancelled by a flush
         # timeout): then this PONG is that PING's, and nobody else's.
@@ -239,6 +246,17 @@ class PongSafeClient(Client):
                 out.append(nats_command.sub_cmd(sub._subject, sub._queue, sid))
                 if sub._max_msgs > 0:
                     out.append(nats_command.unsub_cmd(sid, sub._max_msgs - sub._received))
+            if self.handshake_cb is not None:
+                # While connecting, subscribe() and publish() only queue their commands: take
+                # this try's own from the queue into the write (a later try replays its SUBs).
+                queued = len(self._pending)
+                try:
+                    await self.handshake_cb()
+                except Exception as exc:  # the caller's callback: said, and the reconnect goes on
+                    await self._error_cb(exc)
+                extra, self._pending = self._pending[queued:], self._pending[:queued]
+                self._pending_data_size -= sum(len(command) for command in extra)
+                out.extend(extra)
             # What was buffered while away stays buffered until the server has taken this
             # connection (a refused or timed-out try sends it again with the next one; only
             # commands queued meanwhile, behind it, remain).
@@ -409,9 +427,13 @@ async def connect(
     require_server: bool = True,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    handshake_cb: Callable[[], Awaitable[None]] | None = None,
     **extra: Any,
-) -> Client:
+) -> PongSafeClient:
     """Connect to NATS, failing fast when it is down and reconnecting forever once up.
+
+    ``handshake_cb``: :attr:`PongSafeClient.handshake_cb`, awaited during each reconnect try
+    (what it subscribes goes out in the reconnect's one write).
 
     With ``require_server`` (the default) a server that cannot serve healthbus (older than
     ``MIN_SERVER_VERSION``, or without JetStream) is refused with :class:`ServerUnsupported`
@@ -486,6 +508,7 @@ async def connect(
     # nats-py reads 0 as "unlimited", so the smallest bound is 1 (two tries in all).
     options["max_reconnect_attempts"] = max(1, connect_attempts - 1)
     nc = PongSafeClient()
+    nc.handshake_cb = handshake_cb
     attempt = asyncio.ensure_future(nc.connect(**options))
     tls_wait = asyncio.ensure_future(tls_event.wait())
     # nats-py bounds each try by connect_timeout, but can hang closing a socket whose TLS
