@@ -62,6 +62,7 @@ from typing import Any, Final
 
 from nats import errors as nats_errors
 from nats.aio.client import DEFAULT_BUFFER_SIZE, Client, Server, Srv
+from nats.aio.transport import TcpTransport, Transport
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -142,7 +143,8 @@ class PongSafeClient(Client):
         if scheme in ("ws", "wss") or self.options["verbose"] or self._reconnect_to_server_handler is None:
             await super()._attempt_reconnect()
             return
-        for task in (self._reading_task, self._ping_interval_task, self._flusher_task):
+        # The ping task lives on across reconnects (it skips its turns while disconnected).
+        for task in (self._reading_task, self._flusher_task):
             if task is not None and not task.cancelled():
                 task.cancel()
         if self._transport is not None:
@@ -162,7 +164,6 @@ class PongSafeClient(Client):
         while True:
             try:
                 server = await self._pick_server()
-                await self._connect_to_server(server)
                 await self._handshake(server)
                 if self._reconnected_cb is not None:
                     await self._reconnected_cb()
@@ -202,14 +203,13 @@ class PongSafeClient(Client):
         return chosen
 
     async def _handshake(self, server: Srv) -> None:
-        """INFO in; CONNECT, PING, the replayed subscriptions and the buffered commands out in
-        one write; connected once the PONG answers (an ``-ERR`` fails the try)."""
-        transport = self._transport
-        assert transport is not None
+        """Connect; INFO in; CONNECT, PING, the replayed subscriptions and the buffered commands
+        out in one write; connected once the PONG answers (an ``-ERR`` fails the try)."""
         self._status = Client.CONNECTING
         hostname: str = self.options.get("tls_hostname") or server.tls_name or server.uri.hostname or ""
         timeout = self.options["connect_timeout"]
         async with asyncio.timeout(timeout):
+            transport = await self._open(server)
             if self.options["tls_handshake_first"]:
                 await transport.connect_tls(hostname, self.ssl_context, DEFAULT_BUFFER_SIZE, timeout)
             line = await transport.readline()
@@ -279,10 +279,29 @@ class PongSafeClient(Client):
         self._pongs = []
         self._pings_outstanding = 0
         self._reading_task = loop.create_task(self._read_loop())
-        self._ping_interval_task = loop.create_task(self._ping_interval())
+        if self._ping_interval_task is None or self._ping_interval_task.done():
+            self._ping_interval_task = loop.create_task(self._ping_interval())
         self._flusher_task = loop.create_task(self._flusher())
         if self._pending:  # queued during the handshake: the flusher sends it
             await self._flush_pending()
+
+    async def _open(self, server: Srv) -> Transport:
+        """The TCP connection of a reconnect try, on the client's transport object (within the
+        handshake's timeout: nats-py's ``TcpTransport.connect`` wraps it in a task of its own)."""
+        transport = self._transport
+        if not isinstance(transport, TcpTransport):
+            await self._connect_to_server(server)
+            assert self._transport is not None
+            return self._transport
+        transport.close()  # type: ignore[no-untyped-call]  # the last try's connection (see _connect_to_server)
+        server.last_attempt = time.monotonic()
+        reader, writer = await asyncio.open_connection(
+            host=server.uri.hostname, port=server.uri.port, limit=DEFAULT_BUFFER_SIZE
+        )
+        # What TcpTransport.connect sets (the bare pair outlives a TLS upgrade).
+        transport._bare_io_reader = transport._io_reader = reader
+        transport._bare_io_writer = transport._io_writer = writer
+        return transport
 
     async def _connect_to_server(self, s: Srv) -> None:
         # nats-py keeps one transport object and connects it anew on every reconnect try;
