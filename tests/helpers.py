@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -280,3 +280,24 @@ def freeze(pid: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.001)
     raise AssertionError(f"process {pid} not stopped within {timeout:g}s after SIGSTOP; thread states {states}")
+
+
+def record_writes(nc: Client) -> list[list[bytes]]:
+    """Every write on ``nc``'s transport from now on, each as its list of commands (the transport
+    object survives reconnects, so a reconnect's handshake is recorded too)."""
+    transport = nc._transport
+    assert transport is not None
+    writes: list[list[bytes]] = []
+    write, writelines = transport.write, transport.writelines
+
+    def record(data: bytes) -> None:
+        writes.append([bytes(data)])
+        write(data)
+
+    def record_lines(lines: Iterable[bytes]) -> None:
+        lines = list(lines)
+        writes.append([bytes(line) for line in lines])
+        writelines(lines)
+
+    transport.write, transport.writelines = record, record_lines  # type: ignore[method-assign,assignment]
+    return writes

@@ -4,7 +4,6 @@ the handshake in one write (CONNECT, PING, the replayed subscriptions, what was 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 
 import pytest
 from nats.aio.msg import Msg
@@ -12,6 +11,7 @@ from nats.aio.msg import Msg
 from healthbus.bus import connect
 from healthbus.bus._connect import RECONNECT_FIRST_MAX, RECONNECT_MAX, reconnect_delay
 from healthbus.bus.embedded import EmbeddedNats
+from tests.helpers import record_writes
 
 
 def test_reconnect_delay_is_full_jitter_with_a_doubling_cap() -> None:
@@ -48,21 +48,7 @@ async def test_a_reconnect_is_one_write_and_replays_every_subscription(nats_serv
         await nc.publish("limited", b"1")
         assert await asyncio.wait_for(got.get(), 10) == ("limited", b"1")
 
-        transport = nc._transport
-        assert transport is not None
-        writes: list[list[bytes]] = []
-        write, writelines = transport.write, transport.writelines
-
-        def record(data: bytes) -> None:
-            writes.append([bytes(data)])
-            write(data)
-
-        def record_lines(lines: Iterable[bytes]) -> None:
-            lines = list(lines)
-            writes.append([bytes(line) for line in lines])
-            writelines(lines)
-
-        transport.write, transport.writelines = record, record_lines  # type: ignore[method-assign,assignment]
+        writes = record_writes(nc)
         await nats_server.astop()
         await asyncio.wait_for(gone.wait(), 30)  # else the publish could still go to the dying socket
         await nc.publish("all.queued", b"sent while away")  # buffered by nats-py until it is back

@@ -21,7 +21,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from healthbus.bus import BusUnavailable, connect
+from healthbus.bus import BusUnavailable, PongSafeClient, connect
 from healthbus.bus.embedded import EmbeddedNats
 from healthbus.coordinator import CoordinatorService
 from healthbus.probes import ProbeWorker
@@ -30,6 +30,7 @@ from healthbus.subscribers import HealthClient
 from tests.cli._support import run_cli
 from tests.harness._tls import CertAuthority, make_ca
 from tests.harness._util import require
+from tests.helpers import record_writes
 
 pytestmark = pytest.mark.nats
 
@@ -293,6 +294,55 @@ async def test_what_was_published_while_away_survives_a_refused_reconnect_try(
         await tls_nats.astart()
         await asyncio.wait_for(watch.back.wait(), 30)
         assert await asyncio.wait_for(got.get(), 10) == b"while away"
+    finally:
+        await coordinator.close()
+
+
+async def test_what_the_handshake_callback_subscribes_is_sent_once_across_a_refused_try(
+    tls_nats: EmbeddedNats, ca: CertAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscription ``handshake_cb`` makes during a refused reconnect try goes out with the next
+    try once (replayed, not made again), and delivers once the server has taken the connection."""
+    watch = _Watch()
+    coordinator = await watch.connect(_settings(tls_nats, "coordinator", ca, cert=ca))
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    calls: list[int] = []
+    made: list[int] = []
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg.data)
+
+    async def handshake() -> None:
+        calls.append(len(calls))
+        if not made:  # as HealthClient does: once per return, whatever the tries
+            sub = await coordinator.subscribe("healthbus.state.y", cb=on_msg, max_msgs=1)
+            await sub.unsubscribe(limit=1)
+            made.append(sub._id)
+
+    assert isinstance(coordinator, PongSafeClient)
+    coordinator.handshake_cb = handshake
+    writes = record_writes(coordinator)
+    try:
+        await tls_nats.astop()
+        await asyncio.wait_for(watch.gone.wait(), 30)
+        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", "changed-meanwhile")
+        await tls_nats.astart()
+        await asyncio.wait_for(watch.refused.wait(), 30)
+        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", _password("coordinator"))
+        await tls_nats.astop()
+        await tls_nats.astart()
+        await asyncio.wait_for(watch.back.wait(), 30)
+
+        assert len(calls) >= 2, calls  # called for the refused try and the accepted one
+        assert len(made) == 1, made
+        accepted = [w for w in writes if w and w[0].startswith(b"CONNECT ")][-1]
+        sub_y = f"SUB healthbus.state.y  {made[0]}\r\n".encode()
+        assert [line for line in accepted if line.startswith(b"SUB healthbus.state.y")] == [sub_y], accepted
+        for data in (b"first", b"past the limit"):
+            await coordinator.publish("healthbus.state.y", data)
+        await coordinator.flush()
+        assert await asyncio.wait_for(got.get(), 10) == b"first"
+        assert got.empty()
     finally:
         await coordinator.close()
 

@@ -22,7 +22,7 @@ from healthbus.bus.embedded import EmbeddedNats
 from healthbus.protocol import BusSettings, StateChanged, Subjects
 from healthbus.subscribers import HealthClient
 from healthbus.subscribers._catchup import behind, pages
-from tests.helpers import freeze, holds_within, wait_bus, wait_until
+from tests.helpers import freeze, holds_within, record_writes, wait_bus, wait_until
 
 from ._events import Publisher
 
@@ -186,6 +186,41 @@ async def test_once_caught_up_the_server_sends_the_client_no_more_digests(
             await digests.nc.flush()  # the server has routed them (to nobody, now)
             await nc.flush()  # and any routed to this connection came before this PONG
             assert nc.stats["in_msgs"] == before
+    finally:
+        await proxy.cut()
+
+
+@pytest.mark.nats
+async def test_the_digest_subscription_goes_out_in_the_reconnect_write(
+    nats_server: EmbeddedNats, publisher: Publisher, digests: DigestPublisher
+) -> None:
+    """Back after a cut, the client asks for one digest in the reconnect's one write (CONNECT,
+    PING, the replayed subscriptions, then the digest's SUB and its UNSUB after one message):
+    no second write, and the server's one wakeup for it, per instance of a fleet."""
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
+            nc = health.nc
+            assert nc is not None
+            writes = record_writes(nc)
+            await proxy.cut()
+            await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+            await proxy.start()
+            await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
+            assert (health.resync.digests, health.resync.skipped) == (1, 1)
+            handshake = [w for w in writes if w and w[0].startswith(b"CONNECT ")]
+            assert len(handshake) == 1, writes
+            commands = [line.split(b" ", 2)[:2] for line in handshake[0]]
+            digest = [i for i, c in enumerate(commands) if c == [b"SUB", f"{PREFIX}.digest".encode()]]
+            assert len(digest) == 1, handshake[0]
+            sid = handshake[0][digest[0]].split()[-1]
+            assert handshake[0][digest[0] + 1] == b"UNSUB " + sid + b" 1\r\n"
+            later = [line for w in writes[writes.index(handshake[0]) + 1 :] for line in w]
+            assert not [line for line in later if line.startswith(b"SUB ")], later
     finally:
         await proxy.cut()
 

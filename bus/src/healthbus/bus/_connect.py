@@ -62,6 +62,7 @@ from typing import Any, Final
 
 from nats import errors as nats_errors
 from nats.aio.client import DEFAULT_BUFFER_SIZE, Client, Server, Srv
+from nats.aio.transport import TcpTransport, Transport
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -102,6 +103,13 @@ class PongSafeClient(Client):
     """nats-py's client, with a late PONG after a timed-out ``flush()`` ignored and ``flush()`` a
     barrier for what was sent before it (see the module doc)."""
 
+    #: Awaited during each reconnect try, once the replayed subscriptions are listed and before
+    #: the one write: what it subscribes (or publishes) on this client goes out in that same
+    #: write, behind the replay (``connect(handshake_cb=...)``). A subscription it makes is
+    #: replayed, not made again, if the try is refused and another follows; it is called again
+    #: for that try too. Not called by nats-py's own reconnect (a WebSocket server, ``verbose``).
+    handshake_cb: Callable[[], Awaitable[None]] | None = None
+
     async def _process_pong(self) -> None:
         # Each PONG answers the oldest PING. Its waiter may be gone (cancelled by a flush
         # timeout): then this PONG is that PING's, and nobody else's.
@@ -135,7 +143,8 @@ class PongSafeClient(Client):
         if scheme in ("ws", "wss") or self.options["verbose"] or self._reconnect_to_server_handler is None:
             await super()._attempt_reconnect()
             return
-        for task in (self._reading_task, self._ping_interval_task, self._flusher_task):
+        # The ping task lives on across reconnects (it skips its turns while disconnected).
+        for task in (self._reading_task, self._flusher_task):
             if task is not None and not task.cancelled():
                 task.cancel()
         if self._transport is not None:
@@ -155,7 +164,6 @@ class PongSafeClient(Client):
         while True:
             try:
                 server = await self._pick_server()
-                await self._connect_to_server(server)
                 await self._handshake(server)
                 if self._reconnected_cb is not None:
                     await self._reconnected_cb()
@@ -195,14 +203,13 @@ class PongSafeClient(Client):
         return chosen
 
     async def _handshake(self, server: Srv) -> None:
-        """INFO in; CONNECT, PING, the replayed subscriptions and the buffered commands out in
-        one write; connected once the PONG answers (an ``-ERR`` fails the try)."""
-        transport = self._transport
-        assert transport is not None
+        """Connect; INFO in; CONNECT, PING, the replayed subscriptions and the buffered commands
+        out in one write; connected once the PONG answers (an ``-ERR`` fails the try)."""
         self._status = Client.CONNECTING
         hostname: str = self.options.get("tls_hostname") or server.tls_name or server.uri.hostname or ""
         timeout = self.options["connect_timeout"]
         async with asyncio.timeout(timeout):
+            transport = await self._open(server)
             if self.options["tls_handshake_first"]:
                 await transport.connect_tls(hostname, self.ssl_context, DEFAULT_BUFFER_SIZE, timeout)
             line = await transport.readline()
@@ -239,6 +246,17 @@ class PongSafeClient(Client):
                 out.append(nats_command.sub_cmd(sub._subject, sub._queue, sid))
                 if sub._max_msgs > 0:
                     out.append(nats_command.unsub_cmd(sid, sub._max_msgs - sub._received))
+            if self.handshake_cb is not None:
+                # While connecting, subscribe() and publish() only queue their commands: take
+                # this try's own from the queue into the write (a later try replays its SUBs).
+                queued = len(self._pending)
+                try:
+                    await self.handshake_cb()
+                except Exception as exc:  # the caller's callback: said, and the reconnect goes on
+                    await self._error_cb(exc)
+                extra, self._pending = self._pending[queued:], self._pending[:queued]
+                self._pending_data_size -= sum(len(command) for command in extra)
+                out.extend(extra)
             # What was buffered while away stays buffered until the server has taken this
             # connection (a refused or timed-out try sends it again with the next one; only
             # commands queued meanwhile, behind it, remain).
@@ -261,10 +279,29 @@ class PongSafeClient(Client):
         self._pongs = []
         self._pings_outstanding = 0
         self._reading_task = loop.create_task(self._read_loop())
-        self._ping_interval_task = loop.create_task(self._ping_interval())
+        if self._ping_interval_task is None or self._ping_interval_task.done():
+            self._ping_interval_task = loop.create_task(self._ping_interval())
         self._flusher_task = loop.create_task(self._flusher())
         if self._pending:  # queued during the handshake: the flusher sends it
             await self._flush_pending()
+
+    async def _open(self, server: Srv) -> Transport:
+        """The TCP connection of a reconnect try, on the client's transport object (within the
+        handshake's timeout: nats-py's ``TcpTransport.connect`` wraps it in a task of its own)."""
+        transport = self._transport
+        if not isinstance(transport, TcpTransport):
+            await self._connect_to_server(server)
+            assert self._transport is not None
+            return self._transport
+        transport.close()  # type: ignore[no-untyped-call]  # the last try's connection (see _connect_to_server)
+        server.last_attempt = time.monotonic()
+        reader, writer = await asyncio.open_connection(
+            host=server.uri.hostname, port=server.uri.port, limit=DEFAULT_BUFFER_SIZE
+        )
+        # What TcpTransport.connect sets (the bare pair outlives a TLS upgrade).
+        transport._bare_io_reader = transport._io_reader = reader
+        transport._bare_io_writer = transport._io_writer = writer
+        return transport
 
     async def _connect_to_server(self, s: Srv) -> None:
         # nats-py keeps one transport object and connects it anew on every reconnect try;
@@ -409,9 +446,13 @@ async def connect(
     require_server: bool = True,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    handshake_cb: Callable[[], Awaitable[None]] | None = None,
     **extra: Any,
-) -> Client:
+) -> PongSafeClient:
     """Connect to NATS, failing fast when it is down and reconnecting forever once up.
+
+    ``handshake_cb``: :attr:`PongSafeClient.handshake_cb`, awaited during each reconnect try
+    (what it subscribes goes out in the reconnect's one write).
 
     With ``require_server`` (the default) a server that cannot serve healthbus (older than
     ``MIN_SERVER_VERSION``, or without JetStream) is refused with :class:`ServerUnsupported`
@@ -486,6 +527,7 @@ async def connect(
     # nats-py reads 0 as "unlimited", so the smallest bound is 1 (two tries in all).
     options["max_reconnect_attempts"] = max(1, connect_attempts - 1)
     nc = PongSafeClient()
+    nc.handshake_cb = handshake_cb
     attempt = asyncio.ensure_future(nc.connect(**options))
     tls_wait = asyncio.ensure_future(tls_event.wait())
     # nats-py bounds each try by connect_timeout, but can hang closing a socket whose TLS

@@ -342,22 +342,37 @@ class HealthClient(HealthViewBase):
         if dropped is not None:  # back before the supervisor said it was lost: say why now
             log.warning("healthbus: NATS %s: %s", redact_url(bus.resolve_url(self._settings, self._url)), dropped)
         nc = self._nc
-        if (
-            nc is not None
-            and self._resync
-            and not self._live
-            and not self._closed
-            and nc.is_connected
-            and self._by_digest(nc)
-        ):
-            # Begin the catch-up here, in nats-py's reconnect task: the digest SUB goes out
-            # right behind the replayed subscriptions, without waiting for the supervisor's
-            # turn on a busy event loop (the supervisor, woken below, continues the round).
-            try:
-                await self._begin_round(nc, self._clock())
-            except Exception:  # e.g. lost again: the supervisor begins the round anew
-                self._catchup_since = None
+        if nc is not None and self._catching_up(nc) and nc.is_connected:
+            if self._catchup_since is not None and self._catchup_reconnects == nc.stats["reconnects"]:
+                # Begun during the handshake (_on_handshake): the wait for a digest counts from now.
+                self._catchup_since = self._clock()
+            else:
+                # Begin the catch-up here, in the reconnect task: the digest SUB goes out right
+                # behind the replayed subscriptions, without waiting for the supervisor's turn
+                # on a busy event loop (the supervisor, woken below, continues the round).
+                try:
+                    await self._begin_round(nc, self._clock())
+                except Exception:  # e.g. lost again: the supervisor begins the round anew
+                    self._catchup_since = None
         self._wake.set()
+
+    async def _on_handshake(self) -> None:
+        """A reconnect try is under way (``PongSafeClient.handshake_cb``): begin the catch-up round
+        for the connection it makes, so the digest's SUB goes out in the reconnect's one write."""
+        nc = self._nc
+        if nc is None or not self._catching_up(nc):
+            return
+        reconnects = nc.stats["reconnects"] + 1  # counted once the server has taken this try
+        if self._catchup_since is not None and self._catchup_reconnects == reconnects and self._digest_sub is not None:
+            return  # begun for an earlier try that was refused: the replay sends its SUB again
+        try:
+            await self._begin_round(nc, self._clock(), reconnects)
+        except Exception:  # the reconnected callback (or the supervisor) begins it instead
+            self._catchup_since = None
+
+    def _catching_up(self, nc: Client) -> bool:
+        """Whether a reconnect of ``nc`` begins a catch-up round by digest right away."""
+        return self._resync and not self._live and not self._closed and self._by_digest(nc)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
@@ -418,6 +433,7 @@ class HealthClient(HealthViewBase):
                 require_server=False,  # checked in _go_live, for a shared connection too
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
+                handshake_cb=self._on_handshake,
                 error_cb=self._on_error,
                 # _INBOX.<user> (or [bus] inbox_prefix) like every role; without a user in
                 # the settings, the subscriber role's (the user may be in the URL).
@@ -589,12 +605,13 @@ class HealthClient(HealthViewBase):
                 self._finish_by_digest(digest)
                 self._wake.set()
 
-    async def _begin_round(self, nc: Client, now: float) -> None:
+    async def _begin_round(self, nc: Client, now: float, reconnects: int | None = None) -> None:
         """A new catch-up round: only a digest that arrives on a subscription made now counts;
-        its SUB follows the state SUB on this connection."""
+        its SUB follows the state SUB on this connection. ``reconnects``: the reconnect count of
+        the connection the round is for (default: the current one)."""
         self._catchup_since = now
         self._catchup_lag = 0.0
-        self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"]
+        self._catchup_reconnects = self._reconnects_seen = nc.stats["reconnects"] if reconnects is None else reconnects
         self._digest = None
         self._resync_at = None
         old, self._digest_sub = self._digest_sub, None
