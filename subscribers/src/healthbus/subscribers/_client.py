@@ -210,6 +210,7 @@ class HealthClient(HealthViewBase):
         self._digest_budget = 0  # digest messages the current round's subscription may still get
         self._digest_resubscribe = False  # the subscription ran out before a split digest was whole
         self._loss_error: str | None = None  # the error that dropped the connection, for "lost the bus"
+        self._round_due: float | None = None  # when the sleeping supervisor's next round is due
 
     @classmethod
     def connect(cls, url: str | None = None, **options: Unpack[ClientOptions]) -> _Connecting:
@@ -334,6 +335,18 @@ class HealthClient(HealthViewBase):
     # ------------------------------------------------------------ internals
 
     async def _on_disconnected(self) -> None:
+        nc = self._nc
+        if nc is not None and self._own_nc and not self._closed:
+            # Said here, in the reconnect task, before its first try (whose handshake then
+            # begins the catch-up): the supervisor need not wake for it (one turn less per
+            # instance of a fleet), unless staleness falls due before its next round.
+            now = self._clock()
+            self._lose(now, "disconnected from NATS")
+            self._table.tick(now)
+            self._notify_bus()
+            lost_since, due = self._table.lost_since, self._round_due
+            if due is not None and lost_since is not None and lost_since + self._table.stale_after >= due:
+                return
         self._wake.set()
 
     async def _on_reconnected(self) -> None:
@@ -798,11 +811,26 @@ class HealthClient(HealthViewBase):
             except Exception:  # never let the supervisor die
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
-            due = self._clock() + max(0.001, wait)
-            if not await sleep_until_set(self._time, self._wake, max(0.001, wait)) and self._catchup_since is not None:
+            due = self._round_due = self._clock() + max(0.001, wait)
+            woken = await sleep_until_set(self._time, self._wake, max(0.001, wait))
+            self._round_due = None
+            if not woken and self._catchup_since is not None:
                 # Woken late by its own timer: this process ran late (busy, or frozen). The
                 # wait for a digest is about the bus, not this process: it does not count.
                 self._catchup_lag += max(0.0, self._clock() - due)
+
+    def _lose(self, now: float, reason: str) -> None:
+        """Not following the bus (disconnected): said once per outage; the last states are kept."""
+        if self._live or self._table.lost_since is None:
+            dropped, self._loss_error = self._loss_error, None
+            if dropped is not None:
+                shown = redact_url(bus.resolve_url(self._settings, self._url))
+                log.warning("healthbus: lost the bus (NATS %s: %s); keeping the last known states", shown, dropped)
+            else:
+                log.warning("healthbus: lost the bus; keeping the last known states")
+        self._live = False
+        self._resync = True
+        self._table.mark_lost(now, reason=reason)
 
     async def _supervise_once(self) -> float:
         """One round; returns how long until the next one is due at the latest."""
@@ -819,17 +847,8 @@ class HealthClient(HealthViewBase):
             self._nc = nc = None
             self._note_failure()
         if nc is None or not nc.is_connected:
-            if self._live or self._table.lost_since is None:
-                dropped, self._loss_error = self._loss_error, None
-                if dropped is not None:
-                    shown = redact_url(bus.resolve_url(self._settings, self._url))
-                    log.warning("healthbus: lost the bus (NATS %s: %s); keeping the last known states", shown, dropped)
-                else:
-                    log.warning("healthbus: lost the bus; keeping the last known states")
-            self._live = False
-            self._resync = True
             reason = "disconnected from NATS" if nc is not None else (self._table.reason or "not connected to NATS")
-            self._table.mark_lost(now, reason=reason)
+            self._lose(now, reason)
             if nc is None and now >= self._retry_after and await self._try_connect():
                 self._wake.set()  # go live without waiting for the next tick
             elif nc is not None and self._own_nc and nc.is_reconnecting:
