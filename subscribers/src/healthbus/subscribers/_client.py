@@ -201,6 +201,7 @@ class HealthClient(HealthViewBase):
         self._full_resync = False  # the next catch-up reloads every state (no digest shortcut)
         self._digest_refused = False  # the server refused the digest subscription: never ask again
         self._digest_sub: Subscription | None = None
+        self._digest_arrived: asyncio.Future[Msg] | None = None  # its one message (a digest in one part)
         self._digest: StateDigest | None = None  # the digest of the current catch-up round
         self._catchup_since: float | None = None  # when the current catch-up round began
         self._catchup_lag = 0.0  # how late this process woke the supervisor meanwhile (not counted)
@@ -591,7 +592,13 @@ class HealthClient(HealthViewBase):
             and bool(self._table.states)
         )
 
-    async def _on_digest(self, msg: Msg, round_: int) -> None:
+    def _take_digest(self, msg: Msg, round_: int) -> None:
+        try:
+            self._on_digest(msg, round_)
+        except Exception:  # never from here into nats-py's read loop or the event loop's handler
+            log.exception("healthbus: cannot take a state digest")
+
+    def _on_digest(self, msg: Msg, round_: int) -> None:
         if round_ != self._catchup_round:
             return  # delivered late to the subscription of an earlier round
         self._digest_budget -= 1
@@ -644,8 +651,8 @@ class HealthClient(HealthViewBase):
         digest = self._digest
         if digest is None:
             left = since + _DIGEST_WAIT + self._catchup_lag - now
-            sub = self._digest_sub
-            if left > 0 or (sub is not None and sub.pending_msgs > 0):
+            sub, arrived = self._digest_sub, self._digest_arrived
+            if left > 0 or (sub is not None and (sub.pending_msgs > 0 or (arrived is not None and arrived.done()))):
                 # Still due, or it came and this busy process has not handled it yet.
                 return min(self._tick, max(left, 0.01))
             log.info("healthbus: no state digest within %gs after reconnecting; reloading every state", _DIGEST_WAIT)
@@ -714,9 +721,6 @@ class HealthClient(HealthViewBase):
         self._catchup_round += 1
         round_ = self._catchup_round
 
-        async def on_digest(msg: Msg) -> None:
-            await self._on_digest(msg, round_)
-
         # The server itself stops after one whole digest (``UNSUB <sid> <max>`` sent right
         # after the SUB), however late this busy process gets round to it: 1 message, or for
         # a digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
@@ -726,7 +730,26 @@ class HealthClient(HealthViewBase):
         # UNSUB for it), so the server would go on sending this connection every digest,
         # each parsed and dropped, until the next reconnect.
         self._digest_budget = 2 * self._digest_parts.expected - 1
-        sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+        if self._digest_budget == 1:
+            # One message: nats-py hands it to a future from its read loop, and a callback of
+            # that future takes it, without the task and queue a callback subscription has
+            # (made and ended per instance and round, they were a good part of a catch-up's cost).
+            arrived: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+            def take(done: asyncio.Future[Msg]) -> None:
+                if not done.cancelled():
+                    self._take_digest(done.result(), round_)
+
+            arrived.add_done_callback(take)
+            self._digest_arrived = arrived
+            sub = await nc.subscribe(self._subjects.digest, future=arrived, max_msgs=1)
+        else:
+
+            async def on_digest(msg: Msg) -> None:
+                self._take_digest(msg, round_)
+
+            self._digest_arrived = None
+            sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
         self._digest_sub = sub
         with contextlib.suppress(nats_errors.BadSubscriptionError):  # already done: the digest came
             await sub.unsubscribe(limit=self._digest_budget)
