@@ -201,6 +201,7 @@ class HealthClient(HealthViewBase):
         self._full_resync = False  # the next catch-up reloads every state (no digest shortcut)
         self._digest_refused = False  # the server refused the digest subscription: never ask again
         self._digest_sub: Subscription | None = None
+        self._digest_arrived: asyncio.Future[Msg] | None = None  # its one message (a digest in one part)
         self._digest: StateDigest | None = None  # the digest of the current catch-up round
         self._catchup_since: float | None = None  # when the current catch-up round began
         self._catchup_lag = 0.0  # how late this process woke the supervisor meanwhile (not counted)
@@ -210,6 +211,7 @@ class HealthClient(HealthViewBase):
         self._digest_budget = 0  # digest messages the current round's subscription may still get
         self._digest_resubscribe = False  # the subscription ran out before a split digest was whole
         self._loss_error: str | None = None  # the error that dropped the connection, for "lost the bus"
+        self._round_due: float | None = None  # when the sleeping supervisor's next round is due
 
     @classmethod
     def connect(cls, url: str | None = None, **options: Unpack[ClientOptions]) -> _Connecting:
@@ -334,6 +336,18 @@ class HealthClient(HealthViewBase):
     # ------------------------------------------------------------ internals
 
     async def _on_disconnected(self) -> None:
+        nc = self._nc
+        if nc is not None and self._own_nc and not self._closed:
+            # Said here, in the reconnect task, before its first try (whose handshake then
+            # begins the catch-up): the supervisor need not wake for it (one turn less per
+            # instance of a fleet), unless staleness falls due before its next round.
+            now = self._clock()
+            self._lose(now, "disconnected from NATS")
+            self._table.tick(now)
+            self._notify_bus()
+            lost_since, due = self._table.lost_since, self._round_due
+            if due is not None and lost_since is not None and lost_since + self._table.stale_after >= due:
+                return
         self._wake.set()
 
     async def _on_reconnected(self) -> None:
@@ -578,7 +592,13 @@ class HealthClient(HealthViewBase):
             and bool(self._table.states)
         )
 
-    async def _on_digest(self, msg: Msg, round_: int) -> None:
+    def _take_digest(self, msg: Msg, round_: int) -> None:
+        try:
+            self._on_digest(msg, round_)
+        except Exception:  # never from here into nats-py's read loop or the event loop's handler
+            log.exception("healthbus: cannot take a state digest")
+
+    def _on_digest(self, msg: Msg, round_: int) -> None:
         if round_ != self._catchup_round:
             return  # delivered late to the subscription of an earlier round
         self._digest_budget -= 1
@@ -631,8 +651,8 @@ class HealthClient(HealthViewBase):
         digest = self._digest
         if digest is None:
             left = since + _DIGEST_WAIT + self._catchup_lag - now
-            sub = self._digest_sub
-            if left > 0 or (sub is not None and sub.pending_msgs > 0):
+            sub, arrived = self._digest_sub, self._digest_arrived
+            if left > 0 or (sub is not None and (sub.pending_msgs > 0 or (arrived is not None and arrived.done()))):
                 # Still due, or it came and this busy process has not handled it yet.
                 return min(self._tick, max(left, 0.01))
             log.info("healthbus: no state digest within %gs after reconnecting; reloading every state", _DIGEST_WAIT)
@@ -701,9 +721,6 @@ class HealthClient(HealthViewBase):
         self._catchup_round += 1
         round_ = self._catchup_round
 
-        async def on_digest(msg: Msg) -> None:
-            await self._on_digest(msg, round_)
-
         # The server itself stops after one whole digest (``UNSUB <sid> <max>`` sent right
         # after the SUB), however late this busy process gets round to it: 1 message, or for
         # a digest split into N parts, 2N - 1 (N in a row from one digest, whatever part the
@@ -713,7 +730,26 @@ class HealthClient(HealthViewBase):
         # UNSUB for it), so the server would go on sending this connection every digest,
         # each parsed and dropped, until the next reconnect.
         self._digest_budget = 2 * self._digest_parts.expected - 1
-        sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
+        if self._digest_budget == 1:
+            # One message: nats-py hands it to a future from its read loop, and a callback of
+            # that future takes it, without the task and queue a callback subscription has
+            # (made and ended per instance and round, they were a good part of a catch-up's cost).
+            arrived: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+            def take(done: asyncio.Future[Msg]) -> None:
+                if not done.cancelled():
+                    self._take_digest(done.result(), round_)
+
+            arrived.add_done_callback(take)
+            self._digest_arrived = arrived
+            sub = await nc.subscribe(self._subjects.digest, future=arrived, max_msgs=1)
+        else:
+
+            async def on_digest(msg: Msg) -> None:
+                self._take_digest(msg, round_)
+
+            self._digest_arrived = None
+            sub = await nc.subscribe(self._subjects.digest, cb=on_digest, max_msgs=self._digest_budget)
         self._digest_sub = sub
         with contextlib.suppress(nats_errors.BadSubscriptionError):  # already done: the digest came
             await sub.unsubscribe(limit=self._digest_budget)
@@ -798,11 +834,26 @@ class HealthClient(HealthViewBase):
             except Exception:  # never let the supervisor die
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
-            due = self._clock() + max(0.001, wait)
-            if not await sleep_until_set(self._time, self._wake, max(0.001, wait)) and self._catchup_since is not None:
+            due = self._round_due = self._clock() + max(0.001, wait)
+            woken = await sleep_until_set(self._time, self._wake, max(0.001, wait))
+            self._round_due = None
+            if not woken and self._catchup_since is not None:
                 # Woken late by its own timer: this process ran late (busy, or frozen). The
                 # wait for a digest is about the bus, not this process: it does not count.
                 self._catchup_lag += max(0.0, self._clock() - due)
+
+    def _lose(self, now: float, reason: str) -> None:
+        """Not following the bus (disconnected): said once per outage; the last states are kept."""
+        if self._live or self._table.lost_since is None:
+            dropped, self._loss_error = self._loss_error, None
+            if dropped is not None:
+                shown = redact_url(bus.resolve_url(self._settings, self._url))
+                log.warning("healthbus: lost the bus (NATS %s: %s); keeping the last known states", shown, dropped)
+            else:
+                log.warning("healthbus: lost the bus; keeping the last known states")
+        self._live = False
+        self._resync = True
+        self._table.mark_lost(now, reason=reason)
 
     async def _supervise_once(self) -> float:
         """One round; returns how long until the next one is due at the latest."""
@@ -819,17 +870,8 @@ class HealthClient(HealthViewBase):
             self._nc = nc = None
             self._note_failure()
         if nc is None or not nc.is_connected:
-            if self._live or self._table.lost_since is None:
-                dropped, self._loss_error = self._loss_error, None
-                if dropped is not None:
-                    shown = redact_url(bus.resolve_url(self._settings, self._url))
-                    log.warning("healthbus: lost the bus (NATS %s: %s); keeping the last known states", shown, dropped)
-                else:
-                    log.warning("healthbus: lost the bus; keeping the last known states")
-            self._live = False
-            self._resync = True
             reason = "disconnected from NATS" if nc is not None else (self._table.reason or "not connected to NATS")
-            self._table.mark_lost(now, reason=reason)
+            self._lose(now, reason)
             if nc is None and now >= self._retry_after and await self._try_connect():
                 self._wake.set()  # go live without waiting for the next tick
             elif nc is not None and self._own_nc and nc.is_reconnecting:
