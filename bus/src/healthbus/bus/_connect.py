@@ -474,16 +474,17 @@ async def connect(
     connecting = True
 
     async def error_cb(exc: Exception) -> None:
-        text = redact(str(exc) or type(exc).__name__, secrets)
-        if connecting and isinstance(exc, ssl.SSLError) and not tls_failed:
-            tls_failed.append(tls_failure(exc))
-            tls_event.set()
-        if text not in seen_errors and len(seen_errors) < 3:
-            seen_errors.append(text)
+        if connecting:  # its errors go into BusUnavailable's message
+            text = redact(str(exc) or type(exc).__name__, secrets)
+            if isinstance(exc, ssl.SSLError) and not tls_failed:
+                tls_failed.append(tls_failure(exc))
+                tls_event.set()
+            if text not in seen_errors and len(seen_errors) < 3:
+                seen_errors.append(text)
         if caller_error_cb is not None:
             await caller_error_cb(exc)
-        elif not connecting:  # first-connect errors go into BusUnavailable's message
-            log.warning("NATS %s: %s", shown, text)
+        elif not connecting:
+            log.warning("NATS %s: %s", shown, redact(str(exc) or type(exc).__name__, secrets))
 
     # A cluster is given as comma-separated URLs (``--nats``, ``NATS_URL``): nats-py
     # wants them as a list (one string with commas is an "invalid connect url").
