@@ -37,7 +37,8 @@ subscription with a message limit) and the commands buffered while disconnected,
 PONG (or ``-ERR``) that answers it ends the handshake: the server handles a connection's
 commands in order, so whatever is sent after ``reconnected_cb`` reaches it after the replay.
 The buffered commands stay buffered until a try is answered with that PONG: a refused try
-sends them again with the next.
+sends them again with the next. What :attr:`PongSafeClient.handshake_cb` subscribes during a
+try joins that write too (HealthClient asks for its catch-up digest there).
 (docs/performance.md, "A leaner reconnect": per reconnect about 10 % less CPU in the client and
 17 % less in the server in one process, 18 % and 23 % with 10,000 connections on two cores.)
 

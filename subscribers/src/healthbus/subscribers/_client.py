@@ -19,11 +19,13 @@ Invariants:
   credential that may not subscribe to them still follows the states (a warning is logged).
 - A target's ``seq`` is contiguous: a live event more than one past the known one means
   something was missed, and that target's last message is read again by a direct get.
-- Bus loss is tracked by a supervisor task (nats-py's disconnected/reconnected callbacks
-  wake it; it also polls ``nc.is_connected`` and the reconnect count, so a shared
-  connection passed in as ``nc`` works too). After ``stale_after`` seconds without the
-  bus the states are stale and the policy applies. After a reconnect the client first
-  listens for the coordinator's StateDigest on ``<prefix>.digest`` (every configured
+- Bus loss is tracked by a supervisor task (on its own connection the disconnected
+  callback says the loss at once and the reconnect callbacks begin the catch-up, waking the
+  supervisor where it has something due; it also polls ``nc.is_connected`` and the
+  reconnect count, so a shared connection passed in as ``nc`` works too). After
+  ``stale_after`` seconds without the bus the states are stale and the policy applies.
+  After a reconnect the client first listens (its SUB in the reconnect's one write,
+  ``PongSafeClient.handshake_cb``) for the coordinator's StateDigest on ``<prefix>.digest`` (every configured
   target's latest seq, sent every ``[coordinator] digest_interval`` and at once when the
   coordinator's own connection comes back) and reads only the targets it shows changed
   (see ``_catchup``), except those whose last event the digest itself carries: a fleet
