@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -282,17 +282,11 @@ async def test_what_was_published_while_away_survives_a_refused_reconnect_try(
     try:
         await coordinator.subscribe("healthbus.state.x", cb=on_msg)
         await coordinator.flush()
-        await tls_nats.astop()
-        await asyncio.wait_for(watch.gone.wait(), 30)  # else the publish could still go to the dying socket
-        await coordinator.publish("healthbus.state.x", b"while away")  # buffered: NATS is away
-        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", "changed-meanwhile")
-        await tls_nats.astart()
-        await asyncio.wait_for(watch.refused.wait(), 30)
 
-        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", _password("coordinator"))
-        await tls_nats.astop()
-        await tls_nats.astart()
-        await asyncio.wait_for(watch.back.wait(), 30)
+        async def publish_while_away() -> None:  # buffered: NATS is away
+            await coordinator.publish("healthbus.state.x", b"while away")
+
+        await watch.refused_then_back(tls_nats, monkeypatch, "coordinator", while_away=publish_while_away)
         assert await asyncio.wait_for(got.get(), 10) == b"while away"
     finally:
         await coordinator.close()
@@ -323,16 +317,7 @@ async def test_what_the_handshake_callback_subscribes_is_sent_once_across_a_refu
     coordinator.handshake_cb = handshake
     writes = record_writes(coordinator)
     try:
-        await tls_nats.astop()
-        await asyncio.wait_for(watch.gone.wait(), 30)
-        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", "changed-meanwhile")
-        await tls_nats.astart()
-        await asyncio.wait_for(watch.refused.wait(), 30)
-        monkeypatch.setenv("HEALTHBUS_COORDINATOR_PASSWORD", _password("coordinator"))
-        await tls_nats.astop()
-        await tls_nats.astart()
-        await asyncio.wait_for(watch.back.wait(), 30)
-
+        await watch.refused_then_back(tls_nats, monkeypatch, "coordinator")
         assert len(calls) >= 2, calls  # called for the refused try and the accepted one
         assert len(made) == 1, made
         accepted = [w for w in writes if w and w[0].startswith(b"CONNECT ")][-1]
@@ -371,3 +356,26 @@ class _Watch:
         return await connect(
             settings, error_cb=self.on_error, disconnected_cb=self.disconnected, reconnected_cb=self.reconnected
         )
+
+    async def refused_then_back(
+        self,
+        server: EmbeddedNats,
+        monkeypatch: pytest.MonkeyPatch,
+        role: str,
+        while_away: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """NATS restarts with ``role``'s password changed (the client's reconnect tries are
+        refused), then as before; returns once the client is back. ``while_away`` runs once the
+        client saw the server go (before that, a publish could still go to the dying socket)."""
+        variable = f"HEALTHBUS_{role.upper()}_PASSWORD"
+        await server.astop()
+        await asyncio.wait_for(self.gone.wait(), 30)
+        if while_away is not None:
+            await while_away()
+        monkeypatch.setenv(variable, "changed-meanwhile")
+        await server.astart()
+        await asyncio.wait_for(self.refused.wait(), 30)
+        monkeypatch.setenv(variable, _password(role))
+        await server.astop()
+        await server.astart()
+        await asyncio.wait_for(self.back.wait(), 30)
