@@ -226,6 +226,39 @@ async def test_the_digest_subscription_goes_out_in_the_reconnect_write(
 
 
 @pytest.mark.nats
+async def test_a_failure_while_saying_the_loss_does_not_stop_the_reconnect(
+    nats_server: EmbeddedNats, publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loss is said in nats-py's reconnect task (the disconnected callback): should that
+    fail, it is logged and the supervisor says it; the client still comes back."""
+    from ._proxy import Proxy
+
+    await publisher.publish("pg", "healthy")
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
+            lose = health._lose
+            failures: list[str] = []
+
+            def failing_once(now: float, reason: str) -> None:
+                if not failures:
+                    failures.append(reason)
+                    raise RuntimeError("boom")
+                lose(now, reason)
+
+            health._lose = failing_once  # type: ignore[method-assign]
+            await proxy.cut()
+            await wait_bus(health, lambda bus: not bus.connected, 10, "the supervisor to say the loss")
+            await proxy.start()
+            await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
+            assert failures == ["disconnected from NATS"]
+            assert "cannot say the bus was lost" in caplog.text
+    finally:
+        await proxy.cut()
+
+
+@pytest.mark.nats
 async def test_without_a_digest_the_client_reloads_as_before(nats_server: EmbeddedNats, publisher: Publisher) -> None:
     """An older coordinator sends no digest: after a reconnect the client reloads every state."""
     from ._proxy import Proxy

@@ -343,13 +343,17 @@ class HealthClient(HealthViewBase):
             # Said here, in the reconnect task, before its first try (whose handshake then
             # begins the catch-up): the supervisor need not wake for it (one turn less per
             # instance of a fleet), unless staleness falls due before its next round.
-            now = self._clock()
-            self._lose(now, "disconnected from NATS")
-            self._table.tick(now)
-            self._notify_bus()
-            lost_since, due = self._table.lost_since, self._round_due
-            if due is not None and lost_since is not None and lost_since + self._table.stale_after >= due:
-                return
+            try:
+                now = self._clock()
+                self._lose(now, "disconnected from NATS")
+                self._table.tick(now)
+                self._notify_bus()
+            except Exception:  # never into nats-py's reconnect task: the supervisor says it
+                log.exception("healthbus: cannot say the bus was lost")
+            else:
+                lost_since, due = self._table.lost_since, self._round_due
+                if due is not None and lost_since is not None and lost_since + self._table.stale_after >= due:
+                    return
         self._wake.set()
 
     async def _on_reconnected(self) -> None:
