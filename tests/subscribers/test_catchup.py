@@ -25,6 +25,7 @@ from healthbus.subscribers._catchup import behind, pages
 from tests.helpers import freeze, holds_within, record_writes, wait_bus, wait_until
 
 from ._events import Publisher
+from ._proxy import Proxy
 
 PREFIX = "hbcatch"
 FLEET = 300
@@ -114,6 +115,18 @@ async def test_a_late_pong_after_a_flush_timeout_keeps_the_connection_reading(na
         await nc.close()
 
 
+@pytest.fixture
+async def proxy(nats_server: EmbeddedNats) -> AsyncIterator[Proxy]:
+    """A TCP proxy in front of ``nats_server`` (started; ``cut()`` drops every connection
+    through it, ``start()`` lets them in again), cut at the end."""
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.cut()
+
+
 @pytest.mark.nats
 async def test_digest_shortcut_reads_only_what_changed(
     nats_server: EmbeddedNats, publisher: Publisher, digests: DigestPublisher
@@ -192,70 +205,56 @@ async def test_once_caught_up_the_server_sends_the_client_no_more_digests(
 
 @pytest.mark.nats
 async def test_the_digest_subscription_goes_out_in_the_reconnect_write(
-    nats_server: EmbeddedNats, publisher: Publisher, digests: DigestPublisher
+    proxy: Proxy, publisher: Publisher, digests: DigestPublisher
 ) -> None:
     """Back after a cut, the client asks for one digest in the reconnect's one write (CONNECT,
     PING, the replayed subscriptions, then the digest's SUB and its UNSUB after one message):
     no second write, and the server's one wakeup for it, per instance of a fleet."""
-    from ._proxy import Proxy
-
     await publisher.publish("pg", "healthy")
-    proxy = Proxy(nats_server.port)
-    await proxy.start()
-    try:
-        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
-            nc = health.nc
-            assert nc is not None
-            writes = record_writes(nc)
-            await proxy.cut()
-            await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
-            await proxy.start()
-            await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
-            assert (health.resync.digests, health.resync.skipped) == (1, 1)
-            handshake = [w for w in writes if w and w[0].startswith(b"CONNECT ")]
-            assert len(handshake) == 1, writes
-            commands = [line.split(b" ", 2)[:2] for line in handshake[0]]
-            digest = [i for i, c in enumerate(commands) if c == [b"SUB", f"{PREFIX}.digest".encode()]]
-            assert len(digest) == 1, handshake[0]
-            sid = handshake[0][digest[0]].split()[-1]
-            assert handshake[0][digest[0] + 1] == b"UNSUB " + sid + b" 1\r\n"
-            later = [line for w in writes[writes.index(handshake[0]) + 1 :] for line in w]
-            assert not [line for line in later if line.startswith(b"SUB ")], later
-    finally:
+    async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
+        nc = health.nc
+        assert nc is not None
+        writes = record_writes(nc)
         await proxy.cut()
+        await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+        await proxy.start()
+        await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
+        assert (health.resync.digests, health.resync.skipped) == (1, 1)
+        handshake = [w for w in writes if w and w[0].startswith(b"CONNECT ")]
+        assert len(handshake) == 1, writes
+        commands = [line.split(b" ", 2)[:2] for line in handshake[0]]
+        digest = [i for i, c in enumerate(commands) if c == [b"SUB", f"{PREFIX}.digest".encode()]]
+        assert len(digest) == 1, handshake[0]
+        sid = handshake[0][digest[0]].split()[-1]
+        assert handshake[0][digest[0] + 1] == b"UNSUB " + sid + b" 1\r\n"
+        later = [line for w in writes[writes.index(handshake[0]) + 1 :] for line in w]
+        assert not [line for line in later if line.startswith(b"SUB ")], later
 
 
 @pytest.mark.nats
 async def test_a_failure_while_saying_the_loss_does_not_stop_the_reconnect(
-    nats_server: EmbeddedNats, publisher: Publisher, caplog: pytest.LogCaptureFixture
+    proxy: Proxy, publisher: Publisher, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The loss is said in nats-py's reconnect task (the disconnected callback): should that
     fail, it is logged and the supervisor says it; the client still comes back."""
-    from ._proxy import Proxy
-
     await publisher.publish("pg", "healthy")
-    proxy = Proxy(nats_server.port)
-    await proxy.start()
-    try:
-        async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
-            lose = health._lose
-            failures: list[str] = []
+    async with HealthClient.connect(proxy.url, prefix=PREFIX, stale_after=0.2, resync_jitter=0.1) as health:
+        lose = health._lose
+        failures: list[str] = []
 
-            def failing_once(now: float, reason: str) -> None:
-                if not failures:
-                    failures.append(reason)
-                    raise RuntimeError("boom")
-                lose(now, reason)
+        def failing_once(now: float, reason: str) -> None:
+            if not failures:
+                failures.append(reason)
+                raise RuntimeError("boom")
+            lose(now, reason)
 
-            health._lose = failing_once  # type: ignore[method-assign]
-            await proxy.cut()
-            await wait_bus(health, lambda bus: not bus.connected, 10, "the supervisor to say the loss")
-            await proxy.start()
-            await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
-            assert failures == ["disconnected from NATS"]
-            assert "cannot say the bus was lost" in caplog.text
-    finally:
+        health._lose = failing_once  # type: ignore[method-assign]
         await proxy.cut()
+        await wait_bus(health, lambda bus: not bus.connected, 10, "the supervisor to say the loss")
+        await proxy.start()
+        await wait_bus(health, lambda bus: bus.connected, 30, "the client to follow live again")
+        assert failures == ["disconnected from NATS"]
+        assert "cannot say the bus was lost" in caplog.text
 
 
 @pytest.mark.nats
