@@ -80,3 +80,45 @@ async def test_a_reconnect_is_one_write_and_replays_every_subscription(nats_serv
         if other is not None:
             await other.close()
         await nc.close()
+
+
+@pytest.mark.nats
+async def test_a_failing_handshake_callback_is_said_and_the_reconnect_goes_on(nats_server: EmbeddedNats) -> None:
+    """``handshake_cb`` raising: the error reaches ``error_cb``, the try goes on without it (what it
+    queued before failing is sent too), and the client is back with its subscriptions."""
+    errors: list[Exception] = []
+    gone, back = asyncio.Event(), asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    async def disconnected() -> None:
+        gone.set()
+
+    async def reconnected() -> None:
+        back.set()
+
+    nc = await connect(url=nats_server.url, error_cb=on_error, disconnected_cb=disconnected, reconnected_cb=reconnected)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg.data)
+
+    async def failing() -> None:
+        await nc.subscribe("made.in.handshake", cb=on_msg)
+        raise RuntimeError("a bug in the callback")
+
+    try:
+        await nc.subscribe("all.>", cb=on_msg)
+        nc.handshake_cb = failing
+        await nats_server.astop()
+        await asyncio.wait_for(gone.wait(), 30)
+        await nats_server.astart()
+        await asyncio.wait_for(back.wait(), 30)
+        assert [str(e) for e in errors if isinstance(e, RuntimeError)] == ["a bug in the callback"]
+        assert nc.stats["reconnects"] == 1
+        for subject in ("all.after", "made.in.handshake"):
+            await nc.publish(subject, subject.encode())
+        assert {await asyncio.wait_for(got.get(), 10) for _ in range(2)} == {b"all.after", b"made.in.handshake"}
+    finally:
+        await nc.close()
