@@ -133,7 +133,10 @@ class Election:
                         await self._deactivate()
                 elif self.nc.is_connected:
                     if await lease.acquire():
-                        if not self.activating:
+                        # The write is a round trip: a takeover begun before it may have ended
+                        # meanwhile, this coordinator active again. A second one would restore
+                        # over its live decisions (and replace its outbox with them in it).
+                        if not self.activating and not self._is_active():
                             log.warning("took the leader lease%s: taking over", _which(lease))
                             self._activation = asyncio.create_task(
                                 self._activate(), name="healthbus-coordinator-takeover"
