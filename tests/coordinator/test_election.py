@@ -22,6 +22,7 @@ class _SlowLease:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.acquires = 0
+        self.renewals = 0
 
     async def acquire(self) -> bool:
         self.acquires += 1
@@ -30,6 +31,7 @@ class _SlowLease:
         return True
 
     async def renew(self) -> bool:
+        self.renewals += 1
         return True
 
     async def current_holder(self) -> str | None:
@@ -70,8 +72,10 @@ async def test_a_takeover_that_ends_during_a_lease_write_is_not_begun_again() ->
         await wait_until(lambda: activations == 1 and lease.acquires == 2, 5, "a takeover and a second write")
         restored.set()
         await wait_until(lambda: active and not election.activating, 5, "the takeover to end")
+        renewed = lease.renewals  # 0: the loop is still in that write
         lease.release.set()  # the write answers after the takeover ended
-        await asyncio.sleep(0.3)  # a few rounds of the loop (every ttl / 4)
+        # The loop has taken the answer and gone on leading: two renewals since.
+        await wait_until(lambda: lease.renewals >= renewed + 2, 5, "the loop to renew as the leader")
         assert activations == 1
         assert active
         assert warnings == []

@@ -235,13 +235,8 @@ async def test_a_tls_client_reconnects_and_a_refused_reconnect_is_retried(
     watch = _Watch()
     subscriber = await watch.connect(_settings(tls_nats, "subscriber", ca, cert=ca))
     coordinator = None
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        got.put_nowait(msg.data)
-
     try:
-        await subscriber.subscribe("healthbus.state.*", cb=on_msg)
+        await subscriber.subscribe("healthbus.state.*", cb=watch.on_msg)
         await subscriber.flush()
         monkeypatch.setenv("HEALTHBUS_SUBSCRIBER_PASSWORD", "changed-meanwhile")
         await tls_nats.astop()
@@ -259,7 +254,7 @@ async def test_a_tls_client_reconnects_and_a_refused_reconnect_is_retried(
         assert subscriber.stats["reconnects"] == 1
         coordinator = await connect(_settings(tls_nats, "coordinator", ca, cert=ca))
         await coordinator.publish("healthbus.state.x", b"after")
-        assert await asyncio.wait_for(got.get(), 10) == b"after"
+        assert await asyncio.wait_for(watch.got.get(), 10) == b"after"
     finally:
         if coordinator is not None:
             await coordinator.close()
@@ -274,20 +269,15 @@ async def test_what_was_published_while_away_survives_a_refused_reconnect_try(
     ahead of it in the same write, so nothing races the delivery.)"""
     watch = _Watch()
     coordinator = await watch.connect(_settings(tls_nats, "coordinator", ca, cert=ca))
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        got.put_nowait(msg.data)
-
     try:
-        await coordinator.subscribe("healthbus.state.x", cb=on_msg)
+        await coordinator.subscribe("healthbus.state.x", cb=watch.on_msg)
         await coordinator.flush()
 
         async def publish_while_away() -> None:  # buffered: NATS is away
             await coordinator.publish("healthbus.state.x", b"while away")
 
         await watch.refused_then_back(tls_nats, monkeypatch, "coordinator", while_away=publish_while_away)
-        assert await asyncio.wait_for(got.get(), 10) == b"while away"
+        assert await asyncio.wait_for(watch.got.get(), 10) == b"while away"
     finally:
         await coordinator.close()
 
@@ -299,17 +289,13 @@ async def test_what_the_handshake_callback_subscribes_is_sent_once_across_a_refu
     try once (replayed, not made again), and delivers once the server has taken the connection."""
     watch = _Watch()
     coordinator = await watch.connect(_settings(tls_nats, "coordinator", ca, cert=ca))
-    got: asyncio.Queue[bytes] = asyncio.Queue()
     calls: list[int] = []
     made: list[int] = []
-
-    async def on_msg(msg: Msg) -> None:
-        got.put_nowait(msg.data)
 
     async def handshake() -> None:
         calls.append(len(calls))
         if not made:  # as HealthClient does: once per return, whatever the tries
-            sub = await coordinator.subscribe("healthbus.state.y", cb=on_msg, max_msgs=1)
+            sub = await coordinator.subscribe("healthbus.state.y", cb=watch.on_msg, max_msgs=1)
             await sub.unsubscribe(limit=1)
             made.append(sub._id)
 
@@ -323,20 +309,25 @@ async def test_what_the_handshake_callback_subscribes_is_sent_once_across_a_refu
         accepted = [w for w in writes if w and w[0].startswith(b"CONNECT ")][-1]
         sub_y = f"SUB healthbus.state.y  {made[0]}\r\n".encode()
         assert [line for line in accepted if line.startswith(b"SUB healthbus.state.y")] == [sub_y], accepted
+        assert f"UNSUB {made[0]} 1\r\n".encode() in accepted, accepted
+        before = coordinator.stats["in_msgs"]
         for data in (b"first", b"past the limit"):
             await coordinator.publish("healthbus.state.y", data)
-        await coordinator.flush()
-        assert await asyncio.wait_for(got.get(), 10) == b"first"
-        assert got.empty()
+        await coordinator.flush()  # a barrier: what the server sent this connection before its PONG is in
+        assert await asyncio.wait_for(watch.got.get(), 10) == b"first"
+        # The limit holds on the server (nats-py alone would only drop the second on arrival).
+        assert coordinator.stats["in_msgs"] == before + 1
     finally:
         await coordinator.close()
 
 
 class _Watch:
-    """A connection's errors, its loss, its refusals ("Authorization Violation") and its return."""
+    """A connection's errors, its loss, its refusals ("Authorization Violation"), its return, and
+    the messages of the subscriptions made with ``cb=watch.on_msg``."""
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()  # what on_msg received
         self.gone = asyncio.Event()
         self.refused = asyncio.Event()
         self.back = asyncio.Event()
@@ -345,6 +336,9 @@ class _Watch:
         self.errors.append(str(exc))
         if "uthorization" in self.errors[-1]:
             self.refused.set()
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.got.put_nowait(msg.data)
 
     async def disconnected(self) -> None:
         self.gone.set()
