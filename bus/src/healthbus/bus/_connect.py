@@ -63,13 +63,14 @@ from typing import Any, Final
 
 from nats import errors as nats_errors
 from nats.aio.client import DEFAULT_BUFFER_SIZE, Client, Server, Srv
-from nats.aio.transport import TcpTransport, Transport
+from nats.aio.transport import Transport
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.protocol import command as nats_command
 
+from healthbus.bus._transport import SocketTransport
 from healthbus.protocol import BusSettings, ConfigError, StreamSettings, redact, redact_url
 
 log = logging.getLogger("healthbus.bus")
@@ -290,18 +291,12 @@ class PongSafeClient(Client):
         """The TCP connection of a reconnect try, on the client's transport object (within the
         handshake's timeout: nats-py's ``TcpTransport.connect`` wraps it in a task of its own)."""
         transport = self._transport
-        if not isinstance(transport, TcpTransport):
+        if not isinstance(transport, SocketTransport):
             await self._connect_to_server(server)
             assert self._transport is not None
             return self._transport
-        transport.close()  # type: ignore[no-untyped-call]  # the last try's connection (see _connect_to_server)
         server.last_attempt = time.monotonic()
-        reader, writer = await asyncio.open_connection(
-            host=server.uri.hostname, port=server.uri.port, limit=DEFAULT_BUFFER_SIZE
-        )
-        # What TcpTransport.connect sets (the bare pair outlives a TLS upgrade).
-        transport._bare_io_reader = transport._io_reader = reader
-        transport._bare_io_writer = transport._io_writer = writer
+        await transport.open(server.uri.hostname or "", server.uri.port or 4222)  # closes the last try's
         return transport
 
     async def _connect_to_server(self, s: Srv) -> None:
@@ -311,7 +306,15 @@ class PongSafeClient(Client):
         # and it leaks ("unclosed StreamWriter", a ResourceWarning). Close it first.
         if self._transport is not None:
             self._transport.close()  # type: ignore[no-untyped-call]
-        await super()._connect_to_server(s)
+        if s.uri.scheme in ("ws", "wss"):
+            await super()._connect_to_server(s)
+            return
+        # TCP (and TLS over it) on a bare socket (healthbus.bus._transport): nats-py would
+        # replace a transport that is not connected with its own, so connect it here.
+        s.last_attempt = time.monotonic()
+        if not isinstance(self._transport, SocketTransport):
+            self._transport = SocketTransport()
+        await self._transport.connect(s.uri, DEFAULT_BUFFER_SIZE, self.options["connect_timeout"])
 
 
 def reconnect_delay(failed: int, rng: Callable[[float, float], float] = random.uniform) -> float:
