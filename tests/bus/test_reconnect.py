@@ -4,6 +4,7 @@ the handshake in one write (CONNECT, PING, the replayed subscriptions, what was 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.aio.msg import Msg
@@ -121,4 +122,43 @@ async def test_a_failing_handshake_callback_is_said_and_the_reconnect_goes_on(na
             await nc.publish(subject, subject.encode())
         assert {await asyncio.wait_for(got.get(), 10) for _ in range(2)} == {b"all.after", b"made.in.handshake"}
     finally:
+        await nc.close()
+
+
+@pytest.mark.nats
+async def test_the_flusher_task_lives_on_across_reconnects_and_writes_after_them(nats_server: EmbeddedNats) -> None:
+    """One flusher task for the connection's life (nats-py made one per reconnect): what is
+    published after a reconnect, without a flush(), goes out through it."""
+    events = {name: asyncio.Event() for name in ("gone", "back", "other back")}
+
+    def setter(name: str) -> Callable[[], Awaitable[None]]:
+        async def callback() -> None:
+            events[name].set()
+
+        return callback
+
+    nc = await connect(url=nats_server.url, disconnected_cb=setter("gone"), reconnected_cb=setter("back"))
+    other = await connect(url=nats_server.url, name="other", reconnected_cb=setter("other back"))
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg.data)
+
+    try:
+        await other.subscribe("after.>", cb=on_msg)
+        await other.flush()
+        flusher = nc._flusher_task
+        assert flusher is not None
+        await nats_server.astop()
+        await asyncio.wait_for(events["gone"].wait(), 30)
+        await nats_server.astart()
+        await asyncio.wait_for(events["back"].wait(), 30)
+        await asyncio.wait_for(events["other back"].wait(), 30)
+        await other.flush()  # its subscription is the server's again
+        assert nc._flusher_task is flusher
+        assert not flusher.done()
+        await nc.publish("after.reconnect", b"through the flusher")
+        assert await asyncio.wait_for(got.get(), 10) == b"through the flusher"
+    finally:
+        await other.close()
         await nc.close()

@@ -41,6 +41,8 @@ sends them again with the next. What :attr:`PongSafeClient.handshake_cb` subscri
 try joins that write too (HealthClient asks for its catch-up digest there).
 (docs/performance.md, "A leaner reconnect": per reconnect about 10 % less CPU in the client and
 17 % less in the server in one process, 18 % and 23 % with 10,000 connections on two cores.)
+Its TCP connections run on a bare non-blocking socket (:class:`~healthbus.bus._transport.SocketTransport`),
+not on asyncio streams, which cost a connection several event-loop callbacks to make, read and close.
 
 Every client's reply inboxes live under its own prefix (``BusSettings.effective_inbox_prefix``,
 ``_INBOX.<user>`` by default), so a NATS user needs subscribe permission on that prefix only
@@ -63,13 +65,14 @@ from typing import Any, Final
 
 from nats import errors as nats_errors
 from nats.aio.client import DEFAULT_BUFFER_SIZE, Client, Server, Srv
-from nats.aio.transport import TcpTransport, Transport
+from nats.aio.transport import Transport
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.protocol import command as nats_command
 
+from healthbus.bus._transport import SocketTransport
 from healthbus.protocol import BusSettings, ConfigError, StreamSettings, redact, redact_url
 
 log = logging.getLogger("healthbus.bus")
@@ -134,6 +137,29 @@ class PongSafeClient(Client):
             self._pending = []
             self._pending_data_size = 0
 
+    async def _flusher(self) -> None:
+        """nats-py's flusher task, which lives on across reconnects: it writes what is queued while
+        connected; a flush asked for meanwhile is answered without a write (what is queued then
+        goes out in the reconnect's one write). A failed write starts a reconnect, as nats-py's."""
+        queue = self._flush_queue
+        assert queue is not None, "made by connect() before the flusher"
+        while True:
+            future: asyncio.Future[None] = await queue.get()
+            try:
+                if self._pending_data_size > 0 and self.is_connected and self._transport is not None:
+                    self._transport.writelines(self._pending[:])
+                    self._pending = []
+                    self._pending_data_size = 0
+                    await self._transport.drain()  # type: ignore[no-untyped-call]
+            except OSError as exc:
+                await self._error_cb(exc)
+                await self._process_op_err(exc)
+            except RuntimeError:  # the event loop is closing
+                return
+            finally:
+                if not future.done():  # it may have been cancelled (nats-py issue 624)
+                    future.set_result(None)
+
     async def _attempt_reconnect(self) -> None:
         """nats-py's reconnect, with the handshake in one write and one answer (module doc).
 
@@ -144,10 +170,10 @@ class PongSafeClient(Client):
         if scheme in ("ws", "wss") or self.options["verbose"] or self._reconnect_to_server_handler is None:
             await super()._attempt_reconnect()
             return
-        # The ping task lives on across reconnects (it skips its turns while disconnected).
-        for task in (self._reading_task, self._flusher_task):
-            if task is not None and not task.cancelled():
-                task.cancel()
+        # The ping and flusher tasks live on across reconnects (they skip their turns while
+        # disconnected): two tasks fewer to make and end per reconnect.
+        if self._reading_task is not None and not self._reading_task.cancelled():
+            self._reading_task.cancel()
         if self._transport is not None:
             self._transport.close()  # type: ignore[no-untyped-call]
             try:
@@ -282,7 +308,8 @@ class PongSafeClient(Client):
         self._reading_task = loop.create_task(self._read_loop())
         if self._ping_interval_task is None or self._ping_interval_task.done():
             self._ping_interval_task = loop.create_task(self._ping_interval())
-        self._flusher_task = loop.create_task(self._flusher())
+        if self._flusher_task is None or self._flusher_task.done():
+            self._flusher_task = loop.create_task(self._flusher())
         if self._pending:  # queued during the handshake: the flusher sends it
             await self._flush_pending()
 
@@ -290,18 +317,12 @@ class PongSafeClient(Client):
         """The TCP connection of a reconnect try, on the client's transport object (within the
         handshake's timeout: nats-py's ``TcpTransport.connect`` wraps it in a task of its own)."""
         transport = self._transport
-        if not isinstance(transport, TcpTransport):
+        if not isinstance(transport, SocketTransport):
             await self._connect_to_server(server)
             assert self._transport is not None
             return self._transport
-        transport.close()  # type: ignore[no-untyped-call]  # the last try's connection (see _connect_to_server)
         server.last_attempt = time.monotonic()
-        reader, writer = await asyncio.open_connection(
-            host=server.uri.hostname, port=server.uri.port, limit=DEFAULT_BUFFER_SIZE
-        )
-        # What TcpTransport.connect sets (the bare pair outlives a TLS upgrade).
-        transport._bare_io_reader = transport._io_reader = reader
-        transport._bare_io_writer = transport._io_writer = writer
+        await transport.open(server.uri.hostname or "", server.uri.port or 4222)  # closes the last try's
         return transport
 
     async def _connect_to_server(self, s: Srv) -> None:
@@ -311,7 +332,15 @@ class PongSafeClient(Client):
         # and it leaks ("unclosed StreamWriter", a ResourceWarning). Close it first.
         if self._transport is not None:
             self._transport.close()  # type: ignore[no-untyped-call]
-        await super()._connect_to_server(s)
+        if s.uri.scheme in ("ws", "wss"):
+            await super()._connect_to_server(s)
+            return
+        # TCP (and TLS over it) on a bare socket (healthbus.bus._transport): nats-py would
+        # replace a transport that is not connected with its own, so connect it here.
+        s.last_attempt = time.monotonic()
+        if not isinstance(self._transport, SocketTransport):
+            self._transport = SocketTransport()
+        await self._transport.connect(s.uri, DEFAULT_BUFFER_SIZE, self.options["connect_timeout"])
 
 
 def reconnect_delay(failed: int, rng: Callable[[float, float], float] = random.uniform) -> float:
