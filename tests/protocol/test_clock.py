@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from healthbus.protocol.clock import Clock, SystemClock, earliest, require_clock, sleep_until_set
+from healthbus.protocol.clock import Clock, Nap, SystemClock, earliest, require_clock, sleep_until_set
 from healthbus.protocol.testing import ManualClock
 
 
@@ -87,6 +87,49 @@ async def test_sleep_until_set_returns_on_the_event_or_on_the_clock() -> None:
     await clock.wait_sleepers(1)
     await clock.advance(10.0)
     assert await late is False
+
+
+async def test_a_nap_s_moment_moves_while_it_waits_on_a_manual_clock() -> None:
+    """Put off, a nap does not end at its first moment; brought forward, it ends at the new one;
+    with no nap under way there is nothing to move."""
+    clock = ManualClock(monotonic=0.0)
+    event = asyncio.Event()
+    nap = Nap(clock, event)
+    assert nap.move_to(5.0) is False
+    task = asyncio.create_task(nap.until(1.0))
+    await clock.wait_sleepers(1)
+    assert nap.move_to(3.0) is True
+    await clock.wait_sleepers(1)
+    await clock.advance(2.0)
+    assert not task.done()
+    assert nap.move_to(2.5) is True  # earlier than its last moment, still ahead of the clock
+    await clock.wait_sleepers(1)
+    await clock.advance(0.5)
+    assert await task is False
+    assert nap.deadline == 2.5
+    assert clock.sleepers == 0
+    task = asyncio.create_task(nap.until(10.0))
+    await clock.wait_sleepers(1)
+    event.set()
+    assert await task is True
+
+
+async def test_a_nap_s_moment_moves_while_it_waits_on_the_system_clock() -> None:
+    clock = SystemClock()
+    event = asyncio.Event()
+    nap = Nap(clock, event)
+    task = asyncio.create_task(nap.until(clock.monotonic() + 0.05))
+    await asyncio.sleep(0)
+    assert nap.move_to(clock.monotonic() + 60.0) is True
+    await asyncio.sleep(0.2)
+    assert not task.done()  # put off: past its first moment, still waiting
+    assert nap.move_to(clock.monotonic()) is True
+    assert await asyncio.wait_for(task, 10) is False  # brought forward: over now
+    assert nap.move_to(clock.monotonic() + 1) is False
+    task = asyncio.create_task(nap.until(clock.monotonic() + 60.0))
+    await asyncio.sleep(0)
+    event.set()
+    assert await asyncio.wait_for(task, 10) is True
 
 
 def test_earliest_of_optional_moments() -> None:

@@ -232,6 +232,38 @@ async def test_the_digest_subscription_goes_out_in_the_reconnect_write(
 
 
 @pytest.mark.nats
+async def test_a_reconnect_its_digest_catches_up_takes_no_supervisor_turn(
+    proxy: Proxy, publisher: Publisher, digests: DigestPublisher
+) -> None:
+    """The reconnect and the digest's callback move the sleeping supervisor's next round instead
+    of waking it (two turns less per instance of a fleet); that round still comes when due."""
+    from healthbus.protocol.testing import ManualClock
+
+    await publisher.publish("pg", "healthy")
+    clock = ManualClock()  # the supervisor's rounds come only when the test moves the clock
+    async with HealthClient.connect(
+        proxy.url, prefix=PREFIX, stale_after=600, resync_jitter=0.1, clock=clock
+    ) as health:
+        await clock.wait_sleepers(1)  # following live, its supervisor asleep
+        rounds: list[float] = []
+        supervise_once = health._supervise_once
+
+        async def counted() -> float:
+            rounds.append(clock.monotonic())
+            return await supervise_once()
+
+        health._supervise_once = counted  # type: ignore[method-assign]
+        await proxy.cut()
+        await wait_bus(health, lambda bus: not bus.connected, 10, "the client to notice the cut")
+        await proxy.start()
+        await wait_bus(health, lambda bus: bus.connected, 30, "the digest to catch the client up")
+        assert (health.resync.digests, health.resync.skipped, health.resync.reloads) == (1, 1, 0)
+        assert rounds == []
+        await clock.advance(5.0)  # the round the digest's callback put off (its round's wait, live)
+        await wait_until(lambda: len(rounds) == 1, 10, "the supervisor's next round")
+
+
+@pytest.mark.nats
 async def test_a_failure_while_saying_the_loss_does_not_stop_the_reconnect(
     proxy: Proxy, publisher: Publisher, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -80,7 +80,7 @@ from healthbus.protocol import (
     redact,
     redact_url,
 )
-from healthbus.protocol.clock import Clock, sleep_until_set
+from healthbus.protocol.clock import Clock, Nap
 from healthbus.subscribers._catchup import ResyncStats, behind, pages
 from healthbus.subscribers._report import FailureReporter
 from healthbus.subscribers._state import BusLossPolicy, StateTable, validate_policy
@@ -185,6 +185,7 @@ class HealthClient(HealthViewBase):
         self._repairs: set[str] = set()
         self._repair_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._nap = Nap(self._time, self._wake)  # the supervisor's sleep between rounds
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
         self._backoff_attempt = 0
@@ -364,8 +365,12 @@ class HealthClient(HealthViewBase):
         nc = self._nc
         if nc is not None and self._catching_up(nc) and nc.is_connected:
             if self._catchup_since is not None and self._catchup_reconnects == nc.stats["reconnects"]:
-                # Begun during the handshake (_on_handshake): the wait for a digest counts from now.
-                self._catchup_since = self._clock()
+                # Begun during the handshake (_on_handshake): the wait for a digest counts from now,
+                # and the supervisor's next round is due a tick from now (as its round would set it:
+                # the digest's callback ends the catch-up, or that round sees it overdue).
+                self._catchup_since = now = self._clock()
+                if self._next_round_at(now + self._tick):
+                    return
             else:
                 # Begin the catch-up here, in the reconnect task: the digest SUB goes out right
                 # behind the replayed subscriptions, without waiting for the supervisor's turn
@@ -629,7 +634,11 @@ class HealthClient(HealthViewBase):
             if self._digest is None:
                 self._digest = digest
                 self._finish_by_digest(digest)
-                self._wake.set()
+                table = self._table
+                if self._resync or not self._own_nc or table.lost_since is not None or table.stale:
+                    self._wake.set()  # something left to do: the supervisor does it
+                elif not self._next_round_at(self._clock() + _IDLE_WAIT):  # following live (its round's wait)
+                    self._wake.set()
 
     async def _begin_round(self, nc: Client, now: float, reconnects: int | None = None) -> None:
         """A new catch-up round: only a digest that arrives on a subscription made now counts;
@@ -840,13 +849,21 @@ class HealthClient(HealthViewBase):
             except Exception:  # never let the supervisor die
                 log.exception("healthbus: subscriber supervisor error")
                 self._note_failure()
-            due = self._round_due = self._clock() + max(0.001, wait)
-            woken = await sleep_until_set(self._time, self._wake, max(0.001, wait))
+            self._round_due = self._clock() + max(0.001, wait)
+            woken = await self._nap.until(self._round_due)
             self._round_due = None
             if not woken and self._catchup_since is not None:
                 # Woken late by its own timer: this process ran late (busy, or frozen). The
                 # wait for a digest is about the bus, not this process: it does not count.
-                self._catchup_lag += max(0.0, self._clock() - due)
+                self._catchup_lag += max(0.0, self._clock() - self._nap.deadline)
+
+    def _next_round_at(self, moment: float) -> bool:
+        """Have the sleeping supervisor's next round at ``moment`` (what that round would have set
+        had it been woken now: one turn less); False if it is not asleep (then wake it)."""
+        if self._round_due is None or not self._nap.move_to(moment):
+            return False
+        self._round_due = moment
+        return True
 
     def _lose(self, now: float, reason: str) -> None:
         """Not following the bus (disconnected): said once per outage; the last states are kept."""
