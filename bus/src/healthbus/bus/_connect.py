@@ -154,6 +154,8 @@ class PongSafeClient(Client):
             except OSError as exc:
                 await self._error_cb(exc)
                 await self._process_op_err(exc)
+                if self.is_closed:  # not reconnecting: nothing more to write
+                    return
             except RuntimeError:  # the event loop is closing
                 return
             finally:

@@ -152,9 +152,9 @@ class SocketTransport(TcpTransport):
         self._wake()
 
     def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Wake a read waiting for data."""
+        _settle(self._waiter)
+        self._waiter = None
 
     def _pause(self) -> None:
         if self._reading and self._loop is not None and self._sock is not None:
@@ -278,9 +278,8 @@ class SocketTransport(TcpTransport):
         if not self._out:
             self._stop_writing()
         if len(self._out) <= _WRITE_HIGH:
-            writable, self._writable = self._writable, None
-            if writable is not None and not writable.done():
-                writable.set_result(None)
+            _settle(self._writable)
+            self._writable = None
 
     def _stop_writing(self) -> None:
         if self._writing and self._loop is not None and self._sock is not None:
@@ -325,9 +324,8 @@ class SocketTransport(TcpTransport):
             sock.close()
         self._out = bytearray()
         self._wake()
-        writable, self._writable = self._writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
+        _settle(self._writable)
+        self._writable = None
 
     async def wait_closed(self) -> None:
         """Closed already (a TLS connection: once asyncio has closed it)."""
@@ -336,6 +334,12 @@ class SocketTransport(TcpTransport):
 
     def __bool__(self) -> bool:
         return self._io_writer is not None or self._sock is not None
+
+
+def _settle(waiter: asyncio.Future[None] | None) -> None:
+    """Let whoever awaits ``waiter`` go on (None: nobody waits)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _literal(host: str, port: int) -> list[tuple[Any, ...]]:
