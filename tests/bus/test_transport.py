@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from healthbus.bus import connect
 from healthbus.bus._transport import SocketTransport
 from healthbus.bus.embedded import EmbeddedNats
+from tests.helpers import wait_until
 
 
 class Peer:
@@ -67,7 +68,7 @@ async def test_lines_and_reads_come_as_sent_however_the_bytes_are_split(
     _, transport, _, writer = peer
     writer.write(b"INFO {}")
     await writer.drain()
-    await asyncio.sleep(0.05)  # the first part arrives on its own
+    await wait_until(lambda: transport._unread == len(b"INFO {}"), 10, "the first part to arrive on its own")
     writer.write(b"\r\nPONG\r\nMSG a 1 5\r\nhello\r\n")
     await writer.drain()
     assert await asyncio.wait_for(transport.readline(), 10) == b"INFO {}\r\n"
@@ -98,8 +99,10 @@ async def test_a_peer_that_does_not_read_holds_drain_until_it_does(
     payload = bytes(range(256)) * 64 * 1024  # 16 MiB: more than both sockets' buffers hold
     transport.writelines([b"PUB x ", payload, b"\r\n"])
     drained = asyncio.ensure_future(transport.drain())
-    await asyncio.sleep(0.2)
-    assert not drained.done()  # the peer has read nothing yet
+    await asyncio.sleep(0)  # drain() runs up to its wait
+    assert len(transport._out) > 64 * 1024  # the peer has read nothing: the rest waits here
+    assert transport._writable is not None  # and drain() waits for the socket to take it
+    assert not drained.done()
     got = await asyncio.wait_for(reader.readexactly(6 + len(payload) + 2), 30)
     await asyncio.wait_for(drained, 10)
     assert got == b"PUB x " + payload + b"\r\n"
@@ -127,7 +130,8 @@ async def test_after_close_reads_end_and_writes_are_dropped(
 ) -> None:
     _, transport, reader, _ = peer
     pending = asyncio.ensure_future(transport.read(100))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the read runs up to its wait for data
+    assert transport._waiter is not None
     transport.close()
     assert await asyncio.wait_for(pending, 10) == b""  # a waiting read is woken
     assert transport.at_eof()

@@ -118,11 +118,16 @@ async def test_a_nap_s_moment_moves_while_it_waits_on_the_system_clock() -> None
     clock = SystemClock()
     event = asyncio.Event()
     nap = Nap(clock, event)
-    task = asyncio.create_task(nap.until(clock.monotonic() + 0.05))
-    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(nap.until(clock.monotonic() + 5.0))
+    await asyncio.sleep(0)  # waiting, on a timeout 5 s ahead
     assert nap.move_to(clock.monotonic() + 60.0) is True
-    await asyncio.sleep(0.2)
-    assert not task.done()  # put off: past its first moment, still waiting
+    assert nap._timeout is not None
+    ends = nap._timeout.when()
+    assert ends is not None
+    assert ends > loop.time() + 50  # put off: its one timer now ends it 60 s ahead
+    assert nap.deadline > clock.monotonic() + 50
+    assert not task.done()
     assert nap.move_to(clock.monotonic()) is True
     assert await asyncio.wait_for(task, 10) is False  # brought forward: over now
     assert nap.move_to(clock.monotonic() + 1) is False

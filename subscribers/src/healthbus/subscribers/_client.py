@@ -634,10 +634,11 @@ class HealthClient(HealthViewBase):
             if self._digest is None:
                 self._digest = digest
                 self._finish_by_digest(digest)
+                # Caught up and following live on its own connection: the supervisor's round would
+                # only set its next one _IDLE_WAIT ahead, so do that; anything else is its to do.
                 table = self._table
-                if self._resync or not self._own_nc or table.lost_since is not None or table.stale:
-                    self._wake.set()  # something left to do: the supervisor does it
-                elif not self._next_round_at(self._clock() + _IDLE_WAIT):  # following live (its round's wait)
+                live = not self._resync and self._own_nc and table.lost_since is None and not table.stale
+                if not (live and self._next_round_at(self._clock() + _IDLE_WAIT)):
                     self._wake.set()
 
     async def _begin_round(self, nc: Client, now: float, reconnects: int | None = None) -> None:
